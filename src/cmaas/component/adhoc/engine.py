@@ -1,0 +1,218 @@
+"""The XEP-0050 protocol: sessions, steps, notes and refusals.
+
+slixmpp's own ``xep_0050`` plugin is not used for serving commands: it hands
+continuation steps only the form, not the stanza, so it cannot check who continues
+a session, and its timeout sends a client-side ``cancel`` iq. This engine binds each
+session to the full JID that opened it, re-checks access on every step, and expires
+idle sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from slixmpp import JID, Iq
+from slixmpp.plugins.xep_0004 import Form
+from slixmpp.plugins.xep_0050.stanza import Command as CommandStanza
+from slixmpp.xmlstream import register_stanza_plugin
+
+from cmaas.component.adhoc.access import AccessPolicy
+from cmaas.component.adhoc.command import Command, CommandContext, Completed, FormStep, Step
+from cmaas.component.adhoc.errors import (
+    BadAction,
+    BadPayload,
+    BadSessionId,
+    CommandNotFound,
+    Forbidden,
+    SessionExpired,
+    TooManySessions,
+    maps_adhoc_errors,
+)
+from cmaas.component.adhoc.forms import FieldValue, Submission, read_submission, render_form
+from cmaas.errors import InputRejected
+
+__all__ = ["MAX_SESSIONS", "MAX_SESSIONS_PER_JID", "AdhocEngine"]
+
+log = logging.getLogger(__name__)
+
+MAX_SESSIONS = 1000
+MAX_SESSIONS_PER_JID = 8
+
+
+@dataclass(slots=True)
+class _Session:
+    session_id: str
+    owner: JID
+    command: Command
+    step: FormStep
+    expires_at: float
+
+
+class AdhocEngine:
+    """Serves a set of commands on one JID (the component domain)."""
+
+    def __init__(
+        self,
+        commands: Iterable[Command],
+        access: AccessPolicy,
+        session_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.commands: dict[str, Command] = {c.node: c for c in commands}
+        self._access = access
+        self._timeout = session_timeout
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sessions: dict[str, _Session] = {}
+        register_stanza_plugin(Iq, CommandStanza)
+        register_stanza_plugin(CommandStanza, Form)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def visible_commands(self, requester: JID) -> list[Command]:
+        """The commands ``requester`` may run, for disco#items."""
+        return [c for c in self.commands.values() if await self._access.allows(c.access, requester)]
+
+    @maps_adhoc_errors
+    async def handle(self, iq: Iq) -> None:
+        """Answer one ``<command/>`` iq of type ``set``.
+
+        Raises:
+            XMPPError: Mapped from the engine's refusals by ``maps_adhoc_errors``.
+        """
+        request = iq["command"]
+        action = request["action"] or "execute"
+        session_id = request["sessionid"]
+        if not session_id:
+            if action != "execute":
+                raise BadAction(f"a new session starts with 'execute', not {action!r}")
+            await self._start(iq)
+        else:
+            await self._continue(iq, session_id, action)
+
+    async def _start(self, iq: Iq) -> None:
+        node = iq["command"]["node"]
+        command = self.commands.get(node)
+        if command is None:
+            raise CommandNotFound(f"no command {node!r}")
+        await self._require_access(command, iq["from"])
+        self._make_room(iq["from"])
+        step = await command.start(CommandContext(iq["from"], self._wall_clock()))
+        session_id = secrets.token_urlsafe(18)
+        self._reply(iq, command, session_id, step)
+        if isinstance(step, FormStep):
+            self._sessions[session_id] = _Session(
+                session_id, iq["from"], command, step, self._clock() + self._timeout
+            )
+
+    async def _continue(self, iq: Iq, session_id: str, action: str) -> None:
+        # Taking the session out while a step runs makes a concurrent duplicate
+        # continuation fail cleanly instead of running the step twice.
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise BadSessionId("unknown or finished session")
+        if iq["from"] != session.owner:
+            self._sessions[session_id] = session
+            raise Forbidden("this session belongs to another JID")
+        if session.expires_at <= self._clock():
+            raise SessionExpired("the session timed out; run the command again")
+        if iq["command"]["node"] != session.command.node:
+            self._sessions[session_id] = session
+            raise BadSessionId("the session belongs to another command")
+        await self._require_access(session.command, iq["from"])
+        if action == "cancel":
+            self._reply_canceled(iq, session)
+            return
+        if action not in ("execute", "next", "complete"):
+            self._sessions[session_id] = session
+            raise BadAction(f"action {action!r} is not offered here")
+        step = await self._submit(session.step, iq["command"]["form"] if _has_form(iq) else None)
+        self._reply(iq, session.command, session_id, step)
+        if isinstance(step, FormStep):
+            session.step = step
+            session.expires_at = self._clock() + self._timeout
+            self._sessions[session_id] = session
+
+    async def _submit(self, step: FormStep, form: Form | None) -> Step:
+        try:
+            submission = read_submission(step.form, form)
+        except BadPayload as exc:
+            return _again(step, step.values, [("error", str(exc))])
+        try:
+            return await step.on_submit(submission)
+        except InputRejected as exc:
+            notes = [("error", f"{_label(step, name)}: {text}") for name, text in exc.problems.items()]
+            return _again(step, _echo(submission), notes)
+
+    async def _require_access(self, command: Command, requester: JID) -> None:
+        if not await self._access.allows(command.access, requester):
+            raise Forbidden(f"{requester.bare} may not run {command.name!r}")
+
+    def _make_room(self, requester: JID) -> None:
+        now = self._clock()
+        for session_id in [s.session_id for s in self._sessions.values() if s.expires_at <= now]:
+            del self._sessions[session_id]
+        owned = sum(1 for s in self._sessions.values() if s.owner.bare == requester.bare)
+        if owned >= MAX_SESSIONS_PER_JID or len(self._sessions) >= MAX_SESSIONS:
+            raise TooManySessions("too many open command sessions; finish or cancel some")
+
+    def _reply(self, iq: Iq, command: Command, session_id: str, step: Step) -> None:
+        reply = iq.reply(clear=True)
+        stanza = reply["command"]
+        stanza["node"] = command.node
+        stanza["sessionid"] = session_id
+        if isinstance(step, Completed):
+            stanza["status"] = "completed"
+            stanza["notes"] = list(step.notes)
+            if step.payload is not None:
+                stanza.append(step.payload)
+        else:
+            default = "complete" if step.final else "next"
+            stanza["status"] = "executing"
+            stanza["actions"] = [default]
+            stanza.xml.find(f"{{{CommandStanza.namespace}}}actions").set("execute", default)
+            stanza["notes"] = list(step.notes)
+            stanza.append(render_form(step.form, step.values))
+        reply.send()
+
+    def _reply_canceled(self, iq: Iq, session: _Session) -> None:
+        reply = iq.reply(clear=True)
+        reply["command"]["node"] = session.command.node
+        reply["command"]["sessionid"] = session.session_id
+        reply["command"]["status"] = "canceled"
+        reply.send()
+
+
+def _has_form(iq: Iq) -> bool:
+    return iq["command"].xml.find("{jabber:x:data}x") is not None
+
+
+def _again(
+    step: FormStep, values: Mapping[str, FieldValue], notes: list[tuple[str, str]]
+) -> FormStep:
+    return FormStep(
+        form=step.form,
+        on_submit=step.on_submit,
+        values=values,
+        notes=notes,
+        final=step.final,
+    )
+
+
+def _echo(submission: Submission) -> dict[str, FieldValue]:
+    """The submitted values, to show again beside the problems found in them."""
+    return {var: list(values) for var, values in submission.values.items() if values}
+
+
+def _label(step: FormStep, var: str) -> str:
+    for spec in step.form.fields:
+        if spec.var == var:
+            return spec.label
+    return var

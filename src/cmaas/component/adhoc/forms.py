@@ -1,0 +1,200 @@
+"""Declarative data forms (XEP-0004) for ad-hoc commands, and reading what clients submit.
+
+Submitted forms are read against the form we sent, not against whatever ``type``
+attributes the client echoes back (XEP-0004 lets a submit omit them), and every value
+is bounded before any command sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from slixmpp.plugins.xep_0004 import Form
+
+from cmaas.component.adhoc.errors import BadPayload
+
+__all__ = [
+    "FORM_TYPE",
+    "MAX_VALUES_PER_FIELD",
+    "MAX_VALUE_LENGTH",
+    "FieldSpec",
+    "FieldType",
+    "FormSpec",
+    "Submission",
+    "read_submission",
+    "render_form",
+    "render_result",
+    "render_table",
+]
+
+FORM_TYPE = "urn:cmaas:cmd:1"
+MAX_VALUE_LENGTH = 4096
+MAX_VALUES_PER_FIELD = 128
+
+FieldType = Literal[
+    "boolean",
+    "fixed",
+    "hidden",
+    "jid-multi",
+    "jid-single",
+    "list-multi",
+    "list-single",
+    "text-multi",
+    "text-private",
+    "text-single",
+]
+_MULTI: frozenset[str] = frozenset({"jid-multi", "list-multi", "text-multi"})
+_TRUE = frozenset({"1", "true"})
+_FALSE = frozenset({"0", "false", ""})
+
+FieldValue = str | bool | Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One form field; ``label`` and ``desc`` are what a person sees in Gajim or Psi."""
+
+    var: str
+    label: str
+    type: FieldType = "text-single"
+    desc: str = ""
+    required: bool = False
+    options: tuple[tuple[str, str], ...] = ()
+    """(value, label) pairs for list fields."""
+
+
+@dataclass(frozen=True, slots=True)
+class FormSpec:
+    title: str
+    instructions: str
+    fields: tuple[FieldSpec, ...]
+
+    def with_options(self, var: str, options: Sequence[tuple[str, str]]) -> FormSpec:
+        """The same form with the choices of one list field filled in at run time."""
+        fields = tuple(
+            FieldSpec(f.var, f.label, f.type, f.desc, f.required, tuple(options))
+            if f.var == var
+            else f
+            for f in self.fields
+        )
+        return FormSpec(self.title, self.instructions, fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A submitted form, read against the form that was sent."""
+
+    values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def text(self, var: str) -> str:
+        return self.values.get(var, ("",))[0] if self.values.get(var) else ""
+
+    def texts(self, var: str) -> list[str]:
+        return list(self.values.get(var, ()))
+
+    def flag(self, var: str) -> bool:
+        return self.text(var).strip().lower() in _TRUE
+
+
+def render_form(spec: FormSpec, values: Mapping[str, FieldValue] | None = None) -> Form:
+    """An input form carrying our FORM_TYPE, pre-filled with ``values``."""
+    form = Form()
+    form["type"] = "form"
+    form["title"] = spec.title
+    form["instructions"] = spec.instructions
+    form.add_field(var="FORM_TYPE", ftype="hidden", value=FORM_TYPE)
+    current = values or {}
+    for spec_field in spec.fields:
+        xml_field = form.add_field(
+            var=spec_field.var,
+            ftype=spec_field.type,
+            label=spec_field.label,
+            desc=spec_field.desc,
+            required=spec_field.required,
+        )
+        for value, label in spec_field.options:
+            xml_field.add_option(label=label, value=value)
+        if spec_field.var in current:
+            xml_field["value"] = _as_form_value(spec_field, current[spec_field.var])
+    return form
+
+
+def render_result(title: str, rows: Sequence[tuple[str, str, FieldValue]]) -> Form:
+    """A read-only result form of (var, label, value) rows."""
+    form = Form()
+    form["type"] = "result"
+    form["title"] = title
+    form.add_field(var="FORM_TYPE", ftype="hidden", value=FORM_TYPE)
+    for var, label, value in rows:
+        if isinstance(value, bool):
+            form.add_field(var=var, ftype="boolean", label=label, value=value)
+        elif isinstance(value, str):
+            form.add_field(var=var, ftype="text-single", label=label, value=value)
+        else:
+            form.add_field(var=var, ftype="text-multi", label=label, value=list(value))
+    return form
+
+
+def render_table(
+    title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, str]]
+) -> Form:
+    """A result form with a reported table, which clients show as a grid."""
+    form = Form()
+    form["type"] = "result"
+    form["title"] = title
+    for var, label in columns:
+        form.add_reported(var, ftype="text-single", label=label)
+    for row in rows:
+        form.add_item(dict(row))
+    return form
+
+
+def _as_form_value(spec: FieldSpec, value: FieldValue) -> object:
+    if isinstance(value, bool):
+        return value
+    values = [value] if isinstance(value, str) else list(value)
+    if spec.type == "boolean":
+        return bool(values) and values[0].strip().lower() in _TRUE
+    if spec.type in _MULTI:
+        return values
+    return values[0] if values else ""
+
+
+def read_submission(spec: FormSpec, form: Form | None) -> Submission:
+    """Read a submitted form, keeping only the fields ``spec`` declares.
+
+    Raises:
+        BadPayload: No form, not a submit form, a foreign FORM_TYPE, a value that is
+            too long or too many values, several values for a single-value field, or
+            a boolean that is not one.
+    """
+    if form is None or form["type"] != "submit":
+        raise BadPayload("expected a submitted data form")
+    namespace = form.namespace
+    raw: dict[str, list[str]] = {}
+    for xml_field in form.xml.findall(f"{{{namespace}}}field"):
+        var = xml_field.get("var", "")
+        raw[var] = [v.text or "" for v in xml_field.findall(f"{{{namespace}}}value")]
+    form_type = raw.get("FORM_TYPE")
+    if form_type is not None and form_type != [FORM_TYPE]:
+        raise BadPayload(f"this command takes FORM_TYPE {FORM_TYPE}")
+    values: dict[str, tuple[str, ...]] = {}
+    for spec_field in spec.fields:
+        submitted = raw.get(spec_field.var, [])
+        if len(submitted) > MAX_VALUES_PER_FIELD:
+            raise BadPayload(
+                f"{spec_field.label}: at most {MAX_VALUES_PER_FIELD} values, got {len(submitted)}"
+            )
+        if any(len(value) > MAX_VALUE_LENGTH for value in submitted):
+            raise BadPayload(
+                f"{spec_field.label}: a value is longer than {MAX_VALUE_LENGTH} characters"
+            )
+        if spec_field.type not in _MULTI and len(submitted) > 1:
+            raise BadPayload(f"{spec_field.label}: takes one value, got {len(submitted)}")
+        if spec_field.type == "boolean" and submitted:
+            if submitted[0].strip().lower() not in _TRUE | _FALSE:
+                raise BadPayload(f"{spec_field.label}: must be true or false")
+        values[spec_field.var] = tuple(submitted)
+    return Submission(values)

@@ -1,0 +1,136 @@
+"""The gateway's XEP-0114 component: disco, ping, presence and ad-hoc commands."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slixmpp import JID, Iq, Message, Presence
+from slixmpp.componentxmpp import ComponentXMPP
+from slixmpp.exceptions import XMPPError
+from slixmpp.plugins.xep_0030 import DiscoInfo, DiscoItems
+from slixmpp.plugins.xep_0050.stanza import Command as CommandStanza
+from slixmpp.stanza.rootstanza import RootStanza
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import StanzaPath
+
+from cmaas import __version__
+from cmaas.apps import AppContacts, ContactState
+from cmaas.component.adhoc.engine import AdhocEngine
+from cmaas.component.presence import PresenceResponder
+
+__all__ = ["GatewayComponent"]
+
+log = logging.getLogger(__name__)
+
+_COMMANDS = CommandStanza.namespace
+_RECEIPTS = "urn:xmpp:receipts"
+_MARKERS = "urn:xmpp:chat-markers:0"
+
+class GatewayComponent(ComponentXMPP):
+    """One component connection to the IM server.
+
+    Translates stanzas into calls on the ad-hoc engine and the app directory, and
+    back; it decides nothing itself.
+    """
+
+    def __init__(
+        self,
+        domain: str,
+        secret: str,
+        engine: AdhocEngine,
+        contacts: AppContacts,
+    ) -> None:
+        super().__init__(domain, secret, fix_error_ns=True)  # type: ignore[no-untyped-call]
+        self.domain = domain
+        self.domain_jid = JID(domain)
+        self._engine = engine
+        self._contacts = contacts
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0004")
+        self.register_plugin("xep_0199")
+        self._drop_roster_handlers()
+        PresenceResponder(self, contacts).attach()
+        self.register_handler(
+            CoroutineCallback(
+                "cmaas ad-hoc",
+                StanzaPath("iq@type=set/command"),
+                engine.handle,  # type: ignore[arg-type]
+            )
+        )
+        self._describe()
+        self.add_filter("out", self._stamp_from)  # type: ignore[arg-type]
+
+    def _drop_roster_handlers(self) -> None:
+        """Unhook slixmpp's roster bookkeeping for presence.
+
+        It answers from an in-memory roster per app JID, which grows with every user
+        and forgets on restart; the gateway answers from the keystore instead.
+        """
+        for event in ("presence_available", "presence_dnd", "presence_xa",
+                      "presence_chat", "presence_away"):
+            self.del_event_handler(event, self._handle_available)
+        self.del_event_handler("presence_unavailable", self._handle_unavailable)
+        self.del_event_handler("presence_subscribe", self._handle_subscribe)
+        self.del_event_handler("presence_subscribed", self._handle_subscribed)
+        self.del_event_handler("presence_unsubscribe", self._handle_unsubscribe)
+        self.del_event_handler("presence_unsubscribed", self._handle_unsubscribed)
+        self.del_event_handler("roster_subscription_request", self._handle_new_subscription)
+        self.del_event_handler("presence_probe", self._handle_probe)
+
+    def _describe(self) -> None:
+        disco = self.plugin["xep_0030"]
+        disco.add_identity(category="component", itype="generic", name="CMaaS gateway",
+                           jid=self.domain_jid)
+        disco.add_identity(category="automation", itype="command-list",
+                           name="Commands", node=_COMMANDS, jid=self.domain_jid)
+        for feature in ("http://jabber.org/protocol/disco#info",
+                        "http://jabber.org/protocol/disco#items",
+                        _COMMANDS, "urn:xmpp:ping", "jabber:x:data"):
+            disco.add_feature(feature, jid=self.domain_jid)
+        disco.api.register(self._command_items, "get_items", self.domain_jid, _COMMANDS)
+        for node, command in self._engine.commands.items():
+            disco.add_identity(category="automation", itype="command-node",
+                               name=command.name, node=node, jid=self.domain_jid)
+            disco.add_feature(_COMMANDS, node=node, jid=self.domain_jid)
+            disco.add_feature("jabber:x:data", node=node, jid=self.domain_jid)
+        # App JIDs are dynamic, so their disco#info comes from the keystore.
+        self._static_info = disco.api["get_info"]
+        disco.api.register(self._info, "get_info")
+
+    async def _command_items(
+        self, jid: JID | None, node: str | None, ifrom: JID | None, data: Any
+    ) -> DiscoItems:
+        items = DiscoItems()
+        if ifrom is None:
+            return items
+        for command in await self._engine.visible_commands(ifrom):
+            items.add_item(self.domain_jid, command.node, command.name)
+        return items
+
+    async def _info(
+        self, jid: JID | None, node: str | None, ifrom: JID | None, data: Any
+    ) -> DiscoInfo:
+        if jid is None or not jid.user:
+            info: DiscoInfo = await self._static_info(jid, node, ifrom, data)
+            return info
+        contact = await self._contacts.contact(jid)
+        if contact.state is ContactState.UNKNOWN or node:
+            raise XMPPError("item-not-found")
+        info = DiscoInfo()
+        info.add_identity("client", "bot", name=contact.display_name)
+        for feature in ("http://jabber.org/protocol/disco#info", _RECEIPTS, _MARKERS):
+            info.add_feature(feature)
+        return info
+
+    def _stamp_from(self, stanza: RootStanza) -> RootStanza:
+        """Last line of defence: ejabberd closes the stream on a stanza without ``from``."""
+        if isinstance(stanza, Message | Presence | Iq) and not stanza["from"]:
+            log.error("stanza without 'from' stamped with the component domain: %s",
+                      stanza.name)
+            stanza["from"] = self.domain
+        return stanza
+
+    @property
+    def version(self) -> str:
+        return __version__

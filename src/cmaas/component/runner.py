@@ -1,0 +1,74 @@
+"""``cmaas gateway run``: assemble the gateway from settings and run it until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+
+from cmaas.admin import AdminService
+from cmaas.apps import AppContacts
+from cmaas.component.adhoc.access import AccessPolicy
+from cmaas.component.adhoc.engine import AdhocEngine
+from cmaas.component.commands import admin_commands
+from cmaas.component.gateway import GatewayComponent
+from cmaas.component.health import health_routes
+from cmaas.component.link import ComponentLink
+from cmaas.keystore import MasterKeyring, SqliteKeystore
+from cmaas.settings import Settings
+
+__all__ = ["run_gateway"]
+
+log = logging.getLogger(__name__)
+
+
+async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the gateway until ``stop`` is set, or until SIGTERM/SIGINT when it is ``None``.
+
+    Raises:
+        KeystoreError: The database cannot be migrated or read.
+        OSError: The HTTP listener cannot bind.
+    """
+    stop = stop or _stop_on_signals()
+    async with AsyncExitStack() as stack:
+        keystore = await SqliteKeystore.open(
+            settings.database,
+            MasterKeyring(settings.master_key, settings.previous_master_key),
+        )
+        stack.push_async_callback(keystore.close)
+        domain = settings.component_jid
+        engine = AdhocEngine(
+            admin_commands(AdminService(keystore), domain),
+            AccessPolicy(settings.admins, settings.served_domains, keystore),
+            settings.adhoc_session_timeout,
+        )
+        xmpp = GatewayComponent(
+            domain, settings.component_secret, engine, AppContacts(keystore, domain)
+        )
+        link = ComponentLink(
+            xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
+        )
+        http = web.Application()
+        http.add_routes(health_routes(link))
+        runner = web.AppRunner(http, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        log.info("gateway %s: HTTP on %s:%d, database %s", domain, settings.http_host,
+                 settings.http_port, settings.database)
+        await link.run(stop)
+    log.info("gateway stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:  # Windows: Ctrl-C still raises KeyboardInterrupt
+            pass
+    return stop

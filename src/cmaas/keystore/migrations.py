@@ -1,0 +1,150 @@
+"""Versioned schema migrations, applied in order, each in its own transaction.
+
+Never edit a released migration: append a new one. The version reached is kept in
+``schema_migrations`` so that an older binary refuses a newer database.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["MIGRATIONS", "Migration"]
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "app accounts, plans, directory, devices and prekeys, messages and status events",
+        """
+        CREATE TABLE plans (
+            name                 TEXT PRIMARY KEY,
+            sustained_per_second REAL NOT NULL CHECK (sustained_per_second > 0),
+            burst                INTEGER NOT NULL CHECK (burst >= 1),
+            daily_quota          INTEGER CHECK (daily_quota IS NULL OR daily_quota >= 1),
+            priorities           TEXT NOT NULL,
+            updated_at           INTEGER NOT NULL
+        ) STRICT;
+
+        -- A plan for a first app, so that registration works out of the box.
+        INSERT INTO plans VALUES ('default', 10, 50, 100000, 'high,normal,bulk',
+                                  CAST(strftime('%s','now') AS INTEGER));
+
+        CREATE TABLE apps (
+            app_id        TEXT PRIMARY KEY,
+            client_id     TEXT NOT NULL UNIQUE,
+            display_name  TEXT NOT NULL,
+            plan          TEXT NOT NULL REFERENCES plans(name) ON UPDATE CASCADE,
+            callback_url  TEXT,
+            suspended     INTEGER NOT NULL DEFAULT 0 CHECK (suspended IN (0, 1)),
+            created_at    INTEGER NOT NULL,
+            updated_at    INTEGER NOT NULL
+        ) STRICT;
+
+        CREATE TABLE app_credentials (
+            credential_id  TEXT PRIMARY KEY,
+            app_id         TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            secret_salt    BLOB NOT NULL,
+            secret_hash    BLOB NOT NULL,
+            master_key_id  TEXT NOT NULL,
+            hmac_key       BLOB NOT NULL,  -- AES-256-GCM nonce || ciphertext
+            created_at     INTEGER NOT NULL,
+            not_after      INTEGER          -- NULL: valid until rotated
+        ) STRICT;
+        CREATE INDEX app_credentials_by_app ON app_credentials(app_id);
+
+        CREATE TABLE app_networks (
+            app_id  TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            network TEXT NOT NULL,
+            PRIMARY KEY (app_id, network)
+        ) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE app_jids (
+            jid     TEXT PRIMARY KEY,
+            app_id  TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX app_jids_by_app ON app_jids(app_id);
+
+        -- Public halves of app signing keys; envelopes carry the fingerprint.
+        CREATE TABLE app_signing_keys (
+            app_id       TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            fingerprint  TEXT NOT NULL,
+            public_key   BLOB NOT NULL,
+            created_at   INTEGER NOT NULL,
+            retired_at   INTEGER,
+            PRIMARY KEY (app_id, fingerprint)
+        ) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE directory (
+            address     TEXT PRIMARY KEY,
+            kind        TEXT NOT NULL CHECK (kind IN ('email', 'mobile')),
+            jid         TEXT NOT NULL,
+            updated_at  INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX directory_by_jid ON directory(jid);
+
+        CREATE TABLE devices (
+            jid            TEXT NOT NULL,
+            device_id      INTEGER NOT NULL CHECK (device_id BETWEEN 1 AND 2147483647),
+            identity_key   BLOB NOT NULL,
+            suites         TEXT NOT NULL,
+            spk_id         INTEGER NOT NULL,
+            spk_public     BLOB NOT NULL,
+            spk_signature  BLOB NOT NULL,
+            label          TEXT,
+            created_at     INTEGER NOT NULL,
+            updated_at     INTEGER NOT NULL,
+            revoked_at     INTEGER,
+            PRIMARY KEY (jid, device_id)
+        ) STRICT;
+
+        -- One-time prekeys: a row is deleted when handed out, so none is given twice.
+        CREATE TABLE one_time_prekeys (
+            jid         TEXT NOT NULL,
+            device_id   INTEGER NOT NULL,
+            key_id      INTEGER NOT NULL,
+            public_key  BLOB NOT NULL,
+            signature   BLOB NOT NULL,
+            PRIMARY KEY (jid, device_id, key_id),
+            FOREIGN KEY (jid, device_id) REFERENCES devices(jid, device_id) ON DELETE CASCADE
+        ) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE messages (
+            app_id         TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            message_id     TEXT NOT NULL,
+            recipient      TEXT NOT NULL,   -- as submitted: JID, email or E.164
+            recipient_jid  TEXT,            -- once resolved
+            priority       INTEGER NOT NULL CHECK (priority IN (0, 1, 2)),
+            status         TEXT NOT NULL CHECK (status IN
+                ('accepted', 'dispatched', 'delivered', 'read', 'failed', 'expired')),
+            request_sha256 BLOB NOT NULL,   -- idempotency: same id, same request
+            envelope       BLOB NOT NULL,   -- sealed; the gateway never sees plaintext
+            expires_at     INTEGER NOT NULL,
+            created_at     INTEGER NOT NULL,
+            updated_at     INTEGER NOT NULL,
+            PRIMARY KEY (app_id, message_id)
+        ) STRICT;
+        CREATE INDEX messages_outbox ON messages(status, priority, created_at)
+            WHERE status = 'accepted';
+        CREATE INDEX messages_by_app_day ON messages(app_id, created_at);
+
+        CREATE TABLE status_events (
+            event_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+            app_id      TEXT NOT NULL,
+            message_id  TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            device_id   INTEGER,
+            detail      TEXT NOT NULL DEFAULT '',
+            at_ms       INTEGER NOT NULL,
+            FOREIGN KEY (app_id, message_id) REFERENCES messages(app_id, message_id)
+                ON DELETE CASCADE
+        ) STRICT;
+        CREATE INDEX status_events_by_message ON status_events(app_id, message_id);
+        """,
+    ),
+)

@@ -1,0 +1,135 @@
+"""Plain data the keystore stores and returns."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from cmaas.identifiers import IpNetwork
+
+__all__ = [
+    "App",
+    "AppChanges",
+    "AppCounters",
+    "AuthenticatedApp",
+    "CredentialInfo",
+    "DirectoryEntry",
+    "IssuedCredentials",
+    "NewApp",
+    "Plan",
+    "Priority",
+]
+
+
+class Priority(enum.IntEnum):
+    """Delivery classes; a lower value is dispatched first (OTPs ride ``HIGH``)."""
+
+    HIGH = 0
+    NORMAL = 1
+    BULK = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> Priority:
+        """Raises: KeyError: Not one of ``high``, ``normal``, ``bulk``."""
+        return cls[label.upper()]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A rate plan. ``daily_quota`` of ``None`` means no daily cap."""
+
+    name: str
+    sustained_per_second: float
+    burst: int
+    daily_quota: int | None
+    priorities: frozenset[Priority]
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInfo:
+    """What may be shown about one credential set: never the secrets."""
+
+    credential_id: str
+    created_at: int
+    not_after: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """A registered app account as stored now."""
+
+    app_id: str
+    client_id: str
+    display_name: str
+    plan: str
+    callback_url: str | None
+    suspended: bool
+    networks: tuple[IpNetwork, ...]
+    jids: tuple[str, ...]
+    credentials: tuple[CredentialInfo, ...]
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewApp:
+    """A validated request to create an app."""
+
+    app_id: str
+    display_name: str
+    plan: str
+    callback_url: str | None = None
+    networks: tuple[IpNetwork, ...] = ()
+    jids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppChanges:
+    """A validated partial update; ``None`` leaves a field as it is."""
+
+    display_name: str | None = None
+    plan: str | None = None
+    callback_url: str | None = None
+    clear_callback_url: bool = False
+    networks: tuple[IpNetwork, ...] | None = None
+    jids: tuple[str, ...] | None = None
+    suspended: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCredentials:
+    """Freshly issued secrets, shown to the operator once and never stored in clear."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    hmac_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedApp:
+    """The outcome of a successful client-id/secret check."""
+
+    app: App
+    hmac_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AppCounters:
+    """Live counters shown by ``app-show``."""
+
+    messages_by_status: dict[str, int]
+    submitted_today: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    """An email or E.164 number bound to a JID."""
+
+    address: str
+    kind: str
+    jid: str
+    updated_at: int

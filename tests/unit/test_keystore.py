@@ -1,0 +1,246 @@
+"""The SQLite keystore against real database files."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cmaas.keystore import (
+    AppAlreadyExists,
+    AppChanges,
+    AppNotFound,
+    AuthenticationFailed,
+    JidAlreadyBound,
+    MasterKeyMismatch,
+    MasterKeyring,
+    NewApp,
+    Plan,
+    PlanNotFound,
+    Priority,
+    SchemaTooNew,
+    SqliteKeystore,
+    issue_credentials,
+)
+from cmaas.keystore.migrations import MIGRATIONS
+
+from .conftest import FakeClock
+
+NET = ipaddress.ip_network("203.0.113.0/24")
+
+
+def new_app(app_id: str = "parichay-otp", **kwargs: object) -> NewApp:
+    fields: dict[str, object] = {"display_name": "Parichay", "plan": "default"}
+    fields.update(kwargs)
+    return NewApp(app_id=app_id, **fields)  # type: ignore[arg-type]
+
+
+async def test_open_applies_migrations_in_wal_mode_with_foreign_keys(db_path: Path,
+                                                                      keystore: SqliteKeystore) -> None:
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        versions = [row[0] for row in raw.execute("SELECT version FROM schema_migrations")]
+        tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert versions == [m.version for m in MIGRATIONS]
+    assert {"apps", "plans", "app_credentials", "app_networks", "app_jids", "directory",
+            "devices", "one_time_prekeys", "messages", "status_events"} <= tables
+
+
+async def test_reopening_keeps_data_and_does_not_reapply(db_path: Path, master_key: bytes,
+                                                          keystore: SqliteKeystore) -> None:
+    await keystore.create_app(new_app(), issue_credentials("cid-1"))
+    again = await SqliteKeystore.open(db_path, MasterKeyring(master_key))
+    try:
+        assert (await again.get_app("parichay-otp")).client_id == "cid-1"
+    finally:
+        await again.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path, master_key: bytes) -> None:
+    path = tmp_path / "newer.sqlite3"
+    store = await SqliteKeystore.open(path, MasterKeyring(master_key))
+    await store.close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("INSERT INTO schema_migrations VALUES (999, 0)")
+    with pytest.raises(SchemaTooNew):
+        await SqliteKeystore.open(path, MasterKeyring(master_key))
+
+
+async def test_foreign_keys_are_enforced(db_path: Path, keystore: SqliteKeystore) -> None:
+    with pytest.raises(PlanNotFound):
+        await keystore.create_app(new_app(plan="gold"), issue_credentials("cid-1"))
+    assert await keystore.list_apps() == []
+
+
+async def test_create_and_read_back(keystore: SqliteKeystore) -> None:
+    app = await keystore.create_app(
+        new_app(networks=(NET,), jids=("bot@cmaas.test",), callback_url="https://a.example/cb"),
+        issue_credentials("cid-1"),
+    )
+    assert app.networks == (NET,)
+    assert app.jids == ("bot@cmaas.test",)
+    assert app.callback_url == "https://a.example/cb"
+    assert not app.suspended
+    assert len(app.credentials) == 1 and app.credentials[0].not_after is None
+    assert await keystore.get_app("parichay-otp") == app
+    assert await keystore.app_for_jid("bot@cmaas.test") == "parichay-otp"
+
+
+async def test_duplicate_app_and_bound_jid_are_refused_atomically(keystore: SqliteKeystore) -> None:
+    await keystore.create_app(new_app(jids=("bot@cmaas.test",)), issue_credentials("cid-1"))
+    with pytest.raises(AppAlreadyExists):
+        await keystore.create_app(new_app(), issue_credentials("cid-2"))
+    with pytest.raises(JidAlreadyBound):
+        await keystore.create_app(new_app("other", jids=("bot@cmaas.test",)),
+                                  issue_credentials("cid-3"))
+    assert [a.app_id for a in await keystore.list_apps()] == ["parichay-otp"]
+
+
+async def test_secrets_are_not_stored_in_clear(db_path: Path, keystore: SqliteKeystore) -> None:
+    issued = issue_credentials("cid-1")
+    await keystore.create_app(new_app(), issued)
+    # The database file and its WAL, as they are on disk while the gateway runs.
+    stored = b"".join(p.read_bytes() for p in db_path.parent.iterdir() if p.is_file())
+    assert b"cid-1" in stored  # the scan does see what was written
+    assert issued.client_secret.encode() not in stored
+    assert issued.hmac_key not in stored
+
+
+async def test_authenticate(keystore: SqliteKeystore) -> None:
+    issued = issue_credentials("cid-1")
+    await keystore.create_app(new_app(), issued)
+    result = await keystore.authenticate("cid-1", issued.client_secret)
+    assert result.app.app_id == "parichay-otp"
+    assert result.hmac_key == issued.hmac_key
+    with pytest.raises(AuthenticationFailed):
+        await keystore.authenticate("cid-1", issued.client_secret + "x")
+    with pytest.raises(AuthenticationFailed):
+        await keystore.authenticate("cid-unknown", issued.client_secret)
+
+
+async def test_rotation_keeps_old_credentials_for_the_grace_period(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    old = issue_credentials("cid-1")
+    await keystore.create_app(new_app(), old)
+    new = issue_credentials("cid-1")
+    app = await keystore.rotate_credentials("parichay-otp", new, int(clock.now) + 60)
+    assert len(app.credentials) == 2
+    assert (await keystore.authenticate("cid-1", old.client_secret)).hmac_key == old.hmac_key
+    assert (await keystore.authenticate("cid-1", new.client_secret)).hmac_key == new.hmac_key
+    clock.now += 61
+    with pytest.raises(AuthenticationFailed):
+        await keystore.authenticate("cid-1", old.client_secret)
+    assert (await keystore.authenticate("cid-1", new.client_secret)).hmac_key == new.hmac_key
+    assert len((await keystore.get_app("parichay-otp")).credentials) == 1
+
+
+async def test_rotation_of_unknown_app(keystore: SqliteKeystore) -> None:
+    with pytest.raises(AppNotFound):
+        await keystore.rotate_credentials("nope", issue_credentials("x"), 0)
+
+
+async def test_master_key_rotation(db_path: Path, master_key: bytes,
+                                   keystore: SqliteKeystore) -> None:
+    issued = issue_credentials("cid-1")
+    await keystore.create_app(new_app(), issued)
+    new_key = os.urandom(32)
+
+    only_new = await SqliteKeystore.open(db_path, MasterKeyring(new_key))
+    try:
+        with pytest.raises(MasterKeyMismatch):
+            await only_new.authenticate("cid-1", issued.client_secret)
+    finally:
+        await only_new.close()
+
+    both = await SqliteKeystore.open(db_path, MasterKeyring(new_key, previous=master_key))
+    try:
+        assert await both.rewrap_hmac_keys() == 1
+        assert await both.rewrap_hmac_keys() == 0  # idempotent
+    finally:
+        await both.close()
+
+    rotated = await SqliteKeystore.open(db_path, MasterKeyring(new_key))
+    try:
+        assert (await rotated.authenticate("cid-1", issued.client_secret)).hmac_key == issued.hmac_key
+    finally:
+        await rotated.close()
+
+
+async def test_wrapped_key_is_bound_to_its_row(db_path: Path, keystore: SqliteKeystore) -> None:
+    a, b = issue_credentials("cid-a"), issue_credentials("cid-b")
+    await keystore.create_app(new_app("app-a"), a)
+    await keystore.create_app(new_app("app-b"), b)
+    with sqlite3.connect(db_path) as raw:
+        wrapped_b = raw.execute(
+            "SELECT hmac_key FROM app_credentials WHERE app_id = 'app-b'").fetchone()[0]
+        raw.execute("UPDATE app_credentials SET hmac_key = ? WHERE app_id = 'app-a'", (wrapped_b,))
+    with pytest.raises(MasterKeyMismatch):
+        await keystore.authenticate("cid-a", a.client_secret)
+
+
+async def test_update_app_changes_only_what_is_given(keystore: SqliteKeystore) -> None:
+    await keystore.set_plan(Plan("gold", 100, 200, None, frozenset(Priority)))
+    await keystore.create_app(new_app(networks=(NET,), callback_url="https://a.example/cb"),
+                              issue_credentials("cid-1"))
+    app = await keystore.update_app("parichay-otp", AppChanges(plan="gold", suspended=True))
+    assert (app.plan, app.suspended, app.networks) == ("gold", True, (NET,))
+    app = await keystore.update_app("parichay-otp", AppChanges(networks=(), clear_callback_url=True))
+    assert (app.networks, app.callback_url, app.plan) == ((), None, "gold")
+    with pytest.raises(PlanNotFound):
+        await keystore.update_app("parichay-otp", AppChanges(plan="platinum"))
+    with pytest.raises(AppNotFound):
+        await keystore.update_app("nope", AppChanges(plan="gold"))
+
+
+async def test_change_is_seen_by_another_connection_at_once(
+    db_path: Path, master_key: bytes, keystore: SqliteKeystore
+) -> None:
+    await keystore.create_app(new_app(), issue_credentials("cid-1"))
+    other = await SqliteKeystore.open(db_path, MasterKeyring(master_key))
+    try:
+        assert (await other.get_app("parichay-otp")).plan == "default"
+        await keystore.set_plan(Plan("gold", 5, 5, 10, frozenset({Priority.HIGH})))
+        await keystore.update_app("parichay-otp", AppChanges(plan="gold"))
+        assert (await other.get_app("parichay-otp")).plan == "gold"
+        assert (await other.get_plan("gold")).priorities == frozenset({Priority.HIGH})
+    finally:
+        await other.close()
+
+
+async def test_plans(keystore: SqliteKeystore) -> None:
+    default = await keystore.get_plan("default")
+    assert default.priorities == frozenset(Priority)
+    await keystore.set_plan(Plan("default", 1.5, 3, None, frozenset({Priority.BULK})))
+    changed = await keystore.get_plan("default")
+    assert (changed.sustained_per_second, changed.burst, changed.daily_quota) == (1.5, 3, None)
+    with pytest.raises(PlanNotFound):
+        await keystore.get_plan("gold")
+
+
+async def test_directory(keystore: SqliteKeystore) -> None:
+    await keystore.set_directory("alice@example.org", "email", "alice@cmaas.test")
+    assert await keystore.resolve_address("alice@example.org") == "alice@cmaas.test"
+    await keystore.set_directory("alice@example.org", "email", "alice2@cmaas.test")
+    assert await keystore.resolve_address("alice@example.org") == "alice2@cmaas.test"
+    assert await keystore.remove_directory("alice@example.org")
+    assert not await keystore.remove_directory("alice@example.org")
+    assert await keystore.resolve_address("alice@example.org") is None
+
+
+async def test_counters(db_path: Path, keystore: SqliteKeystore, clock: FakeClock) -> None:
+    await keystore.create_app(new_app(), issue_credentials("cid-1"))
+    now = int(clock.now)
+    with sqlite3.connect(db_path) as raw:
+        raw.executemany(
+            "INSERT INTO messages VALUES ('parichay-otp', ?, 'a@b.c', NULL, 0, ?, x'00', x'00',"
+            " ?, ?, ?)",
+            [("m1", "accepted", now + 60, now, now), ("m2", "read", now + 60, now, now),
+             ("m3", "read", now + 60, now - 86400 * 2, now)],
+        )
+    counters = await keystore.app_counters("parichay-otp")
+    assert counters.messages_by_status == {"accepted": 1, "read": 2}
+    assert counters.submitted_today == 2
