@@ -1,0 +1,320 @@
+"""The server handle shared by both launchers, and cleanup at interpreter exit."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import secrets
+import shutil
+import signal
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from cmaas.devservers._common import (
+    DevServerError,
+    check_domain,
+    check_secret,
+    ensure_installed,
+    find_pids,
+    free_ports,
+    listening_ports,
+    make_runtime_dir,
+    port_is_free,
+    require_root,
+    signal_pids,
+    tail_file,
+    wait_dead,
+    with_log,
+    xmpp_answers,
+)
+
+# How long a server process may be missing during startup before we call it a crash:
+# a daemon forks, so the process we look for appears a moment after the launcher exits.
+_VANISH_GRACE = 3.0
+_KILL_TIMEOUT = 5.0
+_PORT_CLOSE_TIMEOUT = 5.0
+
+_tracked: list[XmppServer] = []
+_atexit_registered = False
+
+
+@dataclass
+class XmppServer(ABC):
+    """A throwaway Prosody or ejabberd server on loopback.
+
+    Created (and started) by :func:`start_prosody` or :func:`start_ejabberd`. The
+    process runs detached, as the user ``prosody`` or ``ejabberd``; it is stopped, and its
+    directory removed (after copying its logs next to the caller's ``workdir``), when the
+    Python interpreter exits, unless stopped earlier.
+
+    Attributes:
+        kind: ``"prosody"`` or ``"ejabberd"``.
+        domain: The user virtual host, e.g. ``cmaas.test``.
+        component_domain: The XEP-0114 component domain (not a virtual host).
+        component_secret: The component handshake secret (left out of ``repr``).
+        host: The loopback address everything listens on.
+        c2s_port: Client-to-server port.
+        component_port: XEP-0114 component port.
+        http_port: Plain HTTP port. ejabberd: ``/api`` (mod_http_api, open to loopback),
+            ``/bosh``, ``/ws``; Prosody: ``/http-bind``, ``/xmpp-websocket``.
+        workdir: The server's private directory (config, data, logs, pid file), under
+            ``/tmp/cmaas-devservers``; the caller's workdir holds a symlink to it.
+    """
+
+    kind: Literal["prosody", "ejabberd"]
+    domain: str
+    component_domain: str
+    component_secret: str = field(repr=False)
+    host: str
+    c2s_port: int
+    component_port: int
+    http_port: int
+    workdir: Path
+    _timeout: float = field(default=30.0, repr=False)
+    _caller_dir: Path | None = field(default=None, repr=False)
+
+    _stop_grace: ClassVar[float] = 10.0
+    # Log lines that mean the server will never be fully up although its process lives.
+    _fatal_markers: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def register_user(self, username: str, password: str) -> None:
+        """Create the account ``username@domain``, or reset its password if it exists.
+
+        Args:
+            username: Lower-case localpart.
+            password: Non-empty password.
+
+        Raises:
+            ValueError: If the username or password is unusable.
+            DevServerError: If the server's admin tool fails (the message includes its
+                output and the log tail).
+        """
+
+    @abstractmethod
+    def _log_path(self) -> Path: ...
+
+    @abstractmethod
+    def _server_pids(self) -> list[int]:
+        """Pids of this instance's server process (normally one)."""
+
+    @abstractmethod
+    def _launch(self) -> None:
+        """Start the server process; readiness is checked by the caller."""
+
+    @abstractmethod
+    def _request_stop(self, pids: Sequence[int]) -> None:
+        """Ask the server to shut down cleanly; the caller waits and kills if needed."""
+
+    @property
+    def _ports(self) -> tuple[int, int, int]:
+        return (self.c2s_port, self.component_port, self.http_port)
+
+    def is_running(self) -> bool:
+        """Whether the server process of this instance is alive (zombies do not count)."""
+        return bool(self._server_pids())
+
+    def log_tail(self, lines: int = 50) -> str:
+        """The last ``lines`` lines of the server's main log ("" if there is none yet)."""
+        return tail_file(self._log_path(), lines)
+
+    def start(self) -> None:
+        """Start the server with the ports, config and data it had before.
+
+        Returns when the server process listens on the c2s, component and HTTP ports and
+        answers an XMPP stream header on the c2s port (ejabberd binds its ports early in
+        the boot but accepts connections only once fully started). Does nothing if the
+        server is already running.
+
+        Raises:
+            DevServerError: If a port is taken by another program, if the server process
+                exits or logs a fatal error during startup, or if it is not listening
+                within the timeout given to ``start_prosody``/``start_ejabberd``. A
+                half-started process is killed first; the message ends with the log tail.
+        """
+        if self.is_running():
+            return
+        busy = [port for port in self._ports if not port_is_free(self.host, port)]
+        if busy:
+            raise DevServerError(
+                f"cannot start {self.kind} in {self.workdir}: port(s) "
+                f"{', '.join(map(str, busy))} on {self.host} already in use"
+            )
+        log = self._log_path()
+        log_offset = log.stat().st_size if log.exists() else 0
+        deadline = time.monotonic() + self._timeout
+        try:
+            self._launch()
+            self._wait_ready(log_offset, deadline)
+        except BaseException as exc:
+            # Never leave a half-started server behind (also on KeyboardInterrupt).
+            try:
+                self._kill()
+            except DevServerError as kill_error:
+                exc.add_note(str(kill_error))
+            raise
+
+    def stop(self) -> None:
+        """Stop the server and wait until its process is gone and its ports are free.
+
+        Asks for a clean shutdown first and kills the process if that takes too long.
+        Does nothing if the server is not running.
+
+        Raises:
+            DevServerError: If the process survives SIGKILL or a port stays in use.
+        """
+        pids = self._server_pids()
+        if pids:
+            self._request_stop(pids)
+            if not wait_dead(pids, self._stop_grace):
+                self._kill()
+        deadline = time.monotonic() + _PORT_CLOSE_TIMEOUT
+        while busy := [p for p in self._ports if not port_is_free(self.host, p)]:
+            if time.monotonic() >= deadline:
+                raise DevServerError(
+                    f"{self.kind} in {self.workdir} stopped but port(s) "
+                    f"{', '.join(map(str, busy))} are still in use by another process"
+                )
+            time.sleep(0.05)
+
+    def restart(self) -> None:
+        """Stop the server, then start it again with the same ports, config and data.
+
+        Raises:
+            DevServerError: As :meth:`stop` and :meth:`start`.
+        """
+        self.stop()
+        self.start()
+
+    def _kill(self) -> None:
+        pids = self._server_pids()
+        signal_pids(pids, signal.SIGKILL)
+        if not wait_dead(pids, _KILL_TIMEOUT):
+            raise DevServerError(f"{self.kind} pid(s) {pids} survive SIGKILL")
+
+    def _wait_ready(self, log_offset: int, deadline: float) -> None:
+        log = self._log_path()
+        missing_since: float | None = None
+        while True:
+            now = time.monotonic()
+            for marker in self._fatal_markers:
+                if marker in _read_from(log, log_offset):
+                    raise DevServerError(
+                        with_log(f"{self.kind} failed to start: its log says {marker!r}", log)
+                    )
+            pids = self._server_pids()
+            if pids:
+                missing_since = None
+                if listening_ports(pids, self.host) >= set(self._ports) and xmpp_answers(
+                    self.host, self.c2s_port, self.domain
+                ):
+                    return
+            elif missing_since is None:
+                missing_since = now
+            elif now - missing_since > _VANISH_GRACE:
+                raise DevServerError(with_log(f"{self.kind} exited during startup", log))
+            if now >= deadline:
+                listening = listening_ports(pids, self.host) if pids else set()
+                waiting = sorted(set(self._ports) - listening)
+                problem = (
+                    f"not listening on {self.host} port(s) {waiting}"
+                    if waiting
+                    else f"no XMPP stream answer on c2s port {self.c2s_port}"
+                )
+                raise DevServerError(
+                    with_log(f"{self.kind} not ready after {self._timeout:g} s: {problem}", log)
+                )
+            time.sleep(0.05)
+
+    def _archive(self) -> None:
+        """Copy the logs next to the caller's workdir and delete the server directory."""
+        if self._caller_dir is None or self.is_running():
+            return
+        link = self._caller_dir / self.workdir.name
+        with contextlib.suppress(FileNotFoundError):
+            if link.is_symlink():
+                link.unlink()
+        if self._caller_dir.is_dir() and (self.workdir / "logs").is_dir():
+            shutil.copytree(self.workdir / "logs", link / "logs", dirs_exist_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def prepare(
+    kind: Literal["prosody", "ejabberd"],
+    workdir: Path,
+    domain: str,
+    component_domain: str,
+    component_secret: str | None,
+) -> tuple[Path, str, list[int]]:
+    """Validate the arguments and create the server directory and a link to it.
+
+    Returns:
+        The server's private directory, the component secret and three free ports.
+
+    Raises:
+        ValueError: If a domain or the secret is unusable.
+        DevServerError: If not root, the servers cannot be installed, or a directory
+            cannot be created.
+    """
+    check_domain(domain, "domain")
+    check_domain(component_domain, "component_domain")
+    if component_domain == domain:
+        raise ValueError("component_domain must differ from domain (not a virtual host)")
+    secret = component_secret if component_secret is not None else secrets.token_urlsafe(24)
+    check_secret(secret)
+    ensure_installed()
+    require_root()
+    server_dir = make_runtime_dir(kind, kind)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / server_dir.name).symlink_to(server_dir)
+    except OSError as exc:
+        shutil.rmtree(server_dir, ignore_errors=True)
+        raise DevServerError(f"cannot use workdir {workdir}: {exc}") from exc
+    return server_dir, secret, free_ports(3)
+
+
+def track(server: XmppServer) -> None:
+    """Stop ``server`` (if still running) and clean up its directory at interpreter exit."""
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_cleanup_at_exit)
+        _atexit_registered = True
+    _tracked.append(server)
+
+
+def _cleanup_at_exit() -> None:
+    for server in reversed(_tracked):
+        try:
+            server.stop()
+            server._archive()
+        except (DevServerError, OSError) as exc:
+            print(f"cmaas.devservers: cleanup of {server.workdir} failed: {exc}", file=sys.stderr)
+    _tracked.clear()
+
+
+def find_instance_pids(argv0_prefix: str, flag: str, value: str) -> list[int]:
+    """Live processes whose argv[0] basename starts with ``argv0_prefix`` and whose
+    arguments contain ``flag`` immediately followed by ``value``."""
+
+    def matches(argv: list[str]) -> bool:
+        if not Path(argv[0]).name.startswith(argv0_prefix):
+            return False
+        return any(a == flag and b == value for a, b in itertools.pairwise(argv))
+
+    return find_pids(matches)

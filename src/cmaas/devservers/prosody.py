@@ -1,0 +1,196 @@
+"""Throwaway Prosody 0.12 servers on loopback."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from cmaas.devservers._common import (
+    DevServerError,
+    check_username,
+    find_config_dir,
+    make_private_dir,
+    output_of,
+    render_template,
+    run,
+    signal_pids,
+    which,
+    with_log,
+    write_config,
+)
+from cmaas.devservers._server import XmppServer, find_instance_pids, prepare, track
+
+_USER = "prosody"
+_TEMPLATE = "prosody.loopback.cfg.lua.in"
+_CONFIG = "prosody.cfg.lua"
+_TOOL_TIMEOUT = 30.0
+
+
+@dataclass
+class ProsodyServer(XmppServer):
+    """A Prosody server started by :func:`start_prosody`.
+
+    Prosody refuses to run as root, so it runs daemonized (``prosody -D``) as the user
+    ``prosody`` through ``runuser``. A port it cannot bind is only logged, hence the
+    log check during startup.
+    """
+
+    _fatal_markers: ClassVar[tuple[str, ...]] = (
+        "Failed to open server port",
+        "Error binding encrypted port",
+        "Couldn't write pidfile",
+        "Failed to daemonize",
+    )
+
+    @property
+    def _config_path(self) -> Path:
+        return self.workdir / _CONFIG
+
+    def register_user(self, username: str, password: str) -> None:
+        """Create ``username@domain`` with ``prosodyctl register`` (overwrites the password).
+
+        Works whether or not the server is running: prosodyctl writes the account files
+        that the server reads at login.
+
+        Args:
+            username: Lower-case localpart.
+            password: Non-empty password.
+
+        Raises:
+            ValueError: If the username or password is unusable.
+            DevServerError: If prosodyctl fails.
+        """
+        check_username(username)
+        if not password:
+            raise ValueError("password must not be empty (prosodyctl would prompt for one)")
+        result = run(
+            [
+                *self._as_prosody(),
+                which("prosodyctl"),
+                "--config",
+                str(self._config_path),
+                "register",
+                username,
+                self.domain,
+                password,
+            ],
+            what=f"registering {username}@{self.domain}",
+            timeout=_TOOL_TIMEOUT,
+            cwd=self.workdir,
+        )
+        if result.returncode != 0:
+            raise DevServerError(
+                with_log(
+                    f"prosodyctl register {username}@{self.domain} exited with "
+                    f"{result.returncode}: {output_of(result)}",
+                    self._log_path(),
+                )
+            )
+
+    def _as_prosody(self) -> list[str]:
+        return [which("runuser"), "-u", _USER, "--"]
+
+    def _log_path(self) -> Path:
+        return self.workdir / "logs" / "prosody.log"
+
+    def _server_pids(self) -> list[int]:
+        # The daemon is "lua5.4 /usr/bin/prosody -D --config CFG"; the runuser and
+        # prosodyctl processes carry the same --config but another argv[0].
+        return find_instance_pids("lua", "--config", str(self._config_path))
+
+    def _launch(self) -> None:
+        # -D returns once the daemon has forked; config errors surface here with rc != 0.
+        result = run(
+            [*self._as_prosody(), which("prosody"), "-D", "--config", str(self._config_path)],
+            what="starting prosody",
+            timeout=_TOOL_TIMEOUT,
+            cwd=self.workdir,
+        )
+        if result.returncode != 0:
+            raise DevServerError(
+                with_log(
+                    f"prosody -D exited with {result.returncode}: {output_of(result)}",
+                    self._log_path(),
+                )
+            )
+
+    def _request_stop(self, pids: Sequence[int]) -> None:
+        signal_pids(pids, signal.SIGTERM)
+
+
+def start_prosody(
+    workdir: Path,
+    *,
+    domain: str = "cmaas.test",
+    component_domain: str = "gateway.cmaas.test",
+    component_secret: str | None = None,
+    timeout: float = 30.0,
+) -> XmppServer:
+    """Start a throwaway Prosody on 127.0.0.1 with free ports, and wait until it listens.
+
+    The server's files live in a fresh directory under ``/tmp/cmaas-devservers`` (which
+    the user ``prosody`` can reach, unlike pytest's 0700 tmp dirs); ``workdir`` gets a
+    symlink to it and, at interpreter exit, a copy of its logs. The config is
+    ``prosody-config/prosody.loopback.cfg.lua.in`` from the source checkout.
+
+    Args:
+        workdir: Caller's directory (created if needed), e.g. a pytest ``tmp_path``.
+        domain: User virtual host.
+        component_domain: XEP-0114 component domain; must differ from ``domain``.
+        component_secret: Component secret; random if None.
+        timeout: Seconds to wait for the server to listen, on this and later starts.
+
+    Returns:
+        The running server.
+
+    Raises:
+        ValueError: If a domain or the secret is unusable.
+        DevServerError: If Prosody is missing and cannot be installed, if not running as
+            root, or if the server fails to start (the message ends with the log tail).
+    """
+    server_dir, secret, (c2s_port, component_port, http_port) = prepare(
+        "prosody", workdir, domain, component_domain, component_secret
+    )
+    try:
+        run_dir = make_private_dir(server_dir / "run", _USER)
+        data_dir = make_private_dir(server_dir / "data", _USER)
+        logs_dir = make_private_dir(server_dir / "logs", _USER)
+        config = render_template(
+            find_config_dir("prosody-config") / _TEMPLATE,
+            {
+                "host": "127.0.0.1",
+                "domain": domain,
+                "component_domain": component_domain,
+                "component_secret": secret,
+                "c2s_port": c2s_port,
+                "component_port": component_port,
+                "http_port": http_port,
+                "pidfile": run_dir / "prosody.pid",
+                "admin_socket": run_dir / "prosody.sock",
+                "data_dir": data_dir,
+                "log_file": logs_dir / "prosody.log",
+                "certs_dir": make_private_dir(server_dir / "certs", _USER),
+            },
+        )
+        write_config(server_dir / _CONFIG, config, _USER)
+    except OSError as exc:
+        raise DevServerError(f"cannot write the Prosody files in {server_dir}: {exc}") from exc
+    server = ProsodyServer(
+        kind="prosody",
+        domain=domain,
+        component_domain=component_domain,
+        component_secret=secret,
+        host="127.0.0.1",
+        c2s_port=c2s_port,
+        component_port=component_port,
+        http_port=http_port,
+        workdir=server_dir,
+        _timeout=timeout,
+        _caller_dir=workdir,
+    )
+    track(server)
+    server.start()
+    return server

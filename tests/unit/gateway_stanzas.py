@@ -1,0 +1,156 @@
+"""A SlixTest harness that runs the real GatewayComponent over slixmpp's mock socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from slixmpp import Iq
+from slixmpp.test import SlixTest, TestTransport
+from slixmpp.test.mocksocket import TestSocket
+from slixmpp.xmlstream import ET
+
+from cmaas.admin import AdminService
+from cmaas.apps import AppContacts
+from cmaas.component.adhoc.access import AccessPolicy
+from cmaas.component.adhoc.engine import AdhocEngine
+from cmaas.component.commands import admin_commands
+from cmaas.component.gateway import GatewayComponent
+from cmaas.keystore import MasterKeyring, SqliteKeystore
+
+DOMAIN = "gateway.cmaas.test"
+ADMIN = "admin@cmaas.test/gajim"
+USER = "alice@cmaas.test/phone"
+
+
+class MonotonicClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class GatewayStanzaTest(SlixTest):
+    """Feeds stanzas to the gateway as the server would, and reads what it writes."""
+
+    def setUp(self) -> None:
+        # SlixTest drives the loop with get_event_loop(); give each test its own, so
+        # it neither depends on nor disturbs pytest-asyncio's loops.
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self._tmp = tempfile.TemporaryDirectory()
+        self.monotonic = MonotonicClock()
+        self.keystore = self.run_coro(
+            SqliteKeystore.open(Path(self._tmp.name) / "db.sqlite3", MasterKeyring(os.urandom(32)))
+        )
+        self.service = AdminService(self.keystore)
+        self.engine = AdhocEngine(
+            admin_commands(self.service, DOMAIN),
+            AccessPolicy(frozenset({"admin@cmaas.test"}), frozenset({"cmaas.test"}), self.keystore),
+            session_timeout=300,
+            clock=self.monotonic,
+        )
+        self.xmpp = GatewayComponent(
+            DOMAIN, "secret", self.engine, AppContacts(self.keystore, DOMAIN)
+        )
+        self.mode = "component"
+        self.xmpp._always_send_everything = True
+        self.transport = TestTransport(self.xmpp)
+        self.xmpp.connection_made(self.transport)  # type: ignore[arg-type]
+        self.xmpp.session_bind_event.set()
+        self.xmpp.default_lang = None
+        self.xmpp.peer_default_lang = None
+        counter = iter(range(1, 1_000_000))
+        self.xmpp.new_id = lambda: str(next(counter))  # type: ignore[method-assign]
+        self.xmpp.data_received(self.xmpp.stream_header)
+        self.wait_for_send_queue()
+        assert isinstance(self.xmpp.socket, TestSocket)
+        self.xmpp.socket.next_sent()  # our stream header
+        self.xmpp.socket.next_sent()  # the handshake
+        self.xmpp.use_message_ids = False
+        self.xmpp.use_presence_ids = False
+        self.xmpp.event("session_start")
+
+    def tearDown(self) -> None:
+        self.run_coro(self.keystore.close())
+        self._tmp.cleanup()
+        super().tearDown()
+        self.transport.socket.socket.close()  # slixmpp's mock wraps a real, unused socket
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
+        asyncio.set_event_loop(None)
+
+    def next_stanza(self, timeout: float = 3.0) -> ET.Element:
+        """The next stanza the gateway writes, waiting for async handlers (SQLite threads)."""
+        deadline = time.monotonic() + timeout
+        assert isinstance(self.xmpp.socket, TestSocket)
+        while time.monotonic() < deadline:
+            self.wait_for_send_queue()
+            sent = self.xmpp.socket.next_sent()
+            if sent is not None:
+                xml = self.parse_xml(sent)
+                self.fix_namespaces(xml, "jabber:component:accept")
+                return xml
+            self.run_coro(asyncio.sleep(0.01))
+        raise AssertionError("the gateway wrote nothing")
+
+    def expect(self, expected: str) -> ET.Element:
+        """Assert the next stanza equals ``expected`` exactly (a golden stanza)."""
+        xml = self.next_stanza()
+        stanza = self.xmpp._build_stanza(xml)
+        self.check(stanza, expected, method="exact", use_values=False)
+        return xml
+
+    def expect_nothing(self) -> None:
+        self.run_coro(asyncio.sleep(0.2))
+        self.wait_for_send_queue()
+        assert isinstance(self.xmpp.socket, TestSocket)
+        assert self.xmpp.socket.next_sent() is None
+
+    def command_reply(self, xml: str) -> Iq:
+        self.recv(xml)
+        stanza = self.xmpp._build_stanza(self.next_stanza())
+        assert isinstance(stanza, Iq)
+        return stanza
+
+    def execute(self, node: str, sender: str = ADMIN, iq_id: str = "e1") -> Iq:
+        return self.command_reply(
+            f"<iq type='set' id='{iq_id}' from='{sender}' to='{DOMAIN}'>"
+            f"<command xmlns='http://jabber.org/protocol/commands' node='{node}'"
+            " action='execute'/></iq>"
+        )
+
+    def submit(self, node: str, session: str, values: dict[str, Any], sender: str = ADMIN,
+               iq_id: str = "s1", action: str = "complete") -> Iq:
+        fields = ["<field var='FORM_TYPE'><value>urn:cmaas:cmd:1</value></field>"]
+        for var, value in values.items():
+            items = value if isinstance(value, list) else [value]
+            rendered = "".join(f"<value>{_escape(str(v))}</value>" for v in items)
+            fields.append(f"<field var='{var}'>{rendered}</field>")
+        return self.command_reply(
+            f"<iq type='set' id='{iq_id}' from='{sender}' to='{DOMAIN}'>"
+            f"<command xmlns='http://jabber.org/protocol/commands' node='{node}'"
+            f" sessionid='{session}' action='{action}'>"
+            f"<x xmlns='jabber:x:data' type='submit'>{''.join(fields)}</x>"
+            "</command></iq>"
+        )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def form_values(iq: Iq) -> dict[str, list[str]]:
+    form = iq["command"].xml.find("{jabber:x:data}x")
+    assert form is not None, "the reply carries no form"
+    return {
+        f.get("var", ""): [v.text or "" for v in f.findall("{jabber:x:data}value")]
+        for f in form.findall("{jabber:x:data}field")
+    }

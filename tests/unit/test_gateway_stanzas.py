@@ -1,0 +1,329 @@
+"""Golden stanzas: what the gateway component writes for disco, presence and ad-hoc commands."""
+
+from __future__ import annotations
+
+from slixmpp import JID, Iq
+
+from cmaas.admin import RegisterAppRequest, UpdateAppRequest
+
+from .gateway_stanzas import ADMIN, DOMAIN, USER, GatewayStanzaTest, form_values
+
+NS = "http://jabber.org/protocol/commands"
+REGISTER = "urn:cmaas:cmd:app-register"
+ADMIN_NODES = [
+    "urn:cmaas:cmd:app-register",
+    "urn:cmaas:cmd:app-update",
+    "urn:cmaas:cmd:app-rotate",
+    "urn:cmaas:cmd:app-list",
+    "urn:cmaas:cmd:app-show",
+    "urn:cmaas:cmd:plan-set",
+    "urn:cmaas:cmd:directory-set",
+]
+
+
+class TestDisco(GatewayStanzaTest):
+    def test_domain_info(self) -> None:
+        self.recv(f"<iq type='get' id='d1' from='{USER}' to='{DOMAIN}'>"
+                  "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        self.expect(f"""
+          <iq type='result' id='d1' from='{DOMAIN}' to='{USER}'>
+            <query xmlns='http://jabber.org/protocol/disco#info'>
+              <identity category='component' type='generic' name='CMaaS gateway'/>
+              <feature var='http://jabber.org/protocol/disco#info'/>
+              <feature var='http://jabber.org/protocol/disco#items'/>
+              <feature var='http://jabber.org/protocol/commands'/>
+              <feature var='urn:xmpp:ping'/>
+              <feature var='jabber:x:data'/>
+            </query>
+          </iq>""")
+
+    def test_admin_sees_every_admin_command(self) -> None:
+        self.recv(f"<iq type='get' id='d2' from='{ADMIN}' to='{DOMAIN}'>"
+                  f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/></iq>")
+        xml = self.next_stanza()
+        items = xml.findall(".//{http://jabber.org/protocol/disco#items}item")
+        assert [i.get("node") for i in items] == ADMIN_NODES
+        assert all(i.get("jid") == DOMAIN and i.get("name") for i in items)
+
+    def test_user_sees_no_admin_command(self) -> None:
+        self.recv(f"<iq type='get' id='d3' from='{USER}' to='{DOMAIN}'>"
+                  f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/></iq>")
+        self.expect(f"""
+          <iq type='result' id='d3' from='{DOMAIN}' to='{USER}'>
+            <query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/>
+          </iq>""")
+
+    def test_app_jid_info_and_unknown_app(self) -> None:
+        self.run_coro(self.service.register_app(RegisterAppRequest("otp", "OTP Service")))
+        self.recv(f"<iq type='get' id='d4' from='{USER}' to='otp@{DOMAIN}'>"
+                  "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        self.expect(f"""
+          <iq type='result' id='d4' from='otp@{DOMAIN}' to='{USER}'>
+            <query xmlns='http://jabber.org/protocol/disco#info'>
+              <identity category='client' type='bot' name='OTP Service'/>
+              <feature var='http://jabber.org/protocol/disco#info'/>
+              <feature var='urn:xmpp:receipts'/>
+              <feature var='urn:xmpp:chat-markers:0'/>
+            </query>
+          </iq>""")
+        self.recv(f"<iq type='get' id='d5' from='{USER}' to='nope@{DOMAIN}'>"
+                  "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        xml = self.next_stanza()
+        assert xml.get("type") == "error" and xml.get("from") == f"nope@{DOMAIN}"
+        assert xml.find(".//{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
+
+    def test_ping(self) -> None:
+        self.recv(f"<iq type='get' id='p1' from='{USER}' to='{DOMAIN}'>"
+                  "<ping xmlns='urn:xmpp:ping'/></iq>")
+        self.expect(f"<iq type='result' id='p1' from='{DOMAIN}' to='{USER}'/>")
+
+
+class TestPresence(GatewayStanzaTest):
+    def setUp(self) -> None:
+        super().setUp()
+        self.run_coro(self.service.register_app(RegisterAppRequest("otp", "OTP Service")))
+
+    def test_probe_of_active_app(self) -> None:
+        self.recv(f"<presence type='probe' from='alice@cmaas.test' to='otp@{DOMAIN}'/>")
+        self.expect(f"<presence from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
+
+    def test_probe_of_suspended_app(self) -> None:
+        self.run_coro(self.service.update_app(UpdateAppRequest("otp", suspended=True)))
+        self.recv(f"<presence type='probe' from='alice@cmaas.test' to='otp@{DOMAIN}'/>")
+        self.expect(f"<presence type='unavailable' from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
+
+    def test_probe_of_unknown_app(self) -> None:
+        self.recv(f"<presence type='probe' from='alice@cmaas.test' to='nope@{DOMAIN}'/>")
+        self.expect(f"<presence type='unsubscribed' from='nope@{DOMAIN}' to='alice@cmaas.test'/>")
+
+    def test_subscription_is_approved(self) -> None:
+        self.recv(f"<presence type='subscribe' from='alice@cmaas.test' to='otp@{DOMAIN}'/>")
+        self.expect(f"<presence type='subscribed' from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
+        self.expect(f"<presence from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
+
+    def test_subscription_to_unknown_app_is_refused(self) -> None:
+        self.recv(f"<presence type='subscribe' from='alice@cmaas.test' to='nope@{DOMAIN}'/>")
+        self.expect(f"<presence type='unsubscribed' from='nope@{DOMAIN}' to='alice@cmaas.test'/>")
+
+    def test_unsubscribe(self) -> None:
+        self.recv(f"<presence type='unsubscribe' from='alice@cmaas.test/x' to='otp@{DOMAIN}'/>")
+        self.expect(f"<presence type='unsubscribed' from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
+
+    def test_ordinary_presence_gets_no_answer(self) -> None:
+        self.recv(f"<presence from='alice@cmaas.test/x' to='otp@{DOMAIN}'/>")
+        self.expect_nothing()
+
+
+class TestAppRegisterCommand(GatewayStanzaTest):
+    def test_form_is_golden(self) -> None:
+        reply = self.execute(REGISTER)
+        session = reply["command"]["sessionid"]
+        assert len(session) >= 24
+        self.check(reply, f"""
+          <iq type='result' id='e1' from='{DOMAIN}' to='{ADMIN}'>
+            <command xmlns='{NS}' node='{REGISTER}' sessionid='{session}' status='executing'>
+              <actions execute='complete'><complete/></actions>
+              <x xmlns='jabber:x:data' type='form'>
+                <title>Register an app</title>
+                <instructions>Create an app account. Its credentials are shown once, at the end.</instructions>
+                <field var='FORM_TYPE' type='hidden'><value>urn:cmaas:cmd:1</value></field>
+                <field var='app_id' type='text-single' label='App id'>
+                  <desc>Becomes the app's JID localpart: lowercase letters, digits, - _ .</desc>
+                  <required/>
+                </field>
+                <field var='display_name' type='text-single' label='Display name'>
+                  <desc>Shown to recipients next to every message</desc><required/>
+                </field>
+                <field var='plan' type='list-single' label='Rate plan'>
+                  <required/><option label='default'><value>default</value></option>
+                  <value>default</value>
+                </field>
+                <field var='networks' type='text-multi' label='Allowed IP addresses or CIDRs'>
+                  <desc>One per line (IPv4 or IPv6). The HTTP API refuses other addresses; leave empty for an XMPP-only app.</desc>
+                </field>
+                <field var='callback_url' type='text-single' label='Callback URL'>
+                  <desc>https:// URL that receives signed status webhooks; may be empty</desc>
+                </field>
+                <field var='jids' type='jid-multi' label='Bound XMPP accounts'>
+                  <desc>Bare JIDs (bots) allowed to submit for this app over XMPP</desc>
+                </field>
+              </x>
+            </command>
+          </iq>""", method="exact", use_values=False)
+
+    def test_submit_registers_and_shows_credentials_once(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        reply = self.submit(REGISTER, session, {
+            "app_id": "parichay-otp", "display_name": "Parichay", "plan": "default",
+            "networks": ["203.0.113.0/24", "2001:db8::/32"], "jids": ["bot@cmaas.test"],
+        })
+        assert reply["type"] == "result"
+        assert reply["command"]["status"] == "completed"
+        assert reply["command"]["notes"][0][0] == "info"
+        assert "shown only this once" in reply["command"]["notes"][0][1]
+        values = form_values(reply)
+        app = self.run_coro(self.keystore.get_app("parichay-otp"))
+        assert values["client_id"] == [app.client_id]
+        assert values["app_jid"] == [f"parichay-otp@{DOMAIN}"]
+        auth = self.run_coro(self.keystore.authenticate(app.client_id, values["client_secret"][0]))
+        assert auth.app.app_id == "parichay-otp"
+        assert [str(n) for n in app.networks] == ["2001:db8::/32", "203.0.113.0/24"]
+        assert app.jids == ("bot@cmaas.test",)
+        # The session is over: the same id cannot be replayed.
+        again = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"}, iq_id="s2")
+        assert again["type"] == "error"
+        assert again["error"]["condition"] == "bad-request"
+        assert again.xml.find(f".//{{{NS}}}bad-sessionid") is not None
+
+    def test_bad_values_show_the_form_again_with_notes(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        reply = self.submit(REGISTER, session, {
+            "app_id": "Bad Id", "display_name": "P", "networks": ["10.0.0.0/33"],
+        })
+        assert reply["command"]["status"] == "executing"
+        notes = dict((text.split(":")[0], kind) for kind, text in reply["command"]["notes"])
+        assert notes == {"App id": "error", "Allowed IP addresses or CIDRs": "error"}
+        assert form_values(reply)["app_id"] == ["Bad Id"]
+        assert self.run_coro(self.keystore.list_apps()) == []
+        # Corrected values complete the same session.
+        fixed = self.submit(REGISTER, session, {"app_id": "good", "display_name": "P",
+                                                "networks": ["10.0.0.0/8"]}, iq_id="s2")
+        assert fixed["command"]["status"] == "completed"
+
+    def test_oversize_field_is_refused_with_a_note(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        reply = self.submit(REGISTER, session, {"app_id": "a" * 5000, "display_name": "P"})
+        assert reply["command"]["status"] == "executing"
+        kind, text = reply["command"]["notes"][0]
+        assert kind == "error" and "longer than 4096" in text
+        assert self.run_coro(self.keystore.list_apps()) == []
+
+    def test_non_admin_is_refused(self) -> None:
+        for node in ADMIN_NODES:
+            reply = self.execute(node, sender=USER)
+            assert reply["type"] == "error", node
+            assert reply["error"]["condition"] == "forbidden"
+            assert reply["from"] == DOMAIN
+
+    def test_session_cannot_be_continued_by_another_jid(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        for intruder in (USER, "admin@cmaas.test/other-device"):
+            reply = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"},
+                                sender=intruder)
+            assert reply["type"] == "error"
+            assert reply["error"]["condition"] == "forbidden"
+        assert self.run_coro(self.keystore.list_apps()) == []
+        # The owner can still finish it.
+        reply = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"}, iq_id="s3")
+        assert reply["command"]["status"] == "completed"
+
+    def test_session_times_out(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        self.monotonic.now += 301
+        reply = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"})
+        assert reply["error"]["condition"] == "not-allowed"
+        assert reply.xml.find(f".//{{{NS}}}session-expired") is not None
+        assert self.engine.session_count == 0
+
+    def test_cancel(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        self.recv(f"<iq type='set' id='c1' from='{ADMIN}' to='{DOMAIN}'>"
+                  f"<command xmlns='{NS}' node='{REGISTER}' sessionid='{session}'"
+                  " action='cancel'/></iq>")
+        self.expect(f"""
+          <iq type='result' id='c1' from='{DOMAIN}' to='{ADMIN}'>
+            <command xmlns='{NS}' node='{REGISTER}' sessionid='{session}' status='canceled'/>
+          </iq>""")
+        assert self.engine.session_count == 0
+
+    def test_unknown_node_and_prev(self) -> None:
+        reply = self.execute("urn:cmaas:cmd:nope")
+        assert reply["error"]["condition"] == "item-not-found"
+        session = self.execute(REGISTER, iq_id="e2")["command"]["sessionid"]
+        reply = self.submit(REGISTER, session, {}, action="prev")
+        assert reply["error"]["condition"] == "bad-request"
+        assert reply.xml.find(f".//{{{NS}}}bad-action") is not None
+
+    def test_admin_of_another_component_is_not_an_admin(self) -> None:
+        reply = self.execute(REGISTER, sender="cmaas.test")
+        assert reply["error"]["condition"] == "forbidden"
+
+
+class TestOtherAdminCommands(GatewayStanzaTest):
+    def setUp(self) -> None:
+        super().setUp()
+        self.run_coro(self.service.register_app(RegisterAppRequest("otp", "OTP Service")))
+
+    def two_steps(self, node: str, first: dict[str, object], second: dict[str, object]) -> Iq:
+        reply = self.execute(node)
+        session = reply["command"]["sessionid"]
+        assert reply["command"]["actions"] == {"next"}
+        picked = self.submit(node, session, first, action="next")
+        assert picked["command"]["status"] == "executing"
+        assert picked["command"]["actions"] == {"complete"}
+        return self.submit(node, session, second, iq_id="s2")
+
+    def test_app_update_prefills_and_saves(self) -> None:
+        reply = self.execute("urn:cmaas:cmd:app-update")
+        session = reply["command"]["sessionid"]
+        picked = self.submit("urn:cmaas:cmd:app-update", session, {"app_id": "otp"}, action="next")
+        current = form_values(picked)
+        assert current["display_name"] == ["OTP Service"]
+        assert current["suspended"] == ["0"]
+        done = self.submit("urn:cmaas:cmd:app-update", session, {
+            "display_name": "OTP", "plan": "default", "networks": ["192.0.2.0/24"],
+            "callback_url": "", "jids": [], "suspended": "1"}, iq_id="s2")
+        assert done["command"]["status"] == "completed"
+        app = self.run_coro(self.keystore.get_app("otp"))
+        assert (app.display_name, [str(n) for n in app.networks], app.suspended) == (
+            "OTP", ["192.0.2.0/24"], True)
+
+    def test_app_update_unknown_plan_changes_nothing(self) -> None:
+        reply = self.two_steps("urn:cmaas:cmd:app-update", {"app_id": "otp"}, {
+            "display_name": "OTP", "plan": "gold", "suspended": "0"})
+        assert reply["command"]["status"] == "executing"
+        assert "no plan named 'gold'" in reply["command"]["notes"][0][1]
+        assert self.run_coro(self.keystore.get_app("otp")).plan == "default"
+
+    def test_app_show_and_list(self) -> None:
+        session = self.execute("urn:cmaas:cmd:app-show")["command"]["sessionid"]
+        shown = self.submit("urn:cmaas:cmd:app-show", session, {"app_id": "otp"})
+        values = form_values(shown)
+        assert values["display_name"] == ["OTP Service"]
+        assert values["submitted_today"] == ["0"]
+        listed = self.execute("urn:cmaas:cmd:app-list", iq_id="e2")
+        assert listed["command"]["status"] == "completed"
+        items = listed.xml.findall(".//{jabber:x:data}item")
+        assert len(items) == 1
+
+    def test_app_rotate(self) -> None:
+        old = self.run_coro(self.keystore.get_app("otp"))
+        session = self.execute("urn:cmaas:cmd:app-rotate")["command"]["sessionid"]
+        done = self.submit("urn:cmaas:cmd:app-rotate", session,
+                           {"app_id": "otp", "grace_seconds": "0"})
+        secret = form_values(done)["client_secret"][0]
+        auth = self.run_coro(self.keystore.authenticate(old.client_id, secret))
+        assert auth.app.app_id == "otp"
+
+    def test_plan_set_and_directory_set(self) -> None:
+        session = self.execute("urn:cmaas:cmd:plan-set")["command"]["sessionid"]
+        done = self.submit("urn:cmaas:cmd:plan-set", session, {
+            "name": "gold", "sustained_per_second": "20", "burst": "40",
+            "daily_quota": "1000", "priorities": ["high", "normal"]})
+        assert done["command"]["status"] == "completed"
+        assert self.run_coro(self.keystore.get_plan("gold")).daily_quota == 1000
+        session = self.execute("urn:cmaas:cmd:directory-set", iq_id="e2")["command"]["sessionid"]
+        bad = self.submit("urn:cmaas:cmd:directory-set", session,
+                          {"address": "98765", "jid": "alice@cmaas.test"}, iq_id="s2")
+        assert bad["command"]["status"] == "executing"
+        good = self.submit("urn:cmaas:cmd:directory-set", session,
+                           {"address": "+919876543210", "jid": "alice@cmaas.test"}, iq_id="s3")
+        assert good["command"]["notes"] == [("info", "Bound.")]
+        assert self.run_coro(self.keystore.resolve_address("+919876543210")) == "alice@cmaas.test"
+
+
+class TestOutgoingFrom(GatewayStanzaTest):
+    def test_a_stanza_without_from_is_stamped(self) -> None:
+        self.xmpp.send_message(mto=JID("alice@cmaas.test"), mbody="hi")
+        xml = self.next_stanza()
+        assert xml.get("from") == DOMAIN
