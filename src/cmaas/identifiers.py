@@ -32,8 +32,8 @@ __all__ = [
     "parse_callback_url",
     "parse_display_name",
     "parse_domain",
-    "parse_email",
     "parse_e164",
+    "parse_email",
     "parse_network",
 ]
 
@@ -201,9 +201,7 @@ def parse_display_name(value: str) -> str:
     """
     text = value.strip()
     if not 0 < len(text) <= MAX_DISPLAY_NAME_LENGTH:
-        raise InvalidIdentifier(
-            f"display name must be 1 to {MAX_DISPLAY_NAME_LENGTH} characters"
-        )
+        raise InvalidIdentifier(f"display name must be 1 to {MAX_DISPLAY_NAME_LENGTH} characters")
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
         raise InvalidIdentifier("display name must not contain control characters")
     return text

@@ -96,9 +96,7 @@ def load_settings(
         trusted_proxies=reader.networks("CMAAS_TRUSTED_PROXIES"),
         adhoc_session_timeout=reader.seconds("CMAAS_ADHOC_SESSION_TIMEOUT", 300.0),
         reconnect_max_delay=reader.seconds("CMAAS_RECONNECT_MAX_DELAY", 30.0),
-        log_level=reader.choice(
-            "CMAAS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
-        ),
+        log_level=reader.choice("CMAAS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
     if settings.previous_master_key == settings.master_key:
         raise SettingsError("CMAAS_PREVIOUS_MASTER_KEY must differ from CMAAS_MASTER_KEY")
@@ -199,9 +197,7 @@ class _Reader:
         except InvalidIdentifier as exc:
             raise SettingsError(f"{name}: {exc}") from exc
 
-    def networks(
-        self, name: str
-    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         value = self._get(name)
         if value is None:
             return ()

@@ -36,7 +36,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def keystore(db_path: Path, master_key: bytes, clock: FakeClock) -> AsyncIterator[SqliteKeystore]:
+async def keystore(
+    db_path: Path, master_key: bytes, clock: FakeClock
+) -> AsyncIterator[SqliteKeystore]:
     store = await SqliteKeystore.open(db_path, MasterKeyring(master_key), clock)
     yield store
     await store.close()

@@ -127,8 +127,15 @@ class GatewayStanzaTest(SlixTest):
             " action='execute'/></iq>"
         )
 
-    def submit(self, node: str, session: str, values: dict[str, Any], sender: str = ADMIN,
-               iq_id: str = "s1", action: str = "complete") -> Iq:
+    def submit(
+        self,
+        node: str,
+        session: str,
+        values: dict[str, Any],
+        sender: str = ADMIN,
+        iq_id: str = "s1",
+        action: str = "complete",
+    ) -> Iq:
         fields = ["<field var='FORM_TYPE'><value>urn:cmaas:cmd:1</value></field>"]
         for var, value in values.items():
             items = value if isinstance(value, list) else [value]

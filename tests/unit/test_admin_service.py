@@ -26,15 +26,23 @@ async def test_register_issues_credentials_that_authenticate(
     service: AdminService, keystore: SqliteKeystore
 ) -> None:
     issued = await service.register_app(
-        register(networks=["203.0.113.0/24\n2001:db8::/32", "198.51.100.7"],
-                 jids=["Bot@CMaaS.test"], callback_url="https://app.example.org/cb")
+        register(
+            networks=["203.0.113.0/24\n2001:db8::/32", "198.51.100.7"],
+            jids=["Bot@CMaaS.test"],
+            callback_url="https://app.example.org/cb",
+        )
     )
     assert sorted(str(n) for n in issued.app.networks) == [
-        "198.51.100.7/32", "2001:db8::/32", "203.0.113.0/24"]
+        "198.51.100.7/32",
+        "2001:db8::/32",
+        "203.0.113.0/24",
+    ]
     assert issued.app.jids == ("bot@cmaas.test",)
     assert len(issued.credentials.client_secret) >= 43
     assert len(issued.credentials.hmac_key) == 32
-    auth = await keystore.authenticate(issued.credentials.client_id, issued.credentials.client_secret)
+    auth = await keystore.authenticate(
+        issued.credentials.client_id, issued.credentials.client_secret
+    )
     assert auth.hmac_key == issued.credentials.hmac_key
 
 
@@ -91,12 +99,18 @@ async def test_unknown_plan_names_the_existing_ones(service: AdminService) -> No
 async def test_update_replaces_and_keeps(service: AdminService) -> None:
     await service.register_app(register(networks=["203.0.113.0/24"]))
     await service.set_plan(PlanRequest("gold", "50", "100", "", ["high"]))
-    app = await service.update_app(UpdateAppRequest("parichay-otp", plan="gold",
-                                                    networks=["192.0.2.0/24"], suspended=True))
+    app = await service.update_app(
+        UpdateAppRequest("parichay-otp", plan="gold", networks=["192.0.2.0/24"], suspended=True)
+    )
     assert (app.plan, [str(n) for n in app.networks], app.suspended) == (
-        "gold", ["192.0.2.0/24"], True)
+        "gold",
+        ["192.0.2.0/24"],
+        True,
+    )
     assert app.display_name == "Parichay OTP"
-    app = await service.update_app(UpdateAppRequest("parichay-otp", callback_url="https://x.example/"))
+    app = await service.update_app(
+        UpdateAppRequest("parichay-otp", callback_url="https://x.example/")
+    )
     assert app.callback_url == "https://x.example/"
     app = await service.update_app(UpdateAppRequest("parichay-otp", callback_url=""))
     assert app.callback_url is None
@@ -168,7 +182,9 @@ async def test_plan_refusals(service: AdminService, request_: PlanRequest, field
 
 
 async def test_directory(service: AdminService, keystore: SqliteKeystore) -> None:
-    change = await service.set_directory(DirectoryRequest(" Alice@Example.ORG ", "alice@cmaas.test"))
+    change = await service.set_directory(
+        DirectoryRequest(" Alice@Example.ORG ", "alice@cmaas.test")
+    )
     assert (change.address, change.kind, change.existed) == ("alice@example.org", "email", False)
     change = await service.set_directory(DirectoryRequest("+91 98765 43210", "bob@cmaas.test"))
     assert (change.address, change.kind) == ("+919876543210", "mobile")
@@ -189,8 +205,9 @@ async def test_directory(service: AdminService, keystore: SqliteKeystore) -> Non
         (DirectoryRequest("alice@example.org", "cmaas.test"), "jid"),
     ],
 )
-async def test_directory_refusals(service: AdminService, keystore: SqliteKeystore,
-                                  request_: DirectoryRequest, field: str) -> None:
+async def test_directory_refusals(
+    service: AdminService, keystore: SqliteKeystore, request_: DirectoryRequest, field: str
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         await service.set_directory(request_)
     assert field in caught.value.problems

@@ -23,8 +23,10 @@ ADMIN_NODES = [
 
 class TestDisco(GatewayStanzaTest):
     def test_domain_info(self) -> None:
-        self.recv(f"<iq type='get' id='d1' from='{USER}' to='{DOMAIN}'>"
-                  "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        self.recv(
+            f"<iq type='get' id='d1' from='{USER}' to='{DOMAIN}'>"
+            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        )
         self.expect(f"""
           <iq type='result' id='d1' from='{DOMAIN}' to='{USER}'>
             <query xmlns='http://jabber.org/protocol/disco#info'>
@@ -38,16 +40,20 @@ class TestDisco(GatewayStanzaTest):
           </iq>""")
 
     def test_admin_sees_every_admin_command(self) -> None:
-        self.recv(f"<iq type='get' id='d2' from='{ADMIN}' to='{DOMAIN}'>"
-                  f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/></iq>")
+        self.recv(
+            f"<iq type='get' id='d2' from='{ADMIN}' to='{DOMAIN}'>"
+            f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/></iq>"
+        )
         xml = self.next_stanza()
         items = xml.findall(".//{http://jabber.org/protocol/disco#items}item")
         assert [i.get("node") for i in items] == ADMIN_NODES
         assert all(i.get("jid") == DOMAIN and i.get("name") for i in items)
 
     def test_user_sees_no_admin_command(self) -> None:
-        self.recv(f"<iq type='get' id='d3' from='{USER}' to='{DOMAIN}'>"
-                  f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/></iq>")
+        self.recv(
+            f"<iq type='get' id='d3' from='{USER}' to='{DOMAIN}'>"
+            f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/></iq>"
+        )
         self.expect(f"""
           <iq type='result' id='d3' from='{DOMAIN}' to='{USER}'>
             <query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/>
@@ -55,8 +61,10 @@ class TestDisco(GatewayStanzaTest):
 
     def test_app_jid_info_and_unknown_app(self) -> None:
         self.run_coro(self.service.register_app(RegisterAppRequest("otp", "OTP Service")))
-        self.recv(f"<iq type='get' id='d4' from='{USER}' to='otp@{DOMAIN}'>"
-                  "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        self.recv(
+            f"<iq type='get' id='d4' from='{USER}' to='otp@{DOMAIN}'>"
+            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        )
         self.expect(f"""
           <iq type='result' id='d4' from='otp@{DOMAIN}' to='{USER}'>
             <query xmlns='http://jabber.org/protocol/disco#info'>
@@ -66,15 +74,18 @@ class TestDisco(GatewayStanzaTest):
               <feature var='urn:xmpp:chat-markers:0'/>
             </query>
           </iq>""")
-        self.recv(f"<iq type='get' id='d5' from='{USER}' to='nope@{DOMAIN}'>"
-                  "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        self.recv(
+            f"<iq type='get' id='d5' from='{USER}' to='nope@{DOMAIN}'>"
+            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        )
         xml = self.next_stanza()
         assert xml.get("type") == "error" and xml.get("from") == f"nope@{DOMAIN}"
         assert xml.find(".//{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
 
     def test_ping(self) -> None:
-        self.recv(f"<iq type='get' id='p1' from='{USER}' to='{DOMAIN}'>"
-                  "<ping xmlns='urn:xmpp:ping'/></iq>")
+        self.recv(
+            f"<iq type='get' id='p1' from='{USER}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        )
         self.expect(f"<iq type='result' id='p1' from='{DOMAIN}' to='{USER}'/>")
 
 
@@ -119,7 +130,9 @@ class TestAppRegisterCommand(GatewayStanzaTest):
         reply = self.execute(REGISTER)
         session = reply["command"]["sessionid"]
         assert len(session) >= 24
-        self.check(reply, f"""
+        self.check(
+            reply,
+            f"""
           <iq type='result' id='e1' from='{DOMAIN}' to='{ADMIN}'>
             <command xmlns='{NS}' node='{REGISTER}' sessionid='{session}' status='executing'>
               <actions execute='complete'><complete/></actions>
@@ -149,14 +162,24 @@ class TestAppRegisterCommand(GatewayStanzaTest):
                 </field>
               </x>
             </command>
-          </iq>""", method="exact", use_values=False)
+          </iq>""",
+            method="exact",
+            use_values=False,
+        )
 
     def test_submit_registers_and_shows_credentials_once(self) -> None:
         session = self.execute(REGISTER)["command"]["sessionid"]
-        reply = self.submit(REGISTER, session, {
-            "app_id": "parichay-otp", "display_name": "Parichay", "plan": "default",
-            "networks": ["203.0.113.0/24", "2001:db8::/32"], "jids": ["bot@cmaas.test"],
-        })
+        reply = self.submit(
+            REGISTER,
+            session,
+            {
+                "app_id": "parichay-otp",
+                "display_name": "Parichay",
+                "plan": "default",
+                "networks": ["203.0.113.0/24", "2001:db8::/32"],
+                "jids": ["bot@cmaas.test"],
+            },
+        )
         assert reply["type"] == "result"
         assert reply["command"]["status"] == "completed"
         assert reply["command"]["notes"][0][0] == "info"
@@ -177,17 +200,27 @@ class TestAppRegisterCommand(GatewayStanzaTest):
 
     def test_bad_values_show_the_form_again_with_notes(self) -> None:
         session = self.execute(REGISTER)["command"]["sessionid"]
-        reply = self.submit(REGISTER, session, {
-            "app_id": "Bad Id", "display_name": "P", "networks": ["10.0.0.0/33"],
-        })
+        reply = self.submit(
+            REGISTER,
+            session,
+            {
+                "app_id": "Bad Id",
+                "display_name": "P",
+                "networks": ["10.0.0.0/33"],
+            },
+        )
         assert reply["command"]["status"] == "executing"
         notes = dict((text.split(":")[0], kind) for kind, text in reply["command"]["notes"])
         assert notes == {"App id": "error", "Allowed IP addresses or CIDRs": "error"}
         assert form_values(reply)["app_id"] == ["Bad Id"]
         assert self.run_coro(self.keystore.list_apps()) == []
         # Corrected values complete the same session.
-        fixed = self.submit(REGISTER, session, {"app_id": "good", "display_name": "P",
-                                                "networks": ["10.0.0.0/8"]}, iq_id="s2")
+        fixed = self.submit(
+            REGISTER,
+            session,
+            {"app_id": "good", "display_name": "P", "networks": ["10.0.0.0/8"]},
+            iq_id="s2",
+        )
         assert fixed["command"]["status"] == "completed"
 
     def test_oversize_field_is_refused_with_a_note(self) -> None:
@@ -208,8 +241,9 @@ class TestAppRegisterCommand(GatewayStanzaTest):
     def test_session_cannot_be_continued_by_another_jid(self) -> None:
         session = self.execute(REGISTER)["command"]["sessionid"]
         for intruder in (USER, "admin@cmaas.test/other-device"):
-            reply = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"},
-                                sender=intruder)
+            reply = self.submit(
+                REGISTER, session, {"app_id": "x", "display_name": "X"}, sender=intruder
+            )
             assert reply["type"] == "error"
             assert reply["error"]["condition"] == "forbidden"
         assert self.run_coro(self.keystore.list_apps()) == []
@@ -227,9 +261,11 @@ class TestAppRegisterCommand(GatewayStanzaTest):
 
     def test_cancel(self) -> None:
         session = self.execute(REGISTER)["command"]["sessionid"]
-        self.recv(f"<iq type='set' id='c1' from='{ADMIN}' to='{DOMAIN}'>"
-                  f"<command xmlns='{NS}' node='{REGISTER}' sessionid='{session}'"
-                  " action='cancel'/></iq>")
+        self.recv(
+            f"<iq type='set' id='c1' from='{ADMIN}' to='{DOMAIN}'>"
+            f"<command xmlns='{NS}' node='{REGISTER}' sessionid='{session}'"
+            " action='cancel'/></iq>"
+        )
         self.expect(f"""
           <iq type='result' id='c1' from='{DOMAIN}' to='{ADMIN}'>
             <command xmlns='{NS}' node='{REGISTER}' sessionid='{session}' status='canceled'/>
@@ -270,17 +306,33 @@ class TestOtherAdminCommands(GatewayStanzaTest):
         current = form_values(picked)
         assert current["display_name"] == ["OTP Service"]
         assert current["suspended"] == ["0"]
-        done = self.submit("urn:cmaas:cmd:app-update", session, {
-            "display_name": "OTP", "plan": "default", "networks": ["192.0.2.0/24"],
-            "callback_url": "", "jids": [], "suspended": "1"}, iq_id="s2")
+        done = self.submit(
+            "urn:cmaas:cmd:app-update",
+            session,
+            {
+                "display_name": "OTP",
+                "plan": "default",
+                "networks": ["192.0.2.0/24"],
+                "callback_url": "",
+                "jids": [],
+                "suspended": "1",
+            },
+            iq_id="s2",
+        )
         assert done["command"]["status"] == "completed"
         app = self.run_coro(self.keystore.get_app("otp"))
         assert (app.display_name, [str(n) for n in app.networks], app.suspended) == (
-            "OTP", ["192.0.2.0/24"], True)
+            "OTP",
+            ["192.0.2.0/24"],
+            True,
+        )
 
     def test_app_update_unknown_plan_changes_nothing(self) -> None:
-        reply = self.two_steps("urn:cmaas:cmd:app-update", {"app_id": "otp"}, {
-            "display_name": "OTP", "plan": "gold", "suspended": "0"})
+        reply = self.two_steps(
+            "urn:cmaas:cmd:app-update",
+            {"app_id": "otp"},
+            {"display_name": "OTP", "plan": "gold", "suspended": "0"},
+        )
         assert reply["command"]["status"] == "executing"
         assert "no plan named 'gold'" in reply["command"]["notes"][0][1]
         assert self.run_coro(self.keystore.get_app("otp")).plan == "default"
@@ -299,25 +351,42 @@ class TestOtherAdminCommands(GatewayStanzaTest):
     def test_app_rotate(self) -> None:
         old = self.run_coro(self.keystore.get_app("otp"))
         session = self.execute("urn:cmaas:cmd:app-rotate")["command"]["sessionid"]
-        done = self.submit("urn:cmaas:cmd:app-rotate", session,
-                           {"app_id": "otp", "grace_seconds": "0"})
+        done = self.submit(
+            "urn:cmaas:cmd:app-rotate", session, {"app_id": "otp", "grace_seconds": "0"}
+        )
         secret = form_values(done)["client_secret"][0]
         auth = self.run_coro(self.keystore.authenticate(old.client_id, secret))
         assert auth.app.app_id == "otp"
 
     def test_plan_set_and_directory_set(self) -> None:
         session = self.execute("urn:cmaas:cmd:plan-set")["command"]["sessionid"]
-        done = self.submit("urn:cmaas:cmd:plan-set", session, {
-            "name": "gold", "sustained_per_second": "20", "burst": "40",
-            "daily_quota": "1000", "priorities": ["high", "normal"]})
+        done = self.submit(
+            "urn:cmaas:cmd:plan-set",
+            session,
+            {
+                "name": "gold",
+                "sustained_per_second": "20",
+                "burst": "40",
+                "daily_quota": "1000",
+                "priorities": ["high", "normal"],
+            },
+        )
         assert done["command"]["status"] == "completed"
         assert self.run_coro(self.keystore.get_plan("gold")).daily_quota == 1000
         session = self.execute("urn:cmaas:cmd:directory-set", iq_id="e2")["command"]["sessionid"]
-        bad = self.submit("urn:cmaas:cmd:directory-set", session,
-                          {"address": "98765", "jid": "alice@cmaas.test"}, iq_id="s2")
+        bad = self.submit(
+            "urn:cmaas:cmd:directory-set",
+            session,
+            {"address": "98765", "jid": "alice@cmaas.test"},
+            iq_id="s2",
+        )
         assert bad["command"]["status"] == "executing"
-        good = self.submit("urn:cmaas:cmd:directory-set", session,
-                           {"address": "+919876543210", "jid": "alice@cmaas.test"}, iq_id="s3")
+        good = self.submit(
+            "urn:cmaas:cmd:directory-set",
+            session,
+            {"address": "+919876543210", "jid": "alice@cmaas.test"},
+            iq_id="s3",
+        )
         assert good["command"]["notes"] == [("info", "Bound.")]
         assert self.run_coro(self.keystore.resolve_address("+919876543210")) == "alice@cmaas.test"
 

@@ -38,19 +38,33 @@ def new_app(app_id: str = "parichay-otp", **kwargs: object) -> NewApp:
     return NewApp(app_id=app_id, **fields)  # type: ignore[arg-type]
 
 
-async def test_open_applies_migrations_in_wal_mode_with_foreign_keys(db_path: Path,
-                                                                      keystore: SqliteKeystore) -> None:
+async def test_open_applies_migrations_in_wal_mode_with_foreign_keys(
+    db_path: Path, keystore: SqliteKeystore
+) -> None:
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = [row[0] for row in raw.execute("SELECT version FROM schema_migrations")]
-        tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
     assert versions == [m.version for m in MIGRATIONS]
-    assert {"apps", "plans", "app_credentials", "app_networks", "app_jids", "directory",
-            "devices", "one_time_prekeys", "messages", "status_events"} <= tables
+    assert {
+        "apps",
+        "plans",
+        "app_credentials",
+        "app_networks",
+        "app_jids",
+        "directory",
+        "devices",
+        "one_time_prekeys",
+        "messages",
+        "status_events",
+    } <= tables
 
 
-async def test_reopening_keeps_data_and_does_not_reapply(db_path: Path, master_key: bytes,
-                                                          keystore: SqliteKeystore) -> None:
+async def test_reopening_keeps_data_and_does_not_reapply(
+    db_path: Path, master_key: bytes, keystore: SqliteKeystore
+) -> None:
     await keystore.create_app(new_app(), issue_credentials("cid-1"))
     again = await SqliteKeystore.open(db_path, MasterKeyring(master_key))
     try:
@@ -94,8 +108,9 @@ async def test_duplicate_app_and_bound_jid_are_refused_atomically(keystore: Sqli
     with pytest.raises(AppAlreadyExists):
         await keystore.create_app(new_app(), issue_credentials("cid-2"))
     with pytest.raises(JidAlreadyBound):
-        await keystore.create_app(new_app("other", jids=("bot@cmaas.test",)),
-                                  issue_credentials("cid-3"))
+        await keystore.create_app(
+            new_app("other", jids=("bot@cmaas.test",)), issue_credentials("cid-3")
+        )
     assert [a.app_id for a in await keystore.list_apps()] == ["parichay-otp"]
 
 
@@ -143,8 +158,9 @@ async def test_rotation_of_unknown_app(keystore: SqliteKeystore) -> None:
         await keystore.rotate_credentials("nope", issue_credentials("x"), 0)
 
 
-async def test_master_key_rotation(db_path: Path, master_key: bytes,
-                                   keystore: SqliteKeystore) -> None:
+async def test_master_key_rotation(
+    db_path: Path, master_key: bytes, keystore: SqliteKeystore
+) -> None:
     issued = issue_credentials("cid-1")
     await keystore.create_app(new_app(), issued)
     new_key = os.urandom(32)
@@ -165,7 +181,9 @@ async def test_master_key_rotation(db_path: Path, master_key: bytes,
 
     rotated = await SqliteKeystore.open(db_path, MasterKeyring(new_key))
     try:
-        assert (await rotated.authenticate("cid-1", issued.client_secret)).hmac_key == issued.hmac_key
+        assert (
+            await rotated.authenticate("cid-1", issued.client_secret)
+        ).hmac_key == issued.hmac_key
     finally:
         await rotated.close()
 
@@ -176,7 +194,8 @@ async def test_wrapped_key_is_bound_to_its_row(db_path: Path, keystore: SqliteKe
     await keystore.create_app(new_app("app-b"), b)
     with sqlite3.connect(db_path) as raw:
         wrapped_b = raw.execute(
-            "SELECT hmac_key FROM app_credentials WHERE app_id = 'app-b'").fetchone()[0]
+            "SELECT hmac_key FROM app_credentials WHERE app_id = 'app-b'"
+        ).fetchone()[0]
         raw.execute("UPDATE app_credentials SET hmac_key = ? WHERE app_id = 'app-a'", (wrapped_b,))
     with pytest.raises(MasterKeyMismatch):
         await keystore.authenticate("cid-a", a.client_secret)
@@ -184,11 +203,14 @@ async def test_wrapped_key_is_bound_to_its_row(db_path: Path, keystore: SqliteKe
 
 async def test_update_app_changes_only_what_is_given(keystore: SqliteKeystore) -> None:
     await keystore.set_plan(Plan("gold", 100, 200, None, frozenset(Priority)))
-    await keystore.create_app(new_app(networks=(NET,), callback_url="https://a.example/cb"),
-                              issue_credentials("cid-1"))
+    await keystore.create_app(
+        new_app(networks=(NET,), callback_url="https://a.example/cb"), issue_credentials("cid-1")
+    )
     app = await keystore.update_app("parichay-otp", AppChanges(plan="gold", suspended=True))
     assert (app.plan, app.suspended, app.networks) == ("gold", True, (NET,))
-    app = await keystore.update_app("parichay-otp", AppChanges(networks=(), clear_callback_url=True))
+    app = await keystore.update_app(
+        "parichay-otp", AppChanges(networks=(), clear_callback_url=True)
+    )
     assert (app.networks, app.callback_url, app.plan) == ((), None, "gold")
     with pytest.raises(PlanNotFound):
         await keystore.update_app("parichay-otp", AppChanges(plan="platinum"))
@@ -238,8 +260,11 @@ async def test_counters(db_path: Path, keystore: SqliteKeystore, clock: FakeCloc
         raw.executemany(
             "INSERT INTO messages VALUES ('parichay-otp', ?, 'a@b.c', NULL, 0, ?, x'00', x'00',"
             " ?, ?, ?)",
-            [("m1", "accepted", now + 60, now, now), ("m2", "read", now + 60, now, now),
-             ("m3", "read", now + 60, now - 86400 * 2, now)],
+            [
+                ("m1", "accepted", now + 60, now, now),
+                ("m2", "read", now + 60, now, now),
+                ("m3", "read", now + 60, now - 86400 * 2, now),
+            ],
         )
     counters = await keystore.app_counters("parichay-otp")
     assert counters.messages_by_status == {"accepted": 1, "read": 2}

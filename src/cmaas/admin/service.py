@@ -128,9 +128,7 @@ class AdminService:
         """
         check = _Checker()
         app_id = check.field("app_id", lambda: parse_app_id(request.app_id))
-        display_name = check.field(
-            "display_name", lambda: parse_display_name(request.display_name)
-        )
+        display_name = check.field("display_name", lambda: parse_display_name(request.display_name))
         plan = request.plan.strip() or "default"
         networks = check.field("networks", lambda: _parse_networks(request.networks))
         callback_url = check.field(
@@ -209,9 +207,7 @@ class AdminService:
         try:
             app = await self._keystore.get_app(request.app_id)
             credentials = issue_credentials(app.client_id)
-            app = await self._keystore.rotate_credentials(
-                request.app_id, credentials, now + grace
-            )
+            app = await self._keystore.rotate_credentials(request.app_id, credentials, now + grace)
         except AppNotFound:
             raise InvalidInput({"app_id": f"no app named {request.app_id!r}"}) from None
         return IssuedApp(app=app, credentials=credentials)
@@ -257,9 +253,11 @@ class AdminService:
         quota_text = request.daily_quota.strip()
         quota = check.field(
             "daily_quota",
-            lambda: None
-            if quota_text in ("", "0")
-            else _parse_int_text(quota_text, 1, _MAX_DAILY_QUOTA),
+            lambda: (
+                None
+                if quota_text in ("", "0")
+                else _parse_int_text(quota_text, 1, _MAX_DAILY_QUOTA)
+            ),
         )
         priorities = check.field("priorities", lambda: _parse_priorities(request.priorities))
         check.raise_if_any()

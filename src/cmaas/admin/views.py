@@ -89,7 +89,9 @@ def plan_rows(plan: Plan) -> list[Row]:
 
 def details_rows(details: AppDetails, component_domain: str) -> list[Row]:
     counters = details.counters
-    by_status = [f"{status}: {count}" for status, count in sorted(counters.messages_by_status.items())]
+    by_status = [
+        f"{status}: {count}" for status, count in sorted(counters.messages_by_status.items())
+    ]
     return (
         app_rows(details.app, component_domain)
         + [row for row in plan_rows(details.plan) if row[0] != "name"]

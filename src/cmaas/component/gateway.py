@@ -27,6 +27,7 @@ _COMMANDS = CommandStanza.namespace
 _RECEIPTS = "urn:xmpp:receipts"
 _MARKERS = "urn:xmpp:chat-markers:0"
 
+
 class GatewayComponent(ComponentXMPP):
     """One component connection to the IM server.
 
@@ -67,8 +68,13 @@ class GatewayComponent(ComponentXMPP):
         It answers from an in-memory roster per app JID, which grows with every user
         and forgets on restart; the gateway answers from the keystore instead.
         """
-        for event in ("presence_available", "presence_dnd", "presence_xa",
-                      "presence_chat", "presence_away"):
+        for event in (
+            "presence_available",
+            "presence_dnd",
+            "presence_xa",
+            "presence_chat",
+            "presence_away",
+        ):
             self.del_event_handler(event, self._handle_available)
         self.del_event_handler("presence_unavailable", self._handle_unavailable)
         self.del_event_handler("presence_subscribe", self._handle_subscribe)
@@ -80,28 +86,44 @@ class GatewayComponent(ComponentXMPP):
 
     def _describe(self) -> None:
         disco = self.plugin["xep_0030"]
-        disco.add_identity(category="component", itype="generic", name="CMaaS gateway",
-                           jid=self.domain_jid)
-        disco.add_identity(category="automation", itype="command-list",
-                           name="Commands", node=_COMMANDS, jid=self.domain_jid)
-        for feature in ("http://jabber.org/protocol/disco#info",
-                        "http://jabber.org/protocol/disco#items",
-                        _COMMANDS, "urn:xmpp:ping", "jabber:x:data"):
+        disco.add_identity(
+            category="component", itype="generic", name="CMaaS gateway", jid=self.domain_jid
+        )
+        disco.add_identity(
+            category="automation",
+            itype="command-list",
+            name="Commands",
+            node=_COMMANDS,
+            jid=self.domain_jid,
+        )
+        for feature in (
+            "http://jabber.org/protocol/disco#info",
+            "http://jabber.org/protocol/disco#items",
+            _COMMANDS,
+            "urn:xmpp:ping",
+            "jabber:x:data",
+        ):
             disco.add_feature(feature, jid=self.domain_jid)
         disco.api.register(self._command_items, "get_items", self.domain_jid, _COMMANDS)
         for node, command in self._engine.commands.items():
-            disco.add_identity(category="automation", itype="command-node",
-                               name=command.name, node=node, jid=self.domain_jid)
+            disco.add_identity(
+                category="automation",
+                itype="command-node",
+                name=command.name,
+                node=node,
+                jid=self.domain_jid,
+            )
             disco.add_feature(_COMMANDS, node=node, jid=self.domain_jid)
             disco.add_feature("jabber:x:data", node=node, jid=self.domain_jid)
         # App JIDs are dynamic, so their disco#info comes from the keystore.
-        self._static_info = disco.api["get_info"]
+        self._static_info = disco.static.get_info
         disco.api.register(self._info, "get_info")
 
     async def _command_items(
         self, jid: JID | None, node: str | None, ifrom: JID | None, data: Any
     ) -> DiscoItems:
         items = DiscoItems()
+        items["node"] = _COMMANDS  # XEP-0030: a result echoes the node it answers
         if ifrom is None:
             return items
         for command in await self._engine.visible_commands(ifrom):
@@ -112,8 +134,7 @@ class GatewayComponent(ComponentXMPP):
         self, jid: JID | None, node: str | None, ifrom: JID | None, data: Any
     ) -> DiscoInfo:
         if jid is None or not jid.user:
-            info: DiscoInfo = await self._static_info(jid, node, ifrom, data)
-            return info
+            return self._static_info(jid, node, ifrom, data) or DiscoInfo()
         contact = await self._contacts.contact(jid)
         if contact.state is ContactState.UNKNOWN or node:
             raise XMPPError("item-not-found")
@@ -126,8 +147,7 @@ class GatewayComponent(ComponentXMPP):
     def _stamp_from(self, stanza: RootStanza) -> RootStanza:
         """Last line of defence: ejabberd closes the stream on a stanza without ``from``."""
         if isinstance(stanza, Message | Presence | Iq) and not stanza["from"]:
-            log.error("stanza without 'from' stamped with the component domain: %s",
-                      stanza.name)
+            log.error("stanza without 'from' stamped with the component domain: %s", stanza.name)
             stanza["from"] = self.domain
         return stanza
 

@@ -91,20 +91,32 @@ class ComponentLink:
                 if outcome == "connected":
                     self.connects += 1
                     self.state = LinkState.CONNECTED
-                    log.info("component link up: %s on %s:%d",
-                             self._xmpp.boundjid.bare, self._host, self._port)
+                    log.info(
+                        "component link up: %s on %s:%d",
+                        self._xmpp.boundjid.bare,
+                        self._host,
+                        self._port,
+                    )
                     since = time.monotonic()
                     outcome = await self._until_lost(stopping)
                     if stop.is_set():
                         break
                     if time.monotonic() - since >= self._stable_after:
                         delay = self._initial_delay
-                    log.warning("component link lost (%s); reconnecting in %.1f s",
-                                self._reason or outcome, delay)
+                    log.warning(
+                        "component link lost (%s); reconnecting in %.1f s",
+                        self._reason or outcome,
+                        delay,
+                    )
                 else:
                     self._xmpp.cancel_connection_attempt()
-                    log.warning("component link to %s:%d failed (%s); retrying in %.1f s",
-                                self._host, self._port, self._reason or outcome, delay)
+                    log.warning(
+                        "component link to %s:%d failed (%s); retrying in %.1f s",
+                        self._host,
+                        self._port,
+                        self._reason or outcome,
+                        delay,
+                    )
                 self.state = LinkState.BACKING_OFF
                 # Jitter keeps several gateways from reconnecting in lockstep.
                 await _sleep_unless(stopping, delay * random.uniform(0.8, 1.2))  # noqa: S311

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from contextlib import AsyncExitStack
@@ -57,8 +58,13 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-        log.info("gateway %s: HTTP on %s:%d, database %s", domain, settings.http_host,
-                 settings.http_port, settings.database)
+        log.info(
+            "gateway %s: HTTP on %s:%d, database %s",
+            domain,
+            settings.http_host,
+            settings.http_port,
+            settings.database,
+        )
         await link.run(stop)
     log.info("gateway stopped")
 
@@ -67,8 +73,7 @@ def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
+        # Windows has no loop signal handlers; Ctrl-C still raises KeyboardInterrupt there.
+        with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-        except NotImplementedError:  # Windows: Ctrl-C still raises KeyboardInterrupt
-            pass
     return stop

@@ -100,9 +100,7 @@ class MasterKeyring:
             The master key id and ``nonce || ciphertext``.
         """
         nonce = os.urandom(_NONCE_BYTES)
-        return self._current.key_id, nonce + self._current.aead.encrypt(
-            nonce, hmac_key, associated
-        )
+        return self._current.key_id, nonce + self._current.aead.encrypt(nonce, hmac_key, associated)
 
     def unwrap(self, key_id: str, wrapped: bytes, associated: bytes) -> bytes:
         """Decrypt an HMAC key wrapped by :meth:`wrap` under the current or previous key.

@@ -292,8 +292,9 @@ class SqliteKeystore:
                 raise AuthenticationFailed("unknown client id or wrong secret")
             # Check every live credential so the time taken does not tell which one matched.
             matches = [
-                row for row in rows if secret_matches(row["secret_salt"], row["secret_hash"],
-                                                      client_secret)
+                row
+                for row in rows
+                if secret_matches(row["secret_salt"], row["secret_hash"], client_secret)
             ]
             if not matches:
                 raise AuthenticationFailed("unknown client id or wrong secret")
@@ -409,9 +410,7 @@ class SqliteKeystore:
             )
             taken = await cursor.fetchone()
             if taken is not None:
-                raise JidAlreadyBound(
-                    f"{taken['jid']} is already bound to app {taken['app_id']!r}"
-                )
+                raise JidAlreadyBound(f"{taken['jid']} is already bound to app {taken['app_id']!r}")
         await db.execute("DELETE FROM app_jids WHERE app_id = ?", (app_id,))
         await db.executemany(
             "INSERT INTO app_jids (jid, app_id) VALUES (?, ?)", [(jid, app_id) for jid in wanted]

@@ -148,7 +148,9 @@ class AdhocEngine:
         try:
             return await step.on_submit(submission)
         except InputRejected as exc:
-            notes = [("error", f"{_label(step, name)}: {text}") for name, text in exc.problems.items()]
+            notes = [
+                ("error", f"{_label(step, name)}: {text}") for name, text in exc.problems.items()
+            ]
             return _again(step, _echo(submission), notes)
 
     async def _require_access(self, command: Command, requester: JID) -> None:

@@ -193,8 +193,11 @@ def read_submission(spec: FormSpec, form: Form | None) -> Submission:
             )
         if spec_field.type not in _MULTI and len(submitted) > 1:
             raise BadPayload(f"{spec_field.label}: takes one value, got {len(submitted)}")
-        if spec_field.type == "boolean" and submitted:
-            if submitted[0].strip().lower() not in _TRUE | _FALSE:
-                raise BadPayload(f"{spec_field.label}: must be true or false")
+        if (
+            spec_field.type == "boolean"
+            and submitted
+            and submitted[0].strip().lower() not in _TRUE | _FALSE
+        ):
+            raise BadPayload(f"{spec_field.label}: must be true or false")
         values[spec_field.var] = tuple(submitted)
     return Submission(values)

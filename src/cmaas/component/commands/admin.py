@@ -50,19 +50,36 @@ __all__ = [
     "admin_commands",
 ]
 
-_APP_ID = FieldSpec("app_id", "App id", "text-single", required=True,
-                    desc="Becomes the app's JID localpart: lowercase letters, digits, - _ .")
+_APP_ID = FieldSpec(
+    "app_id",
+    "App id",
+    "text-single",
+    required=True,
+    desc="Becomes the app's JID localpart: lowercase letters, digits, - _ .",
+)
 _CHOOSE_APP = FieldSpec("app_id", "App", "list-single", required=True)
-_DISPLAY_NAME = FieldSpec("display_name", "Display name", required=True,
-                          desc="Shown to recipients next to every message")
+_DISPLAY_NAME = FieldSpec(
+    "display_name", "Display name", required=True, desc="Shown to recipients next to every message"
+)
 _PLAN = FieldSpec("plan", "Rate plan", "list-single", required=True)
-_NETWORKS = FieldSpec("networks", "Allowed IP addresses or CIDRs", "text-multi",
-                      desc="One per line (IPv4 or IPv6). The HTTP API refuses other addresses;"
-                      " leave empty for an XMPP-only app.")
-_CALLBACK = FieldSpec("callback_url", "Callback URL",
-                      desc="https:// URL that receives signed status webhooks; may be empty")
-_JIDS = FieldSpec("jids", "Bound XMPP accounts", "jid-multi",
-                  desc="Bare JIDs (bots) allowed to submit for this app over XMPP")
+_NETWORKS = FieldSpec(
+    "networks",
+    "Allowed IP addresses or CIDRs",
+    "text-multi",
+    desc="One per line (IPv4 or IPv6). The HTTP API refuses other addresses;"
+    " leave empty for an XMPP-only app.",
+)
+_CALLBACK = FieldSpec(
+    "callback_url",
+    "Callback URL",
+    desc="https:// URL that receives signed status webhooks; may be empty",
+)
+_JIDS = FieldSpec(
+    "jids",
+    "Bound XMPP accounts",
+    "jid-multi",
+    desc="Bare JIDs (bots) allowed to submit for this app over XMPP",
+)
 
 
 class _AdminCommand(Command):
@@ -127,8 +144,12 @@ class AppUpdate(_AdminCommand):
             _NETWORKS,
             _CALLBACK,
             _JIDS,
-            FieldSpec("suspended", "Suspended", "boolean",
-                      desc="A suspended app's requests are refused with 403"),
+            FieldSpec(
+                "suspended",
+                "Suspended",
+                "boolean",
+                desc="A suspended app's requests are refused with 403",
+            ),
         ),
     )
 
@@ -177,8 +198,12 @@ class AppRotate(_AdminCommand):
         " grace period, so the app can switch over without an outage.",
         (
             _CHOOSE_APP,
-            FieldSpec("grace_seconds", "Grace period (seconds)", required=True,
-                      desc="How long the old secret and key stay valid: 0 to 2592000 (30 days)"),
+            FieldSpec(
+                "grace_seconds",
+                "Grace period (seconds)",
+                required=True,
+                desc="How long the old secret and key stay valid: 0 to 2592000 (30 days)",
+            ),
         ),
     )
 
@@ -217,8 +242,14 @@ class AppList(_AdminCommand):
         ]
         table = render_table(
             "Apps",
-            [("app_id", "App id"), ("display_name", "Display name"), ("plan", "Plan"),
-             ("status", "Status"), ("networks", "Allowed networks"), ("jids", "Bound JIDs")],
+            [
+                ("app_id", "App id"),
+                ("display_name", "Display name"),
+                ("plan", "Plan"),
+                ("status", "Status"),
+                ("networks", "Allowed networks"),
+                ("jids", "Bound JIDs"),
+            ],
             rows,
         )
         return Completed(notes=[("info", f"{len(apps)} app(s)")], payload=table)
@@ -248,16 +279,31 @@ class PlanSet(_AdminCommand):
         "Rate plan",
         "Give an existing name to change that plan; apps on it follow from their next request.",
         (
-            FieldSpec("name", "Plan name", required=True,
-                      desc="Lowercase letters, digits, - _ ."),
-            FieldSpec("sustained_per_second", "Sustained messages per second", required=True,
-                      desc="Long-run rate allowed, e.g. 10 or 0.5"),
-            FieldSpec("burst", "Burst", required=True,
-                      desc="Messages allowed at once above the sustained rate"),
-            FieldSpec("daily_quota", "Daily quota",
-                      desc="Messages per UTC day; empty or 0 for no daily cap"),
-            FieldSpec("priorities", "Priorities allowed", "list-multi", required=True,
-                      options=(("high", "High (OTP)"), ("normal", "Normal"), ("bulk", "Bulk"))),
+            FieldSpec("name", "Plan name", required=True, desc="Lowercase letters, digits, - _ ."),
+            FieldSpec(
+                "sustained_per_second",
+                "Sustained messages per second",
+                required=True,
+                desc="Long-run rate allowed, e.g. 10 or 0.5",
+            ),
+            FieldSpec(
+                "burst",
+                "Burst",
+                required=True,
+                desc="Messages allowed at once above the sustained rate",
+            ),
+            FieldSpec(
+                "daily_quota",
+                "Daily quota",
+                desc="Messages per UTC day; empty or 0 for no daily cap",
+            ),
+            FieldSpec(
+                "priorities",
+                "Priorities allowed",
+                "list-multi",
+                required=True,
+                options=(("high", "High (OTP)"), ("normal", "Normal"), ("bulk", "Bulk")),
+            ),
         ),
     )
 
@@ -284,11 +330,19 @@ class DirectorySet(_AdminCommand):
         "Directory",
         "Apps may address people by email or mobile number; this binds one to a JID.",
         (
-            FieldSpec("address", "Email or mobile number", required=True,
-                      desc="An email address, or a mobile number in international form"
-                      " such as +919876543210"),
-            FieldSpec("jid", "JID", "jid-single",
-                      desc="The person's bare JID; leave empty to unbind the address"),
+            FieldSpec(
+                "address",
+                "Email or mobile number",
+                required=True,
+                desc="An email address, or a mobile number in international form"
+                " such as +919876543210",
+            ),
+            FieldSpec(
+                "jid",
+                "JID",
+                "jid-single",
+                desc="The person's bare JID; leave empty to unbind the address",
+            ),
         ),
     )
 

@@ -1,0 +1,1 @@
+"""The ``cmaas`` command line."""

@@ -1,0 +1,61 @@
+"""``cmaas``: one console command with subcommands for each part of CMaaS."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from cmaas import __version__
+from cmaas.cli import admin, dev, gateway
+from cmaas.errors import CmaasError
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cmaas",
+        description="Confidential Messaging as a Service for XMPP. Settings come from"
+        " CMAAS_* environment variables and a .env file (see .env.example).",
+    )
+    parser.add_argument("--version", action="version", version=f"cmaas {__version__}")
+    parser.add_argument(
+        "--env-file",
+        default=".env",
+        metavar="PATH",
+        help="dotenv file read before the environment (default: .env; the environment wins)",
+    )
+    parts = parser.add_subparsers(dest="part", required=True, metavar="PART")
+    gateway.add_parser(parts)
+    admin.add_parser(parts)
+    dev.add_parser(parts)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+        return result
+    except CmaasError as exc:
+        print(f"cmaas: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # slixmpp logs every stanza sent and received at DEBUG; those carry credentials
+    # shown once in ad-hoc results, so stanza dumps are never logged.
+    logging.getLogger("slixmpp.xmlstream.xmlstream").setLevel(logging.INFO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
