@@ -140,6 +140,11 @@ def parse_address(value: str) -> tuple[AddressKind, str]:
         return "mobile", parse_e164(value)
     if "@" in value:
         return "email", parse_email(value)
+    if any(ch.isdigit() for ch in value):
+        raise InvalidIdentifier(
+            f"{_shorten(value)!r}: write mobile numbers in international form, with + and"
+            " the country code, e.g. +919876543210"
+        )
     raise InvalidIdentifier(
         f"{_shorten(value)!r} must be an email address or a mobile number such as +919876543210"
     )
