@@ -86,7 +86,7 @@ class GatewayProcess:
     def health(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.http_port}/healthz"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=2) as response:
                 return dict(json.load(response))
         except urllib.error.HTTPError as error:
             with error:

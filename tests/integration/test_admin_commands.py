@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
+from slixmpp import JID
 
 from cmaas.devservers import XmppServer
 from cmaas.devservers.client import AdhocClient
@@ -58,7 +60,7 @@ async def test_register_and_change_at_runtime(
     values = registered.values
     auth = await stored.authenticate(values["client_id"][0], values["client_secret"][0])
     assert auth.app.app_id == "parichay-otp"
-    assert values["hmac_key"] == [__import__("base64").b64encode(auth.hmac_key).decode()]
+    assert values["hmac_key"] == [base64.b64encode(auth.hmac_key).decode()]
     assert auth.app.jids == (bot,)
 
     plan = await admin.run(
@@ -229,5 +231,7 @@ async def test_bad_directory_values_are_refused(
 
 
 async def test_ping(xmpp_server: XmppServer, admin: AdhocClient) -> None:
-    rtt = await admin.xmpp.plugin["xep_0199"].ping(jid=xmpp_server.component_domain, timeout=10)
+    rtt = await admin.xmpp.plugin["xep_0199"].ping(
+        jid=JID(xmpp_server.component_domain), timeout=10
+    )
     assert rtt >= 0
