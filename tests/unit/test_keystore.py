@@ -48,6 +48,7 @@ async def test_open_applies_migrations_in_wal_mode_with_foreign_keys(
             row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
     assert versions == [m.version for m in MIGRATIONS]
+    assert db_path.stat().st_mode & 0o777 == 0o600
     assert {
         "apps",
         "plans",

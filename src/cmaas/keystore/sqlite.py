@@ -100,6 +100,9 @@ class SqliteKeystore:
             sqlite3.Error: The file cannot be opened or is not a database.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # Created private before SQLite opens it; its -wal and -shm files inherit this.
+            path.touch(mode=0o600)
         connection = await aiosqlite.connect(path, isolation_level=None)
         try:
             connection.row_factory = sqlite3.Row
