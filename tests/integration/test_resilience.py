@@ -22,7 +22,9 @@ async def test_gateway_restart_keeps_state_and_commands_work(
     xmpp_server: XmppServer, gateway: GatewayProcess, admin: AdhocClient
 ) -> None:
     gw = xmpp_server.component_domain
-    made = await admin.run(gw, "urn:cmaas:cmd:app-register", {"app_id": "keep", "display_name": "K"})
+    made = await admin.run(
+        gw, "urn:cmaas:cmd:app-register", {"app_id": "keep", "display_name": "K"}
+    )
     assert made.status == "completed"
     assert gateway.stop() == 0  # SIGTERM: clean shutdown
     assert "component link closed" in gateway.log()
@@ -59,10 +61,18 @@ async def test_credentials_are_never_logged(
     xmpp_server: XmppServer, gateway: GatewayProcess, admin: AdhocClient
 ) -> None:
     gw = xmpp_server.component_domain
-    made = await admin.run(gw, "urn:cmaas:cmd:app-register", {"app_id": "quiet", "display_name": "Q"})
-    rotated = await admin.run(gw, "urn:cmaas:cmd:app-rotate", {"app_id": "quiet", "grace_seconds": "60"})
-    secrets = [made.values["client_secret"][0], made.values["hmac_key"][0],
-               rotated.values["client_secret"][0], rotated.values["hmac_key"][0]]
+    made = await admin.run(
+        gw, "urn:cmaas:cmd:app-register", {"app_id": "quiet", "display_name": "Q"}
+    )
+    rotated = await admin.run(
+        gw, "urn:cmaas:cmd:app-rotate", {"app_id": "quiet", "grace_seconds": "60"}
+    )
+    secrets = [
+        made.values["client_secret"][0],
+        made.values["hmac_key"][0],
+        rotated.values["client_secret"][0],
+        rotated.values["hmac_key"][0],
+    ]
     assert gateway.stop() == 0
     log = gateway.log()
     assert "DEBUG" in log  # the gateway ran at its most verbose
@@ -83,8 +93,7 @@ async def test_presence_and_subscription_of_an_app_jid(
     alice.xmpp.send_presence(pto=app_jid, ptype="subscribe")
     seen: set[tuple[str, str]] = set()
     deadline = time.monotonic() + 10
-    while ("available" not in {t for j, t in seen if j == app_jid}
-           and time.monotonic() < deadline):
+    while "available" not in {t for j, t in seen if j == app_jid} and time.monotonic() < deadline:
         try:
             seen.add(await asyncio.wait_for(alice.presences.get(), 1))
         except TimeoutError:
@@ -92,14 +101,20 @@ async def test_presence_and_subscription_of_an_app_jid(
     assert (app_jid, "available") in seen, seen
     # The server now holds a subscription to the app: its roster push says so.
     deadline = time.monotonic() + 10
-    while (alice.xmpp.client_roster[app_jid]["subscription"] not in ("to", "both")
-           and time.monotonic() < deadline):
+    while (
+        alice.xmpp.client_roster[app_jid]["subscription"] not in ("to", "both")
+        and time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.1)
     assert alice.xmpp.client_roster[app_jid]["subscription"] in ("to", "both")
 
     # A suspended app shows as unavailable on the next probe.
-    await admin.run(gw, "urn:cmaas:cmd:app-update", {"app_id": "notices"}, {
-        "display_name": "N", "plan": "default", "suspended": True})
+    await admin.run(
+        gw,
+        "urn:cmaas:cmd:app-update",
+        {"app_id": "notices"},
+        {"display_name": "N", "plan": "default", "suspended": True},
+    )
     alice.xmpp.send_presence(pto=app_jid, ptype="probe")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

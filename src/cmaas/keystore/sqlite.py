@@ -99,10 +99,7 @@ class SqliteKeystore:
             SchemaTooNew: The file was migrated by a newer CMaaS.
             sqlite3.Error: The file cannot be opened or is not a database.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # Created private before SQLite opens it; its -wal and -shm files inherit this.
-            path.touch(mode=0o600)
+        await asyncio.to_thread(_create_private, path)
         connection = await aiosqlite.connect(path, isolation_level=None)
         try:
             connection.row_factory = sqlite3.Row
@@ -476,6 +473,13 @@ class SqliteKeystore:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does; its -wal and -shm files follow."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.touch(mode=0o600)
 
 
 async def _migrate(connection: aiosqlite.Connection) -> None:
