@@ -53,7 +53,7 @@ class GatewayProcess:
         }
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, within: float = 30.0) -> None:
+    def start(self, within: float = 30.0, *, wait: bool = True) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [cmaas_executable(), "--env-file", os.devnull, "gateway", "run"],
@@ -62,7 +62,8 @@ class GatewayProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
             )
-        self.wait_healthy(within)
+        if wait:
+            self.wait_healthy(within)
 
     def wait_healthy(self, within: float = 30.0) -> dict[str, Any]:
         """Wait until ``/healthz`` says the component link is up.

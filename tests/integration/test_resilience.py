@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,23 @@ async def test_presence_and_subscription_of_an_app_jid(
             break
     else:
         pytest.fail("no unavailable presence for the suspended app")
+
+
+async def test_wrong_component_secret_is_reported_and_retried(
+    xmpp_server: XmppServer, tmp_path: Path
+) -> None:
+    process = GatewayProcess(xmpp_server, tmp_path, admins="admin@cmaas.test")
+    process.env["CMAAS_COMPONENT_SECRET"] = "not-the-secret"
+    process.start(wait=False)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and process.log().count("failed") < 2:
+            await asyncio.sleep(0.1)
+        log = process.log()
+        assert log.count("component link to") >= 2, log  # it keeps retrying
+        assert "not-authorized" in log, log
+        health = process.health()
+        assert health["status"] == "degraded"
+        assert health["component_link"] in ("connecting", "backing_off")
+    finally:
+        assert process.stop() == 0

@@ -1,0 +1,100 @@
+"""Settings: one frozen object from the environment and a .env file, with clear errors."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from cmaas.settings import Settings, SettingsError, load_settings
+
+KEY = base64.b64encode(b"k" * 32).decode()
+BASE = {
+    "CMAAS_COMPONENT_JID": "gateway.example.org",
+    "CMAAS_COMPONENT_SECRET": "s3cret",
+    "CMAAS_MASTER_KEY": KEY,
+}
+
+
+def test_defaults() -> None:
+    settings = load_settings(BASE, env_file=None)
+    assert settings.component_jid == "gateway.example.org"
+    assert (settings.xmpp_host, settings.xmpp_port) == ("127.0.0.1", 5347)
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8480)
+    assert settings.database == Path("cmaas.sqlite3")
+    assert settings.admins == frozenset()
+    assert settings.served_domains == frozenset({"example.org"})
+    assert settings.adhoc_session_timeout == 300.0
+    assert settings.master_key == b"k" * 32
+    assert settings.previous_master_key is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.xmpp_port = 1  # type: ignore[misc]
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    text = repr(load_settings(BASE, env_file=None))
+    assert "s3cret" not in text
+    assert "master_key" not in text
+
+
+def test_values_are_parsed_and_normalised() -> None:
+    settings = load_settings(
+        {
+            **BASE,
+            "CMAAS_COMPONENT_JID": "Gateway.Example.ORG",
+            "CMAAS_ADMINS": "Admin@Example.org, ops@example.org ,",
+            "CMAAS_SERVED_DOMAINS": "example.org,example.net",
+            "CMAAS_TRUSTED_PROXIES": "10.0.0.0/8, ::1/128",
+            "CMAAS_XMPP_PORT": "5348",
+            "CMAAS_LOG_LEVEL": "debug",
+        },
+        env_file=None,
+    )
+    assert settings.component_jid == "gateway.example.org"
+    assert settings.admins == frozenset({"admin@example.org", "ops@example.org"})
+    assert settings.served_domains == frozenset({"example.org", "example.net"})
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
+    assert settings.xmpp_port == 5348
+    assert settings.log_level == "DEBUG"
+
+
+def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "CMAAS_COMPONENT_JID=gw.example.org\nCMAAS_COMPONENT_SECRET=from-file\n"
+        f"CMAAS_MASTER_KEY={KEY}\nCMAAS_HTTP_PORT=9000\n"
+    )
+    settings = load_settings({"CMAAS_HTTP_PORT": "9001"}, env_file=env_file)
+    assert settings.component_jid == "gw.example.org"
+    assert settings.component_secret == "from-file"
+    assert settings.http_port == 9001
+
+
+@pytest.mark.parametrize(
+    ("changes", "names"),
+    [
+        ({"CMAAS_COMPONENT_JID": ""}, "CMAAS_COMPONENT_JID is required"),
+        ({"CMAAS_COMPONENT_JID": "user@gw.example.org"}, "CMAAS_COMPONENT_JID"),
+        ({"CMAAS_COMPONENT_SECRET": " "}, "CMAAS_COMPONENT_SECRET is required"),
+        ({"CMAAS_MASTER_KEY": "not base64!"}, "CMAAS_MASTER_KEY is not valid base64"),
+        ({"CMAAS_MASTER_KEY": base64.b64encode(b"short").decode()}, "32 bytes"),
+        ({"CMAAS_PREVIOUS_MASTER_KEY": KEY}, "must differ"),
+        ({"CMAAS_XMPP_PORT": "70000"}, "CMAAS_XMPP_PORT must be a TCP port"),
+        ({"CMAAS_HTTP_PORT": "http"}, "CMAAS_HTTP_PORT must be a TCP port"),
+        ({"CMAAS_ADMINS": "not a jid@@"}, "CMAAS_ADMINS"),
+        ({"CMAAS_ADMINS": "example.org"}, "CMAAS_ADMINS"),
+        ({"CMAAS_TRUSTED_PROXIES": "10.0.0.0/40"}, "CMAAS_TRUSTED_PROXIES"),
+        ({"CMAAS_ADHOC_SESSION_TIMEOUT": "0"}, "CMAAS_ADHOC_SESSION_TIMEOUT"),
+        ({"CMAAS_RECONNECT_MAX_DELAY": "soon"}, "CMAAS_RECONNECT_MAX_DELAY"),
+        ({"CMAAS_LOG_LEVEL": "LOUD"}, "CMAAS_LOG_LEVEL"),
+    ],
+)
+def test_bad_values_name_the_variable(changes: dict[str, str], names: str) -> None:
+    with pytest.raises(SettingsError, match=names):
+        load_settings({**BASE, **changes}, env_file=None)
+
+
+def test_settings_type_is_frozen() -> None:
+    assert Settings.__dataclass_params__.frozen  # type: ignore[attr-defined]
