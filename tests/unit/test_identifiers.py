@@ -61,7 +61,7 @@ def test_jids() -> None:
 def test_networks() -> None:
     assert str(parse_network("203.0.113.7")) == "203.0.113.7/32"
     assert str(parse_network("2001:db8::/32")) == "2001:db8::/32"
-    with pytest.raises(InvalidIdentifier, match="did you mean 10.0.0.0/8"):
+    with pytest.raises(InvalidIdentifier, match=r"did you mean 10\.0\.0\.0/8"):
         parse_network("10.1.2.3/8")
     for bad in ("10.0.0.0/33", "300.1.1.1", "bad", "", "fe80::/129"):
         with pytest.raises(InvalidIdentifier):
