@@ -12,7 +12,6 @@ import enum
 import logging
 import random
 import time
-from typing import Any
 
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.stanza import StreamError
@@ -30,7 +29,12 @@ class LinkState(enum.Enum):
 
 
 class ComponentLink:
-    """Runs one component connection until told to stop."""
+    """Runs one component connection until told to stop.
+
+    Attributes:
+        state: Where the link is now, for ``/healthz``.
+        connects: How many times the handshake succeeded since start.
+    """
 
     def __init__(
         self,
@@ -50,27 +54,22 @@ class ComponentLink:
         self._stable_after = stable_after
         self.state = LinkState.STOPPED
         self.connects = 0
-        self._outcome: asyncio.Future[str] | None = None
+        # Events rather than futures: a disconnect that lands between the handshake and
+        # the supervisor's next look must not be missed.
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
         self._reason = ""
         xmpp.add_event_handler("session_start", self._on_session_start)
-        xmpp.add_event_handler("disconnected", self._on_disconnected)
-        xmpp.add_event_handler("connection_failed", self._on_connection_failed)
+        xmpp.add_event_handler("disconnected", self._on_down)
+        xmpp.add_event_handler("connection_failed", self._on_down)
         xmpp.add_event_handler("stream_error", self._on_stream_error)
 
-    def _settle(self, outcome: str) -> None:
-        if self._outcome is not None and not self._outcome.done():
-            self._outcome.set_result(outcome)
-
     def _on_session_start(self, _event: object) -> None:
-        self._settle("connected")
+        self._up.set()
 
-    def _on_disconnected(self, reason: object) -> None:
+    def _on_down(self, reason: object) -> None:
         self._reason = self._reason or str(reason or "connection closed")
-        self._settle("disconnected")
-
-    def _on_connection_failed(self, error: object) -> None:
-        self._reason = str(error)
-        self._settle("failed")
+        self._down.set()
 
     def _on_stream_error(self, error: StreamError) -> None:
         # A wrong secret (<not-authorized/>) or a second connection to Prosody
@@ -80,15 +79,17 @@ class ComponentLink:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect and stay connected until ``stop`` is set, then close the stream."""
         delay = self._initial_delay
-        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
                 self.state = LinkState.CONNECTING
+                self._up.clear()
+                self._down.clear()
                 self._reason = ""
-                outcome = await self._attempt(stopping)
+                self._xmpp.connect(self._host, self._port)
+                await _first(stop, self._up, self._down)
                 if stop.is_set():
                     break
-                if outcome == "connected":
+                if self._up.is_set():
                     self.connects += 1
                     self.state = LinkState.CONNECTED
                     log.info(
@@ -98,15 +99,13 @@ class ComponentLink:
                         self._port,
                     )
                     since = time.monotonic()
-                    outcome = await self._until_lost(stopping)
+                    await _first(stop, self._down)
                     if stop.is_set():
                         break
                     if time.monotonic() - since >= self._stable_after:
                         delay = self._initial_delay
                     log.warning(
-                        "component link lost (%s); reconnecting in %.1f s",
-                        self._reason or outcome,
-                        delay,
+                        "component link lost (%s); reconnecting in %.1f s", self._reason, delay
                     )
                 else:
                     self._xmpp.cancel_connection_attempt()
@@ -114,38 +113,29 @@ class ComponentLink:
                         "component link to %s:%d failed (%s); retrying in %.1f s",
                         self._host,
                         self._port,
-                        self._reason or outcome,
+                        self._reason,
                         delay,
                     )
                 self.state = LinkState.BACKING_OFF
                 # Jitter keeps several gateways from reconnecting in lockstep.
-                await _sleep_unless(stopping, delay * random.uniform(0.8, 1.2))  # noqa: S311
+                await _first(stop, seconds=delay * random.uniform(0.8, 1.2))  # noqa: S311
                 delay = min(delay * 2, self._max_delay)
         finally:
-            stopping.cancel()
             await self._close()
 
-    async def _attempt(self, stopping: asyncio.Future[Any]) -> str:
-        loop = asyncio.get_running_loop()
-        self._outcome = loop.create_future()
-        self._xmpp.connect(self._host, self._port)
-        await asyncio.wait([self._outcome, stopping], return_when=asyncio.FIRST_COMPLETED)
-        return self._outcome.result() if self._outcome.done() else "stopped"
-
-    async def _until_lost(self, stopping: asyncio.Future[Any]) -> str:
-        loop = asyncio.get_running_loop()
-        self._outcome = loop.create_future()
-        await asyncio.wait([self._outcome, stopping], return_when=asyncio.FIRST_COMPLETED)
-        return self._outcome.result() if self._outcome.done() else "stopped"
-
     async def _close(self) -> None:
-        was_connected = self.state is LinkState.CONNECTED
         self.state = LinkState.STOPPED
         self._xmpp.cancel_connection_attempt()
-        if was_connected and self._xmpp.transport is not None:
+        if self._xmpp.transport is not None:
             await self._xmpp.disconnect(wait=2.0)
         log.info("component link closed")
 
 
-async def _sleep_unless(stopping: asyncio.Future[Any], seconds: float) -> None:
-    await asyncio.wait({stopping}, timeout=seconds)
+async def _first(*events: asyncio.Event, seconds: float | None = None) -> None:
+    """Wait until any of ``events`` is set, or ``seconds`` pass."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
