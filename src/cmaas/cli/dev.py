@@ -8,6 +8,7 @@ import base64
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ async def _wait_for_commands(admin: Any, gateway: asyncio.Task[None]) -> list[st
 def _banner(
     kind: str, c2s_port: int, password: str, settings: Settings, env_file: Path, nodes: list[str]
 ) -> None:
+    beside = Path(sys.executable).with_name("cmaas")
+    cmaas = str(beside) if beside.exists() else "cmaas"
     print(
         f"""
 CMaaS gateway is running against a throwaway {kind} on loopback.
@@ -129,11 +132,11 @@ CMaaS gateway is running against a throwaway {kind} on loopback.
 Admin commands answered by the gateway (XEP-0050, e.g. Gajim: Accounts > Execute command
 on {settings.component_jid}):
 """
-        + "".join(f"  {node}\n" for node in nodes)
+        + "".join(f"  {node}\n" for node in sorted(nodes))
         + f"""
 The same operations from a shell, against the same database:
-  cmaas --env-file {env_file} admin app-register my-app --name "My App" --network 127.0.0.1
-  cmaas --env-file {env_file} admin app-list
+  {cmaas} --env-file {env_file} admin app-register my-app --name "My App" --network 127.0.0.1
+  {cmaas} --env-file {env_file} admin app-list
 
 Ctrl-C stops everything and removes the throwaway files.
 """,
