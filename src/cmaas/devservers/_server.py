@@ -8,13 +8,14 @@ import itertools
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 from cmaas.devservers._common import (
     DevServerError,
@@ -25,6 +26,7 @@ from cmaas.devservers._common import (
     free_ports,
     listening_ports,
     make_runtime_dir,
+    output_of,
     port_is_free,
     require_root,
     signal_pids,
@@ -39,6 +41,7 @@ from cmaas.devservers._common import (
 _VANISH_GRACE = 3.0
 _KILL_TIMEOUT = 5.0
 _PORT_CLOSE_TIMEOUT = 5.0
+_HOST = "127.0.0.1"
 
 _tracked: list[XmppServer] = []
 _atexit_registered = False
@@ -79,6 +82,8 @@ class XmppServer(ABC):
     _timeout: float = field(default=30.0, repr=False)
     _caller_dir: Path | None = field(default=None, repr=False)
 
+    # The product name as spelled in messages; kind is always lower-case.
+    _product: ClassVar[str]
     _stop_grace: ClassVar[float] = 10.0
     # Log lines that mean the server will never be fully up although its process lives.
     _fatal_markers: ClassVar[tuple[str, ...]] = ()
@@ -95,6 +100,15 @@ class XmppServer(ABC):
             ValueError: If the username or password is unusable.
             DevServerError: If the server's admin tool fails (the message includes its
                 output and the log tail).
+        """
+
+    @abstractmethod
+    def _write_files(self) -> None:
+        """Create the config files and directories in workdir, once, before the first start.
+
+        Raises:
+            OSError: If a file or directory cannot be created.
+            DevServerError: If a config template is missing or broken.
         """
 
     @abstractmethod
@@ -115,6 +129,35 @@ class XmppServer(ABC):
     @property
     def _ports(self) -> tuple[int, int, int]:
         return (self.c2s_port, self.component_port, self.http_port)
+
+    def _template_values(self) -> dict[str, object]:
+        """The placeholders that both servers' config templates have."""
+        return {
+            "host": self.host,
+            "domain": self.domain,
+            "component_domain": self.component_domain,
+            "component_secret": self.component_secret,
+            "c2s_port": self.c2s_port,
+            "component_port": self.component_port,
+            "http_port": self.http_port,
+        }
+
+    def _tool_output(self, result: subprocess.CompletedProcess[str]) -> str:
+        return output_of(result)
+
+    def _check_exit(self, command: str, result: subprocess.CompletedProcess[str]) -> None:
+        """Raise unless ``command``, which gave ``result``, exited with 0.
+
+        Raises:
+            DevServerError: If it did not; the message has its output and the log tail.
+        """
+        if result.returncode != 0:
+            raise DevServerError(
+                with_log(
+                    f"{command} exited with {result.returncode}: {self._tool_output(result)}",
+                    self._log_path(),
+                )
+            )
 
     def is_running(self) -> bool:
         """Whether the server process of this instance is alive (zombies do not count)."""
@@ -254,7 +297,55 @@ def _read_from(path: Path, offset: int) -> str:
         return ""
 
 
-def prepare(
+_Server = TypeVar("_Server", bound=XmppServer)
+
+
+def start_server(
+    cls: type[_Server],
+    kind: Literal["prosody", "ejabberd"],
+    workdir: Path,
+    domain: str,
+    component_domain: str,
+    component_secret: str | None,
+    timeout: float,
+) -> _Server:
+    """Set up a ``cls`` server in a fresh directory with free ports, and start it.
+
+    The server is stopped and its directory removed at interpreter exit (see ``track``).
+
+    Raises:
+        ValueError: If a domain or the secret is unusable.
+        DevServerError: If not root, the servers cannot be installed, a file or directory
+            cannot be created, or the server fails to start.
+    """
+    server_dir, secret, (c2s_port, component_port, http_port) = _prepare(
+        kind, workdir, domain, component_domain, component_secret
+    )
+    server = cls(
+        kind=kind,
+        domain=domain,
+        component_domain=component_domain,
+        component_secret=secret,
+        host=_HOST,
+        c2s_port=c2s_port,
+        component_port=component_port,
+        http_port=http_port,
+        workdir=server_dir,
+        _timeout=timeout,
+        _caller_dir=workdir,
+    )
+    try:
+        server._write_files()
+    except OSError as exc:
+        raise DevServerError(
+            f"cannot write the {cls._product} files in {server_dir}: {exc}"
+        ) from exc
+    track(server)
+    server.start()
+    return server
+
+
+def _prepare(
     kind: Literal["prosody", "ejabberd"],
     workdir: Path,
     domain: str,
@@ -286,7 +377,7 @@ def prepare(
     except OSError as exc:
         shutil.rmtree(server_dir, ignore_errors=True)
         raise DevServerError(f"cannot use workdir {workdir}: {exc}") from exc
-    return server_dir, secret, free_ports(3)
+    return server_dir, secret, free_ports(3, _HOST)
 
 
 def track(server: XmppServer) -> None:

@@ -20,10 +20,9 @@ from cmaas.devservers._common import (
     run,
     signal_pids,
     which,
-    with_log,
     write_config,
 )
-from cmaas.devservers._server import XmppServer, find_instance_pids, prepare, track
+from cmaas.devservers._server import XmppServer, find_instance_pids, start_server
 
 _USER = "ejabberd"
 _CONFIG = "ejabberd.yml"
@@ -32,6 +31,11 @@ _CTL_TIMEOUT = 60.0
 # ejabberdctl points ERL_INETRC at <config dir>/inetrc; without it "localhost" (the host
 # part of the node name) is resolved through DNS, which a sandbox may not have.
 _INETRC = '{lookup, ["file", "native"]}.\n{host, {127,0,0,1}, ["localhost"]}.\n'
+
+
+def _new_node_name() -> str:
+    # Nodes register their name with the shared epmd, so each instance needs its own.
+    return f"cmaas{secrets.token_hex(6)}@localhost"
 
 
 @dataclass
@@ -44,8 +48,9 @@ class EjabberdServer(XmppServer):
     beam process, its log and its sockets instead.
     """
 
-    _node: str = field(default="", repr=False)
+    _node: str = field(default_factory=_new_node_name, repr=False)
 
+    _product: ClassVar[str] = "ejabberd"
     # Logged (at critical) when the boot fails, e.g. a port in use or a config error;
     # the node then halts, but only after a few seconds.
     _fatal_markers: ClassVar[tuple[str, ...]] = ("Failed to start ejabberd application",)
@@ -72,16 +77,9 @@ class EjabberdServer(XmppServer):
         if not self.is_running():
             raise DevServerError(f"cannot register {username}: ejabberd is not running")
         result = self._ctl("register", username, self.domain, password)
-        if result.returncode != 0 and "already registered" in _ctl_output(result):
+        if result.returncode != 0 and "already registered" in self._tool_output(result):
             result = self._ctl("change_password", username, self.domain, password)
-        if result.returncode != 0:
-            raise DevServerError(
-                with_log(
-                    f"ejabberdctl register {username}@{self.domain} exited with "
-                    f"{result.returncode}: {_ctl_output(result)}",
-                    self._log_path(),
-                )
-            )
+        self._check_exit(f"ejabberdctl register {username}@{self.domain}", result)
 
     def _ctl(self, *args: str, timeout: float = _CTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
         # --config-dir, not --config/--spool: the Debian default file sourced from the
@@ -93,6 +91,33 @@ class EjabberdServer(XmppServer):
             cwd=self.workdir,
         )
 
+    def _tool_output(self, result: subprocess.CompletedProcess[str]) -> str:
+        # On usage errors and failed RPCs ejabberdctl appends its whole help text.
+        return output_of(result).split("\nCommands to start an ejabberd node:")[0].strip()
+
+    def _write_files(self) -> None:
+        config_dir = find_config_dir("ejabberd-config")
+        values = {
+            **self._template_values(),
+            "node": self._node,
+            "cookie": secrets.token_hex(16),
+            "config_path": self.workdir / _CONFIG,
+            "spool_dir": make_private_dir(self.workdir / "spool", _USER),
+            "logs_dir": make_private_dir(self.workdir / "logs", _USER),
+            "pid_path": make_private_dir(self.workdir / "run", _USER) / "ejabberd.pid",
+        }
+        write_config(
+            self.workdir / _CONFIG,
+            render_template(config_dir / "ejabberd.loopback.yml.in", values),
+            _USER,
+        )
+        write_config(
+            self.workdir / _CTL_CONFIG,
+            render_template(config_dir / "ejabberdctl.cfg.in", values),
+            _USER,
+        )
+        write_config(self.workdir / "inetrc", _INETRC, _USER)
+
     def _log_path(self) -> Path:
         return self.workdir / "logs" / "ejabberd.log"
 
@@ -102,14 +127,7 @@ class EjabberdServer(XmppServer):
         return find_instance_pids("beam", "-sname", self._node)
 
     def _launch(self) -> None:
-        result = self._ctl("start")
-        if result.returncode != 0:
-            raise DevServerError(
-                with_log(
-                    f"ejabberdctl start exited with {result.returncode}: {_ctl_output(result)}",
-                    self._log_path(),
-                )
-            )
+        self._check_exit("ejabberdctl start", self._ctl("start"))
 
     def _request_stop(self, pids: Sequence[int]) -> None:
         try:
@@ -120,11 +138,6 @@ class EjabberdServer(XmppServer):
             # The node may not answer RPCs (e.g. still booting or wedged): SIGTERM makes
             # the Erlang VM run init:stop(), the same clean shutdown.
             signal_pids(pids, signal.SIGTERM)
-
-
-def _ctl_output(result: subprocess.CompletedProcess[str]) -> str:
-    # On usage errors and failed RPCs ejabberdctl appends its whole help text.
-    return output_of(result).split("\nCommands to start an ejabberd node:")[0].strip()
 
 
 def start_ejabberd(
@@ -160,54 +173,6 @@ def start_ejabberd(
         DevServerError: If ejabberd is missing and cannot be installed, if not running
             as root, or if the server fails to start (the message ends with the log tail).
     """
-    server_dir, secret, (c2s_port, component_port, http_port) = prepare(
-        "ejabberd", workdir, domain, component_domain, component_secret
+    return start_server(
+        EjabberdServer, "ejabberd", workdir, domain, component_domain, component_secret, timeout
     )
-    config_dir = find_config_dir("ejabberd-config")
-    node = f"cmaas{secrets.token_hex(6)}@localhost"
-    try:
-        values = {
-            "host": "127.0.0.1",
-            "domain": domain,
-            "component_domain": component_domain,
-            "component_secret": secret,
-            "c2s_port": c2s_port,
-            "component_port": component_port,
-            "http_port": http_port,
-            "node": node,
-            "cookie": secrets.token_hex(16),
-            "config_path": server_dir / _CONFIG,
-            "spool_dir": make_private_dir(server_dir / "spool", _USER),
-            "logs_dir": make_private_dir(server_dir / "logs", _USER),
-            "pid_path": make_private_dir(server_dir / "run", _USER) / "ejabberd.pid",
-        }
-        write_config(
-            server_dir / _CONFIG,
-            render_template(config_dir / "ejabberd.loopback.yml.in", values),
-            _USER,
-        )
-        write_config(
-            server_dir / _CTL_CONFIG,
-            render_template(config_dir / "ejabberdctl.cfg.in", values),
-            _USER,
-        )
-        write_config(server_dir / "inetrc", _INETRC, _USER)
-    except OSError as exc:
-        raise DevServerError(f"cannot write the ejabberd files in {server_dir}: {exc}") from exc
-    server = EjabberdServer(
-        kind="ejabberd",
-        domain=domain,
-        component_domain=component_domain,
-        component_secret=secret,
-        host="127.0.0.1",
-        c2s_port=c2s_port,
-        component_port=component_port,
-        http_port=http_port,
-        workdir=server_dir,
-        _timeout=timeout,
-        _caller_dir=workdir,
-        _node=node,
-    )
-    track(server)
-    server.start()
-    return server

@@ -9,19 +9,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from cmaas.devservers._common import (
-    DevServerError,
     check_username,
     find_config_dir,
     make_private_dir,
-    output_of,
     render_template,
     run,
     signal_pids,
     which,
-    with_log,
     write_config,
 )
-from cmaas.devservers._server import XmppServer, find_instance_pids, prepare, track
+from cmaas.devservers._server import XmppServer, find_instance_pids, start_server
 
 _USER = "prosody"
 _TEMPLATE = "prosody.loopback.cfg.lua.in"
@@ -38,6 +35,7 @@ class ProsodyServer(XmppServer):
     log check during startup.
     """
 
+    _product: ClassVar[str] = "Prosody"
     _fatal_markers: ClassVar[tuple[str, ...]] = (
         "Failed to open server port",
         "Error binding encrypted port",
@@ -81,17 +79,27 @@ class ProsodyServer(XmppServer):
             timeout=_TOOL_TIMEOUT,
             cwd=self.workdir,
         )
-        if result.returncode != 0:
-            raise DevServerError(
-                with_log(
-                    f"prosodyctl register {username}@{self.domain} exited with "
-                    f"{result.returncode}: {output_of(result)}",
-                    self._log_path(),
-                )
-            )
+        self._check_exit(f"prosodyctl register {username}@{self.domain}", result)
 
     def _as_prosody(self) -> list[str]:
         return [which("runuser"), "-u", _USER, "--"]
+
+    def _write_files(self) -> None:
+        run_dir = make_private_dir(self.workdir / "run", _USER)
+        data_dir = make_private_dir(self.workdir / "data", _USER)
+        logs_dir = make_private_dir(self.workdir / "logs", _USER)
+        config = render_template(
+            find_config_dir("prosody-config") / _TEMPLATE,
+            {
+                **self._template_values(),
+                "pidfile": run_dir / "prosody.pid",
+                "admin_socket": run_dir / "prosody.sock",
+                "data_dir": data_dir,
+                "log_file": logs_dir / "prosody.log",
+                "certs_dir": make_private_dir(self.workdir / "certs", _USER),
+            },
+        )
+        write_config(self._config_path, config, _USER)
 
     def _log_path(self) -> Path:
         return self.workdir / "logs" / "prosody.log"
@@ -109,13 +117,7 @@ class ProsodyServer(XmppServer):
             timeout=_TOOL_TIMEOUT,
             cwd=self.workdir,
         )
-        if result.returncode != 0:
-            raise DevServerError(
-                with_log(
-                    f"prosody -D exited with {result.returncode}: {output_of(result)}",
-                    self._log_path(),
-                )
-            )
+        self._check_exit("prosody -D", result)
 
     def _request_stop(self, pids: Sequence[int]) -> None:
         signal_pids(pids, signal.SIGTERM)
@@ -151,46 +153,6 @@ def start_prosody(
         DevServerError: If Prosody is missing and cannot be installed, if not running as
             root, or if the server fails to start (the message ends with the log tail).
     """
-    server_dir, secret, (c2s_port, component_port, http_port) = prepare(
-        "prosody", workdir, domain, component_domain, component_secret
+    return start_server(
+        ProsodyServer, "prosody", workdir, domain, component_domain, component_secret, timeout
     )
-    try:
-        run_dir = make_private_dir(server_dir / "run", _USER)
-        data_dir = make_private_dir(server_dir / "data", _USER)
-        logs_dir = make_private_dir(server_dir / "logs", _USER)
-        config = render_template(
-            find_config_dir("prosody-config") / _TEMPLATE,
-            {
-                "host": "127.0.0.1",
-                "domain": domain,
-                "component_domain": component_domain,
-                "component_secret": secret,
-                "c2s_port": c2s_port,
-                "component_port": component_port,
-                "http_port": http_port,
-                "pidfile": run_dir / "prosody.pid",
-                "admin_socket": run_dir / "prosody.sock",
-                "data_dir": data_dir,
-                "log_file": logs_dir / "prosody.log",
-                "certs_dir": make_private_dir(server_dir / "certs", _USER),
-            },
-        )
-        write_config(server_dir / _CONFIG, config, _USER)
-    except OSError as exc:
-        raise DevServerError(f"cannot write the Prosody files in {server_dir}: {exc}") from exc
-    server = ProsodyServer(
-        kind="prosody",
-        domain=domain,
-        component_domain=component_domain,
-        component_secret=secret,
-        host="127.0.0.1",
-        c2s_port=c2s_port,
-        component_port=component_port,
-        http_port=http_port,
-        workdir=server_dir,
-        _timeout=timeout,
-        _caller_dir=workdir,
-    )
-    track(server)
-    server.start()
-    return server
