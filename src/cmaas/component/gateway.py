@@ -14,7 +14,6 @@ from slixmpp.stanza.rootstanza import RootStanza
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
 
-from cmaas import __version__
 from cmaas.apps import AppContacts, ContactState
 from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.presence import PresenceResponder
@@ -150,7 +149,3 @@ class GatewayComponent(ComponentXMPP):
             log.error("stanza without 'from' stamped with the component domain: %s", stanza.name)
             stanza["from"] = self.domain
         return stanza
-
-    @property
-    def version(self) -> str:
-        return __version__
