@@ -45,6 +45,10 @@ def gateway(xmpp_server: XmppServer, tmp_path: Path) -> Iterator[GatewayProcess]
     finally:
         status = process.stop()
         assert status == 0, f"gateway did not shut down cleanly ({status}):\n{process.log()}"
+        # Every stanza must leave with an explicit 'from' (ejabberd closes the stream
+        # otherwise); the gateway's safety net logs any it had to stamp.
+        assert "stanza without 'from'" not in process.log()
+        assert "Traceback" not in process.log(), process.log()
 
 
 async def connect(server: XmppServer, user: str, resource: str = "test") -> AdhocClient:
