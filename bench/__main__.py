@@ -1,0 +1,163 @@
+"""``python -m bench``: start the servers, run the measurements, print and save the results.
+
+Servers run one after the other, never side by side, so that each has the machine to
+itself. Every server is stopped before the program exits, whatever happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from bench.measure import HTTP_SENDER, RECIPIENT, Measurement, Settings, peer, raw_limit, run_all
+from bench.report import RESULTS_DIR, Row, say, table, write_json
+from cmaas.devservers import DevServerError, XmppServer, start_ejabberd, start_prosody
+
+STARTERS: dict[str, Callable[[Path], XmppServer]] = {
+    "prosody": start_prosody,
+    "ejabberd": start_ejabberd,
+}
+ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
+    "prosody": [("a", "raw component -> raw client", raw_limit)],
+    "ejabberd": [
+        ("a", "raw component -> raw client", raw_limit),
+        ("b", "send_message HTTP -> raw client", peer),
+    ],
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--count", type=int, help="messages per measurement (default 20000)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: N=2000")
+    parser.add_argument("--servers", default="prosody,ejabberd", help="comma-separated")
+    parser.add_argument("--window", type=int, default=2000, help="in-flight limit of (a)")
+    parser.add_argument("--concurrency", type=int, default=32, help="HTTP requests of (b)")
+    parser.add_argument("--body-size", type=int, default=100, help="body characters")
+    parser.add_argument("--deadline", type=float, default=120.0, help="seconds per item")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
+    args = parser.parse_args(argv)
+    if args.count is None:
+        args.count = 2000 if args.quick else 20000
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = sorted(set(servers) - set(STARTERS))
+    if unknown or not servers:
+        parser.error(f"--servers: choose among {', '.join(STARTERS)}")
+    args.server_list = servers
+    if not 1 <= args.count <= 10_000_000:
+        parser.error("--count must be between 1 and 10,000,000")
+    if args.window < 1 or args.concurrency < 1 or args.deadline <= 0:
+        parser.error("--window, --concurrency and --deadline must be positive")
+    if not 16 <= args.body_size <= 100_000:
+        parser.error("--body-size must be between 16 and 100,000")
+    return args
+
+
+def failed_rows(kind: str, settings: Settings, reason: str) -> list[Row]:
+    return [
+        Row(
+            server=kind,
+            item=item,
+            description=description,
+            count=settings.count,
+            done=0,
+            rate=0.0,
+            p50_ms=None,
+            p99_ms=None,
+            seconds=0.0,
+            complete=False,
+            latency="-",
+            note=reason,
+        )
+        for item, description, _ in ITEMS[kind]
+    ]
+
+
+def bench_server(kind: str, settings: Settings, workdir: Path) -> list[Row]:
+    """Start ``kind``, measure it, and stop it (also on errors and Ctrl-C)."""
+    say(f"[{kind}] starting")
+    began = time.monotonic()
+    try:
+        server = STARTERS[kind](workdir)
+    except DevServerError as exc:
+        say(f"[{kind}] failed to start: {exc}")
+        return failed_rows(kind, settings, f"server failed to start: {exc}")
+    try:
+        for user in (RECIPIENT, HTTP_SENDER):
+            server.register_user(user, settings.password)
+        say(
+            f"[{kind}] up in {time.monotonic() - began:.1f} s: c2s {server.c2s_port}, "
+            f"component {server.component_port}, http {server.http_port}"
+        )
+        return asyncio.run(run_all(server, settings, ITEMS[kind]))
+    except DevServerError as exc:
+        say(f"[{kind}] setup failed: {exc}")
+        return failed_rows(kind, settings, f"setup failed: {exc}")
+    finally:
+        say(f"[{kind}] stopping")
+        server.stop()
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM would otherwise end the interpreter without running the finally blocks
+    # that stop the servers.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    settings = Settings(
+        count=args.count,
+        window=args.window,
+        concurrency=args.concurrency,
+        body_size=args.body_size,
+        deadline=args.deadline,
+        password=secrets.token_urlsafe(12),
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="cmaas-bench-"))
+    say(
+        f"bench: N={settings.count:,} servers={','.join(args.server_list)} "
+        f"(server logs are copied to {workdir} at exit)"
+    )
+    began = time.monotonic()
+    rows: list[Row] = []
+    interrupted = False
+    try:
+        for kind in args.server_list:
+            rows.extend(bench_server(kind, settings, workdir))
+    except KeyboardInterrupt:
+        # The servers are stopped by then; keep what was measured.
+        interrupted = True
+        say("interrupted")
+    say("")
+    say(table(rows))
+    write_json(
+        rows,
+        {
+            "count": settings.count,
+            "window": settings.window,
+            "concurrency": settings.concurrency,
+            "body_size": settings.body_size,
+            "deadline_s": settings.deadline,
+            "servers": args.server_list,
+            "interrupted": interrupted,
+        },
+        args.output,
+    )
+    say(f"\nwrote {args.output} ({time.monotonic() - began:.1f} s in all)")
+    if interrupted:
+        return 130
+    return 0 if rows and all(row.complete for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

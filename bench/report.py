@@ -1,0 +1,134 @@
+"""Progress lines while a measurement runs, the final table and the JSON file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Row:
+    """One measurement on one server. Rates are messages per second; latencies ms."""
+
+    server: str
+    item: str
+    description: str
+    count: int
+    done: int
+    rate: float
+    p50_ms: float | None
+    p99_ms: float | None
+    seconds: float
+    complete: bool
+    latency: str
+    errors: int = 0
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile, or None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 2)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def ticker(label: str, total: int, done: Callable[[], int], every: float = 1.0) -> None:
+    """Print ``label``'s progress every ``every`` seconds until cancelled."""
+    start = time.perf_counter()
+    before, then = 0, start
+    while True:
+        await asyncio.sleep(every)
+        now, count = time.perf_counter(), done()
+        recent = (count - before) / (now - then)
+        say(
+            f"  {label}: {count:,}/{total:,} after {now - start:.1f} s "
+            f"({recent:,.0f} msg/s over the last {now - then:.1f} s)"
+        )
+        before, then = count, now
+
+
+def ratios(rows: Sequence[Row]) -> dict[str, float]:
+    """b/a per server where both ran to completion."""
+    found: dict[str, float] = {}
+    for server in sorted({row.server for row in rows}):
+        by_item = {row.item: row for row in rows if row.server == server}
+        a, b = by_item.get("a"), by_item.get("b")
+        if a and b and a.rate > 0 and a.complete and b.complete:
+            found[f"{server} b/a"] = round(b.rate / a.rate, 3)
+    return found
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The result table as fixed-width text."""
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.1f}"
+
+    header = ("server", "item", "N", "msg/s", "p50 ms", "p99 ms", "status")
+    lines = [
+        (
+            row.server,
+            f"{row.item} {row.description}",
+            f"{row.count:,}",
+            f"{row.rate:,.0f}",
+            cell(row.p50_ms),
+            cell(row.p99_ms),
+            "ok" if row.complete else f"INCOMPLETE {row.done:,}/{row.count:,} {row.note}".strip(),
+        )
+        for row in rows
+    ]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    numeric = {2, 3, 4, 5}
+
+    def fmt(r: tuple[str, ...]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+
+    out = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)]
+    for name, value in ratios(rows).items():
+        out.append(f"ratio {name} = {value:.3f}")
+    notes = sorted({f"{row.item}: latency = {row.latency}" for row in rows})
+    return "\n".join([*out, *notes])
+
+
+def write_json(rows: Sequence[Row], settings: dict[str, Any], path: Path) -> None:
+    """Write the results (atomically, so a reader never sees half a file)."""
+    document = {
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "settings": settings,
+        "complete": all(row.complete for row in rows) and bool(rows),
+        "results": [asdict(row) for row in rows],
+        "ratios": ratios(rows),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(document, indent=2) + "\n")
+    scratch.replace(path)
