@@ -280,6 +280,14 @@ class TestAppRegisterCommand(GatewayStanzaTest):
         assert reply["error"]["condition"] == "bad-request"
         assert reply.xml.find(f".//{{{NS}}}bad-action") is not None
 
+    def test_commands_are_served_on_the_domain_only(self) -> None:
+        reply = self.command_reply(
+            f"<iq type='set' id='a1' from='{ADMIN}' to='otp@{DOMAIN}'>"
+            f"<command xmlns='{NS}' node='{REGISTER}' action='execute'/></iq>"
+        )
+        assert reply["error"]["condition"] == "item-not-found"
+        assert reply["from"] == f"otp@{DOMAIN}"
+
     def test_admin_of_another_component_is_not_an_admin(self) -> None:
         reply = self.execute(REGISTER, sender="cmaas.test")
         assert reply["error"]["condition"] == "forbidden"

@@ -11,7 +11,7 @@ from slixmpp.exceptions import XMPPError
 from slixmpp.plugins.xep_0030 import DiscoInfo, DiscoItems
 from slixmpp.plugins.xep_0050.stanza import Command as CommandStanza
 from slixmpp.stanza.rootstanza import RootStanza
-from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
 
 from cmaas.apps import AppContacts, ContactState
@@ -59,6 +59,14 @@ class GatewayComponent(ComponentXMPP):
             )
         )
         self._describe()
+        for query in ("disco_info", "disco_items"):
+            self.register_handler(
+                Callback(
+                    f"cmaas {query} set",
+                    StanzaPath(f"iq@type=set/{query}"),
+                    self._refuse_disco_set,  # type: ignore[arg-type]
+                )
+            )
         self.add_filter("out", self._stamp_from)  # type: ignore[arg-type]
 
     def _drop_roster_handlers(self) -> None:
@@ -142,6 +150,15 @@ class GatewayComponent(ComponentXMPP):
         for feature in ("http://jabber.org/protocol/disco#info", _RECEIPTS, _MARKERS):
             info.add_feature(feature)
         return info
+
+    def _refuse_disco_set(self, iq: Iq) -> None:
+        """Disco is read-only. slixmpp's disco handler matches type 'set' too but never
+        answers it, which would leave the requester waiting: RFC 6120 wants a reply."""
+        reply = iq.reply(clear=True)
+        reply["error"]["condition"] = "bad-request"
+        reply["error"]["type"] = "modify"
+        reply["error"]["text"] = "service discovery queries use type 'get'"
+        reply.send()
 
     def _stamp_from(self, stanza: RootStanza) -> RootStanza:
         """Last line of defence: ejabberd closes the stream on a stanza without ``from``."""

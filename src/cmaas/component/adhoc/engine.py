@@ -87,6 +87,9 @@ class AdhocEngine:
         Raises:
             XMPPError: Mapped from the engine's refusals by ``maps_adhoc_errors``.
         """
+        if iq["to"].user or iq["to"].resource:
+            # Commands live on the component domain only, never on app JIDs.
+            raise CommandNotFound(f"{iq['to']} offers no commands")
         request = iq["command"]
         action = request["action"] or "execute"
         session_id = request["sessionid"]
