@@ -100,14 +100,23 @@ async def test_presence_and_subscription_of_an_app_jid(
         except TimeoutError:
             continue
     assert (app_jid, "available") in seen, seen
+    # The app asks back, so that clients which send receipts only to contacts allowed
+    # to see their presence (Conversations, Gajim) will; alice approves.
+    deadline = time.monotonic() + 10
+    while (app_jid, "subscribe") not in seen and time.monotonic() < deadline:
+        try:
+            seen.add(await asyncio.wait_for(alice.presences.get(), 1))
+        except TimeoutError:
+            continue
+    assert (app_jid, "subscribe") in seen, seen
+    alice.xmpp.send_presence(pto=app_jid, ptype="subscribed")
     # The server now holds a subscription to the app: its roster push says so.
     deadline = time.monotonic() + 10
     while (
-        alice.xmpp.client_roster[app_jid]["subscription"] not in ("to", "both")
-        and time.monotonic() < deadline
+        alice.xmpp.client_roster[app_jid]["subscription"] != "both" and time.monotonic() < deadline
     ):
         await asyncio.sleep(0.1)
-    assert alice.xmpp.client_roster[app_jid]["subscription"] in ("to", "both")
+    assert alice.xmpp.client_roster[app_jid]["subscription"] == "both"
 
     # A suspended app shows as unavailable on the next probe.
     await admin.run(

@@ -111,6 +111,7 @@ class TestPresence(GatewayStanzaTest):
         self.recv(f"<presence type='subscribe' from='alice@cmaas.test' to='otp@{DOMAIN}'/>")
         self.expect(f"<presence type='subscribed' from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
         self.expect(f"<presence from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
+        self.expect(f"<presence type='subscribe' from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
 
     def test_subscription_to_unknown_app_is_refused(self) -> None:
         self.recv(f"<presence type='subscribe' from='alice@cmaas.test' to='nope@{DOMAIN}'/>")
@@ -119,6 +120,7 @@ class TestPresence(GatewayStanzaTest):
     def test_unsubscribe(self) -> None:
         self.recv(f"<presence type='unsubscribe' from='alice@cmaas.test/x' to='otp@{DOMAIN}'/>")
         self.expect(f"<presence type='unsubscribed' from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
+        self.expect(f"<presence type='unsubscribe' from='otp@{DOMAIN}' to='alice@cmaas.test'/>")
 
     def test_ordinary_presence_gets_no_answer(self) -> None:
         self.recv(f"<presence from='alice@cmaas.test/x' to='otp@{DOMAIN}'/>")

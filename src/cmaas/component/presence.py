@@ -50,14 +50,19 @@ class PresenceResponder:
         self._send(
             app_jid.bare, user, None if contact.state is ContactState.ACTIVE else "unavailable"
         )
+        # Ask back: Conversations and Gajim send receipts only to contacts that may see
+        # the user's presence. The user's server answers by itself when already approved.
+        self._send(app_jid.bare, user, "subscribe")
 
     async def on_unsubscribe(self, presence: Presence) -> None:
         self._send(presence["to"].bare, presence["from"].bare, "unsubscribed")
+        self._send(presence["to"].bare, presence["from"].bare, "unsubscribe")
 
     def _send(
         self,
         pfrom: str,
         pto: str,
-        ptype: Literal["subscribed", "unsubscribed", "unavailable"] | None,
+        ptype: Literal["subscribe", "subscribed", "unsubscribe", "unsubscribed", "unavailable"]
+        | None,
     ) -> None:
         self._xmpp.send_presence(pto=pto, pfrom=pfrom, ptype=ptype)
