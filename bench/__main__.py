@@ -63,20 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def failed_rows(kind: str, settings: Settings, reason: str) -> list[Row]:
     return [
-        Row(
-            server=kind,
-            item=item,
-            description=description,
-            count=settings.count,
-            done=0,
-            rate=0.0,
-            p50_ms=None,
-            p99_ms=None,
-            seconds=0.0,
-            complete=False,
-            latency="-",
-            note=reason,
-        )
+        Row.failed(kind, item, description, settings.count, reason)
         for item, description, _ in ITEMS[kind]
     ]
 

@@ -216,20 +216,7 @@ async def run_all(
         try:
             row = await measurement(server, settings)
         except Exception as exc:
-            row = Row(
-                server=server.kind,
-                item=item,
-                description=description,
-                count=settings.count,
-                done=0,
-                rate=0.0,
-                p50_ms=None,
-                p99_ms=None,
-                seconds=0.0,
-                complete=False,
-                latency="-",
-                note=f"failed: {exc!r}",
-            )
+            row = Row.failed(server.kind, item, description, settings.count, f"failed: {exc!r}")
         say(
             f"[{server.kind}] {item}: {row.done:,}/{row.count:,} in {row.seconds:.2f} s, "
             f"{row.rate:,.0f} msg/s, p50 {row.p50_ms} ms, p99 {row.p99_ms} ms"

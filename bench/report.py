@@ -35,6 +35,24 @@ class Row:
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def failed(cls, server: str, item: str, description: str, count: int, note: str) -> Row:
+        """A measurement that produced nothing, with the reason in ``note``."""
+        return cls(
+            server=server,
+            item=item,
+            description=description,
+            count=count,
+            done=0,
+            rate=0.0,
+            p50_ms=None,
+            p99_ms=None,
+            seconds=0.0,
+            complete=False,
+            latency="-",
+            note=note,
+        )
+
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
     """Nearest-rank percentile, or None for no values."""
