@@ -80,8 +80,9 @@ def load_settings(
         merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     merged.update(os.environ if environ is None else environ)
     reader = _Reader(merged)
+    component_jid = reader.domain("CMAAS_COMPONENT_JID")
     settings = Settings(
-        component_jid=reader.domain("CMAAS_COMPONENT_JID"),
+        component_jid=component_jid,
         component_secret=reader.required("CMAAS_COMPONENT_SECRET"),
         master_key=decode_master_key(reader.required("CMAAS_MASTER_KEY"), "CMAAS_MASTER_KEY"),
         previous_master_key=reader.optional_master_key("CMAAS_PREVIOUS_MASTER_KEY"),
@@ -90,7 +91,7 @@ def load_settings(
         database=Path(reader.text("CMAAS_DATABASE", "cmaas.sqlite3")),
         admins=reader.jids("CMAAS_ADMINS"),
         served_domains=reader.domains("CMAAS_SERVED_DOMAINS")
-        or frozenset({_parent_domain(reader.domain("CMAAS_COMPONENT_JID"))}),
+        or frozenset({_parent_domain(component_jid)}),
         http_host=reader.text("CMAAS_HTTP_HOST", "127.0.0.1"),
         http_port=reader.port("CMAAS_HTTP_PORT", 8480),
         trusted_proxies=reader.networks("CMAAS_TRUSTED_PROXIES"),

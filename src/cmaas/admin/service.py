@@ -240,11 +240,7 @@ class AdminService:
             InvalidInput: A malformed name, rate, burst, quota or priority set.
         """
         check = _Checker()
-        name = check.field("name", lambda: parse_app_id(request.name.strip()))
-        if name is None:
-            check.problems["name"] = (
-                "plan name must be 1 to 64 lowercase letters, digits, '-', '_' or '.'"
-            )
+        name = check.field("name", lambda: _parse_plan_name(request.name))
         rate = check.field(
             "sustained_per_second",
             lambda: _parse_float(request.sustained_per_second, 0.001, _MAX_RATE),
@@ -315,6 +311,15 @@ def _optional(value: str, parse: Callable[[str], T]) -> T | None:
 
 def _maybe(value: T | None, parse: Callable[[T], U]) -> U | None:
     return None if value is None else parse(value)
+
+
+def _parse_plan_name(value: str) -> str:
+    try:
+        return parse_app_id(value.strip())
+    except InvalidIdentifier:
+        raise InvalidIdentifier(
+            "plan name must be 1 to 64 lowercase letters, digits, '-', '_' or '.'"
+        ) from None
 
 
 def _optional_callback_url(value: str) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from slixmpp.exceptions import IqError
 
-from cmaas.settings import Settings
+from cmaas.settings import Settings, load_settings
 
 __all__ = ["add_parser"]
 
@@ -79,8 +79,6 @@ async def _dev(kind: str, duration: float | None) -> int:
         env_file = workdir / ".env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         env_file.chmod(0o600)
-        from cmaas.settings import load_settings
-
         settings = load_settings(environ=env, env_file=None)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

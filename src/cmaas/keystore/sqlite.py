@@ -314,7 +314,8 @@ class SqliteKeystore:
         return None if row is None else str(row["app_id"])
 
     async def app_counters(self, app_id: str) -> AppCounters:
-        day_start = self._now() - self._now() % 86400
+        now = self._now()
+        day_start = now - now % 86400
         async with self._read() as db:
             if not await self._app_exists(db, app_id):
                 raise AppNotFound(f"no app named {app_id!r}")

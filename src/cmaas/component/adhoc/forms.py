@@ -89,7 +89,8 @@ class Submission:
     values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def text(self, var: str) -> str:
-        return self.values.get(var, ("",))[0] if self.values.get(var) else ""
+        values = self.values.get(var)
+        return values[0] if values else ""
 
     def texts(self, var: str) -> list[str]:
         return list(self.values.get(var, ()))
