@@ -5,29 +5,41 @@ is the embedded default.
 """
 
 from cmaas.keystore.credentials import MasterKeyring, issue_credentials
+from cmaas.keystore.devices import SqliteDeviceStore
 from cmaas.keystore.errors import (
     AppAlreadyExists,
     AppNotFound,
     AuthenticationFailed,
     ClientIdTaken,
+    DeviceNotFound,
+    DeviceRevoked,
+    IdentityKeyMismatch,
     JidAlreadyBound,
     KeystoreError,
     MasterKeyMismatch,
     PlanNotFound,
+    PrekeyIdConflict,
+    PrekeyPoolFull,
     SchemaTooNew,
+    TooManyDevices,
 )
-from cmaas.keystore.interface import Keystore
+from cmaas.keystore.interface import DeviceStore, Keystore
 from cmaas.keystore.models import (
     App,
     AppChanges,
     AppCounters,
     AuthenticatedApp,
     CredentialInfo,
+    DeviceKeys,
+    DevicePublication,
+    DeviceRecord,
     DirectoryEntry,
     IssuedCredentials,
+    KeyTake,
     NewApp,
     Plan,
     Priority,
+    StoredPrekey,
 )
 from cmaas.keystore.sqlite import SqliteKeystore
 
@@ -41,9 +53,17 @@ __all__ = [
     "AuthenticationFailed",
     "ClientIdTaken",
     "CredentialInfo",
+    "DeviceKeys",
+    "DeviceNotFound",
+    "DevicePublication",
+    "DeviceRecord",
+    "DeviceRevoked",
+    "DeviceStore",
     "DirectoryEntry",
+    "IdentityKeyMismatch",
     "IssuedCredentials",
     "JidAlreadyBound",
+    "KeyTake",
     "Keystore",
     "KeystoreError",
     "MasterKeyMismatch",
@@ -51,8 +71,13 @@ __all__ = [
     "NewApp",
     "Plan",
     "PlanNotFound",
+    "PrekeyIdConflict",
+    "PrekeyPoolFull",
     "Priority",
     "SchemaTooNew",
+    "SqliteDeviceStore",
     "SqliteKeystore",
+    "StoredPrekey",
+    "TooManyDevices",
     "issue_credentials",
 ]

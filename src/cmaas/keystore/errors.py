@@ -7,11 +7,17 @@ __all__ = [
     "AppNotFound",
     "AuthenticationFailed",
     "ClientIdTaken",
+    "DeviceNotFound",
+    "DeviceRevoked",
+    "IdentityKeyMismatch",
     "JidAlreadyBound",
     "KeystoreError",
     "MasterKeyMismatch",
     "PlanNotFound",
+    "PrekeyIdConflict",
+    "PrekeyPoolFull",
     "SchemaTooNew",
+    "TooManyDevices",
 ]
 
 
@@ -56,3 +62,46 @@ class MasterKeyMismatch(KeystoreError):
 
 class SchemaTooNew(KeystoreError):
     """The database was migrated by a newer CMaaS than this one."""
+
+
+class DeviceNotFound(KeystoreError):
+    """The JID has no device with this id, active or revoked."""
+
+
+class DeviceRevoked(KeystoreError):
+    """The device id was revoked for this JID.
+
+    A revoked id stays taken for good: senders may still hold sessions with the old
+    keys, so the device must publish under a fresh id.
+    """
+
+
+class IdentityKeyMismatch(KeystoreError):
+    """The device id is published already, under a different identity key.
+
+    An identity key never changes under one device id; a reinstalled device takes a
+    new id, and the old one is revoked.
+    """
+
+
+class TooManyDevices(KeystoreError):
+    """A new device would take the JID past its limit of active devices.
+
+    Revoke a device the user no longer has, then publish again.
+    """
+
+
+class PrekeyPoolFull(KeystoreError):
+    """The one-time prekeys given would take the device's pool past its limit.
+
+    The message says how many are stored, how many were given and the limit.
+    """
+
+
+class PrekeyIdConflict(KeystoreError):
+    """A one-time prekey id clashes with another prekey of the device.
+
+    It is already in the device's pool, given twice in one publication, or equal to
+    the signed prekey's id. Ids must be unambiguous: a sender names by id the prekeys
+    it used.
+    """

@@ -10,13 +10,67 @@ from cmaas.keystore.models import (
     AppChanges,
     AppCounters,
     AuthenticatedApp,
+    DevicePublication,
+    DeviceRecord,
     DirectoryEntry,
     IssuedCredentials,
+    KeyTake,
     NewApp,
     Plan,
 )
 
-__all__ = ["Keystore"]
+__all__ = ["DeviceStore", "Keystore"]
+
+
+class DeviceStore(Protocol):
+    """Storage of devices' identity keys, signed prekeys and one-time prekey pools.
+
+    It stores bytes the caller has already validated; it does no cryptography.
+    """
+
+    async def publish(
+        self, publication: DevicePublication, *, max_devices: int, max_prekeys: int
+    ) -> DeviceRecord:
+        """Store a new device, or refresh a known one's keys, all or nothing.
+
+        A refresh replaces the signed prekey, adds the one-time prekeys to the pool,
+        and replaces the label unless it is ``None``.
+
+        Raises:
+            ValueError: An id out of range, or a suite name that is empty or has a comma.
+            DeviceRevoked: The device id was revoked for this JID.
+            IdentityKeyMismatch: The device id is stored with another identity key.
+            TooManyDevices: A new device would exceed ``max_devices`` active devices.
+            PrekeyIdConflict: A one-time prekey id is already in the pool, given
+                twice, or equal to the signed prekey's id.
+            PrekeyPoolFull: The pool would exceed ``max_prekeys`` one-time prekeys.
+        """
+        ...
+
+    async def list(self, jid: str) -> Sequence[DeviceRecord]:
+        """The JID's devices, revoked ones included, oldest first."""
+        ...
+
+    async def get(self, jid: str, device_id: int) -> DeviceRecord:
+        """Raises: DeviceNotFound."""
+        ...
+
+    async def revoke(self, jid: str, device_id: int) -> DeviceRecord:
+        """Revoke a device for good; its id is never accepted again for this JID.
+
+        Raises:
+            DeviceNotFound: The JID has no such device.
+            DeviceRevoked: The device is revoked already.
+        """
+        ...
+
+    async def take(self, jid: str, *, low_water: int) -> KeyTake:
+        """The keys of every active device of the JID, each with one one-time prekey.
+
+        A one-time prekey is handed out at most once, even to concurrent callers in
+        other processes.
+        """
+        ...
 
 
 class Keystore(Protocol):
@@ -27,6 +81,11 @@ class Keystore(Protocol):
     """
 
     async def close(self) -> None: ...
+
+    @property
+    def devices(self) -> DeviceStore:
+        """Device keys, stored alongside the rest."""
+        ...
 
     async def set_plan(self, plan: Plan) -> Plan:
         """Create or replace a plan."""

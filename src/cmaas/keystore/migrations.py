@@ -147,4 +147,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX status_events_by_message ON status_events(app_id, message_id);
         """,
     ),
+    Migration(
+        2,
+        "devices: when the owner was last told its one-time prekey pool runs low",
+        """
+        -- NULL: not told during the current low-pool episode; a publish that adds
+        -- one-time prekeys ends the episode by setting it back to NULL.
+        ALTER TABLE devices ADD COLUMN low_notified_at INTEGER;
+        """,
+    ),
 )

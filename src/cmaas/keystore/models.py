@@ -13,11 +13,16 @@ __all__ = [
     "AppCounters",
     "AuthenticatedApp",
     "CredentialInfo",
+    "DeviceKeys",
+    "DevicePublication",
+    "DeviceRecord",
     "DirectoryEntry",
     "IssuedCredentials",
+    "KeyTake",
     "NewApp",
     "Plan",
     "Priority",
+    "StoredPrekey",
 ]
 
 
@@ -133,3 +138,91 @@ class DirectoryEntry:
     kind: str
     jid: str
     updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPrekey:
+    """A signed or one-time prekey, as checked by the caller before storing.
+
+    Attributes:
+        key_id: 1 to 2**31 - 1, unique among the device's prekeys.
+        public_key: 65-byte uncompressed P-256 point.
+        signature: DER ECDSA signature over the public key by the identity key.
+    """
+
+    key_id: int
+    public_key: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePublication:
+    """A device's keys as it publishes them: first time, or a refresh.
+
+    Attributes:
+        jid: The owner's bare JID.
+        device_id: 1 to 2**31 - 1.
+        identity_key: Fixed for the life of the device id.
+        suites: Cipher suites the device speaks, none containing a comma.
+        signed_prekey: Replaces the stored one (rotation).
+        one_time_prekeys: Added to the pool.
+        label: ``None`` keeps the stored label.
+    """
+
+    jid: str
+    device_id: int
+    identity_key: bytes
+    suites: tuple[str, ...]
+    signed_prekey: StoredPrekey
+    one_time_prekeys: tuple[StoredPrekey, ...]
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A device as stored now. ``revoked_at`` is set once the device is revoked."""
+
+    jid: str
+    device_id: int
+    identity_key: bytes
+    suites: tuple[str, ...]
+    signed_prekey: StoredPrekey
+    label: str | None
+    created_at: int
+    updated_at: int
+    revoked_at: int | None
+    prekeys_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeys:
+    """One device's keys as handed to a sender.
+
+    Attributes:
+        one_time_prekey: Now removed from the pool; ``None`` when the pool was empty,
+            in which case the sender uses the signed prekey alone.
+        prekeys_left: The pool's size after this take.
+    """
+
+    jid: str
+    device_id: int
+    identity_key: bytes
+    suites: tuple[str, ...]
+    signed_prekey: StoredPrekey
+    one_time_prekey: StoredPrekey | None
+    prekeys_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTake:
+    """The keys of every active device of a JID, taken at once.
+
+    Attributes:
+        devices: One entry per active device, oldest device first.
+        running_low: Those of ``devices`` whose pool is below the low-water mark and
+            whose owner is to be told now; each is reported once until it publishes
+            more one-time prekeys.
+    """
+
+    devices: tuple[DeviceKeys, ...]
+    running_low: tuple[DeviceKeys, ...]

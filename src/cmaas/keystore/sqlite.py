@@ -7,18 +7,20 @@ import ipaddress
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiosqlite
 
+from cmaas.keystore._sql import SharedConnection
 from cmaas.keystore.credentials import (
     MasterKeyring,
     hash_client_secret,
     new_salt,
     secret_matches,
 )
+from cmaas.keystore.devices import SqliteDeviceStore
 from cmaas.keystore.errors import (
     AppAlreadyExists,
     AppNotFound,
@@ -81,10 +83,8 @@ class SqliteKeystore:
     ) -> None:
         self._db = connection
         self._keyring = keyring
-        self._clock = clock
-        # One connection serves the whole process; the lock keeps one coroutine's
-        # transaction from interleaving with another's statements.
-        self._lock = asyncio.Lock()
+        self._shared = SharedConnection(connection, clock)
+        self._devices = SqliteDeviceStore(self._shared)
 
     @classmethod
     async def open(
@@ -117,34 +117,19 @@ class SqliteKeystore:
     async def close(self) -> None:
         await self._db.close()
 
+    @property
+    def devices(self) -> SqliteDeviceStore:
+        """Device identity keys and prekeys, on the same connection."""
+        return self._devices
+
     def _now(self) -> int:
-        return int(self._clock())
+        return self._shared.now()
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction that takes SQLite's write lock up front.
+    def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        return self._shared.write()
 
-        ``BEGIN IMMEDIATE`` makes a concurrent writer (another process) wait on
-        ``busy_timeout`` instead of failing halfway through with SQLITE_BUSY.
-        """
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A read transaction, so that multi-statement reads see one snapshot."""
-        async with self._lock:
-            await self._db.execute("BEGIN")
-            try:
-                yield self._db
-            finally:
-                await self._db.execute("COMMIT")
+    def _read(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        return self._shared.read()
 
     # Plans
 

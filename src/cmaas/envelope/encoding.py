@@ -1,0 +1,201 @@
+"""Canonical JSON, strict JSON parsing and base64url: the envelope's byte conventions.
+
+Canonical bytes are what gets signed and bound as AEAD data, so two implementations
+must produce them identically: JSON with keys sorted by code point, no whitespace,
+UTF-8, no floats. For the values the envelope uses (objects, arrays, strings, integers
+below 2**53, booleans, null) this is RFC 8785 (JCS).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cmaas.envelope.errors import MalformedEncoding, OversizeInput
+
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "Fields",
+    "b64url",
+    "canonical_json",
+    "from_b64url",
+    "parse_json",
+]
+
+MAX_SAFE_INTEGER = 2**53 - 1
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical bytes of a JSON value.
+
+    Raises:
+        MalformedEncoding: The value holds a float, an integer beyond 2**53 - 1 or a
+            lone surrogate, none of which two languages serialise alike.
+    """
+    _check_portable(value)
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as error:
+        raise MalformedEncoding(f"not serialisable as canonical JSON: {error}") from error
+
+
+def _check_portable(value: Any) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise MalformedEncoding(f"integer {value} is beyond 2**53 - 1")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MalformedEncoding("object keys must be strings")
+            _check_portable(item)
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_portable(item)
+        return
+    raise MalformedEncoding(f"{type(value).__name__} has no canonical JSON form")
+
+
+def parse_json(data: bytes | str, *, max_bytes: int, what: str) -> Any:
+    """Parse JSON strictly: no duplicate keys, no floats, NaN or Infinity.
+
+    Raises:
+        OversizeInput: ``data`` is longer than ``max_bytes`` (checked before parsing).
+        MalformedEncoding: It is not strict JSON.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > max_bytes:
+        raise OversizeInput(f"{what} is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        return json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_float=_no_float,
+            parse_constant=_no_float,
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise MalformedEncoding(f"{what} is not valid JSON: {error}") from error
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise MalformedEncoding(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_float(text: str) -> Any:
+    raise MalformedEncoding(f"number {text} is not an integer")
+
+
+def b64url(data: bytes) -> str:
+    """Base64url (RFC 4648 section 5) without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def from_b64url(text: object, *, what: str, size: int | None = None, max_size: int = 0) -> bytes:
+    """Decode canonical unpadded base64url, exactly ``size`` bytes long when given.
+
+    Raises:
+        MalformedEncoding: Not a string, padded, other characters, non-canonical
+            trailing bits, or the wrong length.
+        OversizeInput: Longer than ``max_size`` (when non-zero) before decoding.
+    """
+    if not isinstance(text, str):
+        raise MalformedEncoding(f"{what} must be a base64url string")
+    if max_size and len(text) > (max_size * 4 + 2) // 3:
+        raise OversizeInput(f"{what} is longer than {max_size} bytes")
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise MalformedEncoding(f"{what} is not unpadded base64url")
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as error:
+        raise MalformedEncoding(f"{what} is not unpadded base64url") from error
+    if b64url(data) != text:
+        raise MalformedEncoding(f"{what} is not canonical base64url")
+    if size is not None and len(data) != size:
+        raise MalformedEncoding(f"{what} must be {size} bytes, not {len(data)}")
+    return data
+
+
+class Fields:
+    """Typed reads from a parsed JSON object that must hold exactly the known keys.
+
+    Raises (from the constructor and every method):
+        MalformedEncoding: A missing, unknown or wrongly typed field.
+    """
+
+    def __init__(
+        self,
+        value: object,
+        what: str,
+        required: frozenset[str],
+        optional: frozenset[str] = frozenset(),
+    ) -> None:
+        if not isinstance(value, dict):
+            raise MalformedEncoding(f"{what} must be a JSON object")
+        missing = required - value.keys()
+        if missing:
+            raise MalformedEncoding(f"{what} lacks {', '.join(sorted(missing))}")
+        unknown = value.keys() - required - optional
+        if unknown:
+            raise MalformedEncoding(f"{what} has unknown fields {', '.join(sorted(unknown))}")
+        self._value: dict[str, object] = value
+        self._what = what
+
+    def has(self, key: str) -> bool:
+        return key in self._value
+
+    def raw(self, key: str) -> object:
+        return self._value[key]
+
+    def text(self, key: str, *, max_length: int, min_length: int = 1) -> str:
+        value = self._value[key]
+        if not isinstance(value, str):
+            raise MalformedEncoding(f"{self._what}.{key} must be a string")
+        if not min_length <= len(value) <= max_length:
+            raise MalformedEncoding(
+                f"{self._what}.{key} must be {min_length} to {max_length} characters"
+            )
+        return value
+
+    def integer(self, key: str, *, low: int, high: int) -> int:
+        value = self._value[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MalformedEncoding(f"{self._what}.{key} must be an integer")
+        if not low <= value <= high:
+            raise MalformedEncoding(f"{self._what}.{key} must be between {low} and {high}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self._value[key]
+        if value not in choices:
+            raise MalformedEncoding(f"{self._what}.{key} must be one of {', '.join(choices)}")
+        assert isinstance(value, str)
+        return value
+
+    def binary(self, key: str, *, size: int | None = None, max_size: int = 0) -> bytes:
+        return from_b64url(
+            self._value[key], what=f"{self._what}.{key}", size=size, max_size=max_size
+        )
+
+    def array(self, key: str, *, max_items: int, min_items: int = 0) -> list[object]:
+        value = self._value[key]
+        if not isinstance(value, list):
+            raise MalformedEncoding(f"{self._what}.{key} must be an array")
+        if len(value) > max_items:
+            raise OversizeInput(f"{self._what}.{key} has more than {max_items} items")
+        if len(value) < min_items:
+            raise MalformedEncoding(f"{self._what}.{key} needs at least {min_items} items")
+        return value

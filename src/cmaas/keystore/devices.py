@@ -1,0 +1,308 @@
+"""Device identity keys and prekey pools on SQLite, sharing the keystore's connection.
+
+The store keeps bytes the caller has already checked; it does no cryptography.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import aiosqlite
+
+from cmaas.keystore._sql import SharedConnection
+from cmaas.keystore.errors import (
+    DeviceNotFound,
+    DeviceRevoked,
+    IdentityKeyMismatch,
+    PrekeyIdConflict,
+    PrekeyPoolFull,
+    TooManyDevices,
+)
+from cmaas.keystore.models import (
+    DeviceKeys,
+    DevicePublication,
+    DeviceRecord,
+    KeyTake,
+    StoredPrekey,
+)
+
+__all__ = ["SqliteDeviceStore"]
+
+_MAX_ID = 2**31 - 1
+
+_SELECT_DEVICES = (
+    "SELECT d.*, (SELECT count(*) FROM one_time_prekeys p"
+    " WHERE p.jid = d.jid AND p.device_id = d.device_id) AS prekeys_left"
+    " FROM devices d"
+)
+
+
+def _check_publication(publication: DevicePublication) -> None:
+    ids = [publication.device_id, publication.signed_prekey.key_id]
+    ids += [prekey.key_id for prekey in publication.one_time_prekeys]
+    if not all(1 <= i <= _MAX_ID for i in ids):
+        raise ValueError(f"device and prekey ids must be between 1 and {_MAX_ID}")
+    # Suites are stored comma-joined.
+    if any(not suite or "," in suite for suite in publication.suites):
+        raise ValueError("a suite name must be non-empty and contain no comma")
+
+
+def _check_prekey_ids(publication: DevicePublication, pool: set[int]) -> None:
+    """Raises: PrekeyIdConflict."""
+    new_ids = [prekey.key_id for prekey in publication.one_time_prekeys]
+    where = f"device {publication.device_id} of {publication.jid}"
+    if len(set(new_ids)) != len(new_ids):
+        raise PrekeyIdConflict(f"a one-time prekey id is given twice for {where}")
+    in_pool = sorted(pool.intersection(new_ids))
+    if in_pool:
+        raise PrekeyIdConflict(f"one-time prekey ids {in_pool} are already stored for {where}")
+    spk_id = publication.signed_prekey.key_id
+    if spk_id in pool or spk_id in new_ids:
+        raise PrekeyIdConflict(f"one-time prekey id {spk_id} is the signed prekey's id ({where})")
+
+
+def _suites(text: str) -> tuple[str, ...]:
+    return tuple(text.split(",")) if text else ()
+
+
+def _signed_prekey(row: sqlite3.Row) -> StoredPrekey:
+    return StoredPrekey(row["spk_id"], row["spk_public"], row["spk_signature"])
+
+
+def _record(row: sqlite3.Row) -> DeviceRecord:
+    return DeviceRecord(
+        jid=row["jid"],
+        device_id=row["device_id"],
+        identity_key=row["identity_key"],
+        suites=_suites(row["suites"]),
+        signed_prekey=_signed_prekey(row),
+        label=row["label"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        revoked_at=row["revoked_at"],
+        prekeys_left=row["prekeys_left"],
+    )
+
+
+class SqliteDeviceStore:
+    """:class:`~cmaas.keystore.DeviceStore` on the tables of a :class:`SqliteKeystore`.
+
+    Get it from :attr:`SqliteKeystore.devices`.
+    """
+
+    def __init__(self, shared: SharedConnection) -> None:
+        self._shared = shared
+
+    async def publish(
+        self, publication: DevicePublication, *, max_devices: int, max_prekeys: int
+    ) -> DeviceRecord:
+        """Store a new device, or refresh the keys of a known one.
+
+        A refresh replaces the signed prekey, adds the one-time prekeys to the pool,
+        and replaces the label unless it is ``None``. Adding one-time prekeys ends a
+        low-pool episode, so the next shortage is reported again.
+
+        Raises:
+            ValueError: An id out of range, or a suite name that is empty or has a comma.
+            DeviceRevoked: The device id was revoked for this JID.
+            IdentityKeyMismatch: The device id is stored with another identity key.
+            TooManyDevices: A new device would exceed ``max_devices`` active devices.
+            PrekeyIdConflict: A one-time prekey id is already in the pool, given
+                twice, or equal to the signed prekey's id.
+            PrekeyPoolFull: The pool would exceed ``max_prekeys`` one-time prekeys.
+        """
+        _check_publication(publication)
+        p = publication
+        now = self._shared.now()
+        async with self._shared.write() as db:
+            existing = await self._row(db, p.jid, p.device_id)
+            if existing is None:
+                await self._require_room_for_device(db, p.jid, max_devices)
+            elif existing["revoked_at"] is not None:
+                raise DeviceRevoked(f"device {p.device_id} of {p.jid} was revoked")
+            elif existing["identity_key"] != p.identity_key:
+                raise IdentityKeyMismatch(
+                    f"device {p.device_id} of {p.jid} has another identity key"
+                )
+            pool = await self._pool_ids(db, p.jid, p.device_id)
+            _check_prekey_ids(p, pool)
+            if len(pool) + len(p.one_time_prekeys) > max_prekeys:
+                raise PrekeyPoolFull(
+                    f"device {p.device_id} of {p.jid} holds {len(pool)} one-time prekeys;"
+                    f" {len(p.one_time_prekeys)} more would exceed the limit of {max_prekeys}"
+                )
+            await db.execute(
+                "INSERT INTO devices (jid, device_id, identity_key, suites, spk_id, spk_public,"
+                " spk_signature, label, created_at, updated_at, revoked_at, low_notified_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)"
+                " ON CONFLICT (jid, device_id) DO UPDATE SET"
+                " suites = excluded.suites, spk_id = excluded.spk_id,"
+                " spk_public = excluded.spk_public, spk_signature = excluded.spk_signature,"
+                " label = coalesce(excluded.label, label), updated_at = excluded.updated_at",
+                (
+                    p.jid,
+                    p.device_id,
+                    p.identity_key,
+                    ",".join(p.suites),
+                    p.signed_prekey.key_id,
+                    p.signed_prekey.public_key,
+                    p.signed_prekey.signature,
+                    p.label,
+                    now,
+                    now,
+                ),
+            )
+            if p.one_time_prekeys:
+                await db.executemany(
+                    "INSERT INTO one_time_prekeys (jid, device_id, key_id, public_key, signature)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (p.jid, p.device_id, k.key_id, k.public_key, k.signature)
+                        for k in p.one_time_prekeys
+                    ],
+                )
+                await db.execute(
+                    "UPDATE devices SET low_notified_at = NULL WHERE jid = ? AND device_id = ?",
+                    (p.jid, p.device_id),
+                )
+            return await self._load(db, p.jid, p.device_id)
+
+    async def list(self, jid: str) -> Sequence[DeviceRecord]:
+        """The JID's devices, revoked ones included, oldest first."""
+        async with self._shared.read() as db:
+            cursor = await db.execute(
+                f"{_SELECT_DEVICES} WHERE d.jid = ? ORDER BY d.created_at, d.device_id",
+                (jid,),
+            )
+            rows = await cursor.fetchall()
+        return [_record(row) for row in rows]
+
+    async def get(self, jid: str, device_id: int) -> DeviceRecord:
+        """Raises: DeviceNotFound."""
+        async with self._shared.read() as db:
+            return await self._load(db, jid, device_id)
+
+    async def revoke(self, jid: str, device_id: int) -> DeviceRecord:
+        """Revoke a device for good and drop its one-time prekeys.
+
+        Raises:
+            DeviceNotFound: The JID has no such device.
+            DeviceRevoked: The device is revoked already.
+        """
+        now = self._shared.now()
+        async with self._shared.write() as db:
+            row = await self._row(db, jid, device_id)
+            if row is None:
+                raise DeviceNotFound(f"{jid} has no device {device_id}")
+            if row["revoked_at"] is not None:
+                raise DeviceRevoked(f"device {device_id} of {jid} is revoked already")
+            await db.execute(
+                "UPDATE devices SET revoked_at = ?, updated_at = ? WHERE jid = ? AND device_id = ?",
+                (now, now, jid, device_id),
+            )
+            await db.execute(
+                "DELETE FROM one_time_prekeys WHERE jid = ? AND device_id = ?", (jid, device_id)
+            )
+            return await self._load(db, jid, device_id)
+
+    async def take(self, jid: str, *, low_water: int) -> KeyTake:
+        """Hand out the keys of each active device, using up one one-time prekey each.
+
+        Each device gives its lowest-id one-time prekey, or none when its pool is
+        empty. A device whose pool is now below ``low_water`` is in ``running_low``
+        once per low-pool episode: it is marked as told in the same transaction.
+        """
+        now = self._shared.now()
+        async with self._shared.write() as db:
+            cursor = await db.execute(
+                "SELECT * FROM devices WHERE jid = ? AND revoked_at IS NULL"
+                " ORDER BY created_at, device_id",
+                (jid,),
+            )
+            taken: list[DeviceKeys] = []
+            running_low: list[DeviceKeys] = []
+            for row in await cursor.fetchall():
+                prekey = await self._pop_prekey(db, jid, row["device_id"])
+                left = await self._pool_size(db, jid, row["device_id"])
+                keys = DeviceKeys(
+                    jid=jid,
+                    device_id=row["device_id"],
+                    identity_key=row["identity_key"],
+                    suites=_suites(row["suites"]),
+                    signed_prekey=_signed_prekey(row),
+                    one_time_prekey=prekey,
+                    prekeys_left=left,
+                )
+                taken.append(keys)
+                if left < low_water and row["low_notified_at"] is None:
+                    await db.execute(
+                        "UPDATE devices SET low_notified_at = ? WHERE jid = ? AND device_id = ?",
+                        (now, jid, row["device_id"]),
+                    )
+                    running_low.append(keys)
+        return KeyTake(devices=tuple(taken), running_low=tuple(running_low))
+
+    # Helpers, called inside a transaction
+
+    async def _row(self, db: aiosqlite.Connection, jid: str, device_id: int) -> sqlite3.Row | None:
+        cursor = await db.execute(
+            "SELECT * FROM devices WHERE jid = ? AND device_id = ?", (jid, device_id)
+        )
+        return await cursor.fetchone()
+
+    async def _load(self, db: aiosqlite.Connection, jid: str, device_id: int) -> DeviceRecord:
+        cursor = await db.execute(
+            f"{_SELECT_DEVICES} WHERE d.jid = ? AND d.device_id = ?", (jid, device_id)
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise DeviceNotFound(f"{jid} has no device {device_id}")
+        return _record(row)
+
+    async def _pool_ids(self, db: aiosqlite.Connection, jid: str, device_id: int) -> set[int]:
+        cursor = await db.execute(
+            "SELECT key_id FROM one_time_prekeys WHERE jid = ? AND device_id = ?",
+            (jid, device_id),
+        )
+        return {row["key_id"] for row in await cursor.fetchall()}
+
+    async def _pool_size(self, db: aiosqlite.Connection, jid: str, device_id: int) -> int:
+        cursor = await db.execute(
+            "SELECT count(*) AS n FROM one_time_prekeys WHERE jid = ? AND device_id = ?",
+            (jid, device_id),
+        )
+        row = await cursor.fetchone()
+        return int(row["n"]) if row else 0
+
+    async def _require_room_for_device(
+        self, db: aiosqlite.Connection, jid: str, max_devices: int
+    ) -> None:
+        cursor = await db.execute(
+            "SELECT count(*) AS n FROM devices WHERE jid = ? AND revoked_at IS NULL", (jid,)
+        )
+        row = await cursor.fetchone()
+        active = row["n"] if row else 0
+        if active + 1 > max_devices:
+            raise TooManyDevices(f"{jid} has {active} active devices; the limit is {max_devices}")
+
+    async def _pop_prekey(
+        self, db: aiosqlite.Connection, jid: str, device_id: int
+    ) -> StoredPrekey | None:
+        while True:
+            cursor = await db.execute(
+                "SELECT key_id, public_key, signature FROM one_time_prekeys"
+                " WHERE jid = ? AND device_id = ? ORDER BY key_id LIMIT 1",
+                (jid, device_id),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            cursor = await db.execute(
+                "DELETE FROM one_time_prekeys WHERE jid = ? AND device_id = ? AND key_id = ?",
+                (jid, device_id, row["key_id"]),
+            )
+            # Only the taker whose delete removed the row may hand the key out; the
+            # write lock makes a lost race impossible, this makes it harmless too.
+            if cursor.rowcount == 1:
+                return StoredPrekey(row["key_id"], row["public_key"], row["signature"])
