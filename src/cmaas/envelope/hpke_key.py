@@ -15,10 +15,10 @@ from cmaas.envelope.encoding import canonical_json
 from cmaas.envelope.errors import TamperedKeyEntry
 from cmaas.envelope.header import Header
 from cmaas.envelope.keys import PrivateKey, PublicKey
+from cmaas.envelope.payload import CONTENT_KEY_SIZE
 
 __all__ = ["CONTENT_KEY_SIZE", "SUITE", "key_entry_info", "open_content_key", "seal_content_key"]
 
-CONTENT_KEY_SIZE = 32
 SUITE = hpke.Suite(hpke.KEM.P256, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
 

@@ -11,16 +11,12 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from cmaas.envelope.content import Content, content_from_json, content_kind
 from cmaas.envelope.errors import (
     AppKeyChanged,
     Expired,
     MalformedEncoding,
     TamperedHeader,
-    TamperedPayload,
     UnpinnedAppKey,
     WrongDevice,
     WrongRecipient,
@@ -29,6 +25,7 @@ from cmaas.envelope.header import Header
 from cmaas.envelope.hpke_key import key_entry_info, open_content_key
 from cmaas.envelope.keys import PrivateKey, fingerprint, parse_public_key, verify
 from cmaas.envelope.padding import unpad
+from cmaas.envelope.payload import open_payload
 from cmaas.envelope.sealed import SealedEnvelope
 
 __all__ = ["OpenedMessage", "PrekeyLookup", "open_envelope"]
@@ -113,10 +110,7 @@ def open_envelope(
     content_key = open_content_key(
         entry.sealed, prekey(entry.key_id), key_entry_info(header, device_id, entry.key_id)
     )
-    try:
-        padded = AESGCM(content_key).decrypt(envelope.nonce, envelope.payload, header.canonical())
-    except InvalidTag as error:
-        raise TamperedPayload("the payload does not decrypt") from error
+    padded = open_payload(content_key, envelope.nonce, envelope.payload, header.canonical())
     content = content_from_json(unpad(padded))
     if content_kind(content) != header.kind:
         raise MalformedEncoding(f"the content is {content_kind(content)}, the header {header.kind}")

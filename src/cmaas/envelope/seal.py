@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from cmaas.envelope.bundle import DeviceBundle
 from cmaas.envelope.content import Content, content_kind, content_to_json
 from cmaas.envelope.errors import MalformedEncoding, OversizeInput, WrongRecipient
 from cmaas.envelope.header import Header, Priority
-from cmaas.envelope.hpke_key import CONTENT_KEY_SIZE, key_entry_info, seal_content_key
+from cmaas.envelope.hpke_key import key_entry_info, seal_content_key
 from cmaas.envelope.keys import PrivateKey, point_bytes, sign
 from cmaas.envelope.padding import pad
-from cmaas.envelope.sealed import MAX_KEY_ENTRIES, NONCE_SIZE, KeyEntry, SealedEnvelope
+from cmaas.envelope.payload import CONTENT_KEY_SIZE, NONCE_SIZE, seal_payload
+from cmaas.envelope.sealed import MAX_KEY_ENTRIES, KeyEntry, SealedEnvelope
 
 __all__ = ["seal"]
 
@@ -70,9 +69,7 @@ def seal(
     )
     content_key = content_key or os.urandom(CONTENT_KEY_SIZE)
     nonce = nonce or os.urandom(NONCE_SIZE)
-    if len(content_key) != CONTENT_KEY_SIZE or len(nonce) != NONCE_SIZE:
-        raise MalformedEncoding("the content key is 32 bytes and the nonce 12")
-    payload = AESGCM(content_key).encrypt(nonce, pad(content_to_json(content)), header.canonical())
+    payload = seal_payload(content_key, nonce, pad(content_to_json(content)), header.canonical())
     entries = []
     for bundle in bundles:
         prekey, public = bundle.recipient_prekey()

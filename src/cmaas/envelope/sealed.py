@@ -14,17 +14,16 @@ from cmaas.envelope.errors import MalformedEncoding
 from cmaas.envelope.header import Header
 from cmaas.envelope.keys import MAX_SIGNATURE_SIZE, POINT_SIZE, fingerprint
 from cmaas.envelope.padding import MAX_PLAINTEXT, padded_length
+from cmaas.envelope.payload import NONCE_SIZE
 
 __all__ = [
     "MAX_ENVELOPE_BYTES",
     "MAX_KEY_ENTRIES",
-    "NONCE_SIZE",
     "SEALED_KEY_SIZE",
     "KeyEntry",
     "SealedEnvelope",
 ]
 
-NONCE_SIZE = 12
 TAG_SIZE = 16
 # HPKE output for a 32-byte content key: enc (65-byte point) || AES-256-GCM(CK) (32 + 16).
 SEALED_KEY_SIZE = POINT_SIZE + 32 + TAG_SIZE
