@@ -1,4 +1,5 @@
-"""The gateway's XEP-0114 component: disco, ping, presence and ad-hoc commands."""
+"""The gateway's XEP-0114 component: disco, ping, presence, ad-hoc commands, sealed
+messages out and their receipts, markers and bounces back."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from slixmpp.xmlstream.matcher import StanzaPath
 
 from cmaas.apps import AppContacts, ContactState
 from cmaas.component.adhoc.engine import AdhocEngine
+from cmaas.component.delivery import FeedbackHandlers, prekeys_low_message, sealed_message
 from cmaas.component.presence import PresenceResponder
+from cmaas.keydirectory import DeviceLimits
+from cmaas.keystore import DeviceKeys
+from cmaas.stanzas import register_stanzas
 
 __all__ = ["GatewayComponent"]
 
@@ -50,7 +55,9 @@ class GatewayComponent(ComponentXMPP):
         self.register_plugin("xep_0004")
         self.register_plugin("xep_0199")
         self._drop_roster_handlers()
+        register_stanzas()
         PresenceResponder(self, contacts).attach()
+        FeedbackHandlers(self).attach()
         self.register_handler(
             CoroutineCallback(
                 "cmaas ad-hoc",
@@ -68,6 +75,25 @@ class GatewayComponent(ComponentXMPP):
                 )
             )
         self.add_filter("out", self._stamp_from)  # type: ignore[arg-type]
+
+    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope_json: str) -> None:
+        """Write one sealed message from ``app_id``'s JID to ``recipient``'s bare JID.
+
+        What happens to it comes back as :data:`~cmaas.component.delivery.FEEDBACK_EVENTS`.
+        """
+        app_jid = JID(f"{app_id}@{self.domain}")
+        sealed_message(self, app_jid, JID(recipient), message_id, envelope_json).send()
+
+    async def notify_prekeys_low(self, device: DeviceKeys, limits: DeviceLimits) -> None:
+        """Ask a device to publish more one-time prekeys."""
+        prekeys_low_message(
+            self,
+            self.domain_jid,
+            JID(device.jid),
+            device.device_id,
+            device.prekeys_left,
+            limits.max_prekeys,
+        ).send()
 
     def _drop_roster_handlers(self) -> None:
         """Unhook slixmpp's roster bookkeeping for presence.

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -14,16 +16,27 @@ from cmaas.admin import AdminService
 from cmaas.apps import AppContacts
 from cmaas.component.adhoc.access import AccessPolicy
 from cmaas.component.adhoc.engine import AdhocEngine
-from cmaas.component.commands import admin_commands
+from cmaas.component.commands import admin_commands, device_commands
 from cmaas.component.gateway import GatewayComponent
 from cmaas.component.health import health_routes
 from cmaas.component.link import ComponentLink
-from cmaas.keystore import MasterKeyring, SqliteKeystore
+from cmaas.keydirectory import DeviceLimits, KeyDirectory, LowPoolNotifier
+from cmaas.keystore import DeviceKeys, MasterKeyring, SqliteKeystore
 from cmaas.settings import Settings
 
-__all__ = ["run_gateway"]
+__all__ = ["Gateway", "open_gateway", "run_gateway"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The assembled gateway: its storage, key directory, component and link."""
+
+    keystore: SqliteKeystore
+    directory: KeyDirectory
+    xmpp: GatewayComponent
+    link: ComponentLink
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -34,6 +47,18 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         OSError: The HTTP listener cannot bind.
     """
     stop = stop or _stop_on_signals()
+    async with open_gateway(settings) as gateway:
+        await gateway.link.run(stop)
+    log.info("gateway stopped")
+
+
+@asynccontextmanager
+async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """Open the database and the HTTP listener and build the component; the caller
+    runs ``gateway.link``. Everything is closed on exit.
+
+    Raises: as :func:`run_gateway`.
+    """
     async with AsyncExitStack() as stack:
         keystore = await SqliteKeystore.open(
             settings.database,
@@ -41,8 +66,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         )
         stack.push_async_callback(keystore.close)
         domain = settings.component_jid
+        directory = KeyDirectory(keystore, notify_low=_late(lambda: xmpp.notify_prekeys_low))
         engine = AdhocEngine(
-            admin_commands(AdminService(keystore), domain),
+            [*admin_commands(AdminService(keystore), domain), *device_commands(directory)],
             AccessPolicy(settings.admins, settings.served_domains, keystore),
             settings.adhoc_session_timeout,
         )
@@ -65,8 +91,16 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
             settings.http_port,
             settings.database,
         )
-        await link.run(stop)
-    log.info("gateway stopped")
+        yield Gateway(keystore, directory, xmpp, link)
+
+
+def _late(get: Callable[[], LowPoolNotifier]) -> LowPoolNotifier:
+    """A notifier resolved at call time: the component is built after the directory."""
+
+    async def notify(device: DeviceKeys, limits: DeviceLimits) -> None:
+        await get()(device, limits)
+
+    return notify
 
 
 def _stop_on_signals() -> asyncio.Event:

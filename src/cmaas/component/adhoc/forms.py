@@ -63,6 +63,8 @@ class FieldSpec:
     required: bool = False
     options: tuple[tuple[str, str], ...] = ()
     """(value, label) pairs for list fields."""
+    max_length: int = MAX_VALUE_LENGTH
+    """Longest value accepted; raised only for machine-made values such as key bundles."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class FormSpec:
     def with_options(self, var: str, options: Sequence[tuple[str, str]]) -> FormSpec:
         """The same form with the choices of one list field filled in at run time."""
         fields = tuple(
-            FieldSpec(f.var, f.label, f.type, f.desc, f.required, tuple(options))
+            FieldSpec(f.var, f.label, f.type, f.desc, f.required, tuple(options), f.max_length)
             if f.var == var
             else f
             for f in self.fields
@@ -188,9 +190,9 @@ def read_submission(spec: FormSpec, form: Form | None) -> Submission:
             raise BadPayload(
                 f"{spec_field.label}: at most {MAX_VALUES_PER_FIELD} values, got {len(submitted)}"
             )
-        if any(len(value) > MAX_VALUE_LENGTH for value in submitted):
+        if any(len(value) > spec_field.max_length for value in submitted):
             raise BadPayload(
-                f"{spec_field.label}: a value is longer than {MAX_VALUE_LENGTH} characters"
+                f"{spec_field.label}: a value is longer than {spec_field.max_length} characters"
             )
         if spec_field.type not in _MULTI and len(submitted) > 1:
             raise BadPayload(f"{spec_field.label}: takes one value, got {len(submitted)}")

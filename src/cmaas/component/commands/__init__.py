@@ -1,5 +1,6 @@
 """The gateway's ad-hoc commands (SPEC section 3)."""
 
 from cmaas.component.commands.admin import admin_commands
+from cmaas.component.commands.devices import device_commands
 
-__all__ = ["admin_commands"]
+__all__ = ["admin_commands", "device_commands"]

@@ -1,0 +1,18 @@
+"""Sealed messages out through the component, and receipts, markers and bounces back."""
+
+from cmaas.component.delivery.feedback import (
+    FEEDBACK_EVENTS,
+    Feedback,
+    FeedbackHandlers,
+    FeedbackKind,
+)
+from cmaas.component.delivery.outbound import prekeys_low_message, sealed_message
+
+__all__ = [
+    "FEEDBACK_EVENTS",
+    "Feedback",
+    "FeedbackHandlers",
+    "FeedbackKind",
+    "prekeys_low_message",
+    "sealed_message",
+]

@@ -1,0 +1,44 @@
+"""Stanzas the gateway writes towards users: sealed messages and prekey requests."""
+
+from __future__ import annotations
+
+from slixmpp import JID, Message
+from slixmpp.basexmpp import BaseXMPP
+
+from cmaas.stanzas import ENVELOPE_NAMESPACE, FALLBACK_BODY
+
+__all__ = ["prekeys_low_message", "sealed_message"]
+
+
+def sealed_message(
+    xmpp: BaseXMPP, app_jid: JID, recipient: JID, message_id: str, envelope_json: str
+) -> Message:
+    """The message SPEC section 5 fixes: the envelope, a fallback body, a receipt
+    request (XEP-0184), ``markable`` (XEP-0333), EME (XEP-0380) and a store hint
+    (XEP-0334) so servers keep it for offline devices."""
+    message = xmpp.make_message(mto=recipient, mfrom=app_jid, mtype="chat", mbody=FALLBACK_BODY)
+    message["id"] = message_id
+    message["cmaas_envelope"]["json"] = envelope_json
+    message["request_receipt"] = True
+    message.enable("markable")
+    message["eme"]["namespace"] = ENVELOPE_NAMESPACE
+    message["eme"]["name"] = "CMaaS"
+    message.enable("store")
+    return message
+
+
+def prekeys_low_message(
+    xmpp: BaseXMPP, gateway: JID, owner: JID, device_id: int, remaining: int, capacity: int
+) -> Message:
+    """Ask device ``device_id`` of ``owner`` to publish more one-time prekeys.
+
+    Addressed to the bare JID so every resource sees it, and kept for an offline
+    device; the device acts only on its own id.
+    """
+    message = xmpp.make_message(mto=owner, mfrom=gateway, mtype="normal")
+    low = message["cmaas_prekeys_low"]
+    low["device"] = str(device_id)
+    low["remaining"] = str(remaining)
+    low["capacity"] = str(capacity)
+    message.enable("store")
+    return message
