@@ -38,7 +38,7 @@ class EnvelopeElement(ElementBase):
     name = "envelope"
     namespace = ENVELOPE_NAMESPACE
     plugin_attrib = "cmaas_envelope"
-    interfaces = {"json"}
+    interfaces = frozenset({"json"})
 
     def get_json(self) -> str:
         return self.xml.text or ""
@@ -57,7 +57,7 @@ class PrekeysLow(ElementBase):
     name = "prekeys-low"
     namespace = DEVICE_NAMESPACE
     plugin_attrib = "cmaas_prekeys_low"
-    interfaces = {"device", "remaining", "capacity"}
+    interfaces = frozenset({"device", "remaining", "capacity"})
 
 
 def register_stanzas() -> None:

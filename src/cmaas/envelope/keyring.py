@@ -101,15 +101,20 @@ class DeviceKeyring:
     def unpublished_count(self) -> int:
         return sum(not secret.published for secret in self.one_time_prekeys.values())
 
-    def bundle(self, *, unpublished_only: bool = True) -> DeviceBundle:
-        """The public bundle: the SPK and the one-time prekeys not yet published."""
+    def bundle(self, *, unpublished_only: bool = True, limit: int | None = None) -> DeviceBundle:
+        """The public bundle: the SPK and (up to ``limit``) one-time prekeys not yet
+        published, oldest first."""
         spk = self.signed_prekey
+        chosen = [
+            (key_id, secret)
+            for key_id, secret in sorted(self.one_time_prekeys.items())
+            if not (unpublished_only and secret.published)
+        ][:limit]
         opks = tuple(
             sign_prekey(
                 self.identity, self.jid, self.device_id, "opk", key_id, secret.private.public_key()
             )
-            for key_id, secret in sorted(self.one_time_prekeys.items())
-            if not (unpublished_only and secret.published)
+            for key_id, secret in chosen
         )
         return DeviceBundle(
             jid=self.jid,

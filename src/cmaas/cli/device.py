@@ -1,0 +1,331 @@
+"""``cmaas device init|publish|listen|read|devices|revoke``: the reference device.
+
+Every option can also come from a ``CMAAS_DEVICE_*`` variable (environment over
+``.env``); the account password and key-file passphrase are best given that way, so
+they stay out of the process list and shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from cmaas.device.config import DeviceConfig
+from cmaas.device.errors import DeviceError
+from cmaas.device.keyfile import KeyFile
+from cmaas.envelope import DeviceKeyring, FileContent, OtpContent, TextContent
+
+__all__ = ["add_parser"]
+
+_DEFAULT_DIR = Path.home() / ".config" / "cmaas" / "device"
+
+
+def add_parser(parts: Any) -> None:
+    parser = parts.add_parser(
+        "device",
+        help="the reference device: owns a device key, receives and opens messages",
+        description="A device generates its keys locally; the private keys never leave"
+        " its key file. Options fall back to CMAAS_DEVICE_* variables.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    init = actions.add_parser("init", help="generate this device's keys (once)")
+    _common(init, connects=False)
+    init.add_argument(
+        "--one-time-prekeys", type=int, default=100, help="pool size to generate (default 100)"
+    )
+    init.set_defaults(handler=_init)
+
+    publish = actions.add_parser("publish", help="publish or refresh the keys at the gateway")
+    _common(publish)
+    publish.add_argument("--label", default="", help="a name for this device, e.g. 'phone'")
+    publish.set_defaults(handler=_publish)
+
+    listen = actions.add_parser("listen", help="receive, open and print messages")
+    _common(listen)
+    listen.add_argument("--read", action="store_true", help="send the displayed marker at once")
+    listen.add_argument("--count", type=int, help="stop after this many messages")
+    listen.add_argument("--timeout", type=float, help="stop after this many seconds")
+    listen.add_argument("--json", action="store_true", help="one JSON object per line")
+    listen.set_defaults(handler=_listen)
+
+    read = actions.add_parser("read", help="mark a shown message as read (XEP-0333 displayed)")
+    _common(read)
+    read.add_argument("message_id")
+    read.set_defaults(handler=_read)
+
+    devices = actions.add_parser("devices", help="list this account's devices")
+    _common(devices)
+    devices.set_defaults(handler=_devices)
+
+    revoke = actions.add_parser("revoke", help="revoke a device of this account (a lost phone)")
+    _common(revoke)
+    revoke.add_argument("device_id", type=int)
+    revoke.set_defaults(handler=_revoke)
+
+
+def _common(parser: argparse.ArgumentParser, *, connects: bool = True) -> None:
+    parser.add_argument("--jid", help="the account's bare JID [CMAAS_DEVICE_JID]")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help=f"where the device keeps its key file and state [CMAAS_DEVICE_DIR, {_DEFAULT_DIR}]",
+    )
+    if not connects:
+        return
+    parser.add_argument("--gateway", help="the gateway's component domain [CMAAS_DEVICE_GATEWAY]")
+    parser.add_argument("--host", help="XMPP server host [CMAAS_DEVICE_HOST, the JID's domain]")
+    parser.add_argument("--port", type=int, help="XMPP client port [CMAAS_DEVICE_PORT, 5222]")
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS; refused unless the host is a loopback address [CMAAS_DEVICE_PLAINTEXT]",
+    )
+
+
+def _variables(args: argparse.Namespace) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    env_file = Path(args.env_file)
+    if env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+def _pick(args: argparse.Namespace, env: Mapping[str, str], name: str, variable: str) -> str:
+    value = getattr(args, name, None)
+    return str(value) if value not in (None, "", False) else env.get(variable, "")
+
+
+def _state_dir(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
+    return Path(_pick(args, env, "dir", "CMAAS_DEVICE_DIR") or _DEFAULT_DIR)
+
+
+def _passphrase(env: Mapping[str, str]) -> str | None:
+    return env.get("CMAAS_DEVICE_PASSPHRASE") or None
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> DeviceConfig:
+    env = _variables(args)
+    problems = []
+    jid = _pick(args, env, "jid", "CMAAS_DEVICE_JID")
+    gateway = _pick(args, env, "gateway", "CMAAS_DEVICE_GATEWAY") or env.get(
+        "CMAAS_COMPONENT_JID", ""
+    )
+    password = env.get("CMAAS_DEVICE_PASSWORD", "")
+    if not jid:
+        problems.append("--jid or CMAAS_DEVICE_JID is required")
+    if not gateway:
+        problems.append("--gateway or CMAAS_DEVICE_GATEWAY is required")
+    if not password:
+        problems.append("CMAAS_DEVICE_PASSWORD (the account's password) is required")
+    host = _pick(args, env, "host", "CMAAS_DEVICE_HOST") or None
+    port_text = _pick(args, env, "port", "CMAAS_DEVICE_PORT") or "5222"
+    plaintext = bool(args.plaintext) or env.get("CMAAS_DEVICE_PLAINTEXT", "") in ("1", "true")
+    if plaintext and not _is_loopback(host):
+        problems.append("--plaintext is only allowed with a loopback --host")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        problems.append(f"port {port_text!r} is not a TCP port")
+    if problems:
+        raise DeviceError("; ".join(problems))
+    return DeviceConfig(
+        jid=jid,
+        password=password,
+        gateway=gateway,
+        state_dir=_state_dir(args, env),
+        host=host,
+        port=int(port_text),
+        require_tls=not plaintext,
+        passphrase=_passphrase(env),
+        **extra,
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _init(args: argparse.Namespace) -> int:
+    env = _variables(args)
+    jid = _pick(args, env, "jid", "CMAAS_DEVICE_JID")
+    if not jid or "@" not in jid or "/" in jid:
+        raise DeviceError("--jid (or CMAAS_DEVICE_JID) must be the account's bare JID")
+    if not 0 <= args.one_time_prekeys <= 100:
+        raise DeviceError("--one-time-prekeys must be 0 to 100")
+    keyring = DeviceKeyring.generate(
+        jid, now_ms=int(time.time() * 1000), one_time_prekeys=args.one_time_prekeys
+    )
+    state_dir = _state_dir(args, env)
+    KeyFile(state_dir / "keyring.json").create(keyring, _passphrase(env))
+    print(f"device {keyring.device_id} of {jid} created in {state_dir}")
+    print(f"identity key fingerprint: {_grouped(keyring.fingerprint)}")
+    print("next: cmaas device publish")
+    return 0
+
+
+def _grouped(digest: str) -> str:
+    return " ".join(digest[i : i + 8] for i in range(0, len(digest), 8))
+
+
+def _run(coroutine: Any) -> int:
+    from cmaas.cli.main import configure_logging
+
+    configure_logging(os.environ.get("CMAAS_LOG_LEVEL", "WARNING"))
+    result: int = asyncio.run(coroutine)
+    return result
+
+
+def _publish(args: argparse.Namespace) -> int:
+    async def publish() -> int:
+        from cmaas.device.client import DeviceClient
+
+        async with DeviceClient(_config(args)) as device:
+            await device.publish(args.label)
+            assert device.keyring is not None
+            print(
+                f"device {device.keyring.device_id} published;"
+                f" fingerprint {_grouped(device.keyring.fingerprint)}"
+            )
+        return 0
+
+    return _run(publish())
+
+
+def _listen(args: argparse.Namespace) -> int:
+    async def listen() -> int:
+        from cmaas.device.client import DeviceClient
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+        deadline = loop.time() + args.timeout if args.timeout else None
+        shown = 0
+        async with DeviceClient(_config(args, read_at_once=args.read)) as device:
+            if device.keyring is not None and device.keyring.unpublished_count():
+                await device.publish()
+            print("listening", file=sys.stderr, flush=True)
+            while not stop.is_set() and (args.count is None or shown < args.count):
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                waiter = asyncio.ensure_future(device.next_message())
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait(
+                    {waiter, stopper}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in (waiter, stopper):
+                    if task not in done:
+                        task.cancel()
+                if waiter in done:
+                    _print_message(waiter.result(), as_json=args.json)
+                    shown += 1
+        return 0
+
+    return _run(listen())
+
+
+def _print_message(message: Any, *, as_json: bool) -> None:
+    content = message.content
+    details: dict[str, object] = {"kind": message.header.kind}
+    if isinstance(content, TextContent):
+        details["text"] = content.text
+        line = content.text
+    elif isinstance(content, OtpContent):
+        details.update(code=content.code, purpose=content.purpose)
+        line = f"one-time password {content.code} ({content.purpose})"
+    else:
+        assert isinstance(content, FileContent)
+        details.update(
+            name=content.name, media_type=content.media_type, size=content.size, url=content.url
+        )
+        line = f"file {content.name} ({content.media_type}, {content.size} bytes) at {content.url}"
+    if as_json:
+        record = {
+            "id": message.message_id,
+            "app": message.app_jid,
+            "app_name": message.app_name,
+            "app_fingerprint": message.app_fingerprint,
+            "first_contact": message.newly_pinned,
+            "delete_at_ms": message.delete_at_ms,
+            **details,
+        }
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+        return
+    pinned = " (key pinned now: first message from this app)" if message.newly_pinned else ""
+    print(
+        f"[{message.header.kind}] {message.app_name} <{message.app_jid}>"
+        f" key {_grouped(message.app_fingerprint)[:35]}{pinned}\n"
+        f"  {line}\n"
+        f"  id {message.message_id}"
+        + (
+            f", deletes itself in {message.header.auto_delete_s} s"
+            if message.header.auto_delete_s
+            else ""
+        ),
+        flush=True,
+    )
+
+
+def _read(args: argparse.Namespace) -> int:
+    async def read() -> int:
+        from cmaas.device.client import DeviceClient
+
+        async with DeviceClient(_config(args)) as device:
+            try:
+                app_jid = device.mark_read(args.message_id)
+            except KeyError:
+                raise DeviceError(f"this device has shown no message {args.message_id!r}") from None
+            print(f"marked {args.message_id} from {app_jid} as read")
+        return 0
+
+    return _run(read())
+
+
+def _devices(args: argparse.Namespace) -> int:
+    async def devices() -> int:
+        from cmaas.device.client import DeviceClient
+
+        async with DeviceClient(_config(args)) as device:
+            rows = await device.devices()
+            me = device.keyring.device_id if device.keyring else None
+        for row in rows:
+            marker = "*" if row.get("device_id") == str(me) else " "
+            print(
+                f"{marker} {row.get('device_id', '?'):>10}  {row.get('status', '')}"
+                f"  {row.get('label', '')}  {row.get('fingerprint', '')}"
+                f"  prekeys {row.get('prekeys_left', '?')}"
+            )
+        return 0
+
+    return _run(devices())
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    async def revoke() -> int:
+        from cmaas.device.client import DeviceClient
+
+        async with DeviceClient(_config(args)) as device:
+            await device.revoke(args.device_id)
+        print(f"device {args.device_id} revoked")
+        return 0
+
+    return _run(revoke())

@@ -1,0 +1,121 @@
+"""Private device files: mode 0600 in a 0700 directory, replaced atomically.
+
+Every device file holds secrets or trust decisions (private keys, pinned app keys,
+which messages were shown), so none may be readable by other users, and none may be
+left half-written by a crash or a full disk: a torn key file loses the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cmaas.device.errors import DeviceFileError
+
+__all__ = ["ensure_private_dir", "read_private", "write_private"]
+
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+def ensure_private_dir(directory: Path, *, error: type[DeviceFileError]) -> None:
+    """Create ``directory`` with mode 0700 (and missing parents) unless it exists.
+
+    Raises:
+        DeviceFileError: Of class ``error``: the directory cannot be created.
+    """
+    try:
+        directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"cannot create directory {directory}: {exc.strerror or exc}") from exc
+
+
+def read_private(path: Path, *, max_bytes: int, error: type[DeviceFileError]) -> bytes | None:
+    """The content of ``path``, or None when there is no such file.
+
+    Raises:
+        DeviceFileError: Of class ``error``: not a regular file, accessible to group or
+            others, longer than ``max_bytes``, or unreadable.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO planted at the path must fail the type check
+        # below, not hang; it changes nothing for regular files.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise error(f"cannot open {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "rb") as file:
+            # fstat the open file rather than stat the name, which could be swapped
+            # between the check and the read.
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise error(f"{path} is not a regular file")
+            if info.st_mode & 0o077:
+                raise error(
+                    f"{path} is accessible to other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):o}); run: chmod 600 {path}"
+                )
+            data = file.read(max_bytes + 1)
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise error(f"{path} is longer than {max_bytes} bytes; it is not a file this device wrote")
+    return data
+
+
+def write_private(path: Path, data: bytes, *, error: type[DeviceFileError]) -> None:
+    """Replace ``path`` with ``data`` atomically: readers see the old or the new file whole.
+
+    Writes a mode 0600 temporary file in the same directory (``os.replace`` is atomic
+    only within one file system), syncs it, renames it over ``path`` and syncs the
+    directory so the rename survives a power cut. The directory is created with mode
+    0700 when missing.
+
+    Raises:
+        DeviceFileError: Of class ``error``: the directory or file cannot be written
+            (permissions, disk full, ...). ``path`` is then unchanged.
+    """
+    directory = path.parent
+    ensure_private_dir(directory, error=error)
+    temporary = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        try:
+            _write_new(temporary, data)
+            os.replace(temporary, path)
+        except BaseException:
+            # Disk full or Ctrl-C must not leave a stray copy of the secrets behind.
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        _fsync_directory(directory)
+    except OSError as exc:
+        raise error(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    # O_EXCL: never write through a file or symlink someone placed at the name.
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
+    with os.fdopen(fd, "wb") as file:
+        # The umask may have taken the owner's read bit; 0600 exactly, whatever it is.
+        os.fchmod(file.fileno(), _FILE_MODE)
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some file systems cannot sync a directory; the rename is done all the same.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)

@@ -1,0 +1,390 @@
+"""The reference device: an XMPP client that owns a device key and opens messages.
+
+It publishes its bundle through the gateway's ``device-publish`` command, opens every
+sealed message addressed to it (checking the app signature, the pinned app key, the
+recipient, the device and the expiry), sends the XEP-0184 receipt once a message is
+shown and the XEP-0333 displayed marker once it is read. It refills one-time prekeys
+when the gateway asks and rotates its signed prekey on schedule.
+
+Bots use it as a library: ``async for message in device.messages(): ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from types import TracebackType
+
+from slixmpp import JID, ClientXMPP, Message
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from cmaas.adhoc_client import CommandCaller, CommandReply
+from cmaas.device.config import DeviceConfig
+from cmaas.device.errors import ConnectionFailed, GatewayRefused
+from cmaas.device.keyfile import KeyFile
+from cmaas.device.pins import PinStore
+from cmaas.device.seen import SeenMessages
+from cmaas.envelope import (
+    MAX_PREKEYS_PER_BUNDLE,
+    Content,
+    DeviceKeyring,
+    EnvelopeError,
+    Header,
+    fingerprint,
+)
+from cmaas.stanzas import DEVICE_NAMESPACE, ENVELOPE_NAMESPACE, register_stanzas
+
+__all__ = ["DeviceClient", "ReceivedMessage", "RefusedMessage"]
+
+log = logging.getLogger(__name__)
+
+PUBLISH = "urn:cmaas:cmd:device-publish"
+LIST = "urn:cmaas:cmd:device-list"
+REVOKE = "urn:cmaas:cmd:device-revoke"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """A message that passed every check.
+
+    Attributes:
+        app_name: The app's display name, as the gateway describes its JID.
+        app_fingerprint: Of the app's signing key, pinned for ``app_jid``.
+        newly_pinned: This message pinned the app's key (first contact).
+        delete_at_ms: When auto-delete asks the message to disappear, if it does.
+    """
+
+    message_id: str
+    app_jid: str
+    app_name: str
+    app_fingerprint: str
+    header: Header
+    content: Content
+    newly_pinned: bool
+    delete_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedMessage:
+    """A message that failed a check; nothing of it was shown."""
+
+    message_id: str
+    sender: str
+    error: EnvelopeError
+
+
+class DeviceClient:
+    """One device of one account, connected to its XMPP server.
+
+    Use ``async with DeviceClient(config) as device:``. Holds the key file's lock for
+    as long as it is open, so two processes never use one keyring at once.
+    """
+
+    def __init__(self, config: DeviceConfig, *, clock: Callable[[], int] = _now_ms) -> None:
+        self.config = config
+        self._clock = clock
+        self._keyfile = KeyFile(config.keyring_path)
+        self.pins = PinStore(config.pins_path)
+        self.seen = SeenMessages(config.seen_path)
+        self.keyring: DeviceKeyring | None = None
+        self.xmpp = ClientXMPP(f"{config.jid}/{config.resource}", config.password)
+        if not config.require_tls:
+            self.xmpp.enable_starttls = False
+            self.xmpp.enable_direct_tls = False
+            self.xmpp.enable_plaintext = True
+            self.xmpp.plugin["feature_mechanisms"].unencrypted_plain = True
+        for plugin in ("xep_0030", "xep_0004", "xep_0050", "xep_0199"):
+            self.xmpp.register_plugin(plugin)
+        register_stanzas()
+        self.commands = CommandCaller(self.xmpp)
+        self._inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
+        self.refused: asyncio.Queue[RefusedMessage] = asyncio.Queue()
+        self._names: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        self._auth_failed = False
+        self._lock_context: AbstractContextManager[None] | None = None
+        ns = self.xmpp.default_ns
+        self.xmpp.register_handler(
+            CoroutineCallback(
+                "cmaas envelope",
+                MatchXPath(f"{{{ns}}}message/{{{ENVELOPE_NAMESPACE}}}envelope"),
+                self._on_envelope,  # type: ignore[arg-type]
+            )
+        )
+        self.xmpp.register_handler(
+            CoroutineCallback(
+                "cmaas prekeys-low",
+                MatchXPath(f"{{{ns}}}message/{{{DEVICE_NAMESPACE}}}prekeys-low"),
+                self._on_prekeys_low,  # type: ignore[arg-type]
+            )
+        )
+        self.xmpp.add_event_handler("session_start", self._on_session_start)
+        self.xmpp.add_event_handler("failed_all_auth", self._on_auth_failed)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def __aenter__(self) -> DeviceClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.disconnect()
+
+    def _load_keyring(self) -> DeviceKeyring:
+        keyring = self._keyfile.load(self.config.passphrase)
+        if keyring.jid != self.config.jid:
+            raise ConnectionFailed(f"the key file belongs to {keyring.jid}, not {self.config.jid}")
+        return keyring
+
+    async def connect(self, within: float = 20.0) -> None:
+        """Load the keys, log in, and be ready for messages.
+
+        Raises:
+            KeyFileError: The key file is missing, damaged, locked by another process,
+                or needs another passphrase.
+            ConnectionFailed: No session within ``within`` seconds, or a wrong password.
+        """
+        lock = self._keyfile.lock()
+        lock.__enter__()
+        self._lock_context = lock
+        try:
+            self.keyring = self._load_keyring()
+            self._ready.clear()
+            host = self.config.host or JID(self.config.jid).domain
+            self.xmpp.connect(host, self.config.port)
+            try:
+                await asyncio.wait_for(self._ready.wait(), within)
+            except TimeoutError as exc:
+                raise ConnectionFailed(f"{self.config.jid} could not log in at {host}") from exc
+            if self._auth_failed:
+                raise ConnectionFailed(f"{self.config.jid}: the server refused the password")
+        except BaseException:
+            self._release()
+            raise
+
+    async def disconnect(self) -> None:
+        await self.xmpp.disconnect(wait=1.0)
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_context is not None:
+            self._lock_context.__exit__(None, None, None)
+            self._lock_context = None
+
+    def _on_auth_failed(self, _event: object) -> None:
+        self._auth_failed = True
+        self._ready.set()
+
+    async def _on_session_start(self, _event: object) -> None:
+        # Non-negative priority: servers deliver messages to the bare JID here too.
+        self.xmpp.send_presence(ppriority=0)
+        self._ready.set()
+
+    # -- keys -------------------------------------------------------------------
+
+    def _keys(self) -> DeviceKeyring:
+        if self.keyring is None:
+            raise ConnectionFailed("the device is not connected")
+        return self.keyring
+
+    def _save(self) -> None:
+        self._keyfile.save(self._keys(), self.config.passphrase)
+
+    async def publish(self, label: str = "") -> CommandReply:
+        """Publish the signed prekey and every one-time prekey not yet published.
+
+        Rotates the signed prekey first when it is older than the configured age.
+
+        Raises:
+            GatewayRefused: The gateway refused the bundle; the reason is in the message.
+        """
+        async with self._lock:
+            keyring = self._keys()
+            if self._clock() - keyring.signed_prekey.created_ms > (
+                self.config.signed_prekey_max_age_s * 1000
+            ):
+                keyring.rotate_signed_prekey(self._clock())
+                self._save()
+                log.info("signed prekey rotated to %d", keyring.signed_prekey.key_id)
+            return await self._publish_locked(label)
+
+    async def _publish_locked(self, label: str = "") -> CommandReply:
+        keyring = self._keys()
+        bundle = keyring.bundle(limit=MAX_PREKEYS_PER_BUNDLE)
+        values: dict[str, str] = {"bundle": bundle.to_bytes().decode()}
+        if label:
+            values["label"] = label
+        reply = await self.commands.run(self.config.gateway, PUBLISH, values)
+        if reply.status != "completed":
+            raise GatewayRefused(_refusal("publishing the device", reply))
+        keyring.mark_published({p.key_id for p in bundle.one_time_prekeys})
+        self._save()
+        log.info(
+            "device %d published with %d new one-time prekeys",
+            keyring.device_id,
+            len(bundle.one_time_prekeys),
+        )
+        return reply
+
+    async def _on_prekeys_low(self, message: Message) -> None:
+        if message["from"] != JID(self.config.gateway):
+            return  # only the gateway may ask for keys
+        low = message["cmaas_prekeys_low"]
+        try:
+            device_id, remaining, capacity = (
+                int(low["device"]),
+                int(low["remaining"]),
+                int(low["capacity"]),
+            )
+        except ValueError:
+            log.warning("ignored a malformed prekeys-low notice")
+            return
+        keyring = self._keys()
+        if device_id != keyring.device_id:
+            return
+        room = min(capacity - remaining, MAX_PREKEYS_PER_BUNDLE)
+        wanted = max(0, room - keyring.unpublished_count())
+        async with self._lock:
+            keyring.add_one_time_prekeys(wanted)
+            self._save()
+            try:
+                await self._publish_locked()
+            except (GatewayRefused, IqError, IqTimeout) as error:
+                log.error("could not replenish one-time prekeys: %s", error)
+
+    # -- gateway device commands -------------------------------------------------
+
+    async def devices(self) -> list[dict[str, str]]:
+        """This account's devices as the gateway lists them.
+
+        Raises: GatewayRefused.
+        """
+        reply = await self.commands.run(self.config.gateway, LIST)
+        if reply.status != "completed":
+            raise GatewayRefused(_refusal("listing devices", reply))
+        return reply.items or []
+
+    async def revoke(self, device_id: int) -> CommandReply:
+        """Revoke one of this account's devices (this one included).
+
+        Raises: GatewayRefused: Unknown or already revoked device.
+        """
+        reply = await self.commands.run(self.config.gateway, REVOKE, {"device_id": str(device_id)})
+        if reply.status != "completed" or reply.error_notes:
+            raise GatewayRefused(_refusal(f"revoking device {device_id}", reply))
+        return reply
+
+    # -- messages ---------------------------------------------------------------
+
+    async def messages(self) -> AsyncIterator[ReceivedMessage]:
+        """Every message opened from now on, in order of arrival."""
+        while True:
+            yield await self._inbox.get()
+
+    async def next_message(self) -> ReceivedMessage:
+        """The next opened message; wrap in ``asyncio.timeout`` to bound the wait."""
+        return await self._inbox.get()
+
+    def mark_read(self, message_id: str) -> str:
+        """Send the displayed marker for a message shown earlier; returns its app JID.
+
+        Raises: KeyError: This device has shown no message with that id.
+        """
+        app_jid = self.seen.sender_of(message_id)
+        if app_jid is None:
+            raise KeyError(message_id)
+        reply = self.xmpp.make_message(mto=app_jid, mtype="chat")
+        reply["displayed"]["id"] = message_id
+        reply.send()
+        return app_jid
+
+    async def _on_envelope(self, message: Message) -> None:
+        if message["type"] == "error":
+            return
+        async with self._lock:
+            await self._open(message)
+
+    async def _open(self, message: Message) -> None:
+        sender = str(message["from"].bare)
+        message_id = message["id"]
+        keyring = self._keys()
+        if not self.seen.is_new(sender, message_id):
+            # A resend after the gateway lost our receipt: acknowledge, show nothing.
+            self._send_receipt(message)
+            return
+        pinned = self.pins.get(sender)
+        try:
+            opened = keyring.open(
+                message["cmaas_envelope"]["json"],
+                now_ms=self._clock(),
+                pinned_app_key=pinned,
+                sender_jid=sender,
+                stanza_id=message_id,
+            )
+        except EnvelopeError as error:
+            log.warning(
+                "refused message %r from %s: %s: %s",
+                message_id,
+                sender,
+                type(error).__name__,
+                error,
+            )
+            self.refused.put_nowait(RefusedMessage(message_id, sender, error))
+            return
+        # Forget the used one-time prekey on disk before anything is shown.
+        self._save()
+        newly_pinned = pinned is None and self.pins.pin(sender, opened.app_key, self._clock())
+        header = opened.header
+        delete_at = self._clock() + header.auto_delete_s * 1000 if header.auto_delete_s else None
+        self.seen.record(sender, message_id, auto_delete_at_ms=delete_at)
+        received = ReceivedMessage(
+            message_id=message_id,
+            app_jid=sender,
+            app_name=await self._app_name(sender),
+            app_fingerprint=fingerprint(opened.app_key),
+            header=header,
+            content=opened.content,
+            newly_pinned=newly_pinned,
+            delete_at_ms=delete_at,
+        )
+        self._inbox.put_nowait(received)
+        self._send_receipt(message)
+        if self.config.read_at_once:
+            self.mark_read(message_id)
+
+    def _send_receipt(self, message: Message) -> None:
+        receipt = self.xmpp.make_message(mto=message["from"].bare, mtype="chat")
+        receipt["receipt"] = message["id"]
+        receipt.send()
+
+    async def _app_name(self, app_jid: str) -> str:
+        if app_jid not in self._names:
+            try:
+                info = await self.xmpp.plugin["xep_0030"].get_info(jid=JID(app_jid), timeout=5)
+                identities = info["disco_info"]["identities"]
+                self._names[app_jid] = next(
+                    (name for _cat, _type, _lang, name in identities if name), app_jid
+                )
+            except (IqError, IqTimeout):
+                return app_jid
+        return self._names[app_jid]
+
+
+def _refusal(action: str, reply: CommandReply) -> str:
+    if reply.error:
+        return f"{action}: the gateway answered {reply.error}"
+    notes = "; ".join(reply.error_notes) or f"status {reply.status}"
+    return f"{action}: {notes}"

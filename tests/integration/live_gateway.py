@@ -1,0 +1,68 @@
+"""The gateway run inside the test's event loop, so a test can act as the sender.
+
+Until the delivery engine exists, a test seals with the envelope library and writes
+the message through the gateway's own component link; the receipts and markers that
+come back are the component's feedback events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from cmaas.admin import AdminService, RegisterAppRequest
+from cmaas.component.delivery import FEEDBACK_EVENTS, Feedback, FeedbackKind
+from cmaas.component.runner import Gateway, open_gateway
+from cmaas.devservers import XmppServer
+from cmaas.settings import load_settings
+
+from .gateway_process import GatewayProcess
+
+
+class FeedbackLog:
+    """Collects the gateway's feedback events for one test."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.queues: dict[FeedbackKind, asyncio.Queue[Feedback]] = {
+            kind: asyncio.Queue() for kind in FeedbackKind
+        }
+        for kind, event in FEEDBACK_EVENTS.items():
+            gateway.xmpp.add_event_handler(event, self.queues[kind].put_nowait)
+
+    async def next(self, kind: FeedbackKind, within: float = 15.0) -> Feedback:
+        async with asyncio.timeout(within):
+            return await self.queues[kind].get()
+
+
+@contextlib.asynccontextmanager
+async def live_gateway(
+    server: XmppServer, workdir: Path, *, app_id: str = "bank"
+) -> AsyncIterator[tuple[Gateway, FeedbackLog]]:
+    """A connected in-process gateway with one registered app, ``app_id``."""
+    env = GatewayProcess(server, workdir, admins=f"admin@{server.domain}").env
+    settings = load_settings(env, env_file=None)
+    stop = asyncio.Event()
+    async with open_gateway(settings) as gateway:
+        await AdminService(gateway.keystore).register_app(
+            RegisterAppRequest(
+                app_id=app_id,
+                display_name="Example Bank",
+                plan="default",
+                networks=[],
+                callback_url="",
+                jids=[],
+            )
+        )
+        feedback = FeedbackLog(gateway)
+        connected = asyncio.Event()
+        gateway.xmpp.add_event_handler("session_start", lambda _: connected.set())
+        link = asyncio.create_task(gateway.link.run(stop))
+        try:
+            async with asyncio.timeout(20):
+                await connected.wait()
+            yield gateway, feedback
+        finally:
+            stop.set()
+            await link

@@ -1,0 +1,291 @@
+"""Sealed messages end to end on real Prosody and ejabberd: devices publish through
+the gateway's commands, a test sender seals with the envelope library and writes
+through the gateway's component, the reference device opens the message, and its
+receipt and displayed marker come back to the component."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from cmaas.component.delivery import FeedbackKind
+from cmaas.component.runner import Gateway
+from cmaas.device.client import DeviceClient
+from cmaas.device.config import DeviceConfig
+from cmaas.device.keyfile import KeyFile
+from cmaas.devservers import XmppServer
+from cmaas.envelope import (
+    DeviceKeyring,
+    OtpContent,
+    TextContent,
+    WrongDevice,
+    generate_private_key,
+    seal,
+)
+from cmaas.keydirectory import DeviceLimits
+
+from .conftest import PASSWORD, connect
+from .gateway_process import cmaas_executable
+from .live_gateway import FeedbackLog, live_gateway
+
+APP = "bank"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.fixture
+async def live(
+    xmpp_server: XmppServer, tmp_path: Path
+) -> AsyncIterator[tuple[Gateway, FeedbackLog]]:
+    async with live_gateway(xmpp_server, tmp_path / "gateway", app_id=APP) as running:
+        yield running
+
+
+def device_config(server: XmppServer, state: Path, user: str, resource: str) -> DeviceConfig:
+    return DeviceConfig(
+        jid=f"{user}@{server.domain}",
+        password=PASSWORD,
+        gateway=server.component_domain,
+        state_dir=state,
+        host=server.host,
+        port=server.c2s_port,
+        require_tls=False,
+        resource=resource,
+    )
+
+
+def new_device(
+    server: XmppServer, tmp_path: Path, user: str, resource: str, one_time_prekeys: int = 20
+) -> DeviceClient:
+    config = device_config(server, tmp_path / f"{user}-{resource}", user, resource)
+    keyring = DeviceKeyring.generate(
+        config.jid, now_ms=_now_ms(), one_time_prekeys=one_time_prekeys
+    )
+    KeyFile(config.keyring_path).create(keyring, None)
+    return DeviceClient(config)
+
+
+class Sender:
+    """Plays the client service: looks up keys, seals at the source, submits."""
+
+    def __init__(self, gateway: Gateway, domain: str) -> None:
+        self.gateway = gateway
+        self.app_jid = f"{APP}@{gateway.xmpp.domain}"
+        self.app_key = generate_private_key()
+        self.domain = domain
+        self.sent = 0
+
+    async def send(self, user: str, content: TextContent | OtpContent) -> str:
+        self.sent += 1
+        message_id = f"msg-{self.sent}-{os.urandom(4).hex()}"
+        recipient = f"{user}@{self.domain}"
+        bundles = await self.gateway.directory.lookup(recipient)
+        envelope = seal(
+            content,
+            message_id=message_id,
+            app_jid=self.app_jid,
+            recipient_jid=recipient,
+            bundles=bundles,
+            app_key=self.app_key,
+            created_ms=_now_ms(),
+            expires_ms=_now_ms() + 600_000,
+            priority="high",
+        )
+        self.gateway.xmpp.send_sealed(APP, recipient, message_id, envelope.to_bytes().decode())
+        return message_id
+
+
+async def test_sealed_message_reaches_every_device_and_reports_back(
+    xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
+) -> None:
+    gateway, feedback = live
+    sender = Sender(gateway, xmpp_server.domain)
+    async with AsyncExitStack() as stack:
+        phone = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "phone"))
+        laptop = await stack.enter_async_context(
+            new_device(xmpp_server, tmp_path, "alice", "laptop")
+        )
+        await phone.publish("phone")
+        await laptop.publish("laptop")
+
+        message_id = await sender.send("alice", OtpContent("482913", "login"))
+
+        for device in (phone, laptop):
+            async with asyncio.timeout(15):
+                received = await device.next_message()
+            assert received.message_id == message_id
+            assert received.content == OtpContent("482913", "login")
+            assert received.app_jid == sender.app_jid
+            assert received.app_name == "Example Bank"
+            assert received.newly_pinned
+        delivered = {(await feedback.next(FeedbackKind.DELIVERED)).sender.resource for _ in "ab"}
+        assert delivered == {"phone", "laptop"}
+
+        phone.mark_read(message_id)
+        displayed = await feedback.next(FeedbackKind.DISPLAYED)
+        assert (displayed.message_id, displayed.sender.resource) == (message_id, "phone")
+        assert str(displayed.app_jid) == sender.app_jid
+
+        # Each device's one-time prekey was taken once and its private half is gone.
+        rows = {row["device_id"]: row for row in await phone.devices()}
+        assert phone.keyring is not None and laptop.keyring is not None
+        for keyring in (phone.keyring, laptop.keyring):
+            assert rows[str(keyring.device_id)]["prekeys_left"] == "19"
+            assert len(keyring.one_time_prekeys) == 19
+
+
+async def test_publishing_for_another_account_is_refused(
+    xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog]
+) -> None:
+    gateway, _ = live
+    bob_keys = DeviceKeyring.generate(f"bob@{xmpp_server.domain}", now_ms=_now_ms())
+    alice = await connect(xmpp_server, "alice")
+    try:
+        reply = await alice.run(
+            xmpp_server.component_domain,
+            "urn:cmaas:cmd:device-publish",
+            {"bundle": bob_keys.bundle().to_bytes().decode()},
+        )
+    finally:
+        await alice.disconnect()
+    assert reply.status == "executing"
+    assert any("not alice@" in note for note in reply.error_notes), reply.notes
+    for user in ("alice", "bob"):
+        assert await gateway.directory.devices(f"{user}@{xmpp_server.domain}") == []
+
+
+async def test_revoked_device_gets_no_more_messages(
+    xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
+) -> None:
+    gateway, feedback = live
+    sender = Sender(gateway, xmpp_server.domain)
+    async with AsyncExitStack() as stack:
+        kept = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "kept"))
+        lost = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "lost"))
+        await kept.publish()
+        await lost.publish()
+        assert lost.keyring is not None
+        await kept.revoke(lost.keyring.device_id)
+
+        message_id = await sender.send("alice", TextContent("Your statement is ready"))
+        async with asyncio.timeout(15):
+            received = await kept.next_message()
+            refused = await lost.refused.get()
+        assert received.message_id == message_id
+        assert refused.message_id == message_id
+        assert isinstance(refused.error, WrongDevice)
+        assert lost._inbox.empty()
+        assert (await feedback.next(FeedbackKind.DELIVERED)).sender.resource == "kept"
+        statuses = {row["device_id"]: row["status"] for row in await kept.devices()}
+        assert statuses[str(lost.keyring.device_id)].startswith("revoked")
+
+
+async def test_device_refills_one_time_prekeys_when_the_gateway_asks(
+    xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
+) -> None:
+    gateway, _ = live
+    limits = gateway.directory.limits
+    assert limits == DeviceLimits()
+    owner = f"alice@{xmpp_server.domain}"
+    async with new_device(
+        xmpp_server, tmp_path, "alice", "phone", one_time_prekeys=limits.low_water + 1
+    ) as device:
+        await device.publish()
+        assert device.keyring is not None
+        device_id = device.keyring.device_id
+        for _ in range(2):  # the second take leaves the pool below the low-water mark
+            await gateway.directory.lookup(owner)
+        async with asyncio.timeout(15):
+            while (await gateway.keystore.devices.get(owner, device_id)).prekeys_left < 90:
+                await asyncio.sleep(0.1)
+        record = await gateway.keystore.devices.get(owner, device_id)
+        assert record.prekeys_left == limits.max_prekeys
+        # The two handed out stay on the device until messages sealed to them arrive.
+        assert len(device.keyring.one_time_prekeys) == limits.max_prekeys + 2
+
+
+@pytest.fixture
+def device_env(xmpp_server: XmppServer, tmp_path: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CMAAS_")},
+        "CMAAS_DEVICE_JID": f"alice@{xmpp_server.domain}",
+        "CMAAS_DEVICE_PASSWORD": PASSWORD,
+        "CMAAS_DEVICE_GATEWAY": xmpp_server.component_domain,
+        "CMAAS_DEVICE_DIR": str(tmp_path / "cli-device"),
+        "CMAAS_DEVICE_HOST": xmpp_server.host,
+        "CMAAS_DEVICE_PORT": str(xmpp_server.c2s_port),
+        "CMAAS_DEVICE_PLAINTEXT": "1",
+        "CMAAS_DEVICE_PASSPHRASE": "a long passphrase for the key file",
+    }
+
+
+async def cli(env: dict[str, str], *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        cmaas_executable(),
+        "--env-file",
+        os.devnull,
+        "device",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, f"cmaas device {' '.join(args)}: {err.decode()}"
+    return out.decode()
+
+
+async def test_device_cli_receives_and_reads(
+    xmpp_server: XmppServer,
+    live: tuple[Gateway, FeedbackLog],
+    device_env: dict[str, str],
+) -> None:
+    gateway, feedback = live
+    created = await cli(device_env, "init", "--one-time-prekeys", "5")
+    assert "identity key fingerprint" in created
+    key_file = Path(device_env["CMAAS_DEVICE_DIR"]) / "keyring.json"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert b"scrypt" in key_file.read_bytes()  # encrypted under the passphrase
+    await cli(device_env, "publish", "--label", "cli")
+    assert "cli" in await cli(device_env, "devices")
+
+    listener = await asyncio.create_subprocess_exec(
+        cmaas_executable(),
+        "--env-file",
+        os.devnull,
+        "device",
+        "listen",
+        "--json",
+        "--read",
+        "--count",
+        "1",
+        "--timeout",
+        "45",
+        env=device_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert listener.stderr is not None
+    async with asyncio.timeout(30):
+        assert b"listening" in await listener.stderr.readline()
+    message_id = await Sender(gateway, xmpp_server.domain).send(
+        "alice", TextContent("Hello from the bank")
+    )
+    async with asyncio.timeout(45):
+        out, err = await listener.communicate()
+    assert listener.returncode == 0, err.decode()
+    shown = json.loads(out.decode().strip())
+    assert shown["id"] == message_id
+    assert shown["text"] == "Hello from the bank"
+    assert shown["app_name"] == "Example Bank"
+    assert (await feedback.next(FeedbackKind.DISPLAYED)).message_id == message_id
