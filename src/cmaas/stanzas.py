@@ -9,6 +9,8 @@ behaviour.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from slixmpp import Message
 from slixmpp.plugins.xep_0184.stanza import Received, Request
 from slixmpp.plugins.xep_0333.stanza import Displayed, Markable
@@ -38,7 +40,7 @@ class EnvelopeElement(ElementBase):
     name = "envelope"
     namespace = ENVELOPE_NAMESPACE
     plugin_attrib = "cmaas_envelope"
-    interfaces = frozenset({"json"})
+    interfaces: ClassVar[set[str]] = {"json"}
 
     def get_json(self) -> str:
         return self.xml.text or ""
@@ -57,7 +59,7 @@ class PrekeysLow(ElementBase):
     name = "prekeys-low"
     namespace = DEVICE_NAMESPACE
     plugin_attrib = "cmaas_prekeys_low"
-    interfaces = frozenset({"device", "remaining", "capacity"})
+    interfaces: ClassVar[set[str]] = {"device", "remaining", "capacity"}
 
 
 def register_stanzas() -> None:
