@@ -22,7 +22,9 @@ from cmaas.device.config import DeviceConfig
 from cmaas.device.keyfile import KeyFile
 from cmaas.devservers import XmppServer
 from cmaas.envelope import (
+    AppKeyChanged,
     DeviceKeyring,
+    Expired,
     OtpContent,
     TextContent,
     WrongDevice,
@@ -84,24 +86,38 @@ class Sender:
         self.domain = domain
         self.sent = 0
 
-    async def send(self, user: str, content: TextContent | OtpContent) -> str:
+    async def send(
+        self,
+        user: str,
+        content: TextContent | OtpContent,
+        *,
+        lifetime_ms: int = 600_000,
+        auto_delete_s: int | None = None,
+    ) -> str:
         self.sent += 1
         message_id = f"msg-{self.sent}-{os.urandom(4).hex()}"
         recipient = f"{user}@{self.domain}"
-        bundles = await self.gateway.directory.lookup(recipient)
+        created = _now_ms() - max(0, -lifetime_ms) - 1_000
         envelope = seal(
             content,
             message_id=message_id,
             app_jid=self.app_jid,
             recipient_jid=recipient,
-            bundles=bundles,
+            bundles=await self.gateway.directory.lookup(recipient),
             app_key=self.app_key,
-            created_ms=_now_ms(),
-            expires_ms=_now_ms() + 600_000,
+            created_ms=created,
+            expires_ms=_now_ms() + lifetime_ms,
             priority="high",
+            auto_delete_s=auto_delete_s,
         )
-        self.gateway.xmpp.send_sealed(APP, recipient, message_id, envelope.to_bytes().decode())
+        self.last_envelope = envelope.to_bytes().decode()
+        self.resend(user, message_id)
         return message_id
+
+    def resend(self, user: str, message_id: str) -> None:
+        """Write the last envelope again with the same id, as after a lost receipt."""
+        recipient = f"{user}@{self.domain}"
+        self.gateway.xmpp.send_sealed(APP, recipient, message_id, self.last_envelope)
 
 
 async def test_sealed_message_reaches_every_device_and_reports_back(
@@ -211,6 +227,39 @@ async def test_device_refills_one_time_prekeys_when_the_gateway_asks(
         assert record.prekeys_left == limits.max_prekeys
         # The two handed out stay on the device until messages sealed to them arrive.
         assert len(device.keyring.one_time_prekeys) == limits.max_prekeys + 2
+
+
+async def test_device_shows_duplicates_once_and_refuses_expired_and_changed_keys(
+    xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
+) -> None:
+    gateway, feedback = live
+    sender = Sender(gateway, xmpp_server.domain)
+    async with new_device(xmpp_server, tmp_path, "alice", "phone") as device:
+        await device.publish()
+        first = await sender.send("alice", TextContent("first"), auto_delete_s=1)
+        async with asyncio.timeout(15):
+            shown = await device.next_message()
+        assert (shown.message_id, shown.newly_pinned) == (first, True)
+        assert shown.delete_at_ms is not None
+        await feedback.next(FeedbackKind.DELIVERED)
+
+        # The same stanza again: acknowledged again, shown no second time.
+        sender.resend("alice", first)
+        assert (await feedback.next(FeedbackKind.DELIVERED)).message_id == first
+        async with asyncio.timeout(5):
+            assert await device.deleted.get() == first  # auto-delete after 1 s
+
+        expired = await sender.send("alice", TextContent("too late"), lifetime_ms=-1)
+        async with asyncio.timeout(15):
+            refusal = await device.refused.get()
+        assert (refusal.message_id, type(refusal.error)) == (expired, Expired)
+
+        impostor = Sender(gateway, xmpp_server.domain)  # same app JID, another key
+        forged = await impostor.send("alice", TextContent("send your PIN"))
+        async with asyncio.timeout(15):
+            refusal = await device.refused.get()
+        assert (refusal.message_id, type(refusal.error)) == (forged, AppKeyChanged)
+        assert device._inbox.empty()
 
 
 @pytest.fixture

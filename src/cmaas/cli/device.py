@@ -18,14 +18,17 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dotenv import dotenv_values
 
 from cmaas.device.config import DeviceConfig
 from cmaas.device.errors import DeviceError
 from cmaas.device.keyfile import KeyFile
-from cmaas.envelope import DeviceKeyring, FileContent, OtpContent, TextContent
+from cmaas.envelope import AppKeyChanged, DeviceKeyring, FileContent, OtpContent, TextContent
+
+if TYPE_CHECKING:
+    from cmaas.device.client import RefusedMessage
 
 __all__ = ["add_parser"]
 
@@ -227,17 +230,26 @@ def _listen(args: argparse.Namespace) -> int:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     break
-                waiter = asyncio.ensure_future(device.next_message())
-                stopper = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait(
-                    {waiter, stopper}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                waiters = {
+                    asyncio.ensure_future(device.next_message()): "message",
+                    asyncio.ensure_future(device.refused.get()): "refused",
+                    asyncio.ensure_future(device.deleted.get()): "deleted",
+                    asyncio.ensure_future(stop.wait()): "stop",
+                }
+                done, pending = await asyncio.wait(
+                    waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
-                for task in (waiter, stopper):
-                    if task not in done:
-                        task.cancel()
-                if waiter in done:
-                    _print_message(waiter.result(), as_json=args.json)
-                    shown += 1
+                for task in pending:
+                    task.cancel()
+                for task in done:
+                    what = waiters[task]
+                    if what == "message":
+                        _print_message(task.result(), as_json=args.json)
+                        shown += 1
+                    elif what == "refused":
+                        _print_refusal(cast("RefusedMessage", task.result()), as_json=args.json)
+                    elif what == "deleted":
+                        _print_deletion(cast(str, task.result()), as_json=args.json)
         return 0
 
     return _run(listen())
@@ -283,6 +295,27 @@ def _print_message(message: Any, *, as_json: bool) -> None:
         ),
         flush=True,
     )
+
+
+def _print_refusal(refused: RefusedMessage, *, as_json: bool) -> None:
+    reason = type(refused.error).__name__
+    if as_json:
+        record = {"refused": refused.message_id, "from": refused.sender, "reason": reason}
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    loud = "WARNING: " if isinstance(refused.error, AppKeyChanged) else ""
+    print(
+        f"{loud}refused message {refused.message_id!r} from {refused.sender}:"
+        f" {reason}: {refused.error}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _print_deletion(message_id: str, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"deleted": message_id}), flush=True)
+    else:
+        print(f"message {message_id} deleted itself (auto-delete)", flush=True)
 
 
 def _read(args: argparse.Namespace) -> int:

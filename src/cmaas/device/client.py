@@ -109,6 +109,9 @@ class DeviceClient:
         self.commands = CommandCaller(self.xmpp)
         self._inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
         self.refused: asyncio.Queue[RefusedMessage] = asyncio.Queue()
+        self.deleted: asyncio.Queue[str] = asyncio.Queue()
+        """Ids of shown messages whose auto-delete time has come: remove them from view."""
+        self._deletions: set[asyncio.TimerHandle] = set()
         self._names: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
@@ -176,6 +179,8 @@ class DeviceClient:
             raise
 
     async def disconnect(self) -> None:
+        for handle in self._deletions:
+            handle.cancel()
         await self.xmpp.disconnect(wait=1.0)
         self._release()
 
@@ -361,9 +366,20 @@ class DeviceClient:
             delete_at_ms=delete_at,
         )
         self._inbox.put_nowait(received)
+        if header.auto_delete_s:
+            self._schedule_deletion(sender, message_id, header.auto_delete_s)
         self._send_receipt(message)
         if self.config.read_at_once:
             self.mark_read(message_id)
+
+    def _schedule_deletion(self, app_jid: str, message_id: str, after_s: int) -> None:
+        def delete() -> None:
+            self._deletions.discard(handle)
+            self.deleted.put_nowait(message_id)
+            self.seen.record(app_jid, message_id, auto_delete_at_ms=None)
+
+        handle = asyncio.get_running_loop().call_later(after_s, delete)
+        self._deletions.add(handle)
 
     def _send_receipt(self, message: Message) -> None:
         receipt = self.xmpp.make_message(mto=message["from"].bare, mtype="chat")
