@@ -46,7 +46,13 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _check_portable(value: Any) -> None:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise MalformedEncoding("a string holds a lone surrogate") from error
         return
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
@@ -72,18 +78,28 @@ def parse_json(data: bytes | str, *, max_bytes: int, what: str) -> Any:
         OversizeInput: ``data`` is longer than ``max_bytes`` (checked before parsing).
         MalformedEncoding: It is not strict JSON.
     """
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+    except UnicodeEncodeError as error:
+        raise MalformedEncoding(f"{what} is not valid UTF-8 text") from error
     if len(raw) > max_bytes:
         raise OversizeInput(f"{what} is {len(raw)} bytes; the limit is {max_bytes}")
     try:
-        return json.loads(
+        value = json.loads(
             raw.decode("utf-8"),
             object_pairs_hook=_no_duplicates,
             parse_float=_no_float,
             parse_constant=_no_float,
         )
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    # ValueError also covers integer literals beyond Python's digit limit.
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        if isinstance(error, MalformedEncoding):
+            raise
         raise MalformedEncoding(f"{what} is not valid JSON: {error}") from error
+    # What has no canonical form (lone surrogates, integers beyond 2**53) is refused
+    # on the way in too, so nothing accepted here can fail to serialise later.
+    _check_portable(value)
+    return value
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

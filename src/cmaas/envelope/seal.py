@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from cmaas.envelope.bundle import DeviceBundle
 from cmaas.envelope.content import Content, content_kind, content_to_json
@@ -89,12 +90,7 @@ def seal(
 
 
 def sign_envelope(envelope: SealedEnvelope, app_key: PrivateKey) -> SealedEnvelope:
-    """``envelope`` with the app's signature over :meth:`SealedEnvelope.signature_input`."""
-    return SealedEnvelope(
-        header=envelope.header,
-        app_key=point_bytes(app_key.public_key()),
-        keys=envelope.keys,
-        nonce=envelope.nonce,
-        payload=envelope.payload,
-        signature=sign(app_key, envelope.signature_input()),
-    )
+    """``envelope`` carrying ``app_key``'s public key and its signature over
+    :meth:`SealedEnvelope.signature_input`."""
+    unsigned = replace(envelope, app_key=point_bytes(app_key.public_key()), signature=b"")
+    return replace(unsigned, signature=sign(app_key, unsigned.signature_input()))
