@@ -18,8 +18,9 @@ from cmaas.admin import AdminService
 from cmaas.apps import AppContacts
 from cmaas.component.adhoc.access import AccessPolicy
 from cmaas.component.adhoc.engine import AdhocEngine
-from cmaas.component.commands import admin_commands
+from cmaas.component.commands import admin_commands, device_commands
 from cmaas.component.gateway import GatewayComponent
+from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import MasterKeyring, SqliteKeystore
 
 DOMAIN = "gateway.cmaas.test"
@@ -49,8 +50,9 @@ class GatewayStanzaTest(SlixTest):
             SqliteKeystore.open(Path(self._tmp.name) / "db.sqlite3", MasterKeyring(os.urandom(32)))
         )
         self.service = AdminService(self.keystore)
+        self.directory = KeyDirectory(self.keystore)
         self.engine = AdhocEngine(
-            admin_commands(self.service, DOMAIN),
+            [*admin_commands(self.service, DOMAIN), *device_commands(self.directory)],
             AccessPolicy(frozenset({"admin@cmaas.test"}), frozenset({"cmaas.test"}), self.keystore),
             session_timeout=300,
             clock=self.monotonic,

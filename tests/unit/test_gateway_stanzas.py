@@ -19,6 +19,11 @@ ADMIN_NODES = [
     "urn:cmaas:cmd:plan-set",
     "urn:cmaas:cmd:directory-set",
 ]
+DEVICE_NODES = [
+    "urn:cmaas:cmd:device-publish",
+    "urn:cmaas:cmd:device-list",
+    "urn:cmaas:cmd:device-revoke",
+]
 
 
 class TestDisco(GatewayStanzaTest):
@@ -46,16 +51,33 @@ class TestDisco(GatewayStanzaTest):
         )
         xml = self.next_stanza()
         items = xml.findall(".//{http://jabber.org/protocol/disco#items}item")
-        assert [i.get("node") for i in items] == ADMIN_NODES
+        # Admins are users of a served domain too.
+        assert [i.get("node") for i in items] == ADMIN_NODES + DEVICE_NODES
         assert all(i.get("jid") == DOMAIN and i.get("name") for i in items)
 
-    def test_user_sees_no_admin_command(self) -> None:
+    def test_user_sees_only_device_commands(self) -> None:
         self.recv(
             f"<iq type='get' id='d3' from='{USER}' to='{DOMAIN}'>"
             f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/></iq>"
         )
         self.expect(f"""
           <iq type='result' id='d3' from='{DOMAIN}' to='{USER}'>
+            <query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'>
+              <item jid='{DOMAIN}' node='urn:cmaas:cmd:device-publish'
+                    name="Publish this device's keys"/>
+              <item jid='{DOMAIN}' node='urn:cmaas:cmd:device-list' name='List my devices'/>
+              <item jid='{DOMAIN}' node='urn:cmaas:cmd:device-revoke'
+                    name='Revoke one of my devices'/>
+            </query>
+          </iq>""")
+
+    def test_foreign_domain_sees_no_command(self) -> None:
+        self.recv(
+            f"<iq type='get' id='d4' from='mallory@elsewhere.test/x' to='{DOMAIN}'>"
+            f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/></iq>"
+        )
+        self.expect(f"""
+          <iq type='result' id='d4' from='{DOMAIN}' to='mallory@elsewhere.test/x'>
             <query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/>
           </iq>""")
 

@@ -68,8 +68,8 @@ def seal(
         priority=priority,
         auto_delete_s=auto_delete_s,
     )
-    content_key = content_key or os.urandom(CONTENT_KEY_SIZE)
-    nonce = nonce or os.urandom(NONCE_SIZE)
+    content_key = os.urandom(CONTENT_KEY_SIZE) if content_key is None else content_key
+    nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
     payload = seal_payload(content_key, nonce, pad(content_to_json(content)), header.canonical())
     entries = []
     for bundle in bundles:
