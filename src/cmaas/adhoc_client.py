@@ -45,7 +45,7 @@ class CommandReply:
         items: list[dict[str, str]] | None = None
         form = command.xml.find("{jabber:x:data}x")
         if form is not None:
-            for field in form.findall("{jabber:x:data}field"):
+            for field in form.iter("{jabber:x:data}field"):
                 values.setdefault(field.get("var", ""), []).extend(
                     v.text or "" for v in field.findall("{jabber:x:data}value")
                 )
