@@ -21,6 +21,7 @@ from cmaas.device.client import DeviceClient
 from cmaas.device.config import DeviceConfig
 from cmaas.device.keyfile import KeyFile
 from cmaas.devservers import XmppServer
+from cmaas.devservers.sender import DirectSender
 from cmaas.envelope import (
     AppKeyChanged,
     DeviceKeyring,
@@ -28,8 +29,6 @@ from cmaas.envelope import (
     OtpContent,
     TextContent,
     WrongDevice,
-    generate_private_key,
-    seal,
 )
 from cmaas.keydirectory import DeviceLimits
 
@@ -76,55 +75,11 @@ def new_device(
     return DeviceClient(config)
 
 
-class Sender:
-    """Plays the client service: looks up keys, seals at the source, submits."""
-
-    def __init__(self, gateway: Gateway, domain: str) -> None:
-        self.gateway = gateway
-        self.app_jid = f"{APP}@{gateway.xmpp.domain}"
-        self.app_key = generate_private_key()
-        self.domain = domain
-        self.sent = 0
-
-    async def send(
-        self,
-        user: str,
-        content: TextContent | OtpContent,
-        *,
-        lifetime_ms: int = 600_000,
-        auto_delete_s: int | None = None,
-    ) -> str:
-        self.sent += 1
-        message_id = f"msg-{self.sent}-{os.urandom(4).hex()}"
-        recipient = f"{user}@{self.domain}"
-        created = _now_ms() - max(0, -lifetime_ms) - 1_000
-        envelope = seal(
-            content,
-            message_id=message_id,
-            app_jid=self.app_jid,
-            recipient_jid=recipient,
-            bundles=await self.gateway.directory.lookup(recipient),
-            app_key=self.app_key,
-            created_ms=created,
-            expires_ms=_now_ms() + lifetime_ms,
-            priority="high",
-            auto_delete_s=auto_delete_s,
-        )
-        self.last_envelope = envelope.to_bytes().decode()
-        self.resend(user, message_id)
-        return message_id
-
-    def resend(self, user: str, message_id: str) -> None:
-        """Write the last envelope again with the same id, as after a lost receipt."""
-        recipient = f"{user}@{self.domain}"
-        self.gateway.xmpp.send_sealed(APP, recipient, message_id, self.last_envelope)
-
-
 async def test_sealed_message_reaches_every_device_and_reports_back(
     xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
 ) -> None:
     gateway, feedback = live
-    sender = Sender(gateway, xmpp_server.domain)
+    sender = DirectSender(gateway, APP)
     async with AsyncExitStack() as stack:
         phone = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "phone"))
         laptop = await stack.enter_async_context(
@@ -133,7 +88,7 @@ async def test_sealed_message_reaches_every_device_and_reports_back(
         await phone.publish("phone")
         await laptop.publish("laptop")
 
-        message_id = await sender.send("alice", OtpContent("482913", "login"))
+        message_id = await sender.send(f"alice@{xmpp_server.domain}", OtpContent("482913", "login"))
 
         for device in (phone, laptop):
             async with asyncio.timeout(15):
@@ -183,7 +138,7 @@ async def test_revoked_device_gets_no_more_messages(
     xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
 ) -> None:
     gateway, feedback = live
-    sender = Sender(gateway, xmpp_server.domain)
+    sender = DirectSender(gateway, APP)
     async with AsyncExitStack() as stack:
         kept = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "kept"))
         lost = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "lost"))
@@ -192,7 +147,9 @@ async def test_revoked_device_gets_no_more_messages(
         assert lost.keyring is not None
         await kept.revoke(lost.keyring.device_id)
 
-        message_id = await sender.send("alice", TextContent("Your statement is ready"))
+        message_id = await sender.send(
+            f"alice@{xmpp_server.domain}", TextContent("Your statement is ready")
+        )
         async with asyncio.timeout(15):
             received = await kept.next_message()
             refused = await lost.refused.get()
@@ -233,10 +190,12 @@ async def test_device_shows_duplicates_once_and_refuses_expired_and_changed_keys
     xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
 ) -> None:
     gateway, feedback = live
-    sender = Sender(gateway, xmpp_server.domain)
+    sender = DirectSender(gateway, APP)
     async with new_device(xmpp_server, tmp_path, "alice", "phone") as device:
         await device.publish()
-        first = await sender.send("alice", TextContent("first"), auto_delete_s=1)
+        first = await sender.send(
+            f"alice@{xmpp_server.domain}", TextContent("first"), auto_delete_s=1
+        )
         async with asyncio.timeout(15):
             shown = await device.next_message()
         assert (shown.message_id, shown.newly_pinned) == (first, True)
@@ -244,18 +203,20 @@ async def test_device_shows_duplicates_once_and_refuses_expired_and_changed_keys
         await feedback.next(FeedbackKind.DELIVERED)
 
         # The same stanza again: acknowledged again, shown no second time.
-        sender.resend("alice", first)
+        sender.resend(f"alice@{xmpp_server.domain}", first)
         assert (await feedback.next(FeedbackKind.DELIVERED)).message_id == first
         async with asyncio.timeout(5):
             assert await device.deleted.get() == first  # auto-delete after 1 s
 
-        expired = await sender.send("alice", TextContent("too late"), lifetime_ms=-1)
+        expired = await sender.send(
+            f"alice@{xmpp_server.domain}", TextContent("too late"), lifetime_ms=-1
+        )
         async with asyncio.timeout(15):
             refusal = await device.refused.get()
         assert (refusal.message_id, type(refusal.error)) == (expired, Expired)
 
-        impostor = Sender(gateway, xmpp_server.domain)  # same app JID, another key
-        forged = await impostor.send("alice", TextContent("send your PIN"))
+        impostor = DirectSender(gateway, APP)  # same app JID, another key
+        forged = await impostor.send(f"alice@{xmpp_server.domain}", TextContent("send your PIN"))
         async with asyncio.timeout(15):
             refusal = await device.refused.get()
         assert (refusal.message_id, type(refusal.error)) == (forged, AppKeyChanged)
@@ -327,8 +288,8 @@ async def test_device_cli_receives_and_reads(
     assert listener.stderr is not None
     async with asyncio.timeout(30):
         assert b"listening" in await listener.stderr.readline()
-    message_id = await Sender(gateway, xmpp_server.domain).send(
-        "alice", TextContent("Hello from the bank")
+    message_id = await DirectSender(gateway, APP).send(
+        f"alice@{xmpp_server.domain}", TextContent("Hello from the bank")
     )
     async with asyncio.timeout(45):
         out, err = await listener.communicate()
