@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from cmaas.envelope import (
     OtpContent,
     TextContent,
     WrongDevice,
+    seal,
 )
 from cmaas.keydirectory import DeviceLimits
 
@@ -299,3 +301,49 @@ async def test_device_cli_receives_and_reads(
     assert shown["text"] == "Hello from the bank"
     assert shown["app_name"] == "Example Bank"
     assert (await feedback.next(FeedbackKind.DISPLAYED)).message_id == message_id
+    # Marking it read again later, from another run of the CLI.
+    assert "marked" in await cli(device_env, "read", message_id)
+    assert (await feedback.next(FeedbackKind.DISPLAYED)).message_id == message_id
+
+
+async def test_signed_prekey_rotates_on_schedule_and_older_messages_still_open(
+    xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
+) -> None:
+    gateway, _ = live
+    owner = f"alice@{xmpp_server.domain}"
+    config = replace(
+        device_config(xmpp_server, tmp_path / "rotating", "alice", "phone"),
+        signed_prekey_max_age_s=1,
+        maintenance_interval_s=0.2,
+    )
+    KeyFile(config.keyring_path).create(
+        DeviceKeyring.generate(owner, now_ms=_now_ms(), one_time_prekeys=0), None
+    )
+    sender = DirectSender(gateway, APP)
+    async with DeviceClient(config) as device:
+        await device.publish()
+        assert device.keyring is not None
+        first_spk = device.keyring.signed_prekey.key_id
+        # Sealed to the signed prekey (the pool is empty) before the rotation...
+        sealed_early = seal(
+            TextContent("sealed before the rotation"),
+            message_id="early-1",
+            app_jid=sender.app_jid,
+            recipient_jid=owner,
+            bundles=await gateway.directory.lookup(owner),
+            app_key=sender.app_key,
+            created_ms=_now_ms(),
+            expires_ms=_now_ms() + 600_000,
+        )
+        assert sealed_early.keys[0].key_id == first_spk
+        async with asyncio.timeout(15):
+            while (
+                await gateway.keystore.devices.get(owner, device.keyring.device_id)
+            ).signed_prekey.key_id == first_spk:
+                await asyncio.sleep(0.1)
+        assert device.keyring.signed_prekey.key_id != first_spk
+        # ...and delivered after it: the retired key still opens it.
+        gateway.xmpp.send_sealed(APP, owner, "early-1", sealed_early.to_bytes().decode())
+        async with asyncio.timeout(15):
+            opened = await device.next_message()
+        assert opened.content == TextContent("sealed before the rotation")

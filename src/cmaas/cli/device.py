@@ -223,7 +223,7 @@ def _listen(args: argparse.Namespace) -> int:
         deadline = loop.time() + args.timeout if args.timeout else None
         shown = 0
         async with DeviceClient(_config(args, read_at_once=args.read)) as device:
-            if device.keyring is not None and device.keyring.unpublished_count():
+            if device.needs_publishing():
                 await device.publish()
             print("listening", file=sys.stderr, flush=True)
             while not stop.is_set() and (args.count is None or shown < args.count):

@@ -117,6 +117,7 @@ class DeviceClient:
         self._ready = asyncio.Event()
         self._auth_failed = False
         self._lock_context: AbstractContextManager[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
         ns = self.xmpp.default_ns
         self.xmpp.register_handler(
             CoroutineCallback(
@@ -181,6 +182,9 @@ class DeviceClient:
     async def disconnect(self) -> None:
         for handle in self._deletions:
             handle.cancel()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            self._maintenance = None
         await self.xmpp.disconnect(wait=1.0)
         self._release()
 
@@ -196,6 +200,8 @@ class DeviceClient:
     async def _on_session_start(self, _event: object) -> None:
         # Non-negative priority: servers deliver messages to the bare JID here too.
         self.xmpp.send_presence(ppriority=0)
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._maintain())
         self._ready.set()
 
     # -- keys -------------------------------------------------------------------
@@ -218,13 +224,30 @@ class DeviceClient:
         """
         async with self._lock:
             keyring = self._keys()
-            if self._clock() - keyring.signed_prekey.created_ms > (
-                self.config.signed_prekey_max_age_s * 1000
-            ):
+            if self.signed_prekey_due():
                 keyring.rotate_signed_prekey(self._clock())
                 self._save()
                 log.info("signed prekey rotated to %d", keyring.signed_prekey.key_id)
             return await self._publish_locked(label)
+
+    def signed_prekey_due(self) -> bool:
+        """Whether the signed prekey is older than the configured age."""
+        age_ms = self._clock() - self._keys().signed_prekey.created_ms
+        return age_ms > self.config.signed_prekey_max_age_s * 1000
+
+    def needs_publishing(self) -> bool:
+        """Keys wait to be published, or the signed prekey is due for rotation."""
+        return self._keys().unpublished_count() > 0 or self.signed_prekey_due()
+
+    async def _maintain(self) -> None:
+        """Rotate the signed prekey on schedule while the device stays connected."""
+        while True:
+            await asyncio.sleep(self.config.maintenance_interval_s)
+            if self.signed_prekey_due():
+                try:
+                    await self.publish()
+                except (GatewayRefused, IqError, IqTimeout) as error:
+                    log.error("could not rotate the signed prekey: %s", error)
 
     async def _publish_locked(self, label: str = "") -> CommandReply:
         keyring = self._keys()

@@ -24,6 +24,8 @@ class DeviceConfig:
     passphrase: Decrypts the key file when it is encrypted.
     signed_prekey_max_age_s: Age after which the signed prekey is rotated.
     read_at_once: Send the displayed marker as soon as a message is shown.
+    maintenance_interval_s: How often a connected device checks whether its signed
+        prekey is due for rotation.
     """
 
     jid: str
@@ -37,6 +39,7 @@ class DeviceConfig:
     passphrase: str | None = None
     signed_prekey_max_age_s: int = WEEK_S
     read_at_once: bool = False
+    maintenance_interval_s: float = 3600.0
 
     @property
     def keyring_path(self) -> Path:
