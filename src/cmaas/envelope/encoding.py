@@ -46,29 +46,37 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _check_portable(value: Any) -> None:
-    if isinstance(value, bool) or value is None:
-        return
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise MalformedEncoding("a string holds a lone surrogate") from error
-        return
-    if isinstance(value, int):
-        if abs(value) > MAX_SAFE_INTEGER:
+    # Exact type checks first: this runs over every value signed or parsed.
+    kind = type(value)
+    if kind is str:
+        _check_text(value)
+    elif kind is int:
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             raise MalformedEncoding(f"integer {value} is beyond 2**53 - 1")
+    elif kind is bool or value is None:
         return
-    if isinstance(value, Mapping):
+    elif kind is dict or isinstance(value, Mapping):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise MalformedEncoding("object keys must be strings")
+            _check_text(key)
             _check_portable(item)
-        return
-    if isinstance(value, list | tuple):
+    elif kind is list or kind is tuple:
         for item in value:
             _check_portable(item)
+    elif isinstance(value, str | int):  # subclasses, e.g. enums
+        _check_portable(str(value) if isinstance(value, str) else int(value))
+    else:
+        raise MalformedEncoding(f"{kind.__name__} has no canonical JSON form")
+
+
+def _check_text(text: str) -> None:
+    if text.isascii():
         return
-    raise MalformedEncoding(f"{type(value).__name__} has no canonical JSON form")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise MalformedEncoding("a string holds a lone surrogate") from error
 
 
 def parse_json(data: bytes | str, *, max_bytes: int, what: str) -> Any:
