@@ -107,6 +107,23 @@ def _variables(args: argparse.Namespace) -> dict[str, str]:
     return merged
 
 
+def _bare_jid(text: str) -> str:
+    """The JID as servers stamp it (case-folded, normalised), which bundles must name.
+
+    Raises: DeviceError: Not a bare JID.
+    """
+    from slixmpp import JID
+    from slixmpp.jid import InvalidJID
+
+    try:
+        jid = JID(text)
+    except InvalidJID as error:
+        raise DeviceError(f"{text!r} is not a JID: {error}") from error
+    if not jid.user or jid.resource:
+        raise DeviceError(f"{text!r} must be a bare JID such as alice@example.org")
+    return str(jid.bare)
+
+
 def _pick(args: argparse.Namespace, env: Mapping[str, str], name: str, variable: str) -> str:
     value = getattr(args, name, None)
     return str(value) if value not in (None, "", False) else env.get(variable, "")
@@ -144,7 +161,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> DeviceConfig:
     if problems:
         raise DeviceError("; ".join(problems))
     return DeviceConfig(
-        jid=jid,
+        jid=_bare_jid(jid),
         password=password,
         gateway=gateway,
         state_dir=_state_dir(args, env),
@@ -167,9 +184,7 @@ def _is_loopback(host: str | None) -> bool:
 
 def _init(args: argparse.Namespace) -> int:
     env = _variables(args)
-    jid = _pick(args, env, "jid", "CMAAS_DEVICE_JID")
-    if not jid or "@" not in jid or "/" in jid:
-        raise DeviceError("--jid (or CMAAS_DEVICE_JID) must be the account's bare JID")
+    jid = _bare_jid(_pick(args, env, "jid", "CMAAS_DEVICE_JID"))
     if not 0 <= args.one_time_prekeys <= 100:
         raise DeviceError("--one-time-prekeys must be 0 to 100")
     keyring = DeviceKeyring.generate(
