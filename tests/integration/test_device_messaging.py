@@ -30,6 +30,8 @@ from cmaas.envelope import (
     OtpContent,
     TextContent,
     WrongDevice,
+    fingerprint,
+    point_bytes,
     seal,
 )
 from cmaas.keydirectory import DeviceLimits
@@ -223,6 +225,17 @@ async def test_device_shows_duplicates_once_and_refuses_expired_and_changed_keys
             refusal = await device.refused.get()
         assert (refusal.message_id, type(refusal.error)) == (forged, AppKeyChanged)
         assert device._inbox.empty()
+
+        # The new key is kept as an offer; once the user accepts its fingerprint (checked
+        # with the app), the app's messages open again.
+        offers = dict(device.pins.offers())
+        offered = offers[impostor.app_jid]
+        assert offered.fingerprint == fingerprint(point_bytes(impostor.app_key.public_key()))
+        device.pins.accept(impostor.app_jid, offered.fingerprint, _now_ms())
+        after = await impostor.send(f"alice@{xmpp_server.domain}", TextContent("new key"))
+        async with asyncio.timeout(15):
+            shown = await device.next_message()
+        assert (shown.message_id, shown.newly_pinned) == (after, False)
 
 
 @pytest.fixture

@@ -280,6 +280,31 @@ def test_pins_persist_across_instances(tmp_path: Path) -> None:
     assert os.listdir(path.parent) == [path.name]
 
 
+def test_offered_key_is_pinned_only_with_its_full_fingerprint(tmp_path: Path) -> None:
+    path = tmp_path / "pins.json"
+    old, new = app_key(), app_key()
+    pins = PinStore(path)
+    pins.pin(APP, old, NOW_MS)
+    with pytest.raises(DeviceFileError, match="offered no new key"):
+        pins.accept(APP, fingerprint(new), NOW_MS)
+    pins.offer(APP, new, NOW_MS + 1)
+    [(jid, offered)] = PinStore(path).offers()
+    assert (jid, offered.public_key) == (APP, new)
+    assert pins.get(APP) == old  # an offer alone changes nothing
+
+    with pytest.raises(DeviceFileError, match="nothing changed"):
+        pins.accept(APP, fingerprint(new)[:16], NOW_MS + 2)
+    with pytest.raises(DeviceFileError, match="nothing changed"):
+        pins.accept(APP, fingerprint(old), NOW_MS + 2)
+    assert pins.get(APP) == old
+
+    spaced = " ".join(fingerprint(new).upper()[i : i + 8] for i in range(0, 64, 8))
+    accepted = pins.accept(APP, spaced, NOW_MS + 3)
+    assert (accepted.public_key, accepted.first_seen_ms) == (new, NOW_MS + 3)
+    assert PinStore(path).get(APP) == new
+    assert PinStore(path).offers() == []
+
+
 def test_pin_refuses_a_non_key(tmp_path: Path) -> None:
     with pytest.raises(InvalidPoint):
         PinStore(tmp_path / "pins.json").pin(APP, b"\x04" + bytes(64), NOW_MS)

@@ -73,6 +73,21 @@ def add_parser(parts: Any) -> None:
     _common(devices)
     devices.set_defaults(handler=_devices)
 
+    pins = actions.add_parser(
+        "pins", help="the app keys this device trusts, and new keys apps have offered"
+    )
+    _common(pins, connects=False)
+    pins.set_defaults(handler=_pins)
+
+    trust = actions.add_parser(
+        "trust",
+        help="accept the new key an app offered, after checking its fingerprint with the app",
+    )
+    _common(trust, connects=False)
+    trust.add_argument("app_jid")
+    trust.add_argument("fingerprint", help="all 64 hex digits; spaces are ignored")
+    trust.set_defaults(handler=_trust)
+
     revoke = actions.add_parser("revoke", help="revoke a device of this account (a lost phone)")
     _common(revoke)
     revoke.add_argument("device_id", type=int)
@@ -317,10 +332,16 @@ def _print_refusal(refused: RefusedMessage, *, as_json: bool) -> None:
     if as_json:
         record = {"refused": refused.message_id, "from": refused.sender, "reason": reason}
         print(json.dumps(record, ensure_ascii=False), flush=True)
-    loud = "WARNING: " if isinstance(refused.error, AppKeyChanged) else ""
+    changed = isinstance(refused.error, AppKeyChanged)
     print(
-        f"{loud}refused message {refused.message_id!r} from {refused.sender}:"
-        f" {reason}: {refused.error}",
+        f"{'WARNING: ' if changed else ''}refused message {refused.message_id!r} from"
+        f" {refused.sender}: {reason}: {refused.error}"
+        + (
+            "\n  Either the app changed its key or someone impersonates it. Check the new"
+            " fingerprint with the app, then: cmaas device trust APP_JID FINGERPRINT"
+            if changed
+            else ""
+        ),
         file=sys.stderr,
         flush=True,
     )
@@ -346,6 +367,26 @@ def _read(args: argparse.Namespace) -> int:
         return 0
 
     return _run(read())
+
+
+def _pins(args: argparse.Namespace) -> int:
+    from cmaas.device.pins import PinStore
+
+    store = PinStore(_state_dir(args, _variables(args)) / "pins.json")
+    for app_jid, pin in store.items():
+        print(f"trusted  {app_jid}  {_grouped(pin.fingerprint)}")
+    for app_jid, pin in store.offers():
+        print(f"OFFERED  {app_jid}  {_grouped(pin.fingerprint)}  (not trusted: see 'trust')")
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> int:
+    from cmaas.device.pins import PinStore
+
+    store = PinStore(_state_dir(args, _variables(args)) / "pins.json")
+    pin = store.accept(args.app_jid, args.fingerprint, int(time.time() * 1000))
+    print(f"{args.app_jid} is now trusted with key {_grouped(pin.fingerprint)}")
+    return 0
 
 
 def _devices(args: argparse.Namespace) -> int:

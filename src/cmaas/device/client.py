@@ -32,11 +32,15 @@ from cmaas.device.pins import PinStore
 from cmaas.device.seen import SeenMessages
 from cmaas.envelope import (
     MAX_PREKEYS_PER_BUNDLE,
+    AppKeyChanged,
     Content,
     DeviceKeyring,
     EnvelopeError,
     Header,
+    SealedEnvelope,
     fingerprint,
+    parse_public_key,
+    verify,
 )
 from cmaas.stanzas import DEVICE_NAMESPACE, ENVELOPE_NAMESPACE, register_stanzas
 
@@ -363,6 +367,8 @@ class DeviceClient:
                 stanza_id=message_id,
             )
         except EnvelopeError as error:
+            if isinstance(error, AppKeyChanged):
+                self._record_offer(sender, message["cmaas_envelope"]["json"])
             log.warning(
                 "refused message %r from %s: %s: %s",
                 message_id,
@@ -394,6 +400,21 @@ class DeviceClient:
         self._send_receipt(message)
         if self.config.read_at_once:
             self.mark_read(message_id)
+
+    def _record_offer(self, app_jid: str, envelope_json: str) -> None:
+        """Keep the new key an app signs with, if the message really is signed by it,
+        so the user can accept it after checking its fingerprint with the app."""
+        try:
+            envelope = SealedEnvelope.from_bytes(envelope_json)
+            verify(
+                parse_public_key(envelope.app_key),
+                envelope.signature,
+                envelope.signature_input(),
+                what="the app signature",
+            )
+        except EnvelopeError:
+            return
+        self.pins.offer(app_jid, envelope.app_key, self._clock())
 
     def _schedule_deletion(self, app_jid: str, message_id: str, after_s: int) -> None:
         def delete() -> None:

@@ -1,12 +1,15 @@
 """App keys pinned on first use: which signing key the device trusts for each app JID.
 
 The first message from an app pins its key; a later message signed with another key
-raises :class:`~cmaas.envelope.errors.AppKeyChanged`, and only the user's explicit
-decision (:meth:`PinStore.replace`) moves the pin. The file is JSON, mode 0600::
+raises :class:`~cmaas.envelope.errors.AppKeyChanged`. Its key is then kept as an *offer*
+(when the message's signature verifies under it), and only the user's explicit decision
+(:meth:`PinStore.accept` with the fingerprint they checked with the app, or
+:meth:`PinStore.replace`) moves the pin. The file is JSON, mode 0600::
 
     {"format": "cmaas-device-pins", "v": 1,
      "pins": {"<app JID>": {"public_key": "<base64url point>",
-                            "fingerprint": "<hex SHA-256>", "first_seen_ms": 0}}}
+                            "fingerprint": "<hex SHA-256>", "first_seen_ms": 0}},
+     "offers": {"<app JID>": {... the same fields ...}}}
 """
 
 from __future__ import annotations
@@ -92,9 +95,59 @@ class PinStore:
             DeviceFileError: The pins file is damaged or cannot be written.
         """
         new = _new_pin(app_jid, public_key, now_ms)
-        pins = self._read()
+        pins, offers = self._read_all()
         pins[app_jid] = new
-        self._write(pins)
+        offers.pop(app_jid, None)
+        self._write(pins, offers)
+
+    def offer(self, app_jid: str, public_key: bytes, now_ms: int) -> None:
+        """Remember the key an app now signs with, for the user to accept or ignore.
+
+        Raises:
+            InvalidPoint: ``public_key`` is not a P-256 point.
+            ValueError: ``app_jid`` or ``now_ms`` is out of range.
+            DeviceFileError: The pins file is damaged or cannot be written.
+        """
+        new = _new_pin(app_jid, public_key, now_ms)
+        pins, offers = self._read_all()
+        if app_jid in offers and offers[app_jid].public_key == new.public_key:
+            return
+        offers[app_jid] = new
+        self._write(pins, offers)
+
+    def offers(self) -> list[tuple[str, Pin]]:
+        """Keys offered by apps whose pinned key differs, sorted by app JID.
+
+        Raises:
+            DeviceFileError: The pins file is damaged or accessible to other users.
+        """
+        return sorted(self._read_all()[1].items())
+
+    def accept(self, app_jid: str, fingerprint_text: str, now_ms: int) -> Pin:
+        """Pin the key ``app_jid`` offered, once the user has checked its fingerprint.
+
+        Args:
+            fingerprint_text: The offered key's fingerprint as the user confirmed it with
+                the app (hex; spaces and case ignored; all 64 digits).
+
+        Raises:
+            DeviceFileError: No key is offered for ``app_jid``, the fingerprint is not the
+                offered key's, or the file cannot be written.
+        """
+        pins, offers = self._read_all()
+        offered = offers.get(app_jid)
+        if offered is None:
+            raise DeviceFileError(f"{app_jid} has offered no new key")
+        given = "".join(fingerprint_text.split()).lower()
+        if given != offered.fingerprint:
+            raise DeviceFileError(
+                f"{given!r} is not the fingerprint of the key {app_jid} offered"
+                f" ({offered.fingerprint}); nothing changed"
+            )
+        pins[app_jid] = Pin(offered.public_key, offered.fingerprint, now_ms)
+        del offers[app_jid]
+        self._write(pins, offers)
+        return pins[app_jid]
 
     def forget(self, app_jid: str) -> bool:
         """Drop the pin of ``app_jid``; its next message pins again.
@@ -120,9 +173,12 @@ class PinStore:
         return sorted(self._read().items())
 
     def _read(self) -> dict[str, Pin]:
+        return self._read_all()[0]
+
+    def _read_all(self) -> tuple[dict[str, Pin], dict[str, Pin]]:
         data = read_private(self.path, max_bytes=MAX_PINS_FILE_BYTES, error=DeviceFileError)
         if data is None:
-            return {}
+            return {}, {}
         try:
             return _decode(data)
         except MalformedEncoding as exc:
@@ -131,20 +187,27 @@ class PinStore:
                 "pinned app key"
             ) from exc
 
-    def _write(self, pins: dict[str, Pin]) -> None:
+    def _write(self, pins: dict[str, Pin], offers: dict[str, Pin] | None = None) -> None:
+        if offers is None:
+            offers = self._read_all()[1]
         document = {
             "format": PINS_FORMAT,
             "v": 1,
-            "pins": {
-                app_jid: {
-                    "public_key": b64url(pin.public_key),
-                    "fingerprint": pin.fingerprint,
-                    "first_seen_ms": pin.first_seen_ms,
-                }
-                for app_jid, pin in pins.items()
-            },
+            "pins": _table(pins),
+            "offers": _table(offers),
         }
         write_private(self.path, canonical_json(document) + b"\n", error=DeviceFileError)
+
+
+def _table(pins: dict[str, Pin]) -> dict[str, dict[str, object]]:
+    return {
+        app_jid: {
+            "public_key": b64url(pin.public_key),
+            "fingerprint": pin.fingerprint,
+            "first_seen_ms": pin.first_seen_ms,
+        }
+        for app_jid, pin in pins.items()
+    }
 
 
 def _new_pin(app_jid: str, public_key: bytes, now_ms: int) -> Pin:
@@ -156,24 +219,29 @@ def _new_pin(app_jid: str, public_key: bytes, now_ms: int) -> Pin:
     return Pin(bytes(public_key), fingerprint(public_key), now_ms)
 
 
-def _decode(data: bytes) -> dict[str, Pin]:
+def _decode(data: bytes) -> tuple[dict[str, Pin], dict[str, Pin]]:
     fields = Fields(
         parse_json(data, max_bytes=MAX_PINS_FILE_BYTES, what="the pins file"),
         "pins file",
         frozenset({"format", "v", "pins"}),
+        frozenset({"offers"}),
     )
     fields.choice("format", (PINS_FORMAT,))
     fields.integer("v", low=1, high=1)
-    table = fields.raw("pins")
+    offers = _decode_table(fields.raw("offers"), "offers") if fields.has("offers") else {}
+    return _decode_table(fields.raw("pins"), "pins"), offers
+
+
+def _decode_table(table: object, name: str) -> dict[str, Pin]:
     if not isinstance(table, dict):
-        raise MalformedEncoding("pins file.pins must be a JSON object")
+        raise MalformedEncoding(f"pins file.{name} must be a JSON object")
     pins: dict[str, Pin] = {}
     for app_jid, value in table.items():
         if not 1 <= len(app_jid) <= MAX_JID_LENGTH:
             raise MalformedEncoding(f"pins file has an app JID of {len(app_jid)} characters")
         entry = Fields(
             value,
-            f"pins file.pins[{app_jid}]",
+            f"pins file.{name}[{app_jid}]",
             frozenset({"public_key", "fingerprint", "first_seen_ms"}),
         )
         public_key = entry.binary("public_key", size=POINT_SIZE)
