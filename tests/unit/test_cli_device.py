@@ -101,3 +101,26 @@ def test_commands_need_the_key_file(
     )
     assert status == 1
     assert "keyring.json" in err
+
+
+def test_trust_accepts_only_the_offered_fingerprint(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cmaas.device.pins import PinStore
+    from cmaas.envelope import fingerprint, generate_private_key, point_bytes
+
+    old, new = (point_bytes(generate_private_key().public_key()) for _ in range(2))
+    pins = PinStore(state / "pins.json")
+    pins.pin("bank@gw.example.org", old, 1)
+    pins.offer("bank@gw.example.org", new, 2)
+    status, out, _ = device(capsys, "pins")
+    assert status == 0
+    assert "trusted  bank@gw.example.org" in out
+    assert "OFFERED  bank@gw.example.org" in out
+
+    status, _, err = device(capsys, "trust", "bank@gw.example.org", fingerprint(old))
+    assert status == 1
+    assert "nothing changed" in err
+    status, out, _ = device(capsys, "trust", "bank@gw.example.org", fingerprint(new))
+    assert status == 0
+    assert pins.get("bank@gw.example.org") == new
