@@ -254,6 +254,14 @@ def test_key_file_errors_are_device_errors() -> None:
         assert issubclass(error, KeyFileError)
 
 
+def shown_once(seen: SeenMessages, app_jid: str, message_id: str) -> bool:
+    """What the device does per message: show it only if new, then remember it."""
+    new = seen.is_new(app_jid, message_id)
+    if new:
+        seen.record(app_jid, message_id, auto_delete_at_ms=None)
+    return new
+
+
 # --- pins --------------------------------------------------------------------
 
 
@@ -337,12 +345,12 @@ def test_seen_messages_dedupe_across_instances(tmp_path: Path) -> None:
     path = tmp_path / "device" / "seen.json"
     seen = SeenMessages(path)
 
-    assert seen.check_and_add(APP, "m1") is True
-    assert seen.check_and_add(APP, "m1") is False
-    assert seen.check_and_add("other.example", "m1") is True
+    assert shown_once(seen, APP, "m1") is True
+    assert shown_once(seen, APP, "m1") is False
+    assert shown_once(seen, "other.example", "m1") is True
 
     again = SeenMessages(path)
-    assert again.check_and_add(APP, "m1") is False
+    assert shown_once(again, APP, "m1") is False
     assert again.is_new(APP, "m1") is False
     assert again.is_new(APP, "m2") is True
     assert len(again) == 2
@@ -354,7 +362,7 @@ def test_seen_messages_forget_the_oldest_beyond_capacity(tmp_path: Path) -> None
     path = tmp_path / "seen.json"
     seen = SeenMessages(path, capacity=3)
     for message_id in ("m1", "m2", "m3", "m4"):
-        assert seen.check_and_add(APP, message_id)
+        assert shown_once(seen, APP, message_id)
 
     again = SeenMessages(path, capacity=3)
     assert len(again) == 3
@@ -364,13 +372,13 @@ def test_seen_messages_forget_the_oldest_beyond_capacity(tmp_path: Path) -> None
 def test_seen_messages_remember_deletion_times(tmp_path: Path) -> None:
     path = tmp_path / "seen.json"
     seen = SeenMessages(path)
-    assert seen.check_and_add(APP, "m1")
+    assert shown_once(seen, APP, "m1")
     seen.record(APP, "m1", auto_delete_at_ms=NOW_MS + 500)
     seen.record(APP, "m2", auto_delete_at_ms=NOW_MS + 100)
     seen.record(APP, "m3", auto_delete_at_ms=None)
 
     again = SeenMessages(path)
-    assert again.check_and_add(APP, "m2") is False
+    assert shown_once(again, APP, "m2") is False
     assert again.due(NOW_MS) == []
     assert again.due(NOW_MS + 1000) == [(APP, "m2"), (APP, "m1")]
 
@@ -398,4 +406,4 @@ def test_damaged_seen_file_is_refused(tmp_path: Path) -> None:
     write_raw(path, {"format": "cmaas-device-seen", "v": 1, "messages": [{"app": APP}]})
 
     with pytest.raises(DeviceFileError, match="damaged"):
-        SeenMessages(path).check_and_add(APP, "m1")
+        shown_once(SeenMessages(path), APP, "m1")

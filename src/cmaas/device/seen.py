@@ -57,24 +57,6 @@ class SeenMessages:
         # (app JID, message id) to its deletion time, in the order first shown.
         self._messages: dict[_Key, int | None] | None = None
 
-    def check_and_add(self, app_jid: str, message_id: str) -> bool:
-        """Remember the message unless it is known.
-
-        Returns:
-            True when it is new (show it), False when it was shown already.
-
-        Raises:
-            ValueError: ``app_jid`` or ``message_id`` is empty or too long.
-            DeviceFileError: The file is damaged or cannot be written.
-        """
-        key = _key(app_jid, message_id)
-        messages = self._load()
-        if key in messages:
-            return False
-        messages[key] = None
-        self._save()
-        return True
-
     def is_new(self, app_jid: str, message_id: str) -> bool:
         """Whether the message was not shown yet. Remembers nothing: see :meth:`record`.
 
