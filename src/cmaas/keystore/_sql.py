@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
-__all__ = ["SharedConnection"]
+__all__ = ["SharedConnection", "SqliteThread"]
+
+T = TypeVar("T")
 
 
 class SharedConnection:
@@ -54,3 +61,63 @@ class SharedConnection:
                 yield self.connection
             finally:
                 await self.connection.execute("COMMIT")
+
+
+class SqliteThread:
+    """A plain ``sqlite3`` connection that lives on one worker thread of its own.
+
+    A whole transaction runs there in one hop from the event loop. aiosqlite pays a
+    thread round trip of about 100 µs per statement; a key lookup of ten statements
+    paid ten, where this pays one (docs/benchmarks.md, item g). SQLite's own locking
+    (``BEGIN IMMEDIATE`` with the busy timeout) serialises it with the keystore's
+    aiosqlite connection.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="cmaas-sqlite", initializer=self._open
+        )
+
+    def _open(self) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        for pragma in (
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA synchronous = FULL",
+            "PRAGMA busy_timeout = 10000",
+        ):
+            connection.execute(pragma)
+        self._local.connection = connection
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        connection: sqlite3.Connection = self._local.connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` inside one ``BEGIN IMMEDIATE`` transaction on the worker thread.
+
+        ``work`` must be plain synchronous code; it is rolled back if it raises.
+
+        Raises: whatever ``work`` raises, and ``sqlite3.Error``.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transaction, work)
+
+    def _close(self) -> None:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from cmaas.keystore._sql import SharedConnection
+from cmaas.keystore._sql import SharedConnection, SqliteThread
 from cmaas.keystore.errors import (
     DeviceNotFound,
     DeviceRevoked,
@@ -85,14 +85,55 @@ def _record(row: sqlite3.Row) -> DeviceRecord:
     )
 
 
+def _take(db: sqlite3.Connection, jid: str, low_water: int, now: int) -> KeyTake:
+    """The body of :meth:`SqliteDeviceStore.take`, inside its transaction."""
+    taken: list[DeviceKeys] = []
+    running_low: list[DeviceKeys] = []
+    rows = db.execute(
+        f"{_SELECT_DEVICES} WHERE d.jid = ? AND d.revoked_at IS NULL"
+        " ORDER BY d.created_at, d.device_id",
+        (jid,),
+    ).fetchall()
+    for row in rows:
+        device_id = row["device_id"]
+        # Deleting and returning in one statement: a key is handed out only by the
+        # statement that removed it, so no two takes can ever return the same one.
+        popped = db.execute(
+            "DELETE FROM one_time_prekeys WHERE jid = ? AND device_id = ? AND key_id ="
+            " (SELECT min(key_id) FROM one_time_prekeys WHERE jid = ? AND device_id = ?)"
+            " RETURNING key_id, public_key, signature",
+            (jid, device_id, jid, device_id),
+        ).fetchone()
+        prekey = StoredPrekey(*popped) if popped is not None else None
+        keys = DeviceKeys(
+            jid=jid,
+            device_id=device_id,
+            identity_key=row["identity_key"],
+            suites=_suites(row["suites"]),
+            signed_prekey=_signed_prekey(row),
+            one_time_prekey=prekey,
+            prekeys_left=row["prekeys_left"] - (prekey is not None),
+        )
+        taken.append(keys)
+        if keys.prekeys_left < low_water and row["low_notified_at"] is None:
+            db.execute(
+                "UPDATE devices SET low_notified_at = ? WHERE jid = ? AND device_id = ?",
+                (now, jid, device_id),
+            )
+            running_low.append(keys)
+    return KeyTake(devices=tuple(taken), running_low=tuple(running_low))
+
+
 class SqliteDeviceStore:
     """:class:`~cmaas.keystore.DeviceStore` on the tables of a :class:`SqliteKeystore`.
 
     Get it from :attr:`SqliteKeystore.devices`.
     """
 
-    def __init__(self, shared: SharedConnection) -> None:
+    def __init__(self, shared: SharedConnection, thread: SqliteThread) -> None:
         self._shared = shared
+        # The key lookup is on every send's path: it runs as one hop (see SqliteThread).
+        self._thread = thread
 
     async def publish(
         self, publication: DevicePublication, *, max_devices: int, max_prekeys: int
@@ -214,34 +255,7 @@ class SqliteDeviceStore:
         once per low-pool episode: it is marked as told in the same transaction.
         """
         now = self._shared.now()
-        async with self._shared.write() as db:
-            cursor = await db.execute(
-                "SELECT * FROM devices WHERE jid = ? AND revoked_at IS NULL"
-                " ORDER BY created_at, device_id",
-                (jid,),
-            )
-            taken: list[DeviceKeys] = []
-            running_low: list[DeviceKeys] = []
-            for row in await cursor.fetchall():
-                prekey = await self._pop_prekey(db, jid, row["device_id"])
-                left = await self._pool_size(db, jid, row["device_id"])
-                keys = DeviceKeys(
-                    jid=jid,
-                    device_id=row["device_id"],
-                    identity_key=row["identity_key"],
-                    suites=_suites(row["suites"]),
-                    signed_prekey=_signed_prekey(row),
-                    one_time_prekey=prekey,
-                    prekeys_left=left,
-                )
-                taken.append(keys)
-                if left < low_water and row["low_notified_at"] is None:
-                    await db.execute(
-                        "UPDATE devices SET low_notified_at = ? WHERE jid = ? AND device_id = ?",
-                        (now, jid, row["device_id"]),
-                    )
-                    running_low.append(keys)
-        return KeyTake(devices=tuple(taken), running_low=tuple(running_low))
+        return await self._thread.write(lambda db: _take(db, jid, low_water, now))
 
     # Helpers, called inside a transaction
 
@@ -267,14 +281,6 @@ class SqliteDeviceStore:
         )
         return {row["key_id"] for row in await cursor.fetchall()}
 
-    async def _pool_size(self, db: aiosqlite.Connection, jid: str, device_id: int) -> int:
-        cursor = await db.execute(
-            "SELECT count(*) AS n FROM one_time_prekeys WHERE jid = ? AND device_id = ?",
-            (jid, device_id),
-        )
-        row = await cursor.fetchone()
-        return int(row["n"]) if row else 0
-
     async def _require_room_for_device(
         self, db: aiosqlite.Connection, jid: str, max_devices: int
     ) -> None:
@@ -285,24 +291,3 @@ class SqliteDeviceStore:
         active = row["n"] if row else 0
         if active + 1 > max_devices:
             raise TooManyDevices(f"{jid} has {active} active devices; the limit is {max_devices}")
-
-    async def _pop_prekey(
-        self, db: aiosqlite.Connection, jid: str, device_id: int
-    ) -> StoredPrekey | None:
-        while True:
-            cursor = await db.execute(
-                "SELECT key_id, public_key, signature FROM one_time_prekeys"
-                " WHERE jid = ? AND device_id = ? ORDER BY key_id LIMIT 1",
-                (jid, device_id),
-            )
-            row = await cursor.fetchone()
-            if row is None:
-                return None
-            cursor = await db.execute(
-                "DELETE FROM one_time_prekeys WHERE jid = ? AND device_id = ? AND key_id = ?",
-                (jid, device_id, row["key_id"]),
-            )
-            # Only the taker whose delete removed the row may hand the key out; the
-            # write lock makes a lost race impossible, this makes it harmless too.
-            if cursor.rowcount == 1:
-                return StoredPrekey(row["key_id"], row["public_key"], row["signature"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from cmaas.keystore._sql import SharedConnection
+from cmaas.keystore._sql import SharedConnection, SqliteThread
 from cmaas.keystore.credentials import (
     MasterKeyring,
     hash_client_secret,
@@ -80,11 +80,14 @@ class SqliteKeystore:
         connection: aiosqlite.Connection,
         keyring: MasterKeyring,
         clock: Callable[[], float] = time.time,
+        *,
+        path: Path,
     ) -> None:
         self._db = connection
         self._keyring = keyring
         self._shared = SharedConnection(connection, clock)
-        self._devices = SqliteDeviceStore(self._shared)
+        self._thread = SqliteThread(path)
+        self._devices = SqliteDeviceStore(self._shared, self._thread)
 
     @classmethod
     async def open(
@@ -112,9 +115,10 @@ class SqliteKeystore:
         except BaseException:
             await connection.close()
             raise
-        return cls(connection, keyring, clock)
+        return cls(connection, keyring, clock, path=path)
 
     async def close(self) -> None:
+        await self._thread.close()
         await self._db.close()
 
     @property
