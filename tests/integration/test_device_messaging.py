@@ -27,14 +27,17 @@ from cmaas.envelope import (
     AppKeyChanged,
     DeviceKeyring,
     Expired,
+    ForeignApp,
     OtpContent,
     TextContent,
     WrongDevice,
     fingerprint,
+    generate_private_key,
     point_bytes,
     seal,
 )
 from cmaas.keydirectory import DeviceLimits
+from cmaas.stanzas import register_stanzas
 
 from .conftest import PASSWORD, connect
 from .gateway_process import cmaas_executable
@@ -360,3 +363,39 @@ async def test_signed_prekey_rotates_on_schedule_and_older_messages_still_open(
         async with asyncio.timeout(15):
             opened = await device.next_message()
         assert opened.content == TextContent("sealed before the rotation")
+
+
+async def test_envelope_from_an_account_posing_as_an_app_is_refused(
+    xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
+) -> None:
+    """Anyone can open an account and seal validly for alice's published keys; only the
+    gateway can send as its apps, so the device refuses the rest (``ForeignApp``)."""
+    gateway, _ = live
+    owner = f"alice@{xmpp_server.domain}"
+    impostor_jid = f"bot@{xmpp_server.domain}"
+    async with new_device(xmpp_server, tmp_path, "alice", "phone") as device:
+        await device.publish()
+        envelope = seal(
+            TextContent("Your Bank: confirm your PIN"),
+            message_id="pose-1",
+            app_jid=impostor_jid,
+            recipient_jid=owner,
+            bundles=await gateway.directory.lookup(owner),
+            app_key=generate_private_key(),
+            created_ms=_now_ms(),
+            expires_ms=_now_ms() + 60_000,
+        )
+        impostor = await connect(xmpp_server, "bot")
+        try:
+            register_stanzas()
+            message = impostor.xmpp.make_message(mto=owner, mtype="chat", mbody="hi")
+            message["id"] = "pose-1"
+            message["cmaas_envelope"]["json"] = envelope.to_bytes().decode()
+            message.send()
+            async with asyncio.timeout(15):
+                refusal = await device.refused.get()
+        finally:
+            await impostor.disconnect()
+        assert (refusal.message_id, type(refusal.error)) == ("pose-1", ForeignApp)
+        assert device.pins.get(impostor_jid) is None
+        assert device._inbox.empty()

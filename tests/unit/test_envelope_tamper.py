@@ -19,6 +19,7 @@ from cmaas.envelope import (
     BadSignature,
     DeviceKeyring,
     EnvelopeError,
+    ForeignApp,
     InvalidPoint,
     MalformedEncoding,
     OversizeInput,
@@ -552,3 +553,10 @@ def test_nothing_consumed_after_many_refusals(scene: Scene) -> None:
     assert set(scene.device.one_time_prekeys) == {2, 3, 4}
     assert open_as(scene.device, scene.wire, scene.app_key).key_id == 2
     assert set(scene.device.one_time_prekeys) == {3, 4}
+
+
+def test_app_outside_the_gateway_domain_is_foreign(scene: Scene) -> None:
+    """A validly signed envelope from an account that is not one of the gateway's apps."""
+    refused(scene, scene.wire, ForeignApp, app_domain="gateway.elsewhere.test")
+    opened = open_as(scene.device, scene.wire, scene.app_key, app_domain="apps.cmaas.test")
+    assert opened.content == TEXT

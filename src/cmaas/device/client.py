@@ -365,6 +365,7 @@ class DeviceClient:
                 pinned_app_key=pinned,
                 sender_jid=sender,
                 stanza_id=message_id,
+                app_domain=self.config.gateway,
             )
         except EnvelopeError as error:
             if isinstance(error, AppKeyChanged):

@@ -12,6 +12,7 @@ __all__ = [
     "BadSignature",
     "EnvelopeError",
     "Expired",
+    "ForeignApp",
     "InvalidPoint",
     "MalformedEncoding",
     "OversizeInput",
@@ -77,6 +78,11 @@ class AppKeyChanged(AppKeyError):
 
     Either the app rotated its key or someone impersonates it; the user must decide.
     """
+
+
+class ForeignApp(EnvelopeError):
+    """The sending app is not on the gateway the device trusts: anyone can open an XMPP
+    account and call it "Your Bank", but only the gateway can send as its apps."""
 
 
 class WrongRecipient(EnvelopeError):

@@ -151,6 +151,7 @@ class DeviceKeyring:
         sender_jid: str | None = None,
         stanza_id: str | None = None,
         require_pinned: bool = False,
+        app_domain: str | None = None,
     ) -> OpenedMessage:
         """Open an envelope for this device and forget the one-time prekey it used.
 
@@ -166,6 +167,7 @@ class DeviceKeyring:
             sender_jid=sender_jid,
             stanza_id=stanza_id,
             require_pinned=require_pinned,
+            app_domain=app_domain,
         )
         self.one_time_prekeys.pop(opened.key_id, None)
         return opened

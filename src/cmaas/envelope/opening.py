@@ -15,6 +15,7 @@ from cmaas.envelope.content import Content, content_from_json, content_kind
 from cmaas.envelope.errors import (
     AppKeyChanged,
     Expired,
+    ForeignApp,
     MalformedEncoding,
     TamperedHeader,
     UnpinnedAppKey,
@@ -59,6 +60,7 @@ def open_envelope(
     sender_jid: str | None = None,
     stanza_id: str | None = None,
     require_pinned: bool = False,
+    app_domain: str | None = None,
 ) -> OpenedMessage:
     """Verify and open an envelope addressed to this device.
 
@@ -70,6 +72,7 @@ def open_envelope(
         sender_jid: The stanza's bare ``from``; must be the header's app JID.
         stanza_id: The stanza's ``id``; must be the header's message id.
         require_pinned: Refuse an app with no pinned key instead of trusting on first use.
+        app_domain: The gateway's component domain; the app JID must be on it.
 
     Raises:
         OversizeInput, MalformedEncoding, InvalidPoint: Not a well-formed envelope.
@@ -77,6 +80,7 @@ def open_envelope(
         UnpinnedAppKey: No key is pinned and ``require_pinned`` is set.
         BadSignature: The app signature does not verify.
         TamperedHeader: The header disagrees with ``sender_jid`` or ``stanza_id``.
+        ForeignApp: The app JID is not on ``app_domain``.
         WrongRecipient: The envelope is for another JID.
         WrongDevice: It carries no key entry for ``device_id``.
         Expired: Its expiry is not after ``now_ms``.
@@ -100,6 +104,8 @@ def open_envelope(
         raise TamperedHeader(f"signed by {header.app} but sent by {sender_jid}")
     if stanza_id is not None and stanza_id != header.message_id:
         raise TamperedHeader("the stanza id is not the signed message id")
+    if app_domain is not None and header.app.rpartition("@")[2] != app_domain:
+        raise ForeignApp(f"{header.app} is not an app of the gateway {app_domain}")
     if header.to != recipient_jid:
         raise WrongRecipient("the envelope is addressed to another account")
     entry = envelope.entry_for(device_id)
