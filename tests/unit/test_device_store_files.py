@@ -95,16 +95,38 @@ def test_passphrase_in_another_unicode_form_opens(key_path: Path, keyring: Devic
     assert KeyFile(key_path).load("cafe\u0301").jid == keyring.jid
 
 
-def test_every_save_draws_fresh_salt_and_nonce(key_path: Path, keyring: DeviceKeyring) -> None:
+def test_every_save_draws_a_fresh_nonce_and_derives_once(
+    key_path: Path, keyring: DeviceKeyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cmaas.device.keyfile as keyfile_module
+
+    derivations: list[bytes] = []
+    real_derive = keyfile_module._derive
+
+    def counting_derive(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+        derivations.append(salt)
+        return real_derive(passphrase, salt, n, r, p)
+
+    monkeypatch.setattr(keyfile_module, "_derive", counting_derive)
     key_file = KeyFile(key_path, scrypt_n=FAST_N)
     key_file.create(keyring, "pass")
     first = json.loads(key_path.read_text())
     key_file.save(keyring, "pass")
     second = json.loads(key_path.read_text())
 
-    assert first["kdf"]["salt"] != second["kdf"]["salt"]
+    # A device saves after every message: scrypt runs once, every save gets a new nonce.
+    assert len(derivations) == 1
+    assert first["kdf"]["salt"] == second["kdf"]["salt"]
     assert first["nonce"] != second["nonce"]
     assert first["ciphertext"] != second["ciphertext"]
+    assert KeyFile(key_path, scrypt_n=FAST_N).load("pass").device_id == keyring.device_id
+
+    # Another passphrase, or another process, draws a fresh salt.
+    key_file.save(keyring, "other")
+    assert json.loads(key_path.read_text())["kdf"]["salt"] != first["kdf"]["salt"]
+    fresh = KeyFile(key_path, scrypt_n=FAST_N)
+    fresh.save(keyring, "pass")
+    assert json.loads(key_path.read_text())["kdf"]["salt"] != first["kdf"]["salt"]
 
 
 def test_wrong_passphrase_is_refused(key_path: Path, keyring: DeviceKeyring) -> None:

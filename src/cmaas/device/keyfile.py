@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
 import os
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -99,6 +101,10 @@ class KeyFile:
             raise ValueError(f"scrypt_n: {problem}")
         self.path = Path(path)
         self._scrypt_n = scrypt_n
+        # The last derived key with what derived it. scrypt costs ~100 ms by design; a
+        # device saves after every message it opens, so later saves reuse the salt and
+        # key (with a fresh nonce each time) instead of paying it per message.
+        self._derived: _DerivedKey | None = None
 
     def exists(self) -> bool:
         """Whether something is at the key file's path (a device was created)."""
@@ -195,9 +201,8 @@ class KeyFile:
         else:
             if not passphrase:
                 raise ValueError("an empty passphrase protects nothing; pass None instead")
-            salt = os.urandom(_SALT_SIZE)
+            salt, key = self._key_for(passphrase)
             nonce = os.urandom(_NONCE_SIZE)
-            key = _derive(passphrase, salt, self._scrypt_n, _SCRYPT_R, _SCRYPT_P)
             ciphertext = AESGCM(key).encrypt(nonce, canonical_json(keyring.to_json()), _AAD)
             document |= {
                 "encryption": ENCRYPTION_SCRYPT,
@@ -206,6 +211,19 @@ class KeyFile:
                 "ciphertext": b64url(ciphertext),
             }
         return canonical_json(document) + b"\n"
+
+    def _key_for(self, passphrase: str) -> tuple[bytes, bytes]:
+        """(salt, key) for ``passphrase``: the cached pair, or a fresh salt derived now."""
+        cached = self._derived
+        if cached is not None and hmac.compare_digest(
+            cached.passphrase.encode("utf-8", "surrogateescape"),
+            passphrase.encode("utf-8", "surrogateescape"),
+        ):
+            return cached.salt, cached.key
+        salt = os.urandom(_SALT_SIZE)
+        key = _derive(passphrase, salt, self._scrypt_n, _SCRYPT_R, _SCRYPT_P)
+        self._derived = _DerivedKey(passphrase, salt, key)
+        return salt, key
 
     def _decode(self, data: bytes, passphrase: str | None) -> DeviceKeyring:
         # Raises MalformedEncoding for anything damaged; load() says which file.
@@ -242,15 +260,25 @@ class KeyFile:
         # for a passphrase.
         if passphrase is None:
             raise PassphraseRequired(f"the key file {self.path} is encrypted; give its passphrase")
+        key = _derive(passphrase, salt, n, r, p)
         try:
-            plaintext = AESGCM(_derive(passphrase, salt, n, r, p)).decrypt(nonce, ciphertext, _AAD)
+            plaintext = AESGCM(key).decrypt(nonce, ciphertext, _AAD)
         except InvalidTag as exc:
             raise WrongPassphrase(
                 f"the passphrase does not open {self.path} (or the file is damaged)"
             ) from exc
+        if (n, r, p) == (self._scrypt_n, _SCRYPT_R, _SCRYPT_P):
+            self._derived = _DerivedKey(passphrase, salt, key)
         return DeviceKeyring.from_json(
             parse_json(plaintext, max_bytes=MAX_KEY_FILE_BYTES, what="the decrypted key file")
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _DerivedKey:
+    passphrase: str
+    salt: bytes
+    key: bytes
 
 
 def _scrypt_problem(n: int, r: int, p: int) -> str | None:
