@@ -10,8 +10,9 @@ The file is one JSON object, mode 0600::
 
 Encrypted, the ciphertext is AES-256-GCM of the keyring's canonical JSON under
 scrypt(passphrase as NFC UTF-8, salt), with additional data
-``b"cmaas-device-keyfile-v1"``. Every save draws a fresh salt and nonce, so a nonce
-never repeats under one key.
+``b"cmaas-device-keyfile-v1"``. The salt and key are derived once per process and
+passphrase; every save draws a fresh random 96-bit nonce, so a nonce does not repeat under
+one key within the birthday bound, far beyond a device's saves.
 """
 
 from __future__ import annotations
