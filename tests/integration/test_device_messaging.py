@@ -38,6 +38,7 @@ from cmaas.envelope import (
 )
 from cmaas.keydirectory import DeviceLimits
 from cmaas.stanzas import register_stanzas
+from cmaas.xmpp_link import LinkState
 
 from .conftest import PASSWORD, connect
 from .gateway_process import cmaas_executable
@@ -399,3 +400,25 @@ async def test_envelope_from_an_account_posing_as_an_app_is_refused(
         assert (refusal.message_id, type(refusal.error)) == ("pose-1", ForeignApp)
         assert device.pins.get(impostor_jid) is None
         assert device._inbox.empty()
+
+
+async def test_device_and_gateway_come_back_after_the_im_server_restarts(
+    xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog], tmp_path: Path
+) -> None:
+    gateway, feedback = live
+    async with new_device(xmpp_server, tmp_path, "alice", "phone") as device:
+        await device.publish()
+        assert device.link is not None and gateway.link.connects == 1
+        await asyncio.to_thread(xmpp_server.restart)
+        async with asyncio.timeout(60):
+            while device.link.connects < 2 or gateway.link.connects < 2:
+                await asyncio.sleep(0.1)
+            while device.link.state is not LinkState.CONNECTED:
+                await asyncio.sleep(0.1)
+        message_id = await DirectSender(gateway, APP).send(
+            f"alice@{xmpp_server.domain}", TextContent("after the restart")
+        )
+        async with asyncio.timeout(15):
+            shown = await device.next_message()
+        assert shown.message_id == message_id
+        assert (await feedback.next(FeedbackKind.DELIVERED)).message_id == message_id

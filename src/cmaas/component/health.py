@@ -5,12 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from cmaas import __version__
-from cmaas.component.link import ComponentLink, LinkState
+from cmaas.xmpp_link import LinkState, XmppLink
 
 __all__ = ["health_routes"]
 
 
-def health_routes(link: ComponentLink) -> list[web.RouteDef]:
+def health_routes(link: XmppLink) -> list[web.RouteDef]:
     async def healthz(_request: web.Request) -> web.Response:
         up = link.state is LinkState.CONNECTED
         return web.json_response(

@@ -19,10 +19,10 @@ from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.commands import admin_commands, device_commands
 from cmaas.component.gateway import GatewayComponent
 from cmaas.component.health import health_routes
-from cmaas.component.link import ComponentLink
 from cmaas.keydirectory import DeviceLimits, KeyDirectory, LowPoolNotifier
 from cmaas.keystore import DeviceKeys, MasterKeyring, SqliteKeystore
 from cmaas.settings import Settings
+from cmaas.xmpp_link import XmppLink
 
 __all__ = ["Gateway", "open_gateway", "run_gateway"]
 
@@ -36,7 +36,7 @@ class Gateway:
     keystore: SqliteKeystore
     directory: KeyDirectory
     xmpp: GatewayComponent
-    link: ComponentLink
+    link: XmppLink
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -75,7 +75,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         xmpp = GatewayComponent(
             domain, settings.component_secret, engine, AppContacts(keystore, domain)
         )
-        link = ComponentLink(
+        link = XmppLink(
             xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
         )
         http = web.Application()

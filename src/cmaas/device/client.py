@@ -43,6 +43,7 @@ from cmaas.envelope import (
     verify,
 )
 from cmaas.stanzas import DEVICE_NAMESPACE, ENVELOPE_NAMESPACE, register_stanzas
+from cmaas.xmpp_link import XmppLink
 
 __all__ = ["DeviceClient", "ReceivedMessage", "RefusedMessage"]
 
@@ -122,6 +123,10 @@ class DeviceClient:
         self._auth_failed = False
         self._lock_context: AbstractContextManager[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._link_stop = asyncio.Event()
+        self._link_task: asyncio.Task[None] | None = None
+        self.link: XmppLink | None = None
+        """The supervised session, once connected (its ``state`` and ``connects``)."""
         ns = self.xmpp.default_ns
         self.xmpp.register_handler(
             CoroutineCallback(
@@ -160,6 +165,10 @@ class DeviceClient:
     async def connect(self, within: float = 20.0) -> None:
         """Load the keys, log in, and be ready for messages.
 
+        The session is then kept up: after a drop (a server restart, a network change)
+        the device reconnects with capped exponential backoff, and the server delivers
+        what it kept meanwhile.
+
         Raises:
             KeyFileError: The key file is missing, damaged, locked by another process,
                 or needs another passphrase.
@@ -172,7 +181,11 @@ class DeviceClient:
             self.keyring = self._load_keyring()
             self._ready.clear()
             host = self.config.host or JID(self.config.jid).domain
-            self.xmpp.connect(host, self.config.port)
+            self.link = XmppLink(
+                self.xmpp, host, self.config.port, name=f"session of {self.config.jid}"
+            )
+            self._link_stop = asyncio.Event()
+            self._link_task = asyncio.create_task(self.link.run(self._link_stop))
             try:
                 await asyncio.wait_for(self._ready.wait(), within)
             except TimeoutError as exc:
@@ -180,6 +193,7 @@ class DeviceClient:
             if self._auth_failed:
                 raise ConnectionFailed(f"{self.config.jid}: the server refused the password")
         except BaseException:
+            await self._stop_link()
             self._release()
             raise
 
@@ -189,8 +203,14 @@ class DeviceClient:
         if self._maintenance is not None:
             self._maintenance.cancel()
             self._maintenance = None
-        await self.xmpp.disconnect(wait=1.0)
+        await self._stop_link()
         self._release()
+
+    async def _stop_link(self) -> None:
+        if self._link_task is not None:
+            self._link_stop.set()
+            await self._link_task
+            self._link_task = None
 
     def _release(self) -> None:
         if self._lock_context is not None:
@@ -198,7 +218,9 @@ class DeviceClient:
             self._lock_context = None
 
     def _on_auth_failed(self, _event: object) -> None:
+        # A wrong password stays wrong: no retries.
         self._auth_failed = True
+        self._link_stop.set()
         self._ready.set()
 
     async def _on_session_start(self, _event: object) -> None:

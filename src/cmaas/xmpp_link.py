@@ -1,8 +1,8 @@
-"""Keeping the component link up: connect, and reconnect with capped exponential backoff.
+"""Keeping an XMPP stream up: connect, and reconnect with capped exponential backoff.
 
-slixmpp does not reconnect a component by itself, and its own retry loop backs off
-to five minutes; an IM server restart should cost seconds, so the gateway drives
-every attempt itself.
+slixmpp does not reconnect a component by itself, and its own retry loop backs off to
+five minutes; an IM server restart should cost seconds, so the gateway's component link
+and the reference device's client session both drive every attempt themselves.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import logging
 import random
 import time
 
-from slixmpp.componentxmpp import ComponentXMPP
+from slixmpp.basexmpp import BaseXMPP
 from slixmpp.stanza import StreamError
 
-__all__ = ["ComponentLink", "LinkState"]
+__all__ = ["LinkState", "XmppLink"]
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ class LinkState(enum.Enum):
     STOPPED = "stopped"
 
 
-class ComponentLink:
-    """Runs one component connection until told to stop.
+class XmppLink:
+    """Runs one XMPP connection (a component's or a client's) until told to stop.
 
     Attributes:
         state: Where the link is now, for ``/healthz``.
@@ -38,15 +38,17 @@ class ComponentLink:
 
     def __init__(
         self,
-        xmpp: ComponentXMPP,
+        xmpp: BaseXMPP,
         host: str,
         port: int,
         *,
+        name: str = "component link",
         initial_delay: float = 0.5,
         max_delay: float = 30.0,
         stable_after: float = 10.0,
     ) -> None:
         self._xmpp = xmpp
+        self._name = name
         self._host = host
         self._port = port
         self._initial_delay = initial_delay
@@ -93,7 +95,8 @@ class ComponentLink:
                     self.connects += 1
                     self.state = LinkState.CONNECTED
                     log.info(
-                        "component link up: %s on %s:%d",
+                        "%s up: %s on %s:%d",
+                        self._name,
                         self._xmpp.boundjid.bare,
                         self._host,
                         self._port,
@@ -105,12 +108,13 @@ class ComponentLink:
                     if time.monotonic() - since >= self._stable_after:
                         delay = self._initial_delay
                     log.warning(
-                        "component link lost (%s); reconnecting in %.1f s", self._reason, delay
+                        "%s lost (%s); reconnecting in %.1f s", self._name, self._reason, delay
                     )
                 else:
                     self._xmpp.cancel_connection_attempt()
                     log.warning(
-                        "component link to %s:%d failed (%s); retrying in %.1f s",
+                        "%s to %s:%d failed (%s); retrying in %.1f s",
+                        self._name,
                         self._host,
                         self._port,
                         self._reason,
@@ -128,7 +132,7 @@ class ComponentLink:
         self._xmpp.cancel_connection_attempt()
         if self._xmpp.transport is not None:
             await self._xmpp.disconnect(wait=2.0)
-        log.info("component link closed")
+        log.info("%s closed", self._name)
 
 
 async def _first(*events: asyncio.Event, seconds: float | None = None) -> None:
