@@ -291,7 +291,7 @@ async def test_concurrent_takes_never_hand_out_a_prekey_twice(
     assert (await keystore.devices.get(ALICE, 1)).prekeys_left == 0
 
 
-async def test_migration_2_upgrades_a_version_1_database(db_path: Path, master_key: bytes) -> None:
+async def test_migrations_upgrade_a_version_1_database(db_path: Path, master_key: bytes) -> None:
     with sqlite3.connect(db_path) as raw:
         raw.execute(
             "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
@@ -318,6 +318,27 @@ async def test_migration_2_upgrades_a_version_1_database(db_path: Path, master_k
     with sqlite3.connect(db_path) as raw:
         versions = [row[0] for row in raw.execute("SELECT version FROM schema_migrations")]
         columns = [row[1] for row in raw.execute("PRAGMA table_info(devices)")]
+        taken = raw.execute("SELECT jid, device_id, key_id FROM taken_prekeys").fetchall()
     raw.close()
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
     assert "low_notified_at" in columns
+    assert taken == [(ALICE, 1, 1)]
+
+
+async def test_a_retried_publish_is_idempotent_and_never_brings_back_a_taken_key(
+    keystore: SqliteKeystore,
+) -> None:
+    """A device that lost the answer to its publish sends the same keys again."""
+    first = publication(1, opk_ids=(1, 2, 3))
+    await keystore.devices.publish(first, **LIMITS)
+    taken = await keystore.devices.take(ALICE, low_water=0)
+    handed_out = taken.devices[0].one_time_prekey
+    assert handed_out is not None
+    record = await keystore.devices.publish(first, **LIMITS)  # the retry
+    assert record.prekeys_left == 2  # the handed-out key did not come back
+    rest = [
+        (await keystore.devices.take(ALICE, low_water=0)).devices[0].one_time_prekey
+        for _ in range(3)
+    ]
+    assert [k.key_id if k else None for k in rest] == [2, 3, None]
+    assert handed_out.key_id not in [k.key_id for k in rest if k]

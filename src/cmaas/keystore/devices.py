@@ -30,6 +30,9 @@ from cmaas.keystore.models import (
 __all__ = ["SqliteDeviceStore"]
 
 _MAX_ID = 2**31 - 1
+# A handed-out key is remembered as long as an envelope sealed to it may live, so a late
+# retry of a publish cannot bring it back.
+_TAKEN_KEPT_S = 30 * 24 * 3600
 
 _SELECT_DEVICES = (
     "SELECT d.*, (SELECT count(*) FROM one_time_prekeys p"
@@ -48,18 +51,37 @@ def _check_publication(publication: DevicePublication) -> None:
         raise ValueError("a suite name must be non-empty and contain no comma")
 
 
-def _check_prekey_ids(publication: DevicePublication, pool: set[int]) -> None:
-    """Raises: PrekeyIdConflict."""
+def _new_prekeys(
+    publication: DevicePublication, pool: dict[int, bytes], taken: set[int]
+) -> list[StoredPrekey]:
+    """The publication's one-time prekeys that are new to the store.
+
+    A key already in the pool with the same public key, or already handed out, is
+    skipped: that is a publish retried after its answer was lost.
+
+    Raises: PrekeyIdConflict.
+    """
     new_ids = [prekey.key_id for prekey in publication.one_time_prekeys]
     where = f"device {publication.device_id} of {publication.jid}"
     if len(set(new_ids)) != len(new_ids):
         raise PrekeyIdConflict(f"a one-time prekey id is given twice for {where}")
-    in_pool = sorted(pool.intersection(new_ids))
-    if in_pool:
-        raise PrekeyIdConflict(f"one-time prekey ids {in_pool} are already stored for {where}")
+    clashing = sorted(
+        prekey.key_id
+        for prekey in publication.one_time_prekeys
+        if prekey.key_id in pool and pool[prekey.key_id] != prekey.public_key
+    )
+    if clashing:
+        raise PrekeyIdConflict(
+            f"one-time prekey ids {clashing} are stored for {where} with other keys"
+        )
     spk_id = publication.signed_prekey.key_id
     if spk_id in pool or spk_id in new_ids:
         raise PrekeyIdConflict(f"one-time prekey id {spk_id} is the signed prekey's id ({where})")
+    return [
+        prekey
+        for prekey in publication.one_time_prekeys
+        if prekey.key_id not in pool and prekey.key_id not in taken
+    ]
 
 
 def _suites(text: str) -> tuple[str, ...]:
@@ -105,6 +127,12 @@ def _take(db: sqlite3.Connection, jid: str, low_water: int, now: int) -> KeyTake
             (jid, device_id, jid, device_id),
         ).fetchone()
         prekey = StoredPrekey(*popped) if popped is not None else None
+        if prekey is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO taken_prekeys (jid, device_id, key_id, taken_at)"
+                " VALUES (?, ?, ?, ?)",
+                (jid, device_id, prekey.key_id, now),
+            )
         keys = DeviceKeys(
             jid=jid,
             device_id=device_id,
@@ -149,8 +177,9 @@ class SqliteDeviceStore:
             DeviceRevoked: The device id was revoked for this JID.
             IdentityKeyMismatch: The device id is stored with another identity key.
             TooManyDevices: A new device would exceed ``max_devices`` active devices.
-            PrekeyIdConflict: A one-time prekey id is already in the pool, given
-                twice, or equal to the signed prekey's id.
+            PrekeyIdConflict: A one-time prekey id is in the pool with another key,
+                given twice, or equal to the signed prekey's id. (The same key again,
+                or one already handed out, is skipped: a retried publish.)
             PrekeyPoolFull: The pool would exceed ``max_prekeys`` one-time prekeys.
         """
         _check_publication(publication)
@@ -166,12 +195,13 @@ class SqliteDeviceStore:
                 raise IdentityKeyMismatch(
                     f"device {p.device_id} of {p.jid} has another identity key"
                 )
-            pool = await self._pool_ids(db, p.jid, p.device_id)
-            _check_prekey_ids(p, pool)
-            if len(pool) + len(p.one_time_prekeys) > max_prekeys:
+            pool = await self._pool(db, p.jid, p.device_id)
+            taken = await self._taken_ids(db, p.jid, p.device_id, since=now - _TAKEN_KEPT_S)
+            added = _new_prekeys(p, pool, taken)
+            if len(pool) + len(added) > max_prekeys:
                 raise PrekeyPoolFull(
                     f"device {p.device_id} of {p.jid} holds {len(pool)} one-time prekeys;"
-                    f" {len(p.one_time_prekeys)} more would exceed the limit of {max_prekeys}"
+                    f" {len(added)} more would exceed the limit of {max_prekeys}"
                 )
             await db.execute(
                 "INSERT INTO devices (jid, device_id, identity_key, suites, spk_id, spk_public,"
@@ -194,14 +224,11 @@ class SqliteDeviceStore:
                     now,
                 ),
             )
-            if p.one_time_prekeys:
+            if added:
                 await db.executemany(
                     "INSERT INTO one_time_prekeys (jid, device_id, key_id, public_key, signature)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (p.jid, p.device_id, k.key_id, k.public_key, k.signature)
-                        for k in p.one_time_prekeys
-                    ],
+                    [(p.jid, p.device_id, k.key_id, k.public_key, k.signature) for k in added],
                 )
                 await db.execute(
                     "UPDATE devices SET low_notified_at = NULL WHERE jid = ? AND device_id = ?",
@@ -274,9 +301,23 @@ class SqliteDeviceStore:
             raise DeviceNotFound(f"{jid} has no device {device_id}")
         return _record(row)
 
-    async def _pool_ids(self, db: aiosqlite.Connection, jid: str, device_id: int) -> set[int]:
+    async def _pool(self, db: aiosqlite.Connection, jid: str, device_id: int) -> dict[int, bytes]:
         cursor = await db.execute(
-            "SELECT key_id FROM one_time_prekeys WHERE jid = ? AND device_id = ?",
+            "SELECT key_id, public_key FROM one_time_prekeys WHERE jid = ? AND device_id = ?",
+            (jid, device_id),
+        )
+        return {row["key_id"]: row["public_key"] for row in await cursor.fetchall()}
+
+    async def _taken_ids(
+        self, db: aiosqlite.Connection, jid: str, device_id: int, *, since: int
+    ) -> set[int]:
+        """Keys handed out since ``since``; older records are purged on the way."""
+        await db.execute(
+            "DELETE FROM taken_prekeys WHERE jid = ? AND device_id = ? AND taken_at < ?",
+            (jid, device_id, since),
+        )
+        cursor = await db.execute(
+            "SELECT key_id FROM taken_prekeys WHERE jid = ? AND device_id = ?",
             (jid, device_id),
         )
         return {row["key_id"] for row in await cursor.fetchall()}

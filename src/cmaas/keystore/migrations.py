@@ -156,4 +156,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE devices ADD COLUMN low_notified_at INTEGER;
         """,
     ),
+    Migration(
+        3,
+        "one-time prekeys handed out, so that a publish retried after a lost reply is idempotent",
+        """
+        -- A device that did not hear the answer to its publish sends the same keys again.
+        -- Keys still in the pool are then skipped; keys already handed out must not come
+        -- back, or two senders could seal to one one-time prekey. Rows older than the
+        -- longest envelope lifetime are purged on the device's next publish.
+        CREATE TABLE taken_prekeys (
+            jid        TEXT NOT NULL,
+            device_id  INTEGER NOT NULL,
+            key_id     INTEGER NOT NULL,
+            taken_at   INTEGER NOT NULL,
+            PRIMARY KEY (jid, device_id, key_id),
+            FOREIGN KEY (jid, device_id) REFERENCES devices(jid, device_id) ON DELETE CASCADE
+        ) STRICT, WITHOUT ROWID;
+        """,
+    ),
 )
