@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -66,18 +67,44 @@ def free_port(host: str = "127.0.0.1") -> int:
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Return ``count`` distinct ports on ``host`` that were free a moment ago.
 
-    The probe sockets stay open until all ports are chosen, so the ports differ.
+    The ports come from below the kernel's ephemeral range. A port the kernel hands
+    out itself can later become the *source* port of an outgoing connection (a client
+    reconnecting while a server restarts), and the restarted server then fails to
+    listen on it with EADDRINUSE. The probe sockets stay open until all ports are
+    chosen, so the ports differ.
 
     Raises:
-        OSError: If no socket can be bound on ``host``.
+        OSError: If no free port is found on ``host``.
     """
+    low, high = _LISTEN_PORTS[0], min(_LISTEN_PORTS[1], _ephemeral_low() - 1)
+    randomly = random.SystemRandom()
     with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+        ports: list[int] = []
+        for _attempt in range(count * 200):
+            if len(ports) == count:
+                break
+            port = randomly.randint(low, high)
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
-            ports.append(int(sock.getsockname()[1]))
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            ports.append(port)
+        if len(ports) < count:
+            raise OSError(f"no {count} free ports between {low} and {high} on {host}")
         return ports
+
+
+_LISTEN_PORTS = (20000, 32767)
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel may pick for outgoing connections (Linux)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_is_free(host: str, port: int) -> bool:
