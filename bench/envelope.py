@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bench.report import RESULTS_DIR
+from bench.timing import measure_sync
 from cmaas.envelope import (
     DeviceBundle,
     DeviceKeyring,
@@ -34,29 +34,6 @@ from cmaas.envelope.hpke_key import SUITE
 
 RECIPIENT = "alice@example.org"
 APP = "bank@gateway.example.org"
-
-
-def measure(
-    name: str, operation: Callable[[], object], count: int, deadline: float
-) -> dict[str, float]:
-    """Median and p99 of ``operation`` in microseconds, over at most ``count`` runs."""
-    samples: list[float] = []
-    stop_at = time.monotonic() + deadline
-    for _ in range(count):
-        began = time.perf_counter()
-        operation()
-        samples.append((time.perf_counter() - began) * 1e6)
-        if time.monotonic() > stop_at:
-            break
-    samples.sort()
-    result = {
-        "runs": len(samples),
-        "median_us": statistics.median(samples),
-        "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-    }
-    median, p99 = result["median_us"], result["p99_us"]
-    print(f"  {name:<44} {median:>9.0f} us  p99 {p99:>7.0f}  n={len(samples)}")
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
 
     def run(name: str, operation: Callable[[], object]) -> None:
-        results[name] = measure(name, operation, args.count, args.deadline)
+        results[name] = measure_sync(name, operation, args.count, args.deadline)
 
     print("raw primitives (cryptography):")
     run("hpke seal 32 B", lambda: SUITE.encrypt(content_key, device.public_key(), b"info"))
@@ -121,16 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     full = DeviceKeyring.generate(RECIPIENT, now_ms=now, one_time_prekeys=100).bundle().to_bytes()
     run("verify a bundle with 100 one-time prekeys", lambda: DeviceBundle.from_bytes(full))
 
-    raw_seal = results["hpke seal 32 B"]["median_us"]
-    raw_sign = results["ecdsa p-256 sign"]["median_us"]
-    raw_gcm = results["aes-256-gcm 256 B"]["median_us"]
-    raw_open = results["hpke open 32 B"]["median_us"] + results["ecdsa p-256 verify"]["median_us"]
+    raw_seal = results["hpke seal 32 B"]["p50_us"]
+    raw_sign = results["ecdsa p-256 sign"]["p50_us"]
+    raw_gcm = results["aes-256-gcm 256 B"]["p50_us"]
+    raw_open = results["hpke open 32 B"]["p50_us"] + results["ecdsa p-256 verify"]["p50_us"]
     ratios = {
-        f"seal_{n}_vs_raw": results[f"seal OTP to {n} device(s)"]["median_us"]
+        f"seal_{n}_vs_raw": results[f"seal OTP to {n} device(s)"]["p50_us"]
         / (n * raw_seal + raw_sign + raw_gcm)
         for n in (1, 2, 5)
     }
-    ratios["open_vs_raw"] = results["open OTP (1 device(s) in envelope)"]["median_us"] / (
+    ratios["open_vs_raw"] = results["open OTP (1 device(s) in envelope)"]["p50_us"] / (
         raw_open + raw_gcm
     )
     print("ratios to the raw primitives:", ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
