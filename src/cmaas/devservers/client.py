@@ -11,14 +11,16 @@ from types import TracebackType
 
 from slixmpp import JID, ClientXMPP, Presence
 
-from cmaas.adhoc_client import CommandCaller, CommandReply, FormValues
+from cmaas.adhoc_client import CommandCaller, CommandReply
 from cmaas.devservers._common import DevServerError
 
 __all__ = ["AdhocClient", "CommandReply"]
 
 
-class AdhocClient:
-    """A connected client account. Use as ``async with AdhocClient(...) as client:``."""
+class AdhocClient(CommandCaller):
+    """A connected client account that runs the gateway's commands
+    (:class:`~cmaas.adhoc_client.CommandCaller`). Use as
+    ``async with AdhocClient(...) as client:``."""
 
     def __init__(self, jid: str, password: str, host: str, port: int) -> None:
         self.jid = JID(jid)
@@ -30,7 +32,7 @@ class AdhocClient:
             self.xmpp.register_plugin(plugin)
         # The test servers listen on loopback only, without TLS.
         self.xmpp.plugin["feature_mechanisms"].unencrypted_plain = True
-        self.commands = CommandCaller(self.xmpp)
+        super().__init__(self.xmpp)
         self._host = host
         self._port = port
         self._ready = asyncio.Event()
@@ -74,27 +76,3 @@ class AdhocClient:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.disconnect()
-
-    async def command_nodes(self, to: str) -> list[str]:
-        """The command nodes ``to`` lists for this account (disco#items)."""
-        return await self.commands.command_nodes(to)
-
-    async def execute(self, to: str, node: str) -> CommandReply:
-        return await self.commands.execute(to, node)
-
-    async def submit(
-        self,
-        to: str,
-        node: str,
-        session_id: str,
-        values: FormValues,
-        action: str = "complete",
-    ) -> CommandReply:
-        return await self.commands.submit(to, node, session_id, values, action)
-
-    async def cancel(self, to: str, node: str, session_id: str) -> CommandReply:
-        return await self.commands.cancel(to, node, session_id)
-
-    async def run(self, to: str, node: str, *steps: FormValues) -> CommandReply:
-        """Execute ``node`` and submit one form per step; the last reply is returned."""
-        return await self.commands.run(to, node, *steps)
