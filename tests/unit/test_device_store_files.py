@@ -429,3 +429,29 @@ def test_damaged_seen_file_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(DeviceFileError, match="damaged"):
         shown_once(SeenMessages(path), APP, "m1")
+
+
+def test_seen_journal_survives_a_torn_line_and_compacts(tmp_path: Path) -> None:
+    path = tmp_path / "seen.json"
+    seen = SeenMessages(path, capacity=4)
+    for message_id in ("m1", "m2", "m3"):
+        seen.record(APP, message_id, auto_delete_at_ms=None)
+    seen.record(APP, "m2", auto_delete_at_ms=NOW_MS)  # a later line changes m2
+    lines = path.read_bytes().split(b"\n")
+    assert json.loads(lines[0]) == {"format": "cmaas-device-seen", "v": 1}
+    assert len(lines) == 1 + 4 + 1  # header, four appended changes, final newline
+    # A crash in the middle of an append leaves a partial last line: it is ignored.
+    with path.open("ab") as journal:
+        journal.write(b'{"app":"' + APP.encode() + b'","id":"m4')
+    again = SeenMessages(path, capacity=4)
+    assert [again.is_new(APP, m) for m in ("m1", "m2", "m3", "m4")] == [False, False, False, True]
+    assert again.due(NOW_MS) == [(APP, "m2")]
+    again.record(APP, "m4", auto_delete_at_ms=None)  # rewrites rather than append to it
+    assert not SeenMessages(path, capacity=4).is_new(APP, "m4")
+    # Past twice the capacity the journal is rewritten with the remembered messages only.
+    for number in range(5, 20):
+        again.record(APP, f"m{number}", auto_delete_at_ms=None)
+    assert len(path.read_bytes().split(b"\n")) <= 1 + 2 * 4 + 1
+    latest = SeenMessages(path, capacity=4)
+    assert [latest.is_new(APP, f"m{n}") for n in (15, 16, 17, 18, 19)] == [True] + [False] * 4
+    assert mode(path) == 0o600

@@ -3,16 +3,22 @@
 After a reconnect the gateway may resend a message the device has shown already;
 its one-time prekey is gone by then, so without this record the copy would surface
 as an error. Each shown message may carry the time its text is to be deleted, so the
-CLI can purge it later. The file is JSON, mode 0600, oldest message first::
+CLI can purge it later. The file is a journal of JSON lines, mode 0600: a header,
+then one line per change, oldest first::
 
-    {"format": "cmaas-device-seen", "v": 1,
-     "messages": [{"app": "<app JID>", "id": "<message id>", "delete_at_ms": 0}]}
+    {"format": "cmaas-device-seen", "v": 1}
+    {"app": "<app JID>", "id": "<message id>", "delete_at_ms": 0}
 
-``delete_at_ms`` is absent when the message is kept.
+``delete_at_ms`` is absent when the message is kept; a later line for the same message
+changes its deletion time. Each change is one appended, fsynced line (a device records
+every message it shows, and rewriting 10,000 entries each time cost ~16 ms); the journal
+is compacted, atomically, once it holds twice the capacity. A torn last line (a crash
+mid-append) is ignored.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cmaas.device._files import read_private, write_private
@@ -36,8 +42,8 @@ _Key = tuple[str, str]
 class SeenMessages:
     """The last ``capacity`` messages shown, by (app JID, message id), oldest forgotten first.
 
-    The file is read on first use and rewritten after every change; one device
-    process owns it (see :meth:`~cmaas.device.keyfile.KeyFile.lock`).
+    The file is read on first use, appended to on every change and compacted now and
+    then; one device process owns it (see :meth:`~cmaas.device.keyfile.KeyFile.lock`).
 
     Attributes:
         path: The file; missing means nothing was shown yet.
@@ -56,6 +62,8 @@ class SeenMessages:
         self.capacity = capacity
         # (app JID, message id) to its deletion time, in the order first shown.
         self._messages: dict[_Key, int | None] | None = None
+        self._journal_lines = 0
+        self._torn = False
 
     def is_new(self, app_jid: str, message_id: str) -> bool:
         """Whether the message was not shown yet. Remembers nothing: see :meth:`record`.
@@ -96,7 +104,11 @@ class SeenMessages:
         if key in messages and messages[key] == auto_delete_at_ms:
             return
         messages[key] = auto_delete_at_ms
-        self._save()
+        _evict(messages, self.capacity)
+        if self._torn or not self.path.exists() or self._journal_lines >= 2 * self.capacity:
+            self._compact()
+        else:
+            self._append(_line(key, auto_delete_at_ms))
 
     def due(self, now_ms: int) -> list[tuple[str, str]]:
         """The (app JID, message id) of messages whose text is due for deletion, earliest first.
@@ -116,38 +128,58 @@ class SeenMessages:
         """
         return len(self._load())
 
+    def _max_bytes(self) -> int:
+        return (2 * self.capacity + 2) * _MAX_ENTRY_BYTES + 1024
+
     def _load(self) -> dict[_Key, int | None]:
         if self._messages is None:
-            max_bytes = self.capacity * _MAX_ENTRY_BYTES + 1024
-            data = read_private(self.path, max_bytes=max_bytes, error=DeviceFileError)
+            data = read_private(self.path, max_bytes=self._max_bytes(), error=DeviceFileError)
             try:
-                messages = {} if data is None else _decode(data, max_bytes)
+                messages, lines = ({}, 0) if data is None else _decode(data)
             except MalformedEncoding as exc:
                 raise DeviceFileError(
                     f"the seen-messages file {self.path} is damaged: {exc}; removing it "
                     "may show messages again that were shown already"
                 ) from exc
             _evict(messages, self.capacity)
-            self._messages = messages
+            self._messages, self._journal_lines = messages, lines
+            # Appending after a torn line would glue the next entry to it.
+            self._torn = data is not None and not data.endswith(b"\n")
         return self._messages
 
-    def _save(self) -> None:
-        messages = self._load()
-        _evict(messages, self.capacity)
-        entries: list[dict[str, object]] = []
-        for (app_jid, message_id), at in messages.items():
-            entry: dict[str, object] = {"app": app_jid, "id": message_id}
-            if at is not None:
-                entry["delete_at_ms"] = at
-            entries.append(entry)
-        document = {"format": SEEN_FORMAT, "v": 1, "messages": entries}
+    def _append(self, line: bytes) -> None:
         try:
-            write_private(self.path, canonical_json(document) + b"\n", error=DeviceFileError)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._messages = None  # re-read what the file really holds
+            raise DeviceFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._journal_lines += 1
+
+    def _compact(self) -> None:
+        messages = self._load()
+        body = b"".join(_line(key, at) for key, at in messages.items())
+        header = canonical_json({"format": SEEN_FORMAT, "v": 1}) + b"\n"
+        try:
+            write_private(self.path, header + body, error=DeviceFileError)
         except DeviceFileError:
             # The file still holds the old state; read it again rather than trust
             # a memory that differs from it.
             self._messages = None
             raise
+        self._journal_lines = len(messages)
+        self._torn = False
+
+
+def _line(key: _Key, delete_at_ms: int | None) -> bytes:
+    entry: dict[str, object] = {"app": key[0], "id": key[1]}
+    if delete_at_ms is not None:
+        entry["delete_at_ms"] = delete_at_ms
+    return canonical_json(entry) + b"\n"
 
 
 def _key(app_jid: str, message_id: str) -> _Key:
@@ -163,19 +195,25 @@ def _evict(messages: dict[_Key, int | None], capacity: int) -> None:
         del messages[next(iter(messages))]
 
 
-def _decode(data: bytes, max_bytes: int) -> dict[_Key, int | None]:
-    fields = Fields(
-        parse_json(data, max_bytes=max_bytes, what="the seen-messages file"),
-        "seen-messages file",
-        frozenset({"format", "v", "messages"}),
+def _decode(data: bytes) -> tuple[dict[_Key, int | None], int]:
+    """The messages a journal holds, and how many entry lines it has."""
+    lines = data.split(b"\n")
+    # The text after the last newline is a line cut short by a crash: never complete.
+    lines.pop()
+    if not lines:
+        raise MalformedEncoding("the header line is missing")
+    header = Fields(
+        parse_json(lines[0], max_bytes=1024, what="the header"),
+        "seen-messages header",
+        frozenset({"format", "v"}),
     )
-    fields.choice("format", (SEEN_FORMAT,))
-    fields.integer("v", low=1, high=1)
+    header.choice("format", (SEEN_FORMAT,))
+    header.integer("v", low=1, high=1)
     messages: dict[_Key, int | None] = {}
-    for item in fields.array("messages", max_items=max_bytes):
+    for number, line in enumerate(lines[1:], start=2):
         entry = Fields(
-            item,
-            "seen-messages file.messages[]",
+            parse_json(line, max_bytes=_MAX_ENTRY_BYTES, what=f"line {number}"),
+            f"seen-messages line {number}",
             frozenset({"app", "id"}),
             frozenset({"delete_at_ms"}),
         )
@@ -188,4 +226,4 @@ def _decode(data: bytes, max_bytes: int) -> dict[_Key, int | None]:
             if entry.has("delete_at_ms")
             else None
         )
-    return messages
+    return messages, len(lines) - 1
