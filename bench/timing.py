@@ -4,7 +4,7 @@ deadline, reported as percentiles in microseconds with the process's CPU time pe
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 __all__ = ["cpu_seconds", "measure_async", "measure_sync", "show", "summary"]
 
@@ -39,36 +39,41 @@ def show(name: str, result: dict[str, float]) -> None:
     )
 
 
+def _timed(samples: list[float], count: int, deadline: float) -> Iterator[None]:
+    """Yields once per run, at most ``count`` times or until ``deadline`` seconds have
+    passed, and appends each run's wall time in microseconds to ``samples``."""
+    stop_at = time.monotonic() + deadline
+    for _ in range(count):
+        began = time.perf_counter()
+        yield
+        samples.append((time.perf_counter() - began) * 1e6)
+        if time.monotonic() > stop_at:
+            break
+
+
 async def measure_async(
     name: str, operation: Callable[[], Awaitable[object]], count: int, deadline: float
 ) -> dict[str, float]:
     """p50, p99 and max of ``operation`` in microseconds, over at most ``count`` runs."""
     samples: list[float] = []
     cpu_before = cpu_seconds()
-    stop_at = time.monotonic() + deadline
-    for _ in range(count):
-        began = time.perf_counter()
+    for _ in _timed(samples, count, deadline):
         await operation()
-        samples.append((time.perf_counter() - began) * 1e6)
-        if time.monotonic() > stop_at:
-            break
-    result = summary(samples, cpu_seconds() - cpu_before)
-    show(name, result)
-    return result
+    return _report(name, samples, cpu_before)
 
 
 def measure_sync(
     name: str, operation: Callable[[], object], count: int, deadline: float
 ) -> dict[str, float]:
+    """As :func:`measure_async`, for a plain function."""
     samples: list[float] = []
     cpu_before = cpu_seconds()
-    stop_at = time.monotonic() + deadline
-    for _ in range(count):
-        began = time.perf_counter()
+    for _ in _timed(samples, count, deadline):
         operation()
-        samples.append((time.perf_counter() - began) * 1e6)
-        if time.monotonic() > stop_at:
-            break
+    return _report(name, samples, cpu_before)
+
+
+def _report(name: str, samples: list[float], cpu_before: float) -> dict[str, float]:
     result = summary(samples, cpu_seconds() - cpu_before)
     show(name, result)
     return result

@@ -11,7 +11,7 @@ from slixmpp import JID, ClientXMPP, Iq
 from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004 import Form
 
-__all__ = ["CommandCaller", "CommandReply", "FormValues"]
+__all__ = ["CommandCaller", "CommandReply", "FormValues", "command_client"]
 
 _COMMANDS = "http://jabber.org/protocol/commands"
 _FORM_TYPE = "urn:cmaas:cmd:1"
@@ -73,6 +73,23 @@ class CommandReply:
             None,
         )
         return cls("error", "", [], {}, iq["error"]["condition"], app)
+
+
+def command_client(jid: str, password: str, *, plaintext: bool) -> ClientXMPP:
+    """A client able to run commands (disco, data forms, XEP-0050) and answer pings.
+
+    Args:
+        plaintext: No TLS and PLAIN over the bare stream: only for servers on loopback.
+    """
+    xmpp = ClientXMPP(jid, password)
+    if plaintext:
+        xmpp.enable_starttls = False
+        xmpp.enable_direct_tls = False
+        xmpp.enable_plaintext = True
+        xmpp.plugin["feature_mechanisms"].unencrypted_plain = True
+    for plugin in ("xep_0030", "xep_0004", "xep_0050", "xep_0199"):
+        xmpp.register_plugin(plugin)
+    return xmpp
 
 
 class CommandCaller:

@@ -19,12 +19,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 
-from slixmpp import JID, ClientXMPP, Message
+from slixmpp import JID, Message
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from cmaas.adhoc_client import CommandCaller, CommandReply
+from cmaas.adhoc_client import CommandCaller, CommandReply, command_client
 from cmaas.device.config import DeviceConfig
 from cmaas.device.errors import ConnectionFailed, GatewayRefused
 from cmaas.device.keyfile import KeyFile
@@ -102,14 +102,9 @@ class DeviceClient:
         self.pins = PinStore(config.pins_path)
         self.seen = SeenMessages(config.seen_path)
         self.keyring: DeviceKeyring | None = None
-        self.xmpp = ClientXMPP(f"{config.jid}/{config.resource}", config.password)
-        if not config.require_tls:
-            self.xmpp.enable_starttls = False
-            self.xmpp.enable_direct_tls = False
-            self.xmpp.enable_plaintext = True
-            self.xmpp.plugin["feature_mechanisms"].unencrypted_plain = True
-        for plugin in ("xep_0030", "xep_0004", "xep_0050", "xep_0199"):
-            self.xmpp.register_plugin(plugin)
+        self.xmpp = command_client(
+            f"{config.jid}/{config.resource}", config.password, plaintext=not config.require_tls
+        )
         register_stanzas()
         self.commands = CommandCaller(self.xmpp)
         self._inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-from slixmpp import JID, ClientXMPP, Presence
+from slixmpp import JID, Presence
 
-from cmaas.adhoc_client import CommandCaller, CommandReply
+from cmaas.adhoc_client import CommandCaller, CommandReply, command_client
 from cmaas.devservers._common import DevServerError
 
 __all__ = ["AdhocClient", "CommandReply"]
@@ -24,14 +24,8 @@ class AdhocClient(CommandCaller):
 
     def __init__(self, jid: str, password: str, host: str, port: int) -> None:
         self.jid = JID(jid)
-        self.xmpp = ClientXMPP(jid, password)
-        self.xmpp.enable_starttls = False
-        self.xmpp.enable_direct_tls = False
-        self.xmpp.enable_plaintext = True
-        for plugin in ("xep_0030", "xep_0004", "xep_0050", "xep_0199"):
-            self.xmpp.register_plugin(plugin)
         # The test servers listen on loopback only, without TLS.
-        self.xmpp.plugin["feature_mechanisms"].unencrypted_plain = True
+        self.xmpp = command_client(jid, password, plaintext=True)
         super().__init__(self.xmpp)
         self._host = host
         self._port = port

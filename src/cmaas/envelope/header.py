@@ -17,6 +17,7 @@ from cmaas.envelope.errors import MalformedEncoding
 
 __all__ = [
     "MAX_LIFETIME_MS",
+    "MESSAGE_ID",
     "PRIORITIES",
     "Header",
     "Priority",
@@ -26,7 +27,8 @@ Priority = Literal["high", "normal", "bulk"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "bulk")
 MAX_LIFETIME_MS = 30 * 24 * 3600 * 1000
 MAX_AUTO_DELETE_S = 365 * 24 * 3600
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
+MESSAGE_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
+"""What a message id may be: also the stanza id the gateway writes and reads back."""
 _REQUIRED = frozenset(
     {"v", "message_id", "app", "to", "created_ms", "expires_ms", "kind", "priority"}
 )
@@ -46,7 +48,7 @@ class Header:
     auto_delete_s: int | None = None
 
     def __post_init__(self) -> None:
-        if not _MESSAGE_ID.fullmatch(self.message_id):
+        if not MESSAGE_ID.fullmatch(self.message_id):
             raise MalformedEncoding("header.message_id must be 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
         for name, jid in (("app", self.app), ("to", self.to)):
             if "@" not in jid or "/" in jid or len(jid) > MAX_JID_LENGTH:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 from dataclasses import dataclass
 
 from slixmpp import JID, Message
@@ -17,13 +16,14 @@ from slixmpp.basexmpp import BaseXMPP
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from cmaas.envelope.header import MESSAGE_ID
+
 __all__ = ["FEEDBACK_EVENTS", "Feedback", "FeedbackHandlers", "FeedbackKind"]
 
 log = logging.getLogger(__name__)
 
 _RECEIPTS = "urn:xmpp:receipts"
 _MARKERS = "urn:xmpp:chat-markers:0"
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
 
 
 class FeedbackKind(enum.Enum):
@@ -91,7 +91,7 @@ class FeedbackHandlers:
         self, kind: FeedbackKind, message: Message, message_id: str, condition: str = ""
     ) -> None:
         app_jid = message["to"]
-        if not app_jid.user or not _MESSAGE_ID.fullmatch(message_id or ""):
+        if not app_jid.user or not MESSAGE_ID.fullmatch(message_id or ""):
             log.debug("ignored %s without an app JID or a valid message id", kind.value)
             return
         feedback = Feedback(kind, JID(app_jid.bare), message["from"], message_id, condition)
