@@ -54,6 +54,15 @@ class Settings:
     adhoc_session_timeout: float = 300.0
     reconnect_max_delay: float = 30.0
     log_level: str = "INFO"
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
+    http_max_body: int = 8 * 1024 * 1024
+    resend_window: float = 15.0
+    outbox_bulk_limit: int = 50_000
+    outbox_normal_limit: int = 200_000
+    retention_days: int = 30
+    webhook_timeout: float = 10.0
+    webhook_max_backoff: float = 600.0
 
 
 def load_settings(
@@ -98,7 +107,20 @@ def load_settings(
         adhoc_session_timeout=reader.seconds("CMAAS_ADHOC_SESSION_TIMEOUT", 300.0),
         reconnect_max_delay=reader.seconds("CMAAS_RECONNECT_MAX_DELAY", 30.0),
         log_level=reader.choice("CMAAS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        http_tls_cert=reader.path("CMAAS_HTTP_TLS_CERT"),
+        http_tls_key=reader.path("CMAAS_HTTP_TLS_KEY"),
+        http_max_body=reader.integer("CMAAS_HTTP_MAX_BODY", 8 * 1024 * 1024, 64 * 1024, 2**30),
+        resend_window=reader.seconds("CMAAS_RESEND_WINDOW", 15.0),
+        outbox_bulk_limit=reader.integer("CMAAS_OUTBOX_BULK_LIMIT", 50_000, 1, 10**9),
+        outbox_normal_limit=reader.integer("CMAAS_OUTBOX_NORMAL_LIMIT", 200_000, 1, 10**9),
+        retention_days=reader.integer("CMAAS_RETENTION_DAYS", 30, 1, 3650),
+        webhook_timeout=reader.seconds("CMAAS_WEBHOOK_TIMEOUT", 10.0),
+        webhook_max_backoff=reader.seconds("CMAAS_WEBHOOK_MAX_BACKOFF", 600.0),
     )
+    if (settings.http_tls_cert is None) != (settings.http_tls_key is None):
+        raise SettingsError("set both CMAAS_HTTP_TLS_CERT and CMAAS_HTTP_TLS_KEY, or neither")
+    if settings.outbox_bulk_limit > settings.outbox_normal_limit:
+        raise SettingsError("CMAAS_OUTBOX_BULK_LIMIT must not exceed CMAAS_OUTBOX_NORMAL_LIMIT")
     if settings.previous_master_key == settings.master_key:
         raise SettingsError("CMAAS_PREVIOUS_MASTER_KEY must differ from CMAAS_MASTER_KEY")
     return settings
@@ -173,6 +195,25 @@ class _Reader:
         if not 0 < seconds <= 86400:
             raise SettingsError(f"{name} must be between 0 and 86400 seconds, got {value!r}")
         return seconds
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise SettingsError(
+                f"{name} must be a whole number from {low} to {high}, got {value!r}"
+            )
+        return int(value)
+
+    def path(self, name: str) -> Path | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        path = Path(value)
+        if not path.is_file():
+            raise SettingsError(f"{name}: {value!r} is not a readable file")
+        return path
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = (self._get(name) or default).upper()

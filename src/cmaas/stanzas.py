@@ -22,13 +22,17 @@ __all__ = [
     "DEVICE_NAMESPACE",
     "ENVELOPE_NAMESPACE",
     "FALLBACK_BODY",
+    "STATUS_NAMESPACE",
+    "DeviceTag",
     "EnvelopeElement",
     "PrekeysLow",
+    "StatusNotice",
     "register_stanzas",
 ]
 
 ENVELOPE_NAMESPACE = "urn:cmaas:envelope:1"
 DEVICE_NAMESPACE = "urn:cmaas:device:1"
+STATUS_NAMESPACE = "urn:cmaas:status:1"
 FALLBACK_BODY = (
     "This message is end-to-end encrypted for your CMaaS device; this client cannot open it."
 )
@@ -62,9 +66,37 @@ class PrekeysLow(ElementBase):
     interfaces: ClassVar[set[str]] = {"device", "remaining", "capacity"}
 
 
+class StatusNotice(ElementBase):
+    """A status event for an app's bound JID (SPEC section 6), all attributes."""
+
+    name = "status"
+    namespace = STATUS_NAMESPACE
+    plugin_attrib = "cmaas_status"
+    interfaces: ClassVar[set[str]] = {"event", "message", "status", "at", "device", "detail"}
+
+
+class DeviceTag(ElementBase):
+    """Which CMaaS device sends a receipt or marker: ``<device xmlns='urn:cmaas:device:1'
+    id='…'/>``, so the gateway can track delivery per device, not per resource."""
+
+    name = "device"
+    namespace = DEVICE_NAMESPACE
+    plugin_attrib = "cmaas_device"
+    interfaces: ClassVar[set[str]] = {"id"}
+
+
 def register_stanzas() -> None:
     """Make the payloads above parse and build on :class:`slixmpp.Message`. Idempotent."""
-    for plugin in (EnvelopeElement, PrekeysLow, Request, Received, Markable, Displayed):
+    for plugin in (
+        EnvelopeElement,
+        PrekeysLow,
+        StatusNotice,
+        DeviceTag,
+        Request,
+        Received,
+        Markable,
+        Displayed,
+    ):
         register_stanza_plugin(Message, plugin)
     register_stanza_plugin(Message, Encryption)
     register_stanza_plugin(Message, Store)

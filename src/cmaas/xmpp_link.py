@@ -16,7 +16,7 @@ import time
 from slixmpp.basexmpp import BaseXMPP
 from slixmpp.stanza import StreamError
 
-__all__ = ["LinkState", "XmppLink"]
+__all__ = ["LinkState", "XmppLink", "wait_first"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class XmppLink:
                 self._down.clear()
                 self._reason = ""
                 self._xmpp.connect(self._host, self._port)
-                await _first(stop, self._up, self._down)
+                await wait_first(stop, self._up, self._down)
                 if stop.is_set():
                     break
                 if self._up.is_set():
@@ -102,7 +102,7 @@ class XmppLink:
                         self._port,
                     )
                     since = time.monotonic()
-                    await _first(stop, self._down)
+                    await wait_first(stop, self._down)
                     if stop.is_set():
                         break
                     if time.monotonic() - since >= self._stable_after:
@@ -122,7 +122,7 @@ class XmppLink:
                     )
                 self.state = LinkState.BACKING_OFF
                 # Jitter keeps several gateways from reconnecting in lockstep.
-                await _first(stop, seconds=delay * random.uniform(0.8, 1.2))  # noqa: S311
+                await wait_first(stop, seconds=delay * random.uniform(0.8, 1.2))  # noqa: S311
                 delay = min(delay * 2, self._max_delay)
         finally:
             await self._close()
@@ -135,7 +135,7 @@ class XmppLink:
         log.info("%s closed", self._name)
 
 
-async def _first(*events: asyncio.Event, seconds: float | None = None) -> None:
+async def wait_first(*events: asyncio.Event, seconds: float | None = None) -> None:
     """Wait until any of ``events`` is set, or ``seconds`` pass."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:

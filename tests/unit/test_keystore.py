@@ -17,12 +17,15 @@ from cmaas.keystore import (
     JidAlreadyBound,
     MasterKeyMismatch,
     MasterKeyring,
+    MessageStatus,
     NewApp,
+    NewMessage,
     Plan,
     PlanNotFound,
     Priority,
     SchemaTooNew,
     SqliteKeystore,
+    StatusChange,
     issue_credentials,
 )
 from cmaas.keystore.migrations import MIGRATIONS
@@ -254,18 +257,29 @@ async def test_directory(keystore: SqliteKeystore) -> None:
     assert await keystore.resolve_address("alice@example.org") is None
 
 
-async def test_counters(db_path: Path, keystore: SqliteKeystore, clock: FakeClock) -> None:
+async def test_counters(keystore: SqliteKeystore, clock: FakeClock) -> None:
     await keystore.create_app(new_app(), issue_credentials("cid-1"))
-    now = int(clock.now)
-    with sqlite3.connect(db_path) as raw:
-        raw.executemany(
-            "INSERT INTO messages VALUES ('parichay-otp', ?, 'a@b.c', NULL, 0, ?, x'00', x'00',"
-            " ?, ?, ?)",
-            [
-                ("m1", "accepted", now + 60, now, now),
-                ("m2", "read", now + 60, now, now),
-                ("m3", "read", now + 60, now - 86400 * 2, now),
-            ],
+
+    def message(message_id: str) -> NewMessage:
+        return NewMessage(
+            "parichay-otp",
+            message_id,
+            "a@b.c",
+            "a@b.c",
+            Priority.HIGH,
+            b"h" + message_id.encode(),
+            b"{}",
+            int(clock.now * 1000) + 60_000,
+        )
+
+    clock.now -= 86400 * 2
+    await keystore.messages.submit([message("m3")], daily_quota=None)
+    clock.now += 86400 * 2
+    await keystore.messages.submit([message("m1"), message("m2")], daily_quota=None)
+    read_ms = int(clock.now * 1000)
+    for message_id in ("m2", "m3"):
+        await keystore.messages.record(
+            [StatusChange("parichay-otp", message_id, MessageStatus.READ, read_ms, "1")]
         )
     counters = await keystore.app_counters("parichay-otp")
     assert counters.messages_by_status == {"accepted": 1, "read": 2}

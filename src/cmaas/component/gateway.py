@@ -17,10 +17,15 @@ from slixmpp.xmlstream.matcher import StanzaPath
 
 from cmaas.apps import AppContacts, ContactState
 from cmaas.component.adhoc.engine import AdhocEngine
-from cmaas.component.delivery import FeedbackHandlers, prekeys_low_message, sealed_message
+from cmaas.component.delivery import (
+    FeedbackHandlers,
+    prekeys_low_message,
+    sealed_message,
+    status_message,
+)
 from cmaas.component.presence import PresenceResponder
 from cmaas.keydirectory import DeviceLimits
-from cmaas.keystore import DeviceKeys
+from cmaas.keystore import DeviceKeys, StatusEvent
 from cmaas.stanzas import register_stanzas
 
 __all__ = ["GatewayComponent"]
@@ -83,6 +88,14 @@ class GatewayComponent(ComponentXMPP):
         """
         app_jid = JID(f"{app_id}@{self.domain}")
         sealed_message(self, app_jid, JID(recipient), message_id, envelope_json).send()
+
+    def send_backlog(self) -> int:
+        """Stanzas handed to the stream and not yet written to the socket."""
+        return self.waiting_queue.qsize()
+
+    def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
+        """Tell a JID bound to ``app_id`` about one of its messages' status events."""
+        status_message(self, JID(f"{app_id}@{self.domain}"), JID(to), event).send()
 
     async def notify_prekeys_low(self, device: DeviceKeys, limits: DeviceLimits) -> None:
         """Ask a device to publish more one-time prekeys."""

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from aiohttp import web
 
 from cmaas import __version__
+from cmaas.keystore import Priority
 from cmaas.xmpp_link import LinkState, XmppLink
 
 __all__ = ["health_routes"]
 
 
-def health_routes(link: XmppLink) -> list[web.RouteDef]:
+def health_routes(
+    link: XmppLink, depth: Callable[[], Mapping[Priority, int]] | None = None
+) -> list[web.RouteDef]:
     async def healthz(_request: web.Request) -> web.Response:
         up = link.state is LinkState.CONNECTED
+        queued = depth() if depth is not None else {}
         return web.json_response(
             {
                 "status": "ok" if up else "degraded",
                 "component_link": link.state.value,
                 "link_connects": link.connects,
+                "outbox": {priority.label: count for priority, count in queued.items()},
                 "version": __version__,
             },
             status=200 if up else 503,

@@ -6,23 +6,38 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+import ssl
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from cmaas.admin import AdminService
+from cmaas.api import ClientAddresses, api_routes, error_middleware
 from cmaas.apps import AppContacts
 from cmaas.component.adhoc.access import AccessPolicy
 from cmaas.component.adhoc.engine import AdhocEngine
-from cmaas.component.commands import admin_commands, device_commands
+from cmaas.component.commands import admin_commands, device_commands, messaging_commands
+from cmaas.component.delivery import track_feedback
 from cmaas.component.gateway import GatewayComponent
 from cmaas.component.health import health_routes
-from cmaas.keydirectory import DeviceLimits, KeyDirectory, LowPoolNotifier
-from cmaas.keystore import DeviceKeys, MasterKeyring, SqliteKeystore
+from cmaas.delivery.auth import RequestAuthenticator
+from cmaas.delivery.dispatcher import Dispatcher
+from cmaas.delivery.events import EventHub
+from cmaas.delivery.maintenance import Housekeeper
+from cmaas.delivery.metrics import GatewayMetrics
+from cmaas.delivery.notices import NoticeConsumer
+from cmaas.delivery.recipients import RecipientResolver
+from cmaas.delivery.service import Messaging
+from cmaas.delivery.submission import AdmissionLimits, SubmissionService
+from cmaas.delivery.tracker import StatusTracker
+from cmaas.delivery.webhooks import WebhookConsumer
+from cmaas.keydirectory import DeviceLimits, KeyDirectory
+from cmaas.keystore import DeviceKeys, MasterKeyring, SqliteKeystore, StatusEvent
 from cmaas.settings import Settings
-from cmaas.xmpp_link import XmppLink
+from cmaas.xmpp_link import LinkState, XmppLink
 
 __all__ = ["Gateway", "open_gateway", "run_gateway"]
 
@@ -31,12 +46,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Gateway:
-    """The assembled gateway: its storage, key directory, component and link."""
+    """The assembled gateway: storage, key directory, delivery engine, component, link."""
 
     keystore: SqliteKeystore
     directory: KeyDirectory
     xmpp: GatewayComponent
     link: XmppLink
+    messaging: Messaging
+    dispatcher: Dispatcher
+    webhooks: WebhookConsumer
+    http_url: str
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -52,10 +71,32 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     log.info("gateway stopped")
 
 
+class _Component:
+    """The component as the engine's sender; resolved late, as it is built last."""
+
+    xmpp: GatewayComponent | None = None
+
+    def _target(self) -> GatewayComponent:
+        assert self.xmpp is not None, "the component is built before the link runs"
+        return self.xmpp
+
+    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope: str) -> None:
+        self._target().send_sealed(app_id, recipient, message_id, envelope)
+
+    def send_backlog(self) -> int:
+        return self._target().send_backlog()
+
+    def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
+        self._target().send_status(app_id, to, event)
+
+    async def notify_prekeys_low(self, device: DeviceKeys, limits: DeviceLimits) -> None:
+        await self._target().notify_prekeys_low(device, limits)
+
+
 @asynccontextmanager
 async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    """Open the database and the HTTP listener and build the component; the caller
-    runs ``gateway.link``. Everything is closed on exit.
+    """Open the database, start the delivery engine and the HTTP listener, and build
+    the component; the caller runs ``gateway.link``. Everything is closed on exit.
 
     Raises: as :func:`run_gateway`.
     """
@@ -66,41 +107,121 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         )
         stack.push_async_callback(keystore.close)
         domain = settings.component_jid
-        directory = KeyDirectory(keystore, notify_low=_late(lambda: xmpp.notify_prekeys_low))
+        component = _Component()
+        store = keystore.messages
+        directory = KeyDirectory(keystore, notify_low=component.notify_prekeys_low)
+        dispatcher = Dispatcher(store, component, resend_window_s=settings.resend_window)
+        hub = EventHub(keystore)
+        session = aiohttp.ClientSession()
+        stack.push_async_callback(session.close)
+        webhooks = WebhookConsumer(
+            keystore,
+            session,
+            timeout_s=settings.webhook_timeout,
+            max_backoff_s=settings.webhook_max_backoff,
+        )
+        link_holder: list[XmppLink] = []
+        notices = NoticeConsumer(
+            keystore,
+            component,
+            lambda: bool(link_holder) and link_holder[0].state is LinkState.CONNECTED,
+        )
+        metrics = GatewayMetrics(
+            depth=dispatcher.depth,
+            inflight=lambda: dispatcher.inflight,
+            resent=lambda: dispatcher.resent,
+            link=lambda: (
+                int(link_holder[0].state is LinkState.CONNECTED),
+                link_holder[0].connects,
+            ),
+            consumers={"webhook": webhooks, "xmpp_notice": notices},
+        )
+        resolver = RecipientResolver(keystore, settings.served_domains)
+        submissions = SubmissionService(
+            keystore,
+            resolver,
+            dispatcher.enqueue,
+            dispatcher.depth,
+            component_domain=domain,
+            limits=AdmissionLimits(
+                bulk_backlog=settings.outbox_bulk_limit,
+                normal_backlog=settings.outbox_normal_limit,
+            ),
+            on_outcomes=metrics.on_outcomes,
+        )
+        messaging = Messaging(keystore, directory, resolver, submissions, hub)
+        authenticator = RequestAuthenticator(keystore)
+        for listener in (hub.on_events, dispatcher.on_events, metrics.on_events):
+            store.listen(listener)
+        hub.subscribe(webhooks.kick)
+        hub.subscribe(notices.kick)
         engine = AdhocEngine(
-            [*admin_commands(AdminService(keystore), domain), *device_commands(directory)],
+            [
+                *admin_commands(AdminService(keystore), domain),
+                *device_commands(directory),
+                *messaging_commands(keystore, messaging, authenticator),
+            ],
             AccessPolicy(settings.admins, settings.served_domains, keystore),
             settings.adhoc_session_timeout,
         )
         xmpp = GatewayComponent(
             domain, settings.component_secret, engine, AppContacts(keystore, domain)
         )
+        component.xmpp = xmpp
+        track_feedback(xmpp, StatusTracker(store))
         link = XmppLink(
             xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
         )
-        http = web.Application()
-        http.add_routes(health_routes(link))
+        link_holder.append(link)
+
+        def link_up(_event: object) -> None:
+            dispatcher.link_up()
+            asyncio.get_running_loop().create_task(notices.start())
+
+        xmpp.add_event_handler("session_start", link_up)
+        xmpp.add_event_handler("disconnected", lambda _: dispatcher.link_down())
+
+        await dispatcher.load()
+        await webhooks.start()
+        stop = asyncio.Event()
+        housekeeper = Housekeeper(store, retention_s=settings.retention_days * 86400.0)
+        tasks = [
+            asyncio.create_task(dispatcher.run(stop), name="cmaas dispatcher"),
+            asyncio.create_task(housekeeper.run(stop), name="cmaas housekeeping"),
+        ]
+
+        async def stop_engine() -> None:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await webhooks.stop()
+            await notices.stop()
+
+        http = web.Application(
+            client_max_size=settings.http_max_body, middlewares=[error_middleware(metrics)]
+        )
+        http.add_routes(health_routes(link, dispatcher.depth))
+        http.add_routes(
+            api_routes(messaging, authenticator, ClientAddresses(settings.trusted_proxies), metrics)
+        )
         runner = web.AppRunner(http, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-        log.info(
-            "gateway %s: HTTP on %s:%d, database %s",
-            domain,
-            settings.http_host,
-            settings.http_port,
-            settings.database,
-        )
-        yield Gateway(keystore, directory, xmpp, link)
+        stack.push_async_callback(stop_engine)
+        tls = _tls_context(settings)
+        await web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=tls).start()
+        scheme = "https" if tls else "http"
+        http_url = f"{scheme}://{settings.http_host}:{settings.http_port}"
+        log.info("gateway %s: API on %s, database %s", domain, http_url, settings.database)
+        yield Gateway(keystore, directory, xmpp, link, messaging, dispatcher, webhooks, http_url)
 
 
-def _late(get: Callable[[], LowPoolNotifier]) -> LowPoolNotifier:
-    """A notifier resolved at call time: the component is built after the directory."""
-
-    async def notify(device: DeviceKeys, limits: DeviceLimits) -> None:
-        await get()(device, limits)
-
-    return notify
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.http_tls_cert is None or settings.http_tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.http_tls_cert, settings.http_tls_key)
+    return context
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -357,6 +357,7 @@ class DeviceClient:
             raise KeyError(message_id)
         reply = self.xmpp.make_message(mto=app_jid, mtype="chat")
         reply["displayed"]["id"] = message_id
+        reply["cmaas_device"]["id"] = str(self._keys().device_id)
         reply.send()
         return app_jid
 
@@ -446,6 +447,8 @@ class DeviceClient:
     def _send_receipt(self, message: Message) -> None:
         receipt = self.xmpp.make_message(mto=message["from"].bare, mtype="chat")
         receipt["receipt"] = message["id"]
+        # Lets the gateway report delivery per device rather than per XMPP resource.
+        receipt["cmaas_device"]["id"] = str(self._keys().device_id)
         receipt.send()
 
     async def _app_name(self, app_jid: str) -> str:

@@ -13,11 +13,15 @@ __all__ = [
     "JidAlreadyBound",
     "KeystoreError",
     "MasterKeyMismatch",
+    "MessageConflict",
+    "MessageNotFound",
     "PlanNotFound",
     "PrekeyIdConflict",
     "PrekeyPoolFull",
+    "QuotaExhausted",
     "SchemaTooNew",
     "TooManyDevices",
+    "TooManySigningKeys",
 ]
 
 
@@ -105,3 +109,19 @@ class PrekeyIdConflict(KeystoreError):
     the signed prekey's id. Ids must be unambiguous: a sender names by id the prekeys
     it used.
     """
+
+
+class MessageConflict(KeystoreError):
+    """A message id the app used before, with a different request."""
+
+
+class MessageNotFound(KeystoreError):
+    """The app has no message with this id."""
+
+
+class QuotaExhausted(KeystoreError):
+    """The app's plan allows no more messages today (UTC)."""
+
+
+class TooManySigningKeys(KeystoreError):
+    """The app has as many active signing keys as it may have."""

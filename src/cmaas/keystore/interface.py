@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from cmaas.keystore.errors import MessageConflict, QuotaExhausted
 from cmaas.keystore.models import (
     App,
     AppChanges,
     AppCounters,
     AuthenticatedApp,
+    CursorState,
     DevicePublication,
     DeviceRecord,
     DirectoryEntry,
     IssuedCredentials,
     KeyTake,
+    MessageRecord,
     NewApp,
+    NewMessage,
+    OutboxEntry,
     Plan,
+    Priority,
+    StatusChange,
+    StatusEvent,
 )
 
-__all__ = ["DeviceStore", "Keystore"]
+__all__ = ["DeviceStore", "Keystore", "MessageStore"]
 
 
 class DeviceStore(Protocol):
@@ -73,6 +81,51 @@ class DeviceStore(Protocol):
         ...
 
 
+class MessageStore(Protocol):
+    """The durable outbox: messages, their status events, and consumers' cursors.
+
+    :class:`~cmaas.keystore.messages.SqliteMessageStore` documents each method.
+    """
+
+    def listen(self, listener: Callable[[Sequence[StatusEvent]], None]) -> None: ...
+
+    async def submit(
+        self, messages: Sequence[NewMessage], *, daily_quota: int | None
+    ) -> list[MessageRecord | MessageConflict | QuotaExhausted]: ...
+
+    async def pending(
+        self, resend_window_ms: int
+    ) -> tuple[list[OutboxEntry], list[OutboxEntry]]: ...
+
+    async def envelopes(self, seqs: Sequence[int]) -> dict[int, bytes]: ...
+
+    async def mark_dispatched(self, seqs: Sequence[int], at_ms: int) -> list[StatusEvent]: ...
+
+    async def record(self, changes: Sequence[StatusChange]) -> list[StatusEvent]: ...
+
+    async def expire_due(self, now_ms: int, limit: int = 1000) -> list[StatusEvent]: ...
+
+    async def purge_finished(self, before_ms: int, limit: int = 5000) -> int: ...
+
+    async def get(
+        self, app_id: str, message_id: str
+    ) -> tuple[MessageRecord, list[StatusEvent]]: ...
+
+    async def events_after(self, app_id: str, after: int, limit: int) -> list[StatusEvent]: ...
+
+    async def last_event_id(self) -> int: ...
+
+    async def depth(self) -> dict[Priority, int]: ...
+
+    async def cursors(self, consumer: str) -> list[CursorState]: ...
+
+    async def save_cursor(self, consumer: str, state: CursorState) -> None: ...
+
+    async def claim_nonce(self, client_id: str, nonce: str, expires_at: int, now: int) -> bool: ...
+
+    async def purge_nonces(self, now: int) -> int: ...
+
+
 class Keystore(Protocol):
     """Storage of app accounts, plans and the directory.
 
@@ -85,6 +138,11 @@ class Keystore(Protocol):
     @property
     def devices(self) -> DeviceStore:
         """Device keys, stored alongside the rest."""
+        ...
+
+    @property
+    def messages(self) -> MessageStore:
+        """The outbox, stored alongside the rest."""
         ...
 
     async def set_plan(self, plan: Plan) -> Plan:
@@ -123,6 +181,21 @@ class Keystore(Protocol):
     async def authenticate(self, client_id: str, client_secret: str) -> AuthenticatedApp:
         """Raises: AuthenticationFailed."""
         ...
+
+    async def hmac_keys(self, app_id: str) -> list[bytes]:
+        """The live credentials' HMAC keys, newest first (it signs webhooks).
+
+        Raises: AppNotFound.
+        """
+        ...
+
+    async def add_signing_key(self, app_id: str, fingerprint: str, public_key: bytes) -> bool:
+        """Raises: AppNotFound, TooManySigningKeys."""
+        ...
+
+    async def retire_signing_key(self, app_id: str, fingerprint: str) -> bool: ...
+
+    async def signing_keys(self, app_id: str) -> dict[str, bytes]: ...
 
     async def app_for_jid(self, jid: str) -> str | None:
         """The app a bare JID is bound to, if any."""

@@ -174,4 +174,78 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) STRICT, WITHOUT ROWID;
         """,
     ),
+    Migration(
+        4,
+        "the durable outbox: messages, status events, consumers' cursors, nonces, daily usage",
+        """
+        -- Migration 1 reserved these two tables, but nothing ever wrote to them; the
+        -- outbox needs a stable sequence number per message, so they are made anew.
+        DROP TABLE status_events;
+        DROP TABLE messages;
+
+        CREATE TABLE messages (
+            seq             INTEGER PRIMARY KEY,
+            app_id          TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            message_id      TEXT NOT NULL,
+            recipient       TEXT NOT NULL,   -- as submitted: JID, email or E.164
+            recipient_jid   TEXT,            -- NULL when it did not resolve
+            priority        INTEGER NOT NULL CHECK (priority IN (0, 1, 2)),
+            status          TEXT NOT NULL CHECK (status IN
+                ('accepted', 'dispatched', 'delivered', 'read', 'failed', 'expired')),
+            detail          TEXT NOT NULL DEFAULT '',
+            request_sha256  BLOB NOT NULL,   -- idempotency: same id, same request
+            envelope        BLOB,            -- sealed; dropped once no resend can need it
+            expires_ms      INTEGER NOT NULL,
+            created_ms      INTEGER NOT NULL,
+            dispatched_ms   INTEGER,
+            updated_ms      INTEGER NOT NULL,
+            UNIQUE (app_id, message_id)
+        ) STRICT;
+        CREATE INDEX messages_pending ON messages(status, seq)
+            WHERE status IN ('accepted', 'dispatched');
+        CREATE INDEX messages_finished ON messages(updated_ms)
+            WHERE status NOT IN ('accepted', 'dispatched');
+
+        -- AUTOINCREMENT: an event id is never reused, so consumers' cursors only advance.
+        CREATE TABLE status_events (
+            event_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq         INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,
+            app_id      TEXT NOT NULL,
+            message_id  TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            device      TEXT NOT NULL DEFAULT '',
+            detail      TEXT NOT NULL DEFAULT '',
+            at_ms       INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX status_events_by_app ON status_events(app_id, event_id);
+        CREATE INDEX status_events_by_message ON status_events(seq, device);
+
+        -- How far each consumer (webhooks, XMPP notices) has delivered an app's events.
+        CREATE TABLE event_cursors (
+            consumer    TEXT NOT NULL,
+            app_id      TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            event_id    INTEGER NOT NULL,
+            failures    INTEGER NOT NULL DEFAULT 0,
+            last_error  TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (consumer, app_id)
+        ) STRICT, WITHOUT ROWID;
+
+        -- Request nonces seen inside the signature window, kept across restarts.
+        CREATE TABLE request_nonces (
+            client_id   TEXT NOT NULL,
+            nonce       TEXT NOT NULL,
+            expires_at  INTEGER NOT NULL,
+            PRIMARY KEY (client_id, nonce)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX request_nonces_by_expiry ON request_nonces(expires_at);
+
+        -- Messages accepted per app and UTC day, for the plan's daily quota.
+        CREATE TABLE daily_usage (
+            app_id  TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            day     INTEGER NOT NULL,
+            count   INTEGER NOT NULL,
+            PRIMARY KEY (app_id, day)
+        ) STRICT, WITHOUT ROWID;
+        """,
+    ),
 )

@@ -13,15 +13,22 @@ __all__ = [
     "AppCounters",
     "AuthenticatedApp",
     "CredentialInfo",
+    "CursorState",
     "DeviceKeys",
     "DevicePublication",
     "DeviceRecord",
     "DirectoryEntry",
     "IssuedCredentials",
     "KeyTake",
+    "MessageRecord",
+    "MessageStatus",
     "NewApp",
+    "NewMessage",
+    "OutboxEntry",
     "Plan",
     "Priority",
+    "StatusChange",
+    "StatusEvent",
     "StoredPrekey",
 ]
 
@@ -226,3 +233,142 @@ class KeyTake:
 
     devices: tuple[DeviceKeys, ...]
     running_low: tuple[DeviceKeys, ...]
+
+
+class MessageStatus(enum.Enum):
+    """Where a message stands (SPEC section 6); statuses only move forward."""
+
+    ACCEPTED = "accepted"
+    DISPATCHED = "dispatched"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def rank(self) -> int:
+        """Later statuses rank higher; the two failures end any pending message."""
+        return _STATUS_RANK[self]
+
+    @property
+    def pending(self) -> bool:
+        """Not yet delivered, failed or expired: the outbox still answers for it."""
+        return self in (MessageStatus.ACCEPTED, MessageStatus.DISPATCHED)
+
+
+_STATUS_RANK = {
+    MessageStatus.ACCEPTED: 0,
+    MessageStatus.DISPATCHED: 1,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.READ: 3,
+    MessageStatus.FAILED: 4,
+    MessageStatus.EXPIRED: 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A sealed message admitted for storage.
+
+    Attributes:
+        recipient: As submitted: a JID, an email or an E.164 number.
+        recipient_jid: The resolved bare JID, or ``None`` with ``failure`` set.
+        request_sha256: Digest of the canonical request, for idempotent retries.
+        envelope: The sealed envelope's canonical bytes.
+        failure: Why it cannot be delivered (unknown recipient, no device): it is
+            stored, then failed at once, so the app sees the reason as a status.
+    """
+
+    app_id: str
+    message_id: str
+    recipient: str
+    recipient_jid: str | None
+    priority: Priority
+    request_sha256: bytes
+    envelope: bytes = field(repr=False)
+    expires_ms: int
+    failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A stored message as it stands now (never its envelope)."""
+
+    seq: int
+    app_id: str
+    message_id: str
+    recipient: str
+    recipient_jid: str | None
+    priority: Priority
+    status: MessageStatus
+    detail: str
+    expires_ms: int
+    created_ms: int
+    updated_ms: int
+    duplicate: bool = False
+    """Set on the answer to a retried submission: it was stored before."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """What the dispatcher keeps in memory per pending message: no envelope."""
+
+    seq: int
+    app_id: str
+    message_id: str
+    recipient_jid: str
+    priority: Priority
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """Something that happened to a message, to be recorded if it moves it forward.
+
+    Attributes:
+        reporter: The bare JID that reported it (a receipt's or marker's sender); it
+            must be the message's recipient, else the change is ignored. ``None`` for
+            the gateway's own observations.
+        device: Where it applies: the reporting device, or empty for the message.
+    """
+
+    app_id: str
+    message_id: str
+    status: MessageStatus
+    at_ms: int
+    device: str = ""
+    detail: str = ""
+    reporter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One recorded status event, as apps receive it (SPEC section 6)."""
+
+    event_id: int
+    app_id: str
+    message_id: str
+    status: MessageStatus
+    at_ms: int
+    device: str
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "event_id": self.event_id,
+            "message_id": self.message_id,
+            "status": self.status.value,
+            "at_ms": self.at_ms,
+            "device": self.device,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CursorState:
+    """How far one consumer has delivered one app's events."""
+
+    app_id: str
+    event_id: int
+    failures: int
+    last_error: str

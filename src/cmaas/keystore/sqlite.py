@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from cmaas.keystore._sql import SharedConnection, SqliteThread
+from cmaas.keystore._sql import GroupCommit, SharedConnection, SqliteThread
 from cmaas.keystore.credentials import (
     MasterKeyring,
     hash_client_secret,
@@ -29,7 +29,9 @@ from cmaas.keystore.errors import (
     JidAlreadyBound,
     PlanNotFound,
     SchemaTooNew,
+    TooManySigningKeys,
 )
+from cmaas.keystore.messages import SqliteMessageStore
 from cmaas.keystore.migrations import MIGRATIONS
 from cmaas.keystore.models import (
     App,
@@ -44,7 +46,10 @@ from cmaas.keystore.models import (
     Priority,
 )
 
-__all__ = ["SqliteKeystore"]
+__all__ = ["MAX_SIGNING_KEYS", "SqliteKeystore"]
+
+MAX_SIGNING_KEYS = 4
+"""Active signing keys per app: enough to roll one over, few enough to audit."""
 
 # A fixed salt/hash pair so that an unknown client id costs the same as a wrong secret.
 _DUMMY_SALT = bytes(16)
@@ -88,6 +93,10 @@ class SqliteKeystore:
         self._shared = SharedConnection(connection, clock)
         self._thread = SqliteThread(path)
         self._devices = SqliteDeviceStore(self._shared, self._thread)
+        self._commits = GroupCommit(self._thread)
+        self._messages = SqliteMessageStore(
+            self._shared, self._commits, lambda: int(clock() * 1000)
+        )
 
     @classmethod
     async def open(
@@ -118,6 +127,7 @@ class SqliteKeystore:
         return cls(connection, keyring, clock, path=path)
 
     async def close(self) -> None:
+        await self._commits.close()
         await self._thread.close()
         await self._db.close()
 
@@ -125,6 +135,11 @@ class SqliteKeystore:
     def devices(self) -> SqliteDeviceStore:
         """Device identity keys and prekeys, on the same connection."""
         return self._devices
+
+    @property
+    def messages(self) -> SqliteMessageStore:
+        """The outbox, its status events and cursors, on the same database."""
+        return self._messages
 
     def _now(self) -> int:
         return self._shared.now()
@@ -303,8 +318,7 @@ class SqliteKeystore:
         return None if row is None else str(row["app_id"])
 
     async def app_counters(self, app_id: str) -> AppCounters:
-        now = self._now()
-        day_start = now - now % 86400
+        day = self._now() // 86400
         async with self._read() as db:
             if not await self._app_exists(db, app_id):
                 raise AppNotFound(f"no app named {app_id!r}")
@@ -314,11 +328,82 @@ class SqliteKeystore:
             )
             by_status = {row["status"]: row["n"] for row in await cursor.fetchall()}
             cursor = await db.execute(
-                "SELECT count(*) AS n FROM messages WHERE app_id = ? AND created_at >= ?",
-                (app_id, day_start),
+                "SELECT count FROM daily_usage WHERE app_id = ? AND day = ?", (app_id, day)
             )
             row = await cursor.fetchone()
-        return AppCounters(messages_by_status=by_status, submitted_today=row["n"] if row else 0)
+        return AppCounters(messages_by_status=by_status, submitted_today=row[0] if row else 0)
+
+    async def hmac_keys(self, app_id: str) -> list[bytes]:
+        """The HMAC keys of the app's live credentials, newest first: the first signs
+        its webhooks; any verifies its requests during a rotation's grace period.
+
+        Raises: AppNotFound: No such app, or it has no live credentials.
+        """
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT credential_id, master_key_id, hmac_key FROM app_credentials"
+                " WHERE app_id = ? AND (not_after IS NULL OR not_after > ?)"
+                " ORDER BY created_at DESC, rowid DESC",
+                (app_id, self._now()),
+            )
+            rows = await cursor.fetchall()
+        if not rows:
+            raise AppNotFound(f"app {app_id!r} has no live credentials")
+        return [
+            self._keyring.unwrap(
+                row["master_key_id"], row["hmac_key"], _hmac_key_aad(app_id, row["credential_id"])
+            )
+            for row in rows
+        ]
+
+    # App signing keys
+
+    async def add_signing_key(self, app_id: str, fingerprint: str, public_key: bytes) -> bool:
+        """Register an app signing key's public half; ``False`` if it was already there.
+
+        Raises: AppNotFound, TooManySigningKeys.
+        """
+        async with self._write() as db:
+            if not await self._app_exists(db, app_id):
+                raise AppNotFound(f"no app named {app_id!r}")
+            cursor = await db.execute(
+                "SELECT fingerprint FROM app_signing_keys WHERE app_id = ? AND retired_at IS NULL",
+                (app_id,),
+            )
+            active = {row["fingerprint"] for row in await cursor.fetchall()}
+            if fingerprint in active:
+                return False
+            if len(active) >= MAX_SIGNING_KEYS:
+                raise TooManySigningKeys(
+                    f"an app may have {MAX_SIGNING_KEYS} signing keys; retire one first"
+                )
+            await db.execute(
+                "INSERT INTO app_signing_keys (app_id, fingerprint, public_key, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (app_id, fingerprint) DO UPDATE SET"
+                " retired_at = NULL",
+                (app_id, fingerprint, public_key, self._now()),
+            )
+            return True
+
+    async def retire_signing_key(self, app_id: str, fingerprint: str) -> bool:
+        """Stop accepting envelopes signed by this key; ``False`` if it was not active."""
+        async with self._write() as db:
+            cursor = await db.execute(
+                "UPDATE app_signing_keys SET retired_at = ?"
+                " WHERE app_id = ? AND fingerprint = ? AND retired_at IS NULL",
+                (self._now(), app_id, fingerprint),
+            )
+            return cursor.rowcount > 0
+
+    async def signing_keys(self, app_id: str) -> dict[str, bytes]:
+        """The app's active signing keys: fingerprint to public key."""
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT fingerprint, public_key FROM app_signing_keys"
+                " WHERE app_id = ? AND retired_at IS NULL ORDER BY created_at",
+                (app_id,),
+            )
+            return {row["fingerprint"]: row["public_key"] for row in await cursor.fetchall()}
 
     # Directory
 

@@ -5,8 +5,9 @@ from cmaas.component.delivery.feedback import (
     Feedback,
     FeedbackHandlers,
     FeedbackKind,
+    track_feedback,
 )
-from cmaas.component.delivery.outbound import prekeys_low_message, sealed_message
+from cmaas.component.delivery.outbound import prekeys_low_message, sealed_message, status_message
 
 __all__ = [
     "FEEDBACK_EVENTS",
@@ -15,4 +16,6 @@ __all__ = [
     "FeedbackKind",
     "prekeys_low_message",
     "sealed_message",
+    "status_message",
+    "track_feedback",
 ]

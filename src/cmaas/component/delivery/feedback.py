@@ -16,9 +16,11 @@ from slixmpp.basexmpp import BaseXMPP
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from cmaas.delivery.tracker import StatusTracker
 from cmaas.envelope.header import MESSAGE_ID
+from cmaas.stanzas import DEVICE_NAMESPACE
 
-__all__ = ["FEEDBACK_EVENTS", "Feedback", "FeedbackHandlers", "FeedbackKind"]
+__all__ = ["FEEDBACK_EVENTS", "Feedback", "FeedbackHandlers", "FeedbackKind", "track_feedback"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class Feedback:
     sender: Who reports: the device's full JID, or the server for a bounce.
     message_id: The sealed message's id.
     condition: For a bounce, the stanza error condition.
+    device: The CMaaS device id the reporter announced, else its XMPP resource.
     """
 
     kind: FeedbackKind
@@ -50,6 +53,7 @@ class Feedback:
     sender: JID
     message_id: str
     condition: str = ""
+    device: str = ""
 
 
 class FeedbackHandlers:
@@ -94,7 +98,14 @@ class FeedbackHandlers:
         if not app_jid.user or not MESSAGE_ID.fullmatch(message_id or ""):
             log.debug("ignored %s without an app JID or a valid message id", kind.value)
             return
-        feedback = Feedback(kind, JID(app_jid.bare), message["from"], message_id, condition)
+        feedback = Feedback(
+            kind,
+            JID(app_jid.bare),
+            message["from"],
+            message_id,
+            condition,
+            "" if kind is FeedbackKind.BOUNCED else _device(message),
+        )
         log.info(
             "%s: message %s from %s (%s)%s",
             kind.value,
@@ -104,3 +115,36 @@ class FeedbackHandlers:
             f": {condition}" if condition else "",
         )
         self._xmpp.event(FEEDBACK_EVENTS[kind], feedback)
+
+
+def track_feedback(xmpp: BaseXMPP, tracker: StatusTracker) -> None:
+    """Hand every feedback event to the delivery engine's status tracker."""
+
+    async def delivered(feedback: Feedback) -> None:
+        await tracker.delivered(*_about(feedback), feedback.device)
+
+    async def displayed(feedback: Feedback) -> None:
+        await tracker.read(*_about(feedback), feedback.device)
+
+    async def bounced(feedback: Feedback) -> None:
+        await tracker.bounced(*_about(feedback), feedback.condition)
+
+    for kind, handler in (
+        (FeedbackKind.DELIVERED, delivered),
+        (FeedbackKind.DISPLAYED, displayed),
+        (FeedbackKind.BOUNCED, bounced),
+    ):
+        xmpp.add_event_handler(FEEDBACK_EVENTS[kind], handler)
+
+
+def _about(feedback: Feedback) -> tuple[str, str, str]:
+    """(app id, message id, the reporter's bare JID)."""
+    return str(feedback.app_jid.user), feedback.message_id, str(feedback.sender.bare)
+
+
+def _device(message: Message) -> str:
+    tag = message.xml.find(f"{{{DEVICE_NAMESPACE}}}device")
+    announced = tag.get("id", "") if tag is not None else ""
+    if announced.isdigit() and len(announced) <= 10:
+        return announced
+    return str(message["from"].resource)[:128]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from slixmpp import JID, Message
 from slixmpp.basexmpp import BaseXMPP
 
+from cmaas.keystore import StatusEvent
 from cmaas.stanzas import ENVELOPE_NAMESPACE, FALLBACK_BODY
 
-__all__ = ["prekeys_low_message", "sealed_message"]
+__all__ = ["prekeys_low_message", "sealed_message", "status_message"]
 
 
 def sealed_message(
@@ -40,5 +41,21 @@ def prekeys_low_message(
     low["device"] = str(device_id)
     low["remaining"] = str(remaining)
     low["capacity"] = str(capacity)
+    message.enable("store")
+    return message
+
+
+def status_message(xmpp: BaseXMPP, app_jid: JID, to: JID, event: StatusEvent) -> Message:
+    """A status event for a JID bound to the app (SPEC section 6), kept for it offline."""
+    message = xmpp.make_message(mto=to, mfrom=app_jid, mtype="normal")
+    status = message["cmaas_status"]
+    status["event"] = str(event.event_id)
+    status["message"] = event.message_id
+    status["status"] = event.status.value
+    status["at"] = str(event.at_ms)
+    if event.device:
+        status["device"] = event.device
+    if event.detail:
+        status["detail"] = event.detail
     message.enable("store")
     return message

@@ -1,0 +1,6 @@
+"""The HTTP API for apps (SPEC section 4), on aiohttp; ``docs/openapi.yaml`` describes it."""
+
+from cmaas.api.addresses import ClientAddresses
+from cmaas.api.routes import api_routes, error_middleware
+
+__all__ = ["ClientAddresses", "api_routes", "error_middleware"]

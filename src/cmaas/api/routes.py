@@ -1,0 +1,176 @@
+"""The HTTP API's routes. Handlers translate HTTP into calls on the delivery engine and
+back; :func:`error_middleware` is the one place refusals become HTTP answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from cmaas.api.addresses import ClientAddresses
+from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
+from cmaas.delivery.errors import DeliveryError, InvalidRequest, PayloadTooLarge
+from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
+from cmaas.delivery.service import MAX_WAIT_S, Messaging
+from cmaas.delivery.submission import outcome_json
+from cmaas.keystore import App
+
+__all__ = ["api_routes", "error_middleware"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(error: DeliveryError) -> web.Response:
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    return web.json_response(error.to_json(), status=error.status, headers=headers)
+
+
+def error_middleware(metrics: GatewayMetrics | None = None) -> Any:
+    """Every refusal as ``{"error": CODE, "detail": TEXT}`` with its status, including
+    aiohttp's own (unknown path, wrong method, body too large)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except DeliveryError as error:
+            if metrics is not None:
+                metrics.on_refused(error)
+            return _error_response(error)
+        except web.HTTPRequestEntityTooLarge as error:
+            return _error_response(PayloadTooLarge(error.text or "the body is too large"))
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            code = error.reason.lower().replace(" ", "_")
+            return web.json_response(
+                {"error": code, "detail": f"{request.method} {request.path}: {error.reason}"},
+                status=error.status,
+                headers={k: v for k, v in error.headers.items() if k == "Allow"},
+            )
+
+    return middleware
+
+
+def _json_body(body: bytes) -> object:
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise InvalidRequest("the JSON body repeats a key")
+        return dict(pairs)
+
+    try:
+        return json.loads(body, object_pairs_hook=unique)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise InvalidRequest(f"the body is not JSON: {error}") from error
+
+
+def _integer(request: web.Request, name: str, default: int, high: int) -> int:
+    text = request.query.get(name, str(default))
+    if not text.isdigit() or int(text) > high:
+        raise InvalidRequest(f"{name} must be a whole number from 0 to {high}")
+    return int(text)
+
+
+def api_routes(
+    messaging: Messaging,
+    authenticator: RequestAuthenticator,
+    addresses: ClientAddresses,
+    metrics: GatewayMetrics,
+) -> list[web.RouteDef]:
+    async def authenticated(request: web.Request) -> tuple[App, bytes]:
+        body = await request.read()
+        headers = request.headers
+        signed = SignedRequest(
+            method=request.method,
+            path=request.raw_path,
+            body=body,
+            client_id=headers.get("X-CMAAS-Client-Id", ""),
+            client_secret=headers.get("X-CMAAS-Client-Secret", ""),
+            timestamp=headers.get("X-CMAAS-Timestamp", ""),
+            nonce=headers.get("X-CMAAS-Nonce", ""),
+            signature=headers.get("X-CMAAS-Signature", ""),
+            peer=addresses.client(request),
+        )
+        return (await authenticator.authenticate(signed)).app, body
+
+    async def keys(request: web.Request) -> web.Response:
+        app, _ = await authenticated(request)
+        to = request.query.get("to", "")
+        if not to:
+            raise InvalidRequest("give the recipient as ?to=JID, email or +E.164 number")
+        jid, bundles = await messaging.lookup(app, to)
+        return web.json_response({"jid": jid, "devices": [b.to_json() for b in bundles]})
+
+    async def submit(request: web.Request) -> web.Response:
+        app, body = await authenticated(request)
+        item = _json_body(body)
+        (outcome,) = await messaging.submit(app, [item])
+        if isinstance(outcome, DeliveryError):
+            raise outcome
+        return web.json_response(outcome_json(outcome), status=202)
+
+    async def submit_batch(request: web.Request) -> web.Response:
+        app, body = await authenticated(request)
+        value = _json_body(body)
+        if not isinstance(value, dict) or set(value) != {"messages"}:
+            raise InvalidRequest('the body must be {"messages": [...]}')
+        items = value["messages"]
+        if not isinstance(items, list):
+            raise InvalidRequest("messages must be a list")
+        outcomes = await messaging.submit(app, items)
+        return web.json_response(
+            {"results": [outcome_json(o, item) for o, item in zip(outcomes, items, strict=True)]}
+        )
+
+    async def status(request: web.Request) -> web.Response:
+        app, _ = await authenticated(request)
+        return web.json_response(await messaging.status(app, request.match_info["message_id"]))
+
+    async def events(request: web.Request) -> web.Response:
+        app, _ = await authenticated(request)
+        after = _integer(request, "after", 0, 2**63 - 1)
+        wait = _integer(request, "wait", 0, int(MAX_WAIT_S))
+        found = await messaging.events(app, after, wait)
+        return web.json_response(
+            {
+                "events": [event.to_json() for event in found],
+                "next": found[-1].event_id if found else after,
+            }
+        )
+
+    async def add_signing_key(request: web.Request) -> web.Response:
+        app, body = await authenticated(request)
+        value = _json_body(body)
+        if not isinstance(value, dict) or set(value) != {"public_key"}:
+            raise InvalidRequest('the body must be {"public_key": BASE64URL_POINT}')
+        digest, added = await messaging.register_signing_key(app, value["public_key"])
+        return web.json_response({"fingerprint": digest}, status=201 if added else 200)
+
+    async def list_signing_keys(request: web.Request) -> web.Response:
+        app, _ = await authenticated(request)
+        return web.json_response({"fingerprints": await messaging.signing_keys(app)})
+
+    async def retire_signing_key(request: web.Request) -> web.Response:
+        app, _ = await authenticated(request)
+        await messaging.retire_signing_key(app, request.match_info["fingerprint"])
+        return web.Response(status=204)
+
+    async def metrics_text(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    return [
+        web.get("/v1/keys", keys),
+        web.post("/v1/messages", submit),
+        web.post("/v1/messages:batch", submit_batch),
+        web.get("/v1/messages/{message_id}", status),
+        web.get("/v1/events", events),
+        web.post("/v1/signing-keys", add_signing_key),
+        web.get("/v1/signing-keys", list_signing_keys),
+        web.delete("/v1/signing-keys/{fingerprint}", retire_signing_key),
+        web.get("/metrics", metrics_text),
+    ]

@@ -1,0 +1,123 @@
+"""Authenticating app requests: client id and secret, the request's HMAC, its freshness,
+a nonce never seen before, the peer's address and the app's standing."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
+from cmaas.delivery.signing import request_signature_input, request_signature_matches
+from cmaas.keystore import App, AuthenticatedApp, AuthenticationFailed, Keystore
+
+__all__ = ["SIGNATURE_WINDOW_S", "RequestAuthenticator", "SignedRequest"]
+
+SIGNATURE_WINDOW_S = 300
+_NONCE = re.compile(r"[A-Za-z0-9_.:~-]{8,128}")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """What authentication reads from one request.
+
+    Attributes:
+        path: The path with its query string, exactly as sent.
+        peer: The client's address (after trusted proxies), or ``None`` over XMPP.
+    """
+
+    method: str
+    path: str
+    body: bytes = field(repr=False)
+    client_id: str
+    client_secret: str = field(repr=False)
+    timestamp: str
+    nonce: str
+    signature: str = field(repr=False)
+    peer: IpAddress | None
+
+
+class RequestAuthenticator:
+    """Checks requests in the order that reveals least: the credentials, the signature,
+    the timestamp, the address, the app's standing, and last the nonce (so that an
+    unauthenticated caller cannot use up nonces)."""
+
+    def __init__(
+        self,
+        keystore: Keystore,
+        *,
+        window_s: int = SIGNATURE_WINDOW_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keystore = keystore
+        self._window = window_s
+        self._clock = clock
+
+    async def authenticate(self, request: SignedRequest) -> AuthenticatedApp:
+        """Raises:
+        Unauthenticated: Missing or malformed headers, unknown client id or wrong
+            secret, bad signature, a timestamp outside the window, a replayed nonce.
+        ForbiddenAddress: The peer is outside the app's allow-list.
+        AppSuspended: The app is suspended.
+        """
+        if not _CLIENT_ID.fullmatch(request.client_id) or not request.client_secret:
+            raise Unauthenticated("X-CMAAS-Client-Id and X-CMAAS-Client-Secret are required")
+        try:
+            authenticated = await self._keystore.authenticate(
+                request.client_id, request.client_secret
+            )
+        except AuthenticationFailed as error:
+            raise Unauthenticated(str(error)) from error
+        await self._check_signed(authenticated.app, [authenticated.hmac_key], request)
+        return authenticated
+
+    async def authenticate_bound(self, app_id: str, request: SignedRequest) -> App:
+        """Check a request from a JID bound to ``app_id`` (ad-hoc): the server vouches
+        for the sender, and the HMAC proves the app's key; no secret travels.
+
+        Raises: as :meth:`authenticate`, less the address check.
+        """
+        app = await self._keystore.get_app(app_id)
+        await self._check_signed(app, await self._keystore.hmac_keys(app_id), request)
+        return app
+
+    async def _check_signed(self, app: App, keys: list[bytes], request: SignedRequest) -> None:
+        timestamp, nonce = request.timestamp, request.nonce
+        if not timestamp.isdigit() or len(timestamp) > 12:
+            raise Unauthenticated("X-CMAAS-Timestamp must be unix seconds")
+        if not _NONCE.fullmatch(nonce):
+            raise Unauthenticated("X-CMAAS-Nonce must be 8 to 128 of A-Z a-z 0-9 _ . : ~ -")
+        signed = request_signature_input(
+            request.method, request.path, timestamp, nonce, request.body
+        )
+        # Every live key is tried, so the time taken does not say which one matched.
+        matches = [request_signature_matches(key, request.signature, signed) for key in keys]
+        if not any(matches):
+            raise Unauthenticated("the request signature does not verify")
+        now = int(self._clock())
+        if abs(now - int(timestamp)) > self._window:
+            raise Unauthenticated(
+                f"X-CMAAS-Timestamp is more than {self._window} s from the gateway's clock"
+            )
+        if request.peer is not None and not _allowed(app, request.peer):
+            raise ForbiddenAddress(f"requests from {request.peer} are not allowed for this app")
+        if app.suspended:
+            raise AppSuspended(f"app {app.app_id!r} is suspended")
+        # A nonce is remembered past the window's far edge, so it can never come back.
+        expires_at = int(timestamp) + self._window + 1
+        if not await self._keystore.messages.claim_nonce(app.client_id, nonce, expires_at, now):
+            raise Unauthenticated("X-CMAAS-Nonce was used before")
+
+
+def _allowed(app: App, peer: IpAddress) -> bool:
+    """An app with no allow-list may call from anywhere; else the peer must be in it."""
+    if not app.networks:
+        return True
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped
+    return any(peer in network for network in app.networks)

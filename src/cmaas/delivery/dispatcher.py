@@ -1,0 +1,241 @@
+"""Dispatching stored messages to the IM server, in priority order, and resending what
+a lost link may have dropped.
+
+A component link has no stream management (XEP-0198): a stanza written just before the
+link fails may never reach the server. The dispatcher therefore remembers what it wrote
+within the resend window and, after a reconnect, writes again every such message that
+has no receipt yet, under the same stanza id; devices show a message id once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from cmaas.delivery.queues import PriorityQueues
+from cmaas.keystore import MessageStatus, MessageStore, OutboxEntry, Priority, StatusChange
+from cmaas.keystore.models import StatusEvent
+from cmaas.xmpp_link import wait_first
+
+__all__ = ["Dispatcher", "StanzaSender"]
+
+log = logging.getLogger(__name__)
+
+_FINISHED = frozenset(
+    {MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED, MessageStatus.EXPIRED}
+)
+
+
+class StanzaSender(Protocol):
+    """The component, as the dispatcher sees it."""
+
+    def send_sealed(
+        self, app_id: str, recipient: str, message_id: str, envelope_json: str
+    ) -> None: ...
+
+    def send_backlog(self) -> int:
+        """Stanzas handed to the stream but not yet written to the socket."""
+        ...
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Dispatcher:
+    """Takes queued messages in priority order and writes them to the component.
+
+    Args:
+        resend_window_s: Messages written this long before a link was lost are
+            written again after the reconnect.
+        batch: Messages loaded and written per round; a high-priority message waits
+            at most for one round of lower ones.
+        max_backlog: Stanzas allowed to wait in the stream's send queue. Keeping it
+            short keeps the priority order real: a message queued late but urgent is
+            not stuck behind thousands already handed to the stream.
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        sender: StanzaSender,
+        *,
+        resend_window_s: float = 15.0,
+        batch: int = 64,
+        max_backlog: int = 256,
+        clock_ms: Callable[[], int] = _now_ms,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._window = resend_window_s
+        self._batch = batch
+        self._max_backlog = max_backlog
+        self._clock_ms = clock_ms
+        self._monotonic = monotonic
+        self._queues = PriorityQueues()
+        self._wake = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._lost_at: float | None = None
+        self._inflight: OrderedDict[tuple[str, str], tuple[OutboxEntry, float]] = OrderedDict()
+        self._marking: set[asyncio.Task[list[StatusEvent]]] = set()
+        self.resent = 0
+
+    async def load(self) -> None:
+        """Queue what the store holds pending: every accepted message, and the recently
+        dispatched ones that a previous process may have lost with its link."""
+        accepted, resend = await self._store.pending(int(self._window * 1000))
+        for entry in resend:
+            self._queues.push(entry)
+        for entry in accepted:
+            self._queues.push(entry)
+        self.resent += len(resend)
+        if accepted or resend:
+            log.info(
+                "outbox: %d messages to dispatch, %d to resend after restart",
+                len(accepted),
+                len(resend),
+            )
+        self._wake.set()
+
+    def enqueue(self, entries: Iterable[OutboxEntry]) -> None:
+        """Queue newly accepted messages."""
+        for entry in entries:
+            self._queues.push(entry)
+        self._wake.set()
+
+    def depth(self) -> dict[Priority, int]:
+        return self._queues.depth()
+
+    @property
+    def inflight(self) -> int:
+        """Messages written within the resend window with no receipt yet."""
+        return len(self._inflight)
+
+    def link_up(self) -> None:
+        """The component (re)connected: resend what the lost link may have dropped."""
+        if self._lost_at is not None:
+            since = self._lost_at - self._window
+            resend = [entry for entry, sent_at in self._inflight.values() if sent_at >= since]
+            for entry in reversed(resend):
+                self._queues.push(entry, front=True)
+            self._inflight.clear()
+            self.resent += len(resend)
+            if resend:
+                log.info(
+                    "outbox: resending %d messages written before the link was lost", len(resend)
+                )
+        self._connected.set()
+        self._wake.set()
+
+    def link_down(self) -> None:
+        if self._connected.is_set():
+            self._lost_at = self._monotonic()
+        self._connected.clear()
+
+    def on_events(self, events: Sequence[StatusEvent]) -> None:
+        """Forget messages that need no resend any more (store listener)."""
+        for event in events:
+            if event.status in _FINISHED:
+                self._inflight.pop((event.app_id, event.message_id), None)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set."""
+        try:
+            while not stop.is_set():
+                if not self._connected.is_set():
+                    await wait_first(stop, self._connected)
+                    continue
+                self._forget_old()
+                batch = self._take()
+                if not batch:
+                    self._wake.clear()
+                    if not len(self._queues):
+                        await wait_first(stop, self._wake)
+                    continue
+                await self._dispatch(batch)
+                await self._wait_for_stream(stop)
+        finally:
+            if self._marking:
+                await asyncio.gather(*self._marking, return_exceptions=True)
+
+    async def _wait_for_stream(self, stop: asyncio.Event) -> None:
+        """Let the stream's send queue drain below the backlog limit.
+
+        slixmpp offers no event for that, so this looks every 2 ms.
+        """
+        while True:
+            if (
+                self._sender.send_backlog() <= self._max_backlog
+                or not self._connected.is_set()
+                or stop.is_set()
+            ):
+                return
+            await asyncio.sleep(0.002)
+
+    def _take(self) -> list[OutboxEntry]:
+        batch: list[OutboxEntry] = []
+        while len(batch) < self._batch:
+            entry = self._queues.pop()
+            if entry is None:
+                break
+            batch.append(entry)
+        return batch
+
+    def _forget_old(self) -> None:
+        """While the link is up, what was written a window ago has reached the server."""
+        horizon = self._monotonic() - self._window
+        while self._inflight:
+            key, (_, sent_at) = next(iter(self._inflight.items()))
+            if sent_at >= horizon:
+                break
+            del self._inflight[key]
+
+    async def _dispatch(self, batch: list[OutboxEntry]) -> None:
+        envelopes = await self._store.envelopes([entry.seq for entry in batch])
+        now_ms = self._clock_ms()
+        sent: list[int] = []
+        expired: list[StatusChange] = []
+        for index, entry in enumerate(batch):
+            envelope = envelopes.get(entry.seq)
+            if envelope is None:
+                continue  # finished meanwhile: delivered, failed or expired
+            if entry.expires_ms <= now_ms:
+                expired.append(
+                    StatusChange(
+                        entry.app_id,
+                        entry.message_id,
+                        MessageStatus.EXPIRED,
+                        now_ms,
+                        detail="expired before it could be dispatched",
+                    )
+                )
+                continue
+            if not self._connected.is_set():
+                for rest in reversed(batch[index:]):
+                    self._queues.push(rest, front=True)
+                break
+            self._sender.send_sealed(
+                entry.app_id, entry.recipient_jid, entry.message_id, envelope.decode()
+            )
+            self._inflight[(entry.app_id, entry.message_id)] = (entry, self._monotonic())
+            sent.append(entry.seq)
+        if expired:
+            await self._store.record(expired)
+        if sent:
+            # Recording runs beside the next round; a crash before it commits leaves the
+            # message 'accepted', and a restart sends it again (devices show it once).
+            task = asyncio.create_task(self._store.mark_dispatched(sent, now_ms))
+            self._marking.add(task)
+            task.add_done_callback(self._marked)
+            if len(self._marking) > 4:
+                await asyncio.wait(set(self._marking), return_when=asyncio.FIRST_COMPLETED)
+
+    def _marked(self, task: asyncio.Task[list[StatusEvent]]) -> None:
+        self._marking.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("outbox: recording dispatched messages failed", exc_info=task.exception())

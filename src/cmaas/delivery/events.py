@@ -1,0 +1,185 @@
+"""Status events as apps receive them: long-poll waits, and consumers that deliver each
+app's events in order from a persisted cursor (webhooks, XMPP notices)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from cmaas.keystore import CursorState, Keystore, StatusEvent
+
+__all__ = ["CursorConsumer", "DeliveryFailed", "EventHub"]
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_READ = 100
+
+
+class EventHub:
+    """Wakes those waiting for an app's events when a commit records some."""
+
+    def __init__(self, keystore: Keystore) -> None:
+        self._store = keystore.messages
+        self._generation: defaultdict[str, int] = defaultdict(int)
+        self._changed = asyncio.Condition()
+        self._subscribers: list[Callable[[set[str]], None]] = []
+
+    def subscribe(self, subscriber: Callable[[set[str]], None]) -> None:
+        """Call ``subscriber`` with the apps that have new events after each commit."""
+        self._subscribers.append(subscriber)
+
+    def on_events(self, events: Sequence[StatusEvent]) -> None:
+        """Store listener: runs on the event loop right after a commit."""
+        apps = {event.app_id for event in events}
+        for app_id in apps:
+            self._generation[app_id] += 1
+        for subscriber in self._subscribers:
+            subscriber(apps)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_events(
+        self, app_id: str, after: int, wait_s: float, limit: int = MAX_EVENTS_PER_READ
+    ) -> list[StatusEvent]:
+        """The app's events after ``after``; waits up to ``wait_s`` for the first one."""
+        generation = self._generation[app_id]
+        events = await self._store.events_after(app_id, after, limit)
+        if events or wait_s <= 0:
+            return events
+        try:
+            async with asyncio.timeout(wait_s), self._changed:
+                await self._changed.wait_for(lambda: self._generation[app_id] != generation)
+        except TimeoutError:
+            return []
+        return await self._store.events_after(app_id, after, limit)
+
+
+class DeliveryFailed(Exception):
+    """A consumer could not deliver a batch; it is retried with backoff."""
+
+
+class CursorConsumer(ABC):
+    """Delivers each app's events in order, at least once, from a cursor kept in the
+    database: a restart resumes after the last batch delivered.
+
+    Events older than ``max_age_s`` are skipped (SPEC section 6: webhooks retry until
+    an event is 24 hours old). Failures back off exponentially per app, so one app's
+    dead endpoint never delays another's.
+    """
+
+    consumer: str = ""
+
+    def __init__(
+        self,
+        keystore: Keystore,
+        *,
+        max_age_s: float = 86_400.0,
+        first_backoff_s: float = 1.0,
+        max_backoff_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keystore = keystore
+        self._store = keystore.messages
+        self._max_age_ms = int(max_age_s * 1000)
+        self._first_backoff = first_backoff_s
+        self._max_backoff = max_backoff_s
+        self._clock = clock
+        self._cursors: dict[str, CursorState] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._kicked: set[str] = set()
+        self.delivered = 0
+        self.failures = 0
+        self.skipped = 0
+
+    @abstractmethod
+    async def deliver(self, app_id: str, events: Sequence[StatusEvent]) -> bool:
+        """Deliver one batch of an app's events.
+
+        Returns: ``False`` when the app has nowhere to receive them now (no callback
+            URL, no bound JID, link down): the cursor stays, to resume later.
+        Raises: DeliveryFailed: Retry later with backoff.
+        """
+
+    async def start(self) -> None:
+        """Load the cursors and resume every app that has events left to deliver."""
+        last = await self._store.last_event_id()
+        for state in await self._store.cursors(self.consumer):
+            self._cursors[state.app_id] = state
+            if state.event_id < last:
+                self.kick({state.app_id})
+
+    def kick(self, app_ids: set[str]) -> None:
+        """Deliver these apps' new events (an :class:`EventHub` subscriber)."""
+        for app_id in app_ids:
+            self._kicked.add(app_id)
+            if app_id not in self._running:
+                task = asyncio.get_running_loop().create_task(
+                    self._drain(app_id), name=f"cmaas {self.consumer} {app_id}"
+                )
+                self._running[app_id] = task
+                task.add_done_callback(functools.partial(self._finished, app_id))
+
+    def _finished(self, app_id: str, _task: asyncio.Task[None]) -> None:
+        self._running.pop(app_id, None)
+
+    async def stop(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def state(self, app_id: str) -> CursorState:
+        return self._cursors.get(app_id) or CursorState(app_id, 0, 0, "")
+
+    async def _drain(self, app_id: str) -> None:
+        try:
+            while app_id in self._kicked:
+                self._kicked.discard(app_id)
+                await self._drain_once(app_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: delivering events of %s failed", self.consumer, app_id)
+
+    async def _drain_once(self, app_id: str) -> None:
+        while True:
+            state = self.state(app_id)
+            events = await self._store.events_after(app_id, state.event_id, MAX_EVENTS_PER_READ)
+            if not events:
+                return
+            horizon = int(self._clock() * 1000) - self._max_age_ms
+            fresh = [event for event in events if event.at_ms >= horizon]
+            if len(fresh) < len(events):
+                self.skipped += len(events) - len(fresh)
+                log.warning(
+                    "%s: %d events of %s older than %d h dropped undelivered",
+                    self.consumer,
+                    len(events) - len(fresh),
+                    app_id,
+                    self._max_age_ms // 3_600_000,
+                )
+            try:
+                if fresh and not await self.deliver(app_id, fresh):
+                    return
+            except DeliveryFailed as error:
+                failures = state.failures + 1
+                self.failures += 1
+                await self._save(CursorState(app_id, state.event_id, failures, str(error)[:500]))
+                delay = min(self._first_backoff * 2 ** (failures - 1), self._max_backoff)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
+                continue
+            self.delivered += len(fresh)
+            await self._save(CursorState(app_id, events[-1].event_id, 0, ""))
+
+    async def _save(self, state: CursorState) -> None:
+        self._cursors[state.app_id] = state
+        await self._store.save_cursor(self.consumer, state)

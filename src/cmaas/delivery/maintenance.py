@@ -1,0 +1,49 @@
+"""Housekeeping on a timer: expiring undelivered messages, forgetting old nonces, and
+purging finished messages past their retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from cmaas.keystore import MessageStore
+from cmaas.xmpp_link import wait_first
+
+__all__ = ["Housekeeper"]
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeper:
+    """Args:
+    retention_s: Finished messages (and their events) are deleted this long after
+        their last change; message ids can be reused by the app after that.
+    """
+
+    def __init__(
+        self, store: MessageStore, *, retention_s: float, expiry_every_s: float = 1.0
+    ) -> None:
+        self._store = store
+        self._retention_ms = int(retention_s * 1000)
+        self._every = expiry_every_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        rounds = 0
+        while not stop.is_set():
+            try:
+                await self.tidy(purge=rounds % 600 == 0)
+            except Exception:
+                log.exception("housekeeping failed; trying again")
+            rounds += 1
+            await wait_first(stop, seconds=self._every)
+
+    async def tidy(self, *, purge: bool) -> None:
+        now_ms = int(time.time() * 1000)
+        while len(await self._store.expire_due(now_ms)) >= 1000:
+            pass
+        if purge:
+            await self._store.purge_nonces(now_ms // 1000)
+            purged = await self._store.purge_finished(now_ms - self._retention_ms)
+            if purged:
+                log.info("purged %d finished messages past retention", purged)

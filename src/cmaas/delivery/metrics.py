@@ -1,0 +1,123 @@
+"""What ``GET /metrics`` reports, in the Prometheus text format (prometheus-client)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cmaas.delivery.errors import DeliveryError
+from cmaas.delivery.events import CursorConsumer
+from cmaas.keystore import MessageRecord, Priority, StatusEvent
+
+__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Live(Collector):
+    """Values read when scraped: queue depth, link state, consumers' counts."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        metrics = self._metrics
+        depth = GaugeMetricFamily(
+            "cmaas_outbox_depth", "Messages waiting to be dispatched", labels=["priority"]
+        )
+        for priority, count in metrics.depth().items():
+            depth.add_metric([priority.label], count)
+        yield depth
+        yield GaugeMetricFamily(
+            "cmaas_outbox_unacknowledged",
+            "Messages written within the resend window without a receipt yet",
+            value=metrics.inflight(),
+        )
+        yield CounterMetricFamily(
+            "cmaas_outbox_resent",
+            "Messages written again after a link loss or restart",
+            value=metrics.resent(),
+        )
+        up, connects = metrics.link()
+        yield GaugeMetricFamily(
+            "cmaas_component_link_up", "1 while the component link is connected", value=up
+        )
+        yield CounterMetricFamily(
+            "cmaas_component_link_connects", "Successful component handshakes", value=connects
+        )
+        for name, consumer in metrics.consumers.items():
+            yield CounterMetricFamily(
+                f"cmaas_{name}_events_delivered",
+                f"Events delivered by {name}",
+                value=consumer.delivered,
+            )
+            yield CounterMetricFamily(
+                f"cmaas_{name}_failures",
+                f"Failed {name} delivery attempts",
+                value=consumer.failures,
+            )
+            yield CounterMetricFamily(
+                f"cmaas_{name}_events_dropped",
+                f"Events {name} gave up on after 24 hours",
+                value=consumer.skipped,
+            )
+
+
+class GatewayMetrics:
+    """The gateway's metrics registry; counters are fed by the engine's listeners."""
+
+    def __init__(
+        self,
+        *,
+        depth: Callable[[], Mapping[Priority, int]],
+        inflight: Callable[[], int],
+        resent: Callable[[], int],
+        link: Callable[[], tuple[int, int]],
+        consumers: Mapping[str, CursorConsumer],
+    ) -> None:
+        self.depth = depth
+        self.inflight = inflight
+        self.resent = resent
+        self.link = link
+        self.consumers = consumers
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._submissions = Counter(
+            "cmaas_submissions",
+            "Messages submitted, by outcome: accepted, duplicate, or the refusal's code",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._requests_refused = Counter(
+            "cmaas_requests_refused",
+            "API requests refused as a whole, by error code",
+            ["error"],
+            registry=self.registry,
+        )
+        self._statuses = Counter(
+            "cmaas_status_events",
+            "Status events recorded, by status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.registry.register(_Live(self))
+
+    def on_outcomes(self, outcomes: Sequence[MessageRecord | DeliveryError]) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, DeliveryError):
+                label = outcome.code
+            else:
+                label = "duplicate" if outcome.duplicate else "accepted"
+            self._submissions.labels(label).inc()
+
+    def on_refused(self, error: DeliveryError) -> None:
+        self._requests_refused.labels(error.code).inc()
+
+    def on_events(self, events: Sequence[StatusEvent]) -> None:
+        for event in events:
+            self._statuses.labels(event.status.value).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

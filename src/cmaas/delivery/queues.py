@@ -1,0 +1,61 @@
+"""The dispatch order: high, then normal, then bulk; inside a class, apps take turns.
+
+Only small :class:`~cmaas.keystore.OutboxEntry` records wait here (no envelopes), so
+100,000 queued messages cost a few tens of megabytes; the envelopes stay in SQLite
+until their turn.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+from cmaas.keystore import OutboxEntry, Priority
+
+__all__ = ["PriorityQueues"]
+
+
+class PriorityQueues:
+    """Round-robin between apps within each priority class."""
+
+    def __init__(self) -> None:
+        self._classes: dict[Priority, OrderedDict[str, deque[OutboxEntry]]] = {
+            priority: OrderedDict() for priority in Priority
+        }
+        self._depth = dict.fromkeys(Priority, 0)
+
+    def push(self, entry: OutboxEntry, *, front: bool = False) -> None:
+        """Queue an entry; ``front`` puts it before its app's others (a resend)."""
+        apps = self._classes[entry.priority]
+        queue = apps.get(entry.app_id)
+        if queue is None:
+            queue = apps[entry.app_id] = deque()
+            if front:
+                apps.move_to_end(entry.app_id, last=False)
+        if front:
+            queue.appendleft(entry)
+        else:
+            queue.append(entry)
+        self._depth[entry.priority] += 1
+
+    def pop(self) -> OutboxEntry | None:
+        """The next entry to dispatch, or ``None`` when all are empty."""
+        for priority in Priority:
+            apps = self._classes[priority]
+            if not apps:
+                continue
+            app_id, queue = next(iter(apps.items()))
+            entry = queue.popleft()
+            if queue:
+                apps.move_to_end(app_id)
+            else:
+                del apps[app_id]
+            self._depth[priority] -= 1
+            return entry
+        return None
+
+    def depth(self) -> dict[Priority, int]:
+        """How many entries wait, per priority."""
+        return dict(self._depth)
+
+    def __len__(self) -> int:
+        return sum(self._depth.values())

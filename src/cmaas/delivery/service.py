@@ -1,0 +1,135 @@
+"""The delivery engine's face towards apps: what the HTTP API and the ad-hoc commands
+both call, so that both speak for one engine with the same checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cmaas.delivery.errors import InvalidRequest, NotFound
+from cmaas.delivery.events import EventHub
+from cmaas.delivery.recipients import RecipientResolver
+from cmaas.delivery.submission import Outcome, SubmissionService
+from cmaas.envelope import (
+    DeviceBundle,
+    EnvelopeError,
+    fingerprint,
+    from_b64url,
+    parse_public_key,
+)
+from cmaas.identifiers import InvalidIdentifier
+from cmaas.keydirectory import KeyDirectory
+from cmaas.keystore import (
+    App,
+    Keystore,
+    MessageNotFound,
+    MessageRecord,
+    MessageStatus,
+    StatusEvent,
+    TooManySigningKeys,
+)
+
+__all__ = ["MAX_WAIT_S", "Messaging", "message_view"]
+
+MAX_WAIT_S = 60.0
+
+
+class Messaging:
+    """Key lookup, submission, status and events for one authenticated app."""
+
+    def __init__(
+        self,
+        keystore: Keystore,
+        directory: KeyDirectory,
+        resolver: RecipientResolver,
+        submissions: SubmissionService,
+        hub: EventHub,
+    ) -> None:
+        self._keystore = keystore
+        self._directory = directory
+        self._resolver = resolver
+        self.submissions = submissions
+        self._hub = hub
+
+    async def lookup(self, app: App, to: str) -> tuple[str, list[DeviceBundle]]:
+        """The recipient's JID and a bundle per active device, each with one
+        one-time prekey taken from its pool (charged to the app's lookup rate).
+
+        Raises: InvalidRequest, NotFound (unknown recipient or no device), RateLimited.
+        """
+        self.submissions.take_lookup(app, await self._keystore.get_plan(app.plan))
+        try:
+            jid = await self._resolver.resolve(to)
+        except InvalidIdentifier as error:
+            raise InvalidRequest(f"to: {error}") from error
+        if jid is None:
+            raise NotFound(f"unknown recipient: {to} is not in the directory")
+        bundles = await self._directory.lookup(jid)
+        if not bundles:
+            raise NotFound(f"no device: {jid} has no active device")
+        return jid, bundles
+
+    async def submit(self, app: App, items: Sequence[object]) -> list[Outcome]:
+        """See :meth:`SubmissionService.submit`."""
+        return await self.submissions.submit(app, items)
+
+    async def status(self, app: App, message_id: str) -> dict[str, object]:
+        """A message's status and timestamped history, per device.
+
+        Raises: NotFound.
+        """
+        try:
+            record, events = await self._keystore.messages.get(app.app_id, message_id)
+        except MessageNotFound as error:
+            raise NotFound(str(error)) from error
+        return message_view(record, events)
+
+    async def events(self, app: App, after: int, wait_s: float) -> list[StatusEvent]:
+        """The app's events after the cursor ``after``, waiting up to ``wait_s`` (≤ 60 s)."""
+        return await self._hub.wait_events(app.app_id, after, min(wait_s, MAX_WAIT_S))
+
+    async def register_signing_key(self, app: App, public_key: str) -> tuple[str, bool]:
+        """Register the public half of an app signing key (base64url, 65-byte point).
+
+        Returns: its fingerprint, and whether it is new.
+        Raises: InvalidRequest: Not a P-256 point, or the app has too many keys.
+        """
+        try:
+            key = from_b64url(public_key, what="public_key", size=65, max_size=128)
+            parse_public_key(key)
+        except EnvelopeError as error:
+            raise InvalidRequest(f"public_key: {error}") from error
+        digest = fingerprint(key)
+        try:
+            added = await self._keystore.add_signing_key(app.app_id, digest, key)
+        except TooManySigningKeys as error:
+            raise InvalidRequest(str(error)) from error
+        return digest, added
+
+    async def signing_keys(self, app: App) -> list[str]:
+        return list(await self._keystore.signing_keys(app.app_id))
+
+    async def retire_signing_key(self, app: App, digest: str) -> None:
+        """Raises: NotFound."""
+        if not await self._keystore.retire_signing_key(app.app_id, digest):
+            raise NotFound(f"no active signing key {digest[:64]!r}")
+
+
+def message_view(record: MessageRecord, events: Sequence[StatusEvent]) -> dict[str, object]:
+    """A message as apps see it: status, per-device progress and the whole history."""
+    devices: dict[str, dict[str, int]] = {}
+    for event in events:
+        if event.device and event.status in (MessageStatus.DELIVERED, MessageStatus.READ):
+            devices.setdefault(event.device, {}).setdefault(f"{event.status.value}_ms", event.at_ms)
+    return {
+        "message_id": record.message_id,
+        "status": record.status.value,
+        "detail": record.detail,
+        "to": record.recipient,
+        "recipient_jid": record.recipient_jid,
+        "priority": record.priority.label,
+        "accepted_ms": record.created_ms,
+        "updated_ms": record.updated_ms,
+        "expires_ms": record.expires_ms,
+        "devices": devices,
+        "history": [event.to_json() for event in events],
+    }

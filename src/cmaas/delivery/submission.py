@@ -1,0 +1,323 @@
+"""Admitting sealed messages: the checks every submission passes, over HTTP or ad-hoc.
+
+For each message, in order: its form; the plan's priorities; back-pressure (bulk is
+refused first, never high); the rate plan; the envelope against the submission (same
+id, app, recipient and priority, signed by a key the app registered); the recipient;
+and the daily quota as the message is stored. The answer comes only once the message
+is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from cmaas.delivery.errors import (
+    Backpressure,
+    DeliveryError,
+    InvalidRequest,
+    MessageIdConflict,
+    PriorityNotAllowed,
+    QuotaExceeded,
+    RateLimited,
+    UnknownSigningKey,
+)
+from cmaas.delivery.ratelimit import TokenBuckets
+from cmaas.delivery.recipients import RecipientResolver
+from cmaas.envelope import (
+    EnvelopeError,
+    SealedEnvelope,
+    canonical_json,
+    fingerprint,
+    parse_public_key,
+    verify,
+)
+from cmaas.envelope.header import MESSAGE_ID
+from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
+from cmaas.identifiers import InvalidIdentifier
+from cmaas.keystore import (
+    App,
+    Keystore,
+    MessageConflict,
+    MessageRecord,
+    MessageStatus,
+    NewMessage,
+    OutboxEntry,
+    Plan,
+    Priority,
+    QuotaExhausted,
+)
+
+__all__ = ["AdmissionLimits", "Outcome", "SubmissionService", "outcome_json"]
+
+Outcome = MessageRecord | DeliveryError
+"""Per message: the stored record (new or, for a retry, as stored before), or why not."""
+
+_FIELDS = frozenset({"message_id", "to", "priority", "expires_at", "envelope"})
+_MAX_TO = 2047
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """Attributes:
+    bulk_backlog: Queued messages from which bulk submissions are refused.
+    normal_backlog: Queued messages from which normal ones are refused too; high
+        priority is never refused for depth.
+    max_batch: Messages in one batch request.
+    """
+
+    bulk_backlog: int = 50_000
+    normal_backlog: int = 200_000
+    max_batch: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    message_id: str
+    to: str
+    priority: Priority
+    expires_at: int | None
+    envelope_text: str
+    request_sha256: bytes
+
+
+class SubmissionService:
+    """Checks and stores submissions, then hands them to the dispatcher."""
+
+    def __init__(
+        self,
+        keystore: Keystore,
+        resolver: RecipientResolver,
+        enqueue: Callable[[Sequence[OutboxEntry]], None],
+        depth: Callable[[], Mapping[Priority, int]],
+        *,
+        component_domain: str,
+        limits: AdmissionLimits | None = None,
+        buckets: TokenBuckets | None = None,
+        on_outcomes: Callable[[Sequence[Outcome]], None] | None = None,
+    ) -> None:
+        self._keystore = keystore
+        self._resolver = resolver
+        self._enqueue = enqueue
+        self._depth = depth
+        self._domain = component_domain
+        self.limits = limits or AdmissionLimits()
+        self._buckets = buckets or TokenBuckets()
+        self._on_outcomes = on_outcomes
+
+    async def submit(self, app: App, items: Sequence[object]) -> list[Outcome]:
+        """Admit each message on its own; one refusal does not affect the others.
+
+        Returns: one outcome per item, in order.
+        Raises: InvalidRequest: More items than a batch may hold, or none.
+        """
+        if not 0 < len(items) <= self.limits.max_batch:
+            raise InvalidRequest(f"a batch holds 1 to {self.limits.max_batch} messages")
+        plan = await self._keystore.get_plan(app.plan)
+        outcomes: list[Outcome | _Item] = [_parse_item(item) for item in items]
+        outcomes = [self._admissible(plan, item) for item in outcomes]
+        self._take_tokens(app, plan, outcomes)
+        signing_keys = await self._keystore.signing_keys(app.app_id)
+        checked = [await self._checked(app, signing_keys, item) for item in outcomes]
+        new = [entry for entry in checked if isinstance(entry, NewMessage)]
+        stored = iter(await self._keystore.messages.submit(new, daily_quota=plan.daily_quota))
+        results = [
+            _stored_outcome(next(stored)) if isinstance(e, NewMessage) else e for e in checked
+        ]
+        self._enqueue(
+            [
+                OutboxEntry(
+                    r.seq, r.app_id, r.message_id, r.recipient_jid, r.priority, r.expires_ms
+                )
+                for r in results
+                if isinstance(r, MessageRecord)
+                and not r.duplicate
+                and r.status is MessageStatus.ACCEPTED
+                and r.recipient_jid is not None
+            ]
+        )
+        if self._on_outcomes is not None:
+            self._on_outcomes(results)
+        return results
+
+    def _admissible(self, plan: Plan, item: Outcome | _Item) -> Outcome | _Item:
+        if not isinstance(item, _Item):
+            return item
+        if item.priority not in plan.priorities:
+            allowed = ", ".join(p.label for p in sorted(plan.priorities))
+            return PriorityNotAllowed(
+                f"plan {plan.name!r} allows priorities {allowed}, not {item.priority.label}"
+            )
+        depth = sum(self._depth().values())
+        limit = {
+            Priority.BULK: self.limits.bulk_backlog,
+            Priority.NORMAL: self.limits.normal_backlog,
+        }.get(item.priority)
+        if limit is not None and depth >= limit:
+            return Backpressure(
+                f"{depth} messages are queued; {item.priority.label} submissions wait"
+                " until the outbox drains",
+                retry_after=5.0,
+            )
+        return item
+
+    def _take_tokens(self, app: App, plan: Plan, outcomes: list[Outcome | _Item]) -> None:
+        """Grant the plan's tokens to the most urgent messages first."""
+        waiting = sorted(
+            (i for i, item in enumerate(outcomes) if isinstance(item, _Item)),
+            key=lambda i: outcomes[i].priority,  # type: ignore[union-attr]
+        )
+        granted, retry_after = self._buckets.take(("submit", app.app_id), plan, len(waiting))
+        for index in waiting[granted:]:
+            outcomes[index] = RateLimited(
+                f"plan {plan.name!r} allows {plan.sustained_per_second:g} messages/s"
+                f" with bursts of {plan.burst}",
+                retry_after=retry_after,
+            )
+
+    def take_lookup(self, app: App, plan: Plan) -> None:
+        """Charge one key lookup to the app's lookup bucket (it uses up prekeys).
+
+        Raises: RateLimited.
+        """
+        granted, retry_after = self._buckets.take(("keys", app.app_id), plan, 1)
+        if not granted:
+            raise RateLimited(
+                f"plan {plan.name!r} allows {plan.sustained_per_second:g} key lookups/s",
+                retry_after=retry_after,
+            )
+
+    async def _checked(
+        self, app: App, signing_keys: Mapping[str, bytes], item: Outcome | _Item
+    ) -> Outcome | NewMessage:
+        if not isinstance(item, _Item):
+            return item
+        try:
+            envelope = _verified_envelope(item, app, self._domain, signing_keys)
+        except DeliveryError as error:
+            return error
+        try:
+            jid = await self._resolver.resolve(item.to)
+        except InvalidIdentifier as error:
+            return InvalidRequest(f"to: {error}")
+        failure: str | None = None
+        if jid is None:
+            failure = f"unknown recipient: {item.to} is not in the directory"
+        elif envelope.header.to != jid:
+            return InvalidRequest(
+                f"the envelope is sealed to {envelope.header.to}, but {item.to} is {jid}"
+            )
+        else:
+            failure = await self._device_failure(jid, envelope)
+        return NewMessage(
+            app_id=app.app_id,
+            message_id=item.message_id,
+            recipient=item.to,
+            recipient_jid=jid,
+            priority=item.priority,
+            request_sha256=item.request_sha256,
+            envelope=item.envelope_text.encode(),
+            expires_ms=envelope.header.expires_ms,
+            failure=failure,
+        )
+
+    async def _device_failure(self, jid: str, envelope: SealedEnvelope) -> str | None:
+        active = {d.device_id for d in await self._keystore.devices.list(jid) if not d.revoked_at}
+        if not active:
+            return f"no device: {jid} has no active device"
+        if not active & {entry.device_id for entry in envelope.keys}:
+            return "no device: none of the devices the envelope is sealed to is active"
+        return None
+
+
+def _parse_item(value: object) -> Outcome | _Item:
+    if not isinstance(value, dict):
+        return InvalidRequest("each message must be a JSON object")
+    unknown = set(value) - _FIELDS
+    if unknown:
+        return InvalidRequest(f"unknown fields: {', '.join(sorted(map(str, unknown)))}")
+    message_id, to = value.get("message_id"), value.get("to")
+    priority, expires_at = value.get("priority", "normal"), value.get("expires_at")
+    envelope = value.get("envelope")
+    if not isinstance(message_id, str) or not MESSAGE_ID.fullmatch(message_id):
+        return InvalidRequest("message_id must be 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
+    if not isinstance(to, str) or not 0 < len(to) <= _MAX_TO:
+        return InvalidRequest("to must be a JID, an email address or an E.164 number")
+    if priority not in ("high", "normal", "bulk"):
+        return InvalidRequest("priority must be high, normal or bulk")
+    if expires_at is not None and (type(expires_at) is not int or expires_at <= 0):
+        return InvalidRequest("expires_at must be unix seconds")
+    if not isinstance(envelope, str) or not 0 < len(envelope) <= MAX_ENVELOPE_BYTES:
+        return InvalidRequest(
+            f"envelope must be the sealed envelope's JSON text, at most {MAX_ENVELOPE_BYTES} bytes"
+        )
+    try:
+        digest = hashlib.sha256(canonical_json(value)).digest()
+    except EnvelopeError as error:
+        return InvalidRequest(str(error))
+    return _Item(message_id, to, Priority.from_label(priority), expires_at, envelope, digest)
+
+
+def _verified_envelope(
+    item: _Item, app: App, domain: str, signing_keys: Mapping[str, bytes]
+) -> SealedEnvelope:
+    """Raises: InvalidRequest, UnknownSigningKey."""
+    try:
+        envelope = SealedEnvelope.from_bytes(item.envelope_text)
+    except EnvelopeError as error:
+        raise InvalidRequest(f"envelope: {type(error).__name__}: {error}") from error
+    header = envelope.header
+    app_jid = f"{app.app_id}@{domain}"
+    for field, sealed, submitted in (
+        ("message_id", header.message_id, item.message_id),
+        ("app", header.app, app_jid),
+        ("priority", header.priority, item.priority.label),
+    ):
+        if sealed != submitted:
+            raise InvalidRequest(f"the envelope's {field} is {sealed!r}, not {submitted!r}")
+    if item.expires_at is not None and item.expires_at != header.expires_ms // 1000:
+        raise InvalidRequest(
+            f"expires_at is {item.expires_at}, the envelope expires at {header.expires_ms // 1000}"
+        )
+    key = signing_keys.get(fingerprint(envelope.app_key))
+    if key is None:
+        raise UnknownSigningKey(
+            "the envelope is signed by a key this app has not registered (POST /v1/signing-keys)"
+        )
+    try:
+        verify(parse_public_key(key), envelope.signature, envelope.signature_input(), what="app")
+    except EnvelopeError as error:
+        raise InvalidRequest("the envelope's signature does not verify") from error
+    return envelope
+
+
+def _stored_outcome(result: MessageRecord | MessageConflict | QuotaExhausted) -> Outcome:
+    if isinstance(result, MessageConflict):
+        return MessageIdConflict(str(result))
+    if isinstance(result, QuotaExhausted):
+        now = time.time()
+        return QuotaExceeded(str(result), retry_after=86400 - now % 86400)
+    return result
+
+
+def outcome_json(outcome: Outcome, submitted: object = None) -> dict[str, object]:
+    """One message's answer, as the HTTP API and ad-hoc commands show it; a refusal
+    names the submitted ``message_id`` where there was one."""
+    if isinstance(outcome, DeliveryError):
+        answer: dict[str, object] = {"status_code": outcome.status, **outcome.to_json()}
+        if isinstance(submitted, dict) and isinstance(submitted.get("message_id"), str):
+            answer["message_id"] = submitted["message_id"][:128]
+        if outcome.retry_after is not None:
+            answer["retry_after"] = int(outcome.retry_after + 0.999)
+        return answer
+    return {
+        "status_code": 202,
+        "message_id": outcome.message_id,
+        "status": outcome.status.value,
+        "detail": outcome.detail,
+        "recipient_jid": outcome.recipient_jid,
+        "accepted_ms": outcome.created_ms,
+        "duplicate": outcome.duplicate,
+    }

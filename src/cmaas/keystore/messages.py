@@ -1,0 +1,509 @@
+"""The durable outbox on SQLite: messages, their status events, consumers' cursors,
+request nonces and daily usage.
+
+Writes go through one :class:`~cmaas.keystore._sql.GroupCommit`, so that a burst of
+submissions and receipts shares its fsyncs; a write returns only once committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from cmaas.keystore._sql import GroupCommit, SharedConnection
+from cmaas.keystore.errors import MessageConflict, MessageNotFound, QuotaExhausted
+from cmaas.keystore.models import (
+    CursorState,
+    MessageRecord,
+    MessageStatus,
+    NewMessage,
+    OutboxEntry,
+    Priority,
+    StatusChange,
+    StatusEvent,
+)
+
+__all__ = ["EventListener", "SqliteMessageStore"]
+
+T = TypeVar("T")
+
+EventListener = Callable[[Sequence[StatusEvent]], None]
+"""Called with the events of every commit, in order, after the commit."""
+
+_DAY_MS = 86_400_000
+_SELECT_MESSAGE = (
+    "SELECT seq, app_id, message_id, recipient, recipient_jid, priority, status, detail,"
+    " expires_ms, created_ms, updated_ms FROM messages"
+)
+_SELECT_ENTRY = "SELECT seq, app_id, message_id, recipient_jid, priority, expires_ms FROM messages"
+_SELECT_EVENT = (
+    "SELECT event_id, app_id, message_id, status, at_ms, device, detail FROM status_events"
+)
+
+
+def _record(row: sqlite3.Row, duplicate: bool = False) -> MessageRecord:
+    return MessageRecord(
+        seq=row["seq"],
+        app_id=row["app_id"],
+        message_id=row["message_id"],
+        recipient=row["recipient"],
+        recipient_jid=row["recipient_jid"],
+        priority=Priority(row["priority"]),
+        status=MessageStatus(row["status"]),
+        detail=row["detail"],
+        expires_ms=row["expires_ms"],
+        created_ms=row["created_ms"],
+        updated_ms=row["updated_ms"],
+        duplicate=duplicate,
+    )
+
+
+def _entry(row: sqlite3.Row) -> OutboxEntry:
+    return OutboxEntry(
+        seq=row["seq"],
+        app_id=row["app_id"],
+        message_id=row["message_id"],
+        recipient_jid=row["recipient_jid"],
+        priority=Priority(row["priority"]),
+        expires_ms=row["expires_ms"],
+    )
+
+
+def _event(row: sqlite3.Row) -> StatusEvent:
+    return StatusEvent(
+        event_id=row["event_id"],
+        app_id=row["app_id"],
+        message_id=row["message_id"],
+        status=MessageStatus(row["status"]),
+        at_ms=row["at_ms"],
+        device=row["device"],
+        detail=row["detail"],
+    )
+
+
+def _add_event(
+    db: sqlite3.Connection,
+    seq: int,
+    app_id: str,
+    message_id: str,
+    status: MessageStatus,
+    at_ms: int,
+    device: str = "",
+    detail: str = "",
+) -> StatusEvent:
+    cursor = db.execute(
+        "INSERT INTO status_events (seq, app_id, message_id, status, device, detail, at_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, app_id, message_id, status.value, device, detail, at_ms),
+    )
+    return StatusEvent(
+        int(cursor.lastrowid or 0), app_id, message_id, status, at_ms, device, detail
+    )
+
+
+def _set_status(
+    db: sqlite3.Connection, seq: int, status: MessageStatus, detail: str, at_ms: int
+) -> None:
+    # The envelope is kept only while a resend may need it: data minimisation.
+    db.execute(
+        "UPDATE messages SET status = ?, detail = ?, updated_ms = ?,"
+        " envelope = CASE WHEN ? THEN envelope END WHERE seq = ?",
+        (status.value, detail, at_ms, status.pending, seq),
+    )
+
+
+class SqliteMessageStore:
+    """The outbox and its events; see :class:`~cmaas.keystore.interface.MessageStore`."""
+
+    def __init__(
+        self,
+        shared: SharedConnection,
+        commits: GroupCommit,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._shared = shared
+        self._commits = commits
+        self._clock_ms = clock_ms
+        self._listeners: list[EventListener] = []
+
+    def listen(self, listener: EventListener) -> None:
+        """Call ``listener`` with the events of each commit from now on."""
+        self._listeners.append(listener)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._commits.run(work)
+
+    async def _write_events(
+        self, work: Callable[[sqlite3.Connection], list[StatusEvent]]
+    ) -> list[StatusEvent]:
+        events = await self._commits.run(work)
+        if events:
+            for listener in self._listeners:
+                listener(events)
+        return events
+
+    # Submission
+
+    async def submit(
+        self, messages: Sequence[NewMessage], *, daily_quota: int | None
+    ) -> list[MessageRecord | MessageConflict | QuotaExhausted]:
+        """Store new messages (status ``accepted``) in one transaction.
+
+        A message whose id the app used before comes back as the stored record with
+        ``duplicate`` set when the request is the same, else as a
+        :class:`MessageConflict`. New messages over the app's daily quota come back as
+        :class:`QuotaExhausted`. A message with ``failure`` set is failed at once.
+
+        Returns: one outcome per message, in order; errors are returned, not raised.
+        """
+        now = self._clock_ms()
+        day = now // _DAY_MS
+        outcomes: list[MessageRecord | MessageConflict | QuotaExhausted] = []
+
+        def work(db: sqlite3.Connection) -> list[StatusEvent]:
+            events: list[StatusEvent] = []
+            used: dict[str, int] = {}
+            for message in messages:
+                row = db.execute(
+                    "SELECT *, request_sha256 AS sha FROM messages"
+                    " WHERE app_id = ? AND message_id = ?",
+                    (message.app_id, message.message_id),
+                ).fetchone()
+                if row is not None:
+                    if row["sha"] == message.request_sha256:
+                        outcomes.append(_record(row, duplicate=True))
+                    else:
+                        outcomes.append(
+                            MessageConflict(
+                                f"message id {message.message_id!r} was used before"
+                                " with a different request"
+                            )
+                        )
+                    continue
+                if daily_quota is not None:
+                    if message.app_id not in used:
+                        found = db.execute(
+                            "SELECT count FROM daily_usage WHERE app_id = ? AND day = ?",
+                            (message.app_id, day),
+                        ).fetchone()
+                        used[message.app_id] = found["count"] if found else 0
+                    if used[message.app_id] >= daily_quota:
+                        outcomes.append(
+                            QuotaExhausted(f"the plan's daily quota of {daily_quota} is used up")
+                        )
+                        continue
+                used[message.app_id] = used.get(message.app_id, 0) + 1
+                cursor = db.execute(
+                    "INSERT INTO messages (app_id, message_id, recipient, recipient_jid,"
+                    " priority, status, request_sha256, envelope, expires_ms, created_ms,"
+                    " updated_ms) VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?)",
+                    (
+                        message.app_id,
+                        message.message_id,
+                        message.recipient,
+                        message.recipient_jid,
+                        int(message.priority),
+                        message.request_sha256,
+                        message.envelope,
+                        message.expires_ms,
+                        now,
+                        now,
+                    ),
+                )
+                seq = int(cursor.lastrowid or 0)
+                status, detail = MessageStatus.ACCEPTED, ""
+                events.append(_add_event(db, seq, message.app_id, message.message_id, status, now))
+                if message.failure is not None:
+                    status, detail = MessageStatus.FAILED, message.failure
+                    _set_status(db, seq, status, detail, now)
+                    events.append(
+                        _add_event(
+                            db, seq, message.app_id, message.message_id, status, now, "", detail
+                        )
+                    )
+                outcomes.append(
+                    MessageRecord(
+                        seq,
+                        message.app_id,
+                        message.message_id,
+                        message.recipient,
+                        message.recipient_jid,
+                        message.priority,
+                        status,
+                        detail,
+                        message.expires_ms,
+                        now,
+                        now,
+                    )
+                )
+            for app_id, count in used.items():
+                db.execute(
+                    "INSERT INTO daily_usage (app_id, day, count) VALUES (?, ?, ?)"
+                    " ON CONFLICT (app_id, day) DO UPDATE SET count = excluded.count",
+                    (app_id, day, count),
+                )
+            return events
+
+        await self._write_events(work)
+        return outcomes
+
+    # Dispatch
+
+    async def pending(self, resend_window_ms: int) -> tuple[list[OutboxEntry], list[OutboxEntry]]:
+        """What a starting gateway must send: every ``accepted`` message, and the
+        ``dispatched`` ones written within ``resend_window_ms`` of the last dispatch
+        (they may have been lost with the previous process's link).
+
+        Returns: (accepted, to resend), each oldest first.
+        """
+        async with self._shared.read() as db:
+            cursor = await db.execute(_SELECT_ENTRY + " WHERE status = 'accepted' ORDER BY seq")
+            accepted = [_entry(row) for row in await cursor.fetchall()]
+            cursor = await db.execute(
+                _SELECT_ENTRY + " WHERE status = 'dispatched' AND dispatched_ms >="  # noqa: S608
+                " (SELECT max(dispatched_ms) FROM messages WHERE status = 'dispatched') - ?"
+                " ORDER BY seq",
+                (resend_window_ms,),
+            )
+            resend = [_entry(row) for row in await cursor.fetchall()]
+        return accepted, resend
+
+    async def envelopes(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        """The envelopes of those messages that are still pending."""
+        found: dict[int, bytes] = {}
+        async with self._shared.read() as db:
+            for start in range(0, len(seqs), 500):
+                chunk = list(seqs[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                cursor = await db.execute(
+                    f"SELECT seq, envelope FROM messages WHERE seq IN ({marks})"  # noqa: S608
+                    " AND status IN ('accepted', 'dispatched') AND envelope IS NOT NULL",
+                    chunk,
+                )
+                found.update((row["seq"], row["envelope"]) for row in await cursor.fetchall())
+        return found
+
+    async def mark_dispatched(self, seqs: Sequence[int], at_ms: int) -> list[StatusEvent]:
+        """Record that these messages were written to the IM server."""
+
+        def work(db: sqlite3.Connection) -> list[StatusEvent]:
+            events: list[StatusEvent] = []
+            for seq in seqs:
+                row = db.execute(
+                    "UPDATE messages SET status = 'dispatched', dispatched_ms = ?,"
+                    " updated_ms = ? WHERE seq = ? AND status = 'accepted'"
+                    " RETURNING app_id, message_id",
+                    (at_ms, at_ms, seq),
+                ).fetchone()
+                if row is not None:
+                    events.append(
+                        _add_event(
+                            db,
+                            seq,
+                            row["app_id"],
+                            row["message_id"],
+                            MessageStatus.DISPATCHED,
+                            at_ms,
+                        )
+                    )
+            return events
+
+        return await self._write_events(work)
+
+    async def record(self, changes: Sequence[StatusChange]) -> list[StatusEvent]:
+        """Record what happened to messages, keeping only what moves them forward.
+
+        A change for a device is recorded once per device and status; the message's
+        own status is the highest reached. ``failed`` and ``expired`` end only a
+        pending message. A change reported by anyone but the message's recipient, or
+        for an unknown message, is ignored.
+
+        Returns: the events recorded.
+        """
+
+        def work(db: sqlite3.Connection) -> list[StatusEvent]:
+            return [event for change in changes for event in _apply_change(db, change)]
+
+        return await self._write_events(work)
+
+    async def expire_due(self, now_ms: int, limit: int = 1000) -> list[StatusEvent]:
+        """Expire pending messages whose ``expires_ms`` has passed."""
+
+        def work(db: sqlite3.Connection) -> list[StatusEvent]:
+            rows = db.execute(
+                "SELECT seq, app_id, message_id FROM messages"
+                " WHERE status IN ('accepted', 'dispatched') AND expires_ms <= ? LIMIT ?",
+                (now_ms, limit),
+            ).fetchall()
+            events = []
+            for row in rows:
+                detail = "not delivered before it expired"
+                _set_status(db, row["seq"], MessageStatus.EXPIRED, detail, now_ms)
+                events.append(
+                    _add_event(
+                        db,
+                        row["seq"],
+                        row["app_id"],
+                        row["message_id"],
+                        MessageStatus.EXPIRED,
+                        now_ms,
+                        "",
+                        detail,
+                    )
+                )
+            return events
+
+        return await self._write_events(work)
+
+    async def purge_finished(self, before_ms: int, limit: int = 5000) -> int:
+        """Delete finished messages (and their events) last changed before ``before_ms``.
+
+        Returns: how many messages were deleted.
+        """
+
+        def work(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages"
+                " WHERE status NOT IN ('accepted', 'dispatched') AND updated_ms < ? LIMIT ?)",
+                (before_ms, limit),
+            )
+            return cursor.rowcount
+
+        return await self._write(work)
+
+    # Reading
+
+    async def get(self, app_id: str, message_id: str) -> tuple[MessageRecord, list[StatusEvent]]:
+        """A message and its history, oldest event first.
+
+        Raises: MessageNotFound.
+        """
+        async with self._shared.read() as db:
+            cursor = await db.execute(
+                _SELECT_MESSAGE + " WHERE app_id = ? AND message_id = ?", (app_id, message_id)
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise MessageNotFound(f"no message {message_id!r}")
+            cursor = await db.execute(
+                _SELECT_EVENT + " WHERE seq = ? ORDER BY event_id", (row["seq"],)
+            )
+            events = [_event(event) for event in await cursor.fetchall()]
+        return _record(row), events
+
+    async def events_after(self, app_id: str, after: int, limit: int) -> list[StatusEvent]:
+        """The app's events with an id above ``after``, oldest first."""
+        async with self._shared.read() as db:
+            cursor = await db.execute(
+                _SELECT_EVENT + " WHERE app_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
+                (app_id, after, limit),
+            )
+            return [_event(row) for row in await cursor.fetchall()]
+
+    async def last_event_id(self) -> int:
+        async with self._shared.read() as db:
+            cursor = await db.execute("SELECT coalesce(max(event_id), 0) FROM status_events")
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def depth(self) -> dict[Priority, int]:
+        """How many messages wait to be dispatched, per priority."""
+        async with self._shared.read() as db:
+            cursor = await db.execute(
+                "SELECT priority, count(*) FROM messages WHERE status = 'accepted'"
+                " GROUP BY priority"
+            )
+            counts = {Priority(row[0]): int(row[1]) for row in await cursor.fetchall()}
+        return {priority: counts.get(priority, 0) for priority in Priority}
+
+    # Consumers' cursors
+
+    async def cursors(self, consumer: str) -> list[CursorState]:
+        """Every app's cursor for ``consumer``; an app never served starts at 0."""
+        async with self._shared.read() as db:
+            cursor = await db.execute(
+                "SELECT a.app_id, coalesce(c.event_id, 0) AS event_id,"
+                " coalesce(c.failures, 0) AS failures, coalesce(c.last_error, '') AS last_error"
+                " FROM apps a LEFT JOIN event_cursors c"
+                " ON c.app_id = a.app_id AND c.consumer = ? ORDER BY a.app_id",
+                (consumer,),
+            )
+            return [
+                CursorState(row["app_id"], row["event_id"], row["failures"], row["last_error"])
+                for row in await cursor.fetchall()
+            ]
+
+    async def save_cursor(self, consumer: str, state: CursorState) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO event_cursors (consumer, app_id, event_id, failures, last_error)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, app_id) DO UPDATE SET"
+                " event_id = excluded.event_id, failures = excluded.failures,"
+                " last_error = excluded.last_error",
+                (consumer, state.app_id, state.event_id, state.failures, state.last_error),
+            )
+
+        await self._write(work)
+
+    # Request nonces
+
+    async def claim_nonce(self, client_id: str, nonce: str, expires_at: int, now: int) -> bool:
+        """Record a request nonce; ``False`` if it was seen and has not expired."""
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT INTO request_nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (client_id, nonce) DO UPDATE SET expires_at = excluded.expires_at"
+                " WHERE request_nonces.expires_at <= ?",
+                (client_id, nonce, expires_at, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(work)
+
+    async def purge_nonces(self, now: int) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM request_nonces WHERE expires_at <= ?", (now,)).rowcount
+
+        return await self._write(work)
+
+
+def _apply_change(db: sqlite3.Connection, change: StatusChange) -> list[StatusEvent]:
+    row = db.execute(
+        "SELECT seq, status, recipient_jid FROM messages WHERE app_id = ? AND message_id = ?",
+        (change.app_id, change.message_id),
+    ).fetchone()
+    if row is None:
+        return []
+    if change.reporter is not None and change.reporter != row["recipient_jid"]:
+        return []
+    current = MessageStatus(row["status"])
+    seq = row["seq"]
+    new = change.status
+    if new in (MessageStatus.FAILED, MessageStatus.EXPIRED):
+        if not current.pending:
+            return []
+    elif change.device:
+        seen = db.execute(
+            "SELECT 1 FROM status_events WHERE seq = ? AND device = ? AND status = ?",
+            (seq, change.device, new.value),
+        ).fetchone()
+        if seen is not None or current in (MessageStatus.FAILED, MessageStatus.EXPIRED):
+            return []
+    elif new.rank <= current.rank:
+        return []
+    if new.rank > current.rank:
+        _set_status(db, seq, new, change.detail, change.at_ms)
+    return [
+        _add_event(
+            db,
+            seq,
+            change.app_id,
+            change.message_id,
+            new,
+            change.at_ms,
+            change.device,
+            change.detail,
+        )
+    ]
