@@ -50,6 +50,8 @@ class GatewayProcess:
             "CMAAS_HTTP_PORT": str(self.http_port),
             "CMAAS_LOG_LEVEL": log_level,
             "CMAAS_RECONNECT_MAX_DELAY": "2",
+            # Tests take the webhook endpoint down and up again: retry within a second.
+            "CMAAS_WEBHOOK_MAX_BACKOFF": "1",
         }
         self._process: subprocess.Popen[bytes] | None = None
 

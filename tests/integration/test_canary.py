@@ -14,8 +14,9 @@ from cmaas.devservers import XmppServer
 from cmaas.devservers.sender import DirectSender
 from cmaas.envelope import TextContent
 
+from .devices import new_device
 from .live_gateway import live_gateway
-from .test_device_messaging import APP, new_device
+from .test_device_messaging import APP
 
 
 async def test_plaintext_canary_stays_out_of_the_gateway(

@@ -19,7 +19,6 @@ import pytest
 from cmaas.component.delivery import FeedbackKind
 from cmaas.component.runner import Gateway
 from cmaas.device.client import DeviceClient
-from cmaas.device.config import DeviceConfig
 from cmaas.device.keyfile import KeyFile
 from cmaas.devservers import XmppServer
 from cmaas.devservers.sender import DirectSender
@@ -41,6 +40,7 @@ from cmaas.stanzas import register_stanzas
 from cmaas.xmpp_link import LinkState
 
 from .conftest import PASSWORD, connect
+from .devices import device_config, new_device
 from .gateway_process import cmaas_executable
 from .live_gateway import FeedbackLog, live_gateway
 
@@ -57,30 +57,6 @@ async def live(
 ) -> AsyncIterator[tuple[Gateway, FeedbackLog]]:
     async with live_gateway(xmpp_server, tmp_path / "gateway", app_id=APP) as running:
         yield running
-
-
-def device_config(server: XmppServer, state: Path, user: str, resource: str) -> DeviceConfig:
-    return DeviceConfig(
-        jid=f"{user}@{server.domain}",
-        password=PASSWORD,
-        gateway=server.component_domain,
-        state_dir=state,
-        host=server.host,
-        port=server.c2s_port,
-        require_tls=False,
-        resource=resource,
-    )
-
-
-def new_device(
-    server: XmppServer, tmp_path: Path, user: str, resource: str, one_time_prekeys: int = 20
-) -> DeviceClient:
-    config = device_config(server, tmp_path / f"{user}-{resource}", user, resource)
-    keyring = DeviceKeyring.generate(
-        config.jid, now_ms=_now_ms(), one_time_prekeys=one_time_prekeys
-    )
-    KeyFile(config.keyring_path).create(keyring, None)
-    return DeviceClient(config)
 
 
 async def test_sealed_message_reaches_every_device_and_reports_back(

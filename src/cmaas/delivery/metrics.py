@@ -83,7 +83,7 @@ class GatewayMetrics:
         self.resent = resent
         self.link = link
         self.consumers = consumers
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         self._submissions = Counter(
             "cmaas_submissions",
             "Messages submitted, by outcome: accepted, duplicate, or the refusal's code",

@@ -4,6 +4,7 @@ sent to every bound JID while the component link is up."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -11,6 +12,8 @@ from cmaas.delivery.events import CursorConsumer
 from cmaas.keystore import Keystore, StatusEvent
 
 __all__ = ["NoticeConsumer", "NoticeSender"]
+
+log = logging.getLogger(__name__)
 
 
 class NoticeSender(Protocol):
@@ -37,4 +40,5 @@ class NoticeConsumer(CursorConsumer):
         for event in events:
             for jid in app.jids:
                 self._sender.send_status(app_id, jid, event)
+        log.debug("told %s of %d status events of %s", ", ".join(app.jids), len(events), app_id)
         return True

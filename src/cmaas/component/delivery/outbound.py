@@ -46,8 +46,15 @@ def prekeys_low_message(
 
 
 def status_message(xmpp: BaseXMPP, app_jid: JID, to: JID, event: StatusEvent) -> Message:
-    """A status event for a JID bound to the app (SPEC section 6), kept for it offline."""
-    message = xmpp.make_message(mto=to, mfrom=app_jid, mtype="normal")
+    """A status event for a JID bound to the app (SPEC section 6), kept for it offline.
+
+    The body says the same in words, for a person watching the bot's account in an
+    ordinary client (and for libraries that only surface messages with a body).
+    """
+    where = f" on device {event.device}" if event.device else ""
+    why = f": {event.detail}" if event.detail else ""
+    text = f"Message {event.message_id}: {event.status.value}{where}{why}"
+    message = xmpp.make_message(mto=to, mfrom=app_jid, mtype="normal", mbody=text)
     status = message["cmaas_status"]
     status["event"] = str(event.event_id)
     status["message"] = event.message_id

@@ -1,0 +1,148 @@
+"""A signed client of the gateway's HTTP API (SPEC section 4).
+
+Every request carries the app's client id and secret, a timestamp, a fresh nonce and
+the HMAC over them and the body; every refusal becomes an :class:`ApiError` with the
+gateway's code and detail.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from cmaas.delivery.signing import request_signature
+from cmaas.errors import CmaasError
+
+__all__ = ["ApiError", "AppCredentials", "GatewayApi"]
+
+
+class ApiError(CmaasError):
+    """The gateway refused a request.
+
+    Attributes:
+        status: The HTTP status.
+        code: The gateway's error code (``unauthenticated``, ``rate_limited``, ...).
+        detail: Its explanation.
+        retry_after: Seconds to wait before trying again, when the gateway said.
+    """
+
+    def __init__(self, status: int, code: str, detail: str, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class AppCredentials:
+    """What ``app-register`` shows once."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    hmac_key: bytes = field(repr=False)
+
+    @classmethod
+    def from_issued(cls, issued: dict[str, Any]) -> AppCredentials:
+        """From ``cmaas admin --json app-register`` output (the HMAC key in base64)."""
+        return cls(
+            issued["client_id"], issued["client_secret"], base64.b64decode(issued["hmac_key"])
+        )
+
+
+class GatewayApi:
+    """Signed requests to one gateway as one app."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: AppCredentials,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self._session = session
+        self._clock = clock
+
+    def signed_headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """The five authentication headers for one request to ``path`` (with its query)."""
+        timestamp = str(int(self._clock()))
+        nonce = secrets.token_urlsafe(18)
+        credentials = self._credentials
+        return {
+            "X-CMAAS-Client-Id": credentials.client_id,
+            "X-CMAAS-Client-Secret": credentials.client_secret,
+            "X-CMAAS-Timestamp": timestamp,
+            "X-CMAAS-Nonce": nonce,
+            "X-CMAAS-Signature": request_signature(
+                credentials.hmac_key, method, path, timestamp, nonce, body
+            ),
+        }
+
+    async def request(self, method: str, path: str, payload: object = None) -> Any:
+        """Send one signed request; returns the decoded JSON answer (``None`` for 204).
+
+        Raises:
+            ApiError: The gateway answered with an error.
+            aiohttp.ClientError: The gateway could not be reached.
+        """
+        body = b"" if payload is None else json.dumps(payload).encode()
+        headers = self.signed_headers(method, path, body)
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        # encoded=True: the path goes out byte for byte as signed, never re-quoted.
+        url = URL(self.base_url + path, encoded=True)
+        async with self._session.request(method, url, data=body, headers=headers) as response:
+            if response.status == 204:
+                return None
+            answer = await response.json(content_type=None)
+            if response.status >= 400:
+                retry = response.headers.get("Retry-After")
+                raise ApiError(
+                    response.status,
+                    str(answer.get("error", "")),
+                    str(answer.get("detail", "")),
+                    float(retry) if retry and retry.isdigit() else None,
+                )
+            return answer
+
+    async def lookup(self, to: str) -> dict[str, Any]:
+        """``GET /v1/keys``: the recipient's JID and one bundle per active device."""
+        answer: dict[str, Any] = await self.request("GET", f"/v1/keys?to={quote(to, safe='')}")
+        return answer
+
+    async def register_signing_key(self, public_key_b64url: str) -> str:
+        """``POST /v1/signing-keys``; returns the key's fingerprint."""
+        answer = await self.request("POST", "/v1/signing-keys", {"public_key": public_key_b64url})
+        return str(answer["fingerprint"])
+
+    async def submit(self, message: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/messages``: answered once the message is durably stored."""
+        answer: dict[str, Any] = await self.request("POST", "/v1/messages", message)
+        return answer
+
+    async def submit_batch(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``POST /v1/messages:batch``: one result per message, in order."""
+        answer = await self.request("POST", "/v1/messages:batch", {"messages": list(messages)})
+        return list(answer["results"])
+
+    async def status(self, message_id: str) -> dict[str, Any]:
+        """``GET /v1/messages/{id}``: status, per-device progress and history."""
+        answer: dict[str, Any] = await self.request("GET", f"/v1/messages/{message_id}")
+        return answer
+
+    async def events(self, after: int = 0, wait: int = 0) -> dict[str, Any]:
+        """``GET /v1/events``: the app's status events after a cursor (long-poll)."""
+        answer: dict[str, Any] = await self.request("GET", f"/v1/events?after={after}&wait={wait}")
+        return answer

@@ -1,0 +1,197 @@
+"""Test apps of the delivery engine: registered through ``cmaas admin``, talking to the
+gateway process over real HTTP with signed requests, sealing with the envelope library,
+and receiving signed webhooks on an HTTP server of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from cmaas.clientservice import AppCredentials, GatewayApi
+from cmaas.delivery.signing import webhook_signature_matches
+from cmaas.devservers import free_port
+from cmaas.envelope import (
+    Content,
+    DeviceBundle,
+    PrivateKey,
+    b64url,
+    generate_private_key,
+    point_bytes,
+    seal,
+)
+from cmaas.envelope.header import Priority
+
+from .gateway_process import GatewayProcess
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def admin(gateway: GatewayProcess, *args: str) -> dict[str, Any]:
+    """``cmaas admin --json ...`` against the gateway's database; fails the test on error."""
+    done = gateway.admin_cli("--json", *args)
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+class RegisteredApp:
+    """One registered app with its signing key, as the client service will hold them."""
+
+    def __init__(
+        self, gateway: GatewayProcess, app_id: str, credentials: AppCredentials, session: Any
+    ) -> None:
+        self.gateway = gateway
+        self.app_id = app_id
+        self.app_jid = f"{app_id}@{gateway.server.component_domain}"
+        self.credentials = credentials
+        self.api = GatewayApi(f"http://127.0.0.1:{gateway.http_port}", credentials, session)
+        self.key: PrivateKey = generate_private_key()
+        self._sent = 0
+
+    async def register_key(self) -> str:
+        return await self.api.register_signing_key(b64url(point_bytes(self.key.public_key())))
+
+    def new_id(self) -> str:
+        self._sent += 1
+        return f"m{self._sent}-{os.urandom(4).hex()}"
+
+    def seal(
+        self,
+        lookup: dict[str, Any],
+        content: Content,
+        *,
+        message_id: str,
+        priority: Priority = "high",
+        lifetime_ms: int = 600_000,
+    ) -> str:
+        """Seal to every device of a ``GET /v1/keys`` answer; a negative lifetime makes
+        an envelope that is already expired."""
+        jid = lookup["jid"]
+        bundles = [DeviceBundle.from_json(b, expected_jid=jid) for b in lookup["devices"]]
+        now = now_ms()
+        envelope = seal(
+            content,
+            message_id=message_id,
+            app_jid=self.app_jid,
+            recipient_jid=jid,
+            bundles=bundles,
+            app_key=self.key,
+            created_ms=now - max(0, -lifetime_ms) - 1_000,
+            expires_ms=now + lifetime_ms,
+            priority=priority,
+        )
+        return envelope.to_bytes().decode()
+
+    async def send(
+        self,
+        to: str,
+        content: Content,
+        *,
+        priority: Priority = "high",
+        lifetime_ms: int = 600_000,
+        message_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Look up, seal and submit one message; returns the gateway's answer."""
+        message_id = message_id or self.new_id()
+        lookup = await self.api.lookup(to)
+        envelope = self.seal(
+            lookup, content, message_id=message_id, priority=priority, lifetime_ms=lifetime_ms
+        )
+        return await self.api.submit(
+            {"message_id": message_id, "to": to, "priority": priority, "envelope": envelope}
+        )
+
+    async def wait_status(
+        self, message_id: str, wanted: Callable[[dict[str, Any]], bool], within: float = 20.0
+    ) -> dict[str, Any]:
+        """Poll ``GET /v1/messages/{id}`` until ``wanted`` holds; fails after ``within``."""
+        deadline = time.monotonic() + within
+        view: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            view = await self.api.status(message_id)
+            if wanted(view):
+                return view
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"message {message_id} never got there: {view}")
+
+
+async def register_app(
+    gateway: GatewayProcess, session: Any, app_id: str, *args: str
+) -> RegisteredApp:
+    """Register ``app_id`` (extra ``app-register`` flags in ``args``) and its signing key."""
+    issued = await asyncio.to_thread(
+        admin, gateway, "app-register", app_id, "--name", f"App {app_id}", *args
+    )
+    app = RegisteredApp(gateway, app_id, AppCredentials.from_issued(issued), session)
+    await app.register_key()
+    return app
+
+
+class WebhookReceiver:
+    """The app's webhook endpoint: checks every signature, keeps the events, and can
+    be made to fail (``down``) to test the gateway's retries."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/cmaas/events"
+        self.hmac_key = b""
+        self.down = False
+        self.events: list[dict[str, Any]] = []
+        self.refused = 0
+        self.bad_signatures = 0
+        self._arrived = asyncio.Condition()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503)
+        stamp = webhook_signature_matches(
+            self.hmac_key, request.headers.get("X-CMAAS-Signature", ""), body
+        )
+        if stamp is None or abs(stamp - time.time()) > 300:
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        async with self._arrived:
+            self.events.extend(json.loads(body)["events"])
+            self._arrived.notify_all()
+        return web.Response(status=204)
+
+    async def wait_for(
+        self, wanted: Callable[[list[dict[str, Any]]], bool], within: float = 30.0
+    ) -> list[dict[str, Any]]:
+        async with asyncio.timeout(within), self._arrived:
+            await self._arrived.wait_for(lambda: wanted(self.events))
+        return self.events
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[WebhookReceiver]:
+        app = web.Application()
+        app.add_routes([web.post("/cmaas/events", self._hook)])
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            yield self
+        finally:
+            await runner.cleanup()
+
+
+def statuses(events: list[dict[str, Any]], message_id: str) -> list[str]:
+    return [event["status"] for event in events if event["message_id"] == message_id]
+
+
+@asynccontextmanager
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
