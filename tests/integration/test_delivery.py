@@ -107,8 +107,8 @@ async def test_sealed_otp_delivered_and_read_with_every_callback(
         # A retry of the same request gets the same message; another body is a conflict.
         again = await app.api.submit(request)
         assert (again["message_id"], again["duplicate"]) == (message_id, True)
+        resealed = app.seal(lookup, OtpContent("000000", "login"), message_id=message_id)
         with pytest.raises(ApiError) as conflict:
-            resealed = app.seal(lookup, OtpContent("000000", "login"), message_id=message_id)
             await app.api.submit({**request, "envelope": resealed})
         assert (conflict.value.status, conflict.value.code) == (409, "message_id_conflict")
 
