@@ -100,10 +100,12 @@ class RegisteredApp:
         priority: Priority = "high",
         lifetime_ms: int = 600_000,
         message_id: str | None = None,
+        lookup: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Look up, seal and submit one message; returns the gateway's answer."""
+        """Look up (unless given a lookup to reuse), seal and submit one message;
+        returns the gateway's answer."""
         message_id = message_id or self.new_id()
-        lookup = await self.api.lookup(to)
+        lookup = lookup or await self.api.lookup(to)
         envelope = self.seal(
             lookup, content, message_id=message_id, priority=priority, lifetime_ms=lifetime_ms
         )

@@ -132,7 +132,7 @@ class GatewayApi:
         answer: dict[str, Any] = await self.request("POST", "/v1/messages", message)
         return answer
 
-    async def submit_batch(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def submit_batch(self, messages: Sequence[object]) -> list[dict[str, Any]]:
         """``POST /v1/messages:batch``: one result per message, in order."""
         answer = await self.request("POST", "/v1/messages:batch", {"messages": list(messages)})
         return list(answer["results"])

@@ -181,19 +181,18 @@ class SqliteMessageStore:
                             )
                         )
                     continue
-                if daily_quota is not None:
-                    if message.app_id not in used:
-                        found = db.execute(
-                            "SELECT count FROM daily_usage WHERE app_id = ? AND day = ?",
-                            (message.app_id, day),
-                        ).fetchone()
-                        used[message.app_id] = found["count"] if found else 0
-                    if used[message.app_id] >= daily_quota:
-                        outcomes.append(
-                            QuotaExhausted(f"the plan's daily quota of {daily_quota} is used up")
-                        )
-                        continue
-                used[message.app_id] = used.get(message.app_id, 0) + 1
+                if message.app_id not in used:
+                    found = db.execute(
+                        "SELECT count FROM daily_usage WHERE app_id = ? AND day = ?",
+                        (message.app_id, day),
+                    ).fetchone()
+                    used[message.app_id] = found["count"] if found else 0
+                if daily_quota is not None and used[message.app_id] >= daily_quota:
+                    outcomes.append(
+                        QuotaExhausted(f"the plan's daily quota of {daily_quota} is used up")
+                    )
+                    continue
+                used[message.app_id] += 1
                 cursor = db.execute(
                     "INSERT INTO messages (app_id, message_id, recipient, recipient_jid,"
                     " priority, status, request_sha256, envelope, expires_ms, created_ms,"
