@@ -111,6 +111,13 @@ class GatewayProcess:
             process.wait()
             raise AssertionError(f"gateway ignored SIGTERM for {within} s:\n{self.log()}") from None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no clean-up runs."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -1,0 +1,247 @@
+"""The outbox on real Prosody and ejabberd: priorities over a backlog, offline devices,
+expiry, bounces, a gateway killed mid-queue, and a webhook endpoint that is down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cmaas.device.client import DeviceClient
+from cmaas.devservers import XmppServer
+from cmaas.envelope import DeviceKeyring, Expired, TextContent
+from cmaas.keydirectory import KeyDirectory
+from cmaas.keystore import SqliteKeystore
+
+from .apps import RegisteredApp, WebhookReceiver, admin, http_session, register_app, statuses
+from .devices import device_config, new_device
+from .gateway_process import GatewayProcess
+
+pytestmark = pytest.mark.integration
+
+
+async def _roomy_plan(gateway: GatewayProcess) -> None:
+    """Tests that submit hundreds of messages should not meet the default plan's limits."""
+    await asyncio.to_thread(
+        admin, gateway, "plan-set", "default", "--rate", "2000", "--burst", "2000"
+    )
+
+
+async def _all_events(app: RegisteredApp) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = await app.api.events(after=after)
+        if not page["events"]:
+            return events
+        events += page["events"]
+        after = page["next"]
+
+
+async def _wait_stopped(gateway: GatewayProcess, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while gateway.health().get("component_link") == "connected":
+        assert time.monotonic() < deadline, "the gateway never noticed the server stop"
+        await asyncio.sleep(0.1)
+
+
+async def test_high_priority_overtakes_a_bulk_backlog(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    await _roomy_plan(gateway)
+    async with AsyncExitStack() as stack:
+        session = await stack.enter_async_context(http_session())
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "q"))
+        await device.publish()
+        app = await register_app(gateway, session, "mixed")
+        lookups = [await app.api.lookup(alice) for _ in range(201)]
+
+        # The IM server goes away, so the bulk backlog piles up in the outbox.
+        xmpp_server.stop()
+        await _wait_stopped(gateway)
+        bulk_ids = [app.new_id() for _ in range(200)]
+        results = await app.api.submit_batch(
+            [
+                {
+                    "message_id": message_id,
+                    "to": alice,
+                    "priority": "bulk",
+                    "envelope": app.seal(
+                        lookup, TextContent("newsletter"), message_id=message_id, priority="bulk"
+                    ),
+                }
+                for message_id, lookup in zip(bulk_ids, lookups, strict=False)
+            ]
+        )
+        assert {r["status"] for r in results} == {"accepted"}
+        otp = await app.send(alice, TextContent("OTP 123456"), lookup=lookups[-1])
+        assert gateway.health()["outbox"] == {"high": 1, "normal": 0, "bulk": 200}
+
+        xmpp_server.start()
+        gateway.wait_healthy()
+        async with asyncio.timeout(60):
+            while True:
+                view = await app.api.status(bulk_ids[-1])
+                if view["status"] in ("delivered", "read"):
+                    break
+                await asyncio.sleep(0.2)
+        dispatched = [
+            e["message_id"] for e in await _all_events(app) if e["status"] == "dispatched"
+        ]
+        assert dispatched[0] == otp["message_id"]
+        assert sorted(dispatched[1:]) == sorted(bulk_ids)
+
+
+async def test_offline_device_receives_later_and_the_status_follows(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    async with http_session() as session:
+        app = await register_app(gateway, session, "patient")
+        async with new_device(xmpp_server, tmp_path, "alice", "sleepy") as device:
+            await device.publish()
+        sent = await app.send(alice, TextContent("read me when you wake"))
+        view = await app.wait_status(sent["message_id"], lambda v: v["status"] == "dispatched")
+        await asyncio.sleep(1.0)
+        assert (await app.api.status(sent["message_id"]))["status"] == "dispatched"
+
+        async with DeviceClient(
+            device_config(xmpp_server, tmp_path / "alice-sleepy", "alice", "sleepy")
+        ) as awake:
+            async with asyncio.timeout(15):
+                received = await awake.next_message()
+            assert received.message_id == sent["message_id"]
+            view = await app.wait_status(sent["message_id"], lambda v: v["status"] == "delivered")
+        assert [e["status"] for e in view["history"]] == ["accepted", "dispatched", "delivered"]
+
+
+async def test_expired_messages_are_never_shown(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    async with http_session() as session:
+        app = await register_app(gateway, session, "hurried")
+        async with new_device(xmpp_server, tmp_path, "alice", "late") as device:
+            await device.publish()
+
+        # Already expired when submitted: never dispatched.
+        stale = await app.send(alice, TextContent("too late"), lifetime_ms=-1_000)
+        view = await app.wait_status(stale["message_id"], lambda v: v["status"] == "expired")
+        assert [e["status"] for e in view["history"]] == ["accepted", "expired"]
+
+        # Dispatched to an offline device, then expired before it came back.
+        brief = await app.send(alice, TextContent("OTP 111111"), lifetime_ms=2_000)
+        view = await app.wait_status(
+            brief["message_id"], lambda v: v["status"] == "expired", within=15
+        )
+        assert [e["status"] for e in view["history"]] == ["accepted", "dispatched", "expired"]
+        config = device_config(xmpp_server, tmp_path / "alice-late", "alice", "late")
+        async with DeviceClient(config) as awake:
+            async with asyncio.timeout(15):
+                refused = await awake.refused.get()
+            assert refused.message_id == brief["message_id"]
+            assert isinstance(refused.error, Expired)
+            assert awake.seen.sender_of(brief["message_id"]) is None
+        assert (await app.api.status(brief["message_id"]))["status"] == "expired"
+
+
+async def test_a_bounce_fails_the_message_with_its_condition(
+    xmpp_server: XmppServer, gateway: GatewayProcess, stored: SqliteKeystore
+) -> None:
+    # Keys published for an account the IM server does not have (deleted since, say).
+    ghost = f"ghost@{xmpp_server.domain}"
+    keyring = DeviceKeyring.generate(ghost, now_ms=int(time.time() * 1000))
+    await KeyDirectory(stored).publish(ghost, keyring.bundle().to_bytes().decode())
+    async with http_session() as session:
+        app = await register_app(gateway, session, "bouncer")
+        sent = await app.send(ghost, TextContent("anyone there?"))
+        view = await app.wait_status(sent["message_id"], lambda v: v["status"] == "failed")
+    assert view["detail"].startswith("bounced: service-unavailable")
+    assert [e["status"] for e in view["history"]] == ["accepted", "dispatched", "failed"]
+
+
+async def test_gateway_killed_mid_queue_loses_nothing(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    await _roomy_plan(gateway)
+    count = 300
+    async with AsyncExitStack() as stack:
+        session = await stack.enter_async_context(http_session())
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "k"))
+        await device.publish()
+        app = await register_app(gateway, session, "crashy")
+        lookup = await app.api.lookup(alice)
+        ids = [app.new_id() for _ in range(count)]
+        batch = [
+            {
+                "message_id": message_id,
+                "to": alice,
+                "priority": "normal",
+                "envelope": app.seal(
+                    {**lookup, "devices": [_without_prekeys(d) for d in lookup["devices"]]},
+                    TextContent(f"#{n}"),
+                    message_id=message_id,
+                    priority="normal",
+                ),
+            }
+            for n, message_id in enumerate(ids)
+        ]
+        results = await app.api.submit_batch(batch)
+        assert {r["status"] for r in results} == {"accepted"}
+        gateway.kill()  # while the outbox drains
+        gateway.start()
+
+        shown: list[str] = []
+        async with asyncio.timeout(60):
+            while len(set(shown)) < count:
+                shown.append((await device.next_message()).message_id)
+        with pytest.raises(TimeoutError):  # a duplicate shown would arrive by now
+            async with asyncio.timeout(1.5):
+                shown.append((await device.next_message()).message_id)
+        assert sorted(shown) == sorted(ids), "each message shown exactly once"
+        async with asyncio.timeout(30):
+            while True:
+                views = [await app.api.status(message_id) for message_id in ids[-5:]]
+                if all(v["status"] == "delivered" for v in views):
+                    break
+                await asyncio.sleep(0.2)
+
+
+def _without_prekeys(bundle: dict[str, Any]) -> dict[str, Any]:
+    """Seal to the signed prekey, as once the one-time pool is used up."""
+    return {**bundle, "one_time_prekeys": []}
+
+
+async def test_webhook_endpoint_down_then_up(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    hook = WebhookReceiver()
+    hook.down = True
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(hook.running())
+        session = await stack.enter_async_context(http_session())
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "w"))
+        await device.publish()
+        app = await register_app(gateway, session, "hooked", "--callback-url", hook.url)
+        hook.hmac_key = app.credentials.hmac_key
+        sent = [(await app.send(alice, TextContent(f"#{n}")))["message_id"] for n in range(3)]
+        for message_id in sent:
+            await app.wait_status(message_id, lambda v: v["status"] == "delivered")
+        async with asyncio.timeout(20):
+            while hook.refused < 3:
+                await asyncio.sleep(0.1)
+        assert hook.events == []
+        hook.down = False
+        await hook.wait_for(
+            lambda events: all(len(statuses(events, m)) == 3 for m in sent), within=30
+        )
+        for message_id in sent:
+            assert statuses(hook.events, message_id) == ["accepted", "dispatched", "delivered"]
+        assert hook.bad_signatures == 0
