@@ -10,7 +10,7 @@ from cmaas.component.delivery import FEEDBACK_EVENTS, Feedback, FeedbackKind
 from cmaas.component.gateway import GatewayComponent
 from cmaas.envelope import DeviceKeyring
 from cmaas.keydirectory import DeviceLimits
-from cmaas.keystore import DeviceKeys, StoredPrekey
+from cmaas.keystore import DeviceKeys, MessageStatus, StatusEvent, StoredPrekey
 
 from .gateway_stanzas import DOMAIN, USER, GatewayStanzaTest, form_values
 
@@ -49,6 +49,17 @@ class TestOutbound(GatewayStanzaTest):
             <store xmlns='urn:xmpp:hints'/>
           </message>""")
 
+    def test_status_notice_for_a_bound_jid(self) -> None:
+        event = StatusEvent(7, "bank", "m-1", MessageStatus.DELIVERED, 1_800_000_000_000, "42", "")
+        self.gateway.send_status("bank", "bot@cmaas.test", event)
+        self.expect(f"""
+          <message type='normal' from='bank@{DOMAIN}' to='bot@cmaas.test'>
+            <body>Message m-1: delivered on device 42</body>
+            <status xmlns='urn:cmaas:status:1' event='7' message='m-1' status='delivered'
+                    at='1800000000000' device='42'/>
+            <store xmlns='urn:xmpp:hints'/>
+          </message>""")
+
 
 class TestFeedback(GatewayStanzaTest):
     def setUp(self) -> None:
@@ -79,6 +90,20 @@ class TestFeedback(GatewayStanzaTest):
         ]
         assert self.events[0].app_jid == JID(f"bank@{DOMAIN}")
         assert self.events[0].sender == JID(USER)
+
+    def test_the_reporting_device_is_its_announced_id_or_else_its_resource(self) -> None:
+        self.recv(
+            f"<message type='chat' from='{USER}' to='bank@{DOMAIN}' id='r1'>"
+            "<received xmlns='urn:xmpp:receipts' id='m-1'/>"
+            "<device xmlns='urn:cmaas:device:1' id='123456'/></message>"
+        )
+        self.recv(
+            f"<message type='chat' from='{USER}' to='bank@{DOMAIN}' id='r2'>"
+            "<displayed xmlns='urn:xmpp:chat-markers:0' id='m-1'/>"
+            "<device xmlns='urn:cmaas:device:1' id='not-a-number'/></message>"
+        )
+        self.run_coro(self._settle())
+        assert [e.device for e in self.events] == ["123456", JID(USER).resource]
 
     def test_feedback_without_app_jid_or_valid_id_is_ignored(self) -> None:
         self.recv(

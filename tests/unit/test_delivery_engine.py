@@ -1,0 +1,288 @@
+"""The delivery engine's parts on their own: dispatch order, token buckets, signatures,
+authentication, client addresses, and the dispatcher's resend after a lost link."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Sequence
+from unittest import mock
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+
+from cmaas.api.addresses import ClientAddresses
+from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
+from cmaas.delivery.dispatcher import Dispatcher
+from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
+from cmaas.delivery.queues import PriorityQueues
+from cmaas.delivery.ratelimit import TokenBuckets
+from cmaas.delivery.signing import (
+    request_signature,
+    webhook_signature,
+    webhook_signature_matches,
+)
+from cmaas.identifiers import parse_network
+from cmaas.keystore import (
+    AppChanges,
+    MessageRecord,
+    MessageStatus,
+    NewApp,
+    NewMessage,
+    OutboxEntry,
+    Plan,
+    Priority,
+    SqliteKeystore,
+    StatusChange,
+    issue_credentials,
+)
+
+from .conftest import FakeClock
+
+
+def entry(seq: int, app: str, priority: Priority, expires_ms: int = 10**13) -> OutboxEntry:
+    return OutboxEntry(seq, app, f"m{seq}", "alice@cmaas.test", priority, expires_ms)
+
+
+def test_queues_serve_priorities_in_order_and_apps_in_turn() -> None:
+    queues = PriorityQueues()
+    for seq, app, priority in [
+        (1, "big", Priority.BULK),
+        (2, "big", Priority.NORMAL),
+        (3, "big", Priority.NORMAL),
+        (4, "big", Priority.NORMAL),
+        (5, "small", Priority.NORMAL),
+        (6, "small", Priority.NORMAL),
+        (7, "bank", Priority.HIGH),
+    ]:
+        queues.push(entry(seq, app, priority))
+    queues.push(entry(8, "big", Priority.NORMAL), front=True)  # a resend goes first
+    assert queues.depth() == {Priority.HIGH: 1, Priority.NORMAL: 6, Priority.BULK: 1}
+    order = []
+    while (popped := queues.pop()) is not None:
+        order.append(popped.seq)
+    assert order == [7, 8, 5, 2, 6, 3, 4, 1]
+    assert len(queues) == 0
+
+
+def plan(rate: float, burst: int) -> Plan:
+    return Plan("p", rate, burst, None, frozenset(Priority))
+
+
+def test_token_bucket_bursts_refills_and_follows_plan_changes() -> None:
+    clock = FakeClock(0.0)
+    buckets = TokenBuckets(clock)
+    assert buckets.take("app", plan(2, 3), 5) == (3, 1.0)  # two more in a second at 2/s
+    assert buckets.take("app", plan(2, 3), 1) == (0, 0.5)
+    clock.now += 0.5
+    assert buckets.take("app", plan(2, 3), 1) == (1, 0.0)
+    clock.now += 10
+    assert buckets.take("app", plan(2, 3), 4)[0] == 3  # never more than the burst
+    clock.now += 0.2  # the plan is raised: the new rate applies from now on
+    assert buckets.take("app", plan(100, 100), 10) == (10, 0.0)
+    assert buckets.take("other", plan(2, 3), 3) == (3, 0.0)  # one bucket per key
+
+
+def test_request_signature_is_the_spec_formula() -> None:
+    key = b"k" * 32
+    body = b'{"a":1}'
+    expected_input = b"POST\n/v1/messages?x=1\n1800000000\nnonce-123\n" + (
+        hashlib.sha256(body).hexdigest().encode()
+    )
+    expected = base64.b64encode(hmac.new(key, expected_input, "sha256").digest()).decode()
+    got = request_signature(key, "post", "/v1/messages?x=1", "1800000000", "nonce-123", body)
+    assert got == expected
+
+
+def test_webhook_signature_round_trip_and_tampering() -> None:
+    key = b"w" * 32
+    header = webhook_signature(key, 1_800_000_000, b'{"events":[]}')
+    mac = hmac.new(key, b'1800000000.{"events":[]}', "sha256").hexdigest()
+    assert header == f"t=1800000000,v1={mac}"
+    assert webhook_signature_matches(key, header, b'{"events":[]}') == 1_800_000_000
+    assert webhook_signature_matches(key, header, b'{"events":[1]}') is None
+    assert webhook_signature_matches(b"x" * 32, header, b'{"events":[]}') is None
+    assert webhook_signature_matches(key, "garbage", b"") is None
+
+
+async def _app(keystore: SqliteKeystore, networks: Sequence[str] = ()) -> tuple[str, str, bytes]:
+    issued = issue_credentials("cid-auth")
+    await keystore.create_app(
+        NewApp("auth", "Auth", "default", networks=tuple(parse_network(n) for n in networks)),
+        issued,
+    )
+    return issued.client_id, issued.client_secret, issued.hmac_key
+
+
+def signed(
+    client_id: str,
+    secret: str,
+    key: bytes,
+    *,
+    timestamp: str = "1800000000",
+    nonce: str = "nonce-0001",
+    peer: str | None = "127.0.0.1",
+    body: bytes = b"",
+    sign_body: bytes | None = None,
+) -> SignedRequest:
+    signature = request_signature(
+        key, "GET", "/v1/events", timestamp, nonce, body if sign_body is None else sign_body
+    )
+    return SignedRequest(
+        "GET",
+        "/v1/events",
+        body,
+        client_id,
+        secret,
+        timestamp,
+        nonce,
+        signature,
+        None if peer is None else ipaddress.ip_address(peer),
+    )
+
+
+async def test_authentication_accepts_once_and_names_every_failure(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    client_id, secret, key = await _app(keystore)
+    auth = RequestAuthenticator(keystore, clock=clock)
+    assert (await auth.authenticate(signed(client_id, secret, key))).app.app_id == "auth"
+    failures = {
+        "used before": signed(client_id, secret, key),
+        "unknown client id": signed("nobody", secret, key),
+        "wrong secret": signed(client_id, "nope", key),
+        "does not verify": signed(client_id, secret, b"x" * 32, nonce="nonce-0002"),
+        "body": signed(client_id, secret, key, body=b"{}", sign_body=b"", nonce="nonce-0003"),
+        "gateway's clock": signed(
+            client_id, secret, key, timestamp="1799999000", nonce="nonce-0004"
+        ),
+        "unix seconds": signed(client_id, secret, key, timestamp="soon", nonce="nonce-0005"),
+        "X-CMAAS-Nonce": signed(client_id, secret, key, nonce="short"),
+    }
+    for words, request in failures.items():
+        with pytest.raises(Unauthenticated) as refused:
+            await auth.authenticate(request)
+        assert words in str(refused.value) or words == "body", words
+
+
+async def test_allow_list_and_suspension(keystore: SqliteKeystore, clock: FakeClock) -> None:
+    client_id, secret, key = await _app(keystore, ["203.0.113.0/24", "2001:db8::/32"])
+    auth = RequestAuthenticator(keystore, clock=clock)
+    for n, peer in enumerate(["203.0.113.9", "::ffff:203.0.113.9", "2001:db8::1"]):
+        request = signed(client_id, secret, key, peer=peer, nonce=f"nonce-ok-{n}")
+        assert (await auth.authenticate(request)).app.app_id == "auth"
+    with pytest.raises(ForbiddenAddress):
+        await auth.authenticate(signed(client_id, secret, key, peer="198.51.100.1"))
+    await keystore.update_app("auth", AppChanges(suspended=True))
+    with pytest.raises(AppSuspended):
+        await auth.authenticate(
+            signed(client_id, secret, key, peer="203.0.113.9", nonce="nonce-sus-1")
+        )
+
+
+def _request(peer: str, forwarded: str | None = None) -> object:
+    transport = mock.Mock()
+    transport.get_extra_info.return_value = (peer, 1234)
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    return make_mocked_request("GET", "/", headers=headers, transport=transport)
+
+
+def test_forwarded_addresses_count_only_from_trusted_proxies() -> None:
+    addresses = ClientAddresses([parse_network("10.0.0.0/8"), parse_network("192.0.2.1")])
+    cases = [
+        ("198.51.100.7", "203.0.113.1", "198.51.100.7"),  # untrusted peer: header ignored
+        ("10.1.1.1", "203.0.113.1", "203.0.113.1"),
+        ("10.1.1.1", "6.6.6.6, 203.0.113.1, 192.0.2.1", "203.0.113.1"),  # right-most untrusted
+        ("10.1.1.1", None, "10.1.1.1"),
+        ("10.1.1.1", "not-an-address", "0.0.0.0"),  # noqa: S104
+        ("::ffff:10.1.1.1", "203.0.113.1", "203.0.113.1"),
+    ]
+    for peer, forwarded, client in cases:
+        request = _request(peer, forwarded)
+        assert str(addresses.client(request)) == client, (peer, forwarded)  # type: ignore[arg-type]
+
+
+class FakeSender:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.backlog = 0
+
+    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope: str) -> None:
+        self.sent.append(message_id)
+
+    def send_backlog(self) -> int:
+        return self.backlog
+
+
+async def _stored(keystore: SqliteKeystore, *specs: tuple[str, Priority, int]) -> list[OutboxEntry]:
+    await keystore.create_app(NewApp("bank", "Bank", "default"), issue_credentials("cid-d"))
+    outcomes = await keystore.messages.submit(
+        [
+            NewMessage("bank", mid, "a@x", "a@x", priority, mid.encode(), b"{}", expires)
+            for mid, priority, expires in specs
+        ],
+        daily_quota=None,
+    )
+    return [
+        OutboxEntry(r.seq, r.app_id, r.message_id, "a@x", r.priority, r.expires_ms)
+        for r in outcomes
+        if isinstance(r, MessageRecord)
+    ]
+
+
+async def _until(condition: object, within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link_loss(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    sender = FakeSender()
+    now_ms = int(clock.now * 1000)
+    moment = FakeClock(100.0)
+    dispatcher = Dispatcher(
+        keystore.messages, sender, resend_window_s=10, clock_ms=lambda: now_ms, monotonic=moment
+    )
+    keystore.messages.listen(dispatcher.on_events)
+    entries = await _stored(
+        keystore,
+        ("bulk-1", Priority.BULK, now_ms + 60_000),
+        ("stale", Priority.HIGH, now_ms - 1),
+        ("otp-1", Priority.HIGH, now_ms + 60_000),
+    )
+    dispatcher.enqueue(entries)
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    await asyncio.sleep(0.05)
+    assert sender.sent == []  # nothing goes out while the link is down
+    dispatcher.link_up()
+    await _until(lambda: len(sender.sent) == 2)
+    assert sender.sent == ["otp-1", "bulk-1"]
+    await _until(lambda: dispatcher.inflight == 2)
+    record, _ = await keystore.messages.get("bank", "stale")
+    assert record.status is MessageStatus.EXPIRED
+
+    # The receipt for otp-1 arrives; then the link falls: only bulk-1 is written again.
+    await keystore.messages.record(
+        [StatusChange("bank", "otp-1", MessageStatus.DELIVERED, now_ms, "1", reporter="a@x")]
+    )
+    dispatcher.link_down()
+    moment.now += 5
+    dispatcher.link_up()
+    await _until(lambda: len(sender.sent) == 3)
+    assert sender.sent[2] == "bulk-1"
+    assert dispatcher.resent == 1
+
+    # Written long before a later loss: the server had it, so no resend.
+    moment.now += 60
+    dispatcher.link_down()
+    dispatcher.link_up()
+    await asyncio.sleep(0.1)
+    assert len(sender.sent) == 3
+    stop.set()
+    await running

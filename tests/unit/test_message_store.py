@@ -1,0 +1,273 @@
+"""The outbox on a real SQLite file: idempotent submission, quotas, statuses that only
+move forward, per-device events, resend candidates, expiry, nonces and cursors."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from cmaas.keystore import (
+    CursorState,
+    MessageConflict,
+    MessageRecord,
+    MessageStatus,
+    NewApp,
+    NewMessage,
+    Priority,
+    QuotaExhausted,
+    SqliteKeystore,
+    StatusChange,
+    StatusEvent,
+    issue_credentials,
+)
+from cmaas.keystore._sql import GroupCommit, SqliteThread
+
+from .conftest import FakeClock
+
+T = TypeVar("T")
+
+APP = "bank"
+ALICE = "alice@cmaas.test"
+
+
+@pytest.fixture
+async def app(keystore: SqliteKeystore) -> str:
+    await keystore.create_app(NewApp(APP, "Bank", "default"), issue_credentials("cid"))
+    return APP
+
+
+def message(
+    message_id: str,
+    *,
+    priority: Priority = Priority.HIGH,
+    expires_ms: int = 1_800_000_600_000,
+    failure: str | None = None,
+    body: bytes = b"{}",
+) -> NewMessage:
+    return NewMessage(
+        APP,
+        message_id,
+        ALICE,
+        ALICE,
+        priority,
+        b"sha:" + message_id.encode() + body,
+        body,
+        expires_ms,
+        failure,
+    )
+
+
+def change(message_id: str, status: MessageStatus, device: str = "", **kw: object) -> StatusChange:
+    return StatusChange(APP, message_id, status, 1_800_000_100_000, device, **kw)  # type: ignore[arg-type]
+
+
+async def submit(
+    keystore: SqliteKeystore, *messages: NewMessage, quota: int | None = None
+) -> list[MessageRecord | MessageConflict | QuotaExhausted]:
+    return await keystore.messages.submit(messages, daily_quota=quota)
+
+
+async def test_submission_is_idempotent_and_a_changed_request_conflicts(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    (first,) = await submit(keystore, message("m1"))
+    assert isinstance(first, MessageRecord)
+    assert (first.status, first.duplicate) == (MessageStatus.ACCEPTED, False)
+    (again,) = await submit(keystore, message("m1"))
+    assert isinstance(again, MessageRecord)
+    assert (again.seq, again.duplicate) == (first.seq, True)
+    (other,) = await submit(keystore, message("m1", body=b'{"other":1}'))
+    assert isinstance(other, MessageConflict)
+    _, history = await keystore.messages.get(APP, "m1")
+    assert [e.status for e in history] == [MessageStatus.ACCEPTED]
+
+
+async def test_daily_quota_counts_across_batches_and_plans(
+    keystore: SqliteKeystore, app: str, clock: FakeClock
+) -> None:
+    await submit(keystore, message("a"), message("b"))  # a plan without a quota still counts
+    outcomes = await submit(keystore, message("c"), message("d"), quota=3)
+    assert isinstance(outcomes[0], MessageRecord)
+    assert isinstance(outcomes[1], QuotaExhausted)
+    assert (await keystore.app_counters(APP)).submitted_today == 3
+    clock.now += 86_400  # a new UTC day
+    (fresh,) = await submit(keystore, message("e"), quota=3)
+    assert isinstance(fresh, MessageRecord)
+
+
+async def test_a_known_failure_is_stored_then_failed(keystore: SqliteKeystore, app: str) -> None:
+    (record,) = await submit(keystore, message("m", failure="unknown recipient: x"))
+    assert isinstance(record, MessageRecord)
+    assert (record.status, record.detail) == (MessageStatus.FAILED, "unknown recipient: x")
+    accepted, resend = await keystore.messages.pending(15_000)
+    assert (accepted, resend) == ([], [])
+
+
+async def test_statuses_only_move_forward_per_message_and_per_device(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    store = keystore.messages
+    (record,) = await submit(keystore, message("m"))
+    assert isinstance(record, MessageRecord)
+    await store.mark_dispatched([record.seq], 1_800_000_050_000)
+    recorded = await store.record(
+        [
+            change("m", MessageStatus.DELIVERED, "1", reporter=ALICE),
+            change("m", MessageStatus.DELIVERED, "1", reporter=ALICE),  # a repeated receipt
+            change("m", MessageStatus.READ, "1", reporter=ALICE),
+            change("m", MessageStatus.DELIVERED, "2", reporter=ALICE),  # a second device
+            change("m", MessageStatus.DELIVERED, "3", reporter="mallory@cmaas.test"),
+            change("m", MessageStatus.FAILED, detail="bounced"),  # too late to fail
+            change("m", MessageStatus.DISPATCHED),  # backwards
+            change("ghost", MessageStatus.DELIVERED, "1", reporter=ALICE),
+        ]
+    )
+    assert [(e.status, e.device) for e in recorded] == [
+        (MessageStatus.DELIVERED, "1"),
+        (MessageStatus.READ, "1"),
+        (MessageStatus.DELIVERED, "2"),
+    ]
+    stored, history = await store.get(APP, "m")
+    assert stored.status is MessageStatus.READ
+    assert [e.status.value for e in history] == [
+        "accepted",
+        "dispatched",
+        "delivered",
+        "read",
+        "delivered",
+    ]
+
+
+async def test_envelopes_are_dropped_once_no_resend_needs_them(
+    keystore: SqliteKeystore, app: str, db_path: Path
+) -> None:
+    store = keystore.messages
+    outcomes = await submit(keystore, message("a"), message("b"), message("c"))
+    seqs = [r.seq for r in outcomes if isinstance(r, MessageRecord)]
+    await store.mark_dispatched(seqs, 1_800_000_050_000)
+    await store.record(
+        [
+            change("a", MessageStatus.DELIVERED, "1", reporter=ALICE),
+            change("b", MessageStatus.FAILED, detail="bounced: service-unavailable"),
+        ]
+    )
+    assert set(await store.envelopes(seqs)) == {seqs[2]}
+    with sqlite3.connect(db_path) as raw:
+        kept = raw.execute("SELECT message_id FROM messages WHERE envelope IS NOT NULL")
+        assert [row[0] for row in kept] == ["c"]
+
+
+async def test_pending_after_restart_resends_only_the_last_window(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    store = keystore.messages
+    outcomes = await submit(keystore, *(message(f"m{n}") for n in range(4)))
+    seqs = [r.seq for r in outcomes if isinstance(r, MessageRecord)]
+    await store.mark_dispatched([seqs[0]], 1_800_000_000_000)  # long before the last
+    await store.mark_dispatched([seqs[1]], 1_800_000_050_000)
+    await store.mark_dispatched([seqs[2]], 1_800_000_060_000)
+    accepted, resend = await store.pending(15_000)
+    assert [e.message_id for e in accepted] == ["m3"]
+    assert [e.message_id for e in resend] == ["m1", "m2"]
+
+
+async def test_expiry_ends_pending_messages_only(keystore: SqliteKeystore, app: str) -> None:
+    store = keystore.messages
+    outcomes = await submit(
+        keystore,
+        message("queued", expires_ms=1_000),
+        message("sent", expires_ms=2_000),
+        message("done", expires_ms=3_000),
+        message("later", expires_ms=10_000),
+    )
+    seqs = [r.seq for r in outcomes if isinstance(r, MessageRecord)]
+    await store.mark_dispatched(seqs[1:3], 500)
+    await store.record([change("done", MessageStatus.DELIVERED, "1", reporter=ALICE)])
+    expired = await store.expire_due(5_000)
+    assert sorted(e.message_id for e in expired) == ["queued", "sent"]
+    assert await store.expire_due(5_000) == []
+    statuses = {m: (await store.get(APP, m))[0].status.value for m in ("queued", "done", "later")}
+    assert statuses == {"queued": "expired", "done": "delivered", "later": "accepted"}
+
+
+async def test_finished_messages_are_purged_after_retention(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    store = keystore.messages
+    await submit(keystore, message("old", failure="unknown recipient"), message("open"))
+    assert await store.purge_finished(before_ms=10**15) == 1
+    assert [e.message_id for e in await store.events_after(APP, 0, 10)] == ["open"]
+
+
+async def test_nonces_are_refused_until_they_expire(keystore: SqliteKeystore) -> None:
+    store = keystore.messages
+    assert await store.claim_nonce("cid", "n-1234567", expires_at=100, now=50)
+    assert not await store.claim_nonce("cid", "n-1234567", expires_at=100, now=60)
+    assert await store.claim_nonce("other", "n-1234567", expires_at=100, now=60)
+    assert await store.claim_nonce("cid", "n-1234567", expires_at=200, now=100)
+    assert await store.purge_nonces(now=150) == 1
+
+
+async def test_listeners_hear_each_commit_and_cursors_persist(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    heard: list[StatusEvent] = []
+    keystore.messages.listen(heard.extend)
+    await submit(keystore, message("m"))
+    assert [e.status for e in heard] == [MessageStatus.ACCEPTED]
+    assert await keystore.messages.last_event_id() == heard[0].event_id
+    assert await keystore.messages.cursors("webhook") == [CursorState(APP, 0, 0, "")]
+    await keystore.messages.save_cursor("webhook", CursorState(APP, heard[0].event_id, 2, "503"))
+    assert await keystore.messages.cursors("webhook") == [
+        CursorState(APP, heard[0].event_id, 2, "503")
+    ]
+
+
+async def test_concurrent_writers_share_transactions(keystore: SqliteKeystore, app: str) -> None:
+    outcomes = await asyncio.gather(*(submit(keystore, message(f"m{n}")) for n in range(200)))
+    assert all(isinstance(o[0], MessageRecord) for o in outcomes)
+    assert len({o[0].seq for o in outcomes if isinstance(o[0], MessageRecord)}) == 200
+    assert (await keystore.messages.depth())[Priority.HIGH] == 200
+
+
+async def test_group_commit_batches_and_rolls_back_only_the_failing_operation(
+    tmp_path: Path,
+) -> None:
+    thread = SqliteThread(tmp_path / "group.sqlite3")
+    transactions = 0
+
+    class Counting:
+        async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+            nonlocal transactions
+            transactions += 1
+            return await thread.write(work)
+
+    await thread.write(lambda db: db.execute("CREATE TABLE t (n INTEGER)"))
+    commits = GroupCommit(Counting())  # type: ignore[arg-type]
+
+    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+        def work(db: sqlite3.Connection) -> int:
+            db.execute("INSERT INTO t VALUES (?)", (n,))
+            if n == 13:
+                raise ValueError("unlucky")
+            return n
+
+        return work
+
+    outcomes = await asyncio.gather(
+        *(commits.run(insert(n)) for n in range(100)), return_exceptions=True
+    )
+    await commits.close()
+    assert isinstance(outcomes[13], ValueError)
+    assert [o for o in outcomes if not isinstance(o, BaseException)] == [
+        n for n in range(100) if n != 13
+    ]
+    stored = await thread.write(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0])
+    assert stored == 99
+    assert transactions <= 2  # a hundred operations, one or two shared commits
+    await thread.close()
