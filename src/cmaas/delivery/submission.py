@@ -120,7 +120,8 @@ class SubmissionService:
         outcomes = [self._admissible(plan, item) for item in outcomes]
         self._take_tokens(app, plan, outcomes)
         signing_keys = await self._keystore.signing_keys(app.app_id)
-        checked = [await self._checked(app, signing_keys, item) for item in outcomes]
+        active: dict[str, set[int]] = {}  # per recipient, read once per request
+        checked = [await self._checked(app, signing_keys, active, item) for item in outcomes]
         new = [entry for entry in checked if isinstance(entry, NewMessage)]
         stored = iter(await self._keystore.messages.submit(new, daily_quota=plan.daily_quota))
         results = [
@@ -190,7 +191,11 @@ class SubmissionService:
             )
 
     async def _checked(
-        self, app: App, signing_keys: Mapping[str, bytes], item: Outcome | _Item
+        self,
+        app: App,
+        signing_keys: Mapping[str, bytes],
+        active: dict[str, set[int]],
+        item: Outcome | _Item,
     ) -> Outcome | NewMessage:
         if not isinstance(item, _Item):
             return item
@@ -210,7 +215,10 @@ class SubmissionService:
                 f"the envelope is sealed to {envelope.header.to}, but {item.to} is {jid}"
             )
         else:
-            failure = await self._device_failure(jid, envelope)
+            if jid not in active:
+                devices = await self._keystore.devices.list(jid)
+                active[jid] = {d.device_id for d in devices if d.revoked_at is None}
+            failure = _device_failure(jid, active[jid], envelope)
         return NewMessage(
             app_id=app.app_id,
             message_id=item.message_id,
@@ -223,13 +231,13 @@ class SubmissionService:
             failure=failure,
         )
 
-    async def _device_failure(self, jid: str, envelope: SealedEnvelope) -> str | None:
-        active = {d.device_id for d in await self._keystore.devices.list(jid) if not d.revoked_at}
-        if not active:
-            return f"no device: {jid} has no active device"
-        if not active & {entry.device_id for entry in envelope.keys}:
-            return "no device: none of the devices the envelope is sealed to is active"
-        return None
+
+def _device_failure(jid: str, active: set[int], envelope: SealedEnvelope) -> str | None:
+    if not active:
+        return f"no device: {jid} has no active device"
+    if not active & {entry.device_id for entry in envelope.keys}:
+        return "no device: none of the devices the envelope is sealed to is active"
+    return None
 
 
 def _parse_item(value: object) -> Outcome | _Item:
