@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from bench.gateway import ingest, otp_latency
 from bench.measure import HTTP_SENDER, RECIPIENT, Measurement, Settings, peer, raw_limit, run_all
 from bench.report import RESULTS_DIR, Row, say, table, write_json
 from cmaas.devservers import DevServerError, XmppServer, start_ejabberd, start_prosody
@@ -26,10 +27,16 @@ STARTERS: dict[str, Callable[[Path], XmppServer]] = {
     "ejabberd": start_ejabberd,
 }
 ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
-    "prosody": [("a", "raw component -> raw client", raw_limit)],
+    "prosody": [
+        ("a", "raw component -> raw client", raw_limit),
+        ("c", "gateway: signed HTTP batches -> raw client", ingest),
+        ("d", "OTP latency while bulk drains", otp_latency),
+    ],
     "ejabberd": [
         ("a", "raw component -> raw client", raw_limit),
         ("b", "send_message HTTP -> raw client", peer),
+        ("c", "gateway: signed HTTP batches -> raw client", ingest),
+        ("d", "OTP latency while bulk drains", otp_latency),
     ],
 }
 

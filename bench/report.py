@@ -87,13 +87,14 @@ async def ticker(label: str, total: int, done: Callable[[], int], every: float =
 
 
 def ratios(rows: Sequence[Row]) -> dict[str, float]:
-    """b/a per server where both ran to completion."""
+    """b/a, c/a and c/b per server, where both items ran to completion."""
     found: dict[str, float] = {}
     for server in sorted({row.server for row in rows}):
         by_item = {row.item: row for row in rows if row.server == server}
-        a, b = by_item.get("a"), by_item.get("b")
-        if a and b and a.rate > 0 and a.complete and b.complete:
-            found[f"{server} b/a"] = round(b.rate / a.rate, 3)
+        for top, bottom in (("b", "a"), ("c", "a"), ("c", "b")):
+            upper, lower = by_item.get(top), by_item.get(bottom)
+            if upper and lower and lower.rate > 0 and upper.complete and lower.complete:
+                found[f"{server} {top}/{bottom}"] = round(upper.rate / lower.rate, 3)
     return found
 
 

@@ -63,6 +63,10 @@ class Settings:
     retention_days: int = 30
     webhook_timeout: float = 10.0
     webhook_max_backoff: float = 600.0
+    metrics_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
 
 
 def load_settings(
@@ -116,6 +120,8 @@ def load_settings(
         retention_days=reader.integer("CMAAS_RETENTION_DAYS", 30, 1, 3650),
         webhook_timeout=reader.seconds("CMAAS_WEBHOOK_TIMEOUT", 10.0),
         webhook_max_backoff=reader.seconds("CMAAS_WEBHOOK_MAX_BACKOFF", 600.0),
+        metrics_networks=reader.networks("CMAAS_METRICS_NETWORKS")
+        or (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
     )
     if (settings.http_tls_cert is None) != (settings.http_tls_key is None):
         raise SettingsError("set both CMAAS_HTTP_TLS_CERT and CMAAS_HTTP_TLS_KEY, or neither")
@@ -180,7 +186,7 @@ class _Reader:
         value = self._get(name)
         if value is None:
             return default
-        if not value.isdigit() or not 0 < int(value) < 65536:
+        if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
             raise SettingsError(f"{name} must be a TCP port (1-65535), got {value!r}")
         return int(value)
 
@@ -200,7 +206,7 @@ class _Reader:
         value = self._get(name)
         if value is None:
             return default
-        if not value.isdigit() or not low <= int(value) <= high:
+        if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
             raise SettingsError(
                 f"{name} must be a whole number from {low} to {high}, got {value!r}"
             )

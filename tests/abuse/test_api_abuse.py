@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -27,6 +28,7 @@ from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.signing import request_signature
 from cmaas.delivery.submission import SubmissionService
+from cmaas.identifiers import parse_network
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import (
     MasterKeyring,
@@ -71,7 +73,9 @@ class Api:
     async def _open(self) -> None:
         self.keystore = await SqliteKeystore.open(self.database, MasterKeyring(bytes(32)))
         issued = issue_credentials("cid-abuse")
-        await self.keystore.create_app(NewApp("abuse", "Abuse", "default"), issued)
+        await self.keystore.create_app(
+            NewApp("abuse", "Abuse", "default", networks=(parse_network("127.0.0.0/8"),)), issued
+        )
         self.credentials = issued
         resolver = RecipientResolver(self.keystore, frozenset({"cmaas.test"}))
         submissions = SubmissionService(
@@ -152,7 +156,11 @@ def assert_refused(status: int, answer: Any) -> None:
 
 
 text = st.text(max_size=80)
-header_value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+# Latin-1 digits such as '²' pass str.isdigit() but not int(): they once caused a 500.
+odd_digits = st.sampled_from("\u00b2\u00b3\u00b9")
+header_value = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E) | odd_digits, max_size=60
+)
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text
 json_value = st.recursive(
     json_leaf,
@@ -228,7 +236,9 @@ def test_hostile_signed_submissions(api: Api, item: Any, batch: bool) -> None:
 @given(
     st.sampled_from(["/v1/keys?to=", "/v1/events?after=", "/v1/events?wait=", "/v1/messages/"]),
     st.text(
-        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"),
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#")
+        | odd_digits
+        | st.sampled_from("\u0663\u06f2\U0001d7d7"),
         max_size=40,
     ),
     st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
@@ -251,3 +261,25 @@ def test_oversized_body(api: Api) -> None:
     )
     CASES["http submissions"] += 1
     assert (status, answer["error"]) == (413, "payload_too_large")
+
+
+ODD_NUMBERS = ["\u00b2", "\uff11\uff12", "\u0663", "\U0001d7d7", "9" * 30, "-1", "", " 1"]
+
+
+@pytest.mark.parametrize("value", ODD_NUMBERS)
+@pytest.mark.parametrize("name", ["after", "wait"])
+def test_odd_numbers_in_queries(api: Api, name: str, value: str) -> None:
+    path = f"/v1/events?{name}={quote(value)}"
+    status, answer = api.call("GET", path, api.signed("GET", path, b""))
+    CASES["http queries"] += 1
+    assert_refused(status, answer)
+    assert status == 400
+
+
+@pytest.mark.parametrize("value", [v for v in ODD_NUMBERS if v.isascii() or v == "\u00b2"])
+def test_odd_numbers_as_timestamps(api: Api, value: str) -> None:
+    headers = {**api.signed("GET", "/v1/events", b""), "X-CMAAS-Timestamp": value}
+    status, answer = api.call("GET", "/v1/events", headers)
+    CASES["http authentication"] += 1
+    assert_refused(status, answer)
+    assert status == 401

@@ -132,7 +132,16 @@ async def register_app(
 ) -> RegisteredApp:
     """Register ``app_id`` (extra ``app-register`` flags in ``args``) and its signing key."""
     issued = await asyncio.to_thread(
-        admin, gateway, "app-register", app_id, "--name", f"App {app_id}", *args
+        admin,
+        gateway,
+        "app-register",
+        app_id,
+        "--name",
+        f"App {app_id}",
+        # An app without allowed networks is XMPP-only; the tests call from loopback.
+        "--network",
+        "127.0.0.0/8",
+        *args,
     )
     app = RegisteredApp(gateway, app_id, AppCredentials.from_issued(issued), session)
     await app.register_key()

@@ -5,26 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cmaas.devservers import XmppServer, free_port
-
-
-def cmaas_executable() -> str:
-    """The ``cmaas`` console script installed beside the running interpreter."""
-    beside = Path(sys.executable).with_name("cmaas")
-    found = str(beside) if beside.exists() else shutil.which("cmaas")
-    if found is None:
-        raise RuntimeError("the cmaas console script is not installed")
-    return found
+from cmaas.devservers import XmppServer, cmaas_executable, free_port
 
 
 class GatewayProcess:

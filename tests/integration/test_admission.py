@@ -108,7 +108,7 @@ async def test_allow_list_and_suspension_change_at_runtime(
             values: dict[str, object] = {
                 "display_name": "Listed",
                 "plan": "default",
-                "networks": [],
+                "networks": ["127.0.0.0/8"],
                 "callback_url": "",
                 "jids": [],
                 "suspended": False,
@@ -127,6 +127,11 @@ async def test_allow_list_and_suspension_change_at_runtime(
         with pytest.raises(ApiError) as refused:
             await app.api.request("GET", "/v1/signing-keys")
         assert (refused.value.status, refused.value.code) == (403, "forbidden_address")
+        await update(networks=[])
+        with pytest.raises(ApiError) as xmpp_only:
+            await app.api.request("GET", "/v1/signing-keys")
+        assert (xmpp_only.value.status, xmpp_only.value.code) == (403, "forbidden_address")
+        assert "XMPP" in xmpp_only.value.detail
         await update(networks=["203.0.113.0/24", "127.0.0.0/8"])
         assert await app.api.request("GET", "/v1/signing-keys")
         await update(suspended=True)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from .gateway_process import cmaas_executable
+from cmaas.devservers import cmaas_executable
 
 
 @pytest.mark.parametrize("server", ["prosody", "ejabberd"])

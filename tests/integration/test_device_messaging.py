@@ -20,7 +20,7 @@ from cmaas.component.delivery import FeedbackKind
 from cmaas.component.runner import Gateway
 from cmaas.device.client import DeviceClient
 from cmaas.device.keyfile import KeyFile
-from cmaas.devservers import XmppServer
+from cmaas.devservers import XmppServer, cmaas_executable
 from cmaas.devservers.sender import DirectSender
 from cmaas.envelope import (
     AppKeyChanged,
@@ -41,7 +41,6 @@ from cmaas.xmpp_link import LinkState
 
 from .conftest import PASSWORD, connect
 from .devices import device_config, new_device
-from .gateway_process import cmaas_executable
 from .live_gateway import FeedbackLog, live_gateway
 
 APP = "bank"

@@ -108,7 +108,9 @@ def test_webhook_signature_round_trip_and_tampering() -> None:
     assert webhook_signature_matches(key, "garbage", b"") is None
 
 
-async def _app(keystore: SqliteKeystore, networks: Sequence[str] = ()) -> tuple[str, str, bytes]:
+async def _app(
+    keystore: SqliteKeystore, networks: Sequence[str] = ("127.0.0.0/8",)
+) -> tuple[str, str, bytes]:
     issued = issue_credentials("cid-auth")
     await keystore.create_app(
         NewApp("auth", "Auth", "default", networks=tuple(parse_network(n) for n in networks)),

@@ -362,7 +362,7 @@ def _parse_priorities(values: Sequence[str]) -> frozenset[Priority]:
 
 def _parse_int_text(value: str, low: int, high: int) -> int:
     text = value.strip()
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise InvalidIdentifier(f"must be a whole number from {low} to {high}, got {text[:20]!r}")
     return int(text)
 

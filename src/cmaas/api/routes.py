@@ -3,18 +3,20 @@ back; :func:`error_middleware` is the one place refusals become HTTP answers."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from cmaas.api.addresses import ClientAddresses
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
-from cmaas.delivery.errors import DeliveryError, InvalidRequest, PayloadTooLarge
+from cmaas.delivery.errors import DeliveryError, ForbiddenAddress, InvalidRequest, PayloadTooLarge
+from cmaas.delivery.json_body import parse_json_body
 from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
 from cmaas.delivery.submission import outcome_json
+from cmaas.identifiers import IpNetwork
 from cmaas.keystore import App
 
 __all__ = ["api_routes", "error_middleware"]
@@ -25,7 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _error_response(error: DeliveryError) -> web.Response:
     headers = {}
     if error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return web.json_response(error.to_json(), status=error.status, headers=headers)
 
 
@@ -56,22 +58,9 @@ def error_middleware(metrics: GatewayMetrics | None = None) -> Any:
     return middleware
 
 
-def _json_body(body: bytes) -> object:
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        if len(set(keys)) != len(keys):
-            raise InvalidRequest("the JSON body repeats a key")
-        return dict(pairs)
-
-    try:
-        return json.loads(body, object_pairs_hook=unique)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise InvalidRequest(f"the body is not JSON: {error}") from error
-
-
 def _integer(request: web.Request, name: str, default: int, high: int) -> int:
     text = request.query.get(name, str(default))
-    if not text.isdigit() or int(text) > high:
+    if not (text.isascii() and text.isdigit()) or len(text) > 20 or int(text) > high:
         raise InvalidRequest(f"{name} must be a whole number from 0 to {high}")
     return int(text)
 
@@ -81,7 +70,10 @@ def api_routes(
     authenticator: RequestAuthenticator,
     addresses: ClientAddresses,
     metrics: GatewayMetrics,
+    metrics_networks: Sequence[IpNetwork] = (),
 ) -> list[web.RouteDef]:
+    """The API's routes; ``/metrics`` answers only clients in ``metrics_networks``."""
+
     async def authenticated(request: web.Request) -> tuple[App, bytes]:
         body = await request.read()
         headers = request.headers
@@ -108,7 +100,7 @@ def api_routes(
 
     async def submit(request: web.Request) -> web.Response:
         app, body = await authenticated(request)
-        item = _json_body(body)
+        item = parse_json_body(body)
         (outcome,) = await messaging.submit(app, [item])
         if isinstance(outcome, DeliveryError):
             raise outcome
@@ -116,7 +108,7 @@ def api_routes(
 
     async def submit_batch(request: web.Request) -> web.Response:
         app, body = await authenticated(request)
-        value = _json_body(body)
+        value = parse_json_body(body)
         if not isinstance(value, dict) or set(value) != {"messages"}:
             raise InvalidRequest('the body must be {"messages": [...]}')
         items = value["messages"]
@@ -145,7 +137,7 @@ def api_routes(
 
     async def add_signing_key(request: web.Request) -> web.Response:
         app, body = await authenticated(request)
-        value = _json_body(body)
+        value = parse_json_body(body)
         if not isinstance(value, dict) or set(value) != {"public_key"}:
             raise InvalidRequest('the body must be {"public_key": BASE64URL_POINT}')
         digest, added = await messaging.register_signing_key(app, value["public_key"])
@@ -160,7 +152,10 @@ def api_routes(
         await messaging.retire_signing_key(app, request.match_info["fingerprint"])
         return web.Response(status=204)
 
-    async def metrics_text(_request: web.Request) -> web.Response:
+    async def metrics_text(request: web.Request) -> web.Response:
+        client = addresses.client(request)
+        if not any(client in network for network in metrics_networks):
+            raise ForbiddenAddress(f"/metrics is not served to {client} (CMAAS_METRICS_NETWORKS)")
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     return [

@@ -171,7 +171,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> DeviceConfig:
     plaintext = bool(args.plaintext) or env.get("CMAAS_DEVICE_PLAINTEXT", "") in ("1", "true")
     if plaintext and not _is_loopback(host):
         problems.append("--plaintext is only allowed with a loopback --host")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         problems.append(f"port {port_text!r} is not a TCP port")
     if problems:
         raise DeviceError("; ".join(problems))

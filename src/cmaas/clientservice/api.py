@@ -113,7 +113,7 @@ class GatewayApi:
                     response.status,
                     str(answer.get("error", "")),
                     str(answer.get("detail", "")),
-                    float(retry) if retry and retry.isdigit() else None,
+                    float(retry) if retry and retry.isascii() and retry.isdigit() else None,
                 )
             return answer
 

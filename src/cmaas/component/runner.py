@@ -125,6 +125,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             keystore,
             component,
             lambda: bool(link_holder) and link_holder[0].state is LinkState.CONNECTED,
+            resend_window_s=settings.resend_window,
         )
         metrics = GatewayMetrics(
             depth=dispatcher.depth,
@@ -179,7 +180,12 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             asyncio.get_running_loop().create_task(notices.start())
 
         xmpp.add_event_handler("session_start", link_up)
-        xmpp.add_event_handler("disconnected", lambda _: dispatcher.link_down())
+
+        def link_down(_event: object) -> None:
+            dispatcher.link_down()
+            notices.link_lost()
+
+        xmpp.add_event_handler("disconnected", link_down)
 
         await dispatcher.load()
         await webhooks.start()
@@ -201,7 +207,13 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         )
         http.add_routes(health_routes(link, dispatcher.depth))
         http.add_routes(
-            api_routes(messaging, authenticator, ClientAddresses(settings.trusted_proxies), metrics)
+            api_routes(
+                messaging,
+                authenticator,
+                ClientAddresses(settings.trusted_proxies),
+                metrics,
+                settings.metrics_networks,
+            )
         )
         runner = web.AppRunner(http, access_log=None)
         await runner.setup()

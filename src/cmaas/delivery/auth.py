@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
 from cmaas.delivery.signing import request_signature_input, request_signature_matches
-from cmaas.keystore import App, AuthenticatedApp, AuthenticationFailed, Keystore
+from cmaas.keystore import App, AppNotFound, AuthenticatedApp, AuthenticationFailed, Keystore
 
 __all__ = ["SIGNATURE_WINDOW_S", "RequestAuthenticator", "SignedRequest"]
 
@@ -82,13 +82,17 @@ class RequestAuthenticator:
 
         Raises: as :meth:`authenticate`, less the address check.
         """
-        app = await self._keystore.get_app(app_id)
-        await self._check_signed(app, await self._keystore.hmac_keys(app_id), request)
+        try:
+            app = await self._keystore.get_app(app_id)
+            keys = await self._keystore.hmac_keys(app_id)
+        except AppNotFound as error:
+            raise Unauthenticated(str(error)) from error
+        await self._check_signed(app, keys, request)
         return app
 
     async def _check_signed(self, app: App, keys: list[bytes], request: SignedRequest) -> None:
         timestamp, nonce = request.timestamp, request.nonce
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             raise Unauthenticated("X-CMAAS-Timestamp must be unix seconds")
         if not _NONCE.fullmatch(nonce):
             raise Unauthenticated("X-CMAAS-Nonce must be 8 to 128 of A-Z a-z 0-9 _ . : ~ -")
@@ -105,6 +109,10 @@ class RequestAuthenticator:
                 f"X-CMAAS-Timestamp is more than {self._window} s from the gateway's clock"
             )
         if request.peer is not None and not _allowed(app, request.peer):
+            if not app.networks:
+                raise ForbiddenAddress(
+                    "this app has no allowed networks: it may use the XMPP commands only"
+                )
             raise ForbiddenAddress(f"requests from {request.peer} are not allowed for this app")
         if app.suspended:
             raise AppSuspended(f"app {app.app_id!r} is suspended")
@@ -115,9 +123,7 @@ class RequestAuthenticator:
 
 
 def _allowed(app: App, peer: IpAddress) -> bool:
-    """An app with no allow-list may call from anywhere; else the peer must be in it."""
-    if not app.networks:
-        return True
+    """The peer must be in the app's allow-list; an app without one is XMPP-only."""
     if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
         peer = peer.ipv4_mapped
     return any(peer in network for network in app.networks)

@@ -44,6 +44,12 @@ class Housekeeper:
             pass
         if purge:
             await self._store.purge_nonces(now_ms // 1000)
-            purged = await self._store.purge_finished(now_ms - self._retention_ms)
+            purged = 0
+            # In slices, so other writers get the database between them; bounded per round.
+            for _ in range(200):
+                deleted = await self._store.purge_finished(now_ms - self._retention_ms)
+                purged += deleted
+                if deleted < 5000:
+                    break
             if purged:
                 log.info("purged %d finished messages past retention", purged)

@@ -66,7 +66,7 @@ def webhook_signature_matches(key: bytes, header: str, body: bytes) -> int | Non
     """
     parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
     stamp, presented = parts.get("t", ""), parts.get("v1", "")
-    if not stamp.isdigit() or len(stamp) > 12:
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
         return None
     expected = _mac(key, stamp.encode() + b"." + body).hex()
     return int(stamp) if hmac.compare_digest(expected, presented) else None

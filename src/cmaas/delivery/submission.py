@@ -10,6 +10,7 @@ is committed.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -257,12 +258,20 @@ def _parse_item(value: object) -> Outcome | _Item:
         return InvalidRequest("priority must be high, normal or bulk")
     if expires_at is not None and (type(expires_at) is not int or expires_at <= 0):
         return InvalidRequest("expires_at must be unix seconds")
-    if not isinstance(envelope, str) or not 0 < len(envelope) <= MAX_ENVELOPE_BYTES:
+    if not isinstance(envelope, str) or not 0 < len(envelope.encode()) <= MAX_ENVELOPE_BYTES:
         return InvalidRequest(
             f"envelope must be the sealed envelope's JSON text, at most {MAX_ENVELOPE_BYTES} bytes"
         )
+    # Over the request as understood, so a retry that spells out a default is the same.
+    normalised = {
+        "message_id": message_id,
+        "to": to,
+        "priority": priority,
+        "expires_at": expires_at,
+        "envelope": envelope,
+    }
     try:
-        digest = hashlib.sha256(canonical_json(value)).digest()
+        digest = hashlib.sha256(canonical_json(normalised)).digest()
     except EnvelopeError as error:
         return InvalidRequest(str(error))
     return _Item(message_id, to, Priority.from_label(priority), expires_at, envelope, digest)
@@ -318,7 +327,7 @@ def outcome_json(outcome: Outcome, submitted: object = None) -> dict[str, object
         if isinstance(submitted, dict) and isinstance(submitted.get("message_id"), str):
             answer["message_id"] = submitted["message_id"][:128]
         if outcome.retry_after is not None:
-            answer["retry_after"] = int(outcome.retry_after + 0.999)
+            answer["retry_after"] = max(1, math.ceil(outcome.retry_after))
         return answer
     return {
         "status_code": 202,

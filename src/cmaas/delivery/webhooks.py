@@ -1,6 +1,6 @@
 """Signed webhooks: each app's status events POSTed to its callback URL, in order.
 
-Body: ``{"events": [...]}`` (up to 100 events, each as in ``GET /v1/events``). Header
+Body: ``{"app_id": ..., "events": [...]}`` (up to 100 events, each as in ``GET /v1/events``). Header
 ``X-CMAAS-Signature: t={unix seconds},v1={hex HMAC-SHA256(hmac_key, t + "." + body)}``
 under the app's newest HMAC key. Anything but a 2xx within the timeout is retried with
 backoff until the event is 24 hours old; the cursor is kept in the database.

@@ -25,7 +25,13 @@ The configs are the templates in the repository's ``prosody-config/`` and
 ``ejabberd-config/`` directories (see the comments at their top).
 """
 
-from cmaas.devservers._common import DevServerError, ensure_installed, find_config_dir, free_port
+from cmaas.devservers._common import (
+    DevServerError,
+    cmaas_executable,
+    ensure_installed,
+    find_config_dir,
+    free_port,
+)
 from cmaas.devservers._server import XmppServer
 from cmaas.devservers.ejabberd import start_ejabberd
 from cmaas.devservers.prosody import start_prosody
@@ -33,6 +39,7 @@ from cmaas.devservers.prosody import start_prosody
 __all__ = [
     "DevServerError",
     "XmppServer",
+    "cmaas_executable",
     "ensure_installed",
     "find_config_dir",
     "free_port",

@@ -14,6 +14,7 @@ import stat
 import string
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -508,3 +509,15 @@ def _passwd(user: str) -> pwd.struct_passwd:
         return pwd.getpwnam(user)
     except KeyError as exc:
         raise DevServerError(f"no system user {user!r}; call ensure_installed()") from exc
+
+
+def cmaas_executable() -> str:
+    """The ``cmaas`` console script installed beside the running interpreter.
+
+    Raises: DevServerError: It is not installed.
+    """
+    beside = Path(sys.executable).with_name("cmaas")
+    found = str(beside) if beside.exists() else shutil.which("cmaas")
+    if found is None:
+        raise DevServerError("the cmaas console script is not installed")
+    return found

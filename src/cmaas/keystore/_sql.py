@@ -88,6 +88,7 @@ class SqliteThread:
             "PRAGMA foreign_keys = ON",
             "PRAGMA synchronous = FULL",
             "PRAGMA busy_timeout = 10000",
+            "PRAGMA secure_delete = ON",
         ):
             connection.execute(pragma)
         self._local.connection = connection

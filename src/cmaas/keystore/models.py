@@ -274,7 +274,7 @@ class NewMessage:
         recipient: As submitted: a JID, an email or an E.164 number.
         recipient_jid: The resolved bare JID, or ``None`` with ``failure`` set.
         request_sha256: Digest of the canonical request, for idempotent retries.
-        envelope: The sealed envelope's canonical bytes.
+        envelope: The sealed envelope's JSON text exactly as the app submitted it.
         failure: Why it cannot be delivered (unknown recipient, no device): it is
             stored, then failed at once, so the app sees the reason as a status.
     """

@@ -120,6 +120,8 @@ class SqliteKeystore:
             # FULL: a 202 promises durability even across power loss, not only crashes.
             await connection.execute("PRAGMA synchronous = FULL")
             await connection.execute("PRAGMA busy_timeout = 10000")
+            # Deleted envelopes and secrets are overwritten, not left in free pages.
+            await connection.execute("PRAGMA secure_delete = ON")
             await _migrate(connection)
         except BaseException:
             await connection.close()

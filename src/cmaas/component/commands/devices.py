@@ -126,7 +126,7 @@ class DeviceRevoke(_DeviceCommand):
 
         async def submit(submitted: Submission) -> Step:
             device_id = submitted.text("device_id")
-            if not device_id.isdigit():
+            if not (device_id.isascii() and device_id.isdigit()):
                 raise InputRejected({"device_id": "choose a device from the list"})
             try:
                 record = await self.directory.revoke(owner, int(device_id))

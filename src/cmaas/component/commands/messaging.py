@@ -27,7 +27,8 @@ from cmaas.component.adhoc.forms import (
     render_result,
 )
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
-from cmaas.delivery.errors import DeliveryError, InvalidRequest
+from cmaas.delivery.errors import AppSuspended, DeliveryError, InvalidRequest
+from cmaas.delivery.json_body import parse_json_body
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import Outcome, outcome_json
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
@@ -52,12 +53,17 @@ class _AppCommand(Command):
     async def bound_app(self, context: CommandContext) -> App:
         """The app the requester is bound to (access was checked by the engine).
 
-        Raises: InvalidRequest: The binding was removed meanwhile.
+        Raises:
+            InvalidRequest: The binding was removed meanwhile.
+            AppSuspended: The app is suspended.
         """
         app_id = await self.keystore.app_for_jid(context.requester_bare)
         if app_id is None:
             raise InvalidRequest(f"{context.requester_bare} is not bound to an app")
-        return await self.keystore.get_app(app_id)
+        app = await self.keystore.get_app(app_id)
+        if app.suspended:
+            raise AppSuspended(f"app {app_id!r} is suspended")
+        return app
 
 
 def _outcome_rows(outcome: Outcome) -> list[tuple[str, str, FieldValue]]:
@@ -146,11 +152,7 @@ class MessageSend(_AppCommand):
                         peer=None,
                     ),
                 )
-                try:
-                    item = json.loads(body)
-                except ValueError as error:
-                    raise InvalidRequest(f"message is not JSON: {error}") from error
-                (outcome,) = await self.messaging.submit(app, [item])
+                (outcome,) = await self.messaging.submit(app, [parse_json_body(body)])
             except DeliveryError as error:
                 return _refused(error)
             if isinstance(outcome, DeliveryError):

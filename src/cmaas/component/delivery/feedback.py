@@ -145,6 +145,6 @@ def _about(feedback: Feedback) -> tuple[str, str, str]:
 def _device(message: Message) -> str:
     tag = message.xml.find(f"{{{DEVICE_NAMESPACE}}}device")
     announced = tag.get("id", "") if tag is not None else ""
-    if announced.isdigit() and len(announced) <= 10:
+    if announced.isascii() and announced.isdigit() and len(announced) <= 10:
         return announced
     return str(message["from"].resource)[:128]

@@ -1,0 +1,349 @@
+"""Items c and d: the whole gateway (``cmaas gateway run`` as its own process) between
+signed HTTP submissions and the raw receipt responder.
+
+(c) ingest: pre-sealed envelopes submitted in batches of 500, four requests in flight,
+    timed from the first request until the gateway has recorded every receipt.
+(d) OTP latency: high-priority messages submitted one at a time every 20 ms while a
+    backlog of bulk messages drains; latency is from the request until the gateway
+    records the receipt (the event's timestamp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.measure import RECIPIENT, Settings, _responder, _until_stopped
+from bench.report import Row, ms, percentile, ticker
+from cmaas.clientservice import AppCredentials, GatewayApi
+from cmaas.devservers import XmppServer, cmaas_executable, free_port
+from cmaas.envelope import (
+    DeviceBundle,
+    DeviceKeyring,
+    PrivateKey,
+    TextContent,
+    b64url,
+    generate_private_key,
+    point_bytes,
+    seal,
+)
+from cmaas.envelope.header import Priority
+from cmaas.keydirectory import KeyDirectory
+from cmaas.keystore import MasterKeyring, SqliteKeystore
+
+__all__ = ["ingest", "otp_latency"]
+
+APP = "bench"
+BATCH = 500
+IN_FLIGHT = 4
+BACKLOG = 20_000
+OTP_EVERY_S = 0.02
+
+
+@dataclass
+class _Gateway:
+    url: str
+    api: GatewayApi
+    app_jid: str
+    key: PrivateKey
+    bundle: DeviceBundle
+    process: subprocess.Popen[bytes]
+
+    def seal(self, count: int, priority: Priority, prefix: str) -> list[dict[str, Any]]:
+        """Pre-seal ``count`` messages to the recipient's signed prekey (CPU, untimed)."""
+        now = int(time.time() * 1000)
+        messages = []
+        for n in range(count):
+            message_id = f"{prefix}{n}"
+            envelope = seal(
+                TextContent(f"{n:010d} benchmark message"),
+                message_id=message_id,
+                app_jid=self.app_jid,
+                recipient_jid=self.bundle.jid,
+                bundles=[self.bundle],
+                app_key=self.key,
+                created_ms=now,
+                expires_ms=now + 3_600_000,
+                priority=priority,
+            )
+            messages.append(
+                {
+                    "message_id": message_id,
+                    "to": self.bundle.jid,
+                    "priority": priority,
+                    "envelope": envelope.to_bytes().decode(),
+                }
+            )
+        return messages
+
+
+def _start(
+    server: XmppServer, workdir: Path
+) -> tuple[dict[str, Any], subprocess.Popen[bytes], str, DeviceKeyring]:
+    """Register the app, raise the plan, publish the recipient's device and start the
+    gateway process (blocking work, run in a thread)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    master_key = os.urandom(32)
+    database = workdir / "cmaas.sqlite3"
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CMAAS_")},
+        "CMAAS_COMPONENT_JID": server.component_domain,
+        "CMAAS_COMPONENT_SECRET": server.component_secret,
+        "CMAAS_XMPP_HOST": server.host,
+        "CMAAS_XMPP_PORT": str(server.component_port),
+        "CMAAS_DATABASE": str(database),
+        "CMAAS_MASTER_KEY": base64.b64encode(master_key).decode(),
+        "CMAAS_HTTP_PORT": str(port),
+        "CMAAS_LOG_LEVEL": "WARNING",
+    }
+
+    def admin(*args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [cmaas_executable(), "--env-file", os.devnull, "admin", "--json", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        answer: dict[str, Any] = json.loads(done.stdout)
+        return answer
+
+    issued = admin("app-register", APP, "--name", "Benchmark", "--network", "127.0.0.0/8")
+    admin("plan-set", "default", "--rate", "100000", "--burst", "100000")
+    jid = f"{RECIPIENT}@{server.domain}"
+    keyring = DeviceKeyring.generate(jid, now_ms=int(time.time() * 1000), one_time_prekeys=0)
+
+    async def publish() -> None:
+        keystore = await SqliteKeystore.open(database, MasterKeyring(master_key))
+        try:
+            await KeyDirectory(keystore).publish(jid, keyring.bundle().to_bytes().decode())
+        finally:
+            await keystore.close()
+
+    asyncio.run(publish())
+    with (workdir / "gateway.log").open("ab") as log:
+        process = subprocess.Popen(
+            [cmaas_executable(), "--env-file", os.devnull, "gateway", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return issued, process, f"http://127.0.0.1:{port}", keyring
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@asynccontextmanager
+async def _gateway(
+    server: XmppServer, session: aiohttp.ClientSession, workdir: Path
+) -> AsyncIterator[_Gateway]:
+    """A gateway process with one app, its signing key, and the recipient's device."""
+    issued, process, url, keyring = await asyncio.to_thread(_start, server, workdir)
+    try:
+        await _wait_connected(session, url, process)
+        api = GatewayApi(url, AppCredentials.from_issued(issued), session)
+        key = generate_private_key()
+        await api.register_signing_key(b64url(point_bytes(key.public_key())))
+        yield _Gateway(url, api, f"{APP}@{server.component_domain}", key, keyring.bundle(), process)
+    finally:
+        await asyncio.to_thread(_stop, process)
+
+
+async def _wait_connected(
+    session: aiohttp.ClientSession, url: str, process: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConnectionError(f"the gateway exited with {process.returncode}")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(f"{url}/healthz") as response:
+                if (await response.json()).get("component_link") == "connected":
+                    return
+        await asyncio.sleep(0.1)
+    raise ConnectionError("the gateway's component link did not come up in 30 s")
+
+
+async def _delivered(session: aiohttp.ClientSession, url: str) -> int:
+    """The gateway's count of delivered events, from /metrics."""
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith('cmaas_status_events_total{status="delivered"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+async def _submit_all(api: GatewayApi, messages: list[dict[str, Any]]) -> list[float]:
+    """Submit in batches, IN_FLIGHT at a time; returns each batch's answer time."""
+    batches = [messages[i : i + BATCH] for i in range(0, len(messages), BATCH)]
+    answers: list[float] = []
+    queue = iter(batches)
+
+    async def worker() -> None:
+        for batch in queue:
+            began = time.perf_counter()
+            results = await api.submit_batch(batch)
+            answers.append(time.perf_counter() - began)
+            refused = [r for r in results if r["status_code"] != 202]
+            if refused:
+                raise ConnectionError(f"{len(refused)} refused, first: {refused[0]}")
+
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    return answers
+
+
+async def _until_delivered(
+    session: aiohttp.ClientSession, url: str, target: int, deadline: float
+) -> int:
+    done = 0
+    while time.monotonic() < deadline:
+        done = await _delivered(session, url)
+        if done >= target:
+            return done
+        await asyncio.sleep(0.05)
+    return done
+
+
+async def ingest(server: XmppServer, settings: Settings) -> Row:
+    """(c) pre-sealed HTTP batches → gateway → server → raw client, until every receipt."""
+    responder = await _responder(server, settings, settings.deadline + 120)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            _gateway(
+                server,
+                session,
+                Path(f"/tmp/cmaas-bench-gateway-{os.getpid()}-c"),  # noqa: S108
+            ) as gateway,
+        ):
+
+            async def run() -> Row:
+                warm = gateway.seal(min(BATCH, settings.count), "normal", "w")
+                await _submit_all(gateway.api, warm)
+                await _until_delivered(session, gateway.url, len(warm), time.monotonic() + 60)
+                messages = gateway.seal(settings.count, "normal", "c")
+                progress = [0]
+                tick = asyncio.create_task(
+                    ticker(f"{server.kind} c", settings.count, lambda: progress[0])
+                )
+                began = time.perf_counter()
+                deadline = time.monotonic() + settings.deadline
+                try:
+                    answers = await _submit_all(gateway.api, messages)
+                    submitted = time.perf_counter() - began
+                    while time.monotonic() < deadline:
+                        progress[0] = await _delivered(session, gateway.url) - len(warm)
+                        if progress[0] >= settings.count:
+                            break
+                        await asyncio.sleep(0.05)
+                finally:
+                    tick.cancel()
+                seconds = time.perf_counter() - began
+                done = min(progress[0], settings.count)
+                return Row(
+                    server=server.kind,
+                    item="c",
+                    description=f"gateway: HTTP batches of {BATCH} -> raw client",
+                    count=settings.count,
+                    done=done,
+                    rate=round(done / seconds, 1),
+                    p50_ms=ms(percentile(answers, 0.50)),
+                    p99_ms=ms(percentile(answers, 0.99)),
+                    seconds=round(seconds, 3),
+                    complete=done == settings.count,
+                    latency=f"answer to a batch of {BATCH} (durably stored)",
+                    errors=0,
+                    note="" if done == settings.count else f"deadline {settings.deadline:g} s",
+                    extra={"all_accepted_s": round(submitted, 3)},
+                )
+
+            return await _until_stopped(run(), responder)
+    finally:
+        await responder.close()
+
+
+async def otp_latency(server: XmppServer, settings: Settings) -> Row:
+    """(d) high-priority submit → delivered while a bulk backlog drains."""
+    responder = await _responder(server, settings, settings.deadline + 120)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            _gateway(
+                server,
+                session,
+                Path(f"/tmp/cmaas-bench-gateway-{os.getpid()}-d"),  # noqa: S108
+            ) as gateway,
+        ):
+
+            async def run() -> Row:
+                backlog = gateway.seal(min(BACKLOG, settings.count), "bulk", "b")
+                otps = gateway.seal(200, "high", "otp")
+                submitted_ms: dict[str, int] = {}
+                latencies: list[float] = []
+                await _submit_all(gateway.api, backlog)
+                cursor = (await gateway.api.events())["next"]
+                began = time.perf_counter()
+                deadline = time.monotonic() + settings.deadline
+
+                async def follow() -> None:
+                    nonlocal cursor
+                    while len(latencies) < len(otps) and time.monotonic() < deadline:
+                        page = await gateway.api.events(after=cursor, wait=1)
+                        cursor = page["next"]
+                        for event in page["events"]:
+                            sent = submitted_ms.get(event["message_id"])
+                            if sent is not None and event["status"] == "delivered":
+                                latencies.append((event["at_ms"] - sent) / 1000)
+
+                following = asyncio.create_task(follow())
+                for message in otps:
+                    submitted_ms[message["message_id"]] = int(time.time() * 1000)
+                    await gateway.api.submit(message)
+                    await asyncio.sleep(OTP_EVERY_S)
+                # Still queued when the last OTP went in: the OTPs met a real backlog.
+                left = await gateway.api.request("GET", "/healthz")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(following, max(1.0, deadline - time.monotonic()))
+                seconds = time.perf_counter() - began
+                return Row(
+                    server=server.kind,
+                    item="d",
+                    description=f"OTP submit -> delivered, {len(backlog):,} bulk draining",
+                    count=len(otps),
+                    done=len(latencies),
+                    rate=round(len(latencies) / seconds, 1),
+                    p50_ms=ms(percentile(latencies, 0.50)),
+                    p99_ms=ms(percentile(latencies, 0.99)),
+                    seconds=round(seconds, 3),
+                    complete=len(latencies) == len(otps),
+                    latency="HTTP submit -> receipt recorded at the gateway",
+                    errors=0,
+                    note="",
+                    extra={"bulk_still_queued": left["outbox"]["bulk"]},
+                )
+
+            return await _until_stopped(run(), responder)
+    finally:
+        await responder.close()
