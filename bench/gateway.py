@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -135,9 +136,16 @@ def _start(
             await keystore.close()
 
     asyncio.run(publish())
+    # CMAAS_BENCH_PROFILE=DIR: the gateway runs under cProfile and leaves DIR/<item>.prof.
+    profile_dir = os.environ.get("CMAAS_BENCH_PROFILE")
+    profiler = (
+        [sys.executable, "-m", "cProfile", "-o", str(Path(profile_dir) / f"{workdir.name}.prof")]
+        if profile_dir
+        else []
+    )
     with (workdir / "gateway.log").open("ab") as log:
         process = subprocess.Popen(
-            [cmaas_executable(), "--env-file", os.devnull, "gateway", "run"],
+            [*profiler, cmaas_executable(), "--env-file", os.devnull, "gateway", "run"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -210,13 +210,14 @@ def test_forwarded_addresses_count_only_from_trusted_proxies() -> None:
 class FakeSender:
     def __init__(self) -> None:
         self.sent: list[str] = []
-        self.backlog = 0
+        self.barriers = 0
 
-    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope: str) -> None:
+    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope: str) -> bool:
         self.sent.append(message_id)
+        return True
 
-    def send_backlog(self) -> int:
-        return self.backlog
+    async def barrier(self) -> None:
+        self.barriers += 1
 
 
 async def _stored(keystore: SqliteKeystore, *specs: tuple[str, Priority, int]) -> list[OutboxEntry]:

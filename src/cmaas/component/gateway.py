@@ -8,19 +8,20 @@ from typing import Any
 
 from slixmpp import JID, Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
-from slixmpp.exceptions import XMPPError
+from slixmpp.exceptions import IqError, IqTimeout, XMPPError
 from slixmpp.plugins.xep_0030 import DiscoInfo, DiscoItems
 from slixmpp.plugins.xep_0050.stanza import Command as CommandStanza
 from slixmpp.stanza.rootstanza import RootStanza
 from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
+from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from cmaas.apps import AppContacts, ContactState
 from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.delivery import (
     FeedbackHandlers,
     prekeys_low_message,
-    sealed_message,
+    sealed_message_xml,
     status_message,
 )
 from cmaas.component.presence import PresenceResponder
@@ -33,6 +34,7 @@ __all__ = ["GatewayComponent"]
 log = logging.getLogger(__name__)
 
 _COMMANDS = CommandStanza.namespace
+_BARRIER_TIMEOUT = 10.0
 _RECEIPTS = "urn:xmpp:receipts"
 _MARKERS = "urn:xmpp:chat-markers:0"
 
@@ -50,10 +52,14 @@ class GatewayComponent(ComponentXMPP):
         secret: str,
         engine: AdhocEngine,
         contacts: AppContacts,
+        *,
+        server: str | None = None,
     ) -> None:
         super().__init__(domain, secret, fix_error_ns=True)  # type: ignore[no-untyped-call]
         self.domain = domain
         self.domain_jid = JID(domain)
+        # The IM server itself, which answers the dispatcher's pings.
+        self._server_jid = JID(server or (domain.split(".", 1)[1] if "." in domain else domain))
         self._engine = engine
         self._contacts = contacts
         self.register_plugin("xep_0030")
@@ -81,17 +87,31 @@ class GatewayComponent(ComponentXMPP):
             )
         self.add_filter("out", self._stamp_from)  # type: ignore[arg-type]
 
-    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope_json: str) -> None:
+    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope_json: str) -> bool:
         """Write one sealed message from ``app_id``'s JID to ``recipient``'s bare JID.
 
         What happens to it comes back as :data:`~cmaas.component.delivery.FEEDBACK_EVENTS`.
-        """
-        app_jid = JID(f"{app_id}@{self.domain}")
-        sealed_message(self, app_jid, JID(recipient), message_id, envelope_json).send()
 
-    def send_backlog(self) -> int:
-        """Stanzas handed to the stream and not yet written to the socket."""
-        return self.waiting_queue.qsize()
+        Returns: ``False`` when the link is down and nothing was written.
+        """
+        try:
+            self.send_raw(
+                sealed_message_xml(f"{app_id}@{self.domain}", recipient, message_id, envelope_json)
+            )
+        except NotConnectedError:
+            return False
+        return True
+
+    async def barrier(self) -> None:
+        """Return once the IM server has answered a ping (XEP-0199) written after
+        everything sent so far. An error answer counts as well: the server has read the
+        stream that far. A timeout returns too; the caller bounds the wait, not this."""
+        try:
+            await self.plugin["xep_0199"].send_ping(
+                self._server_jid, ifrom=self.domain_jid, timeout=_BARRIER_TIMEOUT
+            )
+        except (IqError, IqTimeout) as error:
+            log.debug("ping to %s: %s", self._server_jid, type(error).__name__)
 
     def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
         """Tell a JID bound to ``app_id`` about one of its messages' status events."""

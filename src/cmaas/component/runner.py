@@ -80,11 +80,11 @@ class _Component:
         assert self.xmpp is not None, "the component is built before the link runs"
         return self.xmpp
 
-    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope: str) -> None:
-        self._target().send_sealed(app_id, recipient, message_id, envelope)
+    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope: str) -> bool:
+        return self._target().send_sealed(app_id, recipient, message_id, envelope)
 
-    def send_backlog(self) -> int:
-        return self._target().send_backlog()
+    async def barrier(self) -> None:
+        await self._target().barrier()
 
     def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
         self._target().send_status(app_id, to, event)
@@ -166,7 +166,11 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             settings.adhoc_session_timeout,
         )
         xmpp = GatewayComponent(
-            domain, settings.component_secret, engine, AppContacts(keystore, domain)
+            domain,
+            settings.component_secret,
+            engine,
+            AppContacts(keystore, domain),
+            server=min(settings.served_domains),
         )
         component.xmpp = xmpp
         track_feedback(xmpp, StatusTracker(store))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -33,12 +33,12 @@ _FINISHED = frozenset(
 class StanzaSender(Protocol):
     """The component, as the dispatcher sees it."""
 
-    def send_sealed(
-        self, app_id: str, recipient: str, message_id: str, envelope_json: str
-    ) -> None: ...
+    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope_json: str) -> bool:
+        """Write one sealed message; ``False`` if the link is down and nothing was written."""
+        ...
 
-    def send_backlog(self) -> int:
-        """Stanzas handed to the stream but not yet written to the socket."""
+    async def barrier(self) -> None:
+        """Return once the IM server has processed everything written before the call."""
         ...
 
 
@@ -52,11 +52,12 @@ class Dispatcher:
     Args:
         resend_window_s: Messages written this long before a link was lost are
             written again after the reconnect.
-        batch: Messages loaded and written per round; a high-priority message waits
-            at most for one round of lower ones.
-        max_backlog: Stanzas allowed to wait in the stream's send queue. Keeping it
-            short keeps the priority order real: a message queued late but urgent is
-            not stuck behind thousands already handed to the stream.
+        batch: Messages loaded and written per round.
+        rounds_in_flight: Rounds written that the IM server has not yet confirmed
+            (each round ends with a ping, :meth:`StanzaSender.barrier`). Without this
+            bound, socket buffers and the server's queue fill with thousands of bulk
+            messages, and an urgent message queued late waits behind all of them; with
+            it, at most this many rounds stand before it.
     """
 
     def __init__(
@@ -65,8 +66,8 @@ class Dispatcher:
         sender: StanzaSender,
         *,
         resend_window_s: float = 15.0,
-        batch: int = 64,
-        max_backlog: int = 256,
+        batch: int = 32,
+        rounds_in_flight: int = 3,
         clock_ms: Callable[[], int] = _now_ms,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,7 +75,8 @@ class Dispatcher:
         self._sender = sender
         self._window = resend_window_s
         self._batch = batch
-        self._max_backlog = max_backlog
+        self._rounds_in_flight = rounds_in_flight
+        self._barriers: deque[asyncio.Task[None]] = deque()
         self._clock_ms = clock_ms
         self._monotonic = monotonic
         self._queues = PriorityQueues()
@@ -136,6 +138,11 @@ class Dispatcher:
         if self._connected.is_set():
             self._lost_at = self._monotonic()
         self._connected.clear()
+        self._drop_barriers()
+
+    def _drop_barriers(self) -> None:
+        while self._barriers:
+            self._barriers.popleft().cancel()
 
     def on_events(self, events: Sequence[StatusEvent]) -> None:
         """Forget messages that need no resend any more (store listener)."""
@@ -157,25 +164,23 @@ class Dispatcher:
                     if not len(self._queues):
                         await wait_first(stop, self._wake)
                     continue
-                await self._dispatch(batch)
-                await self._wait_for_stream(stop)
+                if await self._dispatch(batch):
+                    self._barriers.append(asyncio.create_task(self._sender.barrier()))
+                    await self._wait_for_server(stop)
         finally:
+            self._drop_barriers()
             if self._marking:
                 await asyncio.gather(*self._marking, return_exceptions=True)
 
-    async def _wait_for_stream(self, stop: asyncio.Event) -> None:
-        """Let the stream's send queue drain below the backlog limit.
-
-        slixmpp offers no event for that, so this looks every 2 ms.
-        """
-        while True:
-            if (
-                self._sender.send_backlog() <= self._max_backlog
-                or not self._connected.is_set()
-                or stop.is_set()
-            ):
+    async def _wait_for_server(self, stop: asyncio.Event) -> None:
+        """Hold the next round until the server has confirmed all but the last few."""
+        while len(self._barriers) > self._rounds_in_flight:
+            oldest = self._barriers[0]
+            await asyncio.wait({oldest}, timeout=0.5)
+            if oldest.done():
+                self._barriers.popleft()
+            elif stop.is_set() or not self._connected.is_set():
                 return
-            await asyncio.sleep(0.002)
 
     def _take(self) -> list[OutboxEntry]:
         batch: list[OutboxEntry] = []
@@ -195,7 +200,8 @@ class Dispatcher:
                 break
             del self._inflight[key]
 
-    async def _dispatch(self, batch: list[OutboxEntry]) -> None:
+    async def _dispatch(self, batch: list[OutboxEntry]) -> bool:
+        """Write a round; returns whether anything was written."""
         envelopes = await self._store.envelopes([entry.seq for entry in batch])
         now_ms = self._clock_ms()
         sent: list[int] = []
@@ -215,13 +221,12 @@ class Dispatcher:
                     )
                 )
                 continue
-            if not self._connected.is_set():
+            if not self._connected.is_set() or not self._sender.send_sealed(
+                entry.app_id, entry.recipient_jid, entry.message_id, envelope.decode()
+            ):
                 for rest in reversed(batch[index:]):
                     self._queues.push(rest, front=True)
                 break
-            self._sender.send_sealed(
-                entry.app_id, entry.recipient_jid, entry.message_id, envelope.decode()
-            )
             self._inflight[(entry.app_id, entry.message_id)] = (entry, self._monotonic())
             sent.append(entry.seq)
         if expired:
@@ -234,6 +239,7 @@ class Dispatcher:
             task.add_done_callback(self._marked)
             if len(self._marking) > 4:
                 await asyncio.wait(set(self._marking), return_when=asyncio.FIRST_COMPLETED)
+        return bool(sent)
 
     def _marked(self, task: asyncio.Task[list[StatusEvent]]) -> None:
         self._marking.discard(task)

@@ -64,4 +64,7 @@ class DirectSender:
 
     def resend(self, recipient: str, message_id: str) -> None:
         """Write the last envelope again under the same id, as after a lost receipt."""
-        self.gateway.xmpp.send_sealed(self.app_id, recipient, message_id, self.last_envelope)
+        if not self.gateway.xmpp.send_sealed(
+            self.app_id, recipient, message_id, self.last_envelope
+        ):
+            raise ConnectionError("the gateway's component link is down")

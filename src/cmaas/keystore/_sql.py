@@ -137,7 +137,7 @@ class GroupCommit:
     one that raises is rolled back alone and its caller gets the exception.
     """
 
-    def __init__(self, thread: SqliteThread, max_batch: int = 1024) -> None:
+    def __init__(self, thread: SqliteThread, max_batch: int = 256) -> None:
         self._thread = thread
         self._max_batch = max_batch
         self._pending: list[tuple[_Work, asyncio.Future[Any]]] = []

@@ -7,7 +7,11 @@ from cmaas.component.delivery.feedback import (
     FeedbackKind,
     track_feedback,
 )
-from cmaas.component.delivery.outbound import prekeys_low_message, sealed_message, status_message
+from cmaas.component.delivery.outbound import (
+    prekeys_low_message,
+    sealed_message_xml,
+    status_message,
+)
 
 __all__ = [
     "FEEDBACK_EVENTS",
@@ -15,7 +19,7 @@ __all__ = [
     "FeedbackHandlers",
     "FeedbackKind",
     "prekeys_low_message",
-    "sealed_message",
+    "sealed_message_xml",
     "status_message",
     "track_feedback",
 ]

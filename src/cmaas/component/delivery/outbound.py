@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
+from xml.sax.saxutils import escape, quoteattr
+
 from slixmpp import JID, Message
 from slixmpp.basexmpp import BaseXMPP
 
 from cmaas.keystore import StatusEvent
-from cmaas.stanzas import ENVELOPE_NAMESPACE, FALLBACK_BODY
+from cmaas.stanzas import FALLBACK_BODY
 
-__all__ = ["prekeys_low_message", "sealed_message", "status_message"]
+__all__ = ["prekeys_low_message", "sealed_message_xml", "status_message"]
 
 
-def sealed_message(
-    xmpp: BaseXMPP, app_jid: JID, recipient: JID, message_id: str, envelope_json: str
-) -> Message:
-    """The message SPEC section 5 fixes: the envelope, a fallback body, a receipt
-    request (XEP-0184), ``markable`` (XEP-0333), EME (XEP-0380) and a store hint
-    (XEP-0334) so servers keep it for offline devices."""
-    message = xmpp.make_message(mto=recipient, mfrom=app_jid, mtype="chat", mbody=FALLBACK_BODY)
-    message["id"] = message_id
-    message["cmaas_envelope"]["json"] = envelope_json
-    message["request_receipt"] = True
-    message.enable("markable")
-    message["eme"]["namespace"] = ENVELOPE_NAMESPACE
-    message["eme"]["name"] = "CMaaS"
-    message.enable("store")
-    return message
+_SEALED = (
+    "<message type='chat' id={id} from={sender} to={to}>"
+    "<body>{body}</body>"
+    "<envelope xmlns='urn:cmaas:envelope:1'>{envelope}</envelope>"
+    "<request xmlns='urn:xmpp:receipts'/>"
+    "<markable xmlns='urn:xmpp:chat-markers:0'/>"
+    "<encryption xmlns='urn:xmpp:eme:0' namespace='urn:cmaas:envelope:1' name='CMaaS'/>"
+    "<store xmlns='urn:xmpp:hints'/>"
+    "</message>"
+)
+
+
+def sealed_message_xml(app_jid: str, recipient: str, message_id: str, envelope_json: str) -> str:
+    """The message SPEC section 5 fixes, serialised: the envelope, a fallback body, a
+    receipt request (XEP-0184), ``markable`` (XEP-0333), EME (XEP-0380) and a store hint
+    (XEP-0334) so servers keep it for offline devices.
+
+    Serialised here rather than by slixmpp, whose escaping walks the text one character
+    at a time in Python: for a 1 KiB envelope that was a quarter of the gateway's CPU.
+    Canonical JSON holds no control characters, so escaping ``& < >`` suffices.
+    """
+    return _SEALED.format(
+        id=quoteattr(message_id),
+        sender=quoteattr(app_jid),
+        to=quoteattr(recipient),
+        body=_FALLBACK_TEXT,
+        envelope=escape(envelope_json),
+    )
+
+
+_FALLBACK_TEXT = escape(FALLBACK_BODY)
 
 
 def prekeys_low_message(
