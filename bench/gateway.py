@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -151,6 +152,11 @@ def _start(
             stderr=subprocess.STDOUT,
         )
     return issued, process, f"http://127.0.0.1:{port}", keyring
+
+
+def _workdir(server: XmppServer, item: str) -> Path:
+    """A fresh directory for one item's gateway: its database, log and profile."""
+    return Path(tempfile.mkdtemp(prefix=f"cmaas-bench-{server.kind}-{item}-"))
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

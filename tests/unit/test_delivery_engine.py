@@ -20,11 +20,13 @@ from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
 from cmaas.delivery.queues import PriorityQueues
 from cmaas.delivery.ratelimit import TokenBuckets
+from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.signing import (
     request_signature,
     webhook_signature,
     webhook_signature_matches,
 )
+from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.identifiers import parse_network
 from cmaas.keystore import (
     AppChanges,
@@ -289,3 +291,36 @@ async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link
     assert len(sender.sent) == 3
     stop.set()
     await running
+
+
+async def test_back_pressure_refuses_bulk_first_and_never_high(keystore: SqliteKeystore) -> None:
+    await _app(keystore)
+    app = await keystore.get_app("auth")
+    depth = {Priority.HIGH: 0, Priority.NORMAL: 0, Priority.BULK: 0}
+    submissions = SubmissionService(
+        keystore,
+        RecipientResolver(keystore, frozenset({"cmaas.test"})),
+        lambda entries: None,
+        lambda: depth,
+        component_domain="gateway.cmaas.test",
+        limits=AdmissionLimits(bulk_backlog=100, normal_backlog=1000),
+    )
+
+    def item(priority: str) -> dict[str, str]:
+        return {
+            "message_id": f"m-{priority}",
+            "to": "a@cmaas.test",
+            "priority": priority,
+            "envelope": "{}",
+        }
+
+    async def outcomes() -> list[str]:
+        found = await submissions.submit(app, [item(p) for p in ("high", "normal", "bulk")])
+        return [type(outcome).__name__ for outcome in found]
+
+    # Below both limits every message goes on to the envelope check (which fails here).
+    assert await outcomes() == ["InvalidRequest"] * 3
+    depth[Priority.BULK] = 100
+    assert await outcomes() == ["InvalidRequest", "InvalidRequest", "Backpressure"]
+    depth[Priority.BULK] = 1000
+    assert await outcomes() == ["InvalidRequest", "Backpressure", "Backpressure"]
