@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,124 +240,116 @@ async def _until_delivered(
     return done
 
 
-async def ingest(server: XmppServer, settings: Settings) -> Row:
-    """(c) pre-sealed HTTP batches → gateway → server → raw client, until every receipt."""
+async def _with_gateway(
+    server: XmppServer,
+    settings: Settings,
+    item: str,
+    measure: Callable[[aiohttp.ClientSession, _Gateway], Awaitable[Row]],
+) -> Row:
+    """Run ``measure`` against a fresh gateway process and the raw receipt responder."""
     responder = await _responder(server, settings, settings.deadline + 120)
     try:
         async with (
             aiohttp.ClientSession() as session,
-            _gateway(
-                server,
-                session,
-                Path(f"/tmp/cmaas-bench-gateway-{os.getpid()}-c"),  # noqa: S108
-            ) as gateway,
+            _gateway(server, session, _workdir(server, item)) as gateway,
         ):
-
-            async def run() -> Row:
-                warm = gateway.seal(min(BATCH, settings.count), "normal", "w")
-                await _submit_all(gateway.api, warm)
-                await _until_delivered(session, gateway.url, len(warm), time.monotonic() + 60)
-                messages = gateway.seal(settings.count, "normal", "c")
-                progress = [0]
-                tick = asyncio.create_task(
-                    ticker(f"{server.kind} c", settings.count, lambda: progress[0])
-                )
-                began = time.perf_counter()
-                deadline = time.monotonic() + settings.deadline
-                try:
-                    answers = await _submit_all(gateway.api, messages)
-                    submitted = time.perf_counter() - began
-                    while time.monotonic() < deadline:
-                        progress[0] = await _delivered(session, gateway.url) - len(warm)
-                        if progress[0] >= settings.count:
-                            break
-                        await asyncio.sleep(0.05)
-                finally:
-                    tick.cancel()
-                seconds = time.perf_counter() - began
-                done = min(progress[0], settings.count)
-                return Row(
-                    server=server.kind,
-                    item="c",
-                    description=f"gateway: HTTP batches of {BATCH} -> raw client",
-                    count=settings.count,
-                    done=done,
-                    rate=round(done / seconds, 1),
-                    p50_ms=ms(percentile(answers, 0.50)),
-                    p99_ms=ms(percentile(answers, 0.99)),
-                    seconds=round(seconds, 3),
-                    complete=done == settings.count,
-                    latency=f"answer to a batch of {BATCH} (durably stored)",
-                    errors=0,
-                    note="" if done == settings.count else f"deadline {settings.deadline:g} s",
-                    extra={"all_accepted_s": round(submitted, 3)},
-                )
-
-            return await _until_stopped(run(), responder)
+            return await _until_stopped(measure(session, gateway), responder)
     finally:
         await responder.close()
+
+
+async def ingest(server: XmppServer, settings: Settings) -> Row:
+    """(c) pre-sealed HTTP batches → gateway → server → raw client, until every receipt."""
+
+    async def run(session: aiohttp.ClientSession, gateway: _Gateway) -> Row:
+        warm = gateway.seal(min(BATCH, settings.count), "normal", "w")
+        await _submit_all(gateway.api, warm)
+        await _until_delivered(session, gateway.url, len(warm), time.monotonic() + 60)
+        messages = gateway.seal(settings.count, "normal", "c")
+        progress = [0]
+        tick = asyncio.create_task(ticker(f"{server.kind} c", settings.count, lambda: progress[0]))
+        began = time.perf_counter()
+        deadline = time.monotonic() + settings.deadline
+        try:
+            answers = await _submit_all(gateway.api, messages)
+            submitted = time.perf_counter() - began
+            while time.monotonic() < deadline:
+                progress[0] = await _delivered(session, gateway.url) - len(warm)
+                if progress[0] >= settings.count:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            tick.cancel()
+        seconds = time.perf_counter() - began
+        done = min(progress[0], settings.count)
+        return Row(
+            server=server.kind,
+            item="c",
+            description=f"gateway: HTTP batches of {BATCH} -> raw client",
+            count=settings.count,
+            done=done,
+            rate=round(done / seconds, 1),
+            p50_ms=ms(percentile(answers, 0.50)),
+            p99_ms=ms(percentile(answers, 0.99)),
+            seconds=round(seconds, 3),
+            complete=done == settings.count,
+            latency=f"answer to a batch of {BATCH} (durably stored)",
+            errors=0,
+            note="" if done == settings.count else f"deadline {settings.deadline:g} s",
+            extra={"all_accepted_s": round(submitted, 3)},
+        )
+
+    return await _with_gateway(server, settings, "c", run)
 
 
 async def otp_latency(server: XmppServer, settings: Settings) -> Row:
     """(d) high-priority submit → delivered while a bulk backlog drains."""
-    responder = await _responder(server, settings, settings.deadline + 120)
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            _gateway(
-                server,
-                session,
-                Path(f"/tmp/cmaas-bench-gateway-{os.getpid()}-d"),  # noqa: S108
-            ) as gateway,
-        ):
 
-            async def run() -> Row:
-                backlog = gateway.seal(min(BACKLOG, settings.count), "bulk", "b")
-                otps = gateway.seal(200, "high", "otp")
-                submitted_ms: dict[str, int] = {}
-                latencies: list[float] = []
-                await _submit_all(gateway.api, backlog)
-                cursor = (await gateway.api.events())["next"]
-                began = time.perf_counter()
-                deadline = time.monotonic() + settings.deadline
+    async def run(session: aiohttp.ClientSession, gateway: _Gateway) -> Row:
+        backlog = gateway.seal(min(BACKLOG, settings.count), "bulk", "b")
+        otps = gateway.seal(200, "high", "otp")
+        submitted_ms: dict[str, int] = {}
+        latencies: list[float] = []
+        await _submit_all(gateway.api, backlog)
+        cursor = (await gateway.api.events())["next"]
+        began = time.perf_counter()
+        deadline = time.monotonic() + settings.deadline
 
-                async def follow() -> None:
-                    nonlocal cursor
-                    while len(latencies) < len(otps) and time.monotonic() < deadline:
-                        page = await gateway.api.events(after=cursor, wait=1)
-                        cursor = page["next"]
-                        for event in page["events"]:
-                            sent = submitted_ms.get(event["message_id"])
-                            if sent is not None and event["status"] == "delivered":
-                                latencies.append((event["at_ms"] - sent) / 1000)
+        async def follow() -> None:
+            nonlocal cursor
+            while len(latencies) < len(otps) and time.monotonic() < deadline:
+                page = await gateway.api.events(after=cursor, wait=1)
+                cursor = page["next"]
+                for event in page["events"]:
+                    sent = submitted_ms.get(event["message_id"])
+                    if sent is not None and event["status"] == "delivered":
+                        latencies.append((event["at_ms"] - sent) / 1000)
 
-                following = asyncio.create_task(follow())
-                for message in otps:
-                    submitted_ms[message["message_id"]] = int(time.time() * 1000)
-                    await gateway.api.submit(message)
-                    await asyncio.sleep(OTP_EVERY_S)
-                # Still queued when the last OTP went in: the OTPs met a real backlog.
-                left = await gateway.api.request("GET", "/healthz")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(following, max(1.0, deadline - time.monotonic()))
-                seconds = time.perf_counter() - began
-                return Row(
-                    server=server.kind,
-                    item="d",
-                    description=f"OTP submit -> delivered, {len(backlog):,} bulk draining",
-                    count=len(otps),
-                    done=len(latencies),
-                    rate=round(len(latencies) / seconds, 1),
-                    p50_ms=ms(percentile(latencies, 0.50)),
-                    p99_ms=ms(percentile(latencies, 0.99)),
-                    seconds=round(seconds, 3),
-                    complete=len(latencies) == len(otps),
-                    latency="HTTP submit -> receipt recorded at the gateway",
-                    errors=0,
-                    note="",
-                    extra={"bulk_still_queued": left["outbox"]["bulk"]},
-                )
+        following = asyncio.create_task(follow())
+        for message in otps:
+            submitted_ms[message["message_id"]] = int(time.time() * 1000)
+            await gateway.api.submit(message)
+            await asyncio.sleep(OTP_EVERY_S)
+        # Still queued when the last OTP went in: the OTPs met a real backlog.
+        left = await gateway.api.request("GET", "/healthz")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(following, max(1.0, deadline - time.monotonic()))
+        seconds = time.perf_counter() - began
+        return Row(
+            server=server.kind,
+            item="d",
+            description=f"OTP submit -> delivered, {len(backlog):,} bulk draining",
+            count=len(otps),
+            done=len(latencies),
+            rate=round(len(latencies) / seconds, 1),
+            p50_ms=ms(percentile(latencies, 0.50)),
+            p99_ms=ms(percentile(latencies, 0.99)),
+            seconds=round(seconds, 3),
+            complete=len(latencies) == len(otps),
+            latency="HTTP submit -> receipt recorded at the gateway",
+            errors=0,
+            note="",
+            extra={"bulk_still_queued": left["outbox"]["bulk"]},
+        )
 
-            return await _until_stopped(run(), responder)
-    finally:
-        await responder.close()
+    return await _with_gateway(server, settings, "d", run)

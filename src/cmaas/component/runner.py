@@ -179,9 +179,13 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         )
         link_holder.append(link)
 
+        resuming: set[asyncio.Task[None]] = set()
+
         def link_up(_event: object) -> None:
             dispatcher.link_up()
-            asyncio.get_running_loop().create_task(notices.start())
+            task = asyncio.get_running_loop().create_task(notices.start())
+            resuming.add(task)
+            task.add_done_callback(resuming.discard)
 
         xmpp.add_event_handler("session_start", link_up)
 

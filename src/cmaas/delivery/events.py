@@ -9,16 +9,17 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from cmaas.keystore import CursorState, Keystore, StatusEvent
+from cmaas.keystore import App, CursorState, Keystore, StatusEvent
 
 __all__ = ["CursorConsumer", "DeliveryFailed", "EventHub"]
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_READ = 100
+APP_FRESHNESS_S = 2.0
+"""How stale a consumer's copy of an app's settings (callback URL, bound JIDs) may be."""
 
 
 class EventHub:
@@ -26,8 +27,7 @@ class EventHub:
 
     def __init__(self, keystore: Keystore) -> None:
         self._store = keystore.messages
-        self._generation: defaultdict[str, int] = defaultdict(int)
-        self._changed = asyncio.Condition()
+        self._changed: dict[str, asyncio.Event] = {}
         self._subscribers: list[Callable[[set[str]], None]] = []
 
     def subscribe(self, subscriber: Callable[[set[str]], None]) -> None:
@@ -38,26 +38,24 @@ class EventHub:
         """Store listener: runs on the event loop right after a commit."""
         apps = {event.app_id for event in events}
         for app_id in apps:
-            self._generation[app_id] += 1
+            changed = self._changed.pop(app_id, None)
+            if changed is not None:
+                changed.set()
         for subscriber in self._subscribers:
             subscriber(apps)
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     async def wait_events(
         self, app_id: str, after: int, wait_s: float, limit: int = MAX_EVENTS_PER_READ
     ) -> list[StatusEvent]:
         """The app's events after ``after``; waits up to ``wait_s`` for the first one."""
-        generation = self._generation[app_id]
+        # Taken before reading, so that a commit between the read and the wait wakes us.
+        changed = self._changed.setdefault(app_id, asyncio.Event())
         events = await self._store.events_after(app_id, after, limit)
         if events or wait_s <= 0:
             return events
         try:
-            async with asyncio.timeout(wait_s), self._changed:
-                await self._changed.wait_for(lambda: self._generation[app_id] != generation)
+            async with asyncio.timeout(wait_s):
+                await changed.wait()
         except TimeoutError:
             return []
         return await self._store.events_after(app_id, after, limit)
@@ -96,9 +94,26 @@ class CursorConsumer(ABC):
         self._cursors: dict[str, CursorState] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._kicked: set[str] = set()
+        self._apps: dict[str, tuple[float, App]] = {}
         self.delivered = 0
         self.failures = 0
         self.skipped = 0
+
+    def wants(self, app: App) -> bool:
+        """Whether the app has somewhere to receive events now; if not, they wait."""
+        return True
+
+    async def app(self, app_id: str) -> App:
+        """The app as stored, read at most every ``APP_FRESHNESS_S`` per app: consumers
+        are woken by every commit, and an app's settings change rarely.
+
+        Raises: AppNotFound.
+        """
+        now = time.monotonic()
+        cached = self._apps.get(app_id)
+        if cached is None or now - cached[0] > APP_FRESHNESS_S:
+            cached = self._apps[app_id] = (now, await self._keystore.get_app(app_id))
+        return cached[1]
 
     @abstractmethod
     async def deliver(self, app_id: str, events: Sequence[StatusEvent]) -> bool:
@@ -152,6 +167,8 @@ class CursorConsumer(ABC):
 
     async def _drain_once(self, app_id: str) -> None:
         while True:
+            if not self.wants(await self.app(app_id)):
+                return
             state = self.state(app_id)
             events = await self._store.events_after(app_id, state.event_id, MAX_EVENTS_PER_READ)
             if not events:

@@ -51,7 +51,7 @@ class NoticeConsumer(CursorConsumer):
         self._rewinding: asyncio.Task[None] | None = None
 
     async def deliver(self, app_id: str, events: Sequence[StatusEvent]) -> bool:
-        app = await self._keystore.get_app(app_id)
+        app = await self.app(app_id)
         if not app.jids:
             # Nobody to tell: move on, so binding a JID later does not replay history.
             return True

@@ -18,7 +18,7 @@ import aiohttp
 from cmaas import __version__
 from cmaas.delivery.events import CursorConsumer, DeliveryFailed
 from cmaas.delivery.signing import webhook_signature
-from cmaas.keystore import Keystore, StatusEvent
+from cmaas.keystore import App, Keystore, StatusEvent
 
 __all__ = ["WebhookConsumer"]
 
@@ -49,8 +49,11 @@ class WebhookConsumer(CursorConsumer):
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
+    def wants(self, app: App) -> bool:
+        return bool(app.callback_url)
+
     async def deliver(self, app_id: str, events: Sequence[StatusEvent]) -> bool:
-        app = await self._keystore.get_app(app_id)
+        app = await self.app(app_id)
         if not app.callback_url:
             return False
         body = json.dumps(
