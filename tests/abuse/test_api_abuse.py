@@ -87,7 +87,12 @@ class Api:
         )
         hub = EventHub(self.keystore)
         messaging = Messaging(
-            self.keystore, KeyDirectory(self.keystore), resolver, submissions, hub
+            self.keystore,
+            KeyDirectory(self.keystore),
+            resolver,
+            submissions,
+            hub,
+            component_domain=DOMAIN,
         )
         metrics = GatewayMetrics(
             depth=lambda: dict.fromkeys(Priority, 0),

@@ -90,6 +90,10 @@ def api_routes(
         )
         return (await authenticator.authenticate(signed)).app, body
 
+    async def whoami(request: web.Request) -> web.Response:
+        app, _ = await authenticated(request)
+        return web.json_response(messaging.describe(app))
+
     async def keys(request: web.Request) -> web.Response:
         app, _ = await authenticated(request)
         to = request.query.get("to", "")
@@ -159,6 +163,7 @@ def api_routes(
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     return [
+        web.get("/v1/app", whoami),
         web.get("/v1/keys", keys),
         web.post("/v1/messages", submit),
         web.post("/v1/messages:batch", submit_batch),

@@ -1,5 +1,27 @@
-"""The gateway client service: the app's side of CMaaS (SPEC section 1)."""
+"""The gateway client service: the app's side of CMaaS (SPEC section 1).
+
+:class:`GatewayClient` seals at the source and submits; :class:`GatewayApi` is the signed
+HTTP client underneath. Neither needs anything POSIX-only, so both run on Windows too.
+"""
 
 from cmaas.clientservice.api import ApiError, AppCredentials, GatewayApi
+from cmaas.clientservice.client import ClientConfig, GatewayClient, KeyChange
+from cmaas.clientservice.errors import (
+    ClientServiceError,
+    ClientStateError,
+    DeviceKeyChanged,
+    GatewayUnavailable,
+)
 
-__all__ = ["ApiError", "AppCredentials", "GatewayApi"]
+__all__ = [
+    "ApiError",
+    "AppCredentials",
+    "ClientConfig",
+    "ClientServiceError",
+    "ClientStateError",
+    "DeviceKeyChanged",
+    "GatewayApi",
+    "GatewayClient",
+    "GatewayUnavailable",
+    "KeyChange",
+]

@@ -19,13 +19,13 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from cmaas.clientservice.errors import ClientServiceError
 from cmaas.delivery.signing import request_signature
-from cmaas.errors import CmaasError
 
 __all__ = ["ApiError", "AppCredentials", "GatewayApi"]
 
 
-class ApiError(CmaasError):
+class ApiError(ClientServiceError):
     """The gateway refused a request.
 
     Attributes:
@@ -116,6 +116,11 @@ class GatewayApi:
                     float(retry) if retry and retry.isascii() and retry.isdigit() else None,
                 )
             return answer
+
+    async def describe(self) -> dict[str, Any]:
+        """``GET /v1/app``: this app's id, the JID it sends as, and its settings."""
+        answer: dict[str, Any] = await self.request("GET", "/v1/app")
+        return answer
 
     async def lookup(self, to: str) -> dict[str, Any]:
         """``GET /v1/keys``: the recipient's JID and one bundle per active device."""

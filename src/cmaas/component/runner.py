@@ -150,7 +150,9 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             ),
             on_outcomes=metrics.on_outcomes,
         )
-        messaging = Messaging(keystore, directory, resolver, submissions, hub)
+        messaging = Messaging(
+            keystore, directory, resolver, submissions, hub, component_domain=domain
+        )
         authenticator = RequestAuthenticator(keystore)
         for listener in (hub.on_events, dispatcher.on_events, metrics.on_events):
             store.listen(listener)

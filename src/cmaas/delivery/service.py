@@ -43,12 +43,26 @@ class Messaging:
         resolver: RecipientResolver,
         submissions: SubmissionService,
         hub: EventHub,
+        *,
+        component_domain: str,
     ) -> None:
         self._keystore = keystore
         self._directory = directory
         self._resolver = resolver
         self.submissions = submissions
         self._hub = hub
+        self._domain = component_domain
+
+    def describe(self, app: App) -> dict[str, object]:
+        """What an app's client needs to know of itself: above all, the JID it sends as."""
+        return {
+            "app_id": app.app_id,
+            "app_jid": f"{app.app_id}@{self._domain}",
+            "display_name": app.display_name,
+            "plan": app.plan,
+            "callback_url": app.callback_url,
+            "bound_jids": list(app.jids),
+        }
 
     async def lookup(self, app: App, to: str) -> tuple[str, list[DeviceBundle]]:
         """The recipient's JID and a bundle per active device, each with one

@@ -30,11 +30,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from cmaas.device._files import ensure_private_dir, read_private, write_private
 from cmaas.device.errors import KeyFileError, KeyFileExists, PassphraseRequired, WrongPassphrase
 from cmaas.envelope.encoding import Fields, b64url, canonical_json, parse_json
 from cmaas.envelope.errors import MalformedEncoding
 from cmaas.envelope.keyring import DeviceKeyring
+from cmaas.private_files import ensure_private_dir, read_private, write_private
 
 __all__ = [
     "DEFAULT_SCRYPT_N",

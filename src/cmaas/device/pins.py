@@ -17,12 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmaas.device._files import read_private, write_private
 from cmaas.device.errors import DeviceFileError
 from cmaas.envelope.bundle import MAX_JID_LENGTH
 from cmaas.envelope.encoding import MAX_SAFE_INTEGER, Fields, b64url, canonical_json, parse_json
 from cmaas.envelope.errors import MalformedEncoding
 from cmaas.envelope.keys import POINT_SIZE, fingerprint, parse_public_key
+from cmaas.private_files import read_private, write_private
 
 __all__ = ["MAX_PINS_FILE_BYTES", "PINS_FORMAT", "Pin", "PinStore"]
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cmaas.device._files import read_private, write_private
 from cmaas.device.errors import DeviceFileError
 from cmaas.envelope.bundle import MAX_JID_LENGTH
 from cmaas.envelope.encoding import MAX_SAFE_INTEGER, Fields, canonical_json, parse_json
 from cmaas.envelope.errors import MalformedEncoding
+from cmaas.private_files import read_private, write_private
 
 __all__ = ["DEFAULT_CAPACITY", "MAX_MESSAGE_ID_LENGTH", "SEEN_FORMAT", "SeenMessages"]
 

@@ -1,8 +1,10 @@
-"""Private device files: mode 0600 in a 0700 directory, replaced atomically.
+"""Private files: mode 0600 in a 0700 directory, replaced atomically.
 
-Every device file holds secrets or trust decisions (private keys, pinned app keys,
-which messages were shown), so none may be readable by other users, and none may be
-left half-written by a crash or a full disk: a torn key file loses the device.
+The device's and the client service's files hold secrets or trust decisions (private
+keys, pinned keys, which messages were shown), so none may be readable by other users,
+and none may be left half-written by a crash or a full disk: a torn key file loses the
+key. On Windows, where POSIX modes mean little, the files are still written atomically
+and the mode checks are skipped: protect the directory with its ACL instead.
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ import secrets
 import stat
 from pathlib import Path
 
-from cmaas.device.errors import DeviceFileError
+from cmaas.errors import CmaasError
 
 __all__ = ["ensure_private_dir", "read_private", "write_private"]
 
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
+_POSIX = os.name == "posix"
 
 
-def ensure_private_dir(directory: Path, *, error: type[DeviceFileError]) -> None:
+def ensure_private_dir(directory: Path, *, error: type[CmaasError]) -> None:
     """Create ``directory`` with mode 0700 (and missing parents) unless it exists.
 
     Raises:
-        DeviceFileError: Of class ``error``: the directory cannot be created.
+        CmaasError: Of class ``error``: the directory cannot be created.
     """
     try:
         directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
@@ -34,17 +37,17 @@ def ensure_private_dir(directory: Path, *, error: type[DeviceFileError]) -> None
         raise error(f"cannot create directory {directory}: {exc.strerror or exc}") from exc
 
 
-def read_private(path: Path, *, max_bytes: int, error: type[DeviceFileError]) -> bytes | None:
+def read_private(path: Path, *, max_bytes: int, error: type[CmaasError]) -> bytes | None:
     """The content of ``path``, or None when there is no such file.
 
     Raises:
-        DeviceFileError: Of class ``error``: not a regular file, accessible to group or
+        CmaasError: Of class ``error``: not a regular file, accessible to group or
             others, longer than ``max_bytes``, or unreadable.
     """
     try:
         # O_NONBLOCK: opening a FIFO planted at the path must fail the type check
         # below, not hang; it changes nothing for regular files.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -56,7 +59,7 @@ def read_private(path: Path, *, max_bytes: int, error: type[DeviceFileError]) ->
             info = os.fstat(file.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise error(f"{path} is not a regular file")
-            if info.st_mode & 0o077:
+            if _POSIX and info.st_mode & 0o077:
                 raise error(
                     f"{path} is accessible to other users (mode "
                     f"{stat.S_IMODE(info.st_mode):o}); run: chmod 600 {path}"
@@ -69,7 +72,7 @@ def read_private(path: Path, *, max_bytes: int, error: type[DeviceFileError]) ->
     return data
 
 
-def write_private(path: Path, data: bytes, *, error: type[DeviceFileError]) -> None:
+def write_private(path: Path, data: bytes, *, error: type[CmaasError]) -> None:
     """Replace ``path`` with ``data`` atomically: readers see the old or the new file whole.
 
     Writes a mode 0600 temporary file in the same directory (``os.replace`` is atomic
@@ -78,7 +81,7 @@ def write_private(path: Path, data: bytes, *, error: type[DeviceFileError]) -> N
     0700 when missing.
 
     Raises:
-        DeviceFileError: Of class ``error``: the directory or file cannot be written
+        CmaasError: Of class ``error``: the directory or file cannot be written
             (permissions, disk full, ...). ``path`` is then unchanged.
     """
     directory = path.parent
@@ -100,16 +103,20 @@ def write_private(path: Path, data: bytes, *, error: type[DeviceFileError]) -> N
 
 def _write_new(path: Path, data: bytes) -> None:
     # O_EXCL: never write through a file or symlink someone placed at the name.
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, _FILE_MODE)
     with os.fdopen(fd, "wb") as file:
-        # The umask may have taken the owner's read bit; 0600 exactly, whatever it is.
-        os.fchmod(file.fileno(), _FILE_MODE)
+        if _POSIX:
+            # The umask may have taken the owner's read bit; 0600 exactly, whatever it is.
+            os.fchmod(file.fileno(), _FILE_MODE)
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
 
 
 def _fsync_directory(directory: Path) -> None:
+    if not _POSIX:
+        return  # Windows cannot open a directory to sync it; MoveFileEx is durable enough
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

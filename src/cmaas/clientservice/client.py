@@ -1,0 +1,309 @@
+"""The app's side of CMaaS: takes plaintext, seals it at the source for every device of
+the recipient, signs it with the app's key, submits it, and hands statuses back.
+
+The gateway sees only the envelope. Recipients' device identity keys are pinned on first
+use; a device that presents another key later is never sealed to, and is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from cmaas.clientservice.api import ApiError, AppCredentials, GatewayApi
+from cmaas.clientservice.errors import DeviceKeyChanged, GatewayUnavailable
+from cmaas.clientservice.state import (
+    DevicePins,
+    load_or_create_app_key,
+    read_cursor,
+    write_cursor,
+)
+from cmaas.envelope import (
+    Content,
+    DeviceBundle,
+    OtpContent,
+    TextContent,
+    b64url,
+    point_bytes,
+    seal,
+)
+from cmaas.envelope.header import Priority
+
+__all__ = ["ClientConfig", "GatewayClient", "KeyChange"]
+
+log = logging.getLogger(__name__)
+
+# Answers worth retrying with the same message id: the gateway is busy or unreachable.
+_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Attributes:
+    url: The gateway's HTTP API, e.g. ``https://gateway.example.org:8480``.
+    credentials: What ``app-register`` showed once.
+    state_dir: Where the app signing key, the pins and the event cursor live.
+    key_cache_s: How long a recipient's looked-up keys are reused (signed prekeys only:
+        a one-time prekey is used for one message, then dropped).
+    retry_for_s: How long a send keeps retrying while the gateway is unreachable or busy.
+    """
+
+    url: str
+    credentials: AppCredentials = field(repr=False)
+    state_dir: Path
+    key_cache_s: float = 60.0
+    retry_for_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """A recipient device presented another identity key than the pinned one."""
+
+    jid: str
+    device_id: int
+
+
+@dataclass(slots=True)
+class _Keys:
+    jid: str
+    bundles: list[DeviceBundle]
+    until: float
+
+
+class GatewayClient:
+    """Sends confidential messages as one app. Use ``async with GatewayClient(...)``.
+
+    Args:
+        on_key_change: Told of every device refused for a changed identity key.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        on_key_change: Callable[[KeyChange], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._own_session = session is None
+        self._session = session
+        self._on_key_change = on_key_change
+        self._cache: OrderedDict[str, _Keys] = OrderedDict()
+        self._pins = DevicePins(config.state_dir / "device-pins.json")
+        self.app_key, _ = load_or_create_app_key(config.state_dir / "app-signing-key.pem")
+        self.app_jid = ""
+        self.api: GatewayApi | None = None
+
+    async def __aenter__(self) -> GatewayClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Learn the app's JID and register its signing key (idempotent).
+
+        Raises: ApiError, GatewayUnavailable.
+        """
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        self.api = GatewayApi(self.config.url, self.config.credentials, self._session)
+        described = await self._retrying(self.api.describe)
+        self.app_jid = str(described["app_jid"])
+        public = b64url(point_bytes(self.app_key.public_key()))
+        await self._retrying(lambda: self._api().register_signing_key(public))
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _api(self) -> GatewayApi:
+        if self.api is None:
+            raise RuntimeError("start the client first (async with GatewayClient(...))")
+        return self.api
+
+    async def send(
+        self,
+        to: str,
+        *,
+        text: str | None = None,
+        otp: str | None = None,
+        purpose: str = "login",
+        priority: Priority = "normal",
+        ttl_s: int = 600,
+        auto_delete_s: int | None = None,
+        message_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Seal and submit one message; returns the gateway's answer once it is stored.
+
+        Exactly one of ``text`` and ``otp`` is given. Retries (gateway unreachable,
+        busy, rate-limited) reuse the message id, so nothing is sent twice.
+
+        Raises:
+            ValueError: Neither or both of ``text`` and ``otp``.
+            DeviceKeyChanged: Every device of the recipient changed its identity key.
+            ApiError: The gateway refused the message (see its ``code``).
+            GatewayUnavailable: No answer within ``retry_for_s``.
+        """
+        if (text is None) == (otp is None):
+            raise ValueError("give either text or otp")
+        content: Content = OtpContent(otp, purpose) if otp is not None else TextContent(text or "")
+        message_id = message_id or secrets.token_urlsafe(16)
+        jid, bundles = await self._keys(to)
+        now = int(time.time() * 1000)
+        envelope = seal(
+            content,
+            message_id=message_id,
+            app_jid=self.app_jid,
+            recipient_jid=jid,
+            bundles=bundles,
+            app_key=self.app_key,
+            created_ms=now,
+            expires_ms=now + ttl_s * 1000,
+            priority=priority,
+            auto_delete_s=auto_delete_s,
+        )
+        request = {
+            "message_id": message_id,
+            "to": to,
+            "priority": priority,
+            "envelope": envelope.to_bytes().decode(),
+        }
+        answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
+        return answer
+
+    async def status(self, message_id: str) -> dict[str, Any]:
+        """The message's status, per-device progress and history.
+
+        Raises: ApiError, GatewayUnavailable.
+        """
+        answer: dict[str, Any] = await self._retrying(lambda: self._api().status(message_id))
+        return answer
+
+    async def statuses(self, *, wait_s: int = 30) -> AsyncGenerator[dict[str, Any], None]:
+        """Status events from the last one handled on (the cursor is kept in the state
+        directory once the consumer asks for the next event): at least once, in order.
+
+        Raises: ApiError, GatewayUnavailable.
+        """
+        cursor = read_cursor(self._cursor_path)
+        while True:
+            for event in await self._page(cursor, wait_s):
+                yield event
+                cursor = int(event["event_id"])
+                write_cursor(self._cursor_path, cursor)
+
+    async def follow(
+        self, on_status: Callable[[dict[str, Any]], Awaitable[None] | None], stop: asyncio.Event
+    ) -> None:
+        """Call ``on_status`` with each status event, in order, until ``stop`` is set; the
+        cursor advances after each call returns.
+
+        Raises: ApiError, GatewayUnavailable, and whatever ``on_status`` raises.
+        """
+        cursor = read_cursor(self._cursor_path)
+        while not stop.is_set():
+            page = asyncio.ensure_future(self._page(cursor, 5))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({page, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not page.done():
+                page.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await page
+                return
+            for event in page.result():
+                result = on_status(event)
+                if result is not None:
+                    await result
+                cursor = int(event["event_id"])
+                write_cursor(self._cursor_path, cursor)
+
+    @property
+    def _cursor_path(self) -> Path:
+        return self.config.state_dir / "events.cursor"
+
+    async def _page(self, cursor: int, wait_s: int) -> list[dict[str, Any]]:
+        page = await self._retrying(
+            functools.partial(self._api().events, after=cursor, wait=wait_s)
+        )
+        return list(page["events"])
+
+    async def _keys(self, to: str) -> tuple[str, list[DeviceBundle]]:
+        """The recipient's bundles: a fresh lookup (with one-time prekeys), or the cached
+        one of the last ``key_cache_s`` seconds (signed prekeys only)."""
+        cached = self._cache.get(to)
+        if cached is not None and cached.until > time.monotonic():
+            return cached.jid, cached.bundles
+        found = await self._retrying(lambda: self._api().lookup(to))
+        jid = str(found["jid"])
+        bundles = [DeviceBundle.from_json(value, expected_jid=jid) for value in found["devices"]]
+        changed = [
+            b.device_id for b in bundles if self._pins.changed(jid, b.device_id, b.identity_key)
+        ]
+        for device_id in changed:
+            log.warning(
+                "device %d of %s changed its identity key; not sealing to it", device_id, jid
+            )
+            if self._on_key_change is not None:
+                self._on_key_change(KeyChange(jid, device_id))
+        usable = [b for b in bundles if b.device_id not in changed]
+        if not usable:
+            raise DeviceKeyChanged(jid, changed)
+        self._pins.pin(jid, {b.device_id: b.identity_key for b in usable})
+        self._cache[to] = _Keys(
+            jid,
+            [_without_one_time_prekeys(b) for b in usable],
+            time.monotonic() + self.config.key_cache_s,
+        )
+        self._cache.move_to_end(to)
+        while len(self._cache) > 10_000:
+            self._cache.popitem(last=False)
+        return jid, usable
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``call``, retrying while the gateway is unreachable or asks to wait."""
+        deadline = time.monotonic() + self.config.retry_for_s
+        delay = 0.5
+        while True:
+            try:
+                return await call()
+            except ApiError as error:
+                if error.status not in _RETRYABLE:
+                    raise
+                wait = error.retry_after or delay
+                reason = str(error)
+            except (aiohttp.ClientError, TimeoutError) as error:
+                wait = delay
+                reason = f"{type(error).__name__}: {error}"
+            if time.monotonic() + wait > deadline:
+                raise GatewayUnavailable(f"gave up after {self.config.retry_for_s:g} s: {reason}")
+            log.info("gateway: %s; retrying in %.1f s", reason, wait)
+            await asyncio.sleep(wait * random.uniform(0.9, 1.1))  # noqa: S311
+            delay = min(delay * 2, 10.0)
+
+
+def _without_one_time_prekeys(bundle: DeviceBundle) -> DeviceBundle:
+    """A handed-out one-time prekey seals one message only; reuse seals to the SPK."""
+    return DeviceBundle(
+        jid=bundle.jid,
+        device_id=bundle.device_id,
+        identity_key=bundle.identity_key,
+        suites=bundle.suites,
+        signed_prekey=bundle.signed_prekey,
+        one_time_prekeys=(),
+    )

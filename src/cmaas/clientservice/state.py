@@ -1,0 +1,91 @@
+"""The client service's own files: the app signing key, the recipients' pinned device
+keys, and the status-event cursor. Private (0600), written atomically, portable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cmaas.clientservice.errors import ClientStateError
+from cmaas.envelope import PrivateKey, fingerprint, generate_private_key
+from cmaas.private_files import read_private, write_private
+
+__all__ = ["DevicePins", "load_or_create_app_key", "read_cursor", "write_cursor"]
+
+_MAX_FILE = 4 * 1024 * 1024
+
+
+def load_or_create_app_key(path: Path) -> tuple[PrivateKey, bool]:
+    """The app's ECDSA P-256 signing key, generated on first use; the private key never
+    leaves this file.
+
+    Returns: the key, and whether it was created now.
+    Raises: ClientStateError: The file is unreadable, too open, or not a P-256 key.
+    """
+    data = read_private(path, max_bytes=64 * 1024, error=ClientStateError)
+    if data is not None:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except ValueError as error:
+            raise ClientStateError(f"{path} is not a PEM private key") from error
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise ClientStateError(f"{path} is not a P-256 key")
+        return key, False
+    key = generate_private_key()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_private(path, pem, error=ClientStateError)
+    return key, True
+
+
+class DevicePins:
+    """Recipients' device identity keys, pinned on first use per (JID, device id)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        data = read_private(path, max_bytes=_MAX_FILE, error=ClientStateError)
+        try:
+            loaded = json.loads(data) if data else {}
+        except ValueError as error:
+            raise ClientStateError(f"{path} is not the client's pin file") from error
+        if not isinstance(loaded, dict):
+            raise ClientStateError(f"{path} is not the client's pin file")
+        self._pins: dict[str, dict[str, str]] = loaded
+
+    def changed(self, jid: str, device_id: int, identity_key: bytes) -> bool:
+        """Whether the device presents another identity key than the one pinned."""
+        pinned = self._pins.get(jid, {}).get(str(device_id))
+        return pinned is not None and pinned != fingerprint(identity_key)
+
+    def pin(self, jid: str, devices: dict[int, bytes]) -> None:
+        """Pin the devices not pinned yet (the others must have passed :meth:`changed`).
+
+        Raises: ClientStateError: The file cannot be written.
+        """
+        known = self._pins.setdefault(jid, {})
+        new = {str(d): fingerprint(k) for d, k in devices.items() if str(d) not in known}
+        if new:
+            known.update(new)
+            write_private(self._path, json.dumps(self._pins).encode(), error=ClientStateError)
+
+
+def read_cursor(path: Path) -> int:
+    """The last status event handled, 0 when none.
+
+    Raises: ClientStateError.
+    """
+    data = read_private(path, max_bytes=64, error=ClientStateError)
+    text = data.decode(errors="replace").strip() if data else "0"
+    if not (text.isascii() and text.isdigit()):
+        raise ClientStateError(f"{path} does not hold an event cursor")
+    return int(text)
+
+
+def write_cursor(path: Path, cursor: int) -> None:
+    write_private(path, str(cursor).encode(), error=ClientStateError)

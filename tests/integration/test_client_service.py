@@ -1,0 +1,164 @@
+"""The client service's library on real Prosody and ejabberd: plaintext in, sealed at the
+source, statuses back as callbacks; a changed device key refused; the gateway away for a
+while and nothing lost or sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cmaas.clientservice import (
+    AppCredentials,
+    ClientConfig,
+    DeviceKeyChanged,
+    GatewayClient,
+    KeyChange,
+)
+from cmaas.devservers import XmppServer
+from cmaas.envelope import DeviceKeyring, OtpContent, TextContent, sign_prekey
+
+from .apps import admin
+from .devices import new_device
+from .gateway_process import GatewayProcess
+
+pytestmark = pytest.mark.integration
+
+
+async def _client_config(gateway: GatewayProcess, state: Path, **kw: Any) -> ClientConfig:
+    issued = await asyncio.to_thread(
+        admin, gateway, "app-register", "shop", "--name", "Shop", "--network", "127.0.0.0/8"
+    )
+    return ClientConfig(
+        f"http://127.0.0.1:{gateway.http_port}",
+        AppCredentials.from_issued(issued),
+        state,
+        **kw,
+    )
+
+
+async def test_plaintext_in_statuses_back(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    await asyncio.to_thread(admin, gateway, "directory-set", "+919876543210", alice)
+    config = await _client_config(gateway, tmp_path / "client")
+    async with AsyncExitStack() as stack:
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "p"))
+        await device.publish()
+        client = await stack.enter_async_context(GatewayClient(config))
+        assert client.app_jid == f"shop@{xmpp_server.component_domain}"
+        assert (tmp_path / "client" / "app-signing-key.pem").stat().st_mode & 0o777 == 0o600
+
+        seen: list[tuple[str, str]] = []
+        stop = asyncio.Event()
+        following = asyncio.create_task(
+            client.follow(lambda e: seen.append((e["message_id"], e["status"])), stop)
+        )
+        sent = await client.send("+919876543210", otp="314159", priority="high", ttl_s=120)
+        async with asyncio.timeout(15):
+            received = await device.next_message()
+        assert received.content == OtpContent("314159", "login")
+        device.mark_read(received.message_id)
+        # A second message within the key cache seals to the signed prekey, and opens.
+        again = await client.send("+919876543210", text="your parcel is on its way")
+        async with asyncio.timeout(15):
+            assert (await device.next_message()).content == TextContent("your parcel is on its way")
+        async with asyncio.timeout(20):
+            while (sent["message_id"], "read") not in seen or (
+                again["message_id"],
+                "delivered",
+            ) not in seen:
+                await asyncio.sleep(0.1)
+        stop.set()
+        await following
+        first = [status for message_id, status in seen if message_id == sent["message_id"]]
+        assert first == ["accepted", "dispatched", "delivered", "read"]
+
+        # The cursor is kept: a new stream starts after the last event handled.
+        stream = client.statuses(wait_s=1)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(2):
+                await anext(stream)
+        await stream.aclose()
+
+
+async def test_a_changed_device_key_is_refused_and_reported(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    config = await _client_config(gateway, tmp_path / "client", key_cache_s=0)
+    reported: list[KeyChange] = []
+    async with AsyncExitStack() as stack:
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "c"))
+        await device.publish()
+        client = await stack.enter_async_context(
+            GatewayClient(config, on_key_change=reported.append)
+        )
+        await client.send(alice, text="first, pins the device's key")
+        assert device.keyring is not None
+        device_id = device.keyring.device_id
+
+        # A gateway that substitutes keys: same device id, another identity, valid
+        # signatures under it.
+        impostor = DeviceKeyring.generate(alice, now_ms=int(time.time() * 1000))
+        spk = sign_prekey(
+            impostor.identity,
+            alice,
+            device_id,
+            "spk",
+            7,
+            impostor.signed_prekey.private.public_key(),
+        )
+        with sqlite3.connect(gateway.database) as raw:
+            raw.execute(
+                "UPDATE devices SET identity_key = ?, spk_id = ?, spk_public = ?,"
+                " spk_signature = ? WHERE jid = ? AND device_id = ?",
+                (
+                    impostor.bundle().identity_key,
+                    spk.key_id,
+                    spk.public_key,
+                    spk.signature,
+                    alice,
+                    device_id,
+                ),
+            )
+            raw.execute("DELETE FROM one_time_prekeys WHERE jid = ?", (alice,))
+        with pytest.raises(DeviceKeyChanged) as refused:
+            await client.send(alice, text="must not be sealed to the impostor")
+        assert refused.value.device_ids == [device_id]
+        assert reported == [KeyChange(alice, device_id)]
+
+
+async def test_the_gateway_away_for_a_while_loses_nothing(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    config = await _client_config(gateway, tmp_path / "client", retry_for_s=60)
+    async with AsyncExitStack() as stack:
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "g"))
+        await device.publish()
+        client = await stack.enter_async_context(GatewayClient(config))
+        await client.send(alice, text="warm the key cache")
+        async with asyncio.timeout(15):
+            await device.next_message()
+
+        assert gateway.stop() == 0
+        sending = asyncio.create_task(client.send(alice, text="sent while the gateway was away"))
+        await asyncio.sleep(2.0)
+        assert not sending.done()
+        await asyncio.to_thread(gateway.start)
+        async with asyncio.timeout(60):
+            answer = await sending
+        assert answer["status"] == "accepted"
+        async with asyncio.timeout(15):
+            received = await device.next_message()
+        assert received.message_id == answer["message_id"]
+        with pytest.raises(TimeoutError):  # and only once
+            async with asyncio.timeout(1.5):
+                await device.next_message()
