@@ -5,6 +5,9 @@ while and nothing lost or sent twice."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import sqlite3
 import time
 from contextlib import AsyncExitStack
@@ -20,7 +23,7 @@ from cmaas.clientservice import (
     GatewayClient,
     KeyChange,
 )
-from cmaas.devservers import XmppServer
+from cmaas.devservers import XmppServer, cmaas_executable
 from cmaas.envelope import DeviceKeyring, OtpContent, TextContent, sign_prekey
 
 from .apps import admin
@@ -162,3 +165,49 @@ async def test_the_gateway_away_for_a_while_loses_nothing(
         with pytest.raises(TimeoutError):  # and only once
             async with asyncio.timeout(1.5):
                 await device.next_message()
+
+
+async def test_cli_send_shows_every_status(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    config = await _client_config(gateway, tmp_path / "client")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CMAAS_")},
+        "CMAAS_CLIENT_URL": config.url,
+        "CMAAS_CLIENT_ID": config.credentials.client_id,
+        "CMAAS_CLIENT_SECRET": config.credentials.client_secret,
+        "CMAAS_CLIENT_HMAC_KEY": base64.b64encode(config.credentials.hmac_key).decode(),
+        "CMAAS_CLIENT_DIR": str(config.state_dir),
+    }
+    async with new_device(xmpp_server, tmp_path, "alice", "cli") as device:
+        await device.publish()
+        process = await asyncio.create_subprocess_exec(
+            cmaas_executable(),
+            "--env-file",
+            os.devnull,
+            "client",
+            "send",
+            "--to",
+            alice,
+            "--otp",
+            "271828",
+            "--ttl",
+            "120",
+            "--wait",
+            "30",
+            "--json",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(20):
+            received = await device.next_message()
+        assert received.content == OtpContent("271828", "login")
+        device.mark_read(received.message_id)
+        async with asyncio.timeout(40):
+            out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [line["status"] for line in lines] == ["accepted", "dispatched", "delivered", "read"]
+    assert {line["message_id"] for line in lines} == {received.message_id}

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from dotenv import dotenv_values
-
+from cmaas.cli.variables import variables
 from cmaas.device.config import DeviceConfig
 from cmaas.device.errors import DeviceError
 from cmaas.device.keyfile import KeyFile
@@ -113,15 +112,6 @@ def _common(parser: argparse.ArgumentParser, *, connects: bool = True) -> None:
     )
 
 
-def _variables(args: argparse.Namespace) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    env_file = Path(args.env_file)
-    if env_file.is_file():
-        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    merged.update(os.environ)
-    return merged
-
-
 def _bare_jid(text: str) -> str:
     """The JID as servers stamp it (case-folded, normalised), which bundles must name.
 
@@ -153,7 +143,7 @@ def _passphrase(env: Mapping[str, str]) -> str | None:
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> DeviceConfig:
-    env = _variables(args)
+    env = variables(args)
     problems = []
     jid = _pick(args, env, "jid", "CMAAS_DEVICE_JID")
     gateway = _pick(args, env, "gateway", "CMAAS_DEVICE_GATEWAY") or env.get(
@@ -198,7 +188,7 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def _init(args: argparse.Namespace) -> int:
-    env = _variables(args)
+    env = variables(args)
     jid = _bare_jid(_pick(args, env, "jid", "CMAAS_DEVICE_JID"))
     if not 0 <= args.one_time_prekeys <= 100:
         raise DeviceError("--one-time-prekeys must be 0 to 100")
@@ -372,7 +362,7 @@ def _read(args: argparse.Namespace) -> int:
 def _pins(args: argparse.Namespace) -> int:
     from cmaas.device.pins import PinStore
 
-    store = PinStore(_state_dir(args, _variables(args)) / "pins.json")
+    store = PinStore(_state_dir(args, variables(args)) / "pins.json")
     for app_jid, pin in store.items():
         print(f"trusted  {app_jid}  {_grouped(pin.fingerprint)}")
     for app_jid, pin in store.offers():
@@ -383,7 +373,7 @@ def _pins(args: argparse.Namespace) -> int:
 def _trust(args: argparse.Namespace) -> int:
     from cmaas.device.pins import PinStore
 
-    store = PinStore(_state_dir(args, _variables(args)) / "pins.json")
+    store = PinStore(_state_dir(args, variables(args)) / "pins.json")
     pin = store.accept(args.app_jid, args.fingerprint, int(time.time() * 1000))
     print(f"{args.app_jid} is now trusted with key {_grouped(pin.fingerprint)}")
     return 0

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from cmaas import __version__
-from cmaas.cli import admin, dev, device, gateway
+from cmaas.cli import admin, client, dev, device, gateway
 from cmaas.errors import CmaasError
 
 __all__ = ["main"]
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parts = parser.add_subparsers(dest="part", required=True, metavar="PART")
     gateway.add_parser(parts)
     admin.add_parser(parts)
+    client.add_parser(parts)
     device.add_parser(parts)
     dev.add_parser(parts)
     return parser

@@ -1,0 +1,120 @@
+"""``cmaas client send``: seal a message at the source and submit it, from a shell.
+
+Settings come from ``CMAAS_CLIENT_*`` variables (see ``.env.example``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from cmaas.cli.variables import variables
+
+__all__ = ["add_parser"]
+
+_FINAL = frozenset({"read", "failed", "expired"})
+
+
+def add_parser(parts: Any) -> None:
+    parser = parts.add_parser(
+        "client",
+        help="the gateway client service: seal at the source and send",
+        description="Seals messages for the recipient's devices with the app's own signing"
+        " key and submits them to the gateway. Settings: CMAAS_CLIENT_URL, CMAAS_CLIENT_ID,"
+        " CMAAS_CLIENT_SECRET, CMAAS_CLIENT_HMAC_KEY, CMAAS_CLIENT_DIR.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    send = actions.add_parser("send", help="seal and send one message")
+    send.add_argument("--to", required=True, help="JID, email or +E.164 mobile number")
+    what = send.add_mutually_exclusive_group(required=True)
+    what.add_argument("--otp", help="a one-time password")
+    what.add_argument("--text", help="a confidential text")
+    send.add_argument("--purpose", default="login", help="what the OTP is for (default login)")
+    send.add_argument(
+        "--priority",
+        choices=("high", "normal", "bulk"),
+        help="default: high for --otp, else normal",
+    )
+    send.add_argument("--ttl", type=int, default=600, help="seconds until it expires (600)")
+    send.add_argument("--auto-delete", type=int, help="seconds after display to delete it")
+    send.add_argument("--message-id", help="your own id (idempotent: a retry sends nothing new)")
+    send.add_argument(
+        "--wait",
+        type=float,
+        nargs="?",
+        const=120.0,
+        metavar="SECONDS",
+        help="show each status until read, failed or expired (default at most 120 s)",
+    )
+    send.add_argument("--json", action="store_true", help="print JSON lines")
+    send.set_defaults(handler=_send)
+
+
+def _send(args: argparse.Namespace) -> int:
+    from cmaas.cli.main import configure_logging
+
+    configure_logging(os.environ.get("CMAAS_LOG_LEVEL", "WARNING"))
+    result: int = asyncio.run(_send_and_wait(args))
+    return result
+
+
+async def _send_and_wait(args: argparse.Namespace) -> int:
+    from cmaas.clientservice import GatewayClient
+    from cmaas.clientservice.config import client_config
+    from cmaas.envelope.header import Priority
+
+    config = client_config(variables(args))
+    priority: Priority = args.priority or ("high" if args.otp is not None else "normal")
+    async with GatewayClient(config) as client:
+        answer = await client.send(
+            args.to,
+            otp=args.otp,
+            text=args.text,
+            purpose=args.purpose,
+            priority=priority,
+            ttl_s=args.ttl,
+            auto_delete_s=args.auto_delete,
+            message_id=args.message_id,
+        )
+        _show(
+            args,
+            {
+                "message_id": answer["message_id"],
+                "status": answer["status"],
+                "detail": answer["detail"],
+            },
+        )
+        if args.wait is None:
+            return 0 if answer["status"] != "failed" else 3
+        return await _follow(args, client, answer["message_id"], answer["status"])
+
+
+async def _follow(args: argparse.Namespace, client: Any, message_id: str, status: str) -> int:
+    """Poll the message's history (leaving the app's event cursor alone) and show each
+    new event until a final status or ``--wait`` seconds."""
+    shown = 1
+    deadline = time.monotonic() + args.wait
+    while status not in _FINAL and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        view = await client.status(message_id)
+        for event in view["history"][shown:]:
+            _show(args, {"message_id": message_id, **event})
+        shown = len(view["history"])
+        status = view["status"]
+    if status in _FINAL:
+        return 0 if status == "read" else 3
+    _show(args, {"message_id": message_id, "status": status, "detail": "still waiting; gave up"})
+    return 4
+
+
+def _show(args: argparse.Namespace, event: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(event, sort_keys=True), flush=True)
+        return
+    where = f" on device {event['device']}" if event.get("device") else ""
+    why = f": {event['detail']}" if event.get("detail") else ""
+    print(f"{event['message_id']}: {event['status']}{where}{why}", flush=True)
