@@ -28,6 +28,7 @@ __all__ = ["add_parser"]
 
 _DOMAIN = "cmaas.test"
 _COMPONENT = f"gateway.{_DOMAIN}"
+_MOBILE = "+919876543210"
 
 
 def add_parser(parts: Any) -> None:
@@ -99,7 +100,9 @@ async def _dev(kind: str, duration: float | None) -> int:
             ) as admin:
                 nodes = await _wait_for_commands(admin, gateway)
             device_dir = workdir / "alice-device"
-            await _first_message(running, server, password, device_dir)
+            await _first_message(
+                running, server, password, device_dir, workdir / "demo-bank-client"
+            )
             _banner(kind, server.c2s_port, password, settings, env_file, nodes, device_dir)
             if duration is not None:
                 loop.call_later(duration, stop.set)
@@ -111,21 +114,25 @@ async def _dev(kind: str, duration: float | None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _first_message(gateway: Gateway, server: Any, password: str, device_dir: Path) -> None:
-    """Show the whole path once: a device publishes its keys, an app seals a one-time
-    password for it, the gateway carries it, the device opens it and acknowledges."""
-    from cmaas.admin import AdminService, RegisterAppRequest
-    from cmaas.component.delivery import FEEDBACK_EVENTS, Feedback, FeedbackKind
+async def _first_message(
+    gateway: Gateway, server: Any, password: str, device_dir: Path, client_dir: Path
+) -> None:
+    """Show the whole path once: a device publishes its keys; the app, through the client
+    service, seals a one-time password for it at the source and submits it over the HTTP
+    API; the gateway carries it; the device opens it; and the statuses come back."""
+    from cmaas.admin import AdminService, DirectoryRequest, RegisterAppRequest
+    from cmaas.clientservice import AppCredentials, ClientConfig, GatewayClient
     from cmaas.device.client import DeviceClient
     from cmaas.device.config import DeviceConfig
     from cmaas.device.keyfile import KeyFile
-    from cmaas.devservers.sender import DirectSender
     from cmaas.envelope import DeviceKeyring, OtpContent
 
-    await AdminService(gateway.keystore).register_app(
-        RegisterAppRequest(app_id="demo-bank", display_name="Demo Bank")
+    admin = AdminService(gateway.keystore)
+    issued = await admin.register_app(
+        RegisterAppRequest(app_id="demo-bank", display_name="Demo Bank", networks=["127.0.0.1"])
     )
     alice = f"alice@{_DOMAIN}"
+    await admin.set_directory(DirectoryRequest(address=_MOBILE, jid=alice))
     config = DeviceConfig(
         jid=alice,
         password=password,
@@ -139,26 +146,46 @@ async def _first_message(gateway: Gateway, server: Any, password: str, device_di
     KeyFile(config.keyring_path).create(
         DeviceKeyring.generate(alice, now_ms=int(time.time() * 1000)), None
     )
-    delivered: asyncio.Queue[Feedback] = asyncio.Queue()
-    gateway.xmpp.add_event_handler(FEEDBACK_EVENTS[FeedbackKind.DELIVERED], delivered.put_nowait)
-    async with DeviceClient(config) as device:
+    credentials = issued.credentials
+    client_config = ClientConfig(
+        gateway.http_url,
+        AppCredentials(credentials.client_id, credentials.client_secret, credentials.hmac_key),
+        client_dir,
+    )
+    statuses: list[str] = []
+    stop = asyncio.Event()
+    read = asyncio.Event()
+
+    def arrived(event: dict[str, Any]) -> None:
+        where = f" (device {event['device']})" if event["device"] else ""
+        statuses.append(event["status"])
+        print(f"  status at the app: {event['status']}{where}", flush=True)
+        if event["status"] == "read":
+            read.set()
+
+    print(f"\nFirst sealed message: demo-bank@{_COMPONENT} -> {_MOBILE} ({alice})", flush=True)
+    async with DeviceClient(config) as device, GatewayClient(client_config) as client:
         await device.publish("demo phone")
+        following = asyncio.create_task(client.follow(arrived, stop))
         code = f"{secrets.randbelow(10**6):06d}"
-        message_id = await DirectSender(gateway, "demo-bank").send(
-            alice, OtpContent(code, "demo login")
-        )
+        sent = await client.send(_MOBILE, otp=code, purpose="demo login", priority="high")
         async with asyncio.timeout(20):
             opened = await device.next_message()
-            receipt = await delivered.get()
-    assert isinstance(opened.content, OtpContent)
+        assert isinstance(opened.content, OtpContent)
+        print(
+            f"  opened on the device: one-time password {opened.content.code}"
+            f' ({opened.content.purpose}), from "{opened.app_name}",'
+            f" app key {opened.app_fingerprint[:16]}... (pinned on first use)",
+            flush=True,
+        )
+        device.mark_read(opened.message_id)
+        async with asyncio.timeout(20):
+            await read.wait()
+        stop.set()
+        await following
     print(
-        f"""
-First sealed message: demo-bank@{_COMPONENT} -> {alice}
-  sealed by the app for device {device.keyring.device_id if device.keyring else "?"}, \
-carried by the gateway as message {message_id}
-  opened on the device: one-time password {opened.content.code} ({opened.content.purpose}),
-  from "{opened.app_name}", app key {opened.app_fingerprint[:16]}... (pinned on first use)
-  receipt back at the gateway from {receipt.sender}""",
+        f"  message {sent['message_id']}: {' -> '.join(statuses)}; the gateway held only"
+        " the sealed envelope",
         flush=True,
     )
 
@@ -197,6 +224,7 @@ CMaaS gateway is running against a throwaway {kind} on loopback.
   User account    alice@{_DOMAIN}  password {password}  (with a reference device)
   Gateway         {settings.component_jid}  (XEP-0114 component)
   Health          http://{settings.http_host}:{settings.http_port}/healthz
+  App API         http://{settings.http_host}:{settings.http_port}/v1/  (docs/openapi.json)
 
 Commands answered by the gateway to the admin (XEP-0050, e.g. Gajim: Accounts > Execute command
 on {settings.component_jid}):
