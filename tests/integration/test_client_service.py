@@ -22,6 +22,7 @@ from cmaas.clientservice import (
     DeviceKeyChanged,
     GatewayClient,
     KeyChange,
+    SyncGatewayClient,
 )
 from cmaas.devservers import XmppServer, cmaas_executable
 from cmaas.envelope import DeviceKeyring, OtpContent, TextContent, sign_prekey
@@ -211,3 +212,38 @@ async def test_cli_send_shows_every_status(
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert [line["status"] for line in lines] == ["accepted", "dispatched", "delivered", "read"]
     assert {line["message_id"] for line in lines} == {received.message_id}
+
+
+async def test_multicast_to_three_one_unknown_and_the_blocking_client(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice, bot = f"alice@{xmpp_server.domain}", f"bot@{xmpp_server.domain}"
+    await asyncio.to_thread(admin, gateway, "directory-set", "alice@mail.example", alice)
+    config = await _client_config(gateway, tmp_path / "client")
+    async with AsyncExitStack() as stack:
+        phone = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "m"))
+        bots = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "bot", "m"))
+        await phone.publish()
+        await bots.publish()
+        client = await stack.enter_async_context(GatewayClient(config))
+        results = await client.send_many(
+            ["alice@mail.example", "nobody@mail.example", bot], text="service window tonight"
+        )
+        assert [r["status_code"] for r in results] == [202, 404, 202]
+        assert [r["to"] for r in results] == ["alice@mail.example", "nobody@mail.example", bot]
+        assert "unknown recipient" in results[1]["detail"]
+        for device in (phone, bots):
+            async with asyncio.timeout(15):
+                assert (await device.next_message()).content == TextContent(
+                    "service window tonight"
+                )
+
+        # The same from code that is not async.
+        def blocking() -> dict[str, Any]:
+            with SyncGatewayClient(config) as sync:
+                return sync.send(alice, otp="999000")
+
+        answer = await asyncio.to_thread(blocking)
+        assert answer["status"] == "accepted"
+        async with asyncio.timeout(15):
+            assert (await phone.next_message()).content == OtpContent("999000", "login")

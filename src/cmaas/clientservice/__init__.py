@@ -12,6 +12,7 @@ from cmaas.clientservice.errors import (
     DeviceKeyChanged,
     GatewayUnavailable,
 )
+from cmaas.clientservice.sync import SyncGatewayClient
 
 __all__ = [
     "ApiError",
@@ -24,4 +25,5 @@ __all__ = [
     "GatewayClient",
     "GatewayUnavailable",
     "KeyChange",
+    "SyncGatewayClient",
 ]

@@ -15,7 +15,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 # Answers worth retrying with the same message id: the gateway is busy or unreachable.
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
+_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +160,68 @@ class GatewayClient:
             ApiError: The gateway refused the message (see its ``code``).
             GatewayUnavailable: No answer within ``retry_for_s``.
         """
-        if (text is None) == (otp is None):
-            raise ValueError("give either text or otp")
-        content: Content = OtpContent(otp, purpose) if otp is not None else TextContent(text or "")
-        message_id = message_id or secrets.token_urlsafe(16)
+        content = _content(text, otp, purpose)
+        request = await self._sealed(
+            to, content, message_id or _new_id(), priority, ttl_s, auto_delete_s
+        )
+        answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
+        return answer
+
+    async def send_many(
+        self,
+        recipients: Sequence[str],
+        *,
+        text: str | None = None,
+        otp: str | None = None,
+        purpose: str = "login",
+        priority: Priority = "normal",
+        ttl_s: int = 600,
+        auto_delete_s: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Multicast: seal the same content for each recipient and submit them in batches.
+
+        Returns: one result per recipient, in order: the gateway's answer (with
+            ``status_code`` 202) or a refusal with ``error`` and ``detail`` (an unknown
+            recipient, changed device keys, ...). One recipient's refusal does not stop
+            the others.
+        Raises: ValueError, GatewayUnavailable.
+        """
+        content = _content(text, otp, purpose)
+        results: list[dict[str, Any] | None] = []
+        requests: list[tuple[int, dict[str, Any]]] = []
+        for to in recipients:
+            try:
+                request = await self._sealed(to, content, _new_id(), priority, ttl_s, auto_delete_s)
+            except ApiError as error:
+                results.append(_refusal(to, error.status, error.code, error.detail))
+                continue
+            except DeviceKeyChanged as error:
+                results.append(_refusal(to, 409, "device_key_changed", str(error)))
+                continue
+            requests.append((len(results), request))
+            results.append(None)
+        for start in range(0, len(requests), _BATCH):
+            chunk = requests[start : start + _BATCH]
+            answers = await self._retrying(
+                functools.partial(self._api().submit_batch, [r for _, r in chunk])
+            )
+            for (index, request), answer in zip(chunk, answers, strict=True):
+                results[index] = {"to": request["to"], **answer}
+        return [result for result in results if result is not None]
+
+    async def _sealed(
+        self,
+        to: str,
+        content: Content,
+        message_id: str,
+        priority: Priority,
+        ttl_s: int,
+        auto_delete_s: int | None,
+    ) -> dict[str, Any]:
+        """The submission for one recipient, sealed to its devices.
+
+        Raises: ApiError (from the key lookup), DeviceKeyChanged, GatewayUnavailable.
+        """
         jid, bundles = await self._keys(to)
         now = int(time.time() * 1000)
         envelope = seal(
@@ -177,14 +236,12 @@ class GatewayClient:
             priority=priority,
             auto_delete_s=auto_delete_s,
         )
-        request = {
+        return {
             "message_id": message_id,
             "to": to,
             "priority": priority,
             "envelope": envelope.to_bytes().decode(),
         }
-        answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
-        return answer
 
     async def status(self, message_id: str) -> dict[str, Any]:
         """The message's status, per-device progress and history.
@@ -295,6 +352,21 @@ class GatewayClient:
             log.info("gateway: %s; retrying in %.1f s", reason, wait)
             await asyncio.sleep(wait * random.uniform(0.9, 1.1))  # noqa: S311
             delay = min(delay * 2, 10.0)
+
+
+def _content(text: str | None, otp: str | None, purpose: str) -> Content:
+    """Raises: ValueError: Neither or both of ``text`` and ``otp``."""
+    if (text is None) == (otp is None):
+        raise ValueError("give either text or otp")
+    return OtpContent(otp, purpose) if otp is not None else TextContent(text or "")
+
+
+def _new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _refusal(to: str, status: int, code: str, detail: str) -> dict[str, Any]:
+    return {"to": to, "status_code": status, "error": code, "detail": detail}
 
 
 def _without_one_time_prekeys(bundle: DeviceBundle) -> DeviceBundle:

@@ -208,7 +208,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
         async def stop_engine() -> None:
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *resuming, return_exceptions=True)
             await webhooks.stop()
             await notices.stop()
 

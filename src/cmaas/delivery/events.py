@@ -95,6 +95,7 @@ class CursorConsumer(ABC):
         self._running: dict[str, asyncio.Task[None]] = {}
         self._kicked: set[str] = set()
         self._apps: dict[str, tuple[float, App]] = {}
+        self._stopped = False
         self.delivered = 0
         self.failures = 0
         self.skipped = 0
@@ -134,6 +135,8 @@ class CursorConsumer(ABC):
 
     def kick(self, app_ids: set[str]) -> None:
         """Deliver these apps' new events (an :class:`EventHub` subscriber)."""
+        if self._stopped:
+            return  # shutting down: the cursors say where to resume
         for app_id in app_ids:
             self._kicked.add(app_id)
             if app_id not in self._running:
@@ -147,6 +150,8 @@ class CursorConsumer(ABC):
         self._running.pop(app_id, None)
 
     async def stop(self) -> None:
+        """Stop delivering; nothing starts again after this."""
+        self._stopped = True
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()

@@ -75,7 +75,7 @@ class NoticeConsumer(CursorConsumer):
             if sent_at >= horizon:
                 rewind[app_id] = min(rewind.get(app_id, cursor), cursor)
         self._recent.clear()
-        if rewind:
+        if rewind and not self._stopped:
             self._rewinding = asyncio.get_running_loop().create_task(self._rewind(rewind))
 
     async def _rewind(self, rewind: dict[str, int]) -> None:
@@ -84,8 +84,14 @@ class NoticeConsumer(CursorConsumer):
                 await self._save(CursorState(app_id, cursor, 0, ""))
         log.info("status notices of %d apps will be sent again after the reconnect", len(rewind))
 
+    async def stop(self) -> None:
+        if self._rewinding is not None:
+            await asyncio.gather(self._rewinding, return_exceptions=True)
+        await super().stop()
+
     async def start(self) -> None:
         if self._rewinding is not None:
             await self._rewinding
             self._rewinding = None
-        await super().start()
+        if not self._stopped:
+            await super().start()
