@@ -10,12 +10,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from cmaas.clientservice import AppCredentials, GatewayApi
+from cmaas.clientservice import AppCredentials, ClientConfig, GatewayApi
 from cmaas.delivery.signing import webhook_signature_matches
 from cmaas.devservers import free_port
 from cmaas.envelope import (
@@ -206,3 +207,18 @@ def statuses(events: list[dict[str, Any]], message_id: str) -> list[str]:
 async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+async def client_config_for(
+    gateway: GatewayProcess, state: Path, app_id: str = "shop", **options: Any
+) -> ClientConfig:
+    """Register ``app_id`` (loopback allowed) and a client service config for it."""
+    issued = await asyncio.to_thread(
+        admin, gateway, "app-register", app_id, "--name", "Shop", "--network", "127.0.0.0/8"
+    )
+    return ClientConfig(
+        f"http://127.0.0.1:{gateway.http_port}",
+        AppCredentials.from_issued(issued),
+        state,
+        **options,
+    )

@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 
 from cmaas.clientservice import (
-    AppCredentials,
-    ClientConfig,
     DeviceKeyChanged,
     GatewayClient,
     KeyChange,
@@ -27,23 +25,11 @@ from cmaas.clientservice import (
 from cmaas.devservers import XmppServer, cmaas_executable
 from cmaas.envelope import DeviceKeyring, OtpContent, TextContent, sign_prekey
 
-from .apps import admin
+from .apps import admin, client_config_for
 from .devices import new_device
 from .gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.integration
-
-
-async def _client_config(gateway: GatewayProcess, state: Path, **kw: Any) -> ClientConfig:
-    issued = await asyncio.to_thread(
-        admin, gateway, "app-register", "shop", "--name", "Shop", "--network", "127.0.0.0/8"
-    )
-    return ClientConfig(
-        f"http://127.0.0.1:{gateway.http_port}",
-        AppCredentials.from_issued(issued),
-        state,
-        **kw,
-    )
 
 
 async def test_plaintext_in_statuses_back(
@@ -51,7 +37,7 @@ async def test_plaintext_in_statuses_back(
 ) -> None:
     alice = f"alice@{xmpp_server.domain}"
     await asyncio.to_thread(admin, gateway, "directory-set", "+919876543210", alice)
-    config = await _client_config(gateway, tmp_path / "client")
+    config = await client_config_for(gateway, tmp_path / "client")
     async with AsyncExitStack() as stack:
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "p"))
         await device.publish()
@@ -96,7 +82,7 @@ async def test_a_changed_device_key_is_refused_and_reported(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
     alice = f"alice@{xmpp_server.domain}"
-    config = await _client_config(gateway, tmp_path / "client", key_cache_s=0)
+    config = await client_config_for(gateway, tmp_path / "client", key_cache_s=0)
     reported: list[KeyChange] = []
     async with AsyncExitStack() as stack:
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "c"))
@@ -143,7 +129,7 @@ async def test_the_gateway_away_for_a_while_loses_nothing(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
     alice = f"alice@{xmpp_server.domain}"
-    config = await _client_config(gateway, tmp_path / "client", retry_for_s=60)
+    config = await client_config_for(gateway, tmp_path / "client", retry_for_s=60)
     async with AsyncExitStack() as stack:
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "g"))
         await device.publish()
@@ -172,7 +158,7 @@ async def test_cli_send_shows_every_status(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
     alice = f"alice@{xmpp_server.domain}"
-    config = await _client_config(gateway, tmp_path / "client")
+    config = await client_config_for(gateway, tmp_path / "client")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CMAAS_")},
         "CMAAS_CLIENT_URL": config.url,
@@ -219,7 +205,7 @@ async def test_multicast_to_three_one_unknown_and_the_blocking_client(
 ) -> None:
     alice, bot = f"alice@{xmpp_server.domain}", f"bot@{xmpp_server.domain}"
     await asyncio.to_thread(admin, gateway, "directory-set", "alice@mail.example", alice)
-    config = await _client_config(gateway, tmp_path / "client")
+    config = await client_config_for(gateway, tmp_path / "client")
     async with AsyncExitStack() as stack:
         phone = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "m"))
         bots = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "bot", "m"))

@@ -53,6 +53,19 @@ def add_parser(parts: Any) -> None:
     send.add_argument("--json", action="store_true", help="print JSON lines")
     send.set_defaults(handler=_send)
 
+    serve = actions.add_parser(
+        "serve",
+        help="run the client service as a local HTTP daemon (native and Sandes-shaped API)",
+        description="Listens on loopback by default. Native API: POST /v1/send and GET"
+        " /v1/messages/{id} with 'Authorization: Bearer <client secret>'. Sandes-shaped:"
+        " POST /v1/api/message/multicast with clientid, clientsecret and hmac headers."
+        " Statuses go to --webhook, signed with the app's HMAC key.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8481, help="listen port (8481)")
+    serve.add_argument("--webhook", help="the app's local URL for statuses [CMAAS_CLIENT_WEBHOOK]")
+    serve.set_defaults(handler=_serve)
+
 
 def _send(args: argparse.Namespace) -> int:
     from cmaas.cli.main import configure_logging
@@ -118,3 +131,44 @@ def _show(args: argparse.Namespace, event: dict[str, Any]) -> None:
     where = f" on device {event['device']}" if event.get("device") else ""
     why = f": {event['detail']}" if event.get("detail") else ""
     print(f"{event['message_id']}: {event['status']}{where}{why}", flush=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cmaas.cli.main import configure_logging
+
+    configure_logging(os.environ.get("CMAAS_LOG_LEVEL", "INFO"))
+    result: int = asyncio.run(_daemon(args))
+    return result
+
+
+async def _daemon(args: argparse.Namespace) -> int:
+    import aiohttp
+    from aiohttp import web
+
+    from cmaas.clientservice import GatewayClient
+    from cmaas.clientservice.config import client_config
+    from cmaas.clientservice.daemon import StatusRelay, daemon_app
+    from cmaas.shutdown import stop_on_signals
+
+    env = variables(args)
+    config = client_config(env)
+    webhook = args.webhook or env.get("CMAAS_CLIENT_WEBHOOK", "").strip() or None
+    stop = stop_on_signals()
+    async with aiohttp.ClientSession() as session, GatewayClient(config, session=session) as client:
+        runner = web.AppRunner(daemon_app(client, config.credentials), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, args.host, args.port).start()
+            print(
+                f"client service for {client.app_jid} on http://{args.host}:{args.port}"
+                + (f", statuses to {webhook}" if webhook else ""),
+                flush=True,
+            )
+            relay = StatusRelay(webhook, config.credentials.hmac_key, session) if webhook else None
+            if relay is not None:
+                await client.follow(relay, stop)
+            else:
+                await stop.wait()
+        finally:
+            await runner.cleanup()
+    return 0

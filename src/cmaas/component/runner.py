@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,6 +35,7 @@ from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import DeviceKeys, MasterKeyring, SqliteKeystore, StatusEvent
 from cmaas.settings import Settings
+from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp_link import LinkState, XmppLink
 
 __all__ = ["Gateway", "open_gateway", "run_gateway"]
@@ -65,7 +64,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         KeystoreError: The database cannot be migrated or read.
         OSError: The HTTP listener cannot bind.
     """
-    stop = stop or _stop_on_signals()
+    stop = stop or stop_on_signals()
     async with open_gateway(settings) as gateway:
         await gateway.link.run(stop)
     log.info("gateway stopped")
@@ -244,13 +243,3 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(settings.http_tls_cert, settings.http_tls_key)
     return context
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        # Windows has no loop signal handlers; Ctrl-C still raises KeyboardInterrupt there.
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    return stop

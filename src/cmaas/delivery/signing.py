@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 __all__ = [
+    "body_mac",
     "request_signature",
     "request_signature_input",
     "request_signature_matches",
@@ -26,6 +27,11 @@ def _mac(key: bytes, data: bytes) -> bytes:
     mac = crypto_hmac.HMAC(key, hashes.SHA256())
     mac.update(data)
     return mac.finalize()
+
+
+def body_mac(key: bytes, body: bytes) -> bytes:
+    """HMAC-SHA256 of a raw body: the Sandes-shaped endpoint's ``hmac`` header, decoded."""
+    return _mac(key, body)
 
 
 def request_signature_input(

@@ -1,0 +1,274 @@
+"""``cmaas client serve``: the client service as a local HTTP daemon, for apps in any
+language. It seals at the source here, beside the app, so plaintext never leaves the host.
+
+Two front doors:
+- the native JSON API: ``POST /v1/send`` and ``GET /v1/messages/{id}``, authenticated
+  with ``Authorization: Bearer <client secret>``;
+- a Sandes-shaped ``POST /v1/api/message/multicast`` with headers ``clientid``,
+  ``clientsecret`` and ``hmac`` = base64(HMAC-SHA256(hmac key, raw body)), so that an app
+  integrated the Sandes way switches over by changing its URL.
+
+Statuses are relayed to the app's local webhook, signed as the gateway signs its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from cmaas.clientservice.api import ApiError, AppCredentials
+from cmaas.clientservice.client import GatewayClient
+from cmaas.clientservice.errors import ClientServiceError, DeviceKeyChanged
+from cmaas.delivery.signing import body_mac, webhook_signature
+from cmaas.envelope.header import MAX_LIFETIME_MS
+from cmaas.errors import CmaasError
+
+__all__ = ["StatusRelay", "daemon_app"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_MAX_BODY = 1024 * 1024
+_PRIORITIES = ("high", "normal", "bulk")
+
+
+class _Refused(CmaasError):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def _refused(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place the daemon's refusals become JSON answers."""
+    try:
+        return await handler(request)
+    except _Refused as error:
+        return _refused(error.status, error.code, error.detail)
+    except ApiError as error:
+        return _refused(error.status, error.code, error.detail)
+    except DeviceKeyChanged as error:
+        return _refused(409, "device_key_changed", str(error))
+    except ClientServiceError as error:
+        return _refused(503, "gateway_unavailable", str(error))
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _refused(error.status, error.reason.lower().replace(" ", "_"), error.reason)
+
+
+def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Application:
+    """The daemon's routes around a started :class:`GatewayClient`."""
+
+    def check_bearer(request: web.Request) -> None:
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(presented, credentials.client_secret.encode()):
+            raise _Refused(401, "unauthenticated", "send Authorization: Bearer <client secret>")
+
+    async def body(request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            raise _Refused(400, "invalid_request", f"the body is not JSON: {error}") from error
+
+    async def send(request: web.Request) -> web.Response:
+        check_bearer(request)
+        value = await body(request)
+        if not isinstance(value, dict):
+            raise _Refused(400, "invalid_request", "the body must be a JSON object")
+        options = _send_options(value)
+        to = value.get("to")
+        if isinstance(to, list) and to and all(isinstance(t, str) for t in to):
+            options.pop("message_id", None)
+            results = await client.send_many(to, **options)
+            return web.json_response({"results": results})
+        if not isinstance(to, str) or not to:
+            raise _Refused(400, "invalid_request", "to must be a recipient or a list of them")
+        return web.json_response(await client.send(to, **options), status=202)
+
+    async def status(request: web.Request) -> web.Response:
+        check_bearer(request)
+        return web.json_response(await client.status(request.match_info["message_id"]))
+
+    async def sandes_multicast(request: web.Request) -> web.Response:
+        raw = await request.read()
+        _check_sandes(request, raw, credentials)
+        try:
+            value = json.loads(raw)
+        except ValueError as error:
+            raise _Refused(400, "invalid_request", f"the body is not JSON: {error}") from error
+        if not isinstance(value, dict):
+            raise _Refused(400, "invalid_request", "the body must be a JSON object")
+        receivers, options = _sandes_options(value)
+        results = await client.send_many(receivers, **options)
+        return web.json_response(
+            {
+                "status": "success" if all(r["status_code"] == 202 for r in results) else "partial",
+                "results": [
+                    {
+                        "receiver": r["to"],
+                        "message_id": r.get("message_id"),
+                        "status": r.get("status", "refused"),
+                        "error": r.get("error"),
+                        "detail": r.get("detail", ""),
+                    }
+                    for r in results
+                ],
+            }
+        )
+
+    app = web.Application(client_max_size=_MAX_BODY, middlewares=[_errors])
+    app.add_routes(
+        [
+            web.post("/v1/send", send),
+            web.get("/v1/messages/{message_id}", status),
+            web.post("/v1/api/message/multicast", sandes_multicast),
+        ]
+    )
+    return app
+
+
+def _send_options(value: dict[str, Any]) -> dict[str, Any]:
+    text, otp = value.get("text"), value.get("otp")
+    if (text is None) == (otp is None) or not isinstance(text or otp, str):
+        raise _Refused(400, "invalid_request", "give either text or otp, as a string")
+    priority = value.get("priority", "high" if otp is not None else "normal")
+    if priority not in _PRIORITIES:
+        raise _Refused(400, "invalid_request", "priority must be high, normal or bulk")
+    ttl = value.get("ttl", 600)
+    auto_delete = value.get("auto_delete")
+    if type(ttl) is not int or not 0 < ttl * 1000 <= MAX_LIFETIME_MS:
+        raise _Refused(400, "invalid_request", "ttl must be 1 s to 30 days, in seconds")
+    if auto_delete is not None and type(auto_delete) is not int:
+        raise _Refused(400, "invalid_request", "auto_delete must be whole seconds")
+    options: dict[str, Any] = {
+        "text": text,
+        "otp": otp,
+        "purpose": str(value.get("purpose", "login")),
+        "priority": priority,
+        "ttl_s": ttl,
+        "auto_delete_s": auto_delete,
+    }
+    if isinstance(value.get("message_id"), str):
+        options["message_id"] = value["message_id"]
+    return options
+
+
+def _check_sandes(request: web.Request, raw: bytes, credentials: AppCredentials) -> None:
+    headers = request.headers
+    presented_id = headers.get("clientid", "").encode()
+    presented_secret = headers.get("clientsecret", "").encode()
+    try:
+        presented_mac = base64.b64decode(headers.get("hmac", ""), validate=True)
+    except ValueError:
+        presented_mac = b""
+    expected = body_mac(credentials.hmac_key, raw)
+    checks = [
+        hmac.compare_digest(presented_id, credentials.client_id.encode()),
+        hmac.compare_digest(presented_secret, credentials.client_secret.encode()),
+        hmac.compare_digest(presented_mac, expected),
+    ]
+    if not all(checks):
+        raise _Refused(401, "unauthenticated", "clientid, clientsecret or hmac is wrong")
+
+
+def _sandes_options(value: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Map a Sandes multicast body onto a send: ``type`` ``otp`` sends the message as a
+    one-time password (``title`` or ``category`` as its purpose); anything else sends
+    ``title`` and ``message`` as text."""
+    message, receivers = value.get("message"), value.get("receivers")
+    if not isinstance(message, str) or not message:
+        raise _Refused(400, "invalid_request", "message is required")
+    if (
+        not isinstance(receivers, list)
+        or not receivers
+        or not all(isinstance(r, str) for r in receivers)
+    ):
+        raise _Refused(400, "invalid_request", "receivers must be a list of emails or mobiles")
+    if value.get("file_url"):
+        raise _Refused(
+            501, "not_implemented", "file_url: encrypted files are not supported by this daemon yet"
+        )
+    title = str(value.get("title") or "")
+    kind = str(value.get("type") or "").lower()
+    options: dict[str, Any] = {"ttl_s": _ttl(value.get("expire_on"))}
+    if kind == "otp":
+        options |= {
+            "otp": message,
+            "purpose": title or str(value.get("category") or "otp"),
+            "priority": "high",
+        }
+    else:
+        options |= {"text": f"{title}\n\n{message}" if title else message, "priority": "normal"}
+    return receivers, options
+
+
+def _ttl(expire_on: object) -> int:
+    """Seconds until ``expire_on`` (ISO 8601, or unix seconds or milliseconds); 600 when
+    absent."""
+    if expire_on in (None, ""):
+        return 600
+    now = time.time()
+    try:
+        if isinstance(expire_on, int | float) or (
+            isinstance(expire_on, str) and expire_on.isascii() and expire_on.isdigit()
+        ):
+            stamp = float(expire_on)
+            when = stamp / 1000 if stamp > 1e11 else stamp
+        elif isinstance(expire_on, str):
+            parsed = datetime.datetime.fromisoformat(expire_on)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=datetime.UTC)
+            when = parsed.timestamp()
+        else:
+            raise ValueError(expire_on)
+    except (ValueError, OverflowError) as error:
+        raise _Refused(400, "invalid_request", "expire_on is not a date") from error
+    ttl = int(when - now)
+    if not 0 < ttl * 1000 <= MAX_LIFETIME_MS:
+        raise _Refused(400, "invalid_request", "expire_on must be in the next 30 days")
+    return ttl
+
+
+class StatusRelay:
+    """Relays status events to the app's local webhook, in order, each until a 2xx;
+    signed like the gateway's webhooks, with the app's HMAC key."""
+
+    def __init__(self, url: str, hmac_key: bytes, session: aiohttp.ClientSession) -> None:
+        self._url = url
+        self._key = hmac_key
+        self._session = session
+
+    async def __call__(self, event: dict[str, Any]) -> None:
+        body = json.dumps({"events": [event]}, separators=(",", ":")).encode()
+        delay = 0.5
+        while True:
+            headers = {
+                "Content-Type": "application/json",
+                "X-CMAAS-Signature": webhook_signature(self._key, int(time.time()), body),
+            }
+            try:
+                async with self._session.post(self._url, data=body, headers=headers) as answer:
+                    if 200 <= answer.status < 300:
+                        return
+                    reason = f"HTTP {answer.status}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                reason = type(error).__name__
+            log.warning("local webhook %s: %s; retrying in %.1f s", self._url, reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
