@@ -63,6 +63,9 @@ class Settings:
     retention_days: int = 30
     webhook_timeout: float = 10.0
     webhook_max_backoff: float = 600.0
+    blob_dir: Path | None = None
+    blob_max_bytes: int = 32 * 1024 * 1024
+    blob_quota_bytes: int = 1024 * 1024 * 1024
     metrics_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
@@ -120,6 +123,9 @@ def load_settings(
         retention_days=reader.integer("CMAAS_RETENTION_DAYS", 30, 1, 3650),
         webhook_timeout=reader.seconds("CMAAS_WEBHOOK_TIMEOUT", 10.0),
         webhook_max_backoff=reader.seconds("CMAAS_WEBHOOK_MAX_BACKOFF", 600.0),
+        blob_dir=reader.directory("CMAAS_BLOB_DIR"),
+        blob_max_bytes=reader.integer("CMAAS_BLOB_MAX_BYTES", 32 * 1024 * 1024, 1024, 2**34),
+        blob_quota_bytes=reader.integer("CMAAS_BLOB_QUOTA_BYTES", 2**30, 1024, 2**44),
         metrics_networks=reader.networks("CMAAS_METRICS_NETWORKS")
         or (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
     )
@@ -211,6 +217,10 @@ class _Reader:
                 f"{name} must be a whole number from {low} to {high}, got {value!r}"
             )
         return int(value)
+
+    def directory(self, name: str) -> Path | None:
+        value = self._get(name)
+        return None if value is None else Path(value)
 
     def path(self, name: str) -> Path | None:
         value = self._get(name)

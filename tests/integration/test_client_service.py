@@ -22,11 +22,13 @@ from cmaas.clientservice import (
     KeyChange,
     SyncGatewayClient,
 )
+from cmaas.device.client import DeviceClient
 from cmaas.devservers import XmppServer, cmaas_executable
-from cmaas.envelope import DeviceKeyring, OtpContent, TextContent, sign_prekey
+from cmaas.envelope import DeviceKeyring, FileContent, OtpContent, TextContent, sign_prekey
+from cmaas.envelope.blob import TamperedBlob
 
 from .apps import admin, client_config_for
-from .devices import new_device
+from .devices import device_config, new_device
 from .gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.integration
@@ -233,3 +235,44 @@ async def test_multicast_to_three_one_unknown_and_the_blocking_client(
         assert answer["status"] == "accepted"
         async with asyncio.timeout(15):
             assert (await phone.next_message()).content == OtpContent("999000", "login")
+
+
+async def test_files_travel_encrypted_and_a_tampered_blob_is_refused(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    config = await client_config_for(gateway, tmp_path / "client")
+    blob_dir = gateway.database.with_name(gateway.database.name + ".blobs")
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(GatewayClient(config))
+        async with new_device(xmpp_server, tmp_path, "alice", "f") as device:
+            await device.publish()
+            for size in (1024, 10 * 1024 * 1024):
+                data = os.urandom(size)
+                source = tmp_path / f"statement-{size}.pdf"
+                source.write_bytes(data)
+                await client.send_file(alice, source, media_type="application/pdf")
+                async with asyncio.timeout(60):
+                    received = await device.next_message()
+                assert isinstance(received.content, FileContent)
+                assert (received.content.name, received.content.size) == (source.name, size)
+                assert received.saved_file is not None
+                assert received.saved_file.read_bytes() == data
+                # The gateway holds ciphertext only.
+                stored = [p.read_bytes() for p in blob_dir.iterdir()]
+                assert all(data[:64] not in blob for blob in stored)
+
+        # Sent while the device is offline; the blob is altered at the gateway meanwhile.
+        source = tmp_path / "contract.pdf"
+        source.write_bytes(os.urandom(200_000))
+        await client.send_file(alice, source, media_type="application/pdf")
+        newest = max(blob_dir.iterdir(), key=lambda p: p.stat().st_mtime)
+        blob = bytearray(newest.read_bytes())
+        blob[5000] ^= 0x01
+        newest.write_bytes(bytes(blob))
+        config_dir = tmp_path / "alice-f"
+        async with DeviceClient(device_config(xmpp_server, config_dir, "alice", "f")) as awake:
+            async with asyncio.timeout(30):
+                refused = await awake.refused.get()
+            assert isinstance(refused.error, TamperedBlob)
+            assert not list((config_dir / "files").glob("*contract*"))

@@ -34,7 +34,7 @@ HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "pa
 ROUTER_CODES = {"method_not_allowed": 405}
 # The refusals that are raised with retry_after, so that the answer has Retry-After.
 RETRY_AFTER_CODES = frozenset({"rate_limited", "quota_exceeded", "backpressure"})
-UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/metrics"})
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/metrics", "/v1/blobs/{blob_id}"})
 
 JsonObject = dict[str, Any]
 

@@ -11,7 +11,14 @@ from aiohttp import web
 
 from cmaas.api.addresses import ClientAddresses
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
-from cmaas.delivery.errors import DeliveryError, ForbiddenAddress, InvalidRequest, PayloadTooLarge
+from cmaas.delivery.blobs import BlobService
+from cmaas.delivery.errors import (
+    DeliveryError,
+    ForbiddenAddress,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+)
 from cmaas.delivery.json_body import parse_json_body
 from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
@@ -71,13 +78,13 @@ def api_routes(
     addresses: ClientAddresses,
     metrics: GatewayMetrics,
     metrics_networks: Sequence[IpNetwork] = (),
+    blobs: BlobService | None = None,
 ) -> list[web.RouteDef]:
     """The API's routes; ``/metrics`` answers only clients in ``metrics_networks``."""
 
-    async def authenticated(request: web.Request) -> tuple[App, bytes]:
-        body = await request.read()
+    def signed_request(request: web.Request, body: bytes | str) -> SignedRequest:
         headers = request.headers
-        signed = SignedRequest(
+        return SignedRequest(
             method=request.method,
             path=request.raw_path,
             body=body,
@@ -88,7 +95,10 @@ def api_routes(
             signature=headers.get("X-CMAAS-Signature", ""),
             peer=addresses.client(request),
         )
-        return (await authenticator.authenticate(signed)).app, body
+
+    async def authenticated(request: web.Request) -> tuple[App, bytes]:
+        body = await request.read()
+        return (await authenticator.authenticate(signed_request(request, body))).app, body
 
     async def whoami(request: web.Request) -> web.Response:
         app, _ = await authenticated(request)
@@ -156,6 +166,39 @@ def api_routes(
         await messaging.retire_signing_key(app, request.match_info["fingerprint"])
         return web.Response(status=204)
 
+    async def upload_blob(request: web.Request) -> web.Response:
+        if blobs is None:
+            raise NotFound("this gateway stores no blobs")
+        headers = request.headers
+        # Credentials and standing first, so that no stranger can make the gateway write.
+        app = await authenticator.precheck(
+            headers.get("X-CMAAS-Client-Id", ""),
+            headers.get("X-CMAAS-Client-Secret", ""),
+            addresses.client(request),
+        )
+        lifetime = _integer(request, "expires_in", 86_400, 30 * 86_400)
+        staged = await blobs.stage(request.content.iter_chunked(64 * 1024))
+        try:
+            await authenticator.authenticate(signed_request(request, staged.sha256))
+        except DeliveryError:
+            blobs.discard(staged.path)
+            raise
+        blob_id, expires_ms = await blobs.accept(app.app_id, staged, lifetime)
+        url = f"{request.url.origin()}/v1/blobs/{blob_id}"
+        return web.json_response(
+            {"blob_id": blob_id, "url": url, "size": staged.size, "expires_ms": expires_ms},
+            status=201,
+        )
+
+    async def download_blob(request: web.Request) -> web.StreamResponse:
+        if blobs is None:
+            raise NotFound("this gateway stores no blobs")
+        path = await blobs.find(request.match_info["blob_id"])
+        return web.FileResponse(
+            path,
+            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
+        )
+
     async def metrics_text(request: web.Request) -> web.Response:
         client = addresses.client(request)
         if not any(client in network for network in metrics_networks):
@@ -172,5 +215,7 @@ def api_routes(
         web.post("/v1/signing-keys", add_signing_key),
         web.get("/v1/signing-keys", list_signing_keys),
         web.delete("/v1/signing-keys/{fingerprint}", retire_signing_key),
+        web.post("/v1/blobs", upload_blob),
+        web.get("/v1/blobs/{blob_id}", download_blob),
         web.get("/metrics", metrics_text),
     ]

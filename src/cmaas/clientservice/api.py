@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -75,8 +76,9 @@ class GatewayApi:
         self._session = session
         self._clock = clock
 
-    def signed_headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
-        """The five authentication headers for one request to ``path`` (with its query)."""
+    def signed_headers(self, method: str, path: str, body: bytes | str) -> dict[str, str]:
+        """The five authentication headers for one request to ``path`` (with its query);
+        ``body`` is the body, or its SHA-256 in hex for a body streamed from a file."""
         timestamp = str(int(self._clock()))
         nonce = secrets.token_urlsafe(18)
         credentials = self._credentials
@@ -121,6 +123,28 @@ class GatewayApi:
         """``GET /v1/app``: this app's id, the JID it sends as, and its settings."""
         answer: dict[str, Any] = await self.request("GET", "/v1/app")
         return answer
+
+    async def upload_blob(self, path: Path, digest: str, expires_in: int) -> dict[str, Any]:
+        """``POST /v1/blobs``: stream an encrypted blob from ``path`` (``digest``: its
+        SHA-256 in hex, which the signature covers). Returns the blob's capability URL.
+
+        Raises: ApiError, aiohttp.ClientError.
+        """
+        target = f"/v1/blobs?expires_in={expires_in}"
+        headers = self.signed_headers("POST", target, digest)
+        headers["Content-Type"] = "application/octet-stream"
+        url = URL(self.base_url + target, encoded=True)
+        with path.open("rb") as blob:
+            async with self._session.post(url, data=blob, headers=headers) as response:
+                answer = await response.json(content_type=None)
+                if response.status >= 400:
+                    raise ApiError(
+                        response.status,
+                        str(answer.get("error", "")),
+                        str(answer.get("detail", "")),
+                        None,
+                    )
+                return dict(answer)
 
     async def lookup(self, to: str) -> dict[str, Any]:
         """``GET /v1/keys``: the recipient's JID and one bundle per active device."""

@@ -22,6 +22,7 @@ from cmaas.component.delivery import track_feedback
 from cmaas.component.gateway import GatewayComponent
 from cmaas.component.health import health_routes
 from cmaas.delivery.auth import RequestAuthenticator
+from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.events import EventHub
 from cmaas.delivery.maintenance import Housekeeper
@@ -199,7 +200,14 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await dispatcher.load()
         await webhooks.start()
         stop = asyncio.Event()
-        housekeeper = Housekeeper(store, retention_s=settings.retention_days * 86400.0)
+        blob_service = BlobService(
+            keystore.blobs,
+            settings.blob_dir or settings.database.with_name(settings.database.name + ".blobs"),
+            BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes),
+        )
+        housekeeper = Housekeeper(
+            store, retention_s=settings.retention_days * 86400.0, blobs=blob_service
+        )
         tasks = [
             asyncio.create_task(dispatcher.run(stop), name="cmaas dispatcher"),
             asyncio.create_task(housekeeper.run(stop), name="cmaas housekeeping"),
@@ -222,6 +230,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 ClientAddresses(settings.trusted_proxies),
                 metrics,
                 settings.metrics_networks,
+                blob_service,
             )
         )
         runner = web.AppRunner(http, access_log=None)

@@ -33,7 +33,8 @@ class SignedRequest:
 
     method: str
     path: str
-    body: bytes = field(repr=False)
+    body: bytes | str = field(repr=False)
+    """The body, or its SHA-256 in lowercase hex when it was streamed elsewhere."""
     client_id: str
     client_secret: str = field(repr=False)
     timestamp: str
@@ -75,6 +76,25 @@ class RequestAuthenticator:
             raise Unauthenticated(str(error)) from error
         await self._check_signed(authenticated.app, [authenticated.hmac_key], request)
         return authenticated
+
+    async def precheck(self, client_id: str, client_secret: str, peer: IpAddress) -> App:
+        """What can be checked before a streamed body arrives: the credentials, the
+        address and the app's standing. :meth:`authenticate` must still follow, with the
+        body's digest, before anything is kept.
+
+        Raises: Unauthenticated, ForbiddenAddress, AppSuspended.
+        """
+        if not _CLIENT_ID.fullmatch(client_id) or not client_secret:
+            raise Unauthenticated("X-CMAAS-Client-Id and X-CMAAS-Client-Secret are required")
+        try:
+            app = (await self._keystore.authenticate(client_id, client_secret)).app
+        except AuthenticationFailed as error:
+            raise Unauthenticated(str(error)) from error
+        if not _allowed(app, peer):
+            raise ForbiddenAddress(f"requests from {peer} are not allowed for this app")
+        if app.suspended:
+            raise AppSuspended(f"app {app.app_id!r} is suspended")
+        return app
 
     async def authenticate_bound(self, app_id: str, request: SignedRequest) -> App:
         """Check a request from a JID bound to ``app_id`` (ad-hoc): the server vouches

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from cmaas.delivery.blobs import BlobService
 from cmaas.keystore import MessageStore
 from cmaas.xmpp_link import wait_first
 
@@ -22,9 +23,15 @@ class Housekeeper:
     """
 
     def __init__(
-        self, store: MessageStore, *, retention_s: float, expiry_every_s: float = 1.0
+        self,
+        store: MessageStore,
+        *,
+        retention_s: float,
+        expiry_every_s: float = 1.0,
+        blobs: BlobService | None = None,
     ) -> None:
         self._store = store
+        self._blobs = blobs
         self._retention_ms = int(retention_s * 1000)
         self._every = expiry_every_s
 
@@ -43,6 +50,8 @@ class Housekeeper:
         while len(await self._store.expire_due(now_ms)) >= 1000:
             pass
         if purge:
+            if self._blobs is not None:
+                await self._blobs.sweep()
             await self._store.purge_nonces(now_ms // 1000)
             purged = 0
             # In slices, so other writers get the database between them; bounded per round.

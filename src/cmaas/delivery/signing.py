@@ -35,15 +35,19 @@ def body_mac(key: bytes, body: bytes) -> bytes:
 
 
 def request_signature_input(
-    method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes
+    method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes | str
 ) -> bytes:
-    """``METHOD \\n PATH_WITH_QUERY \\n TIMESTAMP \\n NONCE \\n hex(SHA-256(body))``."""
-    digest = hashlib.sha256(body).hexdigest()
+    """``METHOD \\n PATH_WITH_QUERY \\n TIMESTAMP \\n NONCE \\n hex(SHA-256(body))``.
+
+    ``body`` is the body's bytes, or already its SHA-256 in lowercase hex (a streamed
+    upload hashes as it goes).
+    """
+    digest = body if isinstance(body, str) else hashlib.sha256(body).hexdigest()
     return "\n".join((method.upper(), path_with_query, timestamp, nonce, digest)).encode()
 
 
 def request_signature(
-    key: bytes, method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes
+    key: bytes, method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes | str
 ) -> str:
     """The ``X-CMAAS-Signature`` value: base64 of the HMAC over the signature input."""
     data = request_signature_input(method, path_with_query, timestamp, nonce, body)

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from slixmpp import JID, Message
@@ -26,7 +27,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from cmaas.adhoc_client import CommandCaller, CommandReply, command_client
 from cmaas.device.config import DeviceConfig
-from cmaas.device.errors import ConnectionFailed, GatewayRefused
+from cmaas.device.errors import ConnectionFailed, DeviceError, GatewayRefused
+from cmaas.device.files import fetch_file
 from cmaas.device.keyfile import KeyFile
 from cmaas.device.pins import PinStore
 from cmaas.device.seen import SeenMessages
@@ -36,6 +38,7 @@ from cmaas.envelope import (
     Content,
     DeviceKeyring,
     EnvelopeError,
+    FileContent,
     Header,
     SealedEnvelope,
     fingerprint,
@@ -77,6 +80,8 @@ class ReceivedMessage:
     content: Content
     newly_pinned: bool
     delete_at_ms: int | None
+    saved_file: Path | None = None
+    """For a file message: where the file was saved, after every check passed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,7 @@ class RefusedMessage:
 
     message_id: str
     sender: str
-    error: EnvelopeError
+    error: EnvelopeError | DeviceError
 
 
 class DeviceClient:
@@ -399,6 +404,19 @@ class DeviceClient:
             return
         # Forget the used one-time prekey on disk before anything is shown.
         self._save()
+        saved_file = None
+        if isinstance(opened.content, FileContent):
+            try:
+                saved_file = await fetch_file(
+                    opened.content,
+                    self.config.state_dir / "files",
+                    message_id,
+                    require_tls=self.config.require_tls,
+                )
+            except (EnvelopeError, DeviceError) as error:
+                log.warning("refused file message %r from %s: %s", message_id, sender, error)
+                self.refused.put_nowait(RefusedMessage(message_id, sender, error))
+                return
         newly_pinned = pinned is None and self.pins.pin(sender, opened.app_key, self._clock())
         header = opened.header
         delete_at = self._clock() + header.auto_delete_s * 1000 if header.auto_delete_s else None
@@ -412,6 +430,7 @@ class DeviceClient:
             content=opened.content,
             newly_pinned=newly_pinned,
             delete_at_ms=delete_at,
+            saved_file=saved_file,
         )
         self._inbox.put_nowait(received)
         if header.auto_delete_s:

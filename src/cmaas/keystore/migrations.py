@@ -248,4 +248,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) STRICT, WITHOUT ROWID;
         """,
     ),
+    Migration(
+        5,
+        "encrypted file blobs: who uploaded each, its size and its expiry",
+        """
+        -- The blob's bytes live in files named by blob_id; this table holds what the
+        -- quota, the expiry sweep and downloads need. blob_id is the capability.
+        CREATE TABLE blobs (
+            blob_id     TEXT PRIMARY KEY,
+            app_id      TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            size        INTEGER NOT NULL CHECK (size >= 0),
+            created_ms  INTEGER NOT NULL,
+            expires_ms  INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX blobs_by_app ON blobs(app_id, expires_ms);
+        CREATE INDEX blobs_by_expiry ON blobs(expires_ms);
+        """,
+    ),
 )

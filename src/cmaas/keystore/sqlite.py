@@ -14,6 +14,7 @@ from pathlib import Path
 import aiosqlite
 
 from cmaas.keystore._sql import GroupCommit, SharedConnection, SqliteThread
+from cmaas.keystore.blobs import SqliteBlobStore
 from cmaas.keystore.credentials import (
     MasterKeyring,
     hash_client_secret,
@@ -94,6 +95,7 @@ class SqliteKeystore:
         self._thread = SqliteThread(path)
         self._devices = SqliteDeviceStore(self._shared, self._thread)
         self._commits = GroupCommit(self._thread)
+        self._blobs = SqliteBlobStore(self._shared, self._commits)
         self._messages = SqliteMessageStore(
             self._shared, self._commits, lambda: int(clock() * 1000)
         )
@@ -137,6 +139,11 @@ class SqliteKeystore:
     def devices(self) -> SqliteDeviceStore:
         """Device identity keys and prekeys, on the same connection."""
         return self._devices
+
+    @property
+    def blobs(self) -> SqliteBlobStore:
+        """Who holds which encrypted file blob, until when."""
+        return self._blobs
 
     @property
     def messages(self) -> SqliteMessageStore:

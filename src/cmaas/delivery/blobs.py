@@ -1,0 +1,143 @@
+"""Encrypted file blobs at the gateway: streamed to disk on upload, served by capability
+URL, deleted at expiry. The gateway never holds a file key: a blob is ciphertext to it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from cmaas.delivery.errors import InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded
+from cmaas.envelope.header import MAX_LIFETIME_MS
+from cmaas.keystore import QuotaExhausted
+from cmaas.keystore.blobs import SqliteBlobStore
+
+__all__ = ["BLOB_ID_LENGTH", "BlobLimits", "BlobService", "StagedBlob"]
+
+log = logging.getLogger(__name__)
+
+BLOB_ID_LENGTH = 43  # secrets.token_urlsafe(32): 256 bits, the whole capability
+_BLOB_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLimits:
+    """Attributes:
+    max_bytes: Largest blob accepted.
+    quota_bytes: Bytes an app may hold in unexpired blobs.
+    """
+
+    max_bytes: int = 32 * 1024 * 1024
+    quota_bytes: int = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StagedBlob:
+    """An upload written to a temporary file, not yet accepted."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+class BlobService:
+    def __init__(self, store: SqliteBlobStore, directory: Path, limits: BlobLimits) -> None:
+        self._store = store
+        self._directory = directory
+        self.limits = limits
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def path(self, blob_id: str) -> Path:
+        return self._directory / blob_id
+
+    async def stage(self, chunks: AsyncIterator[bytes]) -> StagedBlob:
+        """Write an upload to a temporary file, hashing it on the way (for the request
+        signature, which is checked before the blob is accepted).
+
+        Raises: PayloadTooLarge: Over the size limit; nothing is kept.
+        """
+        path = self._directory / f".upload-{secrets.token_hex(8)}"
+        digest = hashlib.sha256()
+        size = 0
+        target = await asyncio.to_thread(_open_private, path)
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > self.limits.max_bytes:
+                    raise PayloadTooLarge(f"a blob may hold at most {self.limits.max_bytes} bytes")
+                digest.update(chunk)
+                await asyncio.to_thread(target.write, chunk)
+            await asyncio.to_thread(_close_synced, target)
+        except BaseException:
+            target.close()
+            self.discard(path)
+            raise
+        return StagedBlob(path, size, digest.hexdigest())
+
+    def discard(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    async def accept(self, app_id: str, staged: StagedBlob, lifetime_s: int) -> tuple[str, int]:
+        """Keep a staged upload under a fresh capability id.
+
+        Returns: the blob id and its expiry (unix ms).
+        Raises: InvalidRequest (lifetime), QuotaExceeded; the staged file is then discarded.
+        """
+        try:
+            if not 0 < lifetime_s * 1000 <= MAX_LIFETIME_MS:
+                raise InvalidRequest("expires_in must be 1 s to 30 days")
+            now = int(time.time() * 1000)
+            expires_ms = now + lifetime_s * 1000
+            blob_id = secrets.token_urlsafe(32)
+            try:
+                await self._store.add(
+                    blob_id, app_id, staged.size, now, expires_ms, self.limits.quota_bytes
+                )
+            except QuotaExhausted as error:
+                raise QuotaExceeded(str(error), retry_after=60.0) from error
+        except BaseException:
+            self.discard(staged.path)
+            raise
+        os.replace(staged.path, self.path(blob_id))
+        return blob_id, expires_ms
+
+    async def find(self, blob_id: str) -> Path:
+        """The file of a live blob.
+
+        Raises: NotFound: Unknown, expired, or not a blob id at all.
+        """
+        if not _BLOB_ID.fullmatch(blob_id):
+            raise NotFound("no such blob")
+        if await self._store.size(blob_id, int(time.time() * 1000)) is None:
+            raise NotFound("no such blob, or it expired")
+        return self.path(blob_id)
+
+    async def sweep(self) -> int:
+        """Delete expired blobs; returns how many."""
+        gone = await self._store.expire(int(time.time() * 1000))
+        for blob_id in gone:
+            self.discard(self.path(blob_id))
+        if gone:
+            log.info("deleted %d expired blobs", len(gone))
+        return len(gone)
+
+
+def _open_private(path: Path) -> BinaryIO:
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+    return os.fdopen(os.open(path, flags, 0o600), "wb")
+
+
+def _close_synced(target: BinaryIO) -> None:
+    target.flush()
+    os.fsync(target.fileno())
+    target.close()
