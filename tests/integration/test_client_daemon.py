@@ -17,9 +17,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from cmaas.devservers import XmppServer, cmaas_executable, free_port
-from cmaas.envelope import OtpContent, TextContent
+from cmaas.envelope import FileContent, OtpContent, TextContent
 
 from .apps import WebhookReceiver, admin, client_config_for, http_session, statuses
 from .devices import new_device
@@ -122,14 +123,45 @@ async def test_an_http_only_app_sends_through_the_daemon(
             assert status == 200
             async with asyncio.timeout(15):
                 assert (await device.next_message()).content == TextContent("Login\n\n424242")
-            with_file = json.dumps({**sandes, "file_url": "https://files.example/x.pdf"})
+            # A file the app serves on its own host: fetched, encrypted here, sent.
+            report = os.urandom(300_000)
+
+            async def serve_report(_request: web.Request) -> web.Response:
+                return web.Response(body=report)
+
+            files = web.Application()
+            files.add_routes([web.get("/report.pdf", serve_report)])
+            file_runner = web.AppRunner(files, access_log=None)
+            await file_runner.setup()
+            stack.push_async_callback(file_runner.cleanup)
+            file_port = free_port()
+            await web.TCPSite(file_runner, "127.0.0.1", file_port).start()
+            with_file = json.dumps(
+                {
+                    **sandes,
+                    "type": "info",
+                    "receivers": ["alice@mail.example"],
+                    "file_url": f"http://127.0.0.1:{file_port}/report.pdf",
+                    "file_content_type": "application/pdf",
+                }
+            )
             status, answer = await _post_raw(
                 session,
                 url,
                 with_file.encode(),
                 {**signed, "hmac": _mac(credentials.hmac_key, with_file)},
             )
-            assert (status, answer["error"]) == (501, "not_implemented")
+            assert status == 200, answer
+            assert answer["results"][0]["file_message_id"]
+            async with asyncio.timeout(30):
+                first, second = await device.next_message(), await device.next_message()
+            assert first.content == TextContent("Login\n\n424242")
+            assert isinstance(second.content, FileContent)
+            assert (second.content.name, second.content.media_type) == (
+                "report.pdf",
+                "application/pdf",
+            )
+            assert second.saved_file is not None and second.saved_file.read_bytes() == report
 
             # Statuses reach the app's own webhook, signed.
             await hook.wait_for(lambda events: "delivered" in statuses(events, native_id))

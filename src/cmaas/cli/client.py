@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from cmaas.cli.variables import variables
@@ -33,6 +34,8 @@ def add_parser(parts: Any) -> None:
     what = send.add_mutually_exclusive_group(required=True)
     what.add_argument("--otp", help="a one-time password")
     what.add_argument("--text", help="a confidential text")
+    what.add_argument("--file", type=Path, help="a file, encrypted here before it leaves")
+    send.add_argument("--media-type", default="application/octet-stream", help="of --file")
     send.add_argument("--purpose", default="login", help="what the OTP is for (default login)")
     send.add_argument(
         "--priority",
@@ -83,16 +86,26 @@ async def _send_and_wait(args: argparse.Namespace) -> int:
     config = client_config(variables(args))
     priority: Priority = args.priority or ("high" if args.otp is not None else "normal")
     async with GatewayClient(config) as client:
-        answer = await client.send(
-            args.to,
-            otp=args.otp,
-            text=args.text,
-            purpose=args.purpose,
-            priority=priority,
-            ttl_s=args.ttl,
-            auto_delete_s=args.auto_delete,
-            message_id=args.message_id,
-        )
+        if args.file is not None:
+            answer = await client.send_file(
+                args.to,
+                args.file,
+                media_type=args.media_type,
+                priority=priority,
+                ttl_s=args.ttl,
+                message_id=args.message_id,
+            )
+        else:
+            answer = await client.send(
+                args.to,
+                otp=args.otp,
+                text=args.text,
+                purpose=args.purpose,
+                priority=priority,
+                ttl_s=args.ttl,
+                auto_delete_s=args.auto_delete,
+                message_id=args.message_id,
+            )
         _show(
             args,
             {

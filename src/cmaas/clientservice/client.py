@@ -188,6 +188,30 @@ class GatewayClient:
 
         Raises: as :meth:`send`, and OSError (the file cannot be read).
         """
+        content = await self._upload(path, media_type, name or path.name, ttl_s)
+        request = await self._sealed(to, content, message_id or _new_id(), priority, ttl_s, None)
+        answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
+        return answer
+
+    async def send_file_many(
+        self,
+        recipients: Sequence[str],
+        path: Path,
+        *,
+        media_type: str = "application/octet-stream",
+        name: str | None = None,
+        priority: Priority = "normal",
+        ttl_s: int = 86_400,
+    ) -> list[dict[str, Any]]:
+        """One file to several recipients: uploaded once, its key sealed for each (results
+        as :meth:`send_many`).
+
+        Raises: OSError, ApiError (the upload), GatewayUnavailable.
+        """
+        content = await self._upload(path, media_type, name or path.name, ttl_s)
+        return await self._multicast(recipients, content, priority, ttl_s, None)
+
+    async def _upload(self, path: Path, media_type: str, name: str, ttl_s: int) -> FileContent:
         file_key = os.urandom(FILE_KEY_SIZE)
         blob_path = self.config.state_dir / f".outgoing-{secrets.token_hex(8)}.blob"
         try:
@@ -200,17 +224,14 @@ class GatewayClient:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 blob_path.unlink()
-        content = FileContent(
-            name=name or path.name,
+        return FileContent(
+            name=name,
             media_type=media_type,
             size=size,
             url=str(uploaded["url"]),
             file_key=file_key,
             sha256=plain_sha256,
         )
-        request = await self._sealed(to, content, message_id or _new_id(), priority, ttl_s, None)
-        answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
-        return answer
 
     async def send_many(
         self,
@@ -232,6 +253,16 @@ class GatewayClient:
         Raises: ValueError, GatewayUnavailable.
         """
         content = _content(text, otp, purpose)
+        return await self._multicast(recipients, content, priority, ttl_s, auto_delete_s)
+
+    async def _multicast(
+        self,
+        recipients: Sequence[str],
+        content: Content,
+        priority: Priority,
+        ttl_s: int,
+        auto_delete_s: int | None,
+    ) -> list[dict[str, Any]]:
         results: list[dict[str, Any] | None] = []
         requests: list[tuple[int, dict[str, Any]]] = []
         for to in recipients:

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import hmac
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_BODY = 1024 * 1024
+_MAX_FILE = 32 * 1024 * 1024
 _PRIORITIES = ("high", "normal", "bulk")
 
 
@@ -116,6 +121,16 @@ def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Applic
             raise _Refused(400, "invalid_request", "the body must be a JSON object")
         receivers, options = _sandes_options(value)
         results = await client.send_many(receivers, **options)
+        file_url = value.get("file_url")
+        if file_url:
+            files = await _send_fetched_file(
+                client, receivers, str(file_url), str(value.get("file_content_type") or "")
+            )
+            for result, sent in zip(results, files, strict=True):
+                result["file_message_id"] = sent.get("message_id")
+                if sent["status_code"] != 202 and result["status_code"] == 202:
+                    result.update(status_code=sent["status_code"], error=sent.get("error"))
+                    result.update(detail=f"file: {sent.get('detail', '')}")
         return web.json_response(
             {
                 "status": "success" if all(r["status_code"] == 202 for r in results) else "partial",
@@ -123,6 +138,7 @@ def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Applic
                     {
                         "receiver": r["to"],
                         "message_id": r.get("message_id"),
+                        "file_message_id": r.get("file_message_id"),
                         "status": r.get("status", "refused"),
                         "error": r.get("error"),
                         "detail": r.get("detail", ""),
@@ -200,10 +216,11 @@ def _sandes_options(value: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         or not all(isinstance(r, str) for r in receivers)
     ):
         raise _Refused(400, "invalid_request", "receivers must be a list of emails or mobiles")
-    if value.get("file_url"):
-        raise _Refused(
-            501, "not_implemented", "file_url: encrypted files are not supported by this daemon yet"
-        )
+    file_url = value.get("file_url")
+    if file_url and (
+        not isinstance(file_url, str) or not file_url.startswith(("http://", "https://"))
+    ):
+        raise _Refused(400, "invalid_request", "file_url must be an http(s) URL")
     title = str(value.get("title") or "")
     kind = str(value.get("type") or "").lower()
     options: dict[str, Any] = {"ttl_s": _ttl(value.get("expire_on"))}
@@ -216,6 +233,36 @@ def _sandes_options(value: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     else:
         options |= {"text": f"{title}\n\n{message}" if title else message, "priority": "normal"}
     return receivers, options
+
+
+async def _send_fetched_file(
+    client: GatewayClient, receivers: list[str], url: str, media_type: str
+) -> list[dict[str, Any]]:
+    """Fetch the app's file from ``url`` (on the app's side, usually this host), then
+    encrypt and send it to every receiver. The plaintext copy is deleted at once."""
+    state = client.config.state_dir
+    local = state / f".incoming-{secrets.token_hex(8)}"
+    name = Path(urlsplit(url).path).name or "file"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            if response.status != 200:
+                raise _Refused(502, "file_unavailable", f"file_url answered HTTP {response.status}")
+            size = 0
+            with local.open("wb") as out:
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    size += len(chunk)
+                    if size > _MAX_FILE:
+                        raise _Refused(
+                            413, "payload_too_large", f"file_url is over {_MAX_FILE} bytes"
+                        )
+                    out.write(chunk)
+        kind = media_type or response.headers.get("Content-Type", "application/octet-stream")
+        return await client.send_file_many(receivers, local, media_type=kind, name=name)
+    except aiohttp.ClientError as error:
+        raise _Refused(502, "file_unavailable", f"file_url: {error}") from error
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            local.unlink()
 
 
 def _ttl(expire_on: object) -> int:
