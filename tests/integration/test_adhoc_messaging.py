@@ -62,7 +62,7 @@ async def test_bot_looks_up_submits_and_follows_over_adhoc(
                     signature_key, "POST", "/v1/messages", timestamp, nonce, body.encode()
                 )
                 return {
-                    "message": body,
+                    "request": body,
                     "timestamp": timestamp,
                     "nonce": nonce,
                     "signature": signature,

@@ -9,7 +9,8 @@ submission still carries the request HMAC of SPEC section 4, computed exactly as
 from __future__ import annotations
 
 import json
-from typing import cast
+from abc import abstractmethod
+from typing import ClassVar, cast
 
 from cmaas.component.adhoc.command import (
     Access,
@@ -34,7 +35,14 @@ from cmaas.delivery.submission import Outcome, outcome_json
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.keystore import App, Keystore
 
-__all__ = ["KeysLookup", "MessageSend", "MessageStatus", "messaging_commands"]
+__all__ = [
+    "AppDescribe",
+    "KeysLookup",
+    "MessageSend",
+    "MessageStatus",
+    "SigningKeyRegister",
+    "messaging_commands",
+]
 
 SUBMIT_PATH = "/v1/messages"
 """The path the HMAC of ``message-send`` covers, as for the HTTP submission."""
@@ -112,37 +120,30 @@ class KeysLookup(_AppCommand):
         return FormStep(self.form, submit)
 
 
-class MessageSend(_AppCommand):
-    node = "urn:cmaas:cmd:message-send"
-    name = "Submit a sealed message"
-    form = FormSpec(
-        "Submit a sealed message",
-        "The message as the JSON body of POST /v1/messages, signed as that request would"
-        " be (X-CMAAS-Timestamp, X-CMAAS-Nonce, X-CMAAS-Signature).",
-        (
-            FieldSpec(
-                "message",
-                "Message (JSON)",
-                required=True,
-                desc="message_id, to, priority, expires_at and envelope",
-                max_length=MAX_ENVELOPE_BYTES + 4096,
-            ),
-            FieldSpec("timestamp", "Timestamp (unix seconds)", required=True),
-            FieldSpec("nonce", "Nonce", required=True),
-            FieldSpec("signature", "Signature (base64 HMAC-SHA256)", required=True),
-        ),
-    )
+_SIGNATURE_FIELDS = (
+    FieldSpec("timestamp", "Timestamp (unix seconds)", required=True),
+    FieldSpec("nonce", "Nonce", required=True),
+    FieldSpec("signature", "Signature (base64 HMAC-SHA256)", required=True),
+)
+
+
+class _SignedCommand(_AppCommand):
+    """A command that carries an HTTP request's JSON body, signed exactly as that request
+    (``POST`` to :attr:`path`) would be; the server-stamped sender names the app."""
+
+    path: ClassVar[str]
+    form: ClassVar[FormSpec]
 
     async def start(self, context: CommandContext) -> Step:
         async def submit(form: Submission) -> Step:
-            body = form.text("message").encode()
+            body = form.text("request").encode()
             try:
                 app = await self.bound_app(context)
                 await self.authenticator.authenticate_bound(
                     app.app_id,
                     SignedRequest(
                         method="POST",
-                        path=SUBMIT_PATH,
+                        path=self.path,
                         body=body,
                         client_id=app.client_id,
                         client_secret="",
@@ -152,17 +153,93 @@ class MessageSend(_AppCommand):
                         peer=None,
                     ),
                 )
-                (outcome,) = await self.messaging.submit(app, [parse_json_body(body)])
+                return await self.perform(app, parse_json_body(body))
             except DeliveryError as error:
                 return _refused(error)
-            if isinstance(outcome, DeliveryError):
-                return _refused(outcome)
-            return Completed(
-                notes=[("info", f"Message {outcome.message_id}: {outcome.status.value}")],
-                payload=render_result("Accepted", _outcome_rows(outcome)),
-            )
 
         return FormStep(self.form, submit)
+
+    @abstractmethod
+    async def perform(self, app: App, request: object) -> Completed:
+        """Raises: DeliveryError."""
+
+
+class MessageSend(_SignedCommand):
+    node = "urn:cmaas:cmd:message-send"
+    name = "Submit a sealed message"
+    path = SUBMIT_PATH
+    form = FormSpec(
+        "Submit a sealed message",
+        "The message as the JSON body of POST /v1/messages, signed as that request would"
+        " be (X-CMAAS-Timestamp, X-CMAAS-Nonce, X-CMAAS-Signature).",
+        (
+            FieldSpec(
+                "request",
+                "Message (JSON)",
+                required=True,
+                desc="message_id, to, priority, expires_at and envelope",
+                max_length=MAX_ENVELOPE_BYTES + 4096,
+            ),
+            *_SIGNATURE_FIELDS,
+        ),
+    )
+
+    async def perform(self, app: App, request: object) -> Completed:
+        (outcome,) = await self.messaging.submit(app, [request])
+        if isinstance(outcome, DeliveryError):
+            return _refused(outcome)
+        return Completed(
+            notes=[("info", f"Message {outcome.message_id}: {outcome.status.value}")],
+            payload=render_result("Accepted", _outcome_rows(outcome)),
+        )
+
+
+class SigningKeyRegister(_SignedCommand):
+    node = "urn:cmaas:cmd:signing-key-register"
+    name = "Register the app's envelope signing key"
+    path = "/v1/signing-keys"
+    form = FormSpec(
+        "Register a signing key",
+        'The JSON body of POST /v1/signing-keys ({"public_key": ...}), signed as that'
+        " request would be.",
+        (FieldSpec("request", "Request (JSON)", required=True), *_SIGNATURE_FIELDS),
+    )
+
+    async def perform(self, app: App, request: object) -> Completed:
+        if not isinstance(request, dict) or set(request) != {"public_key"}:
+            raise InvalidRequest('the request must be {"public_key": BASE64URL_POINT}')
+        digest, added = await self.messaging.register_signing_key(app, request["public_key"])
+        return Completed(
+            notes=[("info", "Registered" if added else "Already registered")],
+            payload=render_result("Signing key", [("fingerprint", "Fingerprint", digest)]),
+        )
+
+
+class AppDescribe(_AppCommand):
+    node = "urn:cmaas:cmd:app-describe"
+    name = "Describe my app"
+
+    async def start(self, context: CommandContext) -> Step:
+        try:
+            app = await self.bound_app(context)
+        except DeliveryError as error:
+            return _refused(error)
+        described = self.messaging.describe(app)
+        return Completed(
+            payload=render_result(
+                "App",
+                [
+                    (key, key.replace("_", " ").capitalize(), _form_value(value))
+                    for key, value in described.items()
+                ],
+            )
+        )
+
+
+def _form_value(value: object) -> FieldValue:
+    if isinstance(value, list):
+        return [str(item) for item in value]
+    return "" if value is None else str(value)
 
 
 class MessageStatus(_AppCommand):
@@ -206,5 +283,5 @@ def messaging_commands(
 ) -> list[Command]:
     return [
         command(keystore, messaging, authenticator)
-        for command in (KeysLookup, MessageSend, MessageStatus)
+        for command in (AppDescribe, KeysLookup, MessageSend, MessageStatus, SigningKeyRegister)
     ]
