@@ -210,11 +210,24 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def client_config_for(
-    gateway: GatewayProcess, state: Path, app_id: str = "shop", **options: Any
+    gateway: GatewayProcess,
+    state: Path,
+    app_id: str = "shop",
+    *register_args: str,
+    **options: Any,
 ) -> ClientConfig:
-    """Register ``app_id`` (loopback allowed) and a client service config for it."""
+    """Register ``app_id`` (loopback allowed; more ``app-register`` flags in
+    ``register_args``) and a client service config for it."""
     issued = await asyncio.to_thread(
-        admin, gateway, "app-register", app_id, "--name", "Shop", "--network", "127.0.0.0/8"
+        admin,
+        gateway,
+        "app-register",
+        app_id,
+        "--name",
+        "Shop",
+        "--network",
+        "127.0.0.0/8",
+        *register_args,
     )
     return ClientConfig(
         f"http://127.0.0.1:{gateway.http_port}",

@@ -21,6 +21,7 @@ from cmaas.clientservice import (
     GatewayClient,
     KeyChange,
     SyncGatewayClient,
+    XmppTransport,
 )
 from cmaas.device.client import DeviceClient
 from cmaas.devservers import XmppServer, cmaas_executable
@@ -28,6 +29,7 @@ from cmaas.envelope import DeviceKeyring, FileContent, OtpContent, TextContent, 
 from cmaas.envelope.blob import TamperedBlob
 
 from .apps import admin, client_config_for
+from .conftest import PASSWORD
 from .devices import device_config, new_device
 from .gateway_process import GatewayProcess
 
@@ -276,3 +278,48 @@ async def test_files_travel_encrypted_and_a_tampered_blob_is_refused(
                 refused = await awake.refused.get()
             assert isinstance(refused.error, TamperedBlob)
             assert not list((config_dir / "files").glob("*contract*"))
+
+
+async def test_a_bot_sends_over_xmpp_and_follows_the_notices(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice, bot = f"alice@{xmpp_server.domain}", f"bot@{xmpp_server.domain}"
+    config = await client_config_for(gateway, tmp_path / "bot", "botshop", "--jid", bot)
+    transport = XmppTransport(
+        f"{bot}/sender",
+        PASSWORD,
+        xmpp_server.component_domain,
+        config.credentials,
+        host=xmpp_server.host,
+        port=xmpp_server.c2s_port,
+        plaintext=True,
+    )
+    async with AsyncExitStack() as stack:
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "x"))
+        await device.publish()
+        await stack.enter_async_context(transport)
+        client = await stack.enter_async_context(GatewayClient(config, transport=transport))
+        assert client.app_jid == f"botshop@{xmpp_server.component_domain}"
+        seen: list[tuple[str, str]] = []
+        stop = asyncio.Event()
+        following = asyncio.create_task(
+            client.follow(lambda e: seen.append((e["message_id"], e["status"])), stop)
+        )
+        sent = await client.send(alice, otp="112358", priority="high")
+        async with asyncio.timeout(15):
+            received = await device.next_message()
+        assert received.content == OtpContent("112358", "login")
+        device.mark_read(received.message_id)
+        async with asyncio.timeout(20):
+            while (sent["message_id"], "read") not in seen:
+                await asyncio.sleep(0.1)
+        stop.set()
+        await following
+        assert [s for m, s in seen if m == sent["message_id"]] == [
+            "accepted",
+            "dispatched",
+            "delivered",
+            "read",
+        ]
+        view = await client.status(sent["message_id"])
+        assert view["status"] == "read"

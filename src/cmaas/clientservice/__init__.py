@@ -5,7 +5,7 @@ HTTP client underneath. Neither needs anything POSIX-only, so both run on Window
 """
 
 from cmaas.clientservice.api import ApiError, AppCredentials, GatewayApi
-from cmaas.clientservice.client import ClientConfig, GatewayClient, KeyChange
+from cmaas.clientservice.client import ClientConfig, GatewayClient, KeyChange, Transport
 from cmaas.clientservice.errors import (
     ClientServiceError,
     ClientStateError,
@@ -13,6 +13,7 @@ from cmaas.clientservice.errors import (
     GatewayUnavailable,
 )
 from cmaas.clientservice.sync import SyncGatewayClient
+from cmaas.clientservice.xmpp_transport import XmppTransport
 
 __all__ = [
     "ApiError",
@@ -26,4 +27,6 @@ __all__ = [
     "GatewayUnavailable",
     "KeyChange",
     "SyncGatewayClient",
+    "Transport",
+    "XmppTransport",
 ]

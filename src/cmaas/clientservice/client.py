@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -45,7 +45,7 @@ from cmaas.envelope import (
 from cmaas.envelope.blob import FILE_KEY_SIZE, encrypt_blob
 from cmaas.envelope.header import Priority
 
-__all__ = ["ClientConfig", "GatewayClient", "KeyChange"]
+__all__ = ["ClientConfig", "GatewayClient", "KeyChange", "Transport"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,27 @@ class ClientConfig:
     state_dir: Path
     key_cache_s: float = 60.0
     retry_for_s: float = 120.0
+
+
+class Transport(Protocol):
+    """How the client reaches the gateway: :class:`GatewayApi` over HTTP (the default),
+    or :class:`~cmaas.clientservice.xmpp_transport.XmppTransport` for bots."""
+
+    async def describe(self) -> dict[str, Any]: ...
+
+    async def register_signing_key(self, public_key_b64url: str) -> str: ...
+
+    async def lookup(self, to: str) -> dict[str, Any]: ...
+
+    async def submit(self, message: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def submit_batch(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+    async def status(self, message_id: str) -> dict[str, Any]: ...
+
+    async def events(self, after: int = 0, wait: int = 0) -> dict[str, Any]: ...
+
+    async def upload_blob(self, path: Path, digest: str, expires_in: int) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +120,7 @@ class GatewayClient:
         config: ClientConfig,
         *,
         session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
         on_key_change: Callable[[KeyChange], None] | None = None,
     ) -> None:
         self.config = config
@@ -109,7 +131,7 @@ class GatewayClient:
         self._pins = DevicePins(config.state_dir / "device-pins.json")
         self.app_key, _ = load_or_create_app_key(config.state_dir / "app-signing-key.pem")
         self.app_jid = ""
-        self.api: GatewayApi | None = None
+        self.api: Transport | None = transport
 
     async def __aenter__(self) -> GatewayClient:
         await self.start()
@@ -123,9 +145,10 @@ class GatewayClient:
 
         Raises: ApiError, GatewayUnavailable.
         """
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        self.api = GatewayApi(self.config.url, self.config.credentials, self._session)
+        if self.api is None:
+            if self._session is None:
+                self._session = aiohttp.ClientSession()
+            self.api = GatewayApi(self.config.url, self.config.credentials, self._session)
         described = await self._retrying(self.api.describe)
         self.app_jid = str(described["app_jid"])
         public = b64url(point_bytes(self.app_key.public_key()))
@@ -136,7 +159,7 @@ class GatewayClient:
             await self._session.close()
             self._session = None
 
-    def _api(self) -> GatewayApi:
+    def _api(self) -> Transport:
         if self.api is None:
             raise RuntimeError("start the client first (async with GatewayClient(...))")
         return self.api
