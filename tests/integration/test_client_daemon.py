@@ -49,6 +49,7 @@ async def test_an_http_only_app_sends_through_the_daemon(
         "CMAAS_CLIENT_DIR": str(config.state_dir),
         "CMAAS_CLIENT_WEBHOOK": hook.url,
     }
+    bearer = {"Authorization": f"Bearer {credentials.client_secret}"}
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(hook.running())
         session = await stack.enter_async_context(http_session())
@@ -73,9 +74,12 @@ async def test_an_http_only_app_sends_through_the_daemon(
             assert f"client service for shop@{xmpp_server.component_domain}" in banner
 
             # Native API.
-            bearer = {"Authorization": f"Bearer {credentials.client_secret}"}
             status, answer = await _post(session, f"{base}/v1/send", {"to": alice, "otp": "5"})
             assert (status, answer["error"]) == (401, "unauthenticated")
+            status, answer = await _post(
+                session, f"{base}/v1/send", {"to": alice, "otp": "12"}, bearer
+            )
+            assert (status, answer["error"]) == (400, "invalid_request"), answer
             status, answer = await _post(
                 session,
                 f"{base}/v1/send",

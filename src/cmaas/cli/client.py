@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -44,7 +45,10 @@ def add_parser(parts: Any) -> None:
     )
     send.add_argument("--ttl", type=int, default=600, help="seconds until it expires (600)")
     send.add_argument("--auto-delete", type=int, help="seconds after display to delete it")
-    send.add_argument("--message-id", help="your own id (idempotent: a retry sends nothing new)")
+    send.add_argument(
+        "--message-id",
+        help="your own id; a second run with it seals anew and is refused (409)",
+    )
     send.add_argument(
         "--wait",
         type=float,
@@ -79,11 +83,13 @@ def _send(args: argparse.Namespace) -> int:
 
 
 async def _send_and_wait(args: argparse.Namespace) -> int:
-    from cmaas.clientservice import GatewayClient
+    from cmaas.clientservice import ClientServiceError, GatewayClient
     from cmaas.clientservice.config import client_config
     from cmaas.envelope.header import Priority
 
     config = client_config(variables(args))
+    if args.file is not None and not args.file.is_file():
+        raise ClientServiceError(f"--file {args.file}: no such file")
     priority: Priority = args.priority or ("high" if args.otp is not None else "normal")
     async with GatewayClient(config) as client:
         if args.file is not None:
@@ -178,10 +184,14 @@ async def _daemon(args: argparse.Namespace) -> int:
                 flush=True,
             )
             relay = StatusRelay(webhook, config.credentials.hmac_key, session) if webhook else None
-            if relay is not None:
-                await client.follow(relay, stop)
-            else:
-                await stop.wait()
+            following = asyncio.create_task(client.follow(relay, stop)) if relay else None
+            await stop.wait()
+            if following is not None:
+                # A relay retrying a dead webhook must not hold the shutdown; the event's
+                # cursor has not advanced, so it is relayed again at the next start.
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
         finally:
             await runner.cleanup()
     return 0

@@ -171,7 +171,7 @@ class GatewayClient:
         text: str | None = None,
         otp: str | None = None,
         purpose: str = "login",
-        priority: Priority = "normal",
+        priority: Priority | None = None,
         ttl_s: int = 600,
         auto_delete_s: int | None = None,
         message_id: str | None = None,
@@ -189,7 +189,7 @@ class GatewayClient:
         """
         content = _content(text, otp, purpose)
         request = await self._sealed(
-            to, content, message_id or _new_id(), priority, ttl_s, auto_delete_s
+            to, content, message_id or _new_id(), _priority(priority, otp), ttl_s, auto_delete_s
         )
         answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
         return answer
@@ -263,7 +263,7 @@ class GatewayClient:
         text: str | None = None,
         otp: str | None = None,
         purpose: str = "login",
-        priority: Priority = "normal",
+        priority: Priority | None = None,
         ttl_s: int = 600,
         auto_delete_s: int | None = None,
     ) -> list[dict[str, Any]]:
@@ -276,7 +276,9 @@ class GatewayClient:
         Raises: ValueError, GatewayUnavailable.
         """
         content = _content(text, otp, purpose)
-        return await self._multicast(recipients, content, priority, ttl_s, auto_delete_s)
+        return await self._multicast(
+            recipients, content, _priority(priority, otp), ttl_s, auto_delete_s
+        )
 
     async def _multicast(
         self,
@@ -462,6 +464,13 @@ def _encrypt_file(source: Path, target: Path, file_key: bytes) -> tuple[int, str
         for chunk in iter(lambda: blob.read(1024 * 1024), b""):
             digest.update(chunk)
     return size, plain_sha256, digest.hexdigest()
+
+
+def _priority(priority: Priority | None, otp: str | None) -> Priority:
+    """OTPs ride high unless told otherwise; everything else normal."""
+    if priority is not None:
+        return priority
+    return "high" if otp is not None else "normal"
 
 
 def _content(text: str | None, otp: str | None, purpose: str) -> Content:

@@ -20,9 +20,10 @@ import datetime
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ from cmaas.clientservice.api import ApiError, AppCredentials
 from cmaas.clientservice.client import GatewayClient
 from cmaas.clientservice.errors import ClientServiceError, DeviceKeyChanged
 from cmaas.delivery.signing import body_mac, webhook_signature
+from cmaas.envelope import EnvelopeError
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.errors import CmaasError
 
@@ -68,6 +70,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _refused(error.status, error.code, error.detail)
     except DeviceKeyChanged as error:
         return _refused(409, "device_key_changed", str(error))
+    except (EnvelopeError, ValueError) as error:
+        # What the content itself refuses (an OTP too short, a bad message id, ...).
+        return _refused(400, "invalid_request", str(error))
     except ClientServiceError as error:
         return _refused(503, "gateway_unavailable", str(error))
     except web.HTTPException as error:
@@ -120,12 +125,21 @@ def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Applic
         if not isinstance(value, dict):
             raise _Refused(400, "invalid_request", "the body must be a JSON object")
         receivers, options = _sandes_options(value)
-        results = await client.send_many(receivers, **options)
         file_url = value.get("file_url")
-        if file_url:
-            files = await _send_fetched_file(
-                client, receivers, str(file_url), str(value.get("file_content_type") or "")
-            )
+        if not file_url:
+            results = await client.send_many(receivers, **options)
+        else:
+            # The file is fetched before anything is sent: if it cannot be had, nothing goes.
+            async with _fetched(client, str(file_url)) as (local, name, fetched_type):
+                results = await client.send_many(receivers, **options)
+                files = await client.send_file_many(
+                    receivers,
+                    local,
+                    media_type=str(value.get("file_content_type") or fetched_type),
+                    name=name,
+                    priority=options["priority"],
+                    ttl_s=options["ttl_s"],
+                )
             for result, sent in zip(results, files, strict=True):
                 result["file_message_id"] = sent.get("message_id")
                 if sent["status_code"] != 202 and result["status_code"] == 202:
@@ -235,20 +249,19 @@ def _sandes_options(value: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     return receivers, options
 
 
-async def _send_fetched_file(
-    client: GatewayClient, receivers: list[str], url: str, media_type: str
-) -> list[dict[str, Any]]:
-    """Fetch the app's file from ``url`` (on the app's side, usually this host), then
-    encrypt and send it to every receiver. The plaintext copy is deleted at once."""
-    state = client.config.state_dir
-    local = state / f".incoming-{secrets.token_hex(8)}"
+@contextlib.asynccontextmanager
+async def _fetched(client: GatewayClient, url: str) -> AsyncIterator[tuple[Path, str, str]]:
+    """Fetch the app's file from ``url`` (on the app's side, usually this host) into a
+    private temporary file, deleted on exit. Yields its path, name and media type."""
+    local = client.config.state_dir / f".incoming-{secrets.token_hex(8)}"
     name = Path(urlsplit(url).path).name or "file"
     try:
         async with aiohttp.ClientSession() as session, session.get(url) as response:
             if response.status != 200:
                 raise _Refused(502, "file_unavailable", f"file_url answered HTTP {response.status}")
             size = 0
-            with local.open("wb") as out:
+            flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+            with os.fdopen(os.open(local, flags, 0o600), "wb") as out:
                 async for chunk in response.content.iter_chunked(64 * 1024):
                     size += len(chunk)
                     if size > _MAX_FILE:
@@ -256,8 +269,8 @@ async def _send_fetched_file(
                             413, "payload_too_large", f"file_url is over {_MAX_FILE} bytes"
                         )
                     out.write(chunk)
-        kind = media_type or response.headers.get("Content-Type", "application/octet-stream")
-        return await client.send_file_many(receivers, local, media_type=kind, name=name)
+            media_type = response.headers.get("Content-Type", "application/octet-stream")
+        yield local, name, media_type.split(";")[0].strip() or "application/octet-stream"
     except aiohttp.ClientError as error:
         raise _Refused(502, "file_unavailable", f"file_url: {error}") from error
     finally:

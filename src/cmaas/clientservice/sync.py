@@ -55,7 +55,7 @@ class SyncGatewayClient:
         text: str | None = None,
         otp: str | None = None,
         purpose: str = "login",
-        priority: Priority = "normal",
+        priority: Priority | None = None,
         ttl_s: int = 600,
         auto_delete_s: int | None = None,
         message_id: str | None = None,
@@ -80,7 +80,7 @@ class SyncGatewayClient:
         text: str | None = None,
         otp: str | None = None,
         purpose: str = "login",
-        priority: Priority = "normal",
+        priority: Priority | None = None,
         ttl_s: int = 600,
     ) -> list[dict[str, Any]]:
         return self._call(

@@ -18,9 +18,9 @@ one key within the birthday bound, far beyond a device's saves.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hmac
 import os
+import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,7 +184,7 @@ class KeyFile:
         # another creates a new one, and both would believe they hold the lock.
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _lock_exclusively(fd)
             except BlockingIOError as exc:
                 raise KeyFileError(
                     f"another cmaas device process uses {self.path}; stop it first"
@@ -301,3 +301,21 @@ def _derive(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     # through undecoded are used as they came, not refused.
     secret = unicodedata.normalize("NFC", passphrase).encode("utf-8", "surrogateescape")
     return Scrypt(salt=salt, length=_KEY_SIZE, n=n, r=r, p=p).derive(secret)
+
+
+def _lock_exclusively(fd: int) -> None:
+    """Lock the open file for this process alone, without waiting.
+
+    Raises: BlockingIOError: Another process holds the lock.
+    """
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            raise BlockingIOError(str(exc)) from exc
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
