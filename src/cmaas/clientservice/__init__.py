@@ -13,11 +13,13 @@ from cmaas.clientservice.errors import (
     GatewayUnavailable,
 )
 from cmaas.clientservice.sync import SyncGatewayClient
+from cmaas.clientservice.webhooks import BadWebhook, status_webhook, verified_events
 from cmaas.clientservice.xmpp_transport import XmppTransport
 
 __all__ = [
     "ApiError",
     "AppCredentials",
+    "BadWebhook",
     "ClientConfig",
     "ClientServiceError",
     "ClientStateError",
@@ -29,4 +31,6 @@ __all__ = [
     "SyncGatewayClient",
     "Transport",
     "XmppTransport",
+    "status_webhook",
+    "verified_events",
 ]
