@@ -245,3 +245,57 @@ async def test_webhook_endpoint_down_then_up(
         for message_id in sent:
             assert statuses(hook.events, message_id) == ["accepted", "dispatched", "delivered"]
         assert hook.bad_signatures == 0
+
+
+async def test_im_server_restarted_mid_flood_loses_nothing(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    await _roomy_plan(gateway)
+    count = 1500
+    async with AsyncExitStack() as stack:
+        session = await stack.enter_async_context(http_session())
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "r"))
+        await device.publish()
+        app = await register_app(gateway, session, "flood")
+        lookup = await app.api.lookup(alice)
+        spk_only = {**lookup, "devices": [_without_prekeys(d) for d in lookup["devices"]]}
+        ids = [app.new_id() for _ in range(count)]
+        sealed = [
+            {
+                "message_id": message_id,
+                "to": alice,
+                "priority": "bulk",
+                "envelope": app.seal(
+                    spk_only, TextContent(f"#{n}"), message_id=message_id, priority="bulk"
+                ),
+            }
+            for n, message_id in enumerate(ids)
+        ]
+        for start in range(0, count, 500):
+            results = await app.api.submit_batch(sealed[start : start + 500])
+            assert {r["status"] for r in results} == {"accepted"}
+
+        shown: set[str] = set()
+        duplicates = 0
+
+        async def collect(until: int, within: float) -> None:
+            nonlocal duplicates
+            async with asyncio.timeout(within):
+                while len(shown) < until:
+                    message_id = (await device.next_message()).message_id
+                    duplicates += message_id in shown
+                    shown.add(message_id)
+
+        await collect(100, 30)  # the flood is under way
+        await asyncio.to_thread(xmpp_server.restart)
+        await asyncio.to_thread(gateway.wait_healthy, 60)
+        await collect(count, 120)
+        assert shown == set(ids)
+        assert duplicates == 0, "the device shows each message once"
+        async with asyncio.timeout(60):
+            while True:
+                views = [await app.api.status(message_id) for message_id in ids[-3:]]
+                if all(v["status"] == "delivered" for v in views):
+                    break
+                await asyncio.sleep(0.5)

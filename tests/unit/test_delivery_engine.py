@@ -324,3 +324,38 @@ async def test_back_pressure_refuses_bulk_first_and_never_high(keystore: SqliteK
     assert await outcomes() == ["InvalidRequest", "InvalidRequest", "Backpressure"]
     depth[Priority.BULK] = 1000
     assert await outcomes() == ["InvalidRequest", "Backpressure", "Backpressure"]
+
+
+class StallingSender(FakeSender):
+    """A server that never confirms the first round (the link falls before it answers)."""
+
+    async def barrier(self) -> None:
+        self.barriers += 1
+        if self.barriers == 1:
+            await asyncio.Event().wait()
+
+
+async def test_dispatcher_survives_a_link_lost_while_it_waits_for_the_server(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    sender = StallingSender()
+    now_ms = int(clock.now * 1000)
+    dispatcher = Dispatcher(
+        keystore.messages, sender, batch=1, rounds_in_flight=0, clock_ms=lambda: now_ms
+    )
+    entries = await _stored(
+        keystore, *((f"m{n}", Priority.NORMAL, now_ms + 60_000) for n in range(3))
+    )
+    dispatcher.enqueue(entries[:1])
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    dispatcher.link_up()
+    await _until(lambda: sender.sent == ["m0"])
+    await asyncio.sleep(0.1)  # now waiting for a confirmation that never comes
+    dispatcher.link_down()  # drops (cancels) the round it waits for
+    dispatcher.link_up()
+    dispatcher.enqueue(entries[1:])
+    await _until(lambda: {"m1", "m2"} <= set(sender.sent))
+    assert not running.done()
+    stop.set()
+    await running

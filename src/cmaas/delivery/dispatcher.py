@@ -154,33 +154,42 @@ class Dispatcher:
         """Dispatch until ``stop`` is set."""
         try:
             while not stop.is_set():
-                if not self._connected.is_set():
-                    await wait_first(stop, self._connected)
-                    continue
-                self._forget_old()
-                batch = self._take()
-                if not batch:
-                    self._wake.clear()
-                    if not len(self._queues):
-                        await wait_first(stop, self._wake)
-                    continue
-                if await self._dispatch(batch):
-                    self._barriers.append(asyncio.create_task(self._sender.barrier()))
-                    await self._wait_for_server(stop)
+                try:
+                    await self._round(stop)
+                except Exception:
+                    # A dispatcher that dies leaves the outbox silently stuck: never let one
+                    # bad round end it.
+                    log.exception("outbox: a dispatch round failed; carrying on")
+                    await asyncio.sleep(0.1)
         finally:
             self._drop_barriers()
             if self._marking:
                 await asyncio.gather(*self._marking, return_exceptions=True)
+
+    async def _round(self, stop: asyncio.Event) -> None:
+        if not self._connected.is_set():
+            await wait_first(stop, self._connected)
+            return
+        self._forget_old()
+        batch = self._take()
+        if not batch:
+            self._wake.clear()
+            if not len(self._queues):
+                await wait_first(stop, self._wake)
+            return
+        if await self._dispatch(batch):
+            self._barriers.append(asyncio.create_task(self._sender.barrier()))
+            await self._wait_for_server(stop)
 
     async def _wait_for_server(self, stop: asyncio.Event) -> None:
         """Hold the next round until the server has confirmed all but the last few."""
         while len(self._barriers) > self._rounds_in_flight:
             oldest = self._barriers[0]
             await asyncio.wait({oldest}, timeout=0.5)
-            if oldest.done():
+            if stop.is_set() or not self._connected.is_set():
+                return  # a lost link drops the barriers; the next link starts afresh
+            if oldest.done() and self._barriers and self._barriers[0] is oldest:
                 self._barriers.popleft()
-            elif stop.is_set() or not self._connected.is_set():
-                return
 
     def _take(self) -> list[OutboxEntry]:
         batch: list[OutboxEntry] = []
