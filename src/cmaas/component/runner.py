@@ -237,12 +237,22 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         stack.push_async_callback(stop_engine)
+        # Runs first on the way out: stanza handlers that started before the link closed
+        # may still be reading the keystore; give them a moment before it closes.
+        stack.push_async_callback(_let_handlers_finish)
         tls = _tls_context(settings)
         await web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=tls).start()
         scheme = "https" if tls else "http"
         http_url = f"{scheme}://{settings.http_host}:{settings.http_port}"
         log.info("gateway %s: API on %s, database %s", domain, http_url, settings.database)
         yield Gateway(keystore, directory, xmpp, link, messaging, dispatcher, webhooks, http_url)
+
+
+async def _let_handlers_finish(within: float = 0.5) -> None:
+    current = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    if others:
+        await asyncio.wait(others, timeout=within)
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:

@@ -33,6 +33,10 @@ class SharedConnection:
         # transaction from interleaving with another's statements.
         self._lock = asyncio.Lock()
 
+    def write_lock(self) -> asyncio.Lock:
+        """The lock every transaction on this connection holds, e.g. to close it safely."""
+        return self._lock
+
     def now(self) -> int:
         """The clock's time in whole unix seconds."""
         return int(self._clock())

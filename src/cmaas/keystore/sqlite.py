@@ -133,7 +133,9 @@ class SqliteKeystore:
     async def close(self) -> None:
         await self._commits.close()
         await self._thread.close()
-        await self._db.close()
+        # A read or write in progress on the shared connection finishes first.
+        async with self._shared.write_lock():
+            await self._db.close()
 
     @property
     def devices(self) -> SqliteDeviceStore:
