@@ -14,6 +14,7 @@ import pytest
 from cmaas.device.client import DeviceClient
 from cmaas.devservers import XmppServer
 from cmaas.envelope import DeviceKeyring, Expired, TextContent
+from cmaas.envelope.header import Priority
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import SqliteKeystore
 
@@ -176,24 +177,7 @@ async def test_gateway_killed_mid_queue_loses_nothing(
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "k"))
         await device.publish()
         app = await register_app(gateway, session, "crashy")
-        lookup = await app.api.lookup(alice)
-        ids = [app.new_id() for _ in range(count)]
-        batch = [
-            {
-                "message_id": message_id,
-                "to": alice,
-                "priority": "normal",
-                "envelope": app.seal(
-                    {**lookup, "devices": [_without_prekeys(d) for d in lookup["devices"]]},
-                    TextContent(f"#{n}"),
-                    message_id=message_id,
-                    priority="normal",
-                ),
-            }
-            for n, message_id in enumerate(ids)
-        ]
-        results = await app.api.submit_batch(batch)
-        assert {r["status"] for r in results} == {"accepted"}
+        ids = await _submit_flood(app, alice, count, "normal")
         gateway.kill()  # while the outbox drains
         gateway.start()
 
@@ -211,6 +195,29 @@ async def test_gateway_killed_mid_queue_loses_nothing(
                 if all(v["status"] == "delivered" for v in views):
                     break
                 await asyncio.sleep(0.2)
+
+
+async def _submit_flood(app: RegisteredApp, to: str, count: int, priority: Priority) -> list[str]:
+    """Seal ``count`` messages to the recipient's signed prekeys (one lookup serves all)
+    and submit them in batches of 500; returns their ids."""
+    lookup = await app.api.lookup(to)
+    spk_only = {**lookup, "devices": [_without_prekeys(d) for d in lookup["devices"]]}
+    ids = [app.new_id() for _ in range(count)]
+    sealed = [
+        {
+            "message_id": message_id,
+            "to": to,
+            "priority": priority,
+            "envelope": app.seal(
+                spk_only, TextContent(f"#{n}"), message_id=message_id, priority=priority
+            ),
+        }
+        for n, message_id in enumerate(ids)
+    ]
+    for start in range(0, count, 500):
+        results = await app.api.submit_batch(sealed[start : start + 500])
+        assert {r["status"] for r in results} == {"accepted"}
+    return ids
 
 
 def _without_prekeys(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -258,23 +265,7 @@ async def test_im_server_restarted_mid_flood_loses_nothing(
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "r"))
         await device.publish()
         app = await register_app(gateway, session, "flood")
-        lookup = await app.api.lookup(alice)
-        spk_only = {**lookup, "devices": [_without_prekeys(d) for d in lookup["devices"]]}
-        ids = [app.new_id() for _ in range(count)]
-        sealed = [
-            {
-                "message_id": message_id,
-                "to": alice,
-                "priority": "bulk",
-                "envelope": app.seal(
-                    spk_only, TextContent(f"#{n}"), message_id=message_id, priority="bulk"
-                ),
-            }
-            for n, message_id in enumerate(ids)
-        ]
-        for start in range(0, count, 500):
-            results = await app.api.submit_batch(sealed[start : start + 500])
-            assert {r["status"] for r in results} == {"accepted"}
+        ids = await _submit_flood(app, alice, count, "bulk")
 
         shown: set[str] = set()
         duplicates = 0
