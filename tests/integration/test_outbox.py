@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from cmaas.device.client import DeviceClient
@@ -25,10 +26,10 @@ from .gateway_process import GatewayProcess
 pytestmark = pytest.mark.integration
 
 
-async def _roomy_plan(gateway: GatewayProcess) -> None:
+async def _roomy_plan(gateway: GatewayProcess, rate: int = 2000) -> None:
     """Tests that submit hundreds of messages should not meet the default plan's limits."""
     await asyncio.to_thread(
-        admin, gateway, "plan-set", "default", "--rate", "2000", "--burst", "2000"
+        admin, gateway, "plan-set", "default", "--rate", str(rate), "--burst", str(rate)
     )
 
 
@@ -166,30 +167,54 @@ async def test_a_bounce_fails_the_message_with_its_condition(
     assert [e["status"] for e in view["history"]] == ["accepted", "dispatched", "failed"]
 
 
-async def test_gateway_killed_mid_queue_loses_nothing(
+async def test_gateway_killed_mid_flood_loses_nothing(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
+    """kill -9 while a 10,000-message flood is half submitted and draining; the app
+    resubmits the batch whose answer it lost, as any client would after a crash."""
     alice = f"alice@{xmpp_server.domain}"
-    await _roomy_plan(gateway)
-    count = 300
+    await _roomy_plan(gateway, rate=50_000)
+    count = 10_000
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "k"))
         await device.publish()
         app = await register_app(gateway, session, "crashy")
-        ids = await _submit_flood(app, alice, count, "normal")
-        gateway.kill()  # while the outbox drains
-        gateway.start()
-
+        sealed = await _seal_flood(app, alice, count, "normal")
+        ids = [message["message_id"] for message in sealed]
         shown: list[str] = []
-        async with asyncio.timeout(60):
-            while len(set(shown)) < count:
+
+        async def collect() -> None:
+            while True:
                 shown.append((await device.next_message()).message_id)
-        with pytest.raises(TimeoutError):  # a duplicate shown would arrive by now
-            async with asyncio.timeout(1.5):
-                shown.append((await device.next_message()).message_id)
+
+        collecting = asyncio.create_task(collect())
+        try:
+            batches = [sealed[start : start + 500] for start in range(0, count, 500)]
+            for number, batch in enumerate(batches):
+                if number == len(batches) // 2:
+                    # The kill lands while this batch is being stored or answered.
+                    submitting = asyncio.create_task(app.api.submit_batch(batch))
+                    await asyncio.sleep(0.05)
+                    await asyncio.to_thread(gateway.kill)
+                    try:
+                        results = await submitting
+                    except aiohttp.ClientError:
+                        await asyncio.to_thread(gateway.start)
+                        results = await app.api.submit_batch(batch)
+                    else:
+                        await asyncio.to_thread(gateway.start)
+                else:
+                    results = await app.api.submit_batch(batch)
+                assert {r["status"] for r in results} == {"accepted"}
+            async with asyncio.timeout(180):
+                while len(set(shown)) < count:
+                    await asyncio.sleep(0.2)
+            await asyncio.sleep(1.5)  # a duplicate shown would arrive by now
+        finally:
+            collecting.cancel()
         assert sorted(shown) == sorted(ids), "each message shown exactly once"
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):
             while True:
                 views = [await app.api.status(message_id) for message_id in ids[-5:]]
                 if all(v["status"] == "delivered" for v in views):
@@ -197,13 +222,14 @@ async def test_gateway_killed_mid_queue_loses_nothing(
                 await asyncio.sleep(0.2)
 
 
-async def _submit_flood(app: RegisteredApp, to: str, count: int, priority: Priority) -> list[str]:
-    """Seal ``count`` messages to the recipient's signed prekeys (one lookup serves all)
-    and submit them in batches of 500; returns their ids."""
+async def _seal_flood(
+    app: RegisteredApp, to: str, count: int, priority: Priority
+) -> list[dict[str, Any]]:
+    """``count`` messages sealed to the recipient's signed prekeys (one lookup serves all)."""
     lookup = await app.api.lookup(to)
     spk_only = {**lookup, "devices": [_without_prekeys(d) for d in lookup["devices"]]}
     ids = [app.new_id() for _ in range(count)]
-    sealed = [
+    return [
         {
             "message_id": message_id,
             "to": to,
@@ -214,10 +240,15 @@ async def _submit_flood(app: RegisteredApp, to: str, count: int, priority: Prior
         }
         for n, message_id in enumerate(ids)
     ]
+
+
+async def _submit_flood(app: RegisteredApp, to: str, count: int, priority: Priority) -> list[str]:
+    """Seal ``count`` messages and submit them in batches of 500; returns their ids."""
+    sealed = await _seal_flood(app, to, count, priority)
     for start in range(0, count, 500):
         results = await app.api.submit_batch(sealed[start : start + 500])
         assert {r["status"] for r in results} == {"accepted"}
-    return ids
+    return [message["message_id"] for message in sealed]
 
 
 def _without_prekeys(bundle: dict[str, Any]) -> dict[str, Any]:
