@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from bench.footprint import footprint
 from bench.gateway import ingest, otp_latency
+from bench.local_items import key_lookup, sealing
 from bench.measure import HTTP_SENDER, RECIPIENT, Measurement, Settings, peer, raw_limit, run_all
 from bench.report import RESULTS_DIR, Row, say, table, write_json
 from cmaas.devservers import DevServerError, XmppServer, start_ejabberd, start_prosody
@@ -31,14 +33,17 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
         ("a", "raw component -> raw client", raw_limit),
         ("c", "gateway: signed HTTP batches -> raw client", ingest),
         ("d", "OTP latency while bulk drains", otp_latency),
+        ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
     "ejabberd": [
         ("a", "raw component -> raw client", raw_limit),
         ("b", "send_message HTTP -> raw client", peer),
         ("c", "gateway: signed HTTP batches -> raw client", ingest),
         ("d", "OTP latency while bulk drains", otp_latency),
+        ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
 }
+ALL_ITEMS = "abcdefg"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,10 +55,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="HTTP requests of (b)")
     parser.add_argument("--body-size", type=int, default=100, help="body characters")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per item")
+    parser.add_argument("--items", default=ALL_ITEMS, help="which items, e.g. 'acd' (default all)")
+    parser.add_argument("--queue", type=int, help="(f) messages queued (default 100000)")
+    parser.add_argument(
+        "--processed", type=int, help="(f) messages processed in all (default 1000000)"
+    )
+    parser.add_argument(
+        "--footprint-deadline", type=float, default=600.0, help="(f) seconds to process"
+    )
+    parser.add_argument("--devices", type=int, help="(g) devices (default 1000000)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
     args = parser.parse_args(argv)
     if args.count is None:
         args.count = 2000 if args.quick else 20000
+    if args.queue is None:
+        args.queue = 5_000 if args.quick else 100_000
+    if args.processed is None:
+        args.processed = 10_000 if args.quick else 1_000_000
+    if args.devices is None:
+        args.devices = 20_000 if args.quick else 1_000_000
+    args.items = "".join(sorted(set(args.items.replace(",", ""))))
+    if not args.items or set(args.items) - set(ALL_ITEMS):
+        parser.error(f"--items: letters among {ALL_ITEMS}")
+    if not 1 <= args.queue <= 1_000_000 or not 1 <= args.processed <= 10_000_000:
+        parser.error("--queue must be 1 to 1,000,000 and --processed 1 to 10,000,000")
+    if args.footprint_deadline <= 0 or not 1 <= args.devices <= 5_000_000:
+        parser.error("--footprint-deadline must be positive, --devices 1 to 5,000,000")
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
     unknown = sorted(set(servers) - set(STARTERS))
     if unknown or not servers:
@@ -68,14 +95,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def failed_rows(kind: str, settings: Settings, reason: str) -> list[Row]:
+def failed_rows(kind: str, settings: Settings, items: str, reason: str) -> list[Row]:
     return [
         Row.failed(kind, item, description, settings.count, reason)
         for item, description, _ in ITEMS[kind]
+        if item in items
     ]
 
 
-def bench_server(kind: str, settings: Settings, workdir: Path) -> list[Row]:
+def bench_server(kind: str, settings: Settings, items: str, workdir: Path) -> list[Row]:
     """Start ``kind``, measure it, and stop it (also on errors and Ctrl-C)."""
     say(f"[{kind}] starting")
     began = time.monotonic()
@@ -83,7 +111,7 @@ def bench_server(kind: str, settings: Settings, workdir: Path) -> list[Row]:
         server = STARTERS[kind](workdir)
     except DevServerError as exc:
         say(f"[{kind}] failed to start: {exc}")
-        return failed_rows(kind, settings, f"server failed to start: {exc}")
+        return failed_rows(kind, settings, items, f"server failed to start: {exc}")
     try:
         for user in (RECIPIENT, HTTP_SENDER):
             server.register_user(user, settings.password)
@@ -91,10 +119,11 @@ def bench_server(kind: str, settings: Settings, workdir: Path) -> list[Row]:
             f"[{kind}] up in {time.monotonic() - began:.1f} s: c2s {server.c2s_port}, "
             f"component {server.component_port}, http {server.http_port}"
         )
-        return asyncio.run(run_all(server, settings, ITEMS[kind]))
+        chosen = [entry for entry in ITEMS[kind] if entry[0] in items]
+        return asyncio.run(run_all(server, settings, chosen))
     except DevServerError as exc:
         say(f"[{kind}] setup failed: {exc}")
-        return failed_rows(kind, settings, f"setup failed: {exc}")
+        return failed_rows(kind, settings, items, f"setup failed: {exc}")
     finally:
         say(f"[{kind}] stopping")
         server.stop()
@@ -116,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         body_size=args.body_size,
         deadline=args.deadline,
         password=secrets.token_urlsafe(12),
+        queue=args.queue,
+        processed=args.processed,
+        footprint_deadline=args.footprint_deadline,
     )
     workdir = Path(tempfile.mkdtemp(prefix="cmaas-bench-"))
     say(
@@ -126,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     interrupted = False
     try:
-        for kind in args.server_list:
-            rows.extend(bench_server(kind, settings, workdir))
+        if set(args.items) & set("abcdf"):
+            for kind in args.server_list:
+                rows.extend(bench_server(kind, settings, args.items, workdir))
+        if "e" in args.items:
+            rows.extend(sealing(2000 if not args.quick else 300, settings.deadline))
+        if "g" in args.items:
+            rows.extend(key_lookup(args.devices, 5000 if not args.quick else 500, 60.0))
     except KeyboardInterrupt:
         # The servers are stopped by then; keep what was measured.
         interrupted = True
@@ -143,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             "body_size": settings.body_size,
             "deadline_s": settings.deadline,
             "servers": args.server_list,
+            "items": args.items,
+            "queue": settings.queue,
+            "processed": settings.processed,
+            "footprint_deadline_s": settings.footprint_deadline,
+            "devices": args.devices,
             "interrupted": interrupted,
         },
         args.output,

@@ -45,7 +45,15 @@ from cmaas.envelope.header import Priority
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import MasterKeyring, SqliteKeystore
 
-__all__ = ["ingest", "otp_latency"]
+__all__ = [
+    "BenchGateway",
+    "delivered_count",
+    "gateway_process",
+    "ingest",
+    "otp_latency",
+    "submit_all",
+    "workdir",
+]
 
 APP = "bench"
 BATCH = 500
@@ -55,7 +63,7 @@ OTP_EVERY_S = 0.02
 
 
 @dataclass
-class _Gateway:
+class BenchGateway:
     url: str
     api: GatewayApi
     app_jid: str
@@ -92,7 +100,7 @@ class _Gateway:
 
 
 def _start(
-    server: XmppServer, workdir: Path
+    server: XmppServer, workdir: Path, extra_env: dict[str, str]
 ) -> tuple[dict[str, Any], subprocess.Popen[bytes], str, DeviceKeyring]:
     """Register the app, raise the plan, publish the recipient's device and start the
     gateway process (blocking work, run in a thread)."""
@@ -110,6 +118,7 @@ def _start(
         "CMAAS_MASTER_KEY": base64.b64encode(master_key).decode(),
         "CMAAS_HTTP_PORT": str(port),
         "CMAAS_LOG_LEVEL": "WARNING",
+        **extra_env,
     }
 
     def admin(*args: str) -> dict[str, Any]:
@@ -154,7 +163,7 @@ def _start(
     return issued, process, f"http://127.0.0.1:{port}", keyring
 
 
-def _workdir(server: XmppServer, item: str) -> Path:
+def workdir(server: XmppServer, item: str) -> Path:
     """A fresh directory for one item's gateway: its database, log and profile."""
     return Path(tempfile.mkdtemp(prefix=f"cmaas-bench-{server.kind}-{item}-"))
 
@@ -169,17 +178,23 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @asynccontextmanager
-async def _gateway(
-    server: XmppServer, session: aiohttp.ClientSession, workdir: Path
-) -> AsyncIterator[_Gateway]:
+async def gateway_process(
+    server: XmppServer,
+    session: aiohttp.ClientSession,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> AsyncIterator[BenchGateway]:
     """A gateway process with one app, its signing key, and the recipient's device."""
-    issued, process, url, keyring = await asyncio.to_thread(_start, server, workdir)
+    issued, process, url, keyring = await asyncio.to_thread(
+        _start, server, workdir, extra_env or {}
+    )
     try:
         await _wait_connected(session, url, process)
         api = GatewayApi(url, AppCredentials.from_issued(issued), session)
         key = generate_private_key()
         await api.register_signing_key(b64url(point_bytes(key.public_key())))
-        yield _Gateway(url, api, f"{APP}@{server.component_domain}", key, keyring.bundle(), process)
+        app_jid = f"{APP}@{server.component_domain}"
+        yield BenchGateway(url, api, app_jid, key, keyring.bundle(), process)
     finally:
         await asyncio.to_thread(_stop, process)
 
@@ -199,7 +214,7 @@ async def _wait_connected(
     raise ConnectionError("the gateway's component link did not come up in 30 s")
 
 
-async def _delivered(session: aiohttp.ClientSession, url: str) -> int:
+async def delivered_count(session: aiohttp.ClientSession, url: str) -> int:
     """The gateway's count of delivered events, from /metrics."""
     async with session.get(f"{url}/metrics") as response:
         text = await response.text()
@@ -209,7 +224,7 @@ async def _delivered(session: aiohttp.ClientSession, url: str) -> int:
     return 0
 
 
-async def _submit_all(api: GatewayApi, messages: list[dict[str, Any]]) -> list[float]:
+async def submit_all(api: GatewayApi, messages: list[dict[str, Any]]) -> list[float]:
     """Submit in batches, IN_FLIGHT at a time; returns each batch's answer time."""
     batches = [messages[i : i + BATCH] for i in range(0, len(messages), BATCH)]
     answers: list[float] = []
@@ -233,7 +248,7 @@ async def _until_delivered(
 ) -> int:
     done = 0
     while time.monotonic() < deadline:
-        done = await _delivered(session, url)
+        done = await delivered_count(session, url)
         if done >= target:
             return done
         await asyncio.sleep(0.05)
@@ -244,14 +259,14 @@ async def _with_gateway(
     server: XmppServer,
     settings: Settings,
     item: str,
-    measure: Callable[[aiohttp.ClientSession, _Gateway], Awaitable[Row]],
+    measure: Callable[[aiohttp.ClientSession, BenchGateway], Awaitable[Row]],
 ) -> Row:
     """Run ``measure`` against a fresh gateway process and the raw receipt responder."""
     responder = await _responder(server, settings, settings.deadline + 120)
     try:
         async with (
             aiohttp.ClientSession() as session,
-            _gateway(server, session, _workdir(server, item)) as gateway,
+            gateway_process(server, session, workdir(server, item)) as gateway,
         ):
             return await _until_stopped(measure(session, gateway), responder)
     finally:
@@ -261,9 +276,9 @@ async def _with_gateway(
 async def ingest(server: XmppServer, settings: Settings) -> Row:
     """(c) pre-sealed HTTP batches → gateway → server → raw client, until every receipt."""
 
-    async def run(session: aiohttp.ClientSession, gateway: _Gateway) -> Row:
+    async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
         warm = gateway.seal(min(BATCH, settings.count), "normal", "w")
-        await _submit_all(gateway.api, warm)
+        await submit_all(gateway.api, warm)
         await _until_delivered(session, gateway.url, len(warm), time.monotonic() + 60)
         messages = gateway.seal(settings.count, "normal", "c")
         progress = [0]
@@ -271,10 +286,10 @@ async def ingest(server: XmppServer, settings: Settings) -> Row:
         began = time.perf_counter()
         deadline = time.monotonic() + settings.deadline
         try:
-            answers = await _submit_all(gateway.api, messages)
+            answers = await submit_all(gateway.api, messages)
             submitted = time.perf_counter() - began
             while time.monotonic() < deadline:
-                progress[0] = await _delivered(session, gateway.url) - len(warm)
+                progress[0] = await delivered_count(session, gateway.url) - len(warm)
                 if progress[0] >= settings.count:
                     break
                 await asyncio.sleep(0.05)
@@ -305,12 +320,12 @@ async def ingest(server: XmppServer, settings: Settings) -> Row:
 async def otp_latency(server: XmppServer, settings: Settings) -> Row:
     """(d) high-priority submit → delivered while a bulk backlog drains."""
 
-    async def run(session: aiohttp.ClientSession, gateway: _Gateway) -> Row:
+    async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
         backlog = gateway.seal(min(BACKLOG, settings.count), "bulk", "b")
         otps = gateway.seal(200, "high", "otp")
         submitted_ms: dict[str, int] = {}
         latencies: list[float] = []
-        await _submit_all(gateway.api, backlog)
+        await submit_all(gateway.api, backlog)
         cursor = (await gateway.api.events())["next"]
         began = time.perf_counter()
         deadline = time.monotonic() + settings.deadline

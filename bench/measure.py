@@ -28,6 +28,11 @@ class Settings:
     body_size: int
     deadline: float
     password: str
+    # Item f: messages queued during the outage, messages processed in all, and the
+    # time the processing may take.
+    queue: int = 100_000
+    processed: int = 1_000_000
+    footprint_deadline: float = 600.0
 
 
 async def _responder(server: XmppServer, settings: Settings, lifetime: float) -> ReceiptResponder:

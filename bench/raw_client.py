@@ -144,31 +144,35 @@ class ReceiptResponder:
 
     async def _pump(self) -> None:
         stream = self.stream
-        own = attr(self.jid)
+        await self._answer(stream.take_pending(), time.perf_counter())
         while True:
             data = await stream.read_chunk()
-            now = time.perf_counter()
-            replies: list[str] = []
-            for elem in stream.feed(data):
-                if elem.tag != _MESSAGE or elem.get("type") == "error":
-                    continue
-                self.received += 1
-                if elem.find(_REQUEST) is not None:
-                    replies.append(
-                        f"<message to='{attr(elem.get('from', ''))}' from='{own}'>"
-                        f"<received xmlns='{RECEIPTS_NS}' id='{attr(elem.get('id', ''))}'/>"
-                        "</message>"
-                    )
-                else:
-                    body = elem.findtext(_BODY) or ""
-                    with contextlib.suppress(ValueError):
-                        self.arrivals[int(body[:10])] = now
-            if replies:
-                self.answered += len(replies)
-                stream.writer.write("".join(replies).encode())
-                await stream.writer.drain()
-            if self.expected and self.received >= self.expected:
-                self.all_arrived.set()
+            await self._answer(stream.feed(data), time.perf_counter())
+
+    async def _answer(self, stanzas: list[Element], now: float) -> None:
+        """Count the messages among ``stanzas`` and send one receipt for each request."""
+        own = attr(self.jid)
+        replies: list[str] = []
+        for elem in stanzas:
+            if elem.tag != _MESSAGE or elem.get("type") == "error":
+                continue
+            self.received += 1
+            if elem.find(_REQUEST) is not None:
+                replies.append(
+                    f"<message to='{attr(elem.get('from', ''))}' from='{own}'>"
+                    f"<received xmlns='{RECEIPTS_NS}' id='{attr(elem.get('id', ''))}'/>"
+                    "</message>"
+                )
+            else:
+                body = elem.findtext(_BODY) or ""
+                with contextlib.suppress(ValueError):
+                    self.arrivals[int(body[:10])] = now
+        if replies:
+            self.answered += len(replies)
+            self.stream.writer.write("".join(replies).encode())
+            await self.stream.writer.drain()
+        if self.expected and self.received >= self.expected:
+            self.all_arrived.set()
 
     async def close(self) -> None:
         if self._task is not None:

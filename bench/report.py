@@ -34,6 +34,7 @@ class Row:
     errors: int = 0
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    memory_mib: float | None = None
 
     @classmethod
     def failed(cls, server: str, item: str, description: str, count: int, note: str) -> Row:
@@ -98,13 +99,57 @@ def ratios(rows: Sequence[Row]) -> dict[str, float]:
     return found
 
 
+@dataclass(frozen=True)
+class Target:
+    """One target of issue 6, checked against one server's (or the local) figures."""
+
+    item: str
+    server: str
+    goal: str
+    measured: float
+    limit: float
+    at_most: bool
+
+    @property
+    def met(self) -> bool:
+        return self.measured <= self.limit if self.at_most else self.measured >= self.limit
+
+    def line(self) -> str:
+        verdict = "met" if self.met else "MISSED"
+        return f"target {self.item} ({self.server}) {self.goal}: {self.measured:,.3g} {verdict}"
+
+
+def targets(rows: Sequence[Row]) -> list[Target]:
+    """Every target whose figures were measured completely in ``rows``."""
+    found: list[Target] = []
+    done = [row for row in rows if row.complete]
+    for row in done:
+        if row.item == "d" and row.p99_ms is not None:
+            found.append(Target("d", row.server, "p99 ms <= 50", row.p99_ms, 50.0, True))
+        elif row.item == "e":
+            devices = row.extra.get("devices")
+            goal = f"msg/s per core >= 3,000 ({devices} device(s))"
+            found.append(Target("e", row.server, goal, row.rate, 3000.0, False))
+        elif row.item == "f" and row.memory_mib is not None:
+            found.append(Target("f", row.server, "RSS MiB <= 150", row.memory_mib, 150.0, True))
+        elif row.item == "g" and row.p99_ms is not None:
+            found.append(Target("g", row.server, "p99 ms <= 1", row.p99_ms, 1.0, True))
+    for name, value in ratios(rows).items():
+        server, ratio = name.split(" ")
+        if ratio == "c/a":
+            found.append(Target("c", server, "c/a >= 0.5", value, 0.5, False))
+        elif ratio == "c/b":
+            found.append(Target("c", server, "c/b >= 1.5", value, 1.5, False))
+    return sorted(found, key=lambda t: (t.item, t.server))
+
+
 def table(rows: Sequence[Row]) -> str:
     """The result table as fixed-width text."""
 
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:,.1f}"
 
-    header = ("server", "item", "N", "msg/s", "p50 ms", "p99 ms", "status")
+    header = ("server", "item", "N", "msg/s", "p50 ms", "p99 ms", "RSS MiB", "status")
     lines = [
         (
             row.server,
@@ -113,12 +158,15 @@ def table(rows: Sequence[Row]) -> str:
             f"{row.rate:,.0f}",
             cell(row.p50_ms),
             cell(row.p99_ms),
-            "ok" if row.complete else f"INCOMPLETE {row.done:,}/{row.count:,} {row.note}".strip(),
+            cell(row.memory_mib),
+            ("ok " + row.note).strip()
+            if row.complete
+            else f"INCOMPLETE {row.done:,}/{row.count:,} {row.note}".strip(),
         )
         for row in rows
     ]
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    numeric = {2, 3, 4, 5}
+    numeric = {2, 3, 4, 5, 6}
 
     def fmt(r: tuple[str, ...]) -> str:
         return "  ".join(
@@ -129,6 +177,7 @@ def table(rows: Sequence[Row]) -> str:
     out = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)]
     for name, value in ratios(rows).items():
         out.append(f"ratio {name} = {value:.3f}")
+    out.extend(target.line() for target in targets(rows))
     notes = sorted({f"{row.item}: latency = {row.latency}" for row in rows})
     return "\n".join([*out, *notes])
 
@@ -146,6 +195,7 @@ def write_json(rows: Sequence[Row], settings: dict[str, Any], path: Path) -> Non
         "complete": all(row.complete for row in rows) and bool(rows),
         "results": [asdict(row) for row in rows],
         "ratios": ratios(rows),
+        "targets": [{**asdict(target), "met": target.met} for target in targets(rows)],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".tmp")

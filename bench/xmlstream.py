@@ -118,6 +118,12 @@ class XmlStream:
             self._pending.extend(self.feed(await self.read_chunk()))
         return self._pending.pop(0)
 
+    def take_pending(self) -> list[Element]:
+        """Stanzas parsed during negotiation but not yet returned (a message can arrive in
+        the same read as the last negotiation answer)."""
+        pending, self._pending = self._pending, []
+        return pending
+
     def send(self, data: str | bytes) -> None:
         self.writer.write(data.encode() if isinstance(data, str) else data)
 

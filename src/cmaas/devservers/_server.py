@@ -163,6 +163,10 @@ class XmppServer(ABC):
         """Whether the server process of this instance is alive (zombies do not count)."""
         return bool(self._server_pids())
 
+    def pids(self) -> list[int]:
+        """Pids of the running server process (empty when it is stopped)."""
+        return self._server_pids()
+
     def log_tail(self, lines: int = 50) -> str:
         """The last ``lines`` lines of the server's main log ("" if there is none yet)."""
         return tail_file(self._log_path(), lines)
