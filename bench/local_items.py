@@ -26,26 +26,47 @@ def sealing(count: int, deadline: float) -> list[Row]:
     if status != 0:
         return [Row.failed(LOCAL, "e", "client-service sealing", count, f"exit {status}")]
     results = json.loads(output.read_text())["results"]
-    rows = []
-    for devices in (1, 2, 5):
-        measured = results[f"seal OTP to {devices} device(s)"]
-        rows.append(
-            Row(
-                server=LOCAL,
-                item="e",
-                description=f"seal + sign an OTP to {devices} device(s), per core",
-                count=count,
-                done=int(measured["runs"]),
-                rate=round(1e6 / measured["cpu_us_per_run"], 1),
-                p50_ms=round(measured["p50_us"] / 1000, 3),
-                p99_ms=round(measured["p99_us"] / 1000, 3),
-                seconds=round(measured["runs"] * measured["cpu_us_per_run"] / 1e6, 3),
-                complete=int(measured["runs"]) == count,
-                latency="one seal, single thread",
-                extra={"devices": devices},
-            )
+    return [
+        _row(
+            "e",
+            f"seal + sign an OTP to {devices} device(s), per core",
+            count,
+            results[f"seal OTP to {devices} device(s)"],
+            per_run_us="cpu_us_per_run",
+            latency="one seal, single thread",
+            extra={"devices": devices},
         )
-    return rows
+        for devices in (1, 2, 5)
+    ]
+
+
+def _row(
+    item: str,
+    description: str,
+    count: int,
+    measured: dict[str, float],
+    *,
+    per_run_us: str,
+    latency: str,
+    extra: dict[str, object],
+    complete: bool = True,
+) -> Row:
+    """A row from one ``bench.timing.summary``; the rate is one over ``per_run_us``."""
+    runs = int(measured["runs"])
+    return Row(
+        server=LOCAL,
+        item=item,
+        description=description,
+        count=count,
+        done=runs,
+        rate=round(1e6 / measured[per_run_us], 1),
+        p50_ms=round(measured["p50_us"] / 1000, 3),
+        p99_ms=round(measured["p99_us"] / 1000, 3),
+        seconds=round(runs * measured[per_run_us] / 1e6, 3),
+        complete=complete and runs == count,
+        latency=latency,
+        extra=extra,
+    )
 
 
 def key_lookup(devices: int, count: int, deadline: float) -> list[Row]:
@@ -71,21 +92,17 @@ def key_lookup(devices: int, count: int, deadline: float) -> list[Row]:
     raw = document["results"]["raw SELECT by primary key (aiosqlite)"]
     stored = int(document["setup"]["devices"])
     return [
-        Row(
-            server=LOCAL,
-            item="g",
-            description=f"keystore take() with {stored:,} devices",
-            count=count,
-            done=int(take["runs"]),
-            rate=round(1e6 / take["p50_us"], 1),
-            p50_ms=round(take["p50_us"] / 1000, 3),
-            p99_ms=round(take["p99_us"] / 1000, 3),
-            seconds=round(take["runs"] * take["p50_us"] / 1e6, 3),
-            complete=stored == devices and int(take["runs"]) == count,
+        _row(
+            "g",
+            f"keystore take() with {stored:,} devices",
+            count,
+            take,
+            per_run_us="p50_us",
             latency="one take of a device's keys, one at a time",
             extra={
                 "raw_select_p99_ms": round(raw["p99_us"] / 1000, 3),
                 "p99_vs_raw": round(take["p99_us"] / raw["p99_us"], 2),
             },
+            complete=stored == devices,
         )
     ]
