@@ -91,7 +91,10 @@ def test_round_trip_to_every_device(devices: int) -> None:
     ]
     envelope = seal_to(bundles, app_key)
     wire = envelope.to_bytes()
+    # to_bytes splices the signature into the signed part instead of serialising twice.
+    assert wire == canonical_json(envelope.to_json())
     assert SealedEnvelope.from_bytes(wire) == envelope
+    assert SealedEnvelope.from_bytes(wire).to_bytes() == wire
     assert [entry.device_id for entry in envelope.keys] == [k.device_id for k in keyrings]
 
     for index, (keyring, bundle) in enumerate(zip(keyrings, bundles, strict=True)):
@@ -116,6 +119,7 @@ def test_every_content_kind(content: Content, auto_delete_s: int | None) -> None
     assert envelope.header.kind == expected_kind
     assert envelope.header.auto_delete_s == auto_delete_s
     assert ("auto_delete_s" in to_tree(envelope)["header"]) == (auto_delete_s is not None)
+    assert envelope.to_bytes() == canonical_json(envelope.to_json())
     opened = open_as(keyring, envelope.to_bytes(), app_key)
     assert opened.content == content
     assert opened.header.auto_delete_s == auto_delete_s

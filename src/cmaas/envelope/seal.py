@@ -93,4 +93,4 @@ def sign_envelope(envelope: SealedEnvelope, app_key: PrivateKey) -> SealedEnvelo
     """``envelope`` carrying ``app_key``'s public key and its signature over
     :meth:`SealedEnvelope.signature_input`."""
     unsigned = replace(envelope, app_key=point_bytes(app_key.public_key()), signature=b"")
-    return replace(unsigned, signature=sign(app_key, unsigned.signature_input()))
+    return unsigned.with_signature(sign(app_key, unsigned.signature_input()))

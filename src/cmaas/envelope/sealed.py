@@ -6,7 +6,7 @@ recipient's devices can open the content key in their key entry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from cmaas.envelope.bundle import MAX_DEVICE_ID
 from cmaas.envelope.encoding import Fields, b64url, canonical_json, parse_json
@@ -31,6 +31,9 @@ MAX_KEY_ENTRIES = 64
 MAX_PAYLOAD_SIZE = padded_length(MAX_PLAINTEXT) + TAG_SIZE
 MAX_ENVELOPE_BYTES = 256 * 1024
 _FIELDS = frozenset({"v", "header", "app_key", "keys", "nonce", "payload", "signature"})
+# "v" is the last key of the signed part in code-point order and "signature" sorts just
+# before it, so the whole envelope is the signed part with the signature spliced in here.
+_SIGNED_TAIL = b',"v":1}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class SealedEnvelope:
     nonce: bytes
     payload: bytes
     signature: bytes
+    # signature_input() once computed: signing, serialising and verifying share it.
+    _signed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def signed_part(self) -> dict[str, object]:
         """Everything but the signature, as JSON."""
@@ -72,14 +77,31 @@ class SealedEnvelope:
 
     def signature_input(self) -> bytes:
         """The canonical bytes the app signs: the envelope without its signature."""
-        return canonical_json(self.signed_part())
+        signed = self._signed
+        if signed is None:
+            signed = canonical_json(self.signed_part())
+            object.__setattr__(self, "_signed", signed)
+        return signed
+
+    def with_signature(self, signature: bytes) -> SealedEnvelope:
+        """This envelope carrying ``signature`` (the signed part, computed once, is kept)."""
+        signed = replace(self, signature=signature)
+        object.__setattr__(signed, "_signed", self._signed)
+        return signed
 
     def to_json(self) -> dict[str, object]:
         return {**self.signed_part(), "signature": b64url(self.signature)}
 
     def to_bytes(self) -> bytes:
-        """The envelope as canonical JSON, the text of the stanza's ``<envelope/>``."""
-        return canonical_json(self.to_json())
+        """The envelope as canonical JSON, the text of the stanza's ``<envelope/>``
+        (the same bytes as ``canonical_json(self.to_json())``, without serialising twice)."""
+        signed = self.signature_input()
+        if not signed.endswith(_SIGNED_TAIL):  # pragma: no cover - "v" is always 1
+            return canonical_json(self.to_json())
+        signature = b64url(self.signature).encode("ascii")
+        return b"".join(
+            (signed[: -len(_SIGNED_TAIL)], b',"signature":"', signature, b'"', _SIGNED_TAIL)
+        )
 
     def entry_for(self, device_id: int) -> KeyEntry | None:
         return next((entry for entry in self.keys if entry.device_id == device_id), None)
