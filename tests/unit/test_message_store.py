@@ -11,7 +11,11 @@ from typing import TypeVar
 
 import pytest
 
+from cmaas.delivery import events
+from cmaas.delivery.notices import NoticeConsumer
 from cmaas.keystore import (
+    NOTICES_CONSUMER,
+    AppChanges,
     CursorState,
     MessageConflict,
     MessageRecord,
@@ -271,3 +275,59 @@ async def test_group_commit_batches_and_rolls_back_only_the_failing_operation(
     assert stored == 99
     assert transactions <= 2  # a hundred operations, one or two shared commits
     await thread.close()
+
+
+async def test_notices_skip_an_app_without_jids_and_start_when_one_is_bound(
+    keystore: SqliteKeystore, app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "APP_FRESHNESS_S", 0.0)
+    sent: list[tuple[str, str]] = []
+
+    class Sender:
+        def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
+            sent.append((to, event.message_id))
+
+    notices = NoticeConsumer(keystore, Sender(), connected=lambda: True)
+    keystore.messages.listen(lambda heard: notices.kick({e.app_id for e in heard}))
+    await notices.start()
+
+    async def settled() -> None:
+        while notices._running:  # the drain tasks this test started
+            await asyncio.sleep(0.01)
+
+    await submit(keystore, message("before-1"), message("before-2"))
+    await settled()
+    # Nothing read or written for an app nobody hears: its cursor stays where it was.
+    assert sent == []
+    assert await keystore.messages.cursors(NOTICES_CONSUMER) == [CursorState(APP, 0, 0, "")]
+
+    await keystore.update_app(APP, AppChanges(jids=(f"bot@{ALICE.split('@')[1]}",)))
+    await submit(keystore, message("after"))
+    await settled()
+    assert sent == [("bot@cmaas.test", "after")], "history from before the JID is not replayed"
+    await notices.stop()
+
+
+async def test_a_kick_while_a_drain_is_finishing_is_not_lost(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    await keystore.update_app(APP, AppChanges(jids=("bot@cmaas.test",)))
+    sent: list[str] = []
+
+    class Sender:
+        def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
+            sent.append(event.message_id)
+
+    notices = NoticeConsumer(keystore, Sender(), connected=lambda: True)
+    keystore.messages.listen(lambda heard: notices.kick({e.app_id for e in heard}))
+    await notices.start()
+    await submit(keystore, message("first"))
+    drain = notices._running[APP]  # the drain tasks this test started
+    await drain
+    # The window in which the drain has returned and its done-callback has not yet run.
+    notices._running[APP] = drain
+    await submit(keystore, message("second"))
+    async with asyncio.timeout(5):
+        while sent != ["first", "second"]:
+            await asyncio.sleep(0.01)
+    await notices.stop()

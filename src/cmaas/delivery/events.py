@@ -94,6 +94,8 @@ class CursorConsumer(ABC):
         self._cursors: dict[str, CursorState] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._kicked: set[str] = set()
+        # Apps skipped because they had nowhere to receive events (see _drain_once).
+        self._unwanted: set[str] = set()
         self._apps: dict[str, tuple[float, App]] = {}
         self._stopped = False
         self.delivered = 0
@@ -139,15 +141,19 @@ class CursorConsumer(ABC):
             return  # shutting down: the cursors say where to resume
         for app_id in app_ids:
             self._kicked.add(app_id)
-            if app_id not in self._running:
+            running = self._running.get(app_id)
+            # A drain that has returned but whose done-callback has not run yet would
+            # never see this kick: start a new one.
+            if running is None or running.done():
                 task = asyncio.get_running_loop().create_task(
                     self._drain(app_id), name=f"cmaas {self.consumer} {app_id}"
                 )
                 self._running[app_id] = task
                 task.add_done_callback(functools.partial(self._finished, app_id))
 
-    def _finished(self, app_id: str, _task: asyncio.Task[None]) -> None:
-        self._running.pop(app_id, None)
+    def _finished(self, app_id: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(app_id) is task:
+            del self._running[app_id]
 
     async def stop(self) -> None:
         """Stop delivering; nothing starts again after this."""
@@ -173,7 +179,12 @@ class CursorConsumer(ABC):
     async def _drain_once(self, app_id: str) -> None:
         while True:
             if not self.wants(await self.app(app_id)):
+                self._unwanted.add(app_id)
                 return
+            if app_id in self._unwanted:
+                # The keystore may have moved the cursor meanwhile (a first bound JID).
+                self._unwanted.discard(app_id)
+                await self._reload(app_id)
             state = self.state(app_id)
             events = await self._store.events_after(app_id, state.event_id, MAX_EVENTS_PER_READ)
             if not events:
@@ -201,6 +212,11 @@ class CursorConsumer(ABC):
                 continue
             self.delivered += len(fresh)
             await self._save(CursorState(app_id, events[-1].event_id, 0, ""))
+
+    async def _reload(self, app_id: str) -> None:
+        for state in await self._store.cursors(self.consumer):
+            if state.app_id == app_id:
+                self._cursors[app_id] = state
 
     async def _save(self, state: CursorState) -> None:
         self._cursors[state.app_id] = state

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from cmaas.delivery.events import CursorConsumer
-from cmaas.keystore import CursorState, Keystore, StatusEvent
+from cmaas.keystore import NOTICES_CONSUMER, App, CursorState, Keystore, StatusEvent
 
 __all__ = ["NoticeConsumer", "NoticeSender"]
 
@@ -30,7 +30,7 @@ class NoticeSender(Protocol):
 
 
 class NoticeConsumer(CursorConsumer):
-    consumer = "xmpp"
+    consumer = NOTICES_CONSUMER
 
     def __init__(
         self,
@@ -50,11 +50,15 @@ class NoticeConsumer(CursorConsumer):
         self._recent: deque[tuple[float, str, int]] = deque()
         self._rewinding: asyncio.Task[None] | None = None
 
+    def wants(self, app: App) -> bool:
+        # An app without a bound JID costs nothing per event; binding its first JID moves
+        # this cursor to its latest event in the keystore, so history is not replayed.
+        return bool(app.jids)
+
     async def deliver(self, app_id: str, events: Sequence[StatusEvent]) -> bool:
         app = await self.app(app_id)
         if not app.jids:
-            # Nobody to tell: move on, so binding a JID later does not replay history.
-            return True
+            return True  # unbound since wants() was asked: nobody to tell
         if not self._connected():
             return False
         for event in events:

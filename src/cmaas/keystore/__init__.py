@@ -30,6 +30,7 @@ from cmaas.keystore.errors import (
 from cmaas.keystore.interface import DeviceStore, Keystore, MessageStore
 from cmaas.keystore.messages import SqliteMessageStore
 from cmaas.keystore.models import (
+    NOTICES_CONSUMER,
     App,
     AppChanges,
     AppCounters,
@@ -56,6 +57,7 @@ from cmaas.keystore.models import (
 from cmaas.keystore.sqlite import SqliteKeystore
 
 __all__ = [
+    "NOTICES_CONSUMER",
     "App",
     "AppAlreadyExists",
     "AppChanges",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from cmaas.identifiers import IpNetwork
 
 __all__ = [
+    "NOTICES_CONSUMER",
     "App",
     "AppChanges",
     "AppCounters",
@@ -362,6 +363,11 @@ class StatusEvent:
             "device": self.device,
             "detail": self.detail,
         }
+
+
+# The event consumer that sends status notices to an app's bound JIDs. Binding the first
+# JID of an app moves this cursor to the app's latest event, so notices start from then.
+NOTICES_CONSUMER = "xmpp"
 
 
 @dataclass(frozen=True, slots=True)

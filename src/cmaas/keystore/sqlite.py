@@ -35,6 +35,7 @@ from cmaas.keystore.errors import (
 from cmaas.keystore.messages import SqliteMessageStore
 from cmaas.keystore.migrations import MIGRATIONS
 from cmaas.keystore.models import (
+    NOTICES_CONSUMER,
     App,
     AppChanges,
     AppCounters,
@@ -497,10 +498,21 @@ class SqliteKeystore:
             taken = await cursor.fetchone()
             if taken is not None:
                 raise JidAlreadyBound(f"{taken['jid']} is already bound to app {taken['app_id']!r}")
+        cursor = await db.execute("SELECT 1 FROM app_jids WHERE app_id = ? LIMIT 1", (app_id,))
+        had_jids = await cursor.fetchone() is not None
         await db.execute("DELETE FROM app_jids WHERE app_id = ?", (app_id,))
         await db.executemany(
             "INSERT INTO app_jids (jid, app_id) VALUES (?, ?)", [(jid, app_id) for jid in wanted]
         )
+        if wanted and not had_jids:
+            # Notices start now: the history from before the first JID is not replayed.
+            await db.execute(
+                "INSERT INTO event_cursors (consumer, app_id, event_id, failures, last_error)"
+                " SELECT ?, ?, coalesce(max(event_id), 0), 0, '' FROM status_events"
+                " WHERE app_id = ? ON CONFLICT (consumer, app_id) DO UPDATE SET"
+                " event_id = excluded.event_id, failures = 0, last_error = ''",
+                (NOTICES_CONSUMER, app_id, app_id),
+            )
 
     async def _add_credentials(
         self, db: aiosqlite.Connection, app_id: str, credentials: IssuedCredentials, now: int
