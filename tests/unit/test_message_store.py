@@ -277,6 +277,39 @@ async def test_group_commit_batches_and_rolls_back_only_the_failing_operation(
     await thread.close()
 
 
+async def test_urgent_operations_commit_first_and_alone(tmp_path: Path) -> None:
+    thread = SqliteThread(tmp_path / "urgent.sqlite3")
+    transactions: list[list[str]] = []
+    order: list[str] = []
+
+    class Recording:
+        async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+            transactions.append([])
+            return await thread.write(work)
+
+    commits = GroupCommit(Recording())  # type: ignore[arg-type]
+
+    def note(name: str) -> Callable[[sqlite3.Connection], str]:
+        def work(_db: sqlite3.Connection) -> str:
+            order.append(name)
+            transactions[-1].append(name)
+            return name
+
+        return work
+
+    # The first operation starts a transaction; the rest queue up behind it.
+    running = asyncio.ensure_future(commits.run(note("in progress")))
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(commits.run(note(f"receipt {n}"))) for n in range(5)]
+    otp = asyncio.ensure_future(commits.run(note("otp"), urgent=True))
+    await asyncio.gather(running, *queued, otp)
+    await commits.close()
+    assert order[:2] == ["in progress", "otp"]
+    assert ["otp"] in transactions, "an urgent operation commits without the queue"
+    assert order[2:] == [f"receipt {n}" for n in range(5)]
+    await thread.close()
+
+
 async def test_notices_skip_an_app_without_jids_and_start_when_one_is_bound(
     keystore: SqliteKeystore, app: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -139,15 +139,21 @@ class GroupCommit:
     together in the next, so a burst pays one fsync instead of one per operation and
     a lone operation pays no added delay. Each operation runs in its own savepoint:
     one that raises is rolled back alone and its caller gets the exception.
+
+    Urgent operations (an OTP's submission, a request's nonce) go into the next
+    transaction ahead of the others, and a transaction that holds urgent ones holds no
+    other: an OTP waits for at most the transaction in progress, never for a queue of
+    receipt updates.
     """
 
     def __init__(self, thread: SqliteThread, max_batch: int = 256) -> None:
         self._thread = thread
         self._max_batch = max_batch
         self._pending: list[tuple[_Work, asyncio.Future[Any]]] = []
+        self._urgent: list[tuple[_Work, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
         """Run ``work`` in the next shared transaction and return what it returned.
 
         The operation commits even if the caller is cancelled while it waits.
@@ -156,15 +162,16 @@ class GroupCommit:
             ``sqlite3.Error`` when the whole transaction fails.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((work, future))
+        (self._urgent if urgent else self._pending).append((work, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="cmaas group commit")
         return await future
 
     async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
+        while self._urgent or self._pending:
+            queue = self._urgent or self._pending
+            batch = queue[: self._max_batch]
+            del queue[: self._max_batch]
             works = [work for work, _ in batch]
             try:
                 run_all = functools.partial(_each_in_savepoint, works=works)

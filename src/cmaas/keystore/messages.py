@@ -131,13 +131,13 @@ class SqliteMessageStore:
         """Call ``listener`` with the events of each commit from now on."""
         self._listeners.append(listener)
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._commits.run(work)
+    async def _write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
+        return await self._commits.run(work, urgent=urgent)
 
     async def _write_events(
-        self, work: Callable[[sqlite3.Connection], list[StatusEvent]]
+        self, work: Callable[[sqlite3.Connection], list[StatusEvent]], *, urgent: bool = False
     ) -> list[StatusEvent]:
-        events = await self._commits.run(work)
+        events = await self._commits.run(work, urgent=urgent)
         if events:
             for listener in self._listeners:
                 listener(events)
@@ -244,7 +244,8 @@ class SqliteMessageStore:
                 )
             return events
 
-        await self._write_events(work)
+        urgent = any(message.priority is Priority.HIGH for message in messages)
+        await self._write_events(work, urgent=urgent)
         return outcomes
 
     # Dispatch
@@ -459,7 +460,9 @@ class SqliteMessageStore:
             )
             return cursor.rowcount == 1
 
-        return await self._write(work)
+        # Every request waits for its nonce before anything else: one row, ahead of the
+        # receipt updates.
+        return await self._write(work, urgent=True)
 
     async def purge_nonces(self, now: int) -> int:
         def work(db: sqlite3.Connection) -> int:
