@@ -44,6 +44,8 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
     ],
 }
 ALL_ITEMS = "abcdefg"
+# Items that need an IM server; the others (e, g) run once, after the servers.
+SERVER_ITEMS = {item for entries in ITEMS.values() for item, _, _ in entries}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     interrupted = False
     try:
-        if set(args.items) & set("abcdf"):
+        if set(args.items) & SERVER_ITEMS:
             for kind in args.server_list:
                 rows.extend(bench_server(kind, settings, args.items, workdir))
         if "e" in args.items:

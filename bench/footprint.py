@@ -18,7 +18,14 @@ from typing import Any
 
 import aiohttp
 
-from bench.gateway import BenchGateway, delivered_count, gateway_process, submit_all, workdir
+from bench.gateway import (
+    BenchGateway,
+    delivered_count,
+    gateway_process,
+    submit_all,
+    wait_link,
+    workdir,
+)
 from bench.measure import Settings, _responder
 from bench.report import Row, say, ticker
 from cmaas.devservers import XmppServer
@@ -67,16 +74,6 @@ class _Feed:
         self.submitted += count
 
 
-async def _link(session: aiohttp.ClientSession, url: str, up: bool, within: float) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        async with session.get(f"{url}/healthz") as response:
-            if ((await response.json()).get("component_link") == "connected") is up:
-                return
-        await asyncio.sleep(0.1)
-    raise ConnectionError(f"the component link did not go {'up' if up else 'down'}")
-
-
 async def footprint(server: XmppServer, settings: Settings) -> Row:
     """(f) RSS with ``settings.queue`` messages queued, then after a long run."""
     queue, total = settings.queue, max(settings.queue, settings.processed)
@@ -94,7 +91,7 @@ async def footprint(server: XmppServer, settings: Settings) -> Row:
         feed = _Feed(gateway)
         figures["rss_idle_mib"] = rss_mib(pid)[0]
         await asyncio.to_thread(server.stop)
-        await _link(session, gateway.url, False, 30)
+        await wait_link(session, gateway.url, gateway.process, up=False)
         tick = asyncio.create_task(ticker(f"{server.kind} f queue", queue, lambda: feed.submitted))
         try:
             while feed.submitted < queue:
@@ -113,7 +110,7 @@ async def footprint(server: XmppServer, settings: Settings) -> Row:
         done = [0]
         tick = asyncio.create_task(ticker(f"{server.kind} f processed", total, lambda: done[0]))
         try:
-            await _link(session, gateway.url, True, 60)
+            await wait_link(session, gateway.url, gateway.process, within=60)
             progressed = time.monotonic()
             while done[0] < total and time.monotonic() < deadline:
                 if responder.stopped.is_set():

@@ -52,6 +52,7 @@ __all__ = [
     "ingest",
     "otp_latency",
     "submit_all",
+    "wait_link",
     "workdir",
 ]
 
@@ -189,7 +190,7 @@ async def gateway_process(
         _start, server, workdir, extra_env or {}
     )
     try:
-        await _wait_connected(session, url, process)
+        await wait_link(session, url, process)
         api = GatewayApi(url, AppCredentials.from_issued(issued), session)
         key = generate_private_key()
         await api.register_signing_key(b64url(point_bytes(key.public_key())))
@@ -199,19 +200,29 @@ async def gateway_process(
         await asyncio.to_thread(_stop, process)
 
 
-async def _wait_connected(
-    session: aiohttp.ClientSession, url: str, process: subprocess.Popen[bytes]
+async def wait_link(
+    session: aiohttp.ClientSession,
+    url: str,
+    process: subprocess.Popen[bytes],
+    *,
+    up: bool = True,
+    within: float = 30.0,
 ) -> None:
-    deadline = time.monotonic() + 30
+    """Wait until the gateway's ``/healthz`` says its component link is up (or down).
+
+    Raises: ConnectionError: The gateway exited, or the link did not change in time.
+    """
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ConnectionError(f"the gateway exited with {process.returncode}")
         with contextlib.suppress(aiohttp.ClientError):
             async with session.get(f"{url}/healthz") as response:
-                if (await response.json()).get("component_link") == "connected":
+                if ((await response.json()).get("component_link") == "connected") is up:
                     return
         await asyncio.sleep(0.1)
-    raise ConnectionError("the gateway's component link did not come up in 30 s")
+    state = "up" if up else "down"
+    raise ConnectionError(f"the gateway's component link did not go {state} in {within:g} s")
 
 
 async def delivered_count(session: aiohttp.ClientSession, url: str) -> int:
