@@ -36,8 +36,8 @@ from cmaas.envelope import (
     seal,
 )
 from cmaas.keydirectory import DeviceLimits
-from cmaas.stanzas import register_stanzas
-from cmaas.xmpp_link import LinkState
+from cmaas.xmpp.link import LinkState
+from cmaas.xmpp.stanzas import register_stanzas
 
 from .conftest import PASSWORD, connect
 from .devices import device_config, new_device

@@ -15,10 +15,10 @@ from slixmpp.test.mocksocket import TestSocket
 from slixmpp.xmlstream import ET
 
 from cmaas.admin import AdminService
-from cmaas.apps import AppContacts
 from cmaas.component.adhoc.access import AccessPolicy
 from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.commands import admin_commands, device_commands
+from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import MasterKeyring, SqliteKeystore

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cmaas.xmpp_link import LinkState, XmppLink
+from cmaas.xmpp.link import LinkState, XmppLink
 
 
 class FakeComponent:
@@ -60,10 +60,10 @@ async def run_until(link: XmppLink, done: Callable[[], bool]) -> None:
 async def test_backoff_doubles_up_to_the_cap(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cmaas.xmpp_link.random.uniform", lambda a, b: 1.0)
+    monkeypatch.setattr("cmaas.xmpp.link.random.uniform", lambda a, b: 1.0)
     fake = FakeComponent(["fail"] * 6)
     link = XmppLink(fake, "127.0.0.1", 5347, initial_delay=0.1, max_delay=0.4)  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, "cmaas.xmpp_link"):
+    with caplog.at_level(logging.WARNING, "cmaas.xmpp.link"):
         await run_until(link, lambda: fake.connect_calls >= 6)
     assert delays(caplog)[:5] == [0.1, 0.2, 0.4, 0.4, 0.4]
     assert link.state is LinkState.STOPPED
@@ -73,7 +73,7 @@ async def test_backoff_doubles_up_to_the_cap(
 async def test_reconnects_after_a_drop_and_resets_after_a_stable_link(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cmaas.xmpp_link.random.uniform", lambda a, b: 1.0)
+    monkeypatch.setattr("cmaas.xmpp.link.random.uniform", lambda a, b: 1.0)
     fake = FakeComponent(["fail", "fail", "up-then-drop", "up"])
     link = XmppLink(
         fake,  # type: ignore[arg-type]
@@ -83,7 +83,7 @@ async def test_reconnects_after_a_drop_and_resets_after_a_stable_link(
         max_delay=1,
         stable_after=0.0,
     )
-    with caplog.at_level(logging.INFO, "cmaas.xmpp_link"):
+    with caplog.at_level(logging.INFO, "cmaas.xmpp.link"):
         await run_until(link, lambda: link.connects == 2)
     assert link.connects == 2
     assert "component link lost (server restart); reconnecting in 0.1 s" in caplog.text

@@ -25,7 +25,7 @@ from cmaas.delivery.submission import AdmissionLimits
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.keystore import Priority
 from cmaas.settings import Settings
-from cmaas.xmpp_link import XmppLink
+from cmaas.xmpp.link import XmppLink
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})

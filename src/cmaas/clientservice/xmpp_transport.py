@@ -20,12 +20,12 @@ from slixmpp import Message
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from cmaas.adhoc_client import CommandCaller, CommandReply, command_client
 from cmaas.clientservice.api import ApiError, AppCredentials
 from cmaas.clientservice.errors import ClientServiceError, GatewayUnavailable
 from cmaas.delivery.signing import request_signature
-from cmaas.stanzas import STATUS_NAMESPACE
-from cmaas.xmpp_link import LinkState, XmppLink
+from cmaas.xmpp.commands import CommandCaller, CommandReply, command_client
+from cmaas.xmpp.link import LinkState, XmppLink
+from cmaas.xmpp.stanzas import STATUS_NAMESPACE
 
 __all__ = ["XmppTransport"]
 

@@ -16,8 +16,8 @@ from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from cmaas.apps import AppContacts, ContactState
 from cmaas.component.adhoc.engine import AdhocEngine
+from cmaas.component.contacts import AppContacts, ContactState
 from cmaas.component.delivery import (
     FeedbackHandlers,
     prekeys_low_message,
@@ -27,7 +27,7 @@ from cmaas.component.delivery import (
 from cmaas.component.presence import PresenceResponder
 from cmaas.keydirectory import DeviceLimits
 from cmaas.keystore import DeviceKeys, StatusEvent
-from cmaas.stanzas import register_stanzas
+from cmaas.xmpp.stanzas import register_stanzas
 
 __all__ = ["GatewayComponent"]
 

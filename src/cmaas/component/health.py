@@ -8,7 +8,7 @@ from aiohttp import web
 
 from cmaas import __version__
 from cmaas.keystore import Priority
-from cmaas.xmpp_link import LinkState, XmppLink
+from cmaas.xmpp.link import LinkState, XmppLink
 
 __all__ = ["health_routes"]
 

@@ -12,7 +12,7 @@ from typing import Literal
 from slixmpp import Presence
 from slixmpp.componentxmpp import ComponentXMPP
 
-from cmaas.apps import AppContacts, ContactState
+from cmaas.component.contacts import AppContacts, ContactState
 
 __all__ = ["PresenceResponder"]
 

@@ -14,10 +14,10 @@ from aiohttp import web
 
 from cmaas.admin import AdminService
 from cmaas.api import ClientAddresses, api_routes, error_middleware
-from cmaas.apps import AppContacts
 from cmaas.component.adhoc.access import AccessPolicy
 from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.commands import admin_commands, device_commands, messaging_commands
+from cmaas.component.contacts import AppContacts
 from cmaas.component.delivery import track_feedback
 from cmaas.component.gateway import GatewayComponent
 from cmaas.component.health import health_routes
@@ -37,7 +37,7 @@ from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import DeviceKeys, MasterKeyring, SqliteKeystore, StatusEvent
 from cmaas.settings import Settings
 from cmaas.shutdown import stop_on_signals
-from cmaas.xmpp_link import LinkState, XmppLink
+from cmaas.xmpp.link import LinkState, XmppLink
 
 __all__ = ["Gateway", "open_gateway", "run_gateway"]
 

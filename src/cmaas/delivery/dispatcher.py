@@ -19,7 +19,7 @@ from typing import Protocol
 from cmaas.delivery.queues import PriorityQueues
 from cmaas.keystore import MessageStatus, MessageStore, OutboxEntry, Priority, StatusChange
 from cmaas.keystore.models import StatusEvent
-from cmaas.xmpp_link import wait_first
+from cmaas.xmpp.link import wait_first
 
 __all__ = ["Dispatcher", "StanzaSender"]
 

@@ -9,7 +9,7 @@ import time
 
 from cmaas.delivery.blobs import BlobService
 from cmaas.keystore import MessageStore
-from cmaas.xmpp_link import wait_first
+from cmaas.xmpp.link import wait_first
 
 __all__ = ["Housekeeper"]
 

@@ -25,7 +25,6 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from cmaas.adhoc_client import CommandCaller, CommandReply, command_client
 from cmaas.device.config import DeviceConfig
 from cmaas.device.errors import ConnectionFailed, DeviceError, GatewayRefused
 from cmaas.device.files import fetch_file
@@ -45,8 +44,9 @@ from cmaas.envelope import (
     parse_public_key,
     verify,
 )
-from cmaas.stanzas import DEVICE_NAMESPACE, ENVELOPE_NAMESPACE, register_stanzas
-from cmaas.xmpp_link import XmppLink
+from cmaas.xmpp.commands import CommandCaller, CommandReply, command_client
+from cmaas.xmpp.link import XmppLink
+from cmaas.xmpp.stanzas import DEVICE_NAMESPACE, ENVELOPE_NAMESPACE, register_stanzas
 
 __all__ = ["DeviceClient", "ReceivedMessage", "RefusedMessage"]
 

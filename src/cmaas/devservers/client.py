@@ -11,15 +11,15 @@ from types import TracebackType
 
 from slixmpp import JID, Presence
 
-from cmaas.adhoc_client import CommandCaller, CommandReply, command_client
 from cmaas.devservers._common import DevServerError
+from cmaas.xmpp.commands import CommandCaller, CommandReply, command_client
 
 __all__ = ["AdhocClient", "CommandReply"]
 
 
 class AdhocClient(CommandCaller):
     """A connected client account that runs the gateway's commands
-    (:class:`~cmaas.adhoc_client.CommandCaller`). Use as
+    (:class:`~cmaas.xmpp.commands.CommandCaller`). Use as
     ``async with AdhocClient(...) as client:``."""
 
     def __init__(self, jid: str, password: str, host: str, port: int) -> None:

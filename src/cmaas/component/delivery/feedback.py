@@ -18,7 +18,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from cmaas.delivery.tracker import StatusTracker
 from cmaas.envelope.header import MESSAGE_ID
-from cmaas.stanzas import DEVICE_NAMESPACE
+from cmaas.xmpp.stanzas import DEVICE_NAMESPACE
 
 __all__ = ["FEEDBACK_EVENTS", "Feedback", "FeedbackHandlers", "FeedbackKind", "track_feedback"]
 

@@ -8,7 +8,7 @@ from slixmpp import JID, Message
 from slixmpp.basexmpp import BaseXMPP
 
 from cmaas.keystore import StatusEvent
-from cmaas.stanzas import FALLBACK_BODY
+from cmaas.xmpp.stanzas import FALLBACK_BODY
 
 __all__ = ["prekeys_low_message", "sealed_message_xml", "status_message"]
 
