@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from cmaas.clientservice import AppCredentials, ClientConfig, GatewayApi
+from cmaas.clock import now_ms
 from cmaas.delivery.signing import webhook_signature_matches
 from cmaas.devservers import free_port
 from cmaas.envelope import (
@@ -31,10 +32,6 @@ from cmaas.envelope import (
 from cmaas.envelope.header import Priority
 
 from .gateway_process import GatewayProcess
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def admin(gateway: GatewayProcess, *args: str) -> dict[str, Any]:

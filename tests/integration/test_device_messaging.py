@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cmaas.clock import now_ms
 from cmaas.component.delivery import FeedbackKind
 from cmaas.component.runner import Gateway
 from cmaas.device.client import DeviceClient
@@ -44,10 +44,6 @@ from .devices import device_config, new_device
 from .live_gateway import FeedbackLog, live_gateway
 
 APP = "bank"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @pytest.fixture
@@ -101,7 +97,7 @@ async def test_publishing_for_another_account_is_refused(
     xmpp_server: XmppServer, live: tuple[Gateway, FeedbackLog]
 ) -> None:
     gateway, _ = live
-    bob_keys = DeviceKeyring.generate(f"bob@{xmpp_server.domain}", now_ms=_now_ms())
+    bob_keys = DeviceKeyring.generate(f"bob@{xmpp_server.domain}", now_ms=now_ms())
     alice = await connect(xmpp_server, "alice")
     try:
         reply = await alice.run(
@@ -210,7 +206,7 @@ async def test_device_shows_duplicates_once_and_refuses_expired_and_changed_keys
         offers = dict(device.pins.offers())
         offered = offers[impostor.app_jid]
         assert offered.fingerprint == fingerprint(point_bytes(impostor.app_key.public_key()))
-        device.pins.accept(impostor.app_jid, offered.fingerprint, _now_ms())
+        device.pins.accept(impostor.app_jid, offered.fingerprint, now_ms())
         after = await impostor.send(f"alice@{xmpp_server.domain}", TextContent("new key"))
         async with asyncio.timeout(15):
             shown = await device.next_message()
@@ -309,7 +305,7 @@ async def test_signed_prekey_rotates_on_schedule_and_older_messages_still_open(
         maintenance_interval_s=0.2,
     )
     KeyFile(config.keyring_path).create(
-        DeviceKeyring.generate(owner, now_ms=_now_ms(), one_time_prekeys=0), None
+        DeviceKeyring.generate(owner, now_ms=now_ms(), one_time_prekeys=0), None
     )
     sender = DirectSender(gateway, APP)
     async with DeviceClient(config) as device:
@@ -324,8 +320,8 @@ async def test_signed_prekey_rotates_on_schedule_and_older_messages_still_open(
             recipient_jid=owner,
             bundles=await gateway.directory.lookup(owner),
             app_key=sender.app_key,
-            created_ms=_now_ms(),
-            expires_ms=_now_ms() + 600_000,
+            created_ms=now_ms(),
+            expires_ms=now_ms() + 600_000,
         )
         assert sealed_early.keys[0].key_id == first_spk
         async with asyncio.timeout(15):
@@ -358,8 +354,8 @@ async def test_envelope_from_an_account_posing_as_an_app_is_refused(
             recipient_jid=owner,
             bundles=await gateway.directory.lookup(owner),
             app_key=generate_private_key(),
-            created_ms=_now_ms(),
-            expires_ms=_now_ms() + 60_000,
+            created_ms=now_ms(),
+            expires_ms=now_ms() + 60_000,
         )
         impostor = await connect(xmpp_server, "bot")
         try:

@@ -16,6 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from cmaas.clock import now_ms
 from cmaas.delivery.queues import PriorityQueues
 from cmaas.keystore import MessageStatus, MessageStore, OutboxEntry, Priority, StatusChange
 from cmaas.keystore.models import StatusEvent
@@ -42,10 +43,6 @@ class StanzaSender(Protocol):
         ...
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Dispatcher:
     """Takes queued messages in priority order and writes them to the component.
 
@@ -68,7 +65,7 @@ class Dispatcher:
         resend_window_s: float = 15.0,
         batch: int = 32,
         rounds_in_flight: int = 3,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
+from cmaas.clock import now_ms
 from cmaas.keystore import MessageStatus, MessageStore, StatusChange
 
 __all__ = ["StatusTracker"]
@@ -20,16 +20,12 @@ _EXPLAINED = {
 }
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class StatusTracker:
     """Records receipts (``delivered``), displayed markers (``read``) and bounces
     (``failed``) per device. Only the message's recipient may report on it: a report
     from anyone else is ignored by the store."""
 
-    def __init__(self, store: MessageStore, clock_ms: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, store: MessageStore, clock_ms: Callable[[], int] = now_ms) -> None:
         self._store = store
         self._clock_ms = clock_ms
 

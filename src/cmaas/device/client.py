@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from cmaas.clock import now_ms
 from cmaas.device.config import DeviceConfig
 from cmaas.device.errors import ConnectionFailed, DeviceError, GatewayRefused
 from cmaas.device.files import fetch_file
@@ -55,10 +55,6 @@ log = logging.getLogger(__name__)
 PUBLISH = "urn:cmaas:cmd:device-publish"
 LIST = "urn:cmaas:cmd:device-list"
 REVOKE = "urn:cmaas:cmd:device-revoke"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +96,7 @@ class DeviceClient:
     as long as it is open, so two processes never use one keyring at once.
     """
 
-    def __init__(self, config: DeviceConfig, *, clock: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, config: DeviceConfig, *, clock: Callable[[], int] = now_ms) -> None:
         self.config = config
         self._clock = clock
         self._keyfile = KeyFile(config.keyring_path)

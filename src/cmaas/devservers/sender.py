@@ -5,16 +5,12 @@ library, and writes the message through the gateway's own component link."""
 from __future__ import annotations
 
 import os
-import time
 
+from cmaas.clock import now_ms
 from cmaas.component.runner import Gateway
 from cmaas.envelope import Content, PrivateKey, generate_private_key, seal
 
 __all__ = ["DirectSender"]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class DirectSender:
@@ -45,7 +41,7 @@ class DirectSender:
         """
         self._sent += 1
         message_id = f"msg-{self._sent}-{os.urandom(4).hex()}"
-        now = _now_ms()
+        now = now_ms()
         envelope = seal(
             content,
             message_id=message_id,
