@@ -29,6 +29,7 @@ from bench.gateway import (
 from bench.measure import Settings, _responder
 from bench.report import Row, say, ticker
 from cmaas.devservers import XmppServer
+from cmaas.lifecycle import Priority
 
 __all__ = ["footprint", "rss_mib"]
 
@@ -69,7 +70,7 @@ class _Feed:
         self.submitted = 0
 
     async def submit(self, count: int) -> None:
-        messages = self.gateway.seal(count, "normal", f"f{self.submitted}-")
+        messages = self.gateway.seal(count, Priority.NORMAL, f"f{self.submitted}-")
         await submit_all(self.gateway.api, messages)
         self.submitted += count
 

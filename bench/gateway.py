@@ -41,9 +41,11 @@ from cmaas.envelope import (
     point_bytes,
     seal,
 )
-from cmaas.envelope.header import Priority
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import MasterKeyring, SqliteKeystore
+from cmaas.lifecycle import (
+    Priority,
+)
 
 __all__ = [
     "BenchGateway",
@@ -288,10 +290,10 @@ async def ingest(server: XmppServer, settings: Settings) -> Row:
     """(c) pre-sealed HTTP batches → gateway → server → raw client, until every receipt."""
 
     async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
-        warm = gateway.seal(min(BATCH, settings.count), "normal", "w")
+        warm = gateway.seal(min(BATCH, settings.count), Priority.NORMAL, "w")
         await submit_all(gateway.api, warm)
         await _until_delivered(session, gateway.url, len(warm), time.monotonic() + 60)
-        messages = gateway.seal(settings.count, "normal", "c")
+        messages = gateway.seal(settings.count, Priority.NORMAL, "c")
         progress = [0]
         tick = asyncio.create_task(ticker(f"{server.kind} c", settings.count, lambda: progress[0]))
         began = time.perf_counter()
@@ -332,8 +334,8 @@ async def otp_latency(server: XmppServer, settings: Settings) -> Row:
     """(d) high-priority submit → delivered while a bulk backlog drains."""
 
     async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
-        backlog = gateway.seal(min(BACKLOG, settings.count), "bulk", "b")
-        otps = gateway.seal(200, "high", "otp")
+        backlog = gateway.seal(min(BACKLOG, settings.count), Priority.BULK, "b")
+        otps = gateway.seal(200, Priority.HIGH, "otp")
         submitted_ms: dict[str, int] = {}
         latencies: list[float] = []
         await submit_all(gateway.api, backlog)

@@ -34,9 +34,11 @@ from cmaas.keystore import (
     MasterKeyring,
     NewApp,
     OutboxEntry,
-    Priority,
     SqliteKeystore,
     issue_credentials,
+)
+from cmaas.lifecycle import (
+    Priority,
 )
 
 from .tally import CASES

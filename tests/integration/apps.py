@@ -29,7 +29,9 @@ from cmaas.envelope import (
     point_bytes,
     seal,
 )
-from cmaas.envelope.header import Priority
+from cmaas.lifecycle import (
+    Priority,
+)
 
 from .gateway_process import GatewayProcess
 
@@ -69,7 +71,7 @@ class RegisteredApp:
         content: Content,
         *,
         message_id: str,
-        priority: Priority = "high",
+        priority: Priority = Priority.HIGH,
         lifetime_ms: int = 600_000,
     ) -> str:
         """Seal to every device of a ``GET /v1/keys`` answer; a negative lifetime makes
@@ -95,7 +97,7 @@ class RegisteredApp:
         to: str,
         content: Content,
         *,
-        priority: Priority = "high",
+        priority: Priority = Priority.HIGH,
         lifetime_ms: int = 600_000,
         message_id: str | None = None,
         lookup: dict[str, Any] | None = None,

@@ -18,6 +18,7 @@ from cmaas.clientservice import ApiError, GatewayApi
 from cmaas.devservers import XmppServer
 from cmaas.devservers.client import AdhocClient
 from cmaas.envelope import TextContent
+from cmaas.lifecycle import Priority
 
 from .apps import RegisteredApp, http_session, register_app
 from .devices import new_device
@@ -162,7 +163,7 @@ async def test_plan_exceeded_then_raised_at_runtime(
         # One lookup serves every submission here: nothing needs to open them.
         keys = await app.api.lookup(alice)
         with pytest.raises(ApiError) as bulk:
-            await app.send(alice, TextContent("bulk"), priority="bulk", lookup=keys)
+            await app.send(alice, TextContent("bulk"), priority=Priority.BULK, lookup=keys)
         assert (bulk.value.status, bulk.value.code) == (403, "priority_not_allowed")
         for _ in range(2):
             answer = await app.send(alice, TextContent("ok"), lookup=keys)

@@ -27,6 +27,7 @@ from cmaas.device.client import DeviceClient
 from cmaas.devservers import XmppServer, cmaas_executable
 from cmaas.envelope import DeviceKeyring, FileContent, OtpContent, TextContent, sign_prekey
 from cmaas.envelope.blob import TamperedBlob
+from cmaas.lifecycle import Priority
 
 from .apps import admin, client_config_for
 from .conftest import PASSWORD
@@ -54,7 +55,7 @@ async def test_plaintext_in_statuses_back(
         following = asyncio.create_task(
             client.follow(lambda e: seen.append((e["message_id"], e["status"])), stop)
         )
-        sent = await client.send("+919876543210", otp="314159", priority="high", ttl_s=120)
+        sent = await client.send("+919876543210", otp="314159", priority=Priority.HIGH, ttl_s=120)
         async with asyncio.timeout(15):
             received = await device.next_message()
         assert received.content == OtpContent("314159", "login")
@@ -305,7 +306,7 @@ async def test_a_bot_sends_over_xmpp_and_follows_the_notices(
         following = asyncio.create_task(
             client.follow(lambda e: seen.append((e["message_id"], e["status"])), stop)
         )
-        sent = await client.send(alice, otp="112358", priority="high")
+        sent = await client.send(alice, otp="112358", priority=Priority.HIGH)
         async with asyncio.timeout(15):
             received = await device.next_message()
         assert received.content == OtpContent("112358", "login")

@@ -15,9 +15,11 @@ import pytest
 from cmaas.device.client import DeviceClient
 from cmaas.devservers import XmppServer
 from cmaas.envelope import DeviceKeyring, Expired, TextContent
-from cmaas.envelope.header import Priority
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import SqliteKeystore
+from cmaas.lifecycle import (
+    Priority,
+)
 
 from .apps import RegisteredApp, WebhookReceiver, admin, http_session, register_app, statuses
 from .devices import device_config, new_device
@@ -74,7 +76,10 @@ async def test_high_priority_overtakes_a_bulk_backlog(
                     "to": alice,
                     "priority": "bulk",
                     "envelope": app.seal(
-                        lookup, TextContent("newsletter"), message_id=message_id, priority="bulk"
+                        lookup,
+                        TextContent("newsletter"),
+                        message_id=message_id,
+                        priority=Priority.BULK,
                     ),
                 }
                 for message_id, lookup in zip(bulk_ids, lookups, strict=False)
@@ -180,7 +185,7 @@ async def test_gateway_killed_mid_flood_loses_nothing(
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "k"))
         await device.publish()
         app = await register_app(gateway, session, "crashy")
-        sealed = await _seal_flood(app, alice, count, "normal")
+        sealed = await _seal_flood(app, alice, count, Priority.NORMAL)
         ids = [message["message_id"] for message in sealed]
         shown: list[str] = []
 
@@ -296,7 +301,7 @@ async def test_im_server_restarted_mid_flood_loses_nothing(
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "r"))
         await device.publish()
         app = await register_app(gateway, session, "flood")
-        ids = await _submit_flood(app, alice, count, "bulk")
+        ids = await _submit_flood(app, alice, count, Priority.BULK)
 
         shown: set[str] = set()
         duplicates = 0

@@ -13,7 +13,12 @@ from cmaas.admin import (
     RotateRequest,
     UpdateAppRequest,
 )
-from cmaas.keystore import Priority, SqliteKeystore
+from cmaas.keystore import (
+    SqliteKeystore,
+)
+from cmaas.lifecycle import (
+    Priority,
+)
 
 
 def register(app_id: str = "parichay-otp", **kwargs: object) -> RegisterAppRequest:

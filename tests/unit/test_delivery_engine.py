@@ -31,15 +31,17 @@ from cmaas.identifiers import parse_network
 from cmaas.keystore import (
     AppChanges,
     MessageRecord,
-    MessageStatus,
     NewApp,
     NewMessage,
     OutboxEntry,
     Plan,
-    Priority,
     SqliteKeystore,
-    StatusChange,
     issue_credentials,
+)
+from cmaas.lifecycle import (
+    MessageStatus,
+    Priority,
+    StatusChange,
 )
 
 from .conftest import FakeClock

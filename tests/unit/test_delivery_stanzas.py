@@ -10,7 +10,14 @@ from cmaas.component.delivery import FEEDBACK_EVENTS, Feedback, FeedbackKind
 from cmaas.component.gateway import GatewayComponent
 from cmaas.envelope import DeviceKeyring
 from cmaas.keydirectory import DeviceLimits
-from cmaas.keystore import DeviceKeys, MessageStatus, StatusEvent, StoredPrekey
+from cmaas.keystore import (
+    DeviceKeys,
+    StatusEvent,
+    StoredPrekey,
+)
+from cmaas.lifecycle import (
+    MessageStatus,
+)
 
 from .gateway_stanzas import DOMAIN, USER, GatewayStanzaTest, form_values
 

@@ -17,18 +17,20 @@ from cmaas.keystore import (
     JidAlreadyBound,
     MasterKeyMismatch,
     MasterKeyring,
-    MessageStatus,
     NewApp,
     NewMessage,
     Plan,
     PlanNotFound,
-    Priority,
     SchemaTooNew,
     SqliteKeystore,
-    StatusChange,
     issue_credentials,
 )
 from cmaas.keystore.migrations import MIGRATIONS
+from cmaas.lifecycle import (
+    MessageStatus,
+    Priority,
+    StatusChange,
+)
 
 from .conftest import FakeClock
 

@@ -19,17 +19,19 @@ from cmaas.keystore import (
     CursorState,
     MessageConflict,
     MessageRecord,
-    MessageStatus,
     NewApp,
     NewMessage,
-    Priority,
     QuotaExhausted,
     SqliteKeystore,
-    StatusChange,
     StatusEvent,
     issue_credentials,
 )
 from cmaas.keystore._sql import GroupCommit, SqliteThread
+from cmaas.lifecycle import (
+    MessageStatus,
+    Priority,
+    StatusChange,
+)
 
 from .conftest import FakeClock
 

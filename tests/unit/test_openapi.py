@@ -23,7 +23,9 @@ from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
 from cmaas.delivery.submission import AdmissionLimits
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
-from cmaas.keystore import Priority
+from cmaas.lifecycle import (
+    Priority,
+)
 from cmaas.settings import Settings
 from cmaas.xmpp.link import XmppLink
 

@@ -49,6 +49,7 @@ from cmaas.envelope import (
     unpad,
 )
 from cmaas.envelope import errors as envelope_errors
+from cmaas.lifecycle import Priority
 from tests.vectors.make_vectors import build, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -313,7 +314,7 @@ def test_seal_vector(vector: dict[str, Any]) -> None:
         created_ms=inputs["created_ms"],
         expires_ms=inputs["expires_ms"],
         kind=inputs["content"]["kind"],
-        priority=inputs["priority"],
+        priority=Priority(inputs["priority"]),
         auto_delete_s=inputs["auto_delete_s"],
     )
     header_bytes = bytes.fromhex(vector["header"]["hex"])
@@ -376,7 +377,7 @@ def test_seal_vector(vector: dict[str, Any]) -> None:
         app_key=app,
         created_ms=inputs["created_ms"],
         expires_ms=inputs["expires_ms"],
-        priority=inputs["priority"],
+        priority=Priority(inputs["priority"]),
         auto_delete_s=inputs["auto_delete_s"],
         content_key=content_key,
         nonce=nonce,

@@ -53,7 +53,6 @@ from cmaas.envelope import (
     KeyEntry,
     OtpContent,
     Prekey,
-    Priority,
     PrivateKey,
     SealedEnvelope,
     TextContent,
@@ -77,6 +76,9 @@ from cmaas.envelope.content import content_from_json, content_kind
 from cmaas.envelope.hpke_key import SUITE
 from cmaas.envelope.keys import CURVE_ORDER
 from cmaas.envelope.payload import seal_payload
+from cmaas.lifecycle import (
+    Priority,
+)
 
 __all__ = ["build", "main", "render"]
 
@@ -282,7 +284,7 @@ def make_header(message_id: str, kind: str = "text", **changes: Any) -> Header:
         "created_ms": T0,
         "expires_ms": T0 + DAY,
         "kind": kind,
-        "priority": "normal",
+        "priority": Priority.NORMAL,
         "auto_delete_s": None,
     }
     fields.update(changes)
@@ -467,7 +469,7 @@ class SealCase:
     content: Content
     message_id: str
     targets: tuple[tuple[Device, int | None], ...]
-    priority: Priority = "normal"
+    priority: Priority = Priority.NORMAL
     auto_delete_s: int | None = None
     expires_ms: int = T0 + DAY
 
@@ -495,7 +497,7 @@ SEAL_CASES = (
         OtpContent("493817", "Sign in to Parichay"),
         "otp-2026-000042",
         ((PHONE, 3),),
-        priority="high",
+        priority=Priority.HIGH,
         auto_delete_s=300,
         expires_ms=T0 + 5 * MINUTE,
     ),
@@ -513,7 +515,7 @@ SEAL_CASES = (
         ),
         "inv.2026-03:7~a_b",
         ((LAPTOP, None),),
-        priority="bulk",
+        priority=Priority.BULK,
         expires_ms=T0 + MAX_LIFETIME,
     ),
     SealCase(
@@ -571,7 +573,7 @@ def seal_case(case: SealCase, hpke: HpkeSource) -> tuple[Json, Sealed]:
             "message_id": case.message_id,
             "created_ms": header.created_ms,
             "expires_ms": header.expires_ms,
-            "priority": case.priority,
+            "priority": case.priority.value,
             "auto_delete_s": case.auto_delete_s,
             "content": json.loads(content_json),
             "content_key_hex": sealed.content_key.hex(),

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cmaas.lifecycle import Priority
+
 __all__ = [
     "DirectoryRequest",
     "PlanRequest",
@@ -55,7 +57,7 @@ class PlanRequest:
     sustained_per_second: str
     burst: str
     daily_quota: str = ""
-    priorities: Sequence[str] = ("high", "normal", "bulk")
+    priorities: Sequence[str] = tuple(Priority)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,8 +43,10 @@ from cmaas.keystore import (
     NewApp,
     Plan,
     PlanNotFound,
-    Priority,
     issue_credentials,
+)
+from cmaas.lifecycle import (
+    Priority,
 )
 
 __all__ = [
@@ -351,13 +353,11 @@ def _parse_jids(values: Sequence[str]) -> tuple[str, ...]:
 def _parse_priorities(values: Sequence[str]) -> frozenset[Priority]:
     items = _clean_items(values)
     if not items:
-        raise InvalidIdentifier("choose at least one priority: high, normal or bulk")
-    try:
-        return frozenset(Priority.from_label(item.lower()) for item in items)
-    except KeyError as exc:
-        raise InvalidIdentifier(
-            f"unknown priority {exc.args[0]!r}; use high, normal or bulk"
-        ) from None
+        raise InvalidIdentifier(f"choose at least one priority: {Priority.choices()}")
+    unknown = [item for item in items if item.lower() not in tuple(Priority)]
+    if unknown:
+        raise InvalidIdentifier(f"unknown priority {unknown[0]!r}; use {Priority.choices()}")
+    return frozenset(Priority(item.lower()) for item in items)
 
 
 def _parse_int_text(value: str, low: int, high: int) -> int:

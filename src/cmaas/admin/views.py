@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from cmaas.admin.service import AppDetails, DirectoryChange, IssuedApp
 from cmaas.keystore import App, IssuedCredentials, Plan
+from cmaas.lifecycle import Priority
 
 __all__ = [
     "SHOWN_ONCE",
@@ -83,7 +84,7 @@ def plan_rows(plan: Plan) -> list[Row]:
             "Daily quota",
             "unlimited" if plan.daily_quota is None else str(plan.daily_quota),
         ),
-        ("priorities", "Priorities allowed", [p.label for p in sorted(plan.priorities)]),
+        ("priorities", "Priorities allowed", [p.value for p in Priority.ranked(plan.priorities)]),
     ]
 
 

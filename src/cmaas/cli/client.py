@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cmaas.cli.variables import variables
+from cmaas.lifecycle import Priority
 
 __all__ = ["add_parser"]
 
@@ -40,7 +41,7 @@ def add_parser(parts: Any) -> None:
     send.add_argument("--purpose", default="login", help="what the OTP is for (default login)")
     send.add_argument(
         "--priority",
-        choices=("high", "normal", "bulk"),
+        choices=tuple(Priority),
         help="default: high for --otp, else normal",
     )
     send.add_argument("--ttl", type=int, default=600, help="seconds until it expires (600)")
@@ -85,12 +86,11 @@ def _send(args: argparse.Namespace) -> int:
 async def _send_and_wait(args: argparse.Namespace) -> int:
     from cmaas.clientservice import ClientServiceError, GatewayClient
     from cmaas.clientservice.config import client_config
-    from cmaas.envelope.header import Priority
 
     config = client_config(variables(args))
     if args.file is not None and not args.file.is_file():
         raise ClientServiceError(f"--file {args.file}: no such file")
-    priority: Priority = args.priority or ("high" if args.otp is not None else "normal")
+    priority = Priority(args.priority) if args.priority else None
     async with GatewayClient(config) as client:
         if args.file is not None:
             answer = await client.send_file(

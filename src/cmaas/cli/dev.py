@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp.exceptions import IqError
 
+from cmaas.lifecycle import Priority
 from cmaas.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ async def _first_message(
         await device.publish("demo phone")
         following = asyncio.create_task(client.follow(arrived, stop))
         code = f"{secrets.randbelow(10**6):06d}"
-        sent = await client.send(_MOBILE, otp=code, purpose="demo login", priority="high")
+        sent = await client.send(_MOBILE, otp=code, purpose="demo login", priority=Priority.HIGH)
         async with asyncio.timeout(20):
             opened = await device.next_message()
         assert isinstance(opened.content, OtpContent)

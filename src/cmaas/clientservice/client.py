@@ -43,7 +43,9 @@ from cmaas.envelope import (
     seal,
 )
 from cmaas.envelope.blob import FILE_KEY_SIZE, encrypt_blob
-from cmaas.envelope.header import Priority
+from cmaas.lifecycle import (
+    Priority,
+)
 
 __all__ = ["ClientConfig", "GatewayClient", "KeyChange", "Transport"]
 
@@ -201,7 +203,7 @@ class GatewayClient:
         *,
         media_type: str = "application/octet-stream",
         name: str | None = None,
-        priority: Priority = "normal",
+        priority: Priority | None = None,
         ttl_s: int = 86_400,
         message_id: str | None = None,
     ) -> dict[str, Any]:
@@ -212,7 +214,9 @@ class GatewayClient:
         Raises: as :meth:`send`, and OSError (the file cannot be read).
         """
         content = await self._upload(path, media_type, name or path.name, ttl_s)
-        request = await self._sealed(to, content, message_id or _new_id(), priority, ttl_s, None)
+        request = await self._sealed(
+            to, content, message_id or _new_id(), priority or Priority.NORMAL, ttl_s, None
+        )
         answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
         return answer
 
@@ -223,7 +227,7 @@ class GatewayClient:
         *,
         media_type: str = "application/octet-stream",
         name: str | None = None,
-        priority: Priority = "normal",
+        priority: Priority = Priority.NORMAL,
         ttl_s: int = 86_400,
     ) -> list[dict[str, Any]]:
         """One file to several recipients: uploaded once, its key sealed for each (results
@@ -470,7 +474,7 @@ def _priority(priority: Priority | None, otp: str | None) -> Priority:
     """OTPs ride high unless told otherwise; everything else normal."""
     if priority is not None:
         return priority
-    return "high" if otp is not None else "normal"
+    return Priority.HIGH if otp is not None else Priority.NORMAL
 
 
 def _content(text: str | None, otp: str | None, purpose: str) -> Content:

@@ -38,6 +38,7 @@ from cmaas.delivery.signing import body_mac, webhook_signature
 from cmaas.envelope import EnvelopeError
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.errors import CmaasError
+from cmaas.lifecycle import Priority
 
 __all__ = ["StatusRelay", "daemon_app"]
 
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_BODY = 1024 * 1024
 _MAX_FILE = 32 * 1024 * 1024
-_PRIORITIES = ("high", "normal", "bulk")
 
 
 class _Refused(CmaasError):
@@ -178,8 +178,8 @@ def _send_options(value: dict[str, Any]) -> dict[str, Any]:
     if (text is None) == (otp is None) or not isinstance(text or otp, str):
         raise _Refused(400, "invalid_request", "give either text or otp, as a string")
     priority = value.get("priority", "high" if otp is not None else "normal")
-    if priority not in _PRIORITIES:
-        raise _Refused(400, "invalid_request", "priority must be high, normal or bulk")
+    if priority not in tuple(Priority):
+        raise _Refused(400, "invalid_request", f"priority must be {Priority.choices()}")
     ttl = value.get("ttl", 600)
     auto_delete = value.get("auto_delete")
     if type(ttl) is not int or not 0 < ttl * 1000 <= MAX_LIFETIME_MS:
@@ -190,7 +190,7 @@ def _send_options(value: dict[str, Any]) -> dict[str, Any]:
         "text": text,
         "otp": otp,
         "purpose": str(value.get("purpose", "login")),
-        "priority": priority,
+        "priority": Priority(priority),
         "ttl_s": ttl,
         "auto_delete_s": auto_delete,
     }
@@ -242,10 +242,13 @@ def _sandes_options(value: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         options |= {
             "otp": message,
             "purpose": title or str(value.get("category") or "otp"),
-            "priority": "high",
+            "priority": Priority.HIGH,
         }
     else:
-        options |= {"text": f"{title}\n\n{message}" if title else message, "priority": "normal"}
+        options |= {
+            "text": f"{title}\n\n{message}" if title else message,
+            "priority": Priority.NORMAL,
+        }
     return receivers, options
 
 

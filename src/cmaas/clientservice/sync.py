@@ -13,7 +13,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cmaas.clientservice.client import ClientConfig, GatewayClient
-from cmaas.envelope.header import Priority
+from cmaas.lifecycle import (
+    Priority,
+)
 
 __all__ = ["SyncGatewayClient"]
 

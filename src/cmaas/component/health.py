@@ -7,7 +7,9 @@ from collections.abc import Callable, Mapping
 from aiohttp import web
 
 from cmaas import __version__
-from cmaas.keystore import Priority
+from cmaas.lifecycle import (
+    Priority,
+)
 from cmaas.xmpp.link import LinkState, XmppLink
 
 __all__ = ["health_routes"]
@@ -24,7 +26,7 @@ def health_routes(
                 "status": "ok" if up else "degraded",
                 "component_link": link.state.value,
                 "link_connects": link.connects,
-                "outbox": {priority.label: count for priority, count in queued.items()},
+                "outbox": {priority.value: count for priority, count in queued.items()},
                 "version": __version__,
             },
             status=200 if up else 503,

@@ -18,8 +18,16 @@ from typing import Protocol
 
 from cmaas.clock import now_ms
 from cmaas.delivery.queues import PriorityQueues
-from cmaas.keystore import MessageStatus, MessageStore, OutboxEntry, Priority, StatusChange
+from cmaas.keystore import (
+    MessageStore,
+    OutboxEntry,
+)
 from cmaas.keystore.models import StatusEvent
+from cmaas.lifecycle import (
+    MessageStatus,
+    Priority,
+    StatusChange,
+)
 from cmaas.xmpp.link import wait_first
 
 __all__ = ["Dispatcher", "StanzaSender"]

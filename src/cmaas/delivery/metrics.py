@@ -10,7 +10,13 @@ from prometheus_client.registry import Collector
 
 from cmaas.delivery.errors import DeliveryError
 from cmaas.delivery.events import CursorConsumer
-from cmaas.keystore import MessageRecord, Priority, StatusEvent
+from cmaas.keystore import (
+    MessageRecord,
+    StatusEvent,
+)
+from cmaas.lifecycle import (
+    Priority,
+)
 
 __all__ = ["CONTENT_TYPE", "GatewayMetrics"]
 
@@ -29,7 +35,7 @@ class _Live(Collector):
             "cmaas_outbox_depth", "Messages waiting to be dispatched", labels=["priority"]
         )
         for priority, count in metrics.depth().items():
-            depth.add_metric([priority.label], count)
+            depth.add_metric([priority.value], count)
         yield depth
         yield GaugeMetricFamily(
             "cmaas_outbox_unacknowledged",

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-from cmaas.keystore import OutboxEntry, Priority
+from cmaas.keystore import (
+    OutboxEntry,
+)
+from cmaas.lifecycle import (
+    Priority,
+)
 
 __all__ = ["PriorityQueues"]
 

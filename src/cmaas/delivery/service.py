@@ -23,9 +23,11 @@ from cmaas.keystore import (
     Keystore,
     MessageNotFound,
     MessageRecord,
-    MessageStatus,
     StatusEvent,
     TooManySigningKeys,
+)
+from cmaas.lifecycle import (
+    MessageStatus,
 )
 
 __all__ = ["MAX_WAIT_S", "Messaging", "message_view"]
@@ -140,7 +142,7 @@ def message_view(record: MessageRecord, events: Sequence[StatusEvent]) -> dict[s
         "detail": record.detail,
         "to": record.recipient,
         "recipient_jid": record.recipient_jid,
-        "priority": record.priority.label,
+        "priority": record.priority.value,
         "accepted_ms": record.created_ms,
         "updated_ms": record.updated_ms,
         "expires_ms": record.expires_ms,

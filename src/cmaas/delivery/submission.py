@@ -45,12 +45,14 @@ from cmaas.keystore import (
     Keystore,
     MessageConflict,
     MessageRecord,
-    MessageStatus,
     NewMessage,
     OutboxEntry,
     Plan,
-    Priority,
     QuotaExhausted,
+)
+from cmaas.lifecycle import (
+    MessageStatus,
+    Priority,
 )
 
 __all__ = ["AdmissionLimits", "Outcome", "SubmissionService", "outcome_json"]
@@ -159,9 +161,9 @@ class SubmissionService:
         if not isinstance(item, _Item):
             return item
         if item.priority not in plan.priorities:
-            allowed = ", ".join(p.label for p in sorted(plan.priorities))
+            allowed = ", ".join(p.value for p in Priority.ranked(plan.priorities))
             return PriorityNotAllowed(
-                f"plan {plan.name!r} allows priorities {allowed}, not {item.priority.label}"
+                f"plan {plan.name!r} allows priorities {allowed}, not {item.priority.value}"
             )
         depth = sum(self._depth().values())
         limit = {
@@ -170,7 +172,7 @@ class SubmissionService:
         }.get(item.priority)
         if limit is not None and depth >= limit:
             return Backpressure(
-                f"{depth} messages are queued; {item.priority.label} submissions wait"
+                f"{depth} messages are queued; {item.priority.value} submissions wait"
                 " until the outbox drains",
                 retry_after=5.0,
             )
@@ -283,8 +285,8 @@ def _parse_item(value: object) -> Outcome | _Item:
         return InvalidRequest("message_id must be 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
     if not isinstance(to, str) or not 0 < len(to) <= _MAX_TO:
         return InvalidRequest("to must be a JID, an email address or an E.164 number")
-    if priority not in ("high", "normal", "bulk"):
-        return InvalidRequest("priority must be high, normal or bulk")
+    if priority not in tuple(Priority):
+        return InvalidRequest(f"priority must be {Priority.choices()}")
     if expires_at is not None and (type(expires_at) is not int or expires_at <= 0):
         return InvalidRequest("expires_at must be unix seconds")
     if not isinstance(envelope, str) or not 0 < len(envelope.encode()) <= MAX_ENVELOPE_BYTES:
@@ -300,7 +302,7 @@ def _parse_item(value: object) -> Outcome | _Item:
         "envelope": envelope,
     }
     digest = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).digest()
-    return _Item(message_id, to, Priority.from_label(priority), expires_at, envelope, digest)
+    return _Item(message_id, to, Priority(priority), expires_at, envelope, digest)
 
 
 def _verified_envelope(
@@ -316,7 +318,7 @@ def _verified_envelope(
     for field, sealed, submitted in (
         ("message_id", header.message_id, item.message_id),
         ("app", header.app, app_jid),
-        ("priority", header.priority, item.priority.label),
+        ("priority", header.priority, item.priority.value),
     ):
         if sealed != submitted:
             raise InvalidRequest(f"the envelope's {field} is {sealed!r}, not {submitted!r}")

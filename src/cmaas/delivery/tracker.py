@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cmaas.clock import now_ms
-from cmaas.keystore import MessageStatus, MessageStore, StatusChange
+from cmaas.keystore import (
+    MessageStore,
+)
+from cmaas.lifecycle import (
+    MessageStatus,
+    StatusChange,
+)
 
 __all__ = ["StatusTracker"]
 

@@ -9,6 +9,7 @@ import os
 from cmaas.clock import now_ms
 from cmaas.component.runner import Gateway
 from cmaas.envelope import Content, PrivateKey, generate_private_key, seal
+from cmaas.lifecycle import Priority
 
 __all__ = ["DirectSender"]
 
@@ -51,7 +52,7 @@ class DirectSender:
             app_key=self.app_key,
             created_ms=now - max(0, -lifetime_ms) - 1_000,
             expires_ms=now + lifetime_ms,
-            priority="high",
+            priority=Priority.HIGH,
             auto_delete_s=auto_delete_s,
         )
         self.last_envelope = envelope.to_bytes().decode()

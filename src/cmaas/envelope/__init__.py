@@ -43,7 +43,9 @@ from cmaas.envelope.errors import (
     WrongDevice,
     WrongRecipient,
 )
-from cmaas.envelope.header import Header, Priority
+from cmaas.envelope.header import (
+    Header,
+)
 from cmaas.envelope.hpke_key import key_entry_info
 from cmaas.envelope.keyring import DeviceKeyring
 from cmaas.envelope.keys import (
@@ -89,7 +91,6 @@ __all__ = [
     "OtpContent",
     "OversizeInput",
     "Prekey",
-    "Priority",
     "PrivateKey",
     "PublicKey",
     "SealedEnvelope",

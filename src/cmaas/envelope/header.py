@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 from cmaas.envelope.bundle import MAX_JID_LENGTH
 from cmaas.envelope.content import KINDS, Kind
 from cmaas.envelope.encoding import MAX_SAFE_INTEGER, Fields, canonical_json
 from cmaas.envelope.errors import MalformedEncoding
+from cmaas.lifecycle import Priority
 
 __all__ = [
     "MAX_LIFETIME_MS",
     "MESSAGE_ID",
-    "PRIORITIES",
     "Header",
-    "Priority",
 ]
 
-Priority = Literal["high", "normal", "bulk"]
-PRIORITIES: tuple[Priority, ...] = ("high", "normal", "bulk")
 MAX_LIFETIME_MS = 30 * 24 * 3600 * 1000
 MAX_AUTO_DELETE_S = 365 * 24 * 3600
 MESSAGE_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
@@ -57,7 +53,7 @@ class Header:
             raise MalformedEncoding("header.expires_ms must come after header.created_ms")
         if self.expires_ms - self.created_ms > MAX_LIFETIME_MS:
             raise MalformedEncoding("an envelope may live at most 30 days")
-        if self.kind not in KINDS or self.priority not in PRIORITIES:
+        if self.kind not in KINDS or not isinstance(self.priority, Priority):
             raise MalformedEncoding("header.kind or header.priority is unknown")
         if self.auto_delete_s is not None and not 1 <= self.auto_delete_s <= MAX_AUTO_DELETE_S:
             raise MalformedEncoding("header.auto_delete_s must be 1 s to a year")
@@ -71,7 +67,7 @@ class Header:
             "created_ms": self.created_ms,
             "expires_ms": self.expires_ms,
             "kind": self.kind,
-            "priority": self.priority,
+            "priority": self.priority.value,
         }
         if self.auto_delete_s is not None:
             value["auto_delete_s"] = self.auto_delete_s
@@ -87,7 +83,7 @@ class Header:
         fields = Fields(value, "header", _REQUIRED, frozenset({"auto_delete_s"}))
         fields.integer("v", low=1, high=1)
         kind: Kind = fields.choice("kind", KINDS)  # type: ignore[assignment]
-        priority: Priority = fields.choice("priority", PRIORITIES)  # type: ignore[assignment]
+        priority = Priority(fields.choice("priority", tuple(Priority)))
         return cls(
             message_id=fields.text("message_id", max_length=128),
             app=fields.text("app", max_length=MAX_JID_LENGTH),

@@ -9,12 +9,17 @@ from dataclasses import replace
 from cmaas.envelope.bundle import DeviceBundle
 from cmaas.envelope.content import Content, content_kind, content_to_json
 from cmaas.envelope.errors import MalformedEncoding, OversizeInput, WrongRecipient
-from cmaas.envelope.header import Header, Priority
+from cmaas.envelope.header import (
+    Header,
+)
 from cmaas.envelope.hpke_key import key_entry_info, seal_content_key
 from cmaas.envelope.keys import PrivateKey, point_bytes, sign
 from cmaas.envelope.padding import pad
 from cmaas.envelope.payload import CONTENT_KEY_SIZE, NONCE_SIZE, seal_payload
 from cmaas.envelope.sealed import MAX_KEY_ENTRIES, KeyEntry, SealedEnvelope
+from cmaas.lifecycle import (
+    Priority,
+)
 
 __all__ = ["seal"]
 
@@ -29,7 +34,7 @@ def seal(
     app_key: PrivateKey,
     created_ms: int,
     expires_ms: int,
-    priority: Priority = "normal",
+    priority: Priority = Priority.NORMAL,
     auto_delete_s: int | None = None,
     content_key: bytes | None = None,
     nonce: bytes | None = None,

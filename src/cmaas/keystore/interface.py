@@ -22,9 +22,11 @@ from cmaas.keystore.models import (
     NewMessage,
     OutboxEntry,
     Plan,
+    StatusEvent,
+)
+from cmaas.lifecycle import (
     Priority,
     StatusChange,
-    StatusEvent,
 )
 
 __all__ = ["DeviceStore", "Keystore", "MessageStore"]

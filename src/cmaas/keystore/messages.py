@@ -16,12 +16,15 @@ from cmaas.keystore.errors import MessageConflict, MessageNotFound, QuotaExhaust
 from cmaas.keystore.models import (
     CursorState,
     MessageRecord,
-    MessageStatus,
     NewMessage,
     OutboxEntry,
+    StatusEvent,
+)
+from cmaas.lifecycle import (
+    MessageStatus,
     Priority,
     StatusChange,
-    StatusEvent,
+    transition,
 )
 
 __all__ = ["EventListener", "SqliteMessageStore"]
@@ -49,7 +52,7 @@ def _record(row: sqlite3.Row, duplicate: bool = False) -> MessageRecord:
         message_id=row["message_id"],
         recipient=row["recipient"],
         recipient_jid=row["recipient_jid"],
-        priority=Priority(row["priority"]),
+        priority=Priority.from_rank(row["priority"]),
         status=MessageStatus(row["status"]),
         detail=row["detail"],
         expires_ms=row["expires_ms"],
@@ -65,7 +68,7 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
         app_id=row["app_id"],
         message_id=row["message_id"],
         recipient_jid=row["recipient_jid"],
-        priority=Priority(row["priority"]),
+        priority=Priority.from_rank(row["priority"]),
         expires_ms=row["expires_ms"],
     )
 
@@ -202,7 +205,7 @@ class SqliteMessageStore:
                         message.message_id,
                         message.recipient,
                         message.recipient_jid,
-                        int(message.priority),
+                        message.priority.rank,
                         message.request_sha256,
                         message.envelope,
                         message.expires_ms,
@@ -414,7 +417,7 @@ class SqliteMessageStore:
                 "SELECT priority, count(*) FROM messages WHERE status = 'accepted'"
                 " GROUP BY priority"
             )
-            counts = {Priority(row[0]): int(row[1]) for row in await cursor.fetchall()}
+            counts = {Priority.from_rank(row[0]): int(row[1]) for row in await cursor.fetchall()}
         return {priority: counts.get(priority, 0) for priority in Priority}
 
     # Consumers' cursors
@@ -478,32 +481,27 @@ def _apply_change(db: sqlite3.Connection, change: StatusChange) -> list[StatusEv
     ).fetchone()
     if row is None:
         return []
-    if change.reporter is not None and change.reporter != row["recipient_jid"]:
-        return []
-    current = MessageStatus(row["status"])
     seq = row["seq"]
-    new = change.status
-    if new in (MessageStatus.FAILED, MessageStatus.EXPIRED):
-        if not current.pending:
-            return []
-    elif change.device:
+
+    def reported(device: str, status: MessageStatus) -> bool:
         seen = db.execute(
             "SELECT 1 FROM status_events WHERE seq = ? AND device = ? AND status = ?",
-            (seq, change.device, new.value),
+            (seq, device, status.value),
         ).fetchone()
-        if seen is not None or current in (MessageStatus.FAILED, MessageStatus.EXPIRED):
-            return []
-    elif new.rank <= current.rank:
+        return seen is not None
+
+    step = transition(MessageStatus(row["status"]), row["recipient_jid"], change, reported)
+    if step is None:
         return []
-    if new.rank > current.rank:
-        _set_status(db, seq, new, change.detail, change.at_ms)
+    if step.moves:
+        _set_status(db, seq, step.status, change.detail, change.at_ms)
     return [
         _add_event(
             db,
             seq,
             change.app_id,
             change.message_id,
-            new,
+            change.status,
             change.at_ms,
             change.device,
             change.detail,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 from cmaas.identifiers import IpNetwork
+from cmaas.lifecycle import MessageStatus, Priority
 
 __all__ = [
     "NOTICES_CONSUMER",
@@ -22,33 +22,13 @@ __all__ = [
     "IssuedCredentials",
     "KeyTake",
     "MessageRecord",
-    "MessageStatus",
     "NewApp",
     "NewMessage",
     "OutboxEntry",
     "Plan",
-    "Priority",
-    "StatusChange",
     "StatusEvent",
     "StoredPrekey",
 ]
-
-
-class Priority(enum.IntEnum):
-    """Delivery classes; a lower value is dispatched first (OTPs ride ``HIGH``)."""
-
-    HIGH = 0
-    NORMAL = 1
-    BULK = 2
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def from_label(cls, label: str) -> Priority:
-        """Raises: KeyError: Not one of ``high``, ``normal``, ``bulk``."""
-        return cls[label.upper()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,37 +216,6 @@ class KeyTake:
     running_low: tuple[DeviceKeys, ...]
 
 
-class MessageStatus(enum.Enum):
-    """Where a message stands (SPEC section 6); statuses only move forward."""
-
-    ACCEPTED = "accepted"
-    DISPATCHED = "dispatched"
-    DELIVERED = "delivered"
-    READ = "read"
-    FAILED = "failed"
-    EXPIRED = "expired"
-
-    @property
-    def rank(self) -> int:
-        """Later statuses rank higher; the two failures end any pending message."""
-        return _STATUS_RANK[self]
-
-    @property
-    def pending(self) -> bool:
-        """Not yet delivered, failed or expired: the outbox still answers for it."""
-        return self in (MessageStatus.ACCEPTED, MessageStatus.DISPATCHED)
-
-
-_STATUS_RANK = {
-    MessageStatus.ACCEPTED: 0,
-    MessageStatus.DISPATCHED: 1,
-    MessageStatus.DELIVERED: 2,
-    MessageStatus.READ: 3,
-    MessageStatus.FAILED: 4,
-    MessageStatus.EXPIRED: 4,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A sealed message admitted for storage.
@@ -320,26 +269,6 @@ class OutboxEntry:
     recipient_jid: str
     priority: Priority
     expires_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """Something that happened to a message, to be recorded if it moves it forward.
-
-    Attributes:
-        reporter: The bare JID that reported it (a receipt's or marker's sender); it
-            must be the message's recipient, else the change is ignored. ``None`` for
-            the gateway's own observations.
-        device: Where it applies: the reporting device, or empty for the message.
-    """
-
-    app_id: str
-    message_id: str
-    status: MessageStatus
-    at_ms: int
-    device: str = ""
-    detail: str = ""
-    reporter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

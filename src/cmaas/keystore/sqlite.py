@@ -45,6 +45,8 @@ from cmaas.keystore.models import (
     IssuedCredentials,
     NewApp,
     Plan,
+)
+from cmaas.lifecycle import (
     Priority,
 )
 
@@ -63,7 +65,7 @@ def _hmac_key_aad(app_id: str, credential_id: str) -> bytes:
 
 
 def _priorities_text(priorities: Iterable[Priority]) -> str:
-    return ",".join(p.label for p in sorted(priorities))
+    return ",".join(p.value for p in Priority.ranked(priorities))
 
 
 def _plan_from_row(row: sqlite3.Row) -> Plan:
@@ -72,7 +74,7 @@ def _plan_from_row(row: sqlite3.Row) -> Plan:
         sustained_per_second=row["sustained_per_second"],
         burst=row["burst"],
         daily_quota=row["daily_quota"],
-        priorities=frozenset(Priority.from_label(p) for p in row["priorities"].split(",")),
+        priorities=frozenset(Priority(p) for p in row["priorities"].split(",")),
     )
 
 

@@ -38,6 +38,7 @@ from cmaas.component.adhoc.forms import (
     render_result,
     render_table,
 )
+from cmaas.lifecycle import Priority
 
 __all__ = [
     "AppList",
@@ -308,7 +309,7 @@ class PlanSet(_AdminCommand):
     )
 
     async def start(self, context: CommandContext) -> Step:
-        return FormStep(self.form, self.submit, {"priorities": ["high", "normal", "bulk"]})
+        return FormStep(self.form, self.submit, {"priorities": list(Priority)})
 
     async def submit(self, form: Submission) -> Step:
         plan = await self.service.set_plan(

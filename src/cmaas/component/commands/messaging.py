@@ -39,7 +39,7 @@ __all__ = [
     "AppDescribe",
     "KeysLookup",
     "MessageSend",
-    "MessageStatus",
+    "MessageStatusLookup",
     "SigningKeyRegister",
     "messaging_commands",
 ]
@@ -242,7 +242,7 @@ def _form_value(value: object) -> FieldValue:
     return "" if value is None else str(value)
 
 
-class MessageStatus(_AppCommand):
+class MessageStatusLookup(_AppCommand):
     node = "urn:cmaas:cmd:message-status"
     name = "Show a message's status"
     form = FormSpec(
@@ -283,5 +283,11 @@ def messaging_commands(
 ) -> list[Command]:
     return [
         command(keystore, messaging, authenticator)
-        for command in (AppDescribe, KeysLookup, MessageSend, MessageStatus, SigningKeyRegister)
+        for command in (
+            AppDescribe,
+            KeysLookup,
+            MessageSend,
+            MessageStatusLookup,
+            SigningKeyRegister,
+        )
     ]

@@ -1,0 +1,156 @@
+"""A message's lifecycle: its priority, its statuses and the rules that move it.
+
+Pure: no storage and no network. A message store calls :func:`transition` inside the
+transaction that records a change, so every storage backend applies the same rules:
+
+- a message's own status only moves forward (``accepted`` → ``dispatched`` →
+  ``delivered`` → ``read``), and ``failed`` or ``expired`` end only a pending message;
+- a device's receipt or marker is recorded once per device and status, even when the
+  message as a whole is already further on;
+- only the message's recipient may report on it: anyone else's report is ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "MessageStatus",
+    "Priority",
+    "StatusChange",
+    "Transition",
+    "transition",
+]
+
+
+class Priority(enum.StrEnum):
+    """Delivery classes, written as their value on the wire and in envelopes. OTPs ride
+    ``HIGH``; a lower :attr:`rank` is dispatched first."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    BULK = "bulk"
+
+    @property
+    def rank(self) -> int:
+        """0 for high, 1 for normal, 2 for bulk: the dispatch order, and the stored form."""
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        """Raises: ValueError: Not 0, 1 or 2."""
+        for priority, value in _PRIORITY_RANK.items():
+            if value == rank:
+                return priority
+        raise ValueError(f"no priority ranks {rank}")
+
+    @staticmethod
+    def ranked(priorities: Iterable[Priority]) -> list[Priority]:
+        """``priorities`` in dispatch order."""
+        return sorted(priorities, key=lambda priority: priority.rank)
+
+    @classmethod
+    def choices(cls) -> str:
+        """``high, normal or bulk``: how a refusal names the valid values."""
+        names = [priority.value for priority in cls]
+        return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+_PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.BULK: 2}
+
+
+class MessageStatus(enum.Enum):
+    """Where a message stands; see the module's rules for how it moves."""
+
+    ACCEPTED = "accepted"
+    DISPATCHED = "dispatched"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def rank(self) -> int:
+        """Later statuses rank higher; the two failures end any pending message."""
+        return _STATUS_RANK[self]
+
+    @property
+    def pending(self) -> bool:
+        """Not yet delivered, failed or expired: the outbox still answers for it."""
+        return self in (MessageStatus.ACCEPTED, MessageStatus.DISPATCHED)
+
+    @property
+    def final_failure(self) -> bool:
+        return self in (MessageStatus.FAILED, MessageStatus.EXPIRED)
+
+
+_STATUS_RANK = {
+    MessageStatus.ACCEPTED: 0,
+    MessageStatus.DISPATCHED: 1,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.READ: 3,
+    MessageStatus.FAILED: 4,
+    MessageStatus.EXPIRED: 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """Something that happened to a message, to be recorded if it moves it forward.
+
+    Attributes:
+        reporter: The bare JID that reported it (a receipt's or marker's sender); it
+            must be the message's recipient, else the change is ignored. ``None`` for
+            the gateway's own observations.
+        device: Where it applies: the reporting device, or empty for the message.
+    """
+
+    app_id: str
+    message_id: str
+    status: MessageStatus
+    at_ms: int
+    device: str = ""
+    detail: str = ""
+    reporter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What an accepted change does: an event is recorded for it, and the message's own
+    status becomes :attr:`status` (when :attr:`moves`) or stays as it was."""
+
+    status: MessageStatus
+    moves: bool
+
+
+def transition(
+    current: MessageStatus,
+    recipient_jid: str | None,
+    change: StatusChange,
+    reported: Callable[[str, MessageStatus], bool],
+) -> Transition | None:
+    """Apply the lifecycle's rules to one change of a stored message.
+
+    Args:
+        current: The message's status in the store now.
+        recipient_jid: The message's resolved recipient.
+        reported: Whether a device already reported a status (asked only for a
+            device's change, so a store reads its history only then).
+
+    Returns: the transition to record, or ``None`` when the change is to be ignored.
+    """
+    if change.reporter is not None and change.reporter != recipient_jid:
+        return None
+    new = change.status
+    if new.final_failure:
+        if not current.pending:
+            return None
+    elif change.device:
+        if current.final_failure or reported(change.device, new):
+            return None
+    elif new.rank <= current.rank:
+        return None
+    moves = new.rank > current.rank
+    return Transition(new if moves else current, moves)
