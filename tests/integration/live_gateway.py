@@ -1,8 +1,8 @@
 """The gateway run inside the test's event loop, so a test can act as the sender.
 
-Until the delivery engine exists, a test seals with the envelope library and writes
-the message through the gateway's own component link; the receipts and markers that
-come back are the component's feedback events.
+A test seals with the envelope library and writes the message through the gateway's
+own component link; the receipts and markers that come back are the component's
+feedback, which the test subscribes to beside the status tracker.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cmaas.admin import AdminService, RegisterAppRequest
-from cmaas.component.delivery import FEEDBACK_EVENTS, Feedback, FeedbackKind
 from cmaas.component.runner import Gateway, open_gateway
+from cmaas.delivery.tracker import Feedback, FeedbackKind
 from cmaas.devservers import XmppServer
 from cmaas.settings import load_settings
 
@@ -28,8 +28,10 @@ class FeedbackLog:
         self.queues: dict[FeedbackKind, asyncio.Queue[Feedback]] = {
             kind: asyncio.Queue() for kind in FeedbackKind
         }
-        for kind, event in FEEDBACK_EVENTS.items():
-            gateway.xmpp.add_event_handler(event, self.queues[kind].put_nowait)
+        gateway.xmpp.feedback.subscribe(self)
+
+    async def report(self, feedback: Feedback) -> None:
+        self.queues[feedback.kind].put_nowait(feedback)
 
     async def next(self, kind: FeedbackKind, within: float = 15.0) -> Feedback:
         async with asyncio.timeout(within):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cmaas.clock import now_ms
-from cmaas.component.delivery import FeedbackKind
 from cmaas.component.runner import Gateway
+from cmaas.delivery.tracker import FeedbackKind
 from cmaas.device.client import DeviceClient
 from cmaas.device.keyfile import KeyFile
 from cmaas.devservers import XmppServer, cmaas_executable
@@ -77,12 +77,12 @@ async def test_sealed_message_reaches_every_device_and_reports_back(
             assert received.app_jid == sender.app_jid
             assert received.app_name == "Example Bank"
             assert received.newly_pinned
-        delivered = {(await feedback.next(FeedbackKind.DELIVERED)).sender.resource for _ in "ab"}
+        delivered = {(await feedback.next(FeedbackKind.DELIVERED)).resource for _ in "ab"}
         assert delivered == {"phone", "laptop"}
 
         phone.mark_read(message_id)
         displayed = await feedback.next(FeedbackKind.DISPLAYED)
-        assert (displayed.message_id, displayed.sender.resource) == (message_id, "phone")
+        assert (displayed.message_id, displayed.resource) == (message_id, "phone")
         assert str(displayed.app_jid) == sender.app_jid
 
         # Each device's one-time prekey was taken once and its private half is gone.
@@ -136,7 +136,7 @@ async def test_revoked_device_gets_no_more_messages(
         assert refused.message_id == message_id
         assert isinstance(refused.error, WrongDevice)
         assert lost._inbox.empty()
-        assert (await feedback.next(FeedbackKind.DELIVERED)).sender.resource == "kept"
+        assert (await feedback.next(FeedbackKind.DELIVERED)).resource == "kept"
         statuses = {row["device_id"]: row["status"] for row in await kept.devices()}
         assert statuses[str(lost.keyring.device_id)].startswith("revoked")
 

@@ -20,6 +20,7 @@ from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.commands import admin_commands, device_commands
 from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
+from cmaas.delivery.tracker import Feedback
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import MasterKeyring, SqliteKeystore
 
@@ -34,6 +35,16 @@ class MonotonicClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class RecordedFeedback:
+    """A feedback sink that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.items: list[Feedback] = []
+
+    async def report(self, feedback: Feedback) -> None:
+        self.items.append(feedback)
 
 
 class GatewayStanzaTest(SlixTest):
@@ -57,8 +68,9 @@ class GatewayStanzaTest(SlixTest):
             session_timeout=300,
             clock=self.monotonic,
         )
+        self.feedback = RecordedFeedback()
         self.xmpp = GatewayComponent(
-            DOMAIN, "secret", self.engine, AppContacts(self.keystore, DOMAIN)
+            DOMAIN, "secret", self.engine, AppContacts(self.keystore, DOMAIN), self.feedback
         )
         self.mode = "component"
         self.xmpp._always_send_everything = True

@@ -6,8 +6,8 @@ import time
 
 from slixmpp import JID
 
-from cmaas.component.delivery import FEEDBACK_EVENTS, Feedback, FeedbackKind
 from cmaas.component.gateway import GatewayComponent
+from cmaas.delivery.tracker import FeedbackKind
 from cmaas.envelope import DeviceKeyring
 from cmaas.keydirectory import DeviceLimits
 from cmaas.keystore import (
@@ -71,9 +71,7 @@ class TestOutbound(GatewayStanzaTest):
 class TestFeedback(GatewayStanzaTest):
     def setUp(self) -> None:
         super().setUp()
-        self.events: list[Feedback] = []
-        for event in FEEDBACK_EVENTS.values():
-            self.xmpp.add_event_handler(event, self.events.append)
+        self.events = self.feedback.items
 
     def test_receipt_marker_and_bounce_become_events(self) -> None:
         self.recv(
@@ -95,8 +93,8 @@ class TestFeedback(GatewayStanzaTest):
             (FeedbackKind.DISPLAYED, "m-1", ""),
             (FeedbackKind.BOUNCED, "m-2", "service-unavailable"),
         ]
-        assert self.events[0].app_jid == JID(f"bank@{DOMAIN}")
-        assert self.events[0].sender == JID(USER)
+        assert self.events[0].app_jid == f"bank@{DOMAIN}"
+        assert self.events[0].sender == USER
 
     def test_the_reporting_device_is_its_announced_id_or_else_its_resource(self) -> None:
         self.recv(

@@ -18,13 +18,10 @@ from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.contacts import AppContacts, ContactState
-from cmaas.component.delivery import (
-    FeedbackHandlers,
-    prekeys_low_message,
-    sealed_message_xml,
-    status_message,
-)
+from cmaas.component.feedback import FeedbackHandlers
+from cmaas.component.outbound import prekeys_low_message, sealed_message_xml, status_message
 from cmaas.component.presence import PresenceResponder
+from cmaas.delivery.tracker import FeedbackSink
 from cmaas.keydirectory import DeviceLimits
 from cmaas.keystore import DeviceKeys, StatusEvent
 from cmaas.xmpp.stanzas import register_stanzas
@@ -52,6 +49,7 @@ class GatewayComponent(ComponentXMPP):
         secret: str,
         engine: AdhocEngine,
         contacts: AppContacts,
+        feedback: FeedbackSink,
         *,
         server: str | None = None,
     ) -> None:
@@ -68,7 +66,8 @@ class GatewayComponent(ComponentXMPP):
         self._drop_roster_handlers()
         register_stanzas()
         PresenceResponder(self, contacts).attach()
-        FeedbackHandlers(self).attach()
+        self.feedback = FeedbackHandlers(self, feedback)
+        self.feedback.attach()
         self.register_handler(
             CoroutineCallback(
                 "cmaas ad-hoc",
@@ -90,7 +89,7 @@ class GatewayComponent(ComponentXMPP):
     def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope_json: str) -> bool:
         """Write one sealed message from ``app_id``'s JID to ``recipient``'s bare JID.
 
-        What happens to it comes back as :data:`~cmaas.component.delivery.FEEDBACK_EVENTS`.
+        What happens to it comes back through :attr:`feedback`.
 
         Returns: ``False`` when the link is down and nothing was written.
         """

@@ -18,7 +18,6 @@ from cmaas.component.adhoc.access import AccessPolicy
 from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.commands import admin_commands, device_commands, messaging_commands
 from cmaas.component.contacts import AppContacts
-from cmaas.component.delivery import track_feedback
 from cmaas.component.gateway import GatewayComponent
 from cmaas.component.health import health_routes
 from cmaas.delivery.auth import RequestAuthenticator
@@ -172,10 +171,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             settings.component_secret,
             engine,
             AppContacts(keystore, domain),
+            StatusTracker(store),
             server=min(settings.served_domains),
         )
         component.xmpp = xmpp
-        track_feedback(xmpp, StatusTracker(store))
         link = XmppLink(
             xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
         )

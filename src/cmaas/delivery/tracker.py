@@ -1,19 +1,23 @@
-"""Turning what devices and servers report about a message into its statuses."""
+"""Turning what devices and servers report about a message into its statuses.
+
+The component translates receipts (XEP-0184), displayed markers (XEP-0333) and bounces
+into :class:`Feedback` and hands each to a :class:`FeedbackSink`; the
+:class:`StatusTracker` is the sink that records them, under the rules of
+:mod:`cmaas.lifecycle`.
+"""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from cmaas.clock import now_ms
-from cmaas.keystore import (
-    MessageStore,
-)
-from cmaas.lifecycle import (
-    MessageStatus,
-    StatusChange,
-)
+from cmaas.keystore import MessageStore
+from cmaas.lifecycle import MessageStatus, StatusChange
 
-__all__ = ["StatusTracker"]
+__all__ = ["Feedback", "FeedbackKind", "FeedbackSink", "StatusTracker"]
 
 # Bounce conditions that say the recipient account does not exist, put plainly.
 _EXPLAINED = {
@@ -26,6 +30,52 @@ _EXPLAINED = {
 }
 
 
+class FeedbackKind(enum.Enum):
+    DELIVERED = "delivered"
+    DISPLAYED = "displayed"
+    BOUNCED = "bounced"
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One report about a sealed message, as the component read it off the wire.
+
+    Attributes:
+        app_jid: The bare app JID the message was sent from (the feedback's ``to``).
+        sender: Who reports: the device's full JID, or the server for a bounce.
+        message_id: The sealed message's id.
+        condition: For a bounce, the stanza error condition.
+        device: The CMaaS device id the reporter announced, else its XMPP resource.
+    """
+
+    kind: FeedbackKind
+    app_jid: str
+    sender: str
+    message_id: str
+    condition: str = ""
+    device: str = ""
+
+    @property
+    def app_id(self) -> str:
+        return self.app_jid.partition("@")[0]
+
+    @property
+    def reporter(self) -> str:
+        """The sender's bare JID."""
+        return self.sender.partition("/")[0]
+
+    @property
+    def resource(self) -> str:
+        """The sender's resource, empty for a bare JID."""
+        return self.sender.partition("/")[2]
+
+
+class FeedbackSink(Protocol):
+    """Where the component hands every piece of feedback it reads."""
+
+    async def report(self, feedback: Feedback) -> None: ...
+
+
 class StatusTracker:
     """Records receipts (``delivered``), displayed markers (``read``) and bounces
     (``failed``) per device. Only the message's recipient may report on it: a report
@@ -35,27 +85,25 @@ class StatusTracker:
         self._store = store
         self._clock_ms = clock_ms
 
-    async def delivered(self, app_id: str, message_id: str, reporter: str, device: str) -> None:
-        await self._record(app_id, message_id, MessageStatus.DELIVERED, reporter, device)
-
-    async def read(self, app_id: str, message_id: str, reporter: str, device: str) -> None:
-        await self._record(app_id, message_id, MessageStatus.READ, reporter, device)
-
-    async def bounced(self, app_id: str, message_id: str, reporter: str, condition: str) -> None:
-        explained = _EXPLAINED.get(condition, "the IM server returned the message")
-        detail = f"bounced: {condition or 'undefined-condition'} ({explained})"
-        await self._record(app_id, message_id, MessageStatus.FAILED, reporter, "", detail)
-
-    async def _record(
-        self,
-        app_id: str,
-        message_id: str,
-        status: MessageStatus,
-        reporter: str,
-        device: str,
-        detail: str = "",
-    ) -> None:
+    async def report(self, feedback: Feedback) -> None:
+        """Record the status ``feedback`` stands for, if it moves the message on."""
+        detail = ""
+        if feedback.kind is FeedbackKind.BOUNCED:
+            status = MessageStatus.FAILED
+            condition = feedback.condition
+            explained = _EXPLAINED.get(condition, "the IM server returned the message")
+            detail = f"bounced: {condition or 'undefined-condition'} ({explained})"
+        elif feedback.kind is FeedbackKind.DISPLAYED:
+            status = MessageStatus.READ
+        else:
+            status = MessageStatus.DELIVERED
         change = StatusChange(
-            app_id, message_id, status, self._clock_ms(), device, detail, reporter
+            feedback.app_id,
+            feedback.message_id,
+            status,
+            self._clock_ms(),
+            "" if feedback.kind is FeedbackKind.BOUNCED else feedback.device,
+            detail,
+            feedback.reporter,
         )
         await self._store.record([change])

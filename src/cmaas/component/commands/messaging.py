@@ -29,11 +29,11 @@ from cmaas.component.adhoc.forms import (
 )
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
 from cmaas.delivery.errors import AppSuspended, DeliveryError, InvalidRequest
-from cmaas.delivery.json_body import parse_json_body
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import Outcome, outcome_json
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.keystore import App, Keystore
+from cmaas.wire.json import parse_json_body
 
 __all__ = [
     "AppDescribe",
