@@ -30,6 +30,8 @@ import aiohttp
 from bench.measure import RECIPIENT, Settings, _responder, _until_stopped
 from bench.report import Row, ms, percentile, ticker
 from cmaas.clientservice import AppCredentials, GatewayApi
+from cmaas.clientservice.sealing import seal_submission
+from cmaas.clock import now_ms
 from cmaas.devservers import XmppServer, cmaas_executable, free_port
 from cmaas.envelope import (
     DeviceBundle,
@@ -39,13 +41,13 @@ from cmaas.envelope import (
     b64url,
     generate_private_key,
     point_bytes,
-    seal,
 )
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import MasterKeyring, SqliteKeystore
 from cmaas.lifecycle import (
     Priority,
 )
+from cmaas.wire import KeyLookup, Submission
 
 __all__ = [
     "BenchGateway",
@@ -74,30 +76,24 @@ class BenchGateway:
     bundle: DeviceBundle
     process: subprocess.Popen[bytes]
 
-    def seal(self, count: int, priority: Priority, prefix: str) -> list[dict[str, Any]]:
+    def seal(self, count: int, priority: Priority, prefix: str) -> list[Submission]:
         """Pre-seal ``count`` messages to the recipient's signed prekey (CPU, untimed)."""
-        now = int(time.time() * 1000)
+        now = now_ms()
+        keys = KeyLookup(self.bundle.jid, (self.bundle,))
         messages = []
         for n in range(count):
-            message_id = f"{prefix}{n}"
-            envelope = seal(
-                TextContent(f"{n:010d} benchmark message"),
-                message_id=message_id,
-                app_jid=self.app_jid,
-                recipient_jid=self.bundle.jid,
-                bundles=[self.bundle],
-                app_key=self.key,
-                created_ms=now,
-                expires_ms=now + 3_600_000,
-                priority=priority,
-            )
             messages.append(
-                {
-                    "message_id": message_id,
-                    "to": self.bundle.jid,
-                    "priority": priority,
-                    "envelope": envelope.to_bytes().decode(),
-                }
+                seal_submission(
+                    keys,
+                    self.bundle.jid,
+                    TextContent(f"{n:010d} benchmark message"),
+                    message_id=f"{prefix}{n}",
+                    app_jid=self.app_jid,
+                    app_key=self.key,
+                    priority=priority,
+                    created_ms=now,
+                    expires_ms=now + 3_600_000,
+                )
             )
         return messages
 
@@ -237,7 +233,7 @@ async def delivered_count(session: aiohttp.ClientSession, url: str) -> int:
     return 0
 
 
-async def submit_all(api: GatewayApi, messages: list[dict[str, Any]]) -> list[float]:
+async def submit_all(api: GatewayApi, messages: list[Submission]) -> list[float]:
     """Submit in batches, IN_FLIGHT at a time; returns each batch's answer time."""
     batches = [messages[i : i + BATCH] for i in range(0, len(messages), BATCH)]
     answers: list[float] = []
@@ -248,7 +244,7 @@ async def submit_all(api: GatewayApi, messages: list[dict[str, Any]]) -> list[fl
             began = time.perf_counter()
             results = await api.submit_batch(batch)
             answers.append(time.perf_counter() - began)
-            refused = [r for r in results if r["status_code"] != 202]
+            refused = [r for r in results if r.status_code != 202]
             if refused:
                 raise ConnectionError(f"{len(refused)} refused, first: {refused[0]}")
 
@@ -339,7 +335,7 @@ async def otp_latency(server: XmppServer, settings: Settings) -> Row:
         submitted_ms: dict[str, int] = {}
         latencies: list[float] = []
         await submit_all(gateway.api, backlog)
-        cursor = (await gateway.api.events())["next"]
+        cursor = (await gateway.api.events()).next
         began = time.perf_counter()
         deadline = time.monotonic() + settings.deadline
 
@@ -351,24 +347,24 @@ async def otp_latency(server: XmppServer, settings: Settings) -> Row:
             nonlocal cursor, last_bulk_ms
             while len(latencies) < len(otps) and time.monotonic() < deadline:
                 page = await gateway.api.events(after=cursor, wait=1)
-                cursor = page["next"]
-                for event in page["events"]:
-                    sent = submitted_ms.get(event["message_id"])
+                cursor = page.next
+                for event in page.events:
+                    sent = submitted_ms.get(event.message_id)
                     if sent is not None:
-                        stages.setdefault(event["message_id"], {})[event["status"]] = event["at_ms"]
-                    if event["status"] != "delivered":
+                        stages.setdefault(event.message_id, {})[event.status] = event.at_ms
+                    if event.status != "delivered":
                         continue
                     if sent is not None:
-                        latencies.append((event["at_ms"] - sent) / 1000)
+                        latencies.append((event.at_ms - sent) / 1000)
                     else:
-                        last_bulk_ms = max(last_bulk_ms, event["at_ms"])
+                        last_bulk_ms = max(last_bulk_ms, event.at_ms)
 
         following = asyncio.create_task(follow())
         # One every 20 ms whatever the answers take: a late answer must not thin the
         # OTPs out while the backlog drains.
         submitting = []
         for message in otps:
-            submitted_ms[message["message_id"]] = int(time.time() * 1000)
+            submitted_ms[message.message_id] = now_ms()
             submitting.append(asyncio.create_task(gateway.api.submit(message)))
             await asyncio.sleep(OTP_EVERY_S)
         await asyncio.gather(*submitting)

@@ -61,7 +61,7 @@ class Priority(enum.StrEnum):
 _PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.BULK: 2}
 
 
-class MessageStatus(enum.Enum):
+class MessageStatus(enum.StrEnum):
     """Where a message stands; see the module's rules for how it moves."""
 
     ACCEPTED = "accepted"

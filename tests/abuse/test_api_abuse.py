@@ -26,7 +26,6 @@ from cmaas.delivery.events import EventHub
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.service import Messaging
-from cmaas.delivery.signing import request_signature
 from cmaas.delivery.submission import SubmissionService
 from cmaas.identifiers import parse_network
 from cmaas.keydirectory import KeyDirectory
@@ -40,6 +39,7 @@ from cmaas.keystore import (
 from cmaas.lifecycle import (
     Priority,
 )
+from cmaas.wire.signing import request_signature
 
 from .tally import CASES
 

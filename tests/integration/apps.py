@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,21 +17,28 @@ import aiohttp
 from aiohttp import web
 
 from cmaas.clientservice import AppCredentials, ClientConfig, GatewayApi
+from cmaas.clientservice.sealing import seal_submission
 from cmaas.clock import now_ms
-from cmaas.delivery.signing import webhook_signature_matches
 from cmaas.devservers import free_port
 from cmaas.envelope import (
     Content,
-    DeviceBundle,
     PrivateKey,
     b64url,
     generate_private_key,
     point_bytes,
-    seal,
 )
 from cmaas.lifecycle import (
     Priority,
 )
+from cmaas.wire import (
+    Accepted,
+    KeyLookup,
+    MessageView,
+    StatusEvent,
+    Submission,
+    SubmissionResult,
+)
+from cmaas.wire.signing import webhook_signature_matches
 
 from .gateway_process import GatewayProcess
 
@@ -67,30 +74,29 @@ class RegisteredApp:
 
     def seal(
         self,
-        lookup: dict[str, Any],
+        lookup: KeyLookup,
         content: Content,
         *,
         message_id: str,
+        to: str | None = None,
         priority: Priority = Priority.HIGH,
         lifetime_ms: int = 600_000,
-    ) -> str:
-        """Seal to every device of a ``GET /v1/keys`` answer; a negative lifetime makes
-        an envelope that is already expired."""
-        jid = lookup["jid"]
-        bundles = [DeviceBundle.from_json(b, expected_jid=jid) for b in lookup["devices"]]
+    ) -> Submission:
+        """A submission sealed to every device of a ``GET /v1/keys`` answer, to ``to``
+        (the looked-up JID by default); a negative lifetime makes an envelope that is
+        already expired."""
         now = now_ms()
-        envelope = seal(
+        return seal_submission(
+            lookup,
+            to or lookup.jid,
             content,
             message_id=message_id,
             app_jid=self.app_jid,
-            recipient_jid=jid,
-            bundles=bundles,
             app_key=self.key,
+            priority=priority,
             created_ms=now - max(0, -lifetime_ms) - 1_000,
             expires_ms=now + lifetime_ms,
-            priority=priority,
         )
-        return envelope.to_bytes().decode()
 
     async def send(
         self,
@@ -100,25 +106,29 @@ class RegisteredApp:
         priority: Priority = Priority.HIGH,
         lifetime_ms: int = 600_000,
         message_id: str | None = None,
-        lookup: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        lookup: KeyLookup | None = None,
+    ) -> Accepted:
         """Look up (unless given a lookup to reuse), seal and submit one message;
         returns the gateway's answer."""
         message_id = message_id or self.new_id()
         lookup = lookup or await self.api.lookup(to)
-        envelope = self.seal(
-            lookup, content, message_id=message_id, priority=priority, lifetime_ms=lifetime_ms
-        )
         return await self.api.submit(
-            {"message_id": message_id, "to": to, "priority": priority, "envelope": envelope}
+            self.seal(
+                lookup,
+                content,
+                message_id=message_id,
+                to=to,
+                priority=priority,
+                lifetime_ms=lifetime_ms,
+            )
         )
 
     async def wait_status(
-        self, message_id: str, wanted: Callable[[dict[str, Any]], bool], within: float = 20.0
-    ) -> dict[str, Any]:
+        self, message_id: str, wanted: Callable[[MessageView], bool], within: float = 20.0
+    ) -> MessageView:
         """Poll ``GET /v1/messages/{id}`` until ``wanted`` holds; fails after ``within``."""
         deadline = time.monotonic() + within
-        view: dict[str, Any] = {}
+        view: MessageView | None = None
         while time.monotonic() < deadline:
             view = await self.api.status(message_id)
             if wanted(view):
@@ -157,7 +167,7 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self.port}/cmaas/events"
         self.hmac_key = b""
         self.down = False
-        self.events: list[dict[str, Any]] = []
+        self.events: list[StatusEvent] = []
         self.refused = 0
         self.bad_signatures = 0
         self._arrived = asyncio.Condition()
@@ -174,13 +184,13 @@ class WebhookReceiver:
             self.bad_signatures += 1
             return web.Response(status=401)
         async with self._arrived:
-            self.events.extend(json.loads(body)["events"])
+            self.events.extend(StatusEvent.from_json(e) for e in json.loads(body)["events"])
             self._arrived.notify_all()
         return web.Response(status=204)
 
     async def wait_for(
-        self, wanted: Callable[[list[dict[str, Any]]], bool], within: float = 30.0
-    ) -> list[dict[str, Any]]:
+        self, wanted: Callable[[list[StatusEvent]], bool], within: float = 30.0
+    ) -> list[StatusEvent]:
         async with asyncio.timeout(within), self._arrived:
             await self._arrived.wait_for(lambda: wanted(self.events))
         return self.events
@@ -198,8 +208,13 @@ class WebhookReceiver:
             await runner.cleanup()
 
 
-def statuses(events: list[dict[str, Any]], message_id: str) -> list[str]:
-    return [event["status"] for event in events if event["message_id"] == message_id]
+def accepted(results: Sequence[SubmissionResult]) -> bool:
+    """Whether the gateway stored every one of a batch's messages."""
+    return all(isinstance(r, Accepted) and r.status == "accepted" for r in results)
+
+
+def statuses(events: Sequence[StatusEvent], message_id: str) -> list[str]:
+    return [event.status.value for event in events if event.message_id == message_id]
 
 
 @asynccontextmanager

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cmaas.delivery.signing import request_signature
 from cmaas.devservers import XmppServer
 from cmaas.envelope import OtpContent
+from cmaas.wire import KeyLookup
+from cmaas.wire.signing import request_signature
 
 from .apps import http_session, register_app
 from .conftest import connect
@@ -40,21 +41,12 @@ async def test_bot_looks_up_submits_and_follows_over_adhoc(
             assert {LOOKUP, SEND, STATUS} <= set(await bot.command_nodes(gw))
             looked_up = await bot.run(gw, LOOKUP, {"to": alice})
             assert looked_up.status == "completed", looked_up
-            lookup = {
-                "jid": looked_up.values["jid"][0],
-                "devices": [json.loads(text) for text in looked_up.values["bundles"]],
-            }
+            # People read the fields; programs read the whole answer from "json".
+            assert looked_up.values["jid"] == [alice]
+            lookup = KeyLookup.from_json(json.loads(looked_up.values["json"][0]))
             message_id = app.new_id()
-            body = json.dumps(
-                {
-                    "message_id": message_id,
-                    "to": alice,
-                    "priority": "high",
-                    "envelope": app.seal(
-                        lookup, OtpContent("271828", "login"), message_id=message_id
-                    ),
-                }
-            )
+            sealed = app.seal(lookup, OtpContent("271828", "login"), message_id=message_id)
+            body = json.dumps(sealed.to_json())
 
             def signed(signature_key: bytes) -> dict[str, str]:
                 timestamp, nonce = str(int(time.time())), secrets.token_urlsafe(16)

@@ -19,6 +19,7 @@ from cmaas.devservers import XmppServer
 from cmaas.devservers.client import AdhocClient
 from cmaas.envelope import TextContent
 from cmaas.lifecycle import Priority
+from cmaas.wire import Accepted, submission_result
 
 from .apps import RegisteredApp, http_session, register_app
 from .devices import new_device
@@ -167,7 +168,7 @@ async def test_plan_exceeded_then_raised_at_runtime(
         assert (bulk.value.status, bulk.value.code) == (403, "priority_not_allowed")
         for _ in range(2):
             answer = await app.send(alice, TextContent("ok"), lookup=keys)
-            assert answer["status"] == "accepted"
+            assert answer.status == "accepted"
         with pytest.raises(ApiError) as limited:
             await app.send(alice, TextContent("one too many"), lookup=keys)
         assert (limited.value.status, limited.value.code) == (429, "rate_limited")
@@ -177,7 +178,7 @@ async def test_plan_exceeded_then_raised_at_runtime(
         await asyncio.sleep(0.2)
         for _ in range(2):  # the 3rd and 4th message of the day
             answer = await app.send(alice, TextContent("faster now"), lookup=keys)
-            assert answer["status"] == "accepted"
+            assert answer.status == "accepted"
         with pytest.raises(ApiError) as quota:
             await app.send(alice, TextContent("over the day's quota"), lookup=keys)
         assert (quota.value.status, quota.value.code) == (429, "quota_exceeded")
@@ -193,25 +194,27 @@ async def test_batch_answers_each_message_and_limits_hold(
         app = await register_app(gateway, session, "batcher")
         lookup = await app.api.lookup(alice)
         good_id = app.new_id()
-        good = {
-            "message_id": good_id,
-            "to": alice,
-            "priority": "high",
-            "envelope": app.seal(lookup, TextContent("hi"), message_id=good_id),
-        }
-        results = await app.api.submit_batch(
-            [
-                good,
-                {**good, "message_id": "other-id"},  # the envelope names another id
-                {"message_id": "x", "to": alice},
-                "not an object",
-                {**good, "message_id": "ghost", "to": "nobody@mail.example"},
-            ]
+        good = app.seal(lookup, TextContent("hi"), message_id=good_id).to_json()
+        # Sent as raw JSON: the typed client could not even spell most of these.
+        answer = await app.api.request(
+            "POST",
+            "/v1/messages:batch",
+            {
+                "messages": [
+                    good,
+                    {**good, "message_id": "other-id"},  # the envelope names another id
+                    {"message_id": "x", "to": alice},
+                    "not an object",
+                    {**good, "message_id": "ghost", "to": "nobody@mail.example"},
+                ]
+            },
         )
-        assert [r["status_code"] for r in results] == [202, 400, 400, 400, 400]
-        assert results[0]["status"] == "accepted"
-        assert "message_id" in results[1]["detail"]
-        assert results[1]["message_id"] == "other-id"
+        results = [submission_result(result) for result in answer["results"]]
+        assert [r.status_code for r in results] == [202, 400, 400, 400, 400]
+        assert isinstance(results[0], Accepted)
+        assert results[0].status == "accepted"
+        assert "message_id" in results[1].detail
+        assert results[1].message_id == "other-id"
 
         # Malformed, oversized and misdirected requests answer in the same JSON form.
         for body in (b"not json", b'{"a": 1, "a": 2}', b"[]"):
@@ -246,26 +249,18 @@ async def test_unknown_recipient_and_missing_signing_key(
         # A message to an address nobody has: accepted, then failed with the reason.
         lookup = await app.api.lookup(alice)
         message_id = app.new_id()
-        envelope = app.seal(lookup, TextContent("hi"), message_id=message_id)
         answer = await app.api.submit(
-            {
-                "message_id": message_id,
-                "to": "+919876543210",
-                "envelope": envelope,
-                "priority": "high",
-            }
+            app.seal(lookup, TextContent("hi"), message_id=message_id, to="+919876543210")
         )
-        assert answer["status"] == "failed"
-        assert answer["detail"].startswith("unknown recipient")
+        assert answer.status == "failed"
+        assert answer.detail.startswith("unknown recipient")
         view = await app.api.status(message_id)
-        assert [e["status"] for e in view["history"]] == ["accepted", "failed"]
+        assert [e.status for e in view.history] == ["accepted", "failed"]
 
         # An envelope signed with a key the app never registered is refused outright.
         stranger = RegisteredApp(gateway, "careful", app.credentials, session)
         other_id = stranger.new_id()
         sealed = stranger.seal(lookup, TextContent("hi"), message_id=other_id)
         with pytest.raises(ApiError) as unsigned:
-            await app.api.submit(
-                {"message_id": other_id, "to": alice, "envelope": sealed, "priority": "high"}
-            )
+            await app.api.submit(sealed)
         assert (unsigned.value.status, unsigned.value.code) == (400, "unknown_signing_key")

@@ -72,7 +72,7 @@ async def test_plaintext_canary_stays_out_of_the_gateway(
         # The log recorded these very messages, at DEBUG (SQL included); stanza dumps are
         # never written (see cmaas.cli.main.configure_logging).
         async with asyncio.timeout(15):
-            while not all(m["message_id"] in gateway.log() for m in sent):
+            while not all(m.message_id in gateway.log() for m in sent):
                 await asyncio.sleep(0.1)
         assert " DEBUG aiosqlite: " in gateway.log()
         _assert_absent(canary.encode(), files)

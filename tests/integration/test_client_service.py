@@ -12,7 +12,6 @@ import sqlite3
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +27,7 @@ from cmaas.devservers import XmppServer, cmaas_executable
 from cmaas.envelope import DeviceKeyring, FileContent, OtpContent, TextContent, sign_prekey
 from cmaas.envelope.blob import TamperedBlob
 from cmaas.lifecycle import Priority
+from cmaas.wire import Accepted
 
 from .apps import admin, client_config_for
 from .conftest import PASSWORD
@@ -53,7 +53,7 @@ async def test_plaintext_in_statuses_back(
         seen: list[tuple[str, str]] = []
         stop = asyncio.Event()
         following = asyncio.create_task(
-            client.follow(lambda e: seen.append((e["message_id"], e["status"])), stop)
+            client.follow(lambda e: seen.append((e.message_id, e.status)), stop)
         )
         sent = await client.send("+919876543210", otp="314159", priority=Priority.HIGH, ttl_s=120)
         async with asyncio.timeout(15):
@@ -65,14 +65,14 @@ async def test_plaintext_in_statuses_back(
         async with asyncio.timeout(15):
             assert (await device.next_message()).content == TextContent("your parcel is on its way")
         async with asyncio.timeout(20):
-            while (sent["message_id"], "read") not in seen or (
-                again["message_id"],
+            while (sent.message_id, "read") not in seen or (
+                again.message_id,
                 "delivered",
             ) not in seen:
                 await asyncio.sleep(0.1)
         stop.set()
         await following
-        first = [status for message_id, status in seen if message_id == sent["message_id"]]
+        first = [status for message_id, status in seen if message_id == sent.message_id]
         assert first == ["accepted", "dispatched", "delivered", "read"]
 
         # The cursor is kept: a new stream starts after the last event handled.
@@ -150,10 +150,10 @@ async def test_the_gateway_away_for_a_while_loses_nothing(
         await asyncio.to_thread(gateway.start)
         async with asyncio.timeout(60):
             answer = await sending
-        assert answer["status"] == "accepted"
+        assert answer.status == "accepted"
         async with asyncio.timeout(15):
             received = await device.next_message()
-        assert received.message_id == answer["message_id"]
+        assert received.message_id == answer.message_id
         with pytest.raises(TimeoutError):  # and only once
             async with asyncio.timeout(1.5):
                 await device.next_message()
@@ -220,9 +220,9 @@ async def test_multicast_to_three_one_unknown_and_the_blocking_client(
         results = await client.send_many(
             ["alice@mail.example", "nobody@mail.example", bot], text="service window tonight"
         )
-        assert [r["status_code"] for r in results] == [202, 404, 202]
-        assert [r["to"] for r in results] == ["alice@mail.example", "nobody@mail.example", bot]
-        assert "unknown recipient" in results[1]["detail"]
+        assert [r.result.status_code for r in results] == [202, 404, 202]
+        assert [r.to for r in results] == ["alice@mail.example", "nobody@mail.example", bot]
+        assert "unknown recipient" in results[1].result.detail
         for device in (phone, bots):
             async with asyncio.timeout(15):
                 assert (await device.next_message()).content == TextContent(
@@ -230,12 +230,12 @@ async def test_multicast_to_three_one_unknown_and_the_blocking_client(
                 )
 
         # The same from code that is not async.
-        def blocking() -> dict[str, Any]:
+        def blocking() -> Accepted:
             with SyncGatewayClient(config) as sync:
                 return sync.send(alice, otp="999000")
 
         answer = await asyncio.to_thread(blocking)
-        assert answer["status"] == "accepted"
+        assert answer.status == "accepted"
         async with asyncio.timeout(15):
             assert (await phone.next_message()).content == OtpContent("999000", "login")
 
@@ -304,7 +304,7 @@ async def test_a_bot_sends_over_xmpp_and_follows_the_notices(
         seen: list[tuple[str, str]] = []
         stop = asyncio.Event()
         following = asyncio.create_task(
-            client.follow(lambda e: seen.append((e["message_id"], e["status"])), stop)
+            client.follow(lambda e: seen.append((e.message_id, e.status)), stop)
         )
         sent = await client.send(alice, otp="112358", priority=Priority.HIGH)
         async with asyncio.timeout(15):
@@ -312,15 +312,15 @@ async def test_a_bot_sends_over_xmpp_and_follows_the_notices(
         assert received.content == OtpContent("112358", "login")
         device.mark_read(received.message_id)
         async with asyncio.timeout(20):
-            while (sent["message_id"], "read") not in seen:
+            while (sent.message_id, "read") not in seen:
                 await asyncio.sleep(0.1)
         stop.set()
         await following
-        assert [s for m, s in seen if m == sent["message_id"]] == [
+        assert [s for m, s in seen if m == sent.message_id] == [
             "accepted",
             "dispatched",
             "delivered",
             "read",
         ]
-        view = await client.status(sent["message_id"])
-        assert view["status"] == "read"
+        view = await client.status(sent.message_id)
+        assert view.status == "read"

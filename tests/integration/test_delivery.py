@@ -67,19 +67,15 @@ async def test_sealed_otp_delivered_and_read_with_every_callback(
         await laptop.publish("laptop")
 
         lookup = await app.api.lookup("alice@mail.example")
-        assert lookup["jid"] == alice_jid
-        assert len(lookup["devices"]) == 2
+        assert lookup.jid == alice_jid
+        assert len(lookup.devices) == 2
         message_id = app.new_id()
-        envelope = app.seal(lookup, OtpContent("482913", "login"), message_id=message_id)
-        request = {
-            "message_id": message_id,
-            "to": "alice@mail.example",
-            "priority": "high",
-            "envelope": envelope,
-        }
+        request = app.seal(
+            lookup, OtpContent("482913", "login"), message_id=message_id, to="alice@mail.example"
+        )
         answer = await app.api.submit(request)
-        assert (answer["status"], answer["recipient_jid"]) == ("accepted", alice_jid)
-        assert answer["duplicate"] is False
+        assert (answer.status, answer.recipient_jid) == ("accepted", alice_jid)
+        assert answer.duplicate is False
 
         for device in (phone, laptop):
             async with asyncio.timeout(15):
@@ -93,12 +89,12 @@ async def test_sealed_otp_delivered_and_read_with_every_callback(
         phone_id, laptop_id = str(phone.keyring.device_id), str(laptop.keyring.device_id)
 
         view = await app.wait_status(
-            message_id, lambda v: v["status"] == "read" and len(v["devices"]) == 2
+            message_id, lambda v: v.status == "read" and len(v.devices) == 2
         )
-        assert set(view["devices"]) == {phone_id, laptop_id}
-        assert "read_ms" in view["devices"][phone_id]
-        assert "read_ms" not in view["devices"][laptop_id]
-        history = [(e["status"], e["device"]) for e in view["history"]]
+        assert set(view.devices) == {phone_id, laptop_id}
+        assert view.devices[phone_id].read_ms is not None
+        assert view.devices[laptop_id].read_ms is None
+        history = [(e.status, e.device) for e in view.history]
         assert history[:2] == [("accepted", ""), ("dispatched", "")]
         assert sorted(history[2:]) == sorted(
             [("delivered", phone_id), ("delivered", laptop_id), ("read", phone_id)]
@@ -106,10 +102,12 @@ async def test_sealed_otp_delivered_and_read_with_every_callback(
 
         # A retry of the same request gets the same message; another body is a conflict.
         again = await app.api.submit(request)
-        assert (again["message_id"], again["duplicate"]) == (message_id, True)
-        resealed = app.seal(lookup, OtpContent("000000", "login"), message_id=message_id)
+        assert (again.message_id, again.duplicate) == (message_id, True)
+        resealed = app.seal(
+            lookup, OtpContent("000000", "login"), message_id=message_id, to="alice@mail.example"
+        )
         with pytest.raises(ApiError) as conflict:
-            await app.api.submit({**request, "envelope": resealed})
+            await app.api.submit(resealed)
         assert (conflict.value.status, conflict.value.code) == (409, "message_id_conflict")
 
         # Signed webhooks, long-poll and XMPP notices all carry the same five events.
@@ -118,9 +116,9 @@ async def test_sealed_otp_delivered_and_read_with_every_callback(
         assert sorted(statuses(hook.events, message_id)) == sorted(expected)
         assert hook.bad_signatures == 0
         polled = await app.api.events(after=0)
-        assert sorted(statuses(polled["events"], message_id)) == sorted(expected)
-        assert polled["next"] == polled["events"][-1]["event_id"]
-        assert (await app.api.events(after=polled["next"]))["events"] == []
+        assert sorted(statuses(polled.events, message_id)) == sorted(expected)
+        assert polled.next == polled.events[-1].event_id
+        assert (await app.api.events(after=polled.next)).events == ()
         told: list[dict[str, str]] = []
         async with asyncio.timeout(15):
             while len(told) < 5:
@@ -152,13 +150,13 @@ async def test_long_poll_wakes_on_the_next_event(
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "p"))
         await device.publish()
         start = await app.api.events()
-        waiting = asyncio.create_task(app.api.events(after=start["next"], wait=30))
+        waiting = asyncio.create_task(app.api.events(after=start.next, wait=30))
         await asyncio.sleep(0.5)
         assert not waiting.done()
         sent = await app.send(f"alice@{xmpp_server.domain}", TextContent("hello"))
         async with asyncio.timeout(10):
             woken = await waiting
-        assert woken["events"][0]["message_id"] == sent["message_id"]
+        assert woken.events[0].message_id == sent.message_id
 
 
 def _ok(view: dict[str, Any]) -> bool:

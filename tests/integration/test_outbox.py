@@ -4,10 +4,10 @@ expiry, bounces, a gateway killed mid-queue, and a webhook endpoint that is down
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -20,8 +20,17 @@ from cmaas.keystore import SqliteKeystore
 from cmaas.lifecycle import (
     Priority,
 )
+from cmaas.wire import KeyLookup, StatusEvent, Submission
 
-from .apps import RegisteredApp, WebhookReceiver, admin, http_session, register_app, statuses
+from .apps import (
+    RegisteredApp,
+    WebhookReceiver,
+    accepted,
+    admin,
+    http_session,
+    register_app,
+    statuses,
+)
 from .devices import device_config, new_device
 from .gateway_process import GatewayProcess
 
@@ -35,15 +44,15 @@ async def _roomy_plan(gateway: GatewayProcess, rate: int = 2000) -> None:
     )
 
 
-async def _all_events(app: RegisteredApp) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
+async def _all_events(app: RegisteredApp) -> list[StatusEvent]:
+    events: list[StatusEvent] = []
     after = 0
     while True:
         page = await app.api.events(after=after)
-        if not page["events"]:
+        if not page.events:
             return events
-        events += page["events"]
-        after = page["next"]
+        events += page.events
+        after = page.next
 
 
 async def _wait_stopped(gateway: GatewayProcess, within: float = 15.0) -> None:
@@ -71,21 +80,13 @@ async def test_high_priority_overtakes_a_bulk_backlog(
         bulk_ids = [app.new_id() for _ in range(200)]
         results = await app.api.submit_batch(
             [
-                {
-                    "message_id": message_id,
-                    "to": alice,
-                    "priority": "bulk",
-                    "envelope": app.seal(
-                        lookup,
-                        TextContent("newsletter"),
-                        message_id=message_id,
-                        priority=Priority.BULK,
-                    ),
-                }
+                app.seal(
+                    lookup, TextContent("newsletter"), message_id=message_id, priority=Priority.BULK
+                )
                 for message_id, lookup in zip(bulk_ids, lookups, strict=False)
             ]
         )
-        assert {r["status"] for r in results} == {"accepted"}
+        assert accepted(results), results
         otp = await app.send(alice, TextContent("OTP 123456"), lookup=lookups[-1])
         assert gateway.health()["outbox"] == {"high": 1, "normal": 0, "bulk": 200}
 
@@ -94,13 +95,11 @@ async def test_high_priority_overtakes_a_bulk_backlog(
         async with asyncio.timeout(60):
             while True:
                 view = await app.api.status(bulk_ids[-1])
-                if view["status"] in ("delivered", "read"):
+                if view.status in ("delivered", "read"):
                     break
                 await asyncio.sleep(0.2)
-        dispatched = [
-            e["message_id"] for e in await _all_events(app) if e["status"] == "dispatched"
-        ]
-        assert dispatched[0] == otp["message_id"]
+        dispatched = [e.message_id for e in await _all_events(app) if e.status == "dispatched"]
+        assert dispatched[0] == otp.message_id
         assert sorted(dispatched[1:]) == sorted(bulk_ids)
 
 
@@ -113,18 +112,18 @@ async def test_offline_device_receives_later_and_the_status_follows(
         async with new_device(xmpp_server, tmp_path, "alice", "sleepy") as device:
             await device.publish()
         sent = await app.send(alice, TextContent("read me when you wake"))
-        view = await app.wait_status(sent["message_id"], lambda v: v["status"] == "dispatched")
+        view = await app.wait_status(sent.message_id, lambda v: v.status == "dispatched")
         await asyncio.sleep(1.0)
-        assert (await app.api.status(sent["message_id"]))["status"] == "dispatched"
+        assert (await app.api.status(sent.message_id)).status == "dispatched"
 
         async with DeviceClient(
             device_config(xmpp_server, tmp_path / "alice-sleepy", "alice", "sleepy")
         ) as awake:
             async with asyncio.timeout(15):
                 received = await awake.next_message()
-            assert received.message_id == sent["message_id"]
-            view = await app.wait_status(sent["message_id"], lambda v: v["status"] == "delivered")
-        assert [e["status"] for e in view["history"]] == ["accepted", "dispatched", "delivered"]
+            assert received.message_id == sent.message_id
+            view = await app.wait_status(sent.message_id, lambda v: v.status == "delivered")
+        assert [e.status for e in view.history] == ["accepted", "dispatched", "delivered"]
 
 
 async def test_expired_messages_are_never_shown(
@@ -138,23 +137,21 @@ async def test_expired_messages_are_never_shown(
 
         # Already expired when submitted: never dispatched.
         stale = await app.send(alice, TextContent("too late"), lifetime_ms=-1_000)
-        view = await app.wait_status(stale["message_id"], lambda v: v["status"] == "expired")
-        assert [e["status"] for e in view["history"]] == ["accepted", "expired"]
+        view = await app.wait_status(stale.message_id, lambda v: v.status == "expired")
+        assert [e.status for e in view.history] == ["accepted", "expired"]
 
         # Dispatched to an offline device, then expired before it came back.
         brief = await app.send(alice, TextContent("OTP 111111"), lifetime_ms=2_000)
-        view = await app.wait_status(
-            brief["message_id"], lambda v: v["status"] == "expired", within=15
-        )
-        assert [e["status"] for e in view["history"]] == ["accepted", "dispatched", "expired"]
+        view = await app.wait_status(brief.message_id, lambda v: v.status == "expired", within=15)
+        assert [e.status for e in view.history] == ["accepted", "dispatched", "expired"]
         config = device_config(xmpp_server, tmp_path / "alice-late", "alice", "late")
         async with DeviceClient(config) as awake:
             async with asyncio.timeout(15):
                 refused = await awake.refused.get()
-            assert refused.message_id == brief["message_id"]
+            assert refused.message_id == brief.message_id
             assert isinstance(refused.error, Expired)
-            assert awake.seen.sender_of(brief["message_id"]) is None
-        assert (await app.api.status(brief["message_id"]))["status"] == "expired"
+            assert awake.seen.sender_of(brief.message_id) is None
+        assert (await app.api.status(brief.message_id)).status == "expired"
 
 
 async def test_a_bounce_fails_the_message_with_its_condition(
@@ -167,9 +164,9 @@ async def test_a_bounce_fails_the_message_with_its_condition(
     async with http_session() as session:
         app = await register_app(gateway, session, "bouncer")
         sent = await app.send(ghost, TextContent("anyone there?"))
-        view = await app.wait_status(sent["message_id"], lambda v: v["status"] == "failed")
-    assert view["detail"].startswith("bounced: service-unavailable")
-    assert [e["status"] for e in view["history"]] == ["accepted", "dispatched", "failed"]
+        view = await app.wait_status(sent.message_id, lambda v: v.status == "failed")
+    assert view.detail.startswith("bounced: service-unavailable")
+    assert [e.status for e in view.history] == ["accepted", "dispatched", "failed"]
 
 
 async def test_gateway_killed_mid_flood_loses_nothing(
@@ -186,7 +183,7 @@ async def test_gateway_killed_mid_flood_loses_nothing(
         await device.publish()
         app = await register_app(gateway, session, "crashy")
         sealed = await _seal_flood(app, alice, count, Priority.NORMAL)
-        ids = [message["message_id"] for message in sealed]
+        ids = [message.message_id for message in sealed]
         shown: list[str] = []
 
         async def collect() -> None:
@@ -211,7 +208,7 @@ async def test_gateway_killed_mid_flood_loses_nothing(
                         await asyncio.to_thread(gateway.start)
                 else:
                     results = await app.api.submit_batch(batch)
-                assert {r["status"] for r in results} == {"accepted"}
+                assert accepted(results), results
             async with asyncio.timeout(180):
                 while len(set(shown)) < count:
                     await asyncio.sleep(0.2)
@@ -222,27 +219,23 @@ async def test_gateway_killed_mid_flood_loses_nothing(
         async with asyncio.timeout(60):
             while True:
                 views = [await app.api.status(message_id) for message_id in ids[-5:]]
-                if all(v["status"] == "delivered" for v in views):
+                if all(v.status == "delivered" for v in views):
                     break
                 await asyncio.sleep(0.2)
 
 
 async def _seal_flood(
     app: RegisteredApp, to: str, count: int, priority: Priority
-) -> list[dict[str, Any]]:
+) -> list[Submission]:
     """``count`` messages sealed to the recipient's signed prekeys (one lookup serves all)."""
     lookup = await app.api.lookup(to)
-    spk_only = {**lookup, "devices": [_without_prekeys(d) for d in lookup["devices"]]}
+    # Sealed to the signed prekey, as once the one-time pool is used up.
+    spk_only = KeyLookup(
+        lookup.jid, tuple(dataclasses.replace(d, one_time_prekeys=()) for d in lookup.devices)
+    )
     ids = [app.new_id() for _ in range(count)]
     return [
-        {
-            "message_id": message_id,
-            "to": to,
-            "priority": priority,
-            "envelope": app.seal(
-                spk_only, TextContent(f"#{n}"), message_id=message_id, priority=priority
-            ),
-        }
+        app.seal(spk_only, TextContent(f"#{n}"), message_id=message_id, to=to, priority=priority)
         for n, message_id in enumerate(ids)
     ]
 
@@ -252,13 +245,8 @@ async def _submit_flood(app: RegisteredApp, to: str, count: int, priority: Prior
     sealed = await _seal_flood(app, to, count, priority)
     for start in range(0, count, 500):
         results = await app.api.submit_batch(sealed[start : start + 500])
-        assert {r["status"] for r in results} == {"accepted"}
-    return [message["message_id"] for message in sealed]
-
-
-def _without_prekeys(bundle: dict[str, Any]) -> dict[str, Any]:
-    """Seal to the signed prekey, as once the one-time pool is used up."""
-    return {**bundle, "one_time_prekeys": []}
+        assert accepted(results), results
+    return [message.message_id for message in sealed]
 
 
 async def test_webhook_endpoint_down_then_up(
@@ -274,9 +262,9 @@ async def test_webhook_endpoint_down_then_up(
         await device.publish()
         app = await register_app(gateway, session, "hooked", "--callback-url", hook.url)
         hook.hmac_key = app.credentials.hmac_key
-        sent = [(await app.send(alice, TextContent(f"#{n}")))["message_id"] for n in range(3)]
+        sent = [(await app.send(alice, TextContent(f"#{n}"))).message_id for n in range(3)]
         for message_id in sent:
-            await app.wait_status(message_id, lambda v: v["status"] == "delivered")
+            await app.wait_status(message_id, lambda v: v.status == "delivered")
         async with asyncio.timeout(20):
             while hook.refused < 3:
                 await asyncio.sleep(0.1)
@@ -323,6 +311,6 @@ async def test_im_server_restarted_mid_flood_loses_nothing(
         async with asyncio.timeout(60):
             while True:
                 views = [await app.api.status(message_id) for message_id in ids[-3:]]
-                if all(v["status"] == "delivered" for v in views):
+                if all(v.status == "delivered" for v in views):
                     break
                 await asyncio.sleep(0.5)

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cmaas.clientservice import status_webhook
-from cmaas.delivery.signing import webhook_signature
+from cmaas.wire import StatusEvent
+from cmaas.wire.signing import webhook_signature
 
 KEY = b"k" * 32
 
 
 async def test_verified_events_reach_the_callback_and_forgeries_do_not() -> None:
-    received: list[dict[str, Any]] = []
+    received: list[StatusEvent] = []
     app = web.Application()
     app.add_routes([web.post("/hook", status_webhook(KEY, received.append))])
     event = {
@@ -44,4 +44,4 @@ async def test_verified_events_reach_the_callback_and_forgeries_do_not() -> None
                 "/hook", data=payload, headers={"X-CMAAS-Signature": header}
             )
             assert response.status == status, (header, payload)
-    assert received == [event]
+    assert received == [StatusEvent.from_json(event)]

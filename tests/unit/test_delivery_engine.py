@@ -21,11 +21,6 @@ from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticate
 from cmaas.delivery.queues import PriorityQueues
 from cmaas.delivery.ratelimit import TokenBuckets
 from cmaas.delivery.recipients import RecipientResolver
-from cmaas.delivery.signing import (
-    request_signature,
-    webhook_signature,
-    webhook_signature_matches,
-)
 from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.identifiers import parse_network
 from cmaas.keystore import (
@@ -42,6 +37,11 @@ from cmaas.lifecycle import (
     MessageStatus,
     Priority,
     StatusChange,
+)
+from cmaas.wire.signing import (
+    request_signature,
+    webhook_signature,
+    webhook_signature_matches,
 )
 
 from .conftest import FakeClock

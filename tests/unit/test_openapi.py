@@ -13,6 +13,7 @@ from typing import Any, NoReturn, cast
 
 import pytest
 
+from cmaas import wire
 from cmaas.api import routes as routes_module
 from cmaas.api.addresses import ClientAddresses
 from cmaas.api.routes import api_routes
@@ -23,9 +24,7 @@ from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
 from cmaas.delivery.submission import AdmissionLimits
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
-from cmaas.lifecycle import (
-    Priority,
-)
+from cmaas.lifecycle import MessageStatus, Priority
 from cmaas.settings import Settings
 from cmaas.xmpp.link import XmppLink
 
@@ -240,3 +239,68 @@ def test_webhook_is_described(doc: JsonObject) -> None:
     assert signature["in"] == "header" and signature["required"]
     body = _deref(doc, operation["requestBody"]["content"]["application/json"]["schema"])
     assert set(body["required"]) == {"app_id", "events"}
+
+
+# The wire contract's classes write exactly what the document describes
+
+
+def _wire_examples() -> dict[str, tuple[Callable[[], object], Callable[[object], object]]]:
+    """Per schema: a full value of its wire class, and how to read it back."""
+    event = wire.StatusEvent(7, "m1", MessageStatus.DELIVERED, 1_800_000_000_000, "42", "")
+    return {
+        "MessageSubmission": (
+            lambda: wire.Submission("m1", "+919876543210", "{}", Priority.HIGH, 1_800_000_000),
+            wire.Submission.from_json,
+        ),
+        "MessageAccepted": (
+            lambda: wire.Accepted("m1", MessageStatus.ACCEPTED, "", "a@b.example", 1, True),
+            wire.submission_result,
+        ),
+        "MessageRefused": (
+            lambda: wire.Refused(429, "rate_limited", "slow down", "m1", 3),
+            wire.submission_result,
+        ),
+        "StatusEvent": (lambda: event, wire.StatusEvent.from_json),
+        "EventsPage": (lambda: wire.EventsPage((event,), 7), wire.EventsPage.from_json),
+        "MessageView": (
+            lambda: wire.MessageView(
+                "m1",
+                MessageStatus.DELIVERED,
+                "",
+                "+919876543210",
+                "a@b.example",
+                Priority.NORMAL,
+                1,
+                2,
+                3,
+                wire.MessageView.progress([event]),
+                (event,),
+            ),
+            wire.MessageView.from_json,
+        ),
+        "AppDescription": (
+            lambda: wire.AppInfo("bank", "bank@gw.example", "Bank", "default", None, ("b@x.y",)),
+            wire.AppInfo.from_json,
+        ),
+        "SigningKeyRegistration": (
+            lambda: wire.SigningKeyRequest("A" * 87),
+            wire.SigningKeyRequest.from_json,
+        ),
+        "BlobCreated": (
+            lambda: wire.BlobReceipt("b1", "https://gw.example/v1/blobs/b1", 10, 4),
+            wire.BlobReceipt.from_json,
+        ),
+    }
+
+
+@pytest.mark.parametrize("schema", sorted(_wire_examples()))
+def test_wire_classes_write_the_documented_fields_and_read_them_back(
+    doc: JsonObject, schema: str
+) -> None:
+    build, read = _wire_examples()[schema]
+    value = build()
+    written = value.to_json()  # type: ignore[attr-defined]
+    described = doc["components"]["schemas"][schema]
+    assert set(written) <= set(described["properties"]), schema
+    assert set(described.get("required", ())) <= set(written), schema
+    assert read(json.loads(json.dumps(written))) == value

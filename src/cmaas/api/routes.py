@@ -19,12 +19,12 @@ from cmaas.delivery.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from cmaas.delivery.json_body import parse_json_body
 from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
-from cmaas.delivery.submission import outcome_json
+from cmaas.delivery.submission import submission_result
 from cmaas.identifiers import IpNetwork
 from cmaas.keystore import App
+from cmaas.wire import BlobReceipt, SigningKeyRequest, WireError, parse_json_body
 
 __all__ = ["api_routes", "error_middleware"]
 
@@ -50,6 +50,11 @@ def error_middleware(metrics: GatewayMetrics | None = None) -> Any:
             if metrics is not None:
                 metrics.on_refused(error)
             return _error_response(error)
+        except WireError as error:
+            refusal = InvalidRequest(str(error))
+            if metrics is not None:
+                metrics.on_refused(refusal)
+            return _error_response(refusal)
         except web.HTTPRequestEntityTooLarge as error:
             return _error_response(PayloadTooLarge(error.text or "the body is too large"))
         except web.HTTPException as error:
@@ -102,15 +107,14 @@ def api_routes(
 
     async def whoami(request: web.Request) -> web.Response:
         app, _ = await authenticated(request)
-        return web.json_response(messaging.describe(app))
+        return web.json_response(messaging.describe(app).to_json())
 
     async def keys(request: web.Request) -> web.Response:
         app, _ = await authenticated(request)
         to = request.query.get("to", "")
         if not to:
             raise InvalidRequest("give the recipient as ?to=JID, email or +E.164 number")
-        jid, bundles = await messaging.lookup(app, to)
-        return web.json_response({"jid": jid, "devices": [b.to_json() for b in bundles]})
+        return web.json_response((await messaging.lookup(app, to)).to_json())
 
     async def submit(request: web.Request) -> web.Response:
         app, body = await authenticated(request)
@@ -118,7 +122,7 @@ def api_routes(
         (outcome,) = await messaging.submit(app, [item])
         if isinstance(outcome, DeliveryError):
             raise outcome
-        return web.json_response(outcome_json(outcome), status=202)
+        return web.json_response(submission_result(outcome).to_json(), status=202)
 
     async def submit_batch(request: web.Request) -> web.Response:
         app, body = await authenticated(request)
@@ -130,31 +134,29 @@ def api_routes(
             raise InvalidRequest("messages must be a list")
         outcomes = await messaging.submit(app, items)
         return web.json_response(
-            {"results": [outcome_json(o, item) for o, item in zip(outcomes, items, strict=True)]}
+            {
+                "results": [
+                    submission_result(outcome, item).to_json()
+                    for outcome, item in zip(outcomes, items, strict=True)
+                ]
+            }
         )
 
     async def status(request: web.Request) -> web.Response:
         app, _ = await authenticated(request)
-        return web.json_response(await messaging.status(app, request.match_info["message_id"]))
+        view = await messaging.status(app, request.match_info["message_id"])
+        return web.json_response(view.to_json())
 
     async def events(request: web.Request) -> web.Response:
         app, _ = await authenticated(request)
         after = _integer(request, "after", 0, 2**63 - 1)
         wait = _integer(request, "wait", 0, int(MAX_WAIT_S))
-        found = await messaging.events(app, after, wait)
-        return web.json_response(
-            {
-                "events": [event.to_json() for event in found],
-                "next": found[-1].event_id if found else after,
-            }
-        )
+        return web.json_response((await messaging.events(app, after, wait)).to_json())
 
     async def add_signing_key(request: web.Request) -> web.Response:
         app, body = await authenticated(request)
-        value = parse_json_body(body)
-        if not isinstance(value, dict) or set(value) != {"public_key"}:
-            raise InvalidRequest('the body must be {"public_key": BASE64URL_POINT}')
-        digest, added = await messaging.register_signing_key(app, value["public_key"])
+        key = SigningKeyRequest.from_json(parse_json_body(body))
+        digest, added = await messaging.register_signing_key(app, key)
         return web.json_response({"fingerprint": digest}, status=201 if added else 200)
 
     async def list_signing_keys(request: web.Request) -> web.Response:
@@ -185,10 +187,8 @@ def api_routes(
             raise
         blob_id, expires_ms = await blobs.accept(app.app_id, staged, lifetime)
         url = f"{request.url.origin()}/v1/blobs/{blob_id}"
-        return web.json_response(
-            {"blob_id": blob_id, "url": url, "size": staged.size, "expires_ms": expires_ms},
-            status=201,
-        )
+        receipt = BlobReceipt(blob_id, url, staged.size, expires_ms)
+        return web.json_response(receipt.to_json(), status=201)
 
     async def download_blob(request: web.Request) -> web.StreamResponse:
         if blobs is None:

@@ -12,10 +12,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cmaas.cli.variables import variables
-from cmaas.lifecycle import Priority
+from cmaas.lifecycle import MessageStatus, Priority
+
+if TYPE_CHECKING:
+    from cmaas.clientservice import GatewayClient
 
 __all__ = ["add_parser"]
 
@@ -115,17 +118,19 @@ async def _send_and_wait(args: argparse.Namespace) -> int:
         _show(
             args,
             {
-                "message_id": answer["message_id"],
-                "status": answer["status"],
-                "detail": answer["detail"],
+                "message_id": answer.message_id,
+                "status": answer.status.value,
+                "detail": answer.detail,
             },
         )
         if args.wait is None:
-            return 0 if answer["status"] != "failed" else 3
-        return await _follow(args, client, answer["message_id"], answer["status"])
+            return 0 if answer.status is not MessageStatus.FAILED else 3
+        return await _follow(args, client, answer.message_id, answer.status.value)
 
 
-async def _follow(args: argparse.Namespace, client: Any, message_id: str, status: str) -> int:
+async def _follow(
+    args: argparse.Namespace, client: GatewayClient, message_id: str, status: str
+) -> int:
     """Poll the message's history (leaving the app's event cursor alone) and show each
     new event until a final status or ``--wait`` seconds."""
     shown = 1
@@ -133,10 +138,10 @@ async def _follow(args: argparse.Namespace, client: Any, message_id: str, status
     while status not in _FINAL and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
         view = await client.status(message_id)
-        for event in view["history"][shown:]:
-            _show(args, {"message_id": message_id, **event})
-        shown = len(view["history"])
-        status = view["status"]
+        for event in view.history[shown:]:
+            _show(args, event.to_json())
+        shown = len(view.history)
+        status = view.status.value
     if status in _FINAL:
         return 0 if status == "read" else 3
     _show(args, {"message_id": message_id, "status": status, "detail": "still waiting; gave up"})

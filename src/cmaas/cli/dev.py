@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp.exceptions import IqError
 
-from cmaas.lifecycle import Priority
+from cmaas.lifecycle import MessageStatus, Priority
 from cmaas.settings import Settings, load_settings
+from cmaas.wire import StatusEvent
 
 if TYPE_CHECKING:
     from cmaas.component.runner import Gateway
@@ -157,11 +158,11 @@ async def _first_message(
     stop = asyncio.Event()
     read = asyncio.Event()
 
-    def arrived(event: dict[str, Any]) -> None:
-        where = f" (device {event['device']})" if event["device"] else ""
-        statuses.append(event["status"])
-        print(f"  status at the app: {event['status']}{where}", flush=True)
-        if event["status"] == "read":
+    def arrived(event: StatusEvent) -> None:
+        where = f" (device {event.device})" if event.device else ""
+        statuses.append(event.status.value)
+        print(f"  status at the app: {event.status.value}{where}", flush=True)
+        if event.status is MessageStatus.READ:
             read.set()
 
     print(f"\nFirst sealed message: demo-bank@{_COMPONENT} -> {_MOBILE} ({alice})", flush=True)
@@ -185,7 +186,7 @@ async def _first_message(
         stop.set()
         await following
     print(
-        f"  message {sent['message_id']}: {' -> '.join(statuses)}; the gateway held only"
+        f"  message {sent.message_id}: {' -> '.join(statuses)}; the gateway held only"
         " the sealed envelope",
         flush=True,
     )

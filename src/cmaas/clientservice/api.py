@@ -1,4 +1,4 @@
-"""A signed client of the gateway's HTTP API (SPEC section 4).
+"""A signed client of the gateway's HTTP API.
 
 Every request carries the app's client id and secret, a timestamp, a fresh nonce and
 the HMAC over them and the body; every refusal becomes an :class:`ApiError` with the
@@ -21,7 +21,19 @@ import aiohttp
 from yarl import URL
 
 from cmaas.clientservice.errors import ClientServiceError
-from cmaas.delivery.signing import request_signature
+from cmaas.wire import (
+    Accepted,
+    AppInfo,
+    BlobReceipt,
+    EventsPage,
+    KeyLookup,
+    MessageView,
+    SigningKeyRequest,
+    Submission,
+    SubmissionResult,
+    submission_result,
+)
+from cmaas.wire.signing import request_signature
 
 __all__ = ["ApiError", "AppCredentials", "GatewayApi"]
 
@@ -110,25 +122,18 @@ class GatewayApi:
                 return None
             answer = await response.json(content_type=None)
             if response.status >= 400:
-                retry = response.headers.get("Retry-After")
-                raise ApiError(
-                    response.status,
-                    str(answer.get("error", "")),
-                    str(answer.get("detail", "")),
-                    float(retry) if retry and retry.isascii() and retry.isdigit() else None,
-                )
+                raise _refusal(response.status, answer, response.headers.get("Retry-After"))
             return answer
 
-    async def describe(self) -> dict[str, Any]:
+    async def describe(self) -> AppInfo:
         """``GET /v1/app``: this app's id, the JID it sends as, and its settings."""
-        answer: dict[str, Any] = await self.request("GET", "/v1/app")
-        return answer
+        return AppInfo.from_json(await self.request("GET", "/v1/app"))
 
-    async def upload_blob(self, path: Path, digest: str, expires_in: int) -> dict[str, Any]:
+    async def upload_blob(self, path: Path, digest: str, expires_in: int) -> BlobReceipt:
         """``POST /v1/blobs``: stream an encrypted blob from ``path`` (``digest``: its
         SHA-256 in hex, which the signature covers). Returns the blob's capability URL.
 
-        Raises: ApiError, aiohttp.ClientError.
+        Raises: ApiError, aiohttp.ClientError, WireError.
         """
         target = f"/v1/blobs?expires_in={expires_in}"
         headers = self.signed_headers("POST", target, digest)
@@ -138,40 +143,45 @@ class GatewayApi:
             async with self._session.post(url, data=blob, headers=headers) as response:
                 answer = await response.json(content_type=None)
                 if response.status >= 400:
-                    raise ApiError(
-                        response.status,
-                        str(answer.get("error", "")),
-                        str(answer.get("detail", "")),
-                        None,
-                    )
-                return dict(answer)
+                    raise _refusal(response.status, answer, None)
+                return BlobReceipt.from_json(answer)
 
-    async def lookup(self, to: str) -> dict[str, Any]:
+    async def lookup(self, to: str) -> KeyLookup:
         """``GET /v1/keys``: the recipient's JID and one bundle per active device."""
-        answer: dict[str, Any] = await self.request("GET", f"/v1/keys?to={quote(to, safe='')}")
-        return answer
+        return KeyLookup.from_json(await self.request("GET", f"/v1/keys?to={quote(to, safe='')}"))
 
     async def register_signing_key(self, public_key_b64url: str) -> str:
         """``POST /v1/signing-keys``; returns the key's fingerprint."""
-        answer = await self.request("POST", "/v1/signing-keys", {"public_key": public_key_b64url})
+        body = SigningKeyRequest(public_key_b64url).to_json()
+        answer = await self.request("POST", "/v1/signing-keys", body)
         return str(answer["fingerprint"])
 
-    async def submit(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, message: Submission) -> Accepted:
         """``POST /v1/messages``: answered once the message is durably stored."""
-        answer: dict[str, Any] = await self.request("POST", "/v1/messages", message)
-        return answer
+        return Accepted.from_json(await self.request("POST", "/v1/messages", message.to_json()))
 
-    async def submit_batch(self, messages: Sequence[object]) -> list[dict[str, Any]]:
+    async def submit_batch(self, messages: Sequence[Submission]) -> list[SubmissionResult]:
         """``POST /v1/messages:batch``: one result per message, in order."""
-        answer = await self.request("POST", "/v1/messages:batch", {"messages": list(messages)})
-        return list(answer["results"])
+        body = {"messages": [message.to_json() for message in messages]}
+        answer = await self.request("POST", "/v1/messages:batch", body)
+        return [submission_result(result) for result in answer["results"]]
 
-    async def status(self, message_id: str) -> dict[str, Any]:
+    async def status(self, message_id: str) -> MessageView:
         """``GET /v1/messages/{id}``: status, per-device progress and history."""
-        answer: dict[str, Any] = await self.request("GET", f"/v1/messages/{message_id}")
-        return answer
+        return MessageView.from_json(await self.request("GET", f"/v1/messages/{message_id}"))
 
-    async def events(self, after: int = 0, wait: int = 0) -> dict[str, Any]:
+    async def events(self, after: int = 0, wait: int = 0) -> EventsPage:
         """``GET /v1/events``: the app's status events after a cursor (long-poll)."""
-        answer: dict[str, Any] = await self.request("GET", f"/v1/events?after={after}&wait={wait}")
-        return answer
+        return EventsPage.from_json(
+            await self.request("GET", f"/v1/events?after={after}&wait={wait}")
+        )
+
+
+def _refusal(status: int, answer: object, retry: str | None) -> ApiError:
+    fields = answer if isinstance(answer, dict) else {}
+    return ApiError(
+        status,
+        str(fields.get("error", "")),
+        str(fields.get("detail", "")),
+        float(retry) if retry and retry.isascii() and retry.isdigit() else None,
+    )

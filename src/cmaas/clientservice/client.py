@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -26,28 +27,40 @@ import aiohttp
 
 from cmaas.clientservice.api import ApiError, AppCredentials, GatewayApi
 from cmaas.clientservice.errors import DeviceKeyChanged, GatewayUnavailable
+from cmaas.clientservice.sealing import seal_submission
 from cmaas.clientservice.state import (
     DevicePins,
     load_or_create_app_key,
     read_cursor,
     write_cursor,
 )
+from cmaas.clock import now_ms
 from cmaas.envelope import (
     Content,
-    DeviceBundle,
     FileContent,
     OtpContent,
     TextContent,
     b64url,
     point_bytes,
-    seal,
 )
 from cmaas.envelope.blob import FILE_KEY_SIZE, encrypt_blob
 from cmaas.lifecycle import (
     Priority,
 )
+from cmaas.wire import (
+    Accepted,
+    AppInfo,
+    BlobReceipt,
+    EventsPage,
+    KeyLookup,
+    MessageView,
+    Refused,
+    StatusEvent,
+    Submission,
+    SubmissionResult,
+)
 
-__all__ = ["ClientConfig", "GatewayClient", "KeyChange", "Transport"]
+__all__ = ["ClientConfig", "GatewayClient", "KeyChange", "Sent", "Transport"]
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +89,33 @@ class ClientConfig:
 
 class Transport(Protocol):
     """How the client reaches the gateway: :class:`GatewayApi` over HTTP (the default),
-    or :class:`~cmaas.clientservice.xmpp_transport.XmppTransport` for bots."""
+    or :class:`~cmaas.clientservice.xmpp_transport.XmppTransport` for bots. Each call
+    raises ApiError for a refusal and WireError for an answer off the contract."""
 
-    async def describe(self) -> dict[str, Any]: ...
+    async def describe(self) -> AppInfo: ...
 
     async def register_signing_key(self, public_key_b64url: str) -> str: ...
 
-    async def lookup(self, to: str) -> dict[str, Any]: ...
+    async def lookup(self, to: str) -> KeyLookup: ...
 
-    async def submit(self, message: dict[str, Any]) -> dict[str, Any]: ...
+    async def submit(self, message: Submission) -> Accepted: ...
 
-    async def submit_batch(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
+    async def submit_batch(self, messages: Sequence[Submission]) -> list[SubmissionResult]: ...
 
-    async def status(self, message_id: str) -> dict[str, Any]: ...
+    async def status(self, message_id: str) -> MessageView: ...
 
-    async def events(self, after: int = 0, wait: int = 0) -> dict[str, Any]: ...
+    async def events(self, after: int = 0, wait: int = 0) -> EventsPage: ...
 
-    async def upload_blob(self, path: Path, digest: str, expires_in: int) -> dict[str, Any]: ...
+    async def upload_blob(self, path: Path, digest: str, expires_in: int) -> BlobReceipt: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What became of one recipient of a multicast: the gateway's result, or the
+    client service's own refusal (an unknown recipient, changed device keys, ...)."""
+
+    to: str
+    result: SubmissionResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +127,8 @@ class KeyChange:
 
 
 @dataclass(slots=True)
-class _Keys:
-    jid: str
-    bundles: list[DeviceBundle]
+class _CachedKeys:
+    keys: KeyLookup
     until: float
 
 
@@ -129,7 +151,7 @@ class GatewayClient:
         self._own_session = session is None
         self._session = session
         self._on_key_change = on_key_change
-        self._cache: OrderedDict[str, _Keys] = OrderedDict()
+        self._cache: OrderedDict[str, _CachedKeys] = OrderedDict()
         self._pins = DevicePins(config.state_dir / "device-pins.json")
         self.app_key, _ = load_or_create_app_key(config.state_dir / "app-signing-key.pem")
         self.app_jid = ""
@@ -151,8 +173,8 @@ class GatewayClient:
             if self._session is None:
                 self._session = aiohttp.ClientSession()
             self.api = GatewayApi(self.config.url, self.config.credentials, self._session)
-        described = await self._retrying(self.api.describe)
-        self.app_jid = str(described["app_jid"])
+        described: AppInfo = await self._retrying(self.api.describe)
+        self.app_jid = described.app_jid
         public = b64url(point_bytes(self.app_key.public_key()))
         await self._retrying(lambda: self._api().register_signing_key(public))
 
@@ -177,7 +199,7 @@ class GatewayClient:
         ttl_s: int = 600,
         auto_delete_s: int | None = None,
         message_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Accepted:
         """Seal and submit one message; returns the gateway's answer once it is stored.
 
         Exactly one of ``text`` and ``otp`` is given. Retries (gateway unreachable,
@@ -193,7 +215,7 @@ class GatewayClient:
         request = await self._sealed(
             to, content, message_id or _new_id(), _priority(priority, otp), ttl_s, auto_delete_s
         )
-        answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
+        answer: Accepted = await self._retrying(lambda: self._api().submit(request))
         return answer
 
     async def send_file(
@@ -206,7 +228,7 @@ class GatewayClient:
         priority: Priority | None = None,
         ttl_s: int = 86_400,
         message_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Accepted:
         """Encrypt a file at the source (CMB1, a fresh key), upload it as a blob, and send
         its key, digest and capability URL sealed in the envelope. The file is streamed:
         never held whole in memory, here or at the gateway.
@@ -217,7 +239,7 @@ class GatewayClient:
         request = await self._sealed(
             to, content, message_id or _new_id(), priority or Priority.NORMAL, ttl_s, None
         )
-        answer: dict[str, Any] = await self._retrying(lambda: self._api().submit(request))
+        answer: Accepted = await self._retrying(lambda: self._api().submit(request))
         return answer
 
     async def send_file_many(
@@ -229,7 +251,7 @@ class GatewayClient:
         name: str | None = None,
         priority: Priority = Priority.NORMAL,
         ttl_s: int = 86_400,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Sent]:
         """One file to several recipients: uploaded once, its key sealed for each (results
         as :meth:`send_many`).
 
@@ -255,7 +277,7 @@ class GatewayClient:
             name=name,
             media_type=media_type,
             size=size,
-            url=str(uploaded["url"]),
+            url=uploaded.url,
             file_key=file_key,
             sha256=plain_sha256,
         )
@@ -270,13 +292,12 @@ class GatewayClient:
         priority: Priority | None = None,
         ttl_s: int = 600,
         auto_delete_s: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Sent]:
         """Multicast: seal the same content for each recipient and submit them in batches.
 
-        Returns: one result per recipient, in order: the gateway's answer (with
-            ``status_code`` 202) or a refusal with ``error`` and ``detail`` (an unknown
-            recipient, changed device keys, ...). One recipient's refusal does not stop
-            the others.
+        Returns: one result per recipient, in order: the gateway's answer, or a refusal
+            (an unknown recipient, changed device keys, ...). One recipient's refusal
+            does not stop the others.
         Raises: ValueError, GatewayUnavailable.
         """
         content = _content(text, otp, purpose)
@@ -291,27 +312,27 @@ class GatewayClient:
         priority: Priority,
         ttl_s: int,
         auto_delete_s: int | None,
-    ) -> list[dict[str, Any]]:
-        results: list[dict[str, Any] | None] = []
-        requests: list[tuple[int, dict[str, Any]]] = []
+    ) -> list[Sent]:
+        results: list[Sent | None] = []
+        requests: list[tuple[int, Submission]] = []
         for to in recipients:
             try:
                 request = await self._sealed(to, content, _new_id(), priority, ttl_s, auto_delete_s)
             except ApiError as error:
-                results.append(_refusal(to, error.status, error.code, error.detail))
+                results.append(Sent(to, Refused(error.status, error.code, error.detail)))
                 continue
             except DeviceKeyChanged as error:
-                results.append(_refusal(to, 409, "device_key_changed", str(error)))
+                results.append(Sent(to, Refused(409, "device_key_changed", str(error))))
                 continue
             requests.append((len(results), request))
             results.append(None)
         for start in range(0, len(requests), _BATCH):
             chunk = requests[start : start + _BATCH]
-            answers = await self._retrying(
+            answers: list[SubmissionResult] = await self._retrying(
                 functools.partial(self._api().submit_batch, [r for _, r in chunk])
             )
             for (index, request), answer in zip(chunk, answers, strict=True):
-                results[index] = {"to": request["to"], **answer}
+                results[index] = Sent(request.to, answer)
         return [result for result in results if result is not None]
 
     async def _sealed(
@@ -322,41 +343,34 @@ class GatewayClient:
         priority: Priority,
         ttl_s: int,
         auto_delete_s: int | None,
-    ) -> dict[str, Any]:
+    ) -> Submission:
         """The submission for one recipient, sealed to its devices.
 
         Raises: ApiError (from the key lookup), DeviceKeyChanged, GatewayUnavailable.
         """
-        jid, bundles = await self._keys(to)
-        now = int(time.time() * 1000)
-        envelope = seal(
+        now = now_ms()
+        return seal_submission(
+            await self._keys(to),
+            to,
             content,
             message_id=message_id,
             app_jid=self.app_jid,
-            recipient_jid=jid,
-            bundles=bundles,
             app_key=self.app_key,
+            priority=priority,
             created_ms=now,
             expires_ms=now + ttl_s * 1000,
-            priority=priority,
             auto_delete_s=auto_delete_s,
         )
-        return {
-            "message_id": message_id,
-            "to": to,
-            "priority": priority,
-            "envelope": envelope.to_bytes().decode(),
-        }
 
-    async def status(self, message_id: str) -> dict[str, Any]:
+    async def status(self, message_id: str) -> MessageView:
         """The message's status, per-device progress and history.
 
         Raises: ApiError, GatewayUnavailable.
         """
-        answer: dict[str, Any] = await self._retrying(lambda: self._api().status(message_id))
-        return answer
+        view: MessageView = await self._retrying(lambda: self._api().status(message_id))
+        return view
 
-    async def statuses(self, *, wait_s: int = 30) -> AsyncGenerator[dict[str, Any], None]:
+    async def statuses(self, *, wait_s: int = 30) -> AsyncGenerator[StatusEvent, None]:
         """Status events from the last one handled on (the cursor is kept in the state
         directory once the consumer asks for the next event): at least once, in order.
 
@@ -366,11 +380,11 @@ class GatewayClient:
         while True:
             for event in await self._page(cursor, wait_s):
                 yield event
-                cursor = int(event["event_id"])
+                cursor = event.event_id
                 write_cursor(self._cursor_path, cursor)
 
     async def follow(
-        self, on_status: Callable[[dict[str, Any]], Awaitable[None] | None], stop: asyncio.Event
+        self, on_status: Callable[[StatusEvent], Awaitable[None] | None], stop: asyncio.Event
     ) -> None:
         """Call ``on_status`` with each status event, in order, until ``stop`` is set; the
         cursor advances after each call returns.
@@ -392,28 +406,27 @@ class GatewayClient:
                 result = on_status(event)
                 if result is not None:
                     await result
-                cursor = int(event["event_id"])
+                cursor = event.event_id
                 write_cursor(self._cursor_path, cursor)
 
     @property
     def _cursor_path(self) -> Path:
         return self.config.state_dir / "events.cursor"
 
-    async def _page(self, cursor: int, wait_s: int) -> list[dict[str, Any]]:
-        page = await self._retrying(
+    async def _page(self, cursor: int, wait_s: int) -> tuple[StatusEvent, ...]:
+        page: EventsPage = await self._retrying(
             functools.partial(self._api().events, after=cursor, wait=wait_s)
         )
-        return list(page["events"])
+        return page.events
 
-    async def _keys(self, to: str) -> tuple[str, list[DeviceBundle]]:
+    async def _keys(self, to: str) -> KeyLookup:
         """The recipient's bundles: a fresh lookup (with one-time prekeys), or the cached
         one of the last ``key_cache_s`` seconds (signed prekeys only)."""
         cached = self._cache.get(to)
         if cached is not None and cached.until > time.monotonic():
-            return cached.jid, cached.bundles
-        found = await self._retrying(lambda: self._api().lookup(to))
-        jid = str(found["jid"])
-        bundles = [DeviceBundle.from_json(value, expected_jid=jid) for value in found["devices"]]
+            return cached.keys
+        found: KeyLookup = await self._retrying(lambda: self._api().lookup(to))
+        jid, bundles = found.jid, found.devices
         changed = [
             b.device_id for b in bundles if self._pins.changed(jid, b.device_id, b.identity_key)
         ]
@@ -427,15 +440,15 @@ class GatewayClient:
         if not usable:
             raise DeviceKeyChanged(jid, changed)
         self._pins.pin(jid, {b.device_id: b.identity_key for b in usable})
-        self._cache[to] = _Keys(
-            jid,
-            [_without_one_time_prekeys(b) for b in usable],
-            time.monotonic() + self.config.key_cache_s,
+        # A handed-out one-time prekey seals one message only; reuse seals to the SPK.
+        reusable = tuple(dataclasses.replace(b, one_time_prekeys=()) for b in usable)
+        self._cache[to] = _CachedKeys(
+            KeyLookup(jid, reusable), time.monotonic() + self.config.key_cache_s
         )
         self._cache.move_to_end(to)
         while len(self._cache) > 10_000:
             self._cache.popitem(last=False)
-        return jid, usable
+        return KeyLookup(jid, tuple(usable))
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``call``, retrying while the gateway is unreachable or asks to wait."""
@@ -486,19 +499,3 @@ def _content(text: str | None, otp: str | None, purpose: str) -> Content:
 
 def _new_id() -> str:
     return secrets.token_urlsafe(16)
-
-
-def _refusal(to: str, status: int, code: str, detail: str) -> dict[str, Any]:
-    return {"to": to, "status_code": status, "error": code, "detail": detail}
-
-
-def _without_one_time_prekeys(bundle: DeviceBundle) -> DeviceBundle:
-    """A handed-out one-time prekey seals one message only; reuse seals to the SPK."""
-    return DeviceBundle(
-        jid=bundle.jid,
-        device_id=bundle.device_id,
-        identity_key=bundle.identity_key,
-        suites=bundle.suites,
-        signed_prekey=bundle.signed_prekey,
-        one_time_prekeys=(),
-    )

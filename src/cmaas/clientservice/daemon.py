@@ -32,13 +32,14 @@ import aiohttp
 from aiohttp import web
 
 from cmaas.clientservice.api import ApiError, AppCredentials
-from cmaas.clientservice.client import GatewayClient
+from cmaas.clientservice.client import GatewayClient, Sent
 from cmaas.clientservice.errors import ClientServiceError, DeviceKeyChanged
-from cmaas.delivery.signing import body_mac, webhook_signature
 from cmaas.envelope import EnvelopeError
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.errors import CmaasError
 from cmaas.lifecycle import Priority
+from cmaas.wire import Refused, StatusEvent
+from cmaas.wire.signing import body_mac, webhook_signature
 
 __all__ = ["StatusRelay", "daemon_app"]
 
@@ -105,15 +106,18 @@ def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Applic
         to = value.get("to")
         if isinstance(to, list) and to and all(isinstance(t, str) for t in to):
             options.pop("message_id", None)
-            results = await client.send_many(to, **options)
-            return web.json_response({"results": results})
+            sent = await client.send_many(to, **options)
+            return web.json_response(
+                {"results": [{"to": s.to, **s.result.to_json()} for s in sent]}
+            )
         if not isinstance(to, str) or not to:
             raise _Refused(400, "invalid_request", "to must be a recipient or a list of them")
-        return web.json_response(await client.send(to, **options), status=202)
+        return web.json_response((await client.send(to, **options)).to_json(), status=202)
 
     async def status(request: web.Request) -> web.Response:
         check_bearer(request)
-        return web.json_response(await client.status(request.match_info["message_id"]))
+        view = await client.status(request.match_info["message_id"])
+        return web.json_response(view.to_json())
 
     async def sandes_multicast(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -127,38 +131,27 @@ def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Applic
         receivers, options = _sandes_options(value)
         file_url = value.get("file_url")
         if not file_url:
-            results = await client.send_many(receivers, **options)
+            texts = await client.send_many(receivers, **options)
+            files: list[Sent | None] = [None] * len(texts)
         else:
             # The file is fetched before anything is sent: if it cannot be had, nothing goes.
             async with _fetched(client, str(file_url)) as (local, name, fetched_type):
-                results = await client.send_many(receivers, **options)
-                files = await client.send_file_many(
-                    receivers,
-                    local,
-                    media_type=str(value.get("file_content_type") or fetched_type),
-                    name=name,
-                    priority=options["priority"],
-                    ttl_s=options["ttl_s"],
+                texts = await client.send_many(receivers, **options)
+                files = list(
+                    await client.send_file_many(
+                        receivers,
+                        local,
+                        media_type=str(value.get("file_content_type") or fetched_type),
+                        name=name,
+                        priority=options["priority"],
+                        ttl_s=options["ttl_s"],
+                    )
                 )
-            for result, sent in zip(results, files, strict=True):
-                result["file_message_id"] = sent.get("message_id")
-                if sent["status_code"] != 202 and result["status_code"] == 202:
-                    result.update(status_code=sent["status_code"], error=sent.get("error"))
-                    result.update(detail=f"file: {sent.get('detail', '')}")
+        results = [_sandes_result(text, file) for text, file in zip(texts, files, strict=True)]
         return web.json_response(
             {
-                "status": "success" if all(r["status_code"] == 202 for r in results) else "partial",
-                "results": [
-                    {
-                        "receiver": r["to"],
-                        "message_id": r.get("message_id"),
-                        "file_message_id": r.get("file_message_id"),
-                        "status": r.get("status", "refused"),
-                        "error": r.get("error"),
-                        "detail": r.get("detail", ""),
-                    }
-                    for r in results
-                ],
+                "status": "success" if all(r["error"] is None for r in results) else "partial",
+                "results": results,
             }
         )
 
@@ -171,6 +164,24 @@ def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Applic
         ]
     )
     return app
+
+
+def _sandes_result(text: Sent, file: Sent | None) -> dict[str, object]:
+    """One receiver's line of the Sandes-shaped answer: the text message's result, with
+    the file message's refusal in its place when only the file was refused."""
+    answer = text.result
+    refusal = answer if isinstance(answer, Refused) else None
+    detail = answer.detail
+    if refusal is None and file is not None and isinstance(file.result, Refused):
+        refusal, detail = file.result, f"file: {file.result.detail}"
+    return {
+        "receiver": text.to,
+        "message_id": answer.message_id,
+        "file_message_id": None if file is None else file.result.message_id,
+        "status": "refused" if isinstance(answer, Refused) else answer.status.value,
+        "error": None if refusal is None else refusal.error,
+        "detail": detail,
+    }
 
 
 def _send_options(value: dict[str, Any]) -> dict[str, Any]:
@@ -317,8 +328,8 @@ class StatusRelay:
         self._key = hmac_key
         self._session = session
 
-    async def __call__(self, event: dict[str, Any]) -> None:
-        body = json.dumps({"events": [event]}, separators=(",", ":")).encode()
+    async def __call__(self, event: StatusEvent) -> None:
+        body = json.dumps({"events": [event.to_json()]}, separators=(",", ":")).encode()
         delay = 0.5
         while True:
             headers = {

@@ -12,10 +12,11 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from cmaas.clientservice.client import ClientConfig, GatewayClient
+from cmaas.clientservice.client import ClientConfig, GatewayClient, Sent
 from cmaas.lifecycle import (
     Priority,
 )
+from cmaas.wire import Accepted, MessageView
 
 __all__ = ["SyncGatewayClient"]
 
@@ -61,7 +62,7 @@ class SyncGatewayClient:
         ttl_s: int = 600,
         auto_delete_s: int | None = None,
         message_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Accepted:
         return self._call(
             self._client.send(
                 to,
@@ -84,14 +85,14 @@ class SyncGatewayClient:
         purpose: str = "login",
         priority: Priority | None = None,
         ttl_s: int = 600,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Sent]:
         return self._call(
             self._client.send_many(
                 recipients, text=text, otp=otp, purpose=purpose, priority=priority, ttl_s=ttl_s
             )
         )
 
-    def status(self, message_id: str) -> dict[str, Any]:
+    def status(self, message_id: str) -> MessageView:
         return self._call(self._client.status(message_id))
 
     def close(self) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
 from cmaas.clientservice.errors import ClientServiceError
-from cmaas.delivery.signing import webhook_signature_matches
+from cmaas.wire import StatusEvent, WireError
+from cmaas.wire.signing import webhook_signature_matches
 
 __all__ = ["BadWebhook", "status_webhook", "verified_events"]
 
@@ -28,7 +28,7 @@ class BadWebhook(ClientServiceError):
 
 def verified_events(
     hmac_key: bytes, header: str, body: bytes, *, now: float | None = None
-) -> list[dict[str, Any]]:
+) -> list[StatusEvent]:
     """The events of a webhook, once its ``X-CMAAS-Signature`` verifies and its time is
     within 300 s (a replayed old delivery is refused).
 
@@ -43,13 +43,16 @@ def verified_events(
         events = json.loads(body)["events"]
     except (ValueError, KeyError, TypeError) as error:
         raise BadWebhook("the webhook's body holds no events") from error
-    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-        raise BadWebhook("the webhook's events are not a list of objects")
-    return events
+    if not isinstance(events, list):
+        raise BadWebhook("the webhook's events are not a list")
+    try:
+        return [StatusEvent.from_json(event) for event in events]
+    except WireError as error:
+        raise BadWebhook(f"the webhook's events are malformed: {error}") from error
 
 
 def status_webhook(
-    hmac_key: bytes, on_status: Callable[[dict[str, Any]], Awaitable[None] | None]
+    hmac_key: bytes, on_status: Callable[[StatusEvent], Awaitable[None] | None]
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the app's callback URL that feeds ``on_status``."""
 

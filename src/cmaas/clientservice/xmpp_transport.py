@@ -1,4 +1,4 @@
-"""The gateway's ad-hoc commands (SPEC section 3) as the client's transport, for bots: an
+"""The gateway's ad-hoc commands as the client's transport, for bots: an
 XMPP account bound to the app runs them, and statuses arrive as XMPP notices.
 
 It offers what :class:`~cmaas.clientservice.GatewayClient` needs of
@@ -14,7 +14,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from slixmpp import Message
 from slixmpp.xmlstream.handler import Callback
@@ -22,14 +21,28 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from cmaas.clientservice.api import ApiError, AppCredentials
 from cmaas.clientservice.errors import ClientServiceError, GatewayUnavailable
-from cmaas.delivery.signing import request_signature
+from cmaas.wire import (
+    Accepted,
+    AppInfo,
+    BlobReceipt,
+    EventsPage,
+    KeyLookup,
+    MessageView,
+    Refused,
+    SigningKeyRequest,
+    StatusEvent,
+    Submission,
+    SubmissionResult,
+    WireError,
+    parse_json_body,
+)
+from cmaas.wire.adhoc import ANSWER_FIELD, COMMAND_NODE_PREFIX
+from cmaas.wire.signing import request_signature
 from cmaas.xmpp.commands import CommandCaller, CommandReply, command_client
 from cmaas.xmpp.link import LinkState, XmppLink
 from cmaas.xmpp.stanzas import STATUS_NAMESPACE
 
 __all__ = ["XmppTransport"]
-
-_NODE = "urn:cmaas:cmd:"
 
 
 class XmppTransport:
@@ -57,7 +70,7 @@ class XmppTransport:
         self._link = XmppLink(self.xmpp, host, port, name="bot session")
         self._stop = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
-        self._notices: list[dict[str, Any]] = []
+        self._notices: list[StatusEvent] = []
         self._arrived = asyncio.Event()
         self._app_jid = ""
         self.xmpp.add_event_handler("session_start", lambda _: self.xmpp.send_presence())
@@ -94,22 +107,31 @@ class XmppTransport:
         if self._app_jid and str(message["from"].bare) != self._app_jid:
             return  # only the app's own notices, never another sender's
         status = message.xml.find(f"{{{STATUS_NAMESPACE}}}status")
-        if status is None or not status.get("event", "").isdigit():
+        if status is None:
             return
-        self._notices.append(
-            {
-                "event_id": int(status.get("event", "0")),
-                "message_id": status.get("message", ""),
-                "status": status.get("status", ""),
-                "at_ms": int(status.get("at", "0") or 0),
-                "device": status.get("device", ""),
-                "detail": status.get("detail", ""),
-            }
-        )
+        at = status.get("at", "0")
+        try:
+            event = StatusEvent.from_json(
+                {
+                    "event_id": int(status.get("event", "")),
+                    "message_id": status.get("message", ""),
+                    "status": status.get("status", ""),
+                    "at_ms": int(at) if at.isascii() and at.isdigit() else 0,
+                    "device": status.get("device", ""),
+                    "detail": status.get("detail", ""),
+                }
+            )
+        except (ValueError, WireError):
+            return  # not a notice of this contract: nothing to hand on
+        self._notices.append(event)
         self._arrived.set()
 
-    async def _run(self, command: str, values: dict[str, str] | None = None) -> dict[str, Any]:
-        node = _NODE + command
+    async def _run(self, command: str, values: dict[str, str] | None = None) -> object:
+        """The command's answer, as the HTTP API would give it.
+
+        Raises: ApiError (a refusal), GatewayUnavailable, WireError.
+        """
+        node = COMMAND_NODE_PREFIX + command
         try:
             reply = await (
                 self._commands.run(self.gateway, node, values)
@@ -120,7 +142,7 @@ class XmppTransport:
             raise GatewayUnavailable(f"{node}: no answer") from error
         return _answer(node, reply)
 
-    def _signed(self, path: str, body: dict[str, Any]) -> dict[str, str]:
+    def _signed(self, path: str, body: dict[str, object]) -> dict[str, str]:
         text = json.dumps(body, separators=(",", ":"))
         timestamp, nonce = str(int(time.time())), secrets.token_urlsafe(18)
         signature = request_signature(
@@ -128,66 +150,49 @@ class XmppTransport:
         )
         return {"request": text, "timestamp": timestamp, "nonce": nonce, "signature": signature}
 
-    async def describe(self) -> dict[str, Any]:
-        values = await self._run("app-describe")
-        self._app_jid = values["app_jid"][0]
-        return {key: value[0] if len(value) == 1 else value for key, value in values.items()}
+    async def describe(self) -> AppInfo:
+        described = AppInfo.from_json(await self._run("app-describe"))
+        self._app_jid = described.app_jid
+        return described
 
     async def register_signing_key(self, public_key_b64url: str) -> str:
-        values = await self._run(
-            "signing-key-register",
-            self._signed("/v1/signing-keys", {"public_key": public_key_b64url}),
-        )
-        return str(values["fingerprint"][0])
+        body = SigningKeyRequest(public_key_b64url).to_json()
+        answer = await self._run("signing-key-register", self._signed("/v1/signing-keys", body))
+        fingerprint = answer.get("fingerprint") if isinstance(answer, dict) else None
+        if not isinstance(fingerprint, str):
+            raise WireError("signing-key-register answered without a fingerprint")
+        return fingerprint
 
-    async def lookup(self, to: str) -> dict[str, Any]:
-        values = await self._run("keys-lookup", {"to": to})
-        return {
-            "jid": values["jid"][0],
-            "devices": [json.loads(text) for text in values.get("bundles", [])],
-        }
+    async def lookup(self, to: str) -> KeyLookup:
+        return KeyLookup.from_json(await self._run("keys-lookup", {"to": to}))
 
-    async def submit(self, message: dict[str, Any]) -> dict[str, Any]:
-        values = await self._run("message-send", self._signed("/v1/messages", message))
-        return {
-            "message_id": values["message_id"][0],
-            "status": values["status"][0],
-            "detail": (values.get("detail") or [""])[0],
-            "recipient_jid": (values.get("recipient_jid") or [""])[0],
-            "duplicate": values.get("duplicate") == ["True"],
-        }
+    async def submit(self, message: Submission) -> Accepted:
+        signed = self._signed("/v1/messages", message.to_json())
+        return Accepted.from_json(await self._run("message-send", signed))
 
-    async def submit_batch(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = []
+    async def submit_batch(self, messages: Sequence[Submission]) -> list[SubmissionResult]:
+        results: list[SubmissionResult] = []
         for message in messages:
             try:
-                results.append({"status_code": 202, **await self.submit(message)})
+                results.append(await self.submit(message))
             except ApiError as error:
-                results.append(
-                    {"status_code": error.status, "error": error.code, "detail": error.detail}
-                )
+                results.append(Refused(error.status, error.code, error.detail, message.message_id))
         return results
 
-    async def status(self, message_id: str) -> dict[str, Any]:
-        values = await self._run("message-status", {"message_id": message_id})
-        return {
-            "message_id": values["message_id"][0],
-            "status": values["status"][0],
-            "detail": (values.get("detail") or [""])[0],
-            "recipient_jid": (values.get("recipient_jid") or [""])[0] or None,
-            "devices": json.loads(values["devices"][0]),
-            "history": [json.loads(text) for text in values.get("history", [])],
-        }
+    async def status(self, message_id: str) -> MessageView:
+        return MessageView.from_json(await self._run("message-status", {"message_id": message_id}))
 
-    async def events(self, after: int = 0, wait: int = 0) -> dict[str, Any]:
+    async def events(self, after: int = 0, wait: int = 0) -> EventsPage:
         """Notices received since ``after``; notices sent while the bot was offline come
         from the server's offline storage at login."""
         deadline = time.monotonic() + wait
         while True:
-            found = [event for event in self._notices if event["event_id"] > after]
+            found = sorted(
+                (event for event in self._notices if event.event_id > after),
+                key=lambda event: event.event_id,
+            )
             if found or time.monotonic() >= deadline:
-                found.sort(key=lambda event: int(event["event_id"]))
-                return {"events": found, "next": found[-1]["event_id"] if found else after}
+                return EventsPage(tuple(found), found[-1].event_id if found else after)
             self._arrived.clear()
             try:
                 async with asyncio.timeout(deadline - time.monotonic()):
@@ -195,26 +200,30 @@ class XmppTransport:
             except TimeoutError:
                 continue
 
-    async def upload_blob(self, path: Path, digest: str, expires_in: int) -> dict[str, Any]:
+    async def upload_blob(self, path: Path, digest: str, expires_in: int) -> BlobReceipt:
         raise ClientServiceError("files travel as blobs over HTTP; use the HTTP transport")
 
 
-def _answer(node: str, reply: CommandReply) -> dict[str, Any]:
-    """A completed command's values, or its refusal as an :class:`ApiError`."""
+def _answer(node: str, reply: CommandReply) -> object:
+    """A completed command's answer, or its refusal as an :class:`ApiError`.
+
+    Raises: ApiError, GatewayUnavailable, WireError.
+    """
     if reply.status == "error":
         if reply.error in ("forbidden", "item-not-found"):
             raise ApiError(403, "forbidden", f"{node}: this account is not bound to an app", None)
         raise GatewayUnavailable(f"{node}: <{reply.error}/>")
-    values = reply.values
-    if "error" in values:
-        retry = (values.get("retry_after") or [""])[0]
-        raise ApiError(
-            int(values.get("status_code", ["400"])[0]),
-            values["error"][0],
-            (values.get("detail") or [""])[0],
-            float(retry) if retry.isascii() and retry.isdigit() else None,
-        )
     if reply.status != "completed":
         problems = "; ".join(reply.error_notes) or "the form was not accepted"
         raise ApiError(400, "invalid_request", f"{node}: {problems}", None)
-    return values
+    texts = reply.values.get(ANSWER_FIELD) or [""]
+    answer = parse_json_body(texts[0])
+    if isinstance(answer, dict) and "error" in answer:
+        refusal = Refused.from_json(answer)
+        raise ApiError(
+            refusal.status_code,
+            refusal.error,
+            refusal.detail,
+            None if refusal.retry_after is None else float(refusal.retry_after),
+        )
+    return answer

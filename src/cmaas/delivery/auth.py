@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
-from cmaas.delivery.signing import request_signature_input, request_signature_matches
 from cmaas.keystore import App, AppNotFound, AuthenticatedApp, AuthenticationFailed, Keystore
+from cmaas.wire.signing import request_signature_input, request_signature_matches
 
 __all__ = ["SIGNATURE_WINDOW_S", "RequestAuthenticator", "SignedRequest"]
 

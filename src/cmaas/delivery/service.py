@@ -10,7 +10,6 @@ from cmaas.delivery.events import EventHub
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import Outcome, SubmissionService
 from cmaas.envelope import (
-    DeviceBundle,
     EnvelopeError,
     fingerprint,
     from_b64url,
@@ -26,9 +25,7 @@ from cmaas.keystore import (
     StatusEvent,
     TooManySigningKeys,
 )
-from cmaas.lifecycle import (
-    MessageStatus,
-)
+from cmaas.wire import AppInfo, EventsPage, KeyLookup, MessageView, SigningKeyRequest
 
 __all__ = ["MAX_WAIT_S", "Messaging", "message_view"]
 
@@ -55,18 +52,18 @@ class Messaging:
         self._hub = hub
         self._domain = component_domain
 
-    def describe(self, app: App) -> dict[str, object]:
+    def describe(self, app: App) -> AppInfo:
         """What an app's client needs to know of itself: above all, the JID it sends as."""
-        return {
-            "app_id": app.app_id,
-            "app_jid": f"{app.app_id}@{self._domain}",
-            "display_name": app.display_name,
-            "plan": app.plan,
-            "callback_url": app.callback_url,
-            "bound_jids": list(app.jids),
-        }
+        return AppInfo(
+            app.app_id,
+            f"{app.app_id}@{self._domain}",
+            app.display_name,
+            app.plan,
+            app.callback_url,
+            app.jids,
+        )
 
-    async def lookup(self, app: App, to: str) -> tuple[str, list[DeviceBundle]]:
+    async def lookup(self, app: App, to: str) -> KeyLookup:
         """The recipient's JID and a bundle per active device, each with one
         one-time prekey taken from its pool (charged to the app's lookup rate).
 
@@ -82,13 +79,13 @@ class Messaging:
         bundles = await self._directory.lookup(jid)
         if not bundles:
             raise NotFound(f"no device: {jid} has no active device")
-        return jid, bundles
+        return KeyLookup(jid, tuple(bundles))
 
     async def submit(self, app: App, items: Sequence[object]) -> list[Outcome]:
         """See :meth:`SubmissionService.submit`."""
         return await self.submissions.submit(app, items)
 
-    async def status(self, app: App, message_id: str) -> dict[str, object]:
+    async def status(self, app: App, message_id: str) -> MessageView:
         """A message's status and timestamped history, per device.
 
         Raises: NotFound.
@@ -99,18 +96,21 @@ class Messaging:
             raise NotFound(str(error)) from error
         return message_view(record, events)
 
-    async def events(self, app: App, after: int, wait_s: float) -> list[StatusEvent]:
+    async def events(self, app: App, after: int, wait_s: float) -> EventsPage:
         """The app's events after the cursor ``after``, waiting up to ``wait_s`` (≤ 60 s)."""
-        return await self._hub.wait_events(app.app_id, after, min(wait_s, MAX_WAIT_S))
+        found = await self._hub.wait_events(app.app_id, after, min(wait_s, MAX_WAIT_S))
+        return EventsPage(
+            tuple(event.wire() for event in found), found[-1].event_id if found else after
+        )
 
-    async def register_signing_key(self, app: App, public_key: str) -> tuple[str, bool]:
-        """Register the public half of an app signing key (base64url, 65-byte point).
+    async def register_signing_key(self, app: App, request: SigningKeyRequest) -> tuple[str, bool]:
+        """Register the public half of an app signing key.
 
         Returns: its fingerprint, and whether it is new.
         Raises: InvalidRequest: Not a P-256 point, or the app has too many keys.
         """
         try:
-            key = from_b64url(public_key, what="public_key", size=65, max_size=128)
+            key = from_b64url(request.public_key, what="public_key", size=65, max_size=128)
             parse_public_key(key)
         except EnvelopeError as error:
             raise InvalidRequest(f"public_key: {error}") from error
@@ -130,22 +130,19 @@ class Messaging:
             raise NotFound(f"no active signing key {digest[:64]!r}")
 
 
-def message_view(record: MessageRecord, events: Sequence[StatusEvent]) -> dict[str, object]:
+def message_view(record: MessageRecord, events: Sequence[StatusEvent]) -> MessageView:
     """A message as apps see it: status, per-device progress and the whole history."""
-    devices: dict[str, dict[str, int]] = {}
-    for event in events:
-        if event.device and event.status in (MessageStatus.DELIVERED, MessageStatus.READ):
-            devices.setdefault(event.device, {}).setdefault(f"{event.status.value}_ms", event.at_ms)
-    return {
-        "message_id": record.message_id,
-        "status": record.status.value,
-        "detail": record.detail,
-        "to": record.recipient,
-        "recipient_jid": record.recipient_jid,
-        "priority": record.priority.value,
-        "accepted_ms": record.created_ms,
-        "updated_ms": record.updated_ms,
-        "expires_ms": record.expires_ms,
-        "devices": devices,
-        "history": [event.to_json() for event in events],
-    }
+    history = tuple(event.wire() for event in events)
+    return MessageView(
+        message_id=record.message_id,
+        status=record.status,
+        detail=record.detail,
+        to=record.recipient,
+        recipient_jid=record.recipient_jid,
+        priority=record.priority,
+        accepted_ms=record.created_ms,
+        updated_ms=record.updated_ms,
+        expires_ms=record.expires_ms,
+        devices=MessageView.progress(history),
+        history=history,
+    )

@@ -10,8 +10,6 @@ is committed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,8 +35,6 @@ from cmaas.envelope import (
     parse_public_key,
     verify,
 )
-from cmaas.envelope.header import MESSAGE_ID
-from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.identifiers import InvalidIdentifier
 from cmaas.keystore import (
     App,
@@ -54,14 +50,22 @@ from cmaas.lifecycle import (
     MessageStatus,
     Priority,
 )
+from cmaas.wire import Accepted, Refused, Submission, SubmissionResult, WireError
 
-__all__ = ["AdmissionLimits", "Outcome", "SubmissionService", "outcome_json"]
+__all__ = ["AdmissionLimits", "Outcome", "SubmissionService", "submission_result"]
 
 Outcome = MessageRecord | DeliveryError
 """Per message: the stored record (new or, for a retry, as stored before), or why not."""
 
-_FIELDS = frozenset({"message_id", "to", "priority", "expires_at", "envelope"})
-_MAX_TO = 2047
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    submission: Submission
+    request_sha256: bytes
+
+    @property
+    def priority(self) -> Priority:
+        return self.submission.priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +80,6 @@ class AdmissionLimits:
     bulk_backlog: int = 50_000
     normal_backlog: int = 200_000
     max_batch: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    message_id: str
-    to: str
-    priority: Priority
-    expires_at: int | None
-    envelope_text: str
-    request_sha256: bytes
 
 
 class SubmissionService:
@@ -218,27 +212,27 @@ class SubmissionService:
         except DeliveryError as error:
             return error
         try:
-            jid = await lookups.resolve(self._resolver, item.to)
+            jid = await lookups.resolve(self._resolver, item.submission.to)
         except InvalidIdentifier as error:
             return InvalidRequest(f"to: {error}")
         failure: str | None = None
         if jid is None:
-            failure = f"unknown recipient: {item.to} is not in the directory"
+            failure = f"unknown recipient: {item.submission.to} is not in the directory"
         elif envelope.header.to != jid:
             return InvalidRequest(
-                f"the envelope is sealed to {envelope.header.to}, but {item.to} is {jid}"
+                f"the envelope is sealed to {envelope.header.to}, but {item.submission.to} is {jid}"
             )
         else:
             active = await lookups.active_devices(self._keystore, jid)
             failure = _device_failure(jid, active, envelope)
         return NewMessage(
             app_id=app.app_id,
-            message_id=item.message_id,
-            recipient=item.to,
+            message_id=item.submission.message_id,
+            recipient=item.submission.to,
             recipient_jid=jid,
             priority=item.priority,
             request_sha256=item.request_sha256,
-            envelope=item.envelope_text.encode(),
+            envelope=item.submission.envelope.encode(),
             expires_ms=envelope.header.expires_ms,
             failure=failure,
         )
@@ -273,36 +267,11 @@ def _device_failure(jid: str, active: set[int], envelope: SealedEnvelope) -> str
 
 
 def _parse_item(value: object) -> Outcome | _Item:
-    if not isinstance(value, dict):
-        return InvalidRequest("each message must be a JSON object")
-    unknown = set(value) - _FIELDS
-    if unknown:
-        return InvalidRequest(f"unknown fields: {', '.join(sorted(map(str, unknown)))}")
-    message_id, to = value.get("message_id"), value.get("to")
-    priority, expires_at = value.get("priority", "normal"), value.get("expires_at")
-    envelope = value.get("envelope")
-    if not isinstance(message_id, str) or not MESSAGE_ID.fullmatch(message_id):
-        return InvalidRequest("message_id must be 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
-    if not isinstance(to, str) or not 0 < len(to) <= _MAX_TO:
-        return InvalidRequest("to must be a JID, an email address or an E.164 number")
-    if priority not in tuple(Priority):
-        return InvalidRequest(f"priority must be {Priority.choices()}")
-    if expires_at is not None and (type(expires_at) is not int or expires_at <= 0):
-        return InvalidRequest("expires_at must be unix seconds")
-    if not isinstance(envelope, str) or not 0 < len(envelope.encode()) <= MAX_ENVELOPE_BYTES:
-        return InvalidRequest(
-            f"envelope must be the sealed envelope's JSON text, at most {MAX_ENVELOPE_BYTES} bytes"
-        )
-    # Over the request as understood, so a retry that spells out a default is the same.
-    normalised = {
-        "message_id": message_id,
-        "to": to,
-        "priority": priority,
-        "expires_at": expires_at,
-        "envelope": envelope,
-    }
-    digest = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).digest()
-    return _Item(message_id, to, Priority(priority), expires_at, envelope, digest)
+    try:
+        submission = Submission.from_json(value)
+    except WireError as error:
+        return InvalidRequest(str(error))
+    return _Item(submission, submission.request_sha256())
 
 
 def _verified_envelope(
@@ -310,21 +279,22 @@ def _verified_envelope(
 ) -> SealedEnvelope:
     """Raises: InvalidRequest, UnknownSigningKey."""
     try:
-        envelope = SealedEnvelope.from_bytes(item.envelope_text)
+        envelope = SealedEnvelope.from_bytes(item.submission.envelope)
     except EnvelopeError as error:
         raise InvalidRequest(f"envelope: {type(error).__name__}: {error}") from error
     header = envelope.header
     app_jid = f"{app.app_id}@{domain}"
     for field, sealed, submitted in (
-        ("message_id", header.message_id, item.message_id),
+        ("message_id", header.message_id, item.submission.message_id),
         ("app", header.app, app_jid),
-        ("priority", header.priority, item.priority.value),
+        ("priority", header.priority.value, item.priority.value),
     ):
         if sealed != submitted:
             raise InvalidRequest(f"the envelope's {field} is {sealed!r}, not {submitted!r}")
-    if item.expires_at is not None and item.expires_at != header.expires_ms // 1000:
+    expires_at = item.submission.expires_at
+    if expires_at is not None and expires_at != header.expires_ms // 1000:
         raise InvalidRequest(
-            f"expires_at is {item.expires_at}, the envelope expires at {header.expires_ms // 1000}"
+            f"expires_at is {expires_at}, the envelope expires at {header.expires_ms // 1000}"
         )
     key = signing_keys.get(fingerprint(envelope.app_key))
     if key is None:
@@ -347,22 +317,23 @@ def _stored_outcome(result: MessageRecord | MessageConflict | QuotaExhausted) ->
     return result
 
 
-def outcome_json(outcome: Outcome, submitted: object = None) -> dict[str, object]:
+def submission_result(outcome: Outcome, submitted: object = None) -> SubmissionResult:
     """One message's answer, as the HTTP API and ad-hoc commands show it; a refusal
     names the submitted ``message_id`` where there was one."""
     if isinstance(outcome, DeliveryError):
-        answer: dict[str, object] = {"status_code": outcome.status, **outcome.to_json()}
-        if isinstance(submitted, dict) and isinstance(submitted.get("message_id"), str):
-            answer["message_id"] = submitted["message_id"][:128]
-        if outcome.retry_after is not None:
-            answer["retry_after"] = max(1, math.ceil(outcome.retry_after))
-        return answer
-    return {
-        "status_code": 202,
-        "message_id": outcome.message_id,
-        "status": outcome.status.value,
-        "detail": outcome.detail,
-        "recipient_jid": outcome.recipient_jid,
-        "accepted_ms": outcome.created_ms,
-        "duplicate": outcome.duplicate,
-    }
+        message_id = submitted.get("message_id") if isinstance(submitted, dict) else None
+        return Refused(
+            outcome.status,
+            outcome.code,
+            outcome.detail,
+            message_id[:128] if isinstance(message_id, str) else None,
+            None if outcome.retry_after is None else max(1, math.ceil(outcome.retry_after)),
+        )
+    return Accepted(
+        outcome.message_id,
+        outcome.status,
+        outcome.detail,
+        outcome.recipient_jid,
+        outcome.created_ms,
+        outcome.duplicate,
+    )

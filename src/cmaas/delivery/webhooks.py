@@ -17,8 +17,8 @@ import aiohttp
 
 from cmaas import __version__
 from cmaas.delivery.events import CursorConsumer, DeliveryFailed
-from cmaas.delivery.signing import webhook_signature
 from cmaas.keystore import App, Keystore, StatusEvent
+from cmaas.wire.signing import webhook_signature
 
 __all__ = ["WebhookConsumer"]
 
@@ -57,7 +57,7 @@ class WebhookConsumer(CursorConsumer):
         if not app.callback_url:
             return False
         body = json.dumps(
-            {"app_id": app_id, "events": [event.to_json() for event in events]},
+            {"app_id": app_id, "events": [event.wire().to_json() for event in events]},
             separators=(",", ":"),
         ).encode()
         key = (await self._keystore.hmac_keys(app_id))[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cmaas import wire
 from cmaas.identifiers import IpNetwork
 from cmaas.lifecycle import MessageStatus, Priority
 
@@ -273,7 +274,7 @@ class OutboxEntry:
 
 @dataclass(frozen=True, slots=True)
 class StatusEvent:
-    """One recorded status event, as apps receive it (SPEC section 6)."""
+    """One recorded status event of an app's message."""
 
     event_id: int
     app_id: str
@@ -283,15 +284,11 @@ class StatusEvent:
     device: str
     detail: str
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "event_id": self.event_id,
-            "message_id": self.message_id,
-            "status": self.status.value,
-            "at_ms": self.at_ms,
-            "device": self.device,
-            "detail": self.detail,
-        }
+    def wire(self) -> wire.StatusEvent:
+        """As apps receive it: without the app, which the channel already names."""
+        return wire.StatusEvent(
+            self.event_id, self.message_id, self.status, self.at_ms, self.device, self.detail
+        )
 
 
 # The event consumer that sends status notices to an app's bound JIDs. Binding the first

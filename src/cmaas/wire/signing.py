@@ -1,4 +1,4 @@
-"""Request and webhook signatures (SPEC sections 4 and 6), for the gateway and its clients.
+"""Request and webhook signatures, for the gateway and its clients.
 
 Both are HMAC-SHA256 under the app's HMAC key, from ``cryptography``; comparisons are
 constant-time.

@@ -2,15 +2,20 @@
 on the same engine as the HTTP API.
 
 The server-stamped sender identifies the app, so no client secret travels; a
-submission still carries the request HMAC of SPEC section 4, computed exactly as for
-``POST /v1/messages`` over the ``message`` field's text.
+submission still carries the request HMAC of the HTTP API, computed exactly as for
+``POST /v1/messages`` over the ``request`` field's text.
+
+Each result shows its values as fields for people, and the whole answer as the HTTP
+API would give it in the field ``json``, which programs read with :mod:`cmaas.wire`.
 """
 
 from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from typing import ClassVar, cast
+from typing import ClassVar
+
+from slixmpp.plugins.xep_0004 import Form
 
 from cmaas.component.adhoc.command import (
     Access,
@@ -30,9 +35,11 @@ from cmaas.component.adhoc.forms import (
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
 from cmaas.delivery.errors import AppSuspended, DeliveryError, InvalidRequest
 from cmaas.delivery.service import Messaging
-from cmaas.delivery.submission import Outcome, outcome_json
+from cmaas.delivery.submission import submission_result
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.keystore import App, Keystore
+from cmaas.wire import SigningKeyRequest, WireError
+from cmaas.wire.adhoc import ANSWER_FIELD
 from cmaas.wire.json import parse_json_body
 
 __all__ = [
@@ -74,17 +81,35 @@ class _AppCommand(Command):
         return app
 
 
-def _outcome_rows(outcome: Outcome) -> list[tuple[str, str, FieldValue]]:
-    return [
-        (key, key.replace("_", " ").capitalize(), str(value))
-        for key, value in outcome_json(outcome).items()
+def _form_value(value: object) -> FieldValue:
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, list):
+        return [item if isinstance(item, str) else _compact(item) for item in value]
+    if isinstance(value, dict):
+        return _compact(value)
+    return "" if value is None else str(value)
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def wire_result(title: str, answer: dict[str, object]) -> Form:
+    """A result form of ``answer``: a field per key for people, and ``json`` for programs."""
+    rows: list[tuple[str, str, FieldValue]] = [
+        (key, key.replace("_", " ").capitalize(), _form_value(value))
+        for key, value in answer.items()
     ]
+    rows.append((ANSWER_FIELD, "As JSON", _compact(answer)))
+    return render_result(title, rows)
 
 
-def _refused(error: DeliveryError) -> Completed:
+def _refused(error: DeliveryError | WireError) -> Completed:
+    refusal = InvalidRequest(str(error)) if isinstance(error, WireError) else error
     return Completed(
-        notes=[("error", f"{error.code}: {error.detail}")],
-        payload=render_result("Refused", _outcome_rows(error)),
+        notes=[("error", f"{refusal.code}: {refusal.detail}")],
+        payload=wire_result("Refused", submission_result(refusal).to_json()),
     )
 
 
@@ -105,16 +130,12 @@ class KeysLookup(_AppCommand):
         async def submit(form: Submission) -> Step:
             try:
                 app = await self.bound_app(context)
-                jid, bundles = await self.messaging.lookup(app, form.text("to").strip())
+                keys = await self.messaging.lookup(app, form.text("to").strip())
             except DeliveryError as error:
                 return _refused(error)
-            bundle_texts = [bundle.to_bytes().decode() for bundle in bundles]
             return Completed(
-                notes=[("info", f"{len(bundles)} device(s) of {jid}")],
-                payload=render_result(
-                    "Device keys",
-                    [("jid", "Recipient JID", jid), ("bundles", "Device bundles", bundle_texts)],
-                ),
+                notes=[("info", f"{len(keys.devices)} device(s) of {keys.jid}")],
+                payload=wire_result("Device keys", keys.to_json()),
             )
 
         return FormStep(self.form, submit)
@@ -154,14 +175,14 @@ class _SignedCommand(_AppCommand):
                     ),
                 )
                 return await self.perform(app, parse_json_body(body))
-            except DeliveryError as error:
+            except (DeliveryError, WireError) as error:
                 return _refused(error)
 
         return FormStep(self.form, submit)
 
     @abstractmethod
     async def perform(self, app: App, request: object) -> Completed:
-        """Raises: DeliveryError."""
+        """Raises: DeliveryError, WireError."""
 
 
 class MessageSend(_SignedCommand):
@@ -190,7 +211,7 @@ class MessageSend(_SignedCommand):
             return _refused(outcome)
         return Completed(
             notes=[("info", f"Message {outcome.message_id}: {outcome.status.value}")],
-            payload=render_result("Accepted", _outcome_rows(outcome)),
+            payload=wire_result("Accepted", submission_result(outcome).to_json()),
         )
 
 
@@ -206,12 +227,11 @@ class SigningKeyRegister(_SignedCommand):
     )
 
     async def perform(self, app: App, request: object) -> Completed:
-        if not isinstance(request, dict) or set(request) != {"public_key"}:
-            raise InvalidRequest('the request must be {"public_key": BASE64URL_POINT}')
-        digest, added = await self.messaging.register_signing_key(app, request["public_key"])
+        key = SigningKeyRequest.from_json(request)
+        digest, added = await self.messaging.register_signing_key(app, key)
         return Completed(
             notes=[("info", "Registered" if added else "Already registered")],
-            payload=render_result("Signing key", [("fingerprint", "Fingerprint", digest)]),
+            payload=wire_result("Signing key", {"fingerprint": digest}),
         )
 
 
@@ -224,22 +244,7 @@ class AppDescribe(_AppCommand):
             app = await self.bound_app(context)
         except DeliveryError as error:
             return _refused(error)
-        described = self.messaging.describe(app)
-        return Completed(
-            payload=render_result(
-                "App",
-                [
-                    (key, key.replace("_", " ").capitalize(), _form_value(value))
-                    for key, value in described.items()
-                ],
-            )
-        )
-
-
-def _form_value(value: object) -> FieldValue:
-    if isinstance(value, list):
-        return [str(item) for item in value]
-    return "" if value is None else str(value)
+        return Completed(payload=wire_result("App", self.messaging.describe(app).to_json()))
 
 
 class MessageStatusLookup(_AppCommand):
@@ -258,21 +263,9 @@ class MessageStatusLookup(_AppCommand):
                 view = await self.messaging.status(app, form.text("message_id").strip())
             except DeliveryError as error:
                 return _refused(error)
-            events = cast(list[dict[str, object]], view["history"])
-            history = [json.dumps(event, separators=(",", ":")) for event in events]
             return Completed(
-                notes=[("info", f"{view['message_id']}: {view['status']}")],
-                payload=render_result(
-                    "Message status",
-                    [
-                        ("message_id", "Message id", str(view["message_id"])),
-                        ("status", "Status", str(view["status"])),
-                        ("detail", "Detail", str(view["detail"])),
-                        ("recipient_jid", "Recipient", str(view["recipient_jid"] or "")),
-                        ("devices", "Per device", json.dumps(view["devices"], sort_keys=True)),
-                        ("history", "History", history),
-                    ],
-                ),
+                notes=[("info", f"{view.message_id}: {view.status.value}")],
+                payload=wire_result("Message status", view.to_json()),
             )
 
         return FormStep(self.form, submit)

@@ -1,0 +1,39 @@
+"""The wire contract between apps (and their client service) and the gateway.
+
+Typed, frozen values with ``to_json``/``from_json``, and the request and webhook
+signatures. Both sides use these and nothing else to speak to each other, so the client
+service never imports the gateway's packages.
+"""
+
+from cmaas.wire.apps import AppInfo, BlobReceipt, KeyLookup, SigningKeyRequest
+from cmaas.wire.errors import WireError
+from cmaas.wire.json import parse_json_body
+from cmaas.wire.messages import (
+    Accepted,
+    DeviceProgress,
+    EventsPage,
+    MessageView,
+    Refused,
+    StatusEvent,
+    Submission,
+    SubmissionResult,
+    submission_result,
+)
+
+__all__ = [
+    "Accepted",
+    "AppInfo",
+    "BlobReceipt",
+    "DeviceProgress",
+    "EventsPage",
+    "KeyLookup",
+    "MessageView",
+    "Refused",
+    "SigningKeyRequest",
+    "StatusEvent",
+    "Submission",
+    "SubmissionResult",
+    "WireError",
+    "parse_json_body",
+    "submission_result",
+]
