@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import secrets
 import shutil
 import signal
@@ -17,24 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, TypeVar
 
-from cmaas.devservers._common import (
-    DevServerError,
-    check_domain,
-    check_secret,
-    ensure_installed,
-    find_pids,
-    free_ports,
-    listening_ports,
-    make_runtime_dir,
-    output_of,
-    port_is_free,
-    require_root,
-    signal_pids,
-    tail_file,
-    wait_dead,
-    with_log,
-    xmpp_answers,
-)
+from cmaas.devservers._checks import check_domain, check_secret
+from cmaas.devservers._errors import DevServerError
+from cmaas.devservers._files import make_runtime_dir, tail_file, with_log
+from cmaas.devservers._install import ensure_installed
+from cmaas.devservers._ports import free_ports, listening_ports, port_is_free, xmpp_answers
+from cmaas.devservers._processes import output_of, require_root, signal_pids, wait_dead
 
 # How long a server process may be missing during startup before we call it a crash:
 # a daemon forks, so the process we look for appears a moment after the launcher exits.
@@ -401,15 +388,3 @@ def _cleanup_at_exit() -> None:
         except (DevServerError, OSError) as exc:
             print(f"cmaas.devservers: cleanup of {server.workdir} failed: {exc}", file=sys.stderr)
     _tracked.clear()
-
-
-def find_instance_pids(argv0_prefix: str, flag: str, value: str) -> list[int]:
-    """Live processes whose argv[0] basename starts with ``argv0_prefix`` and whose
-    arguments contain ``flag`` immediately followed by ``value``."""
-
-    def matches(argv: list[str]) -> bool:
-        if not Path(argv[0]).name.startswith(argv0_prefix):
-            return False
-        return any(a == flag and b == value for a, b in itertools.pairwise(argv))
-
-    return find_pids(matches)

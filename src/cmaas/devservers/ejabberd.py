@@ -10,19 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from cmaas.devservers._common import (
-    DevServerError,
-    check_username,
-    find_config_dir,
-    make_private_dir,
-    output_of,
-    render_template,
-    run,
-    signal_pids,
-    which,
-    write_config,
-)
-from cmaas.devservers._server import XmppServer, find_instance_pids, start_server
+from cmaas.devservers._checks import check_username
+from cmaas.devservers._errors import DevServerError
+from cmaas.devservers._files import find_config_dir, make_private_dir, render_template, write_config
+from cmaas.devservers._processes import find_instance_pids, output_of, run, signal_pids, which
+from cmaas.devservers._server import XmppServer, start_server
 
 _USER = "ejabberd"
 _CONFIG = "ejabberd.yml"

@@ -8,17 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from cmaas.devservers._common import (
-    check_username,
-    find_config_dir,
-    make_private_dir,
-    render_template,
-    run,
-    signal_pids,
-    which,
-    write_config,
-)
-from cmaas.devservers._server import XmppServer, find_instance_pids, start_server
+from cmaas.devservers._checks import check_username
+from cmaas.devservers._files import find_config_dir, make_private_dir, render_template, write_config
+from cmaas.devservers._processes import find_instance_pids, run, signal_pids, which
+from cmaas.devservers._server import XmppServer, start_server
 
 _USER = "prosody"
 _TEMPLATE = "prosody.loopback.cfg.lua.in"
