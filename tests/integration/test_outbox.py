@@ -44,6 +44,11 @@ async def _all_events(app: RegisteredApp) -> list[dict[str, Any]]:
         after = page["next"]
 
 
+async def _all_delivered(app: RegisteredApp, message_ids: list[str]) -> None:
+    for message_id in message_ids:
+        await app.wait_status(message_id, lambda v: v["status"] == "delivered", within=60)
+
+
 async def _wait_stopped(gateway: GatewayProcess, within: float = 15.0) -> None:
     deadline = time.monotonic() + within
     while gateway.health().get("component_link") == "connected":
@@ -86,12 +91,7 @@ async def test_high_priority_overtakes_a_bulk_backlog(
 
         xmpp_server.start()
         gateway.wait_healthy()
-        async with asyncio.timeout(60):
-            while True:
-                view = await app.api.status(bulk_ids[-1])
-                if view["status"] in ("delivered", "read"):
-                    break
-                await asyncio.sleep(0.2)
+        await app.wait_status(bulk_ids[-1], lambda v: v["status"] in ("delivered", "read"), 60)
         dispatched = [
             e["message_id"] for e in await _all_events(app) if e["status"] == "dispatched"
         ]
@@ -228,12 +228,7 @@ async def test_gateway_killed_mid_flood_loses_nothing(
             collecting.cancel()
         assert shown[-1] == last["message_id"]
         assert sorted(shown[:-1]) == sorted(ids), "each message shown exactly once"
-        async with asyncio.timeout(60):
-            while True:
-                views = [await app.api.status(message_id) for message_id in ids[-5:]]
-                if all(v["status"] == "delivered" for v in views):
-                    break
-                await asyncio.sleep(0.2)
+        await _all_delivered(app, ids[-5:])
 
 
 async def _seal_flood(
@@ -329,9 +324,4 @@ async def test_im_server_restarted_mid_flood_loses_nothing(
         await collect(count, 120)
         assert shown == set(ids)
         assert duplicates == 0, "the device shows each message once"
-        async with asyncio.timeout(60):
-            while True:
-                views = [await app.api.status(message_id) for message_id in ids[-3:]]
-                if all(v["status"] == "delivered" for v in views):
-                    break
-                await asyncio.sleep(0.5)
+        await _all_delivered(app, ids[-3:])
