@@ -137,23 +137,31 @@ class RegisteredApp:
         raise AssertionError(f"message {message_id} never got there: {view}")
 
 
-async def register_app(
-    gateway: GatewayProcess, session: Any, app_id: str, *args: str
-) -> RegisteredApp:
-    """Register ``app_id`` (extra ``app-register`` flags in ``args``) and its signing key."""
+async def register_credentials(
+    gateway: GatewayProcess, app_id: str, name: str, *args: str
+) -> AppCredentials:
+    """Register ``app_id`` with the admin CLI (extra ``app-register`` flags in ``args``)."""
     issued = await asyncio.to_thread(
         admin,
         gateway,
         "app-register",
         app_id,
         "--name",
-        f"App {app_id}",
+        name,
         # An app without allowed networks is XMPP-only; the tests call from loopback.
         "--network",
         "127.0.0.0/8",
         *args,
     )
-    app = RegisteredApp(gateway, app_id, AppCredentials.from_issued(issued), session)
+    return AppCredentials.from_issued(issued)
+
+
+async def register_app(
+    gateway: GatewayProcess, session: Any, app_id: str, *args: str
+) -> RegisteredApp:
+    """Register ``app_id`` (extra ``app-register`` flags in ``args``) and its signing key."""
+    credentials = await register_credentials(gateway, app_id, f"App {app_id}", *args)
+    app = RegisteredApp(gateway, app_id, credentials, session)
     await app.register_key()
     return app
 
@@ -232,20 +240,5 @@ async def client_config_for(
 ) -> ClientConfig:
     """Register ``app_id`` (loopback allowed; more ``app-register`` flags in
     ``register_args``) and a client service config for it."""
-    issued = await asyncio.to_thread(
-        admin,
-        gateway,
-        "app-register",
-        app_id,
-        "--name",
-        "Shop",
-        "--network",
-        "127.0.0.0/8",
-        *register_args,
-    )
-    return ClientConfig(
-        f"http://127.0.0.1:{gateway.http_port}",
-        AppCredentials.from_issued(issued),
-        state,
-        **options,
-    )
+    credentials = await register_credentials(gateway, app_id, "Shop", *register_args)
+    return ClientConfig(f"http://127.0.0.1:{gateway.http_port}", credentials, state, **options)

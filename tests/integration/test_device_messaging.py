@@ -21,7 +21,6 @@ from cmaas.delivery.tracker import FeedbackKind
 from cmaas.device.client import DeviceClient
 from cmaas.device.keyfile import KeyFile
 from cmaas.devservers import XmppServer, cmaas_executable
-from cmaas.devservers.sender import DirectSender
 from cmaas.envelope import (
     AppKeyChanged,
     DeviceKeyring,
@@ -41,6 +40,7 @@ from cmaas.xmpp.stanzas import register_stanzas
 
 from .conftest import PASSWORD, connect
 from .devices import device_config, new_device
+from .direct_sender import DirectSender
 from .live_gateway import FeedbackLog, live_gateway
 
 APP = "bank"

@@ -261,12 +261,22 @@ async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link
         ("bulk-1", Priority.BULK, now_ms + 60_000),
         ("stale", Priority.HIGH, now_ms - 1),
         ("otp-1", Priority.HIGH, now_ms + 60_000),
+        ("bulk-2", Priority.BULK, now_ms + 60_000),
     )
-    dispatcher.enqueue(entries)
+    dispatcher.enqueue(entries[:3])
     stop = asyncio.Event()
+
+    # Nothing goes out while the link is down: a run that starts, and ends, without a
+    # link has done all it ever would. One turn of the loop lets its first round begin
+    # before the stop, so the check does not pass merely because it never ran.
+    offline = asyncio.create_task(dispatcher.run(stop))
+    await asyncio.sleep(0)
+    stop.set()
+    await offline
+    assert sender.sent == []
+
+    stop.clear()
     running = asyncio.create_task(dispatcher.run(stop))
-    await asyncio.sleep(0.05)
-    assert sender.sent == []  # nothing goes out while the link is down
     dispatcher.link_up()
     await _until(lambda: len(sender.sent) == 2)
     assert sender.sent == ["otp-1", "bulk-1"]
@@ -285,12 +295,16 @@ async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link
     assert sender.sent[2] == "bulk-1"
     assert dispatcher.resent == 1
 
-    # Written long before a later loss: the server had it, so no resend.
+    # Written long before a later loss: the server had it, so no resend. A resend would
+    # be queued by link_up itself, ahead of the app's later bulk message, so that
+    # message going out next proves that none was queued.
     moment.now += 60
     dispatcher.link_down()
     dispatcher.link_up()
-    await asyncio.sleep(0.1)
-    assert len(sender.sent) == 3
+    dispatcher.enqueue(entries[3:])
+    await _until(lambda: "bulk-2" in sender.sent)
+    assert sender.sent[3:] == ["bulk-2"]
+    assert dispatcher.resent == 1
     stop.set()
     await running
 
@@ -352,8 +366,8 @@ async def test_dispatcher_survives_a_link_lost_while_it_waits_for_the_server(
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))
     dispatcher.link_up()
-    await _until(lambda: sender.sent == ["m0"])
-    await asyncio.sleep(0.1)  # now waiting for a confirmation that never comes
+    await _until(lambda: sender.sent == ["m0"] and sender.barriers == 1)
+    # Now waiting for a confirmation that never comes.
     dispatcher.link_down()  # drops (cancels) the round it waits for
     dispatcher.link_up()
     dispatcher.enqueue(entries[1:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from slixmpp import JID
@@ -87,7 +88,7 @@ class TestFeedback(GatewayStanzaTest):
             "<error type='cancel'><service-unavailable"
             " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
         )
-        self.run_coro(self._settle())
+        self._wait_for_feedback(3)
         assert [(e.kind, e.message_id, e.condition) for e in self.events] == [
             (FeedbackKind.DELIVERED, "m-1", ""),
             (FeedbackKind.DISPLAYED, "m-1", ""),
@@ -107,7 +108,7 @@ class TestFeedback(GatewayStanzaTest):
             "<displayed xmlns='urn:xmpp:chat-markers:0' id='m-1'/>"
             "<device xmlns='urn:cmaas:device:1' id='not-a-number'/></message>"
         )
-        self.run_coro(self._settle())
+        self._wait_for_feedback(2)
         assert [e.device for e in self.events] == ["123456", JID(USER).resource]
 
     def test_feedback_without_app_jid_or_valid_id_is_ignored(self) -> None:
@@ -123,14 +124,24 @@ class TestFeedback(GatewayStanzaTest):
             f"<message type='chat' from='{USER}' to='bank@{DOMAIN}' id='r3'>"
             "<received xmlns='urn:xmpp:receipts'/></message>"
         )
-        self.run_coro(self._settle())
-        assert self.events == []
-        self.expect_nothing()
+        # A valid receipt after them: handled in order, it proves they were handled.
+        self.recv(
+            f"<message type='chat' from='{USER}' to='bank@{DOMAIN}' id='r4'>"
+            "<received xmlns='urn:xmpp:receipts' id='m-4'/></message>"
+        )
+        self._wait_for_feedback(1)
+        assert [e.message_id for e in self.events] == ["m-4"]
+        # Nor did the gateway answer them (with an error, say) before it answers a ping.
+        self.expect_only_the_answer(
+            f"<iq type='get' id='p1' from='{USER}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>",
+            f"<iq type='result' id='p1' from='{DOMAIN}' to='{USER}'/>",
+        )
 
-    async def _settle(self) -> None:
-        import asyncio
-
-        await asyncio.sleep(0.05)
+    def _wait_for_feedback(self, count: int, within: float = 3.0) -> None:
+        deadline = time.monotonic() + within
+        while len(self.events) < count:
+            assert time.monotonic() < deadline, f"{len(self.events)} of {count} events"
+            self.run_coro(asyncio.sleep(0.01))
 
 
 class TestDeviceCommands(GatewayStanzaTest):

@@ -146,7 +146,10 @@ class TestPresence(GatewayStanzaTest):
 
     def test_ordinary_presence_gets_no_answer(self) -> None:
         self.recv(f"<presence from='alice@cmaas.test/x' to='otp@{DOMAIN}'/>")
-        self.expect_nothing()
+        self.expect_only_the_answer(
+            f"<presence type='probe' from='alice@cmaas.test' to='otp@{DOMAIN}'/>",
+            f"<presence from='otp@{DOMAIN}' to='alice@cmaas.test'/>",
+        )
 
 
 class TestAppRegisterCommand(GatewayStanzaTest):

@@ -25,13 +25,11 @@ The configs are the templates in the repository's ``prosody-config/`` and
 ``ejabberd-config/`` directories (see the comments at their top).
 """
 
-from cmaas.devservers._common import (
-    DevServerError,
-    cmaas_executable,
-    ensure_installed,
-    find_config_dir,
-    free_port,
-)
+from cmaas.devservers._errors import DevServerError
+from cmaas.devservers._files import find_config_dir
+from cmaas.devservers._install import ensure_installed
+from cmaas.devservers._ports import free_port
+from cmaas.devservers._processes import cmaas_executable
 from cmaas.devservers._server import XmppServer
 from cmaas.devservers.ejabberd import start_ejabberd
 from cmaas.devservers.prosody import start_prosody

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import secrets
 import shutil
 import signal
@@ -17,24 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, TypeVar
 
-from cmaas.devservers._common import (
-    DevServerError,
-    check_domain,
-    check_secret,
-    ensure_installed,
-    find_pids,
-    free_ports,
-    listening_ports,
-    make_runtime_dir,
-    output_of,
-    port_is_free,
-    require_root,
-    signal_pids,
-    tail_file,
-    wait_dead,
-    with_log,
-    xmpp_answers,
-)
+from cmaas.devservers._checks import check_domain, check_secret
+from cmaas.devservers._errors import DevServerError
+from cmaas.devservers._files import make_runtime_dir, tail_file, with_log
+from cmaas.devservers._install import ensure_installed
+from cmaas.devservers._ports import free_ports, listening_ports, port_is_free, xmpp_answers
+from cmaas.devservers._processes import output_of, require_root, signal_pids, wait_dead
 
 # How long a server process may be missing during startup before we call it a crash:
 # a daemon forks, so the process we look for appears a moment after the launcher exits.
@@ -70,7 +57,6 @@ class XmppServer(ABC):
             ``/tmp/cmaas-devservers``; the caller's workdir holds a symlink to it.
     """
 
-    kind: Literal["prosody", "ejabberd"]
     domain: str
     component_domain: str
     component_secret: str = field(repr=False)
@@ -82,8 +68,11 @@ class XmppServer(ABC):
     _timeout: float = field(default=30.0, repr=False)
     _caller_dir: Path | None = field(default=None, repr=False)
 
+    kind: ClassVar[Literal["prosody", "ejabberd"]]
     # The product name as spelled in messages; kind is always lower-case.
     _product: ClassVar[str]
+    # Seconds a start may take unless the caller says otherwise.
+    _start_timeout: ClassVar[float] = 30.0
     _stop_grace: ClassVar[float] = 10.0
     # Log lines that mean the server will never be fully up although its process lives.
     _fatal_markers: ClassVar[tuple[str, ...]] = ()
@@ -306,27 +295,43 @@ _Server = TypeVar("_Server", bound=XmppServer)
 
 def start_server(
     cls: type[_Server],
-    kind: Literal["prosody", "ejabberd"],
     workdir: Path,
-    domain: str,
-    component_domain: str,
-    component_secret: str | None,
-    timeout: float,
+    *,
+    domain: str = "cmaas.test",
+    component_domain: str = "gateway.cmaas.test",
+    component_secret: str | None = None,
+    timeout: float | None = None,
 ) -> _Server:
-    """Set up a ``cls`` server in a fresh directory with free ports, and start it.
+    """Start a throwaway ``cls`` server on 127.0.0.1 with free ports, and wait until it
+    listens. ``start_prosody`` and ``start_ejabberd`` are this with ``cls`` bound.
 
-    The server is stopped and its directory removed at interpreter exit (see ``track``).
+    The server's files live in a fresh directory under ``/tmp/cmaas-devservers`` (which
+    the server's user can reach, unlike pytest's 0700 tmp dirs); ``workdir`` gets a
+    symlink to it and, at interpreter exit, a copy of its logs. The config templates
+    come from the source checkout; ``cls``'s docstring names them.
+
+    Args:
+        cls: The server class, which holds all that differs between the products.
+        workdir: Caller's directory (created if needed), e.g. a pytest ``tmp_path``.
+        domain: User virtual host.
+        component_domain: XEP-0114 component domain; must differ from ``domain``.
+        component_secret: Component secret; random if None.
+        timeout: Seconds to wait for the server to listen, on this and later starts;
+            None for the product's default (30 s for Prosody, 60 s for ejabberd).
+
+    Returns:
+        The running server.
 
     Raises:
         ValueError: If a domain or the secret is unusable.
-        DevServerError: If not root, the servers cannot be installed, a file or directory
-            cannot be created, or the server fails to start.
+        DevServerError: If the server is missing and cannot be installed, if not running
+            as root, if a file or directory cannot be created, or if the server fails to
+            start (the message ends with the log tail).
     """
     server_dir, secret, (c2s_port, component_port, http_port) = _prepare(
-        kind, workdir, domain, component_domain, component_secret
+        cls.kind, workdir, domain, component_domain, component_secret
     )
     server = cls(
-        kind=kind,
         domain=domain,
         component_domain=component_domain,
         component_secret=secret,
@@ -335,7 +340,7 @@ def start_server(
         component_port=component_port,
         http_port=http_port,
         workdir=server_dir,
-        _timeout=timeout,
+        _timeout=cls._start_timeout if timeout is None else timeout,
         _caller_dir=workdir,
     )
     try:
@@ -401,15 +406,3 @@ def _cleanup_at_exit() -> None:
         except (DevServerError, OSError) as exc:
             print(f"cmaas.devservers: cleanup of {server.workdir} failed: {exc}", file=sys.stderr)
     _tracked.clear()
-
-
-def find_instance_pids(argv0_prefix: str, flag: str, value: str) -> list[int]:
-    """Live processes whose argv[0] basename starts with ``argv0_prefix`` and whose
-    arguments contain ``flag`` immediately followed by ``value``."""
-
-    def matches(argv: list[str]) -> bool:
-        if not Path(argv[0]).name.startswith(argv0_prefix):
-            return False
-        return any(a == flag and b == value for a, b in itertools.pairwise(argv))
-
-    return find_pids(matches)

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from slixmpp import JID, Presence
 
-from cmaas.devservers._common import DevServerError
+from cmaas.devservers._errors import DevServerError
 from cmaas.xmpp.commands import CommandCaller, CommandReply, command_client
 
 __all__ = ["AdhocClient", "CommandReply"]

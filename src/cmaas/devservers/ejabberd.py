@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from cmaas.devservers._common import (
-    DevServerError,
-    check_username,
-    find_config_dir,
-    make_private_dir,
-    output_of,
-    render_template,
-    run,
-    signal_pids,
-    which,
-    write_config,
-)
-from cmaas.devservers._server import XmppServer, find_instance_pids, start_server
+from cmaas.devservers._checks import check_username
+from cmaas.devservers._errors import DevServerError
+from cmaas.devservers._files import find_config_dir, make_private_dir, render_template, write_config
+from cmaas.devservers._processes import find_instance_pids, output_of, run, signal_pids, which
+from cmaas.devservers._server import XmppServer, start_server
 
 _USER = "ejabberd"
 _CONFIG = "ejabberd.yml"
@@ -45,12 +38,19 @@ class EjabberdServer(XmppServer):
     Runs as the Erlang node ``_node`` (unique per instance), controlled with
     ``ejabberdctl --config-dir <workdir>``, which switches to the user ``ejabberd``.
     ``ejabberdctl start`` exits 0 even when the boot fails, so startup watches the
-    beam process, its log and its sockets instead.
+    beam process, its log and its sockets instead. The configs are
+    ``ejabberd-config/ejabberd.loopback.yml.in`` and ``ejabberdctl.cfg.in`` from the
+    source checkout. Besides the three ports of the server, the node uses epmd
+    (127.0.0.1:4369, shared by all Erlang nodes and left running) and a random Erlang
+    distribution port on 127.0.0.1.
     """
 
     _node: str = field(default_factory=_new_node_name, repr=False)
 
+    kind: ClassVar[Literal["ejabberd"]] = "ejabberd"
     _product: ClassVar[str] = "ejabberd"
+    # An Erlang node boots in several seconds, more on a busy machine.
+    _start_timeout: ClassVar[float] = 60.0
     # Logged (at critical) when the boot fails, e.g. a port in use or a config error;
     # the node then halts, but only after a few seconds.
     _fatal_markers: ClassVar[tuple[str, ...]] = ("Failed to start ejabberd application",)
@@ -140,39 +140,5 @@ class EjabberdServer(XmppServer):
             signal_pids(pids, signal.SIGTERM)
 
 
-def start_ejabberd(
-    workdir: Path,
-    *,
-    domain: str = "cmaas.test",
-    component_domain: str = "gateway.cmaas.test",
-    component_secret: str | None = None,
-    timeout: float = 60.0,
-) -> XmppServer:
-    """Start a throwaway ejabberd on 127.0.0.1 with free ports, and wait until it listens.
-
-    The server's files live in a fresh directory under ``/tmp/cmaas-devservers`` (which
-    the user ``ejabberd`` can reach, unlike pytest's 0700 tmp dirs); ``workdir`` gets a
-    symlink to it and, at interpreter exit, a copy of its logs. The configs are
-    ``ejabberd-config/ejabberd.loopback.yml.in`` and ``ejabberdctl.cfg.in`` from the
-    source checkout. Besides the three ports of the result, the node uses epmd
-    (127.0.0.1:4369, shared by all Erlang nodes and left running) and a random Erlang
-    distribution port on 127.0.0.1.
-
-    Args:
-        workdir: Caller's directory (created if needed), e.g. a pytest ``tmp_path``.
-        domain: User virtual host.
-        component_domain: XEP-0114 component domain; must differ from ``domain``.
-        component_secret: Component secret; random if None.
-        timeout: Seconds to wait for the server to listen, on this and later starts.
-
-    Returns:
-        The running server.
-
-    Raises:
-        ValueError: If a domain or the secret is unusable.
-        DevServerError: If ejabberd is missing and cannot be installed, if not running
-            as root, or if the server fails to start (the message ends with the log tail).
-    """
-    return start_server(
-        EjabberdServer, "ejabberd", workdir, domain, component_domain, component_secret, timeout
-    )
+# The one launcher, for ejabberd; EjabberdServer holds what differs from Prosody.
+start_ejabberd = functools.partial(start_server, EjabberdServer)

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from cmaas.devservers._common import (
-    check_username,
-    find_config_dir,
-    make_private_dir,
-    render_template,
-    run,
-    signal_pids,
-    which,
-    write_config,
-)
-from cmaas.devservers._server import XmppServer, find_instance_pids, start_server
+from cmaas.devservers._checks import check_username
+from cmaas.devservers._files import find_config_dir, make_private_dir, render_template, write_config
+from cmaas.devservers._processes import find_instance_pids, run, signal_pids, which
+from cmaas.devservers._server import XmppServer, start_server
 
 _USER = "prosody"
 _TEMPLATE = "prosody.loopback.cfg.lua.in"
@@ -32,9 +26,11 @@ class ProsodyServer(XmppServer):
 
     Prosody refuses to run as root, so it runs daemonized (``prosody -D``) as the user
     ``prosody`` through ``runuser``. A port it cannot bind is only logged, hence the
-    log check during startup.
+    log check during startup. The config is
+    ``prosody-config/prosody.loopback.cfg.lua.in`` from the source checkout.
     """
 
+    kind: ClassVar[Literal["prosody"]] = "prosody"
     _product: ClassVar[str] = "Prosody"
     _fatal_markers: ClassVar[tuple[str, ...]] = (
         "Failed to open server port",
@@ -123,36 +119,5 @@ class ProsodyServer(XmppServer):
         signal_pids(pids, signal.SIGTERM)
 
 
-def start_prosody(
-    workdir: Path,
-    *,
-    domain: str = "cmaas.test",
-    component_domain: str = "gateway.cmaas.test",
-    component_secret: str | None = None,
-    timeout: float = 30.0,
-) -> XmppServer:
-    """Start a throwaway Prosody on 127.0.0.1 with free ports, and wait until it listens.
-
-    The server's files live in a fresh directory under ``/tmp/cmaas-devservers`` (which
-    the user ``prosody`` can reach, unlike pytest's 0700 tmp dirs); ``workdir`` gets a
-    symlink to it and, at interpreter exit, a copy of its logs. The config is
-    ``prosody-config/prosody.loopback.cfg.lua.in`` from the source checkout.
-
-    Args:
-        workdir: Caller's directory (created if needed), e.g. a pytest ``tmp_path``.
-        domain: User virtual host.
-        component_domain: XEP-0114 component domain; must differ from ``domain``.
-        component_secret: Component secret; random if None.
-        timeout: Seconds to wait for the server to listen, on this and later starts.
-
-    Returns:
-        The running server.
-
-    Raises:
-        ValueError: If a domain or the secret is unusable.
-        DevServerError: If Prosody is missing and cannot be installed, if not running as
-            root, or if the server fails to start (the message ends with the log tail).
-    """
-    return start_server(
-        ProsodyServer, "prosody", workdir, domain, component_domain, component_secret, timeout
-    )
+# The one launcher, for Prosody; ProsodyServer holds what differs from ejabberd.
+start_prosody = functools.partial(start_server, ProsodyServer)

@@ -1,6 +1,12 @@
-"""A stand-in sender for demos and tests until the client service and outbox exist:
-looks up the recipient's keys in the gateway's directory, seals with the envelope
-library, and writes the message through the gateway's own component link."""
+"""A sender for tests that must go around the HTTP API and the outbox: it looks up the
+recipient's keys in an in-process gateway's directory, seals with the envelope library,
+and writes the message straight through that gateway's component link.
+
+It writes what the API would refuse (a key the app never registered, as an impostor's)
+or never dispatch (an already expired message), and it resends one exact envelope under
+the same id, as after a lost receipt: the device's own checks are what those tests are
+about.
+"""
 
 from __future__ import annotations
 
