@@ -14,19 +14,21 @@ import base64
 import binascii
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from dotenv import dotenv_values
 
 from cmaas.errors import CmaasError
-from cmaas.identifiers import InvalidIdentifier, parse_bare_jid, parse_domain
+from cmaas.identifiers import parse_bare_jid, parse_domain
 
 __all__ = ["LOG_LEVELS", "VariableReader", "read_variables", "with_flags"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 
 def read_variables(
@@ -200,35 +202,26 @@ class VariableReader:
 
     def domain(self, name: str) -> str:
         value = self.required(name)
-        if not value:
-            return ""
-        try:
-            return parse_domain(value)
-        except InvalidIdentifier as exc:
-            self.problem(f"{self.label(name)}: {exc}")
-            return ""
+        parsed = self._parsed(name, [value] if value else [], parse_domain)
+        return parsed[0] if parsed else ""
 
     def jids(self, name: str) -> frozenset[str]:
-        try:
-            return frozenset(parse_bare_jid(item) for item in self._items(name))
-        except InvalidIdentifier as exc:
-            self.problem(f"{self.label(name)}: {exc}")
-            return frozenset()
+        return frozenset(self._parsed(name, self._items(name), parse_bare_jid))
 
     def domains(self, name: str) -> frozenset[str]:
-        try:
-            return frozenset(parse_domain(item) for item in self._items(name))
-        except InvalidIdentifier as exc:
-            self.problem(f"{self.label(name)}: {exc}")
-            return frozenset()
+        return frozenset(self._parsed(name, self._items(name), parse_domain))
 
     def networks(self, name: str) -> tuple[Network, ...]:
-        try:
-            return tuple(ipaddress.ip_network(item) for item in self._items(name))
-        except ValueError as exc:
-            self.problem(f"{self.label(name)}: {exc}")
-            return ()
+        return tuple(self._parsed(name, self._items(name), ipaddress.ip_network))
 
     def _items(self, name: str) -> list[str]:
         """A comma-separated list, blanks and empty items dropped."""
         return [item.strip() for item in (self.get(name) or "").split(",") if item.strip()]
+
+    def _parsed(self, name: str, items: list[str], parse: Callable[[str], T]) -> list[T]:
+        """Every item parsed, or none: one bad item is reported and the rest dropped."""
+        try:
+            return [parse(item) for item in items]
+        except ValueError as exc:  # InvalidIdentifier is a ValueError too
+            self.problem(f"{self.label(name)}: {exc}")
+            return []
