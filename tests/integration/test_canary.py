@@ -70,7 +70,7 @@ async def test_plaintext_canary_stays_out_of_the_gateway(
         assert any(path.name.endswith("-wal") for path in files)
         assert any(".blobs" in path.parent.name for path in files)
         # The log recorded these very messages, at DEBUG (SQL included); stanza dumps are
-        # never written (see cmaas.cli.main.configure_logging).
+        # never written (see cmaas.cli.logging_setup.configure_logging).
         async with asyncio.timeout(15):
             while not all(m.message_id in gateway.log() for m in sent):
                 await asyncio.sleep(0.1)

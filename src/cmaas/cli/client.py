@@ -1,6 +1,7 @@
 """``cmaas client send``: seal a message at the source and submit it, from a shell.
 
-Settings come from ``CMAAS_CLIENT_*`` variables (see ``.env.example``).
+Settings come from ``CMAAS_CLIENT_*`` variables (see ``.env.example``), read by
+:func:`cmaas.clientservice.config.client_settings` from ``--env-file`` and the environment.
 """
 
 from __future__ import annotations
@@ -9,16 +10,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cmaas.cli.variables import variables
+from cmaas.cli.logging_setup import configure_logging
+from cmaas.config import read_variables
 from cmaas.lifecycle import MessageStatus, Priority
 
 if TYPE_CHECKING:
-    from cmaas.clientservice import GatewayClient
+    from cmaas.clientservice import ClientConfig, GatewayClient
+    from cmaas.clientservice.config import ClientSettings
 
 __all__ = ["add_parser"]
 
@@ -78,19 +80,22 @@ def add_parser(parts: Any) -> None:
     serve.set_defaults(handler=_serve)
 
 
-def _send(args: argparse.Namespace) -> int:
-    from cmaas.cli.main import configure_logging
+def _settings(args: argparse.Namespace, log_level: str) -> ClientSettings:
+    from cmaas.clientservice.config import client_settings
 
-    configure_logging(os.environ.get("CMAAS_LOG_LEVEL", "WARNING"))
-    result: int = asyncio.run(_send_and_wait(args))
+    return client_settings(read_variables(Path(args.env_file)), log_level=log_level)
+
+
+def _send(args: argparse.Namespace) -> int:
+    settings = _settings(args, "WARNING")
+    configure_logging(settings.log_level)
+    result: int = asyncio.run(_send_and_wait(args, settings.config))
     return result
 
 
-async def _send_and_wait(args: argparse.Namespace) -> int:
+async def _send_and_wait(args: argparse.Namespace, config: ClientConfig) -> int:
     from cmaas.clientservice import ClientServiceError, GatewayClient
-    from cmaas.clientservice.config import client_config
 
-    config = client_config(variables(args))
     if args.file is not None and not args.file.is_file():
         raise ClientServiceError(f"--file {args.file}: no such file")
     priority = Priority(args.priority) if args.priority else None
@@ -158,25 +163,22 @@ def _show(args: argparse.Namespace, event: dict[str, Any]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cmaas.cli.main import configure_logging
-
-    configure_logging(os.environ.get("CMAAS_LOG_LEVEL", "INFO"))
-    result: int = asyncio.run(_daemon(args))
+    settings = _settings(args, "INFO")
+    configure_logging(settings.log_level)
+    result: int = asyncio.run(_daemon(args, settings))
     return result
 
 
-async def _daemon(args: argparse.Namespace) -> int:
+async def _daemon(args: argparse.Namespace, settings: ClientSettings) -> int:
     import aiohttp
     from aiohttp import web
 
     from cmaas.clientservice import GatewayClient
-    from cmaas.clientservice.config import client_config
     from cmaas.clientservice.daemon import StatusRelay, daemon_app
     from cmaas.shutdown import stop_on_signals
 
-    env = variables(args)
-    config = client_config(env)
-    webhook = args.webhook or env.get("CMAAS_CLIENT_WEBHOOK", "").strip() or None
+    config = settings.config
+    webhook = args.webhook or settings.webhook
     stop = stop_on_signals()
     async with aiohttp.ClientSession() as session, GatewayClient(config, session=session) as client:
         runner = web.AppRunner(daemon_app(client, config.credentials), access_log=None)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp.exceptions import IqError
 
+from cmaas.cli.logging_setup import configure_logging
 from cmaas.lifecycle import MessageStatus, Priority
 from cmaas.settings import Settings, load_settings
 from cmaas.wire import StatusEvent
@@ -56,8 +57,6 @@ def add_parser(parts: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cmaas.cli.main import configure_logging
-
     configure_logging("INFO")
     return asyncio.run(_dev(args.server, args.duration))
 

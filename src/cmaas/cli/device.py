@@ -1,8 +1,8 @@
 """``cmaas device init|publish|listen|read|devices|revoke``: the reference device.
 
 Every option can also come from a ``CMAAS_DEVICE_*`` variable (environment over
-``.env``); the account password and key-file passphrase are best given that way, so
-they stay out of the process list and shell history.
+``--env-file``; flags over both); the account password and key-file passphrase are best
+given that way, so they stay out of the process list and shell history.
 """
 
 from __future__ import annotations
@@ -10,18 +10,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
-import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from cmaas.cli.variables import variables
-from cmaas.device.config import DeviceConfig
+from cmaas.cli.logging_setup import configure_logging
+from cmaas.config import read_variables, with_flags
+from cmaas.device.config import (
+    DEFAULT_STATE_DIR,
+    FLAGS,
+    DeviceConfig,
+    DeviceSettings,
+    device_settings,
+    device_state_dir,
+)
 from cmaas.device.errors import DeviceError
 from cmaas.device.keyfile import KeyFile
 from cmaas.envelope import AppKeyChanged, DeviceKeyring, FileContent, OtpContent, TextContent
@@ -30,8 +36,6 @@ if TYPE_CHECKING:
     from cmaas.device.client import RefusedMessage
 
 __all__ = ["add_parser"]
-
-_DEFAULT_DIR = Path.home() / ".config" / "cmaas" / "device"
 
 
 def add_parser(parts: Any) -> None:
@@ -98,7 +102,8 @@ def _common(parser: argparse.ArgumentParser, *, connects: bool = True) -> None:
     parser.add_argument(
         "--dir",
         type=Path,
-        help=f"where the device keeps its key file and state [CMAAS_DEVICE_DIR, {_DEFAULT_DIR}]",
+        help="where the device keeps its key file and state"
+        f" [CMAAS_DEVICE_DIR, {DEFAULT_STATE_DIR}]",
     )
     if not connects:
         return
@@ -112,92 +117,25 @@ def _common(parser: argparse.ArgumentParser, *, connects: bool = True) -> None:
     )
 
 
-def _bare_jid(text: str) -> str:
-    """The JID as servers stamp it (case-folded, normalised), which bundles must name.
-
-    Raises: DeviceError: Not a bare JID.
-    """
-    from slixmpp import JID
-    from slixmpp.jid import InvalidJID
-
-    try:
-        jid = JID(text)
-    except InvalidJID as error:
-        raise DeviceError(f"{text!r} is not a JID: {error}") from error
-    if not jid.user or jid.resource:
-        raise DeviceError(f"{text!r} must be a bare JID such as alice@example.org")
-    return str(jid.bare)
+def _variables(args: argparse.Namespace) -> dict[str, str]:
+    """``--env-file``, the environment over it, and the command's flags over both."""
+    flags = {variable: getattr(args, flag, None) for flag, variable in FLAGS.items()}
+    return with_flags(read_variables(Path(args.env_file)), flags)
 
 
-def _pick(args: argparse.Namespace, env: Mapping[str, str], name: str, variable: str) -> str:
-    value = getattr(args, name, None)
-    return str(value) if value not in (None, "", False) else env.get(variable, "")
-
-
-def _state_dir(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
-    return Path(_pick(args, env, "dir", "CMAAS_DEVICE_DIR") or _DEFAULT_DIR)
-
-
-def _passphrase(env: Mapping[str, str]) -> str | None:
-    return env.get("CMAAS_DEVICE_PASSPHRASE") or None
-
-
-def _config(args: argparse.Namespace, **extra: Any) -> DeviceConfig:
-    env = variables(args)
-    problems = []
-    jid = _pick(args, env, "jid", "CMAAS_DEVICE_JID")
-    gateway = _pick(args, env, "gateway", "CMAAS_DEVICE_GATEWAY") or env.get(
-        "CMAAS_COMPONENT_JID", ""
-    )
-    password = env.get("CMAAS_DEVICE_PASSWORD", "")
-    if not jid:
-        problems.append("--jid or CMAAS_DEVICE_JID is required")
-    if not gateway:
-        problems.append("--gateway or CMAAS_DEVICE_GATEWAY is required")
-    if not password:
-        problems.append("CMAAS_DEVICE_PASSWORD (the account's password) is required")
-    host = _pick(args, env, "host", "CMAAS_DEVICE_HOST") or None
-    port_text = _pick(args, env, "port", "CMAAS_DEVICE_PORT") or "5222"
-    plaintext = bool(args.plaintext) or env.get("CMAAS_DEVICE_PLAINTEXT", "") in ("1", "true")
-    if plaintext and not _is_loopback(host):
-        problems.append("--plaintext is only allowed with a loopback --host")
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        problems.append(f"port {port_text!r} is not a TCP port")
-    if problems:
-        raise DeviceError("; ".join(problems))
-    return DeviceConfig(
-        jid=_bare_jid(jid),
-        password=password,
-        gateway=gateway,
-        state_dir=_state_dir(args, env),
-        host=host,
-        port=int(port_text),
-        require_tls=not plaintext,
-        passphrase=_passphrase(env),
-        **extra,
-    )
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _settings(args: argparse.Namespace, **extra: Any) -> DeviceSettings:
+    return device_settings(_variables(args), **extra)
 
 
 def _init(args: argparse.Namespace) -> int:
-    env = variables(args)
-    jid = _bare_jid(_pick(args, env, "jid", "CMAAS_DEVICE_JID"))
+    config = _settings(args, connects=False).config
     if not 0 <= args.one_time_prekeys <= 100:
         raise DeviceError("--one-time-prekeys must be 0 to 100")
     keyring = DeviceKeyring.generate(
-        jid, now_ms=int(time.time() * 1000), one_time_prekeys=args.one_time_prekeys
+        config.jid, now_ms=int(time.time() * 1000), one_time_prekeys=args.one_time_prekeys
     )
-    state_dir = _state_dir(args, env)
-    KeyFile(state_dir / "keyring.json").create(keyring, _passphrase(env))
-    print(f"device {keyring.device_id} of {jid} created in {state_dir}")
+    KeyFile(config.keyring_path).create(keyring, config.passphrase)
+    print(f"device {keyring.device_id} of {config.jid} created in {config.state_dir}")
     print(f"identity key fingerprint: {_grouped(keyring.fingerprint)}")
     print("next: cmaas device publish")
     return 0
@@ -207,19 +145,19 @@ def _grouped(digest: str) -> str:
     return " ".join(digest[i : i + 8] for i in range(0, len(digest), 8))
 
 
-def _run(coroutine: Any) -> int:
-    from cmaas.cli.main import configure_logging
-
-    configure_logging(os.environ.get("CMAAS_LOG_LEVEL", "WARNING"))
-    result: int = asyncio.run(coroutine)
+def _run(
+    settings: DeviceSettings, command: Callable[[DeviceConfig], Coroutine[Any, Any, int]]
+) -> int:
+    configure_logging(settings.log_level)
+    result: int = asyncio.run(command(settings.config))
     return result
 
 
 def _publish(args: argparse.Namespace) -> int:
-    async def publish() -> int:
+    async def publish(config: DeviceConfig) -> int:
         from cmaas.device.client import DeviceClient
 
-        async with DeviceClient(_config(args)) as device:
+        async with DeviceClient(config) as device:
             await device.publish(args.label)
             assert device.keyring is not None
             print(
@@ -228,11 +166,11 @@ def _publish(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return _run(publish())
+    return _run(_settings(args), publish)
 
 
 def _listen(args: argparse.Namespace) -> int:
-    async def listen() -> int:
+    async def listen(config: DeviceConfig) -> int:
         from cmaas.device.client import DeviceClient
 
         stop = asyncio.Event()
@@ -242,7 +180,7 @@ def _listen(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(signum, stop.set)
         deadline = loop.time() + args.timeout if args.timeout else None
         shown = 0
-        async with DeviceClient(_config(args, read_at_once=args.read)) as device:
+        async with DeviceClient(config) as device:
             if device.needs_publishing():
                 await device.publish()
             print("listening", file=sys.stderr, flush=True)
@@ -272,7 +210,7 @@ def _listen(args: argparse.Namespace) -> int:
                         _print_deletion(cast(str, task.result()), as_json=args.json)
         return 0
 
-    return _run(listen())
+    return _run(_settings(args, read_at_once=args.read), listen)
 
 
 def _print_message(message: Any, *, as_json: bool) -> None:
@@ -345,10 +283,10 @@ def _print_deletion(message_id: str, *, as_json: bool) -> None:
 
 
 def _read(args: argparse.Namespace) -> int:
-    async def read() -> int:
+    async def read(config: DeviceConfig) -> int:
         from cmaas.device.client import DeviceClient
 
-        async with DeviceClient(_config(args)) as device:
+        async with DeviceClient(config) as device:
             try:
                 app_jid = device.mark_read(args.message_id)
             except KeyError:
@@ -356,13 +294,13 @@ def _read(args: argparse.Namespace) -> int:
             print(f"marked {args.message_id} from {app_jid} as read")
         return 0
 
-    return _run(read())
+    return _run(_settings(args), read)
 
 
 def _pins(args: argparse.Namespace) -> int:
     from cmaas.device.pins import PinStore
 
-    store = PinStore(_state_dir(args, variables(args)) / "pins.json")
+    store = PinStore(device_state_dir(_variables(args)) / "pins.json")
     for app_jid, pin in store.items():
         print(f"trusted  {app_jid}  {_grouped(pin.fingerprint)}")
     for app_jid, pin in store.offers():
@@ -373,17 +311,17 @@ def _pins(args: argparse.Namespace) -> int:
 def _trust(args: argparse.Namespace) -> int:
     from cmaas.device.pins import PinStore
 
-    store = PinStore(_state_dir(args, variables(args)) / "pins.json")
+    store = PinStore(device_state_dir(_variables(args)) / "pins.json")
     pin = store.accept(args.app_jid, args.fingerprint, int(time.time() * 1000))
     print(f"{args.app_jid} is now trusted with key {_grouped(pin.fingerprint)}")
     return 0
 
 
 def _devices(args: argparse.Namespace) -> int:
-    async def devices() -> int:
+    async def devices(config: DeviceConfig) -> int:
         from cmaas.device.client import DeviceClient
 
-        async with DeviceClient(_config(args)) as device:
+        async with DeviceClient(config) as device:
             rows = await device.devices()
             me = device.keyring.device_id if device.keyring else None
         for row in rows:
@@ -395,16 +333,16 @@ def _devices(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return _run(devices())
+    return _run(_settings(args), devices)
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    async def revoke() -> int:
+    async def revoke(config: DeviceConfig) -> int:
         from cmaas.device.client import DeviceClient
 
-        async with DeviceClient(_config(args)) as device:
+        async with DeviceClient(config) as device:
             await device.revoke(args.device_id)
         print(f"device {args.device_id} revoked")
         return 0
 
-    return _run(revoke())
+    return _run(_settings(args), revoke)

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from cmaas.cli.logging_setup import configure_logging
 from cmaas.settings import load_settings
 
 __all__ = ["add_parser"]
@@ -25,7 +26,6 @@ def add_parser(parts: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cmaas.cli.main import configure_logging
     from cmaas.component.runner import run_gateway
 
     settings = load_settings(env_file=Path(args.env_file))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--env-file",
         default=".env",
         metavar="PATH",
-        help="dotenv file read before the environment (default: .env; the environment wins)",
+        help="dotenv file read before the environment by every subcommand"
+        " (default: .env; the environment wins)",
     )
     parts = parser.add_subparsers(dest="part", required=True, metavar="PART")
     gateway.add_parser(parts)
@@ -46,17 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # slixmpp logs every stanza sent and received at DEBUG; those carry credentials
-    # shown once in ad-hoc results, so stanza dumps are never logged.
-    logging.getLogger("slixmpp.xmlstream.xmlstream").setLevel(logging.INFO)
 
 
 if __name__ == "__main__":
