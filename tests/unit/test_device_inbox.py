@@ -3,7 +3,6 @@ and the key file, pins and seen messages in a temporary directory."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from cmaas.envelope import (
     DeviceKeyring,
     EnvelopeError,
     Expired,
-    FileContent,
     ForeignApp,
     MalformedEncoding,
     PrivateKey,
@@ -32,12 +30,12 @@ from cmaas.envelope import (
     WrongDevice,
     WrongRecipient,
     fingerprint,
-    seal,
 )
 
 from .envelope_fixtures import (
     APP_JID,
     EXPIRES_MS,
+    FILE,
     MESSAGE_ID,
     NOW_MS,
     OTHER_JID,
@@ -49,19 +47,12 @@ from .envelope_fixtures import (
     make_keyring,
     other_key,
     resign,
+    seal_to,
     sender_bundle,
     to_tree,
 )
 
 GATEWAY = "apps.cmaas.test"
-FILE = FileContent(
-    name="statement.pdf",
-    media_type="application/pdf",
-    size=9,
-    url="https://files.cmaas.test/blobs/1",
-    file_key=bytes(range(32)),
-    sha256=hashlib.sha256(b"statement").hexdigest(),
-)
 
 
 @pytest.fixture
@@ -108,21 +99,16 @@ def sealed(
 ) -> str:
     """An envelope as the gateway delivers it, sealed to ``keyring`` (the inbox's own)."""
     to = inbox.keyring if keyring is None else keyring
-    return (
-        seal(
-            content,
-            message_id=message_id,
-            app_jid=app_jid,
-            recipient_jid=to.jid,
-            bundles=[sender_bundle(to)],
-            app_key=app_key,
-            created_ms=NOW_MS,
-            expires_ms=EXPIRES_MS,
-            auto_delete_s=auto_delete_s,
-        )
-        .to_bytes()
-        .decode()
+    envelope = seal_to(
+        [sender_bundle(to)],
+        app_key,
+        content,
+        message_id=message_id,
+        app_jid=app_jid,
+        recipient_jid=to.jid,
+        auto_delete_s=auto_delete_s,
     )
+    return envelope.to_bytes().decode()
 
 
 def receive(
@@ -345,7 +331,7 @@ def test_a_file_message_waits_for_its_file_before_anything_is_trusted(
     assert inbox.pins.get(APP_JID) is None
     assert inbox.seen.is_new(APP_JID, MESSAGE_ID)
 
-    saved = state / "files" / "statement.pdf"
+    saved = state / "files" / f"{MESSAGE_ID}-{FILE.name}"
     message = inbox.file_fetched(fetch, saved, now_ms=NOW_MS + 5).message
 
     assert (message.saved_file, message.content, message.newly_pinned) == (saved, FILE, True)
@@ -358,7 +344,7 @@ def test_a_file_that_cannot_be_fetched_refuses_its_message(
 ) -> None:
     fetch = receive(inbox, sealed(inbox, app_key, FILE))
     assert isinstance(fetch, FetchFile)
-    error = FileUnavailable("https://files.cmaas.test/blobs/1: HTTP 404")
+    error = FileUnavailable(f"{FILE.url}: HTTP 404")
 
     outcome = inbox.file_failed(fetch, error)
 
