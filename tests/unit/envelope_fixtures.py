@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ from cmaas.envelope import (
     Content,
     DeviceBundle,
     DeviceKeyring,
+    FileContent,
     OpenedMessage,
     PrivateKey,
     SealedEnvelope,
@@ -29,6 +31,14 @@ NOW_MS = 1_800_000_000_000
 EXPIRES_MS = NOW_MS + 3_600_000
 MESSAGE_ID = "msg-1"
 TEXT = TextContent("Your parcel arrives today between 10:00 and 12:00.")
+FILE = FileContent(
+    name="statement-2027-03.pdf",
+    media_type="application/pdf",
+    size=183_211,
+    url="https://files.bank.example/blobs/9f2c",
+    file_key=bytes(range(32)),
+    sha256=hashlib.sha256(b"statement").hexdigest(),
+)
 
 
 def make_keyring(jid: str = USER_JID, *, one_time_prekeys: int = 3) -> DeviceKeyring:
@@ -52,6 +62,7 @@ def seal_to(
     content: Content = TEXT,
     *,
     message_id: str = MESSAGE_ID,
+    app_jid: str = APP_JID,
     recipient_jid: str = USER_JID,
     auto_delete_s: int | None = None,
     content_key: bytes | None = None,
@@ -60,7 +71,7 @@ def seal_to(
     return seal(
         content,
         message_id=message_id,
-        app_jid=APP_JID,
+        app_jid=app_jid,
         recipient_jid=recipient_jid,
         bundles=bundles,
         app_key=app_key,

@@ -46,6 +46,7 @@ from cmaas.envelope.padding import MAX_PLAINTEXT
 from .envelope_fixtures import (
     APP_JID,
     EXPIRES_MS,
+    FILE,
     MESSAGE_ID,
     NOW_MS,
     OTHER_JID,
@@ -60,14 +61,6 @@ from .envelope_fixtures import (
     to_tree,
 )
 
-FILE = FileContent(
-    name="statement-2027-03.pdf",
-    media_type="application/pdf",
-    size=183_211,
-    url="https://files.bank.example/blobs/9f2c",
-    file_key=bytes(range(32)),
-    sha256=hashlib.sha256(b"statement").hexdigest(),
-)
 CONTENTS: list[Content] = [
     TEXT,
     TextContent('Grüße aus Köln, 😀 and "quotes" \\ / \n new line'),

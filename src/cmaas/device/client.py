@@ -1,10 +1,11 @@
 """The reference device: an XMPP client that owns a device key and opens messages.
 
-It publishes its bundle through the gateway's ``device-publish`` command, opens every
-sealed message addressed to it (checking the app signature, the pinned app key, the
-recipient, the device and the expiry), sends the XEP-0184 receipt once a message is
-shown and the XEP-0333 displayed marker once it is read. It refills one-time prekeys
-when the gateway asks and rotates its signed prekey on schedule.
+It publishes its bundle through the gateway's ``device-publish`` command, hands every
+sealed message addressed to it to :class:`~cmaas.device.inbox.Inbox` (which decides, with
+every check, what is shown), and carries out the outcome: the XEP-0184 receipt once a
+message is shown, the file download, the auto-delete timer; the XEP-0333 displayed marker
+follows once the message is read. It refills one-time prekeys when the gateway asks and
+rotates its signed prekey on schedule.
 
 Bots use it as a library: ``async for message in device.messages(): ...``.
 """
@@ -15,8 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import replace
 from types import TracebackType
 
 from slixmpp import JID, Message
@@ -28,22 +28,19 @@ from cmaas.clock import now_ms
 from cmaas.device.config import DeviceConfig
 from cmaas.device.errors import ConnectionFailed, DeviceError, GatewayRefused
 from cmaas.device.files import fetch_file
+from cmaas.device.inbox import (
+    Accepted,
+    Duplicate,
+    FetchFile,
+    Inbox,
+    ReceivedMessage,
+    Refused,
+    RefusedMessage,
+)
 from cmaas.device.keyfile import KeyFile
 from cmaas.device.pins import PinStore
 from cmaas.device.seen import SeenMessages
-from cmaas.envelope import (
-    MAX_PREKEYS_PER_BUNDLE,
-    AppKeyChanged,
-    Content,
-    DeviceKeyring,
-    EnvelopeError,
-    FileContent,
-    Header,
-    SealedEnvelope,
-    fingerprint,
-    parse_public_key,
-    verify,
-)
+from cmaas.envelope import MAX_PREKEYS_PER_BUNDLE, DeviceKeyring, EnvelopeError
 from cmaas.xmpp.commands import CommandCaller, CommandReply, command_client
 from cmaas.xmpp.link import XmppLink
 from cmaas.xmpp.stanzas import DEVICE_NAMESPACE, ENVELOPE_NAMESPACE, register_stanzas
@@ -55,38 +52,6 @@ log = logging.getLogger(__name__)
 PUBLISH = "urn:cmaas:cmd:device-publish"
 LIST = "urn:cmaas:cmd:device-list"
 REVOKE = "urn:cmaas:cmd:device-revoke"
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedMessage:
-    """A message that passed every check.
-
-    Attributes:
-        app_name: The app's display name, as the gateway describes its JID.
-        app_fingerprint: Of the app's signing key, pinned for ``app_jid``.
-        newly_pinned: This message pinned the app's key (first contact).
-        delete_at_ms: When auto-delete asks the message to disappear, if it does.
-    """
-
-    message_id: str
-    app_jid: str
-    app_name: str
-    app_fingerprint: str
-    header: Header
-    content: Content
-    newly_pinned: bool
-    delete_at_ms: int | None
-    saved_file: Path | None = None
-    """For a file message: where the file was saved, after every check passed."""
-
-
-@dataclass(frozen=True, slots=True)
-class RefusedMessage:
-    """A message that failed a check; nothing of it was shown."""
-
-    message_id: str
-    sender: str
-    error: EnvelopeError | DeviceError
 
 
 class DeviceClient:
@@ -368,93 +333,65 @@ class DeviceClient:
         async with self._lock:
             await self._open(message)
 
+    def _reception(self) -> Inbox:
+        return Inbox(
+            self._keys(),
+            pins=self.pins,
+            seen=self.seen,
+            gateway=self.config.gateway,
+            save_keyring=self._save,
+        )
+
     async def _open(self, message: Message) -> None:
         sender = str(message["from"].bare)
         message_id = message["id"]
-        keyring = self._keys()
-        if not self.seen.is_new(sender, message_id):
-            # A resend after the gateway lost our receipt: acknowledge, show nothing.
-            self._send_receipt(message)
-            return
-        pinned = self.pins.get(sender)
-        try:
-            opened = keyring.open(
-                message["cmaas_envelope"]["json"],
-                now_ms=self._clock(),
-                pinned_app_key=pinned,
-                sender_jid=sender,
-                stanza_id=message_id,
-                app_domain=self.config.gateway,
-            )
-        except EnvelopeError as error:
-            if isinstance(error, AppKeyChanged):
-                self._record_offer(sender, message["cmaas_envelope"]["json"])
-            log.warning(
-                "refused message %r from %s: %s: %s",
-                message_id,
-                sender,
-                type(error).__name__,
-                error,
-            )
-            self.refused.put_nowait(RefusedMessage(message_id, sender, error))
-            return
-        # Forget the used one-time prekey on disk before anything is shown.
-        self._save()
-        saved_file = None
-        if isinstance(opened.content, FileContent):
-            try:
-                saved_file = await fetch_file(
-                    opened.content,
-                    self.config.state_dir / "files",
-                    message_id,
-                    require_tls=self.config.require_tls,
-                )
-            except (EnvelopeError, DeviceError) as error:
-                log.warning("refused file message %r from %s: %s", message_id, sender, error)
-                self.refused.put_nowait(RefusedMessage(message_id, sender, error))
-                return
-        newly_pinned = pinned is None and self.pins.pin(sender, opened.app_key, self._clock())
-        header = opened.header
-        delete_at = self._clock() + header.auto_delete_s * 1000 if header.auto_delete_s else None
-        self.seen.record(sender, message_id, auto_delete_at_ms=delete_at)
-        received = ReceivedMessage(
+        inbox = self._reception()
+        outcome = inbox.receive(
+            message["cmaas_envelope"]["json"],
+            sender=sender,
             message_id=message_id,
-            app_jid=sender,
-            app_name=await self._app_name(sender),
-            app_fingerprint=fingerprint(opened.app_key),
-            header=header,
-            content=opened.content,
-            newly_pinned=newly_pinned,
-            delete_at_ms=delete_at,
-            saved_file=saved_file,
+            now_ms=self._clock(),
         )
-        self._inbox.put_nowait(received)
-        if header.auto_delete_s:
-            self._schedule_deletion(sender, message_id, header.auto_delete_s)
-        self._send_receipt(message)
-        if self.config.read_at_once:
-            self.mark_read(message_id)
+        if isinstance(outcome, FetchFile):
+            outcome = await self._fetch(inbox, outcome)
+        match outcome:
+            case Duplicate():
+                self._send_receipt(message)
+            case Refused(refusal=refusal):
+                log.warning(
+                    "refused message %r from %s: %s: %s",
+                    message_id,
+                    sender,
+                    type(refusal.error).__name__,
+                    refusal.error,
+                )
+                self.refused.put_nowait(refusal)
+            case Accepted(message=received):
+                shown = replace(received, app_name=await self._app_name(sender))
+                self._inbox.put_nowait(shown)
+                if shown.header.auto_delete_s:
+                    self._schedule_deletion(sender, message_id, shown.header.auto_delete_s)
+                self._send_receipt(message)
+                if self.config.read_at_once:
+                    self.mark_read(message_id)
 
-    def _record_offer(self, app_jid: str, envelope_json: str) -> None:
-        """Keep the new key an app signs with, if the message really is signed by it,
-        so the user can accept it after checking its fingerprint with the app."""
+    async def _fetch(self, inbox: Inbox, fetch: FetchFile) -> Accepted | Refused:
         try:
-            envelope = SealedEnvelope.from_bytes(envelope_json)
-            verify(
-                parse_public_key(envelope.app_key),
-                envelope.signature,
-                envelope.signature_input(),
-                what="the app signature",
+            saved = await fetch_file(
+                fetch.content,
+                self.config.state_dir / "files",
+                fetch.message_id,
+                require_tls=self.config.require_tls,
             )
-        except EnvelopeError:
-            return
-        self.pins.offer(app_jid, envelope.app_key, self._clock())
+        except (EnvelopeError, DeviceError) as error:
+            return inbox.file_failed(fetch, error)
+        return inbox.file_fetched(fetch, saved, now_ms=self._clock())
 
     def _schedule_deletion(self, app_jid: str, message_id: str, after_s: int) -> None:
         def delete() -> None:
             self._deletions.discard(handle)
             self.deleted.put_nowait(message_id)
-            self.seen.record(app_jid, message_id, auto_delete_at_ms=None)
+            self._reception().deleted(app_jid, message_id)
 
         handle = asyncio.get_running_loop().call_later(after_s, delete)
         self._deletions.add(handle)
