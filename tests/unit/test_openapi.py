@@ -16,10 +16,10 @@ import pytest
 from cmaas import wire
 from cmaas.api import routes as routes_module
 from cmaas.api.addresses import ClientAddresses
+from cmaas.api.health import health_routes
 from cmaas.api.routes import api_routes
-from cmaas.component.health import health_routes
 from cmaas.delivery.auth import SIGNATURE_WINDOW_S, RequestAuthenticator
-from cmaas.delivery.errors import DeliveryError
+from cmaas.delivery.errors import Refusal
 from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
 from cmaas.delivery.submission import AdmissionLimits
@@ -31,7 +31,7 @@ from cmaas.xmpp.link import XmppLink
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 # error_middleware turns aiohttp's own refusals into codes from their reasons; 404 gives
-# "not_found", as NotFound does, and 405 the one code no DeliveryError has.
+# "not_found", as NotFound does, and 405 the one code no Refusal has.
 ROUTER_CODES = {"method_not_allowed": 405}
 # The refusals that are raised with retry_after, so that the answer has Retry-After.
 RETRY_AFTER_CODES = frozenset({"rate_limited", "quota_exceeded", "backpressure"})
@@ -113,9 +113,9 @@ def _implemented_routes() -> set[tuple[str, str]]:
 
 
 def _error_codes() -> dict[str, int]:
-    """Every DeliveryError subclass's code, with its status (one status per code)."""
+    """Every Refusal subclass's code, with its status (one status per code)."""
     codes: dict[str, int] = {}
-    pending: list[type[DeliveryError]] = list(DeliveryError.__subclasses__())
+    pending: list[type[Refusal]] = list(Refusal.__subclasses__())
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())

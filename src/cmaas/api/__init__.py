@@ -1,4 +1,4 @@
-"""The HTTP API for apps (SPEC section 4), on aiohttp; ``docs/openapi.json`` describes it."""
+"""The HTTP API for apps, on aiohttp; ``docs/openapi.json`` describes it."""
 
 from cmaas.api.addresses import ClientAddresses
 from cmaas.api.routes import api_routes, error_middleware

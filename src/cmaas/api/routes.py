@@ -3,7 +3,6 @@ back; :func:`error_middleware` is the one place refusals become HTTP answers."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -13,11 +12,11 @@ from cmaas.api.addresses import ClientAddresses
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
 from cmaas.delivery.blobs import BlobService
 from cmaas.delivery.errors import (
-    DeliveryError,
     ForbiddenAddress,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    Refusal,
 )
 from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
@@ -25,17 +24,15 @@ from cmaas.delivery.submission import submission_result
 from cmaas.identifiers import IpNetwork
 from cmaas.keystore import App
 from cmaas.wire import BlobReceipt, SigningKeyRequest, WireError, parse_json_body
+from cmaas.wire.http import refusal_response, router_refusal
 
 __all__ = ["api_routes", "error_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(error: DeliveryError) -> web.Response:
-    headers = {}
-    if error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return web.json_response(error.to_json(), status=error.status, headers=headers)
+def _error_response(error: Refusal) -> web.Response:
+    return refusal_response(error.status, error.code, error.detail, error.retry_after)
 
 
 def error_middleware(metrics: GatewayMetrics | None = None) -> Any:
@@ -46,7 +43,7 @@ def error_middleware(metrics: GatewayMetrics | None = None) -> Any:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except DeliveryError as error:
+        except Refusal as error:
             if metrics is not None:
                 metrics.on_refused(error)
             return _error_response(error)
@@ -58,14 +55,7 @@ def error_middleware(metrics: GatewayMetrics | None = None) -> Any:
         except web.HTTPRequestEntityTooLarge as error:
             return _error_response(PayloadTooLarge(error.text or "the body is too large"))
         except web.HTTPException as error:
-            if error.status < 400:
-                raise
-            code = error.reason.lower().replace(" ", "_")
-            return web.json_response(
-                {"error": code, "detail": f"{request.method} {request.path}: {error.reason}"},
-                status=error.status,
-                headers={k: v for k, v in error.headers.items() if k == "Allow"},
-            )
+            return router_refusal(request, error)
 
     return middleware
 
@@ -120,7 +110,7 @@ def api_routes(
         app, body = await authenticated(request)
         item = parse_json_body(body)
         (outcome,) = await messaging.submit(app, [item])
-        if isinstance(outcome, DeliveryError):
+        if isinstance(outcome, Refusal):
             raise outcome
         return web.json_response(submission_result(outcome).to_json(), status=202)
 
@@ -182,7 +172,7 @@ def api_routes(
         staged = await blobs.stage(request.content.iter_chunked(64 * 1024))
         try:
             await authenticator.authenticate(signed_request(request, staged.sha256))
-        except DeliveryError:
+        except Refusal:
             blobs.discard(staged.path)
             raise
         blob_id, expires_ms = await blobs.accept(app.app_id, staged, lifetime)

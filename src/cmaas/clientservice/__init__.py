@@ -1,4 +1,4 @@
-"""The gateway client service: the app's side of CMaaS (SPEC section 1).
+"""The gateway client service: the app's side of CMaaS (``docs/client.md``).
 
 :class:`GatewayClient` seals at the source and submits; :class:`GatewayApi` is the signed
 HTTP client underneath. Neither needs anything POSIX-only, so both run on Windows too.

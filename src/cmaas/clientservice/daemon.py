@@ -39,6 +39,7 @@ from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.errors import CmaasError
 from cmaas.lifecycle import Priority
 from cmaas.wire import Refused, StatusEvent
+from cmaas.wire.http import refusal_response, router_refusal
 from cmaas.wire.signing import body_mac, webhook_signature
 
 __all__ = ["StatusRelay", "daemon_app"]
@@ -56,30 +57,24 @@ class _Refused(CmaasError):
         self.status, self.code, self.detail = status, code, detail
 
 
-def _refused(status: int, code: str, detail: str) -> web.Response:
-    return web.json_response({"error": code, "detail": detail}, status=status)
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place the daemon's refusals become JSON answers."""
     try:
         return await handler(request)
     except _Refused as error:
-        return _refused(error.status, error.code, error.detail)
+        return refusal_response(error.status, error.code, error.detail)
     except ApiError as error:
-        return _refused(error.status, error.code, error.detail)
+        return refusal_response(error.status, error.code, error.detail)
     except DeviceKeyChanged as error:
-        return _refused(409, "device_key_changed", str(error))
+        return refusal_response(409, "device_key_changed", str(error))
     except (EnvelopeError, ValueError) as error:
         # What the content itself refuses (an OTP too short, a bad message id, ...).
-        return _refused(400, "invalid_request", str(error))
+        return refusal_response(400, "invalid_request", str(error))
     except ClientServiceError as error:
-        return _refused(503, "gateway_unavailable", str(error))
+        return refusal_response(503, "gateway_unavailable", str(error))
     except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        return _refused(error.status, error.reason.lower().replace(" ", "_"), error.reason)
+        return router_refusal(request, error)
 
 
 def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Application:

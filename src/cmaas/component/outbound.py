@@ -26,7 +26,7 @@ _SEALED = (
 
 
 def sealed_message_xml(app_jid: str, recipient: str, message_id: str, envelope_json: str) -> str:
-    """The message SPEC section 5 fixes, serialised: the envelope, a fallback body, a
+    """The message ``docs/protocol.md`` fixes, serialised: the envelope, a fallback body, a
     receipt request (XEP-0184), ``markable`` (XEP-0333), EME (XEP-0380) and a store hint
     (XEP-0334) so servers keep it for offline devices.
 
@@ -64,7 +64,7 @@ def prekeys_low_message(
 
 
 def status_message(xmpp: BaseXMPP, app_jid: JID, to: JID, event: StatusEvent) -> Message:
-    """A status event for a JID bound to the app (SPEC section 6), kept for it offline.
+    """A status event for a JID bound to the app, kept for it offline.
 
     The body says the same in words, for a person watching the bot's account in an
     ordinary client (and for libraries that only surface messages with a body).

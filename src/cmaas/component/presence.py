@@ -1,4 +1,4 @@
-"""Presence for app JIDs: answer probes and approve subscriptions (SPEC section 2).
+"""Presence for app JIDs: answer probes and approve subscriptions.
 
 Several clients send receipts only to contacts with a presence subscription, so an
 app JID must be subscribable. The gateway keeps no roster: each answer is computed

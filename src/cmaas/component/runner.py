@@ -14,12 +14,12 @@ from aiohttp import web
 
 from cmaas.admin import AdminService
 from cmaas.api import ClientAddresses, api_routes, error_middleware
+from cmaas.api.health import health_routes
 from cmaas.component.adhoc.access import AccessPolicy
 from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.commands import admin_commands, device_commands, messaging_commands
 from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
-from cmaas.component.health import health_routes
 from cmaas.delivery.auth import RequestAuthenticator
 from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.dispatcher import Dispatcher

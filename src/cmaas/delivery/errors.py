@@ -1,4 +1,5 @@
-"""Refusals of the delivery engine, each with the HTTP status and code SPEC section 4 gives.
+"""Refusals of the delivery engine, each with its HTTP status and stable code
+(``docs/openapi.json`` lists them).
 
 The HTTP API and the ad-hoc commands both turn these into their own error forms, in
 one place each; the engine itself never speaks HTTP or XMPP.
@@ -13,7 +14,6 @@ from cmaas.errors import CmaasError
 __all__ = [
     "AppSuspended",
     "Backpressure",
-    "DeliveryError",
     "ForbiddenAddress",
     "InvalidRequest",
     "MessageIdConflict",
@@ -22,12 +22,13 @@ __all__ = [
     "PriorityNotAllowed",
     "QuotaExceeded",
     "RateLimited",
+    "Refusal",
     "Unauthenticated",
     "UnknownSigningKey",
 ]
 
 
-class DeliveryError(CmaasError):
+class Refusal(CmaasError):
     """Root of the engine's refusals.
 
     Attributes:
@@ -48,7 +49,7 @@ class DeliveryError(CmaasError):
         return {"error": self.code, "detail": self.detail}
 
 
-class InvalidRequest(DeliveryError):
+class InvalidRequest(Refusal):
     """The body or a parameter is malformed, or the envelope disagrees with it."""
 
 
@@ -58,64 +59,64 @@ class UnknownSigningKey(InvalidRequest):
     code = "unknown_signing_key"
 
 
-class Unauthenticated(DeliveryError):
+class Unauthenticated(Refusal):
     """Unknown client, wrong secret, bad signature, stale timestamp or replayed nonce."""
 
     status = 401
     code = "unauthenticated"
 
 
-class ForbiddenAddress(DeliveryError):
+class ForbiddenAddress(Refusal):
     """The request came from an address outside the app's allow-list."""
 
     status = 403
     code = "forbidden_address"
 
 
-class AppSuspended(DeliveryError):
+class AppSuspended(Refusal):
     status = 403
     code = "app_suspended"
 
 
-class PriorityNotAllowed(DeliveryError):
+class PriorityNotAllowed(Refusal):
     """The app's plan does not allow this priority."""
 
     status = 403
     code = "priority_not_allowed"
 
 
-class NotFound(DeliveryError):
+class NotFound(Refusal):
     status = 404
     code = "not_found"
 
 
-class MessageIdConflict(DeliveryError):
+class MessageIdConflict(Refusal):
     """The message id was used before with a different request."""
 
     status = 409
     code = "message_id_conflict"
 
 
-class PayloadTooLarge(DeliveryError):
+class PayloadTooLarge(Refusal):
     status = 413
     code = "payload_too_large"
 
 
-class RateLimited(DeliveryError):
+class RateLimited(Refusal):
     """Over the plan's sustained rate and burst; ``retry_after`` says when."""
 
     status = 429
     code = "rate_limited"
 
 
-class QuotaExceeded(DeliveryError):
+class QuotaExceeded(Refusal):
     """The plan's daily quota is used up until the next UTC day."""
 
     status = 429
     code = "quota_exceeded"
 
 
-class Backpressure(DeliveryError):
+class Backpressure(Refusal):
     """The outbox is too deep for this priority; bulk is refused first, never high."""
 
     status = 503

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from cmaas.keystore import App, CursorState, Keystore, StatusEvent
 
-__all__ = ["CursorConsumer", "DeliveryFailed", "EventHub"]
+__all__ = ["ConsumerFailed", "CursorConsumer", "EventHub"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class EventHub:
         return await self._store.events_after(app_id, after, limit)
 
 
-class DeliveryFailed(Exception):
+class ConsumerFailed(Exception):
     """A consumer could not deliver a batch; it is retried with backoff."""
 
 
@@ -69,7 +69,7 @@ class CursorConsumer(ABC):
     """Delivers each app's events in order, at least once, from a cursor kept in the
     database: a restart resumes after the last batch delivered.
 
-    Events older than ``max_age_s`` are skipped (SPEC section 6: webhooks retry until
+    Events older than ``max_age_s`` are skipped (webhooks retry until
     an event is 24 hours old). Failures back off exponentially per app, so one app's
     dead endpoint never delays another's.
     """
@@ -124,7 +124,7 @@ class CursorConsumer(ABC):
 
         Returns: ``False`` when the app has nowhere to receive them now (no callback
             URL, no bound JID, link down): the cursor stays, to resume later.
-        Raises: DeliveryFailed: Retry later with backoff.
+        Raises: ConsumerFailed: Retry later with backoff.
         """
 
     async def start(self) -> None:
@@ -203,7 +203,7 @@ class CursorConsumer(ABC):
             try:
                 if fresh and not await self.deliver(app_id, fresh):
                     return
-            except DeliveryFailed as error:
+            except ConsumerFailed as error:
                 failures = state.failures + 1
                 self.failures += 1
                 await self._save(CursorState(app_id, state.event_id, failures, str(error)[:500]))

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from cmaas.delivery.errors import DeliveryError
+from cmaas.delivery.errors import Refusal
 from cmaas.delivery.events import CursorConsumer
 from cmaas.keystore import (
     MessageRecord,
@@ -110,15 +110,15 @@ class GatewayMetrics:
         )
         self.registry.register(_Live(self))
 
-    def on_outcomes(self, outcomes: Sequence[MessageRecord | DeliveryError]) -> None:
+    def on_outcomes(self, outcomes: Sequence[MessageRecord | Refusal]) -> None:
         for outcome in outcomes:
-            if isinstance(outcome, DeliveryError):
+            if isinstance(outcome, Refusal):
                 label = outcome.code
             else:
                 label = "duplicate" if outcome.duplicate else "accepted"
             self._submissions.labels(label).inc()
 
-    def on_refused(self, error: DeliveryError) -> None:
+    def on_refused(self, error: Refusal) -> None:
         self._requests_refused.labels(error.code).inc()
 
     def on_events(self, events: Sequence[StatusEvent]) -> None:

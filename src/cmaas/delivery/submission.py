@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 from cmaas.delivery.errors import (
     Backpressure,
-    DeliveryError,
     InvalidRequest,
     MessageIdConflict,
     PriorityNotAllowed,
     QuotaExceeded,
     RateLimited,
+    Refusal,
     UnknownSigningKey,
 )
 from cmaas.delivery.ratelimit import TokenBuckets
@@ -54,7 +54,7 @@ from cmaas.wire import Accepted, Refused, Submission, SubmissionResult, WireErro
 
 __all__ = ["AdmissionLimits", "Outcome", "SubmissionService", "submission_result"]
 
-Outcome = MessageRecord | DeliveryError
+Outcome = MessageRecord | Refusal
 """Per message: the stored record (new or, for a retry, as stored before), or why not."""
 
 
@@ -209,7 +209,7 @@ class SubmissionService:
             return item
         try:
             envelope = _verified_envelope(item, app, self._domain, signing_keys)
-        except DeliveryError as error:
+        except Refusal as error:
             return error
         try:
             jid = await lookups.resolve(self._resolver, item.submission.to)
@@ -320,7 +320,7 @@ def _stored_outcome(result: MessageRecord | MessageConflict | QuotaExhausted) ->
 def submission_result(outcome: Outcome, submitted: object = None) -> SubmissionResult:
     """One message's answer, as the HTTP API and ad-hoc commands show it; a refusal
     names the submitted ``message_id`` where there was one."""
-    if isinstance(outcome, DeliveryError):
+    if isinstance(outcome, Refusal):
         message_id = submitted.get("message_id") if isinstance(submitted, dict) else None
         return Refused(
             outcome.status,

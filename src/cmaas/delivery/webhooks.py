@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import aiohttp
 
 from cmaas import __version__
-from cmaas.delivery.events import CursorConsumer, DeliveryFailed
+from cmaas.delivery.events import ConsumerFailed, CursorConsumer
 from cmaas.keystore import App, Keystore, StatusEvent
 from cmaas.wire.signing import webhook_signature
 
@@ -80,4 +80,4 @@ class WebhookConsumer(CursorConsumer):
         except (aiohttp.ClientError, TimeoutError) as error:
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         log.warning("webhook for %s failed (%s); will retry", app_id, reason)
-        raise DeliveryFailed(reason)
+        raise ConsumerFailed(reason)

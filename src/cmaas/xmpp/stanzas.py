@@ -67,7 +67,7 @@ class PrekeysLow(ElementBase):
 
 
 class StatusNotice(ElementBase):
-    """A status event for an app's bound JID (SPEC section 6), all attributes."""
+    """A status event for an app's bound JID, all attributes."""
 
     name = "status"
     namespace = STATUS_NAMESPACE

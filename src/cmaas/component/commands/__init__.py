@@ -1,4 +1,4 @@
-"""The gateway's ad-hoc commands (SPEC section 3)."""
+"""The gateway's ad-hoc commands (``docs/operators.md`` lists them)."""
 
 from cmaas.component.commands.admin import admin_commands
 from cmaas.component.commands.devices import device_commands

@@ -33,7 +33,7 @@ from cmaas.component.adhoc.forms import (
     render_result,
 )
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
-from cmaas.delivery.errors import AppSuspended, DeliveryError, InvalidRequest
+from cmaas.delivery.errors import AppSuspended, InvalidRequest, Refusal
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import submission_result
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
@@ -105,7 +105,7 @@ def wire_result(title: str, answer: dict[str, object]) -> Form:
     return render_result(title, rows)
 
 
-def _refused(error: DeliveryError | WireError) -> Completed:
+def _refused(error: Refusal | WireError) -> Completed:
     refusal = InvalidRequest(str(error)) if isinstance(error, WireError) else error
     return Completed(
         notes=[("error", f"{refusal.code}: {refusal.detail}")],
@@ -131,7 +131,7 @@ class KeysLookup(_AppCommand):
             try:
                 app = await self.bound_app(context)
                 keys = await self.messaging.lookup(app, form.text("to").strip())
-            except DeliveryError as error:
+            except Refusal as error:
                 return _refused(error)
             return Completed(
                 notes=[("info", f"{len(keys.devices)} device(s) of {keys.jid}")],
@@ -175,14 +175,14 @@ class _SignedCommand(_AppCommand):
                     ),
                 )
                 return await self.perform(app, parse_json_body(body))
-            except (DeliveryError, WireError) as error:
+            except (Refusal, WireError) as error:
                 return _refused(error)
 
         return FormStep(self.form, submit)
 
     @abstractmethod
     async def perform(self, app: App, request: object) -> Completed:
-        """Raises: DeliveryError, WireError."""
+        """Raises: Refusal, WireError."""
 
 
 class MessageSend(_SignedCommand):
@@ -207,7 +207,7 @@ class MessageSend(_SignedCommand):
 
     async def perform(self, app: App, request: object) -> Completed:
         (outcome,) = await self.messaging.submit(app, [request])
-        if isinstance(outcome, DeliveryError):
+        if isinstance(outcome, Refusal):
             return _refused(outcome)
         return Completed(
             notes=[("info", f"Message {outcome.message_id}: {outcome.status.value}")],
@@ -242,7 +242,7 @@ class AppDescribe(_AppCommand):
     async def start(self, context: CommandContext) -> Step:
         try:
             app = await self.bound_app(context)
-        except DeliveryError as error:
+        except Refusal as error:
             return _refused(error)
         return Completed(payload=wire_result("App", self.messaging.describe(app).to_json()))
 
@@ -261,7 +261,7 @@ class MessageStatusLookup(_AppCommand):
             try:
                 app = await self.bound_app(context)
                 view = await self.messaging.status(app, form.text("message_id").strip())
-            except DeliveryError as error:
+            except Refusal as error:
                 return _refused(error)
             return Completed(
                 notes=[("info", f"{view.message_id}: {view.status.value}")],
