@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
+from cmaas.assembly import Gateway
 from cmaas.clock import now_ms
-from cmaas.component.runner import Gateway
 from cmaas.envelope import Content, PrivateKey, generate_private_key, seal
 from cmaas.lifecycle import Priority
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cmaas.admin import AdminService, RegisterAppRequest
-from cmaas.component.runner import Gateway, open_gateway
+from cmaas.assembly import Gateway, open_gateway
 from cmaas.delivery.tracker import Feedback, FeedbackKind
 from cmaas.devservers import XmppServer
 from cmaas.settings import load_settings

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cmaas.assembly import Gateway
 from cmaas.clock import now_ms
-from cmaas.component.runner import Gateway
 from cmaas.delivery.tracker import FeedbackKind
 from cmaas.device.client import DeviceClient
 from cmaas.device.keyfile import KeyFile

@@ -70,8 +70,9 @@ class GatewayStanzaTest(SlixTest):
         )
         self.feedback = RecordedFeedback()
         self.xmpp = GatewayComponent(
-            DOMAIN, "secret", self.engine, AppContacts(self.keystore, DOMAIN), self.feedback
+            DOMAIN, "secret", AppContacts(self.keystore, DOMAIN), self.feedback
         )
+        self.xmpp.serve(self.engine)
         self.mode = "component"
         self.xmpp._always_send_everything = True
         self.transport = TestTransport(self.xmpp)

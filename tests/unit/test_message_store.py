@@ -322,9 +322,10 @@ async def test_notices_skip_an_app_without_jids_and_start_when_one_is_bound(
         def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
             sent.append((to, event.message_id))
 
-    notices = NoticeConsumer(keystore, Sender(), connected=lambda: True)
+    notices = NoticeConsumer(keystore, Sender())
     keystore.messages.listen(lambda heard: notices.kick({e.app_id for e in heard}))
-    await notices.start()
+    notices.link_up()
+    await asyncio.gather(*notices._resuming)  # the start that the link's coming up began
 
     async def settled() -> None:
         while notices._running:  # the drain tasks this test started
@@ -353,9 +354,10 @@ async def test_a_kick_while_a_drain_is_finishing_is_not_lost(
         def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
             sent.append(event.message_id)
 
-    notices = NoticeConsumer(keystore, Sender(), connected=lambda: True)
+    notices = NoticeConsumer(keystore, Sender())
     keystore.messages.listen(lambda heard: notices.kick({e.app_id for e in heard}))
-    await notices.start()
+    notices.link_up()
+    await asyncio.gather(*notices._resuming)  # the start that the link's coming up began
     await submit(keystore, message("first"))
     drain = notices._running[APP]  # the drain tasks this test started
     await drain

@@ -23,7 +23,7 @@ from cmaas.settings import Settings, load_settings
 from cmaas.wire import StatusEvent
 
 if TYPE_CHECKING:
-    from cmaas.component.runner import Gateway
+    from cmaas.assembly import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _dev(kind: str, duration: float | None) -> int:
-    from cmaas.component.runner import open_gateway
+    from cmaas.assembly import open_gateway
     from cmaas.devservers import ensure_installed, free_port, start_ejabberd, start_prosody
     from cmaas.devservers.client import AdhocClient
 

@@ -26,7 +26,7 @@ def add_parser(parts: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cmaas.component.runner import run_gateway
+    from cmaas.assembly import run_gateway
 
     settings = load_settings(env_file=Path(args.env_file))
     configure_logging(settings.log_level)

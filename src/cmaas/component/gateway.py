@@ -47,7 +47,6 @@ class GatewayComponent(ComponentXMPP):
         self,
         domain: str,
         secret: str,
-        engine: AdhocEngine,
         contacts: AppContacts,
         feedback: FeedbackSink,
         *,
@@ -58,7 +57,7 @@ class GatewayComponent(ComponentXMPP):
         self.domain_jid = JID(domain)
         # The IM server itself, which answers the dispatcher's pings.
         self._server_jid = JID(server or (domain.split(".", 1)[1] if "." in domain else domain))
-        self._engine = engine
+        self._engine: AdhocEngine | None = None
         self._contacts = contacts
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0004")
@@ -68,13 +67,6 @@ class GatewayComponent(ComponentXMPP):
         PresenceResponder(self, contacts).attach()
         self.feedback = FeedbackHandlers(self, feedback)
         self.feedback.attach()
-        self.register_handler(
-            CoroutineCallback(
-                "cmaas ad-hoc",
-                StanzaPath("iq@type=set/command"),
-                engine.handle,  # type: ignore[arg-type]
-            )
-        )
         self._describe()
         for query in ("disco_info", "disco_items"):
             self.register_handler(
@@ -85,6 +77,29 @@ class GatewayComponent(ComponentXMPP):
                 )
             )
         self.add_filter("out", self._stamp_from)  # type: ignore[arg-type]
+
+    def serve(self, engine: AdhocEngine) -> None:
+        """Answer ad-hoc commands with ``engine``, and list its commands in disco. Built
+        after the component, since the commands' services send through it."""
+        self._engine = engine
+        self.register_handler(
+            CoroutineCallback(
+                "cmaas ad-hoc",
+                StanzaPath("iq@type=set/command"),
+                engine.handle,  # type: ignore[arg-type]
+            )
+        )
+        disco = self.plugin["xep_0030"]
+        for node, command in engine.commands.items():
+            disco.add_identity(
+                category="automation",
+                itype="command-node",
+                name=command.name,
+                node=node,
+                jid=self.domain_jid,
+            )
+            disco.add_feature(_COMMANDS, node=node, jid=self.domain_jid)
+            disco.add_feature("jabber:x:data", node=node, jid=self.domain_jid)
 
     def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope_json: str) -> bool:
         """Write one sealed message from ``app_id``'s JID to ``recipient``'s bare JID.
@@ -170,16 +185,6 @@ class GatewayComponent(ComponentXMPP):
         ):
             disco.add_feature(feature, jid=self.domain_jid)
         disco.api.register(self._command_items, "get_items", self.domain_jid, _COMMANDS)
-        for node, command in self._engine.commands.items():
-            disco.add_identity(
-                category="automation",
-                itype="command-node",
-                name=command.name,
-                node=node,
-                jid=self.domain_jid,
-            )
-            disco.add_feature(_COMMANDS, node=node, jid=self.domain_jid)
-            disco.add_feature("jabber:x:data", node=node, jid=self.domain_jid)
         # App JIDs are dynamic, so their disco#info comes from the keystore.
         self._static_info = disco.static.get_info
         disco.api.register(self._info, "get_info")
@@ -189,7 +194,7 @@ class GatewayComponent(ComponentXMPP):
     ) -> DiscoItems:
         items = DiscoItems()
         items["node"] = _COMMANDS  # XEP-0030: a result echoes the node it answers
-        if ifrom is None:
+        if ifrom is None or self._engine is None:
             return items
         for command in await self._engine.visible_commands(ifrom):
             items.add_item(self.domain_jid, command.node, command.name)

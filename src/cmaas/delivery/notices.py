@@ -36,19 +36,19 @@ class NoticeConsumer(CursorConsumer):
         self,
         keystore: Keystore,
         sender: NoticeSender,
-        connected: Callable[[], bool],
         *,
         resend_window_s: float = 15.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(keystore)
         self._sender = sender
-        self._connected = connected
+        self._connected = False
         self._window = resend_window_s
         self._monotonic = monotonic
         # (written at, app, the cursor from which that batch was read)
         self._recent: deque[tuple[float, str, int]] = deque()
         self._rewinding: asyncio.Task[None] | None = None
+        self._resuming: set[asyncio.Task[None]] = set()
 
     def wants(self, app: App) -> bool:
         # An app without a bound JID costs nothing per event; binding its first JID moves
@@ -59,7 +59,7 @@ class NoticeConsumer(CursorConsumer):
         app = await self.app(app_id)
         if not app.jids:
             return True  # unbound since wants() was asked: nobody to tell
-        if not self._connected():
+        if not self._connected:
             return False
         for event in events:
             for jid in app.jids:
@@ -71,8 +71,16 @@ class NoticeConsumer(CursorConsumer):
         log.debug("told %s of %d status events of %s", ", ".join(app.jids), len(events), app_id)
         return True
 
-    def link_lost(self) -> None:
+    def link_up(self) -> None:
+        """The component link is up: deliver from each app's cursor."""
+        self._connected = True
+        task = asyncio.get_running_loop().create_task(self.start())
+        self._resuming.add(task)
+        task.add_done_callback(self._resuming.discard)
+
+    def link_down(self) -> None:
         """The component link fell: what it carried lately may be lost, so rewind."""
+        self._connected = False
         horizon = self._monotonic() - self._window
         rewind: dict[str, int] = {}
         for sent_at, app_id, cursor in self._recent:
@@ -89,6 +97,7 @@ class NoticeConsumer(CursorConsumer):
         log.info("status notices of %d apps will be sent again after the reconnect", len(rewind))
 
     async def stop(self) -> None:
+        await asyncio.gather(*self._resuming, return_exceptions=True)
         if self._rewinding is not None:
             await asyncio.gather(self._rewinding, return_exceptions=True)
         await super().stop()

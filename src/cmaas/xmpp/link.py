@@ -12,11 +12,13 @@ import enum
 import logging
 import random
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
 from slixmpp.basexmpp import BaseXMPP
 from slixmpp.stanza import StreamError
 
-__all__ = ["LinkState", "XmppLink", "wait_first"]
+__all__ = ["LinkListener", "LinkState", "XmppLink", "wait_first"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,14 @@ class LinkState(enum.Enum):
     CONNECTED = "connected"
     BACKING_OFF = "backing_off"
     STOPPED = "stopped"
+
+
+class LinkListener(Protocol):
+    """Told, in the stream's own handlers, when the session starts and when it ends."""
+
+    def link_up(self) -> None: ...
+
+    def link_down(self) -> None: ...
 
 
 class XmppLink:
@@ -46,6 +56,7 @@ class XmppLink:
         initial_delay: float = 0.5,
         max_delay: float = 30.0,
         stable_after: float = 10.0,
+        listeners: Sequence[LinkListener] = (),
     ) -> None:
         self._xmpp = xmpp
         self._name = name
@@ -61,13 +72,29 @@ class XmppLink:
         self._up = asyncio.Event()
         self._down = asyncio.Event()
         self._reason = ""
+        self._listeners = list(listeners)
         xmpp.add_event_handler("session_start", self._on_session_start)
+        xmpp.add_event_handler("disconnected", self._on_disconnected)
         xmpp.add_event_handler("disconnected", self._on_down)
         xmpp.add_event_handler("connection_failed", self._on_down)
         xmpp.add_event_handler("stream_error", self._on_stream_error)
 
+    def listen(self, listener: LinkListener) -> None:
+        """Tell ``listener`` too, after those before it."""
+        self._listeners.append(listener)
+
+    @property
+    def up(self) -> bool:
+        return self.state is LinkState.CONNECTED
+
     def _on_session_start(self, _event: object) -> None:
         self._up.set()
+        for listener in self._listeners:
+            listener.link_up()
+
+    def _on_disconnected(self, _event: object) -> None:
+        for listener in self._listeners:
+            listener.link_down()
 
     def _on_down(self, reason: object) -> None:
         self._reason = self._reason or str(reason or "connection closed")

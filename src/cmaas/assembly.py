@@ -1,4 +1,5 @@
-"""``cmaas gateway run``: assemble the gateway from settings and run it until signalled."""
+"""The gateway's one assembly point: every part built from settings in dependency order,
+and run until signalled (``cmaas gateway run``)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,11 @@ from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
-from cmaas.keydirectory import DeviceLimits, KeyDirectory
-from cmaas.keystore import DeviceKeys, MasterKeyring, SqliteKeystore, StatusEvent
+from cmaas.keydirectory import KeyDirectory
+from cmaas.keystore import MasterKeyring, SqliteKeystore
 from cmaas.settings import Settings
 from cmaas.shutdown import stop_on_signals
-from cmaas.xmpp.link import LinkState, XmppLink
+from cmaas.xmpp.link import XmppLink
 
 __all__ = ["Gateway", "open_gateway", "run_gateway"]
 
@@ -70,46 +71,42 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     log.info("gateway stopped")
 
 
-class _Component:
-    """The component as the engine's sender; resolved late, as it is built last."""
-
-    xmpp: GatewayComponent | None = None
-
-    def _target(self) -> GatewayComponent:
-        assert self.xmpp is not None, "the component is built before the link runs"
-        return self.xmpp
-
-    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope: str) -> bool:
-        return self._target().send_sealed(app_id, recipient, message_id, envelope)
-
-    async def barrier(self) -> None:
-        await self._target().barrier()
-
-    def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
-        self._target().send_status(app_id, to, event)
-
-    async def notify_prekeys_low(self, device: DeviceKeys, limits: DeviceLimits) -> None:
-        await self._target().notify_prekeys_low(device, limits)
-
-
 @asynccontextmanager
 async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     """Open the database, start the delivery engine and the HTTP listener, and build
     the component; the caller runs ``gateway.link``. Everything is closed on exit.
 
+    Built in dependency order: storage; the component and its link, through which
+    everything goes out; the delivery engine; the ad-hoc commands, which the component
+    then serves; the HTTP API. What must follow the link subscribes to it.
+
     Raises: as :func:`run_gateway`.
     """
     async with AsyncExitStack() as stack:
+        # Storage.
         keystore = await SqliteKeystore.open(
             settings.database,
             MasterKeyring(settings.master_key, settings.previous_master_key),
         )
         stack.push_async_callback(keystore.close)
-        domain = settings.component_jid
-        component = _Component()
         store = keystore.messages
-        directory = KeyDirectory(keystore, notify_low=component.notify_prekeys_low)
-        dispatcher = Dispatcher(store, component, resend_window_s=settings.resend_window)
+        domain = settings.component_jid
+
+        # The component and its link.
+        xmpp = GatewayComponent(
+            domain,
+            settings.component_secret,
+            AppContacts(keystore, domain),
+            StatusTracker(store),
+            server=min(settings.served_domains),
+        )
+        link = XmppLink(
+            xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
+        )
+
+        # The delivery engine.
+        directory = KeyDirectory(keystore, notify_low=xmpp.notify_prekeys_low)
+        dispatcher = Dispatcher(store, xmpp, resend_window_s=settings.resend_window)
         hub = EventHub(keystore)
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
@@ -119,21 +116,14 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             timeout_s=settings.webhook_timeout,
             max_backoff_s=settings.webhook_max_backoff,
         )
-        link_holder: list[XmppLink] = []
-        notices = NoticeConsumer(
-            keystore,
-            component,
-            lambda: bool(link_holder) and link_holder[0].state is LinkState.CONNECTED,
-            resend_window_s=settings.resend_window,
-        )
+        notices = NoticeConsumer(keystore, xmpp, resend_window_s=settings.resend_window)
+        for listener in (dispatcher, notices):
+            link.listen(listener)
         metrics = GatewayMetrics(
             depth=dispatcher.depth,
             inflight=lambda: dispatcher.inflight,
             resent=lambda: dispatcher.resent,
-            link=lambda: (
-                int(link_holder[0].state is LinkState.CONNECTED),
-                link_holder[0].connects,
-            ),
+            link=lambda: (int(link.up), link.connects),
             consumers={"webhook": webhooks, "xmpp_notice": notices},
         )
         resolver = RecipientResolver(keystore, settings.served_domains)
@@ -153,52 +143,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             keystore, directory, resolver, submissions, hub, component_domain=domain
         )
         authenticator = RequestAuthenticator(keystore)
-        for listener in (hub.on_events, dispatcher.on_events, metrics.on_events):
-            store.listen(listener)
+        for on_events in (hub.on_events, dispatcher.on_events, metrics.on_events):
+            store.listen(on_events)
         hub.subscribe(webhooks.kick)
         hub.subscribe(notices.kick)
-        engine = AdhocEngine(
-            [
-                *admin_commands(AdminService(keystore), domain),
-                *device_commands(directory),
-                *messaging_commands(keystore, messaging, authenticator),
-            ],
-            AccessPolicy(settings.admins, settings.served_domains, keystore),
-            settings.adhoc_session_timeout,
-        )
-        xmpp = GatewayComponent(
-            domain,
-            settings.component_secret,
-            engine,
-            AppContacts(keystore, domain),
-            StatusTracker(store),
-            server=min(settings.served_domains),
-        )
-        component.xmpp = xmpp
-        link = XmppLink(
-            xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
-        )
-        link_holder.append(link)
-
-        resuming: set[asyncio.Task[None]] = set()
-
-        def link_up(_event: object) -> None:
-            dispatcher.link_up()
-            task = asyncio.get_running_loop().create_task(notices.start())
-            resuming.add(task)
-            task.add_done_callback(resuming.discard)
-
-        xmpp.add_event_handler("session_start", link_up)
-
-        def link_down(_event: object) -> None:
-            dispatcher.link_down()
-            notices.link_lost()
-
-        xmpp.add_event_handler("disconnected", link_down)
-
-        await dispatcher.load()
-        await webhooks.start()
-        stop = asyncio.Event()
         blob_service = BlobService(
             keystore.blobs,
             settings.blob_dir or settings.database.with_name(settings.database.name + ".blobs"),
@@ -207,6 +155,24 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         housekeeper = Housekeeper(
             store, retention_s=settings.retention_days * 86400.0, blobs=blob_service
         )
+
+        # The ad-hoc commands, served by the component.
+        xmpp.serve(
+            AdhocEngine(
+                [
+                    *admin_commands(AdminService(keystore), domain),
+                    *device_commands(directory),
+                    *messaging_commands(keystore, messaging, authenticator),
+                ],
+                AccessPolicy(settings.admins, settings.served_domains, keystore),
+                settings.adhoc_session_timeout,
+            )
+        )
+
+        # Running: the engine's loops, then the HTTP API.
+        await dispatcher.load()
+        await webhooks.start()
+        stop = asyncio.Event()
         tasks = [
             asyncio.create_task(dispatcher.run(stop), name="cmaas dispatcher"),
             asyncio.create_task(housekeeper.run(stop), name="cmaas housekeeping"),
@@ -214,7 +180,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
         async def stop_engine() -> None:
             stop.set()
-            await asyncio.gather(*tasks, *resuming, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await webhooks.stop()
             await notices.stop()
 
