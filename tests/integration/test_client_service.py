@@ -12,12 +12,14 @@ import os
 import sqlite3
 import time
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cmaas.clientservice import (
     DeviceKeyChanged,
+    GatewayApi,
     GatewayClient,
     KeyChange,
     SyncGatewayClient,
@@ -171,6 +173,38 @@ async def test_the_gateway_away_for_a_while_loses_nothing(
         later = await client.send(alice, text="sent after the gateway came back")
         async with asyncio.timeout(15):
             assert (await device.next_message()).message_id == later.message_id
+
+
+async def test_a_known_registration_costs_no_round_trip_and_a_stale_one_heals(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    config = await client_config_for(gateway, tmp_path / "client", retry_for_s=2)
+    async with new_device(xmpp_server, tmp_path, "alice", "r") as device:
+        await device.publish()
+        async with GatewayClient(config) as first:
+            app_jid = first.app_jid
+        assert (tmp_path / "client" / "registration.json").stat().st_mode & 0o777 == 0o600
+
+        # A later start asks the gateway nothing: it starts even while the gateway is away
+        # (a start that asked would give up after retry_for_s with GatewayUnavailable).
+        assert gateway.stop() == 0
+        async with GatewayClient(config) as second:
+            assert second.app_jid == app_jid
+        await asyncio.to_thread(gateway.start)
+
+        # The gateway forgot the key (retired meanwhile): the refused submission registers
+        # it again and goes through, once.
+        fingerprint = json.loads((tmp_path / "client" / "registration.json").read_bytes())[
+            "signing_key"
+        ]
+        async with GatewayClient(replace(config, retry_for_s=30)) as third:
+            assert isinstance(third.api, GatewayApi)
+            await third.api.request("DELETE", f"/v1/signing-keys/{fingerprint}")
+            sent = await third.send(alice, text="after the key was retired")
+        assert sent.status == "accepted"
+        async with asyncio.timeout(15):
+            assert (await device.next_message()).message_id == sent.message_id
 
 
 async def test_cli_send_shows_every_status(

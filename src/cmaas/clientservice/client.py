@@ -30,6 +30,7 @@ from cmaas.clientservice.errors import DeviceKeyChanged, GatewayUnavailable
 from cmaas.clientservice.sealing import seal_submission
 from cmaas.clientservice.state import (
     DevicePins,
+    Registration,
     load_or_create_app_key,
     read_cursor,
     write_cursor,
@@ -41,6 +42,7 @@ from cmaas.envelope import (
     OtpContent,
     TextContent,
     b64url,
+    fingerprint,
     point_bytes,
 )
 from cmaas.envelope.blob import FILE_KEY_SIZE, encrypt_blob
@@ -67,6 +69,7 @@ log = logging.getLogger(__name__)
 # Answers worth retrying with the same message id: the gateway is busy or unreachable.
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 _BATCH = 500
+_UNKNOWN_KEY = "unknown_signing_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,8 @@ class GatewayClient:
         self.app_key, _ = load_or_create_app_key(config.state_dir / "app-signing-key.pem")
         self.app_jid = ""
         self.api: Transport | None = transport
+        self._registration = Registration(config.state_dir / "registration.json")
+        self._unconfirmed = False
 
     async def __aenter__(self) -> GatewayClient:
         await self.start()
@@ -165,7 +170,10 @@ class GatewayClient:
         await self.close()
 
     async def start(self) -> None:
-        """Learn the app's JID and register its signing key (idempotent).
+        """Learn the app's JID and register its signing key (idempotent). Over HTTP,
+        what the gateway confirmed is kept in the state directory, so a later start
+        makes no round trip; a submission refused for an unknown signing key then
+        registers it again and is sent once more.
 
         Raises: ApiError, GatewayUnavailable.
         """
@@ -173,10 +181,49 @@ class GatewayClient:
             if self._session is None:
                 self._session = aiohttp.ClientSession()
             self.api = GatewayApi(self.config.url, self.config.credentials, self._session)
-        described: AppInfo = await self._retrying(self.api.describe)
+            known = self._registration.app_jid(*self._registration_key())
+            if known is not None:
+                self.app_jid = known
+                self._unconfirmed = True
+                return
+        await self._register()
+
+    def _registration_key(self) -> tuple[str, str, str]:
+        key = fingerprint(point_bytes(self.app_key.public_key()))
+        return self.config.url, self.config.credentials.client_id, key
+
+    async def _register(self) -> None:
+        described: AppInfo = await self._retrying(self._api().describe)
         self.app_jid = described.app_jid
         public = b64url(point_bytes(self.app_key.public_key()))
         await self._retrying(lambda: self._api().register_signing_key(public))
+        self._unconfirmed = False
+        if isinstance(self.api, GatewayApi):
+            self._registration.confirm(*self._registration_key(), self.app_jid)
+
+    async def _submit(self, request: Submission) -> Accepted:
+        try:
+            answer: Accepted = await self._retrying(lambda: self._api().submit(request))
+        except ApiError as error:
+            if error.code != _UNKNOWN_KEY or not self._unconfirmed:
+                raise
+            self._registration.forget()
+            await self._register()
+            answer = await self._retrying(lambda: self._api().submit(request))
+        return answer
+
+    async def _submit_batch(self, requests: list[Submission]) -> list[SubmissionResult]:
+        answers: list[SubmissionResult] = await self._retrying(
+            functools.partial(self._api().submit_batch, requests)
+        )
+        if self._unconfirmed and any(
+            isinstance(a, Refused) and a.error == _UNKNOWN_KEY for a in answers
+        ):
+            self._registration.forget()
+            await self._register()
+            # Those already stored come back as duplicates of themselves.
+            answers = await self._retrying(functools.partial(self._api().submit_batch, requests))
+        return answers
 
     async def close(self) -> None:
         if self._own_session and self._session is not None:
@@ -215,8 +262,7 @@ class GatewayClient:
         request = await self._sealed(
             to, content, message_id or _new_id(), _priority(priority, otp), ttl_s, auto_delete_s
         )
-        answer: Accepted = await self._retrying(lambda: self._api().submit(request))
-        return answer
+        return await self._submit(request)
 
     async def send_file(
         self,
@@ -239,8 +285,7 @@ class GatewayClient:
         request = await self._sealed(
             to, content, message_id or _new_id(), priority or Priority.NORMAL, ttl_s, None
         )
-        answer: Accepted = await self._retrying(lambda: self._api().submit(request))
-        return answer
+        return await self._submit(request)
 
     async def send_file_many(
         self,
@@ -328,9 +373,7 @@ class GatewayClient:
             results.append(None)
         for start in range(0, len(requests), _BATCH):
             chunk = requests[start : start + _BATCH]
-            answers: list[SubmissionResult] = await self._retrying(
-                functools.partial(self._api().submit_batch, [r for _, r in chunk])
-            )
+            answers = await self._submit_batch([r for _, r in chunk])
             for (index, request), answer in zip(chunk, answers, strict=True):
                 results[index] = Sent(request.to, answer)
         return [result for result in results if result is not None]

@@ -13,7 +13,13 @@ from cmaas.clientservice.errors import ClientStateError
 from cmaas.envelope import PrivateKey, fingerprint, generate_private_key
 from cmaas.private_files import read_private, write_private
 
-__all__ = ["DevicePins", "load_or_create_app_key", "read_cursor", "write_cursor"]
+__all__ = [
+    "DevicePins",
+    "Registration",
+    "load_or_create_app_key",
+    "read_cursor",
+    "write_cursor",
+]
 
 _MAX_FILE = 4 * 1024 * 1024
 
@@ -73,6 +79,52 @@ class DevicePins:
         if new:
             known.update(new)
             write_private(self._path, json.dumps(self._pins).encode(), error=ClientStateError)
+
+
+class Registration:
+    """What the gateway confirmed once: the app's JID, and that it holds this signing key.
+
+    Kept per gateway URL, client id and key fingerprint, so that a short-lived client (a
+    ``cmaas client send``) need not ask again on every start. A stale entry costs one
+    refused submission, after which the client registers again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def app_jid(self, gateway: str, client_id: str, key_fingerprint: str) -> str | None:
+        """The app JID confirmed for exactly this gateway, app and key, if any.
+
+        Raises: ClientStateError.
+        """
+        data = read_private(self._path, max_bytes=64 * 1024, error=ClientStateError)
+        try:
+            known = json.loads(data) if data else {}
+        except ValueError:
+            return None  # a damaged cache only costs the round trips it saves
+        if not isinstance(known, dict):
+            return None
+        if (known.get("gateway"), known.get("client_id"), known.get("signing_key")) != (
+            gateway,
+            client_id,
+            key_fingerprint,
+        ):
+            return None
+        app_jid = known.get("app_jid")
+        return app_jid if isinstance(app_jid, str) and app_jid else None
+
+    def confirm(self, gateway: str, client_id: str, key_fingerprint: str, app_jid: str) -> None:
+        """Raises: ClientStateError."""
+        entry = {
+            "gateway": gateway,
+            "client_id": client_id,
+            "signing_key": key_fingerprint,
+            "app_jid": app_jid,
+        }
+        write_private(self._path, json.dumps(entry).encode(), error=ClientStateError)
+
+    def forget(self) -> None:
+        self._path.unlink(missing_ok=True)
 
 
 def read_cursor(path: Path) -> int:
