@@ -97,7 +97,6 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             domain,
             settings.component_secret,
             AppContacts(keystore, domain),
-            StatusTracker(store),
             server=min(settings.served_domains),
         )
         link = XmppLink(
@@ -107,6 +106,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         # The delivery engine.
         directory = KeyDirectory(keystore, notify_low=xmpp.notify_prekeys_low)
         dispatcher = Dispatcher(store, xmpp, resend_window_s=settings.resend_window)
+        xmpp.feedback.subscribe(StatusTracker(store, dispatcher.resend))
         hub = EventHub(keystore)
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)

@@ -7,7 +7,11 @@ transaction that records a change, so every storage backend applies the same rul
   ``delivered`` → ``read``), and ``failed`` or ``expired`` end only a pending message;
 - a device's receipt or marker is recorded once per device and status, even when the
   message as a whole is already further on;
-- only the message's recipient may report on it: anyone else's report is ignored.
+- only the message's recipient may report on it: anyone else's report is ignored;
+- a receipt or marker counts only from a device the message is sealed to: ``delivered``
+  means that a device able to open the message received it. Clients that acknowledge
+  what they cannot open (Gajim, Conversations, Profanity answer every receipt request)
+  do not move a message.
 """
 
 from __future__ import annotations
@@ -128,6 +132,7 @@ class Transition:
 def transition(
     current: MessageStatus,
     recipient_jid: str | None,
+    sealed_to: frozenset[str] | None,
     change: StatusChange,
     reported: Callable[[str, MessageStatus], bool],
 ) -> Transition | None:
@@ -136,6 +141,8 @@ def transition(
     Args:
         current: The message's status in the store now.
         recipient_jid: The message's resolved recipient.
+        sealed_to: The device ids the envelope is sealed to; ``None`` when unknown
+            (messages stored before they were recorded), and then any device counts.
         reported: Whether a device already reported a status (asked only for a
             device's change, so a store reads its history only then).
 
@@ -148,9 +155,12 @@ def transition(
         if not current.pending:
             return None
     elif change.device:
+        if sealed_to is not None and change.device not in sealed_to:
+            return None
         if current.final_failure or reported(change.device, new):
             return None
-    elif new.rank <= current.rank:
+    elif new.rank <= current.rank or new in (MessageStatus.DELIVERED, MessageStatus.READ):
+        # Delivered and read are a device's to report, never the message's alone.
         return None
     moves = new.rank > current.rank
     return Transition(new if moves else current, moves)

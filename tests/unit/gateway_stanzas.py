@@ -69,9 +69,8 @@ class GatewayStanzaTest(SlixTest):
             clock=self.monotonic,
         )
         self.feedback = RecordedFeedback()
-        self.xmpp = GatewayComponent(
-            DOMAIN, "secret", AppContacts(self.keystore, DOMAIN), self.feedback
-        )
+        self.xmpp = GatewayComponent(DOMAIN, "secret", AppContacts(self.keystore, DOMAIN))
+        self.xmpp.feedback.subscribe(self.feedback)
         self.xmpp.serve(self.engine)
         self.mode = "component"
         self.xmpp._always_send_everything = True

@@ -228,7 +228,9 @@ async def _stored(keystore: SqliteKeystore, *specs: tuple[str, Priority, int]) -
     await keystore.create_app(NewApp("bank", "Bank", "default"), issue_credentials("cid-d"))
     outcomes = await keystore.messages.submit(
         [
-            NewMessage("bank", mid, "a@x", "a@x", priority, mid.encode(), b"{}", expires)
+            NewMessage(
+                "bank", mid, "a@x", "a@x", priority, mid.encode(), b"{}", expires, sealed_to=(1,)
+            )
             for mid, priority, expires in specs
         ],
         daily_quota=None,

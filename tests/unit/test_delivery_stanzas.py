@@ -36,7 +36,7 @@ class TestOutbound(GatewayStanzaTest):
         self.gateway.send_sealed("bank", "alice@cmaas.test", "m-1", '{"v":1}')
         self.expect(
             f"""
-          <message type='chat' id='m-1' from='bank@{DOMAIN}' to='alice@cmaas.test'>
+          <message type='chat' id='m-1' from='bank@{DOMAIN}/cmaas' to='alice@cmaas.test'>
             <body>This message is end-to-end encrypted for your CMaaS device; this client
  cannot open it.</body>
             <envelope xmlns='urn:cmaas:envelope:1'>{{"v":1}}</envelope>
@@ -61,7 +61,7 @@ class TestOutbound(GatewayStanzaTest):
         event = StatusEvent(7, "bank", "m-1", MessageStatus.DELIVERED, 1_800_000_000_000, "42", "")
         self.gateway.send_status("bank", "bot@cmaas.test", event)
         self.expect(f"""
-          <message type='normal' from='bank@{DOMAIN}' to='bot@cmaas.test'>
+          <message type='normal' from='bank@{DOMAIN}/cmaas' to='bot@cmaas.test'>
             <body>Message m-1: delivered on device 42</body>
             <status xmlns='urn:cmaas:status:1' event='7' message='m-1' status='delivered'
                     at='1800000000000' device='42'/>

@@ -320,7 +320,7 @@ async def test_migrations_upgrade_a_version_1_database(db_path: Path, master_key
         columns = [row[1] for row in raw.execute("PRAGMA table_info(devices)")]
         taken = raw.execute("SELECT jid, device_id, key_id FROM taken_prekeys").fetchall()
     raw.close()
-    assert versions == [1, 2, 3, 4, 5]
+    assert versions == [1, 2, 3, 4, 5, 6]
     assert "low_notified_at" in columns
     assert taken == [(ALICE, 1, 1)]
 

@@ -272,6 +272,7 @@ async def test_counters(keystore: SqliteKeystore, clock: FakeClock) -> None:
             b"h" + message_id.encode(),
             b"{}",
             int(clock.now * 1000) + 60_000,
+            sealed_to=(1,),
         )
 
     clock.now -= 86400 * 2

@@ -13,6 +13,7 @@ import pytest
 
 from cmaas.delivery import events
 from cmaas.delivery.notices import NoticeConsumer
+from cmaas.delivery.tracker import Feedback, FeedbackKind, StatusTracker
 from cmaas.keystore import (
     NOTICES_CONSUMER,
     AppChanges,
@@ -65,6 +66,7 @@ def message(
         body,
         expires_ms,
         failure,
+        sealed_to=() if failure else (1, 2),
     )
 
 
@@ -368,3 +370,75 @@ async def test_a_kick_while_a_drain_is_finishing_is_not_lost(
         while sent != ["first", "second"]:
             await asyncio.sleep(0.01)
     await notices.stop()
+
+
+# What comes back from the network: only devices the message is sealed to count, and only
+# the IM server's own bounce fails a message.
+
+
+class Resends:
+    def __init__(self, answer: bool = True) -> None:
+        self.asked: list[tuple[str, str]] = []
+        self._answer = answer
+
+    async def __call__(self, app_id: str, message_id: str) -> bool:
+        self.asked.append((app_id, message_id))
+        return self._answer
+
+
+def feedback(kind: FeedbackKind, sender: str, device: str = "", condition: str = "") -> Feedback:
+    return Feedback(kind, f"{APP}@gw.cmaas.test", sender, "m", condition, device)
+
+
+async def test_only_a_device_the_message_is_sealed_to_makes_it_delivered(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    await submit(keystore, message("m"))
+    tracker = StatusTracker(keystore.messages, Resends())
+    # A client that acknowledges what it cannot open (no CMaaS device: its resource).
+    await tracker.report(feedback(FeedbackKind.DELIVERED, f"{ALICE}/gajim", "gajim"))
+    await tracker.report(feedback(FeedbackKind.DELIVERED, f"{ALICE}/cli", "3"))  # not sealed to
+    await tracker.report(feedback(FeedbackKind.DELIVERED, f"{ALICE}/phone", "2"))
+    record, events = await keystore.messages.get(APP, "m")
+    assert record.status is MessageStatus.DELIVERED
+    assert [(e.status, e.device) for e in events] == [
+        (MessageStatus.ACCEPTED, ""),
+        (MessageStatus.DELIVERED, "2"),
+    ]
+
+
+async def test_a_copy_returned_by_one_client_does_not_fail_the_message(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    await submit(keystore, message("m"))
+    resends = Resends()
+    tracker = StatusTracker(keystore.messages, resends)
+    await tracker.report(
+        feedback(FeedbackKind.BOUNCED, f"{ALICE}/buggy", condition="undefined-condition")
+    )
+    await tracker.report(
+        feedback(FeedbackKind.BOUNCED, f"{ALICE}/hibernated", condition="recipient-unavailable")
+    )
+    # Held by a session that timed out, reported from the bare JID: still only a copy.
+    await tracker.report(feedback(FeedbackKind.BOUNCED, ALICE, condition="recipient-unavailable"))
+    assert resends.asked == [(APP, "m"), (APP, "m")], "unavailable copies are written again"
+    await tracker.report(feedback(FeedbackKind.DELIVERED, f"{ALICE}/phone", "1"))
+    record, events = await keystore.messages.get(APP, "m")
+    assert record.status is MessageStatus.DELIVERED
+    assert MessageStatus.FAILED not in {e.status for e in events}
+
+
+async def test_the_servers_bounce_fails_the_message_and_says_who_returned_it(
+    keystore: SqliteKeystore, app: str
+) -> None:
+    await submit(keystore, message("m"))
+    resends = Resends()
+    tracker = StatusTracker(keystore.messages, resends)
+    await tracker.report(feedback(FeedbackKind.BOUNCED, ALICE, condition="service-unavailable"))
+    record, _ = await keystore.messages.get(APP, "m")
+    assert record.status is MessageStatus.FAILED
+    assert record.detail == (
+        f"bounced by {ALICE}: service-unavailable"
+        " (the recipient's account does not exist or refuses messages)"
+    )
+    assert resends.asked == []

@@ -30,12 +30,12 @@ _MARKERS = "urn:xmpp:chat-markers:0"
 class FeedbackHandlers:
     """Reads feedback off a component's stream and hands it to every subscribed sink."""
 
-    def __init__(self, xmpp: BaseXMPP, sink: FeedbackSink) -> None:
+    def __init__(self, xmpp: BaseXMPP) -> None:
         self._xmpp = xmpp
-        self._sinks: list[FeedbackSink] = [sink]
+        self._sinks: list[FeedbackSink] = []
 
     def subscribe(self, sink: FeedbackSink) -> None:
-        """Hand feedback to ``sink`` too, after the ones before it."""
+        """Hand feedback to ``sink``, after the ones subscribed before it."""
         self._sinks.append(sink)
 
     def attach(self) -> None:

@@ -21,10 +21,9 @@ from cmaas.component.contacts import AppContacts, ContactState
 from cmaas.component.feedback import FeedbackHandlers
 from cmaas.component.outbound import prekeys_low_message, sealed_message_xml, status_message
 from cmaas.component.presence import PresenceResponder
-from cmaas.delivery.tracker import FeedbackSink
 from cmaas.keydirectory import DeviceLimits
 from cmaas.keystore import DeviceKeys, StatusEvent
-from cmaas.xmpp.stanzas import register_stanzas
+from cmaas.xmpp.stanzas import APP_RESOURCE, register_stanzas
 
 __all__ = ["GatewayComponent"]
 
@@ -48,7 +47,6 @@ class GatewayComponent(ComponentXMPP):
         domain: str,
         secret: str,
         contacts: AppContacts,
-        feedback: FeedbackSink,
         *,
         server: str | None = None,
     ) -> None:
@@ -65,7 +63,7 @@ class GatewayComponent(ComponentXMPP):
         self._drop_roster_handlers()
         register_stanzas()
         PresenceResponder(self, contacts).attach()
-        self.feedback = FeedbackHandlers(self, feedback)
+        self.feedback = FeedbackHandlers(self)
         self.feedback.attach()
         self._describe()
         for query in ("disco_info", "disco_items"):
@@ -110,7 +108,7 @@ class GatewayComponent(ComponentXMPP):
         """
         try:
             self.send_raw(
-                sealed_message_xml(f"{app_id}@{self.domain}", recipient, message_id, envelope_json)
+                sealed_message_xml(self.app_sender(app_id), recipient, message_id, envelope_json)
             )
         except NotConnectedError:
             return False
@@ -129,7 +127,11 @@ class GatewayComponent(ComponentXMPP):
 
     def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
         """Tell a JID bound to ``app_id`` about one of its messages' status events."""
-        status_message(self, JID(f"{app_id}@{self.domain}"), JID(to), event).send()
+        status_message(self, JID(self.app_sender(app_id)), JID(to), event).send()
+
+    def app_sender(self, app_id: str) -> str:
+        """The full JID ``app_id`` sends from."""
+        return f"{app_id}@{self.domain}/{APP_RESOURCE}"
 
     async def notify_prekeys_low(self, device: DeviceKeys, limits: DeviceLimits) -> None:
         """Ask a device to publish more one-time prekeys."""

@@ -30,7 +30,11 @@ from cmaas.lifecycle import (
 )
 from cmaas.xmpp.link import wait_first
 
-__all__ = ["Dispatcher", "StanzaSender"]
+__all__ = ["MAX_RETURNS", "Dispatcher", "StanzaSender"]
+
+MAX_RETURNS = 3
+"""How often a message is written again because a copy came back."""
+_RETURNS_REMEMBERED = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,9 @@ class Dispatcher:
         self._lost_at: float | None = None
         self._inflight: OrderedDict[tuple[str, str], tuple[OutboxEntry, float]] = OrderedDict()
         self._marking: set[asyncio.Task[list[StatusEvent]]] = set()
+        # Copies returned per message, so that a client that returns every copy cannot
+        # make the gateway write the message forever.
+        self._returned: OrderedDict[tuple[str, str], int] = OrderedDict()
         self.resent = 0
 
     async def load(self) -> None:
@@ -138,6 +145,27 @@ class Dispatcher:
                 )
         self._connected.set()
         self._wake.set()
+
+    async def resend(self, app_id: str, message_id: str) -> bool:
+        """Write a pending message again, ahead of its class (a copy of it came back).
+
+        Returns: ``False`` when it is no longer pending or was written again
+        :data:`MAX_RETURNS` times already.
+        """
+        key = (app_id, message_id)
+        returned = self._returned.pop(key, 0) + 1
+        self._returned[key] = returned
+        while len(self._returned) > _RETURNS_REMEMBERED:
+            self._returned.popitem(last=False)
+        if returned > MAX_RETURNS:
+            return False
+        entry = await self._store.pending_entry(app_id, message_id)
+        if entry is None:
+            return False
+        self._queues.push(entry, front=True)
+        self.resent += 1
+        self._wake.set()
+        return True
 
     def link_down(self) -> None:
         if self._connected.is_set():

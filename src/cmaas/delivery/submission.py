@@ -235,6 +235,7 @@ class SubmissionService:
             envelope=item.submission.envelope.encode(),
             expires_ms=envelope.header.expires_ms,
             failure=failure,
+            sealed_to=tuple(sorted({entry.device_id for entry in envelope.keys})),
         )
 
 

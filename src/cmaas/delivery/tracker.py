@@ -4,12 +4,21 @@ The component translates receipts (XEP-0184), displayed markers (XEP-0333) and b
 into :class:`Feedback` and hands each to a :class:`FeedbackSink`; the
 :class:`StatusTracker` is the sink that records them, under the rules of
 :mod:`cmaas.lifecycle`.
+
+A bounce fails a message only when the IM server returns it for the account (from the
+bare JID or a domain): the account does not exist, its server cannot be reached or
+refuses the gateway. A copy returned by one of the user's clients (from a full JID)
+counts against that client only, and a copy that could not be handed over for the
+moment (``recipient-unavailable``, e.g. held by a session that hibernated under XEP-0198
+until it timed out) is written again: the server then keeps it offline or hands it to
+another client, so the person still gets it within the message's lifetime.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +27,12 @@ from cmaas.keystore import MessageStore
 from cmaas.lifecycle import MessageStatus, StatusChange
 
 __all__ = ["Feedback", "FeedbackKind", "FeedbackSink", "StatusTracker"]
+
+log = logging.getLogger(__name__)
+
+# Conditions a user's client or a hibernated session returns for a copy it could not
+# take; the message itself may still reach the person.
+_UNAVAILABLE = frozenset({"recipient-unavailable", "service-unavailable"})
 
 # Bounce conditions that say the recipient account does not exist, put plainly.
 _EXPLAINED = {
@@ -81,18 +96,31 @@ class StatusTracker:
     (``failed``) per device. Only the message's recipient may report on it: a report
     from anyone else is ignored by the store."""
 
-    def __init__(self, store: MessageStore, clock_ms: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        resend: Callable[[str, str], Awaitable[bool]],
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        """Args:
+        resend: Writes a pending message again (app id, message id); ``False`` when it
+            will not (the message is no longer pending, or was resent often enough).
+        """
         self._store = store
+        self._resend = resend
         self._clock_ms = clock_ms
 
     async def report(self, feedback: Feedback) -> None:
         """Record the status ``feedback`` stands for, if it moves the message on."""
         detail = ""
         if feedback.kind is FeedbackKind.BOUNCED:
+            condition = feedback.condition or "undefined-condition"
+            if feedback.resource or feedback.condition == "recipient-unavailable":
+                await self._returned_copy(feedback, condition)
+                return
             status = MessageStatus.FAILED
-            condition = feedback.condition
             explained = _EXPLAINED.get(condition, "the IM server returned the message")
-            detail = f"bounced: {condition or 'undefined-condition'} ({explained})"
+            detail = f"bounced by {feedback.sender}: {condition} ({explained})"
         elif feedback.kind is FeedbackKind.DISPLAYED:
             status = MessageStatus.READ
         else:
@@ -107,3 +135,16 @@ class StatusTracker:
             feedback.reporter,
         )
         await self._store.record([change])
+
+    async def _returned_copy(self, feedback: Feedback, condition: str) -> None:
+        """One copy came back, not the message: try again where the person can get it."""
+        resent = condition in _UNAVAILABLE and await self._resend(
+            feedback.app_id, feedback.message_id
+        )
+        log.info(
+            "message %s: a copy came back from %s (%s); %s",
+            feedback.message_id,
+            feedback.sender,
+            condition,
+            "written again" if resent else "not failed for it",
+        )

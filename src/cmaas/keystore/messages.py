@@ -199,7 +199,7 @@ class SqliteMessageStore:
                 cursor = db.execute(
                     "INSERT INTO messages (app_id, message_id, recipient, recipient_jid,"
                     " priority, status, request_sha256, envelope, expires_ms, created_ms,"
-                    " updated_ms) VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?)",
+                    " updated_ms, sealed_to) VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?)",
                     (
                         message.app_id,
                         message.message_id,
@@ -211,6 +211,7 @@ class SqliteMessageStore:
                         message.expires_ms,
                         now,
                         now,
+                        ",".join(map(str, message.sealed_to)),
                     ),
                 )
                 seq = int(cursor.lastrowid or 0)
@@ -271,6 +272,17 @@ class SqliteMessageStore:
             )
             resend = [_entry(row) for row in await cursor.fetchall()]
         return accepted, resend
+
+    async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None:
+        """The outbox entry of a message still pending, to write it again."""
+        async with self._shared.read() as db:
+            cursor = await db.execute(
+                _SELECT_ENTRY + " WHERE app_id = ? AND message_id = ?"
+                " AND status IN ('accepted', 'dispatched') AND envelope IS NOT NULL",
+                (app_id, message_id),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else _entry(row)
 
     async def envelopes(self, seqs: Sequence[int]) -> dict[int, bytes]:
         """The envelopes of those messages that are still pending."""
@@ -476,7 +488,8 @@ class SqliteMessageStore:
 
 def _apply_change(db: sqlite3.Connection, change: StatusChange) -> list[StatusEvent]:
     row = db.execute(
-        "SELECT seq, status, recipient_jid FROM messages WHERE app_id = ? AND message_id = ?",
+        "SELECT seq, status, recipient_jid, sealed_to FROM messages"
+        " WHERE app_id = ? AND message_id = ?",
         (change.app_id, change.message_id),
     ).fetchone()
     if row is None:
@@ -490,7 +503,10 @@ def _apply_change(db: sqlite3.Connection, change: StatusChange) -> list[StatusEv
         ).fetchone()
         return seen is not None
 
-    step = transition(MessageStatus(row["status"]), row["recipient_jid"], change, reported)
+    sealed_to = None if row["sealed_to"] is None else frozenset(row["sealed_to"].split(","))
+    step = transition(
+        MessageStatus(row["status"]), row["recipient_jid"], sealed_to, change, reported
+    )
     if step is None:
         return []
     if step.moves:

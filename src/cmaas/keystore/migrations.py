@@ -265,4 +265,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX blobs_by_expiry ON blobs(expires_ms);
         """,
     ),
+    Migration(
+        6,
+        "messages: the devices each envelope is sealed to, the only ones that may report on it",
+        """
+        -- Comma-separated device ids; NULL for messages stored before this column, which
+        -- keep accepting any device's report.
+        ALTER TABLE messages ADD COLUMN sealed_to TEXT;
+        """,
+    ),
 )

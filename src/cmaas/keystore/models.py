@@ -239,6 +239,9 @@ class NewMessage:
     envelope: bytes = field(repr=False)
     expires_ms: int
     failure: str | None = None
+    sealed_to: tuple[int, ...] = ()
+    """The device ids the envelope holds a key for: receipts and markers count only
+    from these."""
 
 
 @dataclass(frozen=True, slots=True)

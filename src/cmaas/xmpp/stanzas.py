@@ -19,6 +19,7 @@ from slixmpp.plugins.xep_0380.stanza import Encryption
 from slixmpp.xmlstream import ElementBase, register_stanza_plugin
 
 __all__ = [
+    "APP_RESOURCE",
     "DEVICE_NAMESPACE",
     "ENVELOPE_NAMESPACE",
     "FALLBACK_BODY",
@@ -33,6 +34,10 @@ __all__ = [
 ENVELOPE_NAMESPACE = "urn:cmaas:envelope:1"
 DEVICE_NAMESPACE = "urn:cmaas:device:1"
 STATUS_NAMESPACE = "urn:cmaas:status:1"
+APP_RESOURCE = "cmaas"
+"""Every stanza an app JID sends comes from this resource of it: clients such as
+Profanity address receipts to the sender's full JID, and a bare ``from`` leaves them
+none to address."""
 FALLBACK_BODY = (
     "This message is end-to-end encrypted for your CMaaS device; this client cannot open it."
 )
