@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
+from datetime import UTC, datetime
 from types import TracebackType
 
 from slixmpp import JID, Message
@@ -25,6 +26,7 @@ from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from cmaas.clock import now_ms
+from cmaas.device.catchup import ArchiveCursor, archived_envelope, carried_envelope
 from cmaas.device.config import DeviceConfig
 from cmaas.device.errors import ConnectionFailed, DeviceError, GatewayRefused
 from cmaas.device.files import fetch_file
@@ -71,8 +73,12 @@ class DeviceClient:
         self.xmpp = command_client(
             f"{config.jid}/{config.resource}", config.password, plaintext=not config.require_tls
         )
+        for plugin in ("xep_0297", "xep_0280", "xep_0059", "xep_0313"):
+            self.xmpp.register_plugin(plugin)
         register_stanzas()
         self.commands = CommandCaller(self.xmpp)
+        self._archive = ArchiveCursor(config.state_dir / "archive.json")
+        self._catching_up: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
         self.refused: asyncio.Queue[RefusedMessage] = asyncio.Queue()
         self.deleted: asyncio.Queue[str] = asyncio.Queue()
@@ -103,6 +109,7 @@ class DeviceClient:
                 self._on_prekeys_low,  # type: ignore[arg-type]
             )
         )
+        self.xmpp.add_event_handler("carbon_received", self._on_carbon)
         self.xmpp.add_event_handler("session_start", self._on_session_start)
         self.xmpp.add_event_handler("failed_all_auth", self._on_auth_failed)
 
@@ -161,9 +168,10 @@ class DeviceClient:
     async def disconnect(self) -> None:
         for handle in self._deletions:
             handle.cancel()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            self._maintenance = None
+        for task in (self._maintenance, self._catching_up):
+            if task is not None:
+                task.cancel()
+        self._maintenance = self._catching_up = None
         await self._stop_link()
         self._release()
 
@@ -189,7 +197,39 @@ class DeviceClient:
         self.xmpp.send_presence(ppriority=0)
         if self._maintenance is None:
             self._maintenance = asyncio.create_task(self._maintain())
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.create_task(self._catch_up())
         self._ready.set()
+
+    async def _catch_up(self) -> None:
+        """Ask for carbon copies, then take what another client took while this device
+        was away from the archive. Servers without either still deliver to the device
+        what reaches it directly."""
+        started_ms = self._clock()
+        try:
+            await self.xmpp.plugin["xep_0280"].enable(timeout=10)
+        except (IqError, IqTimeout) as error:
+            log.warning("no carbon copies from %s: %s", self.config.jid, type(error).__name__)
+        since_ms = self._archive.since_ms()
+        if since_ms is not None:
+            try:
+                async for result in self.xmpp.plugin["xep_0313"].iterate(
+                    start=datetime.fromtimestamp(since_ms / 1000, UTC), rsm={"max": 50}
+                ):
+                    sealed = archived_envelope(result, self.xmpp.boundjid)
+                    if sealed is not None:
+                        async with self._lock:
+                            await self._open(sealed, from_archive=True)
+            except (IqError, IqTimeout) as error:
+                log.warning("no archive to catch up from: %s", type(error).__name__)
+                return
+        self._archive.caught_up(started_ms)
+
+    async def _on_carbon(self, carbon: Message) -> None:
+        sealed = carried_envelope(carbon, self.xmpp.boundjid)
+        if sealed is not None:
+            async with self._lock:
+                await self._open(sealed)
 
     # -- keys -------------------------------------------------------------------
 
@@ -342,7 +382,10 @@ class DeviceClient:
             save_keyring=self._save,
         )
 
-    async def _open(self, message: Message) -> None:
+    async def _open(self, message: Message, *, from_archive: bool = False) -> None:
+        """Open one sealed message, whichever way it came. From the archive, a message
+        already shown or refused is passed over quietly: the device met it before, or
+        it is past its time."""
         sender = str(message["from"].bare)
         message_id = message["id"]
         inbox = self._reception()
@@ -355,6 +398,10 @@ class DeviceClient:
         if isinstance(outcome, FetchFile):
             outcome = await self._fetch(inbox, outcome)
         match outcome:
+            case Duplicate() if from_archive:
+                pass
+            case Refused(refusal=refusal) if from_archive:
+                log.info("archived message %r from %s not shown: %s", message_id, sender, refusal)
             case Duplicate():
                 self._send_receipt(message)
             case Refused(refusal=refusal):
