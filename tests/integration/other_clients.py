@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 
-from slixmpp import ClientXMPP, Message
+from slixmpp import ClientXMPP, Message, Presence
 
 from cmaas.devservers import XmppServer
 
@@ -54,11 +54,14 @@ class OtherClient:
         self._answer = answer
         self._stream_management = stream_management
         self._ready = asyncio.Event()
+        self._sm_ready = asyncio.Event()
+        if not stream_management:
+            self._sm_ready.set()
         self.taken: asyncio.Queue[str] = asyncio.Queue()
         self.gone: asyncio.Queue[str] = asyncio.Queue()
         """Full JIDs of the account's other sessions as they end."""
         self.xmpp.add_event_handler("session_start", self._on_session_start)
-        self.xmpp.add_event_handler("sm_enabled", lambda _: self._ready.set())
+        self.xmpp.add_event_handler("sm_enabled", lambda _: self._sm_ready.set())
         self.xmpp.add_event_handler("message", self._on_message)
         self.xmpp.add_event_handler(
             "presence_unavailable", lambda p: self.gone.put_nowait(str(p["from"]))
@@ -67,17 +70,19 @@ class OtherClient:
     async def __aenter__(self) -> OtherClient:
         self.xmpp.connect(self._server.host, self._server.c2s_port)
         async with asyncio.timeout(15):
-            await self._ready.wait()
+            await self._ready.wait()  # available, with its priority
+            await self._sm_ready.wait()
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
         if self.xmpp.transport is not None:
             await self.xmpp.disconnect(wait=2.0)
 
-    def _on_session_start(self, _event: object) -> None:
+    async def _on_session_start(self, _event: object) -> None:
+        # An interested resource (RFC 6121): the server pushes it subscription changes.
+        await self.xmpp.get_roster()
         self.xmpp.send_presence(ppriority=self._priority)
-        if not self._stream_management:
-            self._ready.set()
+        self._ready.set()
 
     def _on_message(self, message: Message) -> None:
         if message["type"] != "chat" or not message["id"]:
@@ -93,6 +98,27 @@ class OtherClient:
             error["error"]["type"] = "cancel"
             error["error"]["condition"] = "undefined-condition"
             error.send()
+
+    async def add_contact(self, jid: str) -> None:
+        """Subscribe to ``jid``'s presence, as a person adds an app to their contacts, and
+        wait for the approval: the servers archive messages from contacts only. An app
+        added by an earlier test on the same server is a contact already."""
+        if jid in self.xmpp.client_roster and self.xmpp.client_roster[jid]["subscription"] in (
+            "to",
+            "both",
+        ):
+            return
+        approved = asyncio.Event()
+
+        def on_subscribed(presence: Presence) -> None:
+            if presence["from"].bare == jid:
+                approved.set()
+
+        self.xmpp.add_event_handler("presence_subscribed", on_subscribed)
+        self.xmpp.send_presence(pto=jid, ptype="subscribe")
+        async with asyncio.timeout(15):
+            await approved.wait()
+        self.xmpp.del_event_handler("presence_subscribed", on_subscribed)
 
     def vanish(self) -> None:
         """Drop the connection without closing the stream: with stream management, the

@@ -49,7 +49,7 @@ async def test_sealed_otp_delivered_and_read_with_every_callback(
 
         def on_message(message: Message) -> None:
             status = message.xml.find(f"{{{STATUS_NS}}}status")
-            if status is not None and str(message["from"]) == app.app_jid:
+            if status is not None and message["from"].bare == app.app_jid:
                 notices.put_nowait(dict(status.attrib))
 
         bot.xmpp.register_handler(

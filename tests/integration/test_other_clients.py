@@ -64,6 +64,7 @@ async def test_an_offline_device_catches_up_on_what_another_client_took(
         profanity = await stack.enter_async_context(
             OtherClient(xmpp_server, "alice", "profanity", priority=0, answer=Answer.RECEIPT)
         )
+        await profanity.add_contact(app.app_jid)  # the servers archive contacts' messages
         sent = await app.send(alice, TextContent("taken while the device was away"))
         async with asyncio.timeout(15):
             assert await profanity.taken.get() == sent.message_id
@@ -112,6 +113,7 @@ async def test_a_message_held_by_a_hibernating_session_reaches_the_person(
         watcher = await stack.enter_async_context(
             OtherClient(xmpp_server, "alice", "watcher", priority=-1, answer=Answer.NOTHING)
         )
+        await watcher.add_contact(app.app_jid)
         # A browser tab with stream management, closed: its session hibernates (4 s on
         # the test servers) and still counts as online, so it is handed the message.
         tab = OtherClient(

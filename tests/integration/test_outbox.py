@@ -172,7 +172,7 @@ async def test_a_bounce_fails_the_message_with_its_condition(
         app = await register_app(gateway, session, "bouncer")
         sent = await app.send(ghost, TextContent("anyone there?"))
         view = await app.wait_status(sent.message_id, lambda v: v.status == "failed")
-    assert view.detail.startswith("bounced: service-unavailable")
+    assert view.detail.startswith(f"bounced by {ghost}: service-unavailable")
     assert [e.status for e in view.history] == ["accepted", "dispatched", "failed"]
 
 

@@ -79,6 +79,10 @@ class DeviceClient:
         self.commands = CommandCaller(self.xmpp)
         self._archive = ArchiveCursor(config.state_dir / "archive.json")
         self._catching_up: asyncio.Task[None] | None = None
+        self._archive_moved_ms = 0
+        # Refusals told in this process, so that a message met twice (an offline copy and
+        # the archive's) is reported once.
+        self._refusals_told: set[tuple[str, str]] = set()
         self._inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
         self.refused: asyncio.Queue[RefusedMessage] = asyncio.Queue()
         self.deleted: asyncio.Queue[str] = asyncio.Queue()
@@ -171,7 +175,10 @@ class DeviceClient:
         for task in (self._maintenance, self._catching_up):
             if task is not None:
                 task.cancel()
+        caught_up = self._catching_up is None or self._catching_up.done()
         self._maintenance = self._catching_up = None
+        if caught_up and self.link is not None and self.link.connects:
+            self._archive.caught_up(self._clock())
         await self._stop_link()
         self._release()
 
@@ -224,6 +231,16 @@ class DeviceClient:
                 log.warning("no archive to catch up from: %s", type(error).__name__)
                 return
         self._archive.caught_up(started_ms)
+
+    def _archive_moves_on(self) -> None:
+        """A live message: everything the server holds up to now has reached the device,
+        unless a catch-up is still reading older ones. Written at most every 5 s."""
+        if self._catching_up is not None and not self._catching_up.done():
+            return
+        now = self._clock()
+        if now - self._archive_moved_ms >= 5_000:
+            self._archive_moved_ms = now
+            self._archive.caught_up(now)
 
     async def _on_carbon(self, carbon: Message) -> None:
         sealed = carried_envelope(carbon, self.xmpp.boundjid)
@@ -383,9 +400,9 @@ class DeviceClient:
         )
 
     async def _open(self, message: Message, *, from_archive: bool = False) -> None:
-        """Open one sealed message, whichever way it came. From the archive, a message
-        already shown or refused is passed over quietly: the device met it before, or
-        it is past its time."""
+        """Open one sealed message, whichever way it came. A message met before is
+        acknowledged again when it comes live, passed over when it comes from the
+        archive; a refusal is told once."""
         sender = str(message["from"].bare)
         message_id = message["id"]
         inbox = self._reception()
@@ -397,14 +414,19 @@ class DeviceClient:
         )
         if isinstance(outcome, FetchFile):
             outcome = await self._fetch(inbox, outcome)
+        if not from_archive:
+            self._archive_moves_on()
         match outcome:
             case Duplicate() if from_archive:
                 pass
-            case Refused(refusal=refusal) if from_archive:
-                log.info("archived message %r from %s not shown: %s", message_id, sender, refusal)
+            case Refused() if (sender, message_id) in self._refusals_told:
+                pass
             case Duplicate():
                 self._send_receipt(message)
             case Refused(refusal=refusal):
+                if len(self._refusals_told) >= 10_000:
+                    self._refusals_told.clear()
+                self._refusals_told.add((sender, message_id))
                 log.warning(
                     "refused message %r from %s: %s: %s",
                     message_id,
