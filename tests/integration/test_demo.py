@@ -19,9 +19,8 @@ from cmaas.devservers import DevServerError, cmaas_executable
 from cmaas.devservers.client import AdhocClient
 
 
-@pytest.mark.parametrize("server", ["prosody", "ejabberd"])
-async def test_dev_run_shows_a_sealed_message_opened_on_a_device(server: str) -> None:
-    process = await asyncio.create_subprocess_exec(
+async def _dev_run(server: str, *options: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         cmaas_executable(),
         "--env-file",
         os.devnull,
@@ -29,11 +28,15 @@ async def test_dev_run_shows_a_sealed_message_opened_on_a_device(server: str) ->
         "run",
         "--server",
         server,
-        "--duration",
-        "1",
+        *options,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+@pytest.mark.parametrize("server", ["prosody", "ejabberd"])
+async def test_dev_run_shows_a_sealed_message_opened_on_a_device(server: str) -> None:
+    process = await _dev_run(server, "--duration", "1")
     async with asyncio.timeout(120):
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()[-3000:]
@@ -49,20 +52,7 @@ async def test_dev_run_shows_a_sealed_message_opened_on_a_device(server: str) ->
 async def test_dev_run_json_prints_one_object_with_working_separate_credentials(
     server: str, tmp_path: Path
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        cmaas_executable(),
-        "--env-file",
-        os.devnull,
-        "dev",
-        "run",
-        "--server",
-        server,
-        "--json",
-        "--duration",
-        "120",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await _dev_run(server, "--json", "--duration", "120")
     assert process.stdout is not None and process.stderr is not None
     errors = asyncio.create_task(process.stderr.read())
     try:
