@@ -49,6 +49,7 @@ from cmaas.envelope import (
     unpad,
 )
 from cmaas.envelope import errors as envelope_errors
+from cmaas.envelope.sealed import MAX_KEY_ENTRIES
 from cmaas.lifecycle import Priority
 from tests.vectors.make_vectors import build, render
 
@@ -151,6 +152,7 @@ def test_vectors_cover_every_error() -> None:
         "TamperedHeader",
         "WrongRecipient",
         "WrongDevice",
+        "ForeignApp",
         "Expired",
         "UnknownKeyId",
         "TamperedKeyEntry",
@@ -161,6 +163,20 @@ def test_vectors_cover_every_error() -> None:
     }
     names = [v["name"] for section in ("seal", "open", "negative") for v in VECTORS[section]]
     assert len(names) == len(set(names))
+
+
+def test_every_open_context_names_the_gateway_domain() -> None:
+    """Step 6a needs the gateway's component domain: every envelope vector gives it."""
+    vectors = VECTORS["open"] + [v for v in VECTORS["negative"] if v["input"] == "envelope"]
+    assert {v["context"]["app_domain"] for v in vectors} == {"gateway.example.org"}
+    assert "app_domain" in VECTORS["open_context"]
+
+
+def test_oversize_key_entries_vector_is_one_past_the_limit() -> None:
+    (vector,) = (v for v in VECTORS["negative"] if v["name"] == "oversize/65-key-entries")
+    entries = json.loads(vector["envelope_text"])["keys"]
+    assert len(entries) == MAX_KEY_ENTRIES + 1 == 65
+    assert vector["description"].startswith(f"{len(entries)} key entries")
 
 
 # Keys, padding, signature encodings
@@ -428,6 +444,7 @@ def open_with_context(data: bytes | str, vector: dict[str, Any]) -> Any:
         sender_jid=ctx["sender_jid"],
         stanza_id=ctx["stanza_id"],
         require_pinned=ctx["require_pinned"],
+        app_domain=ctx["app_domain"],
     )
 
 

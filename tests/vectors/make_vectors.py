@@ -76,6 +76,7 @@ from cmaas.envelope.content import content_from_json, content_kind
 from cmaas.envelope.hpke_key import SUITE
 from cmaas.envelope.keys import CURVE_ORDER
 from cmaas.envelope.payload import seal_payload
+from cmaas.envelope.sealed import MAX_KEY_ENTRIES
 from cmaas.lifecycle import (
     Priority,
 )
@@ -84,8 +85,13 @@ __all__ = ["build", "main", "render"]
 
 Json = dict[str, Any]
 
-APP_JID = "parichay-otp@gateway.example.org"
-OTHER_APP_JID = "other-app@gateway.example.org"
+GATEWAY_DOMAIN = "gateway.example.org"
+APP_JID = f"parichay-otp@{GATEWAY_DOMAIN}"
+OTHER_APP_JID = f"other-app@{GATEWAY_DOMAIN}"
+# Anyone can open an ordinary account with an app's name; only the gateway sends from
+# its own component domain.
+IMPOSTOR_JID = "parichay-otp@example.org"
+SUBDOMAIN_APP_JID = f"parichay-otp@apps.{GATEWAY_DOMAIN}"
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in unix milliseconds
@@ -610,6 +616,7 @@ def context(
         "require_pinned": require_pinned,
         "sender_jid": sender_jid,
         "stanza_id": message_id if stanza_id is None else stanza_id,
+        "app_domain": GATEWAY_DOMAIN,
     }
 
 
@@ -921,6 +928,49 @@ def negative_envelopes(seals: dict[str, Sealed], hpke: HpkeSource) -> list[Json]
         ctx=context(mid, stanza_id="another-message-id"),
     )
 
+    # The app's domain
+
+    foreign: dict[str, SealedEnvelope] = {}
+    for label, app_jid, description in (
+        (
+            "ordinary-account",
+            IMPOSTOR_JID,
+            "An ordinary account on the user's own server, named like the app, sends a "
+            "well-formed envelope it signed with its own key; no key is pinned for it.",
+        ),
+        (
+            "subdomain-of-gateway",
+            SUBDOMAIN_APP_JID,
+            "The same from an address on a subdomain of the gateway's component domain.",
+        ),
+    ):
+        foreign[label] = make_envelope(
+            hpke,
+            make_header(f"foreign-{label}", app=app_jid),
+            two.padded,
+            [(PHONE, 2), (LAPTOP, 1)],
+            label=f"foreign-{label}",
+            app=OTHER_APP,
+        ).envelope
+        add(
+            f"foreign-app/{label}",
+            description,
+            "ForeignApp",
+            "The domain of header.app must equal the gateway's component domain the device "
+            "was configured with (app_domain), exactly; never pin a foreign app's key.",
+            envelope=foreign[label],
+            ctx=context(f"foreign-{label}", pinned=None, sender_jid=app_jid),
+        )
+    add(
+        "foreign-app/checked-before-recipient",
+        "The ordinary account's envelope, opened by Bob's device (addressed to Alice).",
+        "ForeignApp",
+        "Check order: the app's domain (step 6a) comes before the recipient (step 7).",
+        envelope=foreign["ordinary-account"],
+        device=BOB_PHONE,
+        ctx=context("foreign-ordinary-account", pinned=None, sender_jid=IMPOSTOR_JID),
+    )
+
     # Recipient and device
 
     add(
@@ -1074,6 +1124,14 @@ def negative_envelopes(seals: dict[str, Sealed], hpke: HpkeSource) -> list[Json]
         "TamperedPayload",
         "AES-256-GCM open fails.",
         envelope=resign(env, payload=env.payload[:15]),
+    )
+    add(
+        "tampered-payload/empty",
+        "An empty payload (the empty base64url string); re-signed.",
+        "TamperedPayload",
+        "The form check sets no minimum payload length: a payload shorter than the 16-byte "
+        "GCM tag fails to decrypt (step 12).",
+        envelope=resign(env, payload=b""),
     )
 
     # Form: strict JSON
@@ -1296,6 +1354,15 @@ def negative_envelopes(seals: dict[str, Sealed], hpke: HpkeSource) -> list[Json]
             "The padded length must be exactly padded_length(n).",
         ),
         (
+            "padding-below-minimum",
+            "A 30-byte plaintext and its 0x80, not padded to the 256-byte minimum: a "
+            "47-byte payload that decrypts.",
+            b'{"kind":"text","text":"hello"}\x80',
+            "text",
+            "A payload shorter than 272 bytes (256 + the tag) cannot hold a padded content; "
+            "it authenticates, so unpadding refuses it (step 13).",
+        ),
+        (
             "content-unknown-field",
             "The content has an extra field 'lang'.",
             pad(b'{"kind":"text","lang":"en","text":"hello"}'),
@@ -1357,11 +1424,11 @@ def negative_envelopes(seals: dict[str, Sealed], hpke: HpkeSource) -> list[Json]
             "key_id": 1,
             "sealed": b64url(b"\x04" + fixed(f"filler/{index}", 32) * 3 + bytes(16)),
         }
-        for index in range(64)
+        for index in range(MAX_KEY_ENTRIES + 1 - len(env.keys))
     ]
     add(
         "oversize/65-key-entries",
-        "65 key entries (the phone's and 64 fillers of the right size).",
+        "65 key entries (the phone's, the laptop's and 63 fillers of the right size).",
         "OversizeInput",
         "An envelope has at most 64 key entries.",
         text=edited(lambda v: v["keys"].extend(filler)),
@@ -1412,6 +1479,7 @@ def negative_bundles() -> list[Json]:
         return lambda v: v["one_time_prekeys"].__setitem__(index, prekey.to_json())
 
     opk2 = PHONE.prekey(2).public_key()
+    spk_public = PHONE.prekey(PHONE.spk_id).public_key()
     add(
         "bundle/bad-signature/other-device-id",
         "One-time prekey 2 signed for another device id of the same account.",
@@ -1444,11 +1512,29 @@ def negative_bundles() -> list[Json]:
     identity = point_bytes(PHONE.identity.public_key())
     compressed = bytes([2 + (identity[-1] & 1)]) + identity[1:33]
     add(
-        "bundle/invalid-point/identity-compressed",
+        "bundle/malformed/identity-key-compressed",
         "identity_key is the 33-byte compressed point.",
-        "InvalidPoint",
-        "Keys are 65-byte uncompressed points only.",
+        "MalformedEncoding",
+        "A key field decodes to exactly 65 bytes, like every fixed-size field; checked "
+        "while parsing, before the point.",
         lambda v: v.update(identity_key=b64url(compressed)),
+    )
+    long_spk = point_bytes(spk_public) + b"\x00"
+    add(
+        "bundle/malformed/spk-key-66-bytes",
+        "The signed prekey's public_key is its point and one more byte (correctly signed).",
+        "MalformedEncoding",
+        "A key field decodes to exactly 65 bytes; a longer one is malformed, not oversize.",
+        lambda v: v.update(
+            signed_prekey=Prekey(
+                PHONE.spk_id,
+                long_spk,
+                sign(
+                    PHONE.identity,
+                    prekey_signature_input(ALICE, PHONE.device_id, "spk", PHONE.spk_id, long_spk),
+                ),
+            ).to_json()
+        ),
     )
     bad = off_curve(point_bytes(opk2))
     add(
@@ -1515,7 +1601,8 @@ def negative_bundles() -> list[Json]:
             "bundle/malformed/other-account",
             "Bob's correctly signed bundle, published from Alice's account.",
             "MalformedEncoding",
-            "The bundle's jid must be the publisher's bare JID.",
+            "The bundle's jid must be the account it was expected for (the publisher's bare "
+            "JID, or the recipient a sender looked up); a mismatch is malformed.",
             BOB_PHONE.bundle(BOB_PHONE.opk_ids).to_bytes().decode("utf-8"),
         )
     )
@@ -1559,7 +1646,9 @@ def build(previous: object = None) -> Json:
             "private prekeys listed in device.prekey_ids (taken from 'devices' by "
             "device.name; any other key_id is UnknownKeyId), "
             "now_ms, the pinned app key (null: none pinned yet) and require_pinned, the "
-            "stanza's bare 'from' (sender_jid) and its 'id' (stanza_id)."
+            "stanza's bare 'from' (sender_jid) and its 'id' (stanza_id), and the gateway's "
+            "component domain the device is configured with (app_domain; the domain of "
+            "header.app must equal it, else ForeignApp)."
         ),
         "keys": keys_section(),
         "padding": padding_section(),

@@ -84,12 +84,12 @@ class Prekey:
         """Parse without verifying; :meth:`DeviceBundle.from_json` verifies.
 
         Raises:
-            MalformedEncoding: A field is missing or malformed.
+            MalformedEncoding: A field is missing or malformed, or the key is not 65 bytes.
         """
         fields = Fields(value, what, frozenset({"key_id", "public_key", "signature"}))
         return cls(
             key_id=fields.integer("key_id", low=1, high=MAX_DEVICE_ID),
-            public_key=fields.binary("public_key", max_size=POINT_SIZE),
+            public_key=fields.binary("public_key", size=POINT_SIZE),
             signature=fields.binary("signature", max_size=MAX_SIGNATURE_SIZE),
         )
 
@@ -148,8 +148,9 @@ class DeviceBundle:
 
         Raises:
             OversizeInput: Over :data:`MAX_BUNDLE_BYTES` or too many prekeys.
-            MalformedEncoding: Not a well-formed bundle, or for another JID.
-            InvalidPoint: A key is not an uncompressed point on P-256.
+            MalformedEncoding: Not a well-formed bundle (a key that is not 65 bytes
+                included), or for another JID than ``expected_jid``.
+            InvalidPoint: A 65-byte key is not an uncompressed point on P-256.
             BadSignature: A prekey's signature does not verify under the identity key.
         """
         value = parse_json(data, max_bytes=MAX_BUNDLE_BYTES, what="bundle")
@@ -188,7 +189,7 @@ class DeviceBundle:
         bundle = cls(
             jid=jid,
             device_id=fields.integer("device_id", low=1, high=MAX_DEVICE_ID),
-            identity_key=fields.binary("identity_key", max_size=POINT_SIZE),
+            identity_key=fields.binary("identity_key", size=POINT_SIZE),
             suites=suites,
             signed_prekey=Prekey.from_json(fields.raw("signed_prekey"), "bundle.signed_prekey"),
             one_time_prekeys=tuple(
