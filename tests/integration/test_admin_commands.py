@@ -42,6 +42,14 @@ async def test_commands_are_listed_by_access(
     # An admin is a user of a served domain too; a user sees only their device commands.
     listed = await admin.command_nodes(xmpp_server.component_domain)
     assert set(listed) == ADMIN_NODES | set(USER_NODES)
+    # Each item carries its name through the server (Profanity's /cmd list shows only
+    # the nodes; Gajim and Psi show the names).
+    items = await admin.xmpp.plugin["xep_0030"].get_items(
+        jid=JID(xmpp_server.component_domain), node="http://jabber.org/protocol/commands"
+    )
+    names = {node: name for _jid, node, name in items["disco_items"]["items"]}
+    assert names[cmd("app-register")] == "Register an app"
+    assert all(names.values()), names
     assert sorted(await alice.command_nodes(xmpp_server.component_domain)) == sorted(USER_NODES)
 
 

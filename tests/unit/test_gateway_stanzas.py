@@ -5,10 +5,13 @@ from __future__ import annotations
 from slixmpp import JID, Iq
 
 from cmaas.admin import RegisterAppRequest, UpdateAppRequest
+from cmaas.admin.views import SHOWN_ONCE
+from cmaas.envelope import DeviceKeyring, fingerprint
 
 from .gateway_stanzas import ADMIN, DOMAIN, USER, GatewayStanzaTest, form_values
 
 NS = "http://jabber.org/protocol/commands"
+NO_APP = "No app is registered yet: run &apos;Register an app&apos; first."
 REGISTER = "urn:cmaas:cmd:app-register"
 ADMIN_NODES = [
     "urn:cmaas:cmd:app-register",
@@ -24,6 +27,41 @@ DEVICE_NODES = [
     "urn:cmaas:cmd:device-list",
     "urn:cmaas:cmd:device-revoke",
 ]
+
+
+def register_form(refusal: str = "", app_id: str = "", name: str = "", net: str = "") -> str:
+    """The golden app-register form, with the refusal and values of a form shown again."""
+
+    def value(text: str) -> str:
+        return f"<value>{text}</value>" if text else ""
+
+    return f"""
+      <x xmlns='jabber:x:data' type='form'>
+        <title>Register an app</title>
+        <instructions>{refusal}Create an app account. Its credentials are shown once, at the end.</instructions>
+        <field var='FORM_TYPE' type='hidden'><value>urn:cmaas:cmd:1</value></field>
+        <field var='app_id' type='text-single' label='App id'>
+          <desc>Becomes the app's JID localpart: lowercase letters, digits, - _ .</desc>
+          <required/>{value(app_id)}
+        </field>
+        <field var='display_name' type='text-single' label='Display name'>
+          <desc>Shown to recipients next to every message</desc><required/>{value(name)}
+        </field>
+        <field var='plan' type='list-single' label='Rate plan'>
+          <required/>
+          <option label='default (10/s, burst 50)'><value>default</value></option>
+          <value>default</value>
+        </field>
+        <field var='networks' type='text-multi' label='Allowed IP addresses or CIDRs'>
+          <desc>One address or CIDR per value, IPv4 or IPv6. The HTTP API refuses other addresses; leave empty for an XMPP-only app.</desc>{value(net)}
+        </field>
+        <field var='callback_url' type='text-single' label='Callback URL'>
+          <desc>https:// URL that receives signed status webhooks; may be empty</desc>
+        </field>
+        <field var='jids' type='jid-multi' label='Bound XMPP accounts'>
+          <desc>Bare JIDs (bots) allowed to submit for this app over XMPP, one per value</desc>
+        </field>
+      </x>"""
 
 
 class TestDisco(GatewayStanzaTest):
@@ -163,31 +201,7 @@ class TestAppRegisterCommand(GatewayStanzaTest):
           <iq type='result' id='e1' from='{DOMAIN}' to='{ADMIN}'>
             <command xmlns='{NS}' node='{REGISTER}' sessionid='{session}' status='executing'>
               <actions execute='complete'><complete/></actions>
-              <x xmlns='jabber:x:data' type='form'>
-                <title>Register an app</title>
-                <instructions>Create an app account. Its credentials are shown once, at the end.</instructions>
-                <field var='FORM_TYPE' type='hidden'><value>urn:cmaas:cmd:1</value></field>
-                <field var='app_id' type='text-single' label='App id'>
-                  <desc>Becomes the app's JID localpart: lowercase letters, digits, - _ .</desc>
-                  <required/>
-                </field>
-                <field var='display_name' type='text-single' label='Display name'>
-                  <desc>Shown to recipients next to every message</desc><required/>
-                </field>
-                <field var='plan' type='list-single' label='Rate plan'>
-                  <required/><option label='default'><value>default</value></option>
-                  <value>default</value>
-                </field>
-                <field var='networks' type='text-multi' label='Allowed IP addresses or CIDRs'>
-                  <desc>One per line (IPv4 or IPv6). The HTTP API refuses other addresses; leave empty for an XMPP-only app.</desc>
-                </field>
-                <field var='callback_url' type='text-single' label='Callback URL'>
-                  <desc>https:// URL that receives signed status webhooks; may be empty</desc>
-                </field>
-                <field var='jids' type='jid-multi' label='Bound XMPP accounts'>
-                  <desc>Bare JIDs (bots) allowed to submit for this app over XMPP</desc>
-                </field>
-              </x>
+              {register_form()}
             </command>
           </iq>""",
             method="exact",
@@ -249,6 +263,72 @@ class TestAppRegisterCommand(GatewayStanzaTest):
             iq_id="s2",
         )
         assert fixed["command"]["status"] == "completed"
+
+    def test_refused_form_carries_the_refusal_and_keeps_the_values(self) -> None:
+        # Clients that show no XEP-0050 note (Profanity) show the instructions; the
+        # values typed come back as the fields' values, ready to correct.
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        reply = self.submit(
+            REGISTER, session, {"app_id": "good", "display_name": "P", "networks": ["10.0.0.0/33"]}
+        )
+        problem = (
+            "Allowed IP addresses or CIDRs: '10.0.0.0/33' is not an IP address or CIDR block"
+            " such as 203.0.113.0/24"
+        )
+        self.check(
+            reply,
+            f"""
+          <iq type='result' id='s1' from='{DOMAIN}' to='{ADMIN}'>
+            <command xmlns='{NS}' node='{REGISTER}' sessionid='{session}' status='executing'>
+              <actions execute='complete'><complete/></actions>
+              <note type='error'>{problem}</note>
+              {register_form(f"Refused: {problem}&#10;", app_id="good", name="P", net="10.0.0.0/33")}
+            </command>
+          </iq>""",
+            method="exact",
+            use_values=False,
+        )
+
+    def test_credentials_follow_the_shown_once_warning_in_the_form(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        reply = self.submit(REGISTER, session, {"app_id": "otp", "display_name": "OTP"})
+        form = reply["command"].xml.find("{jabber:x:data}x")
+        assert form is not None
+        fields = [
+            (f.get("type"), f.get("var"), f.findtext("{jabber:x:data}value"))
+            for f in form.findall("{jabber:x:data}field")
+        ]
+        assert fields[:3] == [
+            ("hidden", "FORM_TYPE", "urn:cmaas:cmd:1"),
+            ("fixed", None, SHOWN_ONCE),
+            ("text-single", "client_id", self.run_coro(self.keystore.get_app("otp")).client_id),
+        ]
+        assert fields[3][1] == "client_secret"
+        assert reply["command"]["notes"] == [("info", SHOWN_ONCE)]
+
+    def test_app_commands_without_any_app_say_so_in_a_form(self) -> None:
+        for index, node in enumerate(
+            ["urn:cmaas:cmd:app-show", "urn:cmaas:cmd:app-update", "urn:cmaas:cmd:app-rotate"]
+        ):
+            reply = self.execute(node, iq_id=f"e{index}")
+            name = next(c.name for c in self.engine.commands.values() if c.node == node)
+            self.check(
+                reply,
+                f"""
+              <iq type='result' id='e{index}' from='{DOMAIN}' to='{ADMIN}'>
+                <command xmlns='{NS}' node='{node}' sessionid='{reply["command"]["sessionid"]}'
+                         status='completed'>
+                  <note type='info'>{NO_APP}</note>
+                  <x xmlns='jabber:x:data' type='result'>
+                    <title>{name}</title>
+                    <field type='fixed'><value>{NO_APP}</value></field>
+                  </x>
+                </command>
+              </iq>""",
+                method="exact",
+                use_values=False,
+            )
+        assert self.engine.session_count == 0
 
     def test_oversize_field_is_refused_with_a_note(self) -> None:
         session = self.execute(REGISTER)["command"]["sessionid"]
@@ -383,6 +463,86 @@ class TestOtherAdminCommands(GatewayStanzaTest):
         items = listed.xml.findall(".//{jabber:x:data}item")
         assert len(items) == 1
 
+    def test_app_list_rows_are_fixed_fields_too(self) -> None:
+        # A client that shows no reported table (Profanity) shows the fixed fields.
+        self.run_coro(
+            self.service.register_app(
+                RegisterAppRequest("alerts", "Alerts", networks=["192.0.2.0/24"])
+            )
+        )
+        reply = self.execute("urn:cmaas:cmd:app-list")
+        session = reply["command"]["sessionid"]
+        self.check(
+            reply,
+            f"""
+          <iq type='result' id='e1' from='{DOMAIN}' to='{ADMIN}'>
+            <command xmlns='{NS}' node='urn:cmaas:cmd:app-list' sessionid='{session}'
+                     status='completed'>
+              <note type='info'>2 app(s)</note>
+              <x xmlns='jabber:x:data' type='result'>
+                <title>Apps</title>
+                <field type='fixed'><value>2 app(s)</value></field>
+                <field type='fixed'><value>App id: alerts; Display name: Alerts; Plan: default; Status: active; Allowed networks: 192.0.2.0/24</value></field>
+                <field type='fixed'><value>App id: otp; Display name: OTP Service; Plan: default; Status: active</value></field>
+                <reported>
+                  <field var='app_id' type='text-single' label='App id'/>
+                  <field var='display_name' type='text-single' label='Display name'/>
+                  <field var='plan' type='text-single' label='Plan'/>
+                  <field var='status' type='text-single' label='Status'/>
+                  <field var='networks' type='text-single' label='Allowed networks'/>
+                  <field var='jids' type='text-single' label='Bound JIDs'/>
+                </reported>
+                <item>
+                  <field var='app_id'><value>alerts</value></field>
+                  <field var='display_name'><value>Alerts</value></field>
+                  <field var='plan'><value>default</value></field>
+                  <field var='status'><value>active</value></field>
+                  <field var='networks'><value>192.0.2.0/24</value></field>
+                  <field var='jids'><value></value></field>
+                </item>
+                <item>
+                  <field var='app_id'><value>otp</value></field>
+                  <field var='display_name'><value>OTP Service</value></field>
+                  <field var='plan'><value>default</value></field>
+                  <field var='status'><value>active</value></field>
+                  <field var='networks'><value></value></field>
+                  <field var='jids'><value></value></field>
+                </item>
+              </x>
+            </command>
+          </iq>""",
+            method="exact",
+            use_values=False,
+        )
+
+    def test_app_picker_labels_every_app_and_has_a_default(self) -> None:
+        self.run_coro(self.service.register_app(RegisterAppRequest("alerts", "Alerts")))
+        reply = self.execute("urn:cmaas:cmd:app-show")
+        session = reply["command"]["sessionid"]
+        self.check(
+            reply,
+            f"""
+          <iq type='result' id='e1' from='{DOMAIN}' to='{ADMIN}'>
+            <command xmlns='{NS}' node='urn:cmaas:cmd:app-show' sessionid='{session}'
+                     status='executing'>
+              <actions execute='complete'><complete/></actions>
+              <x xmlns='jabber:x:data' type='form'>
+                <title>Show an app</title>
+                <instructions>Choose the app to show.</instructions>
+                <field var='FORM_TYPE' type='hidden'><value>urn:cmaas:cmd:1</value></field>
+                <field var='app_id' type='list-single' label='App'>
+                  <required/>
+                  <option label='Alerts (alerts)'><value>alerts</value></option>
+                  <option label='OTP Service (otp)'><value>otp</value></option>
+                  <value>alerts</value>
+                </field>
+              </x>
+            </command>
+          </iq>""",
+            method="exact",
+            use_values=False,
+        )
+
     def test_app_rotate(self) -> None:
         old = self.run_coro(self.keystore.get_app("otp"))
         session = self.execute("urn:cmaas:cmd:app-rotate")["command"]["sessionid"]
@@ -431,3 +591,92 @@ class TestOutgoingFrom(GatewayStanzaTest):
         self.xmpp.send_message(mto=JID("alice@cmaas.test"), mbody="hi")
         xml = self.next_stanza()
         assert xml.get("from") == DOMAIN
+
+
+class TestDeviceCommands(GatewayStanzaTest):
+    def setUp(self) -> None:
+        super().setUp()
+        for label in ("phone", ""):
+            ring = DeviceKeyring.generate("alice@cmaas.test", now_ms=1_700_000_000_000)
+            bundle = ring.bundle().to_bytes().decode()
+            self.run_coro(self.directory.publish("alice@cmaas.test", bundle, label))
+        self.records = list(self.run_coro(self.directory.devices("alice@cmaas.test")))
+
+    def test_revoke_offers_each_device_by_name_and_id_with_a_default(self) -> None:
+        reply = self.execute("urn:cmaas:cmd:device-revoke", sender=USER)
+        session = reply["command"]["sessionid"]
+        options = "".join(
+            f"<option label='{r.label or 'Unnamed device'} ({r.device_id}), key"
+            f" {_key_start(r.identity_key)}'><value>{r.device_id}</value></option>"
+            for r in self.records
+        )
+        self.check(
+            reply,
+            f"""
+          <iq type='result' id='e1' from='{DOMAIN}' to='{USER}'>
+            <command xmlns='{NS}' node='urn:cmaas:cmd:device-revoke' sessionid='{session}'
+                     status='executing'>
+              <actions execute='complete'><complete/></actions>
+              <x xmlns='jabber:x:data' type='form'>
+                <title>Revoke a device</title>
+                <instructions>A revoked device gets no key for any new message. This cannot be undone; a device set up again gets a new id.</instructions>
+                <field var='FORM_TYPE' type='hidden'><value>urn:cmaas:cmd:1</value></field>
+                <field var='device_id' type='list-single' label='Device'>
+                  <required/>{options}<value>{self.records[0].device_id}</value>
+                </field>
+              </x>
+            </command>
+          </iq>""",
+            method="exact",
+            use_values=False,
+        )
+
+    def test_revoke_refusal_is_in_the_instructions(self) -> None:
+        session = self.execute("urn:cmaas:cmd:device-revoke", sender=USER)["command"]["sessionid"]
+        reply = self.submit(
+            "urn:cmaas:cmd:device-revoke", session, {"device_id": "12x"}, sender=USER
+        )
+        form = reply["command"].xml.find("{jabber:x:data}x")
+        assert form is not None
+        assert form.findtext("{jabber:x:data}instructions", "").startswith(
+            "Refused: Device: choose a device from the list\nA revoked device"
+        )
+        target = self.records[1].device_id
+        done = self.submit(
+            "urn:cmaas:cmd:device-revoke",
+            session,
+            {"device_id": str(target)},
+            sender=USER,
+            iq_id="s2",
+        )
+        assert done["command"]["status"] == "completed"
+        fixed = done["command"].xml.find("{jabber:x:data}x/{jabber:x:data}field[@type='fixed']")
+        assert fixed is not None
+        assert fixed.findtext("{jabber:x:data}value") == f"Device {target} revoked"
+
+    def test_device_list_rows_are_fixed_fields_too(self) -> None:
+        reply = self.execute("urn:cmaas:cmd:device-list", sender=USER)
+        form = reply["command"].xml.find("{jabber:x:data}x")
+        assert form is not None
+        fixed = [
+            f.findtext("{jabber:x:data}value")
+            for f in form.findall("{jabber:x:data}field[@type='fixed']")
+        ]
+        assert fixed == ["2 active device(s)"] + [
+            f"Device id: {r.device_id}; "
+            + (f"Name: {r.label}; " if r.label else "")
+            + f"Identity key fingerprint: {_fingerprint(r.identity_key)}; Signed prekey id:"
+            f" {r.signed_prekey.key_id}; One-time prekeys in the pool: {r.prekeys_left};"
+            " Status: active"
+            for r in self.records
+        ]
+        assert len(form.findall("{jabber:x:data}item")) == 2
+
+
+def _fingerprint(identity_key: bytes) -> str:
+    digest = fingerprint(identity_key)
+    return " ".join(digest[i : i + 8] for i in range(0, 64, 8))
+
+
+def _key_start(identity_key: bytes) -> str:
+    return _fingerprint(identity_key)[:17]

@@ -217,9 +217,6 @@ class AdminService:
     async def list_apps(self) -> Sequence[App]:
         return await self._keystore.list_apps()
 
-    async def app_ids(self) -> list[str]:
-        return [app.app_id for app in await self._keystore.list_apps()]
-
     async def show_app(self, app_id: str) -> AppDetails:
         """Raises: InvalidInput: Unknown app."""
         try:

@@ -15,7 +15,7 @@ from typing import ClassVar
 from slixmpp import JID
 from slixmpp.plugins.xep_0004 import Form
 
-from cmaas.component.adhoc.forms import FieldValue, FormSpec, Submission
+from cmaas.component.adhoc.forms import FieldValue, FormSpec, Note, Submission
 
 __all__ = [
     "Access",
@@ -39,10 +39,6 @@ class Access(enum.Enum):
     """JIDs bound to an app account (bots)."""
 
 
-Note = tuple[str, str]
-"""(type, text) with type ``info``, ``warn`` or ``error`` as XEP-0050 defines."""
-
-
 @dataclass(frozen=True, slots=True)
 class CommandContext:
     """Who is running the command, as stamped by the server on the stanza."""
@@ -60,7 +56,8 @@ class FormStep:
     """Show a form; ``on_submit`` receives what comes back and returns the next step.
 
     ``on_submit`` may raise :class:`~cmaas.errors.InputRejected`: the engine then shows
-    this form again, with the submitted values and a note per problem.
+    this form again, with the submitted values and a note per problem, the notes also
+    leading the form's instructions.
     """
 
     form: FormSpec

@@ -32,7 +32,13 @@ from cmaas.component.adhoc.errors import (
     TooManySessions,
     maps_adhoc_errors,
 )
-from cmaas.component.adhoc.forms import FieldValue, Submission, read_submission, render_form
+from cmaas.component.adhoc.forms import (
+    FieldValue,
+    Submission,
+    read_submission,
+    render_form,
+    with_notes,
+)
 from cmaas.errors import InputRejected
 
 __all__ = ["MAX_SESSIONS", "MAX_SESSIONS_PER_JID", "AdhocEngine"]
@@ -176,15 +182,16 @@ class AdhocEngine:
         if isinstance(step, Completed):
             stanza["status"] = "completed"
             stanza["notes"] = list(step.notes)
-            if step.payload is not None:
-                stanza.append(step.payload)
+            payload = with_notes(step.payload, step.notes, command.name)
+            if payload is not None:
+                stanza.append(payload)
         else:
             default = "complete" if step.final else "next"
             stanza["status"] = "executing"
             stanza["actions"] = [default]
             stanza.xml.find(f"{{{CommandStanza.namespace}}}actions").set("execute", default)
             stanza["notes"] = list(step.notes)
-            stanza.append(render_form(step.form, step.values))
+            stanza.append(render_form(step.form, step.values, step.notes))
         reply.send()
 
     def _reply_canceled(self, iq: Iq, session: _Session) -> None:

@@ -1,5 +1,10 @@
 """Declarative data forms (XEP-0004) for ad-hoc commands, and reading what clients submit.
 
+Everything a person must read travels in elements every XEP-0004 client shows: refusals
+in the form's instructions, notes and table rows as fixed fields, and every required
+choice with labelled options and a default. Clients such as Profanity show neither
+XEP-0050 notes, nor reported tables, nor the options of a list without a value.
+
 Submitted forms are read against the form we sent, not against whatever ``type``
 attributes the client echoes back (XEP-0004 lets a submit omit them), and every value
 is bounded before any command sees it.
@@ -22,11 +27,13 @@ __all__ = [
     "FieldSpec",
     "FieldType",
     "FormSpec",
+    "Note",
     "Submission",
     "read_submission",
     "render_form",
     "render_result",
     "render_table",
+    "with_notes",
 ]
 
 FORM_TYPE = "urn:cmaas:cmd:1"
@@ -50,6 +57,11 @@ _TRUE = frozenset({"1", "true"})
 _FALSE = frozenset({"0", "false", ""})
 
 FieldValue = str | bool | Sequence[str]
+
+Note = tuple[str, str]
+"""(type, text) with type ``info``, ``warn`` or ``error`` as XEP-0050 defines."""
+
+_NOTE_PREFIX = {"error": "Refused: ", "warn": "Warning: "}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +113,29 @@ class Submission:
         return self.text(var).strip().lower() in _TRUE
 
 
-def render_form(spec: FormSpec, values: Mapping[str, FieldValue] | None = None) -> Form:
-    """An input form carrying our FORM_TYPE, pre-filled with ``values``."""
+def render_form(
+    spec: FormSpec, values: Mapping[str, FieldValue] | None = None, notes: Sequence[Note] = ()
+) -> Form:
+    """An input form carrying our FORM_TYPE, pre-filled with ``values``.
+
+    ``notes`` (the refusals of a form shown again) lead its instructions. A required
+    single choice without a value gets its first option as default.
+    """
     form = Form()
     form["type"] = "form"
     form["title"] = spec.title
-    form["instructions"] = spec.instructions
+    # One element: Profanity shows only the first of several.
+    form["instructions"] = ["\n".join([*(_note_text(note) for note in notes), spec.instructions])]
     form.add_field(var="FORM_TYPE", ftype="hidden", value=FORM_TYPE)
-    current = values or {}
+    current = dict(values or {})
     for spec_field in spec.fields:
+        if (
+            spec_field.type == "list-single"
+            and spec_field.required
+            and spec_field.options
+            and spec_field.var not in current
+        ):
+            current[spec_field.var] = spec_field.options[0][0]
         xml_field = form.add_field(
             var=spec_field.var,
             ftype=spec_field.type,
@@ -143,15 +169,48 @@ def render_result(title: str, rows: Sequence[tuple[str, str, FieldValue]]) -> Fo
 def render_table(
     title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, str]]
 ) -> Form:
-    """A result form with a reported table, which clients show as a grid."""
+    """A result form with a reported table, which clients show as a grid, and each row
+    again as a fixed field, for clients that show no table."""
     form = Form()
     form["type"] = "result"
     form["title"] = title
+    for row in rows:
+        summary = "; ".join(f"{label}: {row[var]}" for var, label in columns if row.get(var))
+        form.add_field(ftype="fixed", value=summary)
     for var, label in columns:
         form.add_reported(var, ftype="text-single", label=label)
     for row in rows:
         form.add_item(dict(row))
     return form
+
+
+def with_notes(payload: Form | None, notes: Sequence[Note], title: str) -> Form | None:
+    """``payload`` with ``notes`` as fixed fields ahead of its other fields, or a result
+    form ``title`` of the notes alone when there is no payload."""
+    if not notes:
+        return payload
+    form = payload
+    if form is None:
+        form = Form()
+        form["type"] = "result"
+        form["title"] = title
+    position = 0
+    for child in form.xml:
+        if not (child.tag.endswith(("}title", "}instructions")) or child.get("type") == "hidden"):
+            break
+        position += 1
+    for note in notes:
+        fixed = form.add_field(ftype="fixed", value=_note_text(note))
+        # add_field appends; XEP-0004 wants fields ahead of any reported table.
+        form.xml.remove(fixed.xml)
+        form.xml.insert(position, fixed.xml)
+        position += 1
+    return form
+
+
+def _note_text(note: Note) -> str:
+    kind, text = note
+    return _NOTE_PREFIX.get(kind, "") + text
 
 
 def _as_form_value(spec: FieldSpec, value: FieldValue) -> object:

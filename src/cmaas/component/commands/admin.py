@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from cmaas.admin import (
     AdminService,
@@ -38,6 +38,7 @@ from cmaas.component.adhoc.forms import (
     render_result,
     render_table,
 )
+from cmaas.keystore import Plan
 from cmaas.lifecycle import Priority
 
 __all__ = [
@@ -67,8 +68,8 @@ _NETWORKS = FieldSpec(
     "networks",
     "Allowed IP addresses or CIDRs",
     "text-multi",
-    desc="One per line (IPv4 or IPv6). The HTTP API refuses other addresses;"
-    " leave empty for an XMPP-only app.",
+    desc="One address or CIDR per value, IPv4 or IPv6. The HTTP API refuses other"
+    " addresses; leave empty for an XMPP-only app.",
 )
 _CALLBACK = FieldSpec(
     "callback_url",
@@ -79,8 +80,15 @@ _JIDS = FieldSpec(
     "jids",
     "Bound XMPP accounts",
     "jid-multi",
-    desc="Bare JIDs (bots) allowed to submit for this app over XMPP",
+    desc="Bare JIDs (bots) allowed to submit for this app over XMPP, one per value",
 )
+
+
+_NO_APP = "No app is registered yet: run 'Register an app' first."
+
+
+def _plan_label(plan: Plan) -> str:
+    return f"{plan.name} ({plan.sustained_per_second:g}/s, burst {plan.burst})"
 
 
 class _AdminCommand(Command):
@@ -93,13 +101,24 @@ class _AdminCommand(Command):
     def result(self, title: str, rows: Sequence[Row], note: str) -> Completed:
         return Completed(notes=[("info", note)], payload=render_result(title, rows))
 
-    async def choose_app(self, form: FormSpec) -> FormSpec:
-        apps = await self.service.app_ids()
-        return form.with_options("app_id", [(app_id, app_id) for app_id in apps])
+    async def choose_app(
+        self,
+        form: FormSpec,
+        on_submit: Callable[[Submission], Awaitable[Step]],
+        values: Mapping[str, FieldValue] | None = None,
+        *,
+        final: bool = True,
+    ) -> Step:
+        """``form`` with every app as a choice, or a note when there is none to choose."""
+        apps = await self.service.list_apps()
+        if not apps:
+            return Completed(notes=[("info", _NO_APP)])
+        choices = [(app.app_id, f"{app.display_name} ({app.app_id})") for app in apps]
+        return FormStep(form.with_options("app_id", choices), on_submit, values or {}, final=final)
 
     async def with_plans(self, form: FormSpec) -> FormSpec:
         plans = await self.service.list_plans()
-        return form.with_options("plan", [(p.name, p.name) for p in plans])
+        return form.with_options("plan", [(p.name, _plan_label(p)) for p in plans])
 
 
 class AppRegister(_AdminCommand):
@@ -155,7 +174,7 @@ class AppUpdate(_AdminCommand):
     )
 
     async def start(self, context: CommandContext) -> Step:
-        return FormStep(await self.choose_app(self.pick), self.picked, final=False)
+        return await self.choose_app(self.pick, self.picked, final=False)
 
     async def picked(self, form: Submission) -> Step:
         details = await self.service.show_app(form.text("app_id"))
@@ -221,7 +240,7 @@ class AppRotate(_AdminCommand):
                 SHOWN_ONCE,
             )
 
-        return FormStep(await self.choose_app(self.form), submit, {"grace_seconds": "86400"})
+        return await self.choose_app(self.form, submit, {"grace_seconds": "86400"})
 
 
 class AppList(_AdminCommand):
@@ -262,7 +281,7 @@ class AppShow(_AdminCommand):
     form = FormSpec("Show an app", "Choose the app to show.", (_CHOOSE_APP,))
 
     async def start(self, context: CommandContext) -> Step:
-        return FormStep(await self.choose_app(self.form), self.submit)
+        return await self.choose_app(self.form, self.submit)
 
     async def submit(self, form: Submission) -> Step:
         details = await self.service.show_app(form.text("app_id"))

@@ -141,8 +141,12 @@ class DeviceRevoke(_DeviceCommand):
 
 
 def _choices(records: Sequence[DeviceRecord]) -> list[tuple[str, str]]:
+    """One "name (id)" choice per device, with the start of its key fingerprint."""
     return [
-        (str(r.device_id), f"{r.label or 'device'} {r.device_id} ({_fingerprint_text(r)[:17]})")
+        (
+            str(r.device_id),
+            f"{r.label or 'Unnamed device'} ({r.device_id}), key {_fingerprint_text(r)[:17]}",
+        )
         for r in records
     ]
 
