@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
 import json
 import logging
 import time
@@ -14,22 +15,27 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
 from cmaas.api import ClientAddresses, api_routes, error_middleware
 from cmaas.api.door import Door, DoorLimits
-from cmaas.delivery.auth import RequestAuthenticator
+from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
+from cmaas.delivery.errors import Unauthenticated
 from cmaas.delivery.events import EventHub
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import SubmissionService
+from cmaas.envelope import b64url, generate_private_key, point_bytes
 from cmaas.identifiers import parse_network
 from cmaas.keydirectory import KeyDirectory
-from cmaas.keystore import IssuedCredentials, MasterKeyring, NewApp, SqliteKeystore
+from cmaas.keystore import IssuedCredentials, MasterKeyring, NewApp, NewMessage, SqliteKeystore
 from cmaas.keystore import issue_credentials as issue
 from cmaas.lifecycle import Priority
 from cmaas.wire.signing import request_signature
@@ -392,5 +398,155 @@ def test_the_accept_loop_error_is_logged_at_most_once_per_interval(
     finally:
         loop.close()
     exhausted = [r for r in caplog.records if "out of system resource" in r.getMessage()]
-    CASES["http door"] += 10_000
+    CASES["http door"] += 1
     assert len(exhausted) == 1
+
+
+def _request_from(peer: str, headers: Any) -> web.Request:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        (peer, 1234) if name == "peername" else default
+    )
+    return make_mocked_request("GET", "/v1/app", headers=headers, transport=transport)
+
+
+UNKNOWN = str(ipaddress.IPv4Address(0))  # what ClientAddresses answers when it cannot tell
+FORWARDED_CASES = [
+    # (trusted proxies, peer, headers, the client the gateway must see)
+    ((), "203.0.113.9", {"X-Forwarded-For": "127.0.0.1"}, "203.0.113.9"),
+    ((), "203.0.113.9", {"Forwarded": "for=127.0.0.1"}, "203.0.113.9"),
+    ((), "::ffff:203.0.113.9", {}, "203.0.113.9"),
+    (("10.0.0.0/8",), "10.0.0.2", {"X-Forwarded-For": "127.0.0.1, 198.51.100.7"}, "198.51.100.7"),
+    (("10.0.0.0/8",), "10.0.0.2", {"Forwarded": "for=127.0.0.1"}, "10.0.0.2"),
+    (("10.0.0.0/8",), "::ffff:10.0.0.2", {"X-Forwarded-For": "198.51.100.7"}, "198.51.100.7"),
+    (("10.0.0.0/8",), "10.0.0.2", {"X-Forwarded-For": "not-an-address"}, UNKNOWN),
+    (("10.0.0.0/8",), "10.0.0.2", {"X-Forwarded-For": "2001:db8::1"}, "2001:db8::1"),
+    (("10.0.0.0/8",), "10.0.0.2", {"X-Forwarded-For": "::ffff:127.0.0.1"}, "127.0.0.1"),
+    (("10.0.0.0/8",), "10.0.0.2", {"X-Forwarded-For": "10.0.0.3, 10.0.0.4"}, "10.0.0.2"),
+    (("10.0.0.0/8",), "10.0.0.2", {"X-Forwarded-For": "[2001:db8::1]:80"}, UNKNOWN),
+]
+
+
+@pytest.mark.parametrize(("trusted", "peer", "headers", "expected"), FORWARDED_CASES)
+def test_the_client_address_cannot_be_claimed(
+    trusted: tuple[str, ...], peer: str, headers: dict[str, str], expected: str
+) -> None:
+    addresses = ClientAddresses([parse_network(n) for n in trusted])
+    CASES["http addresses"] += 1
+    assert str(addresses.client(_request_from(peer, headers))) == expected
+
+
+def test_several_forwarded_for_headers_are_one_chain() -> None:
+    """Two X-Forwarded-For headers read as one chain (RFC 9110 list semantics): the
+    right-most untrusted hop wins whichever header the client put its claim in."""
+    addresses = ClientAddresses([parse_network("10.0.0.0/8")])
+    request = _request_from(
+        "10.0.0.2",
+        CIMultiDict([("X-Forwarded-For", "127.0.0.1"), ("X-Forwarded-For", "198.51.100.7")]),
+    )
+    CASES["http addresses"] += 1
+    assert str(addresses.client(request)) == "198.51.100.7"
+
+
+async def test_apps_cannot_see_or_touch_each_other(front: Front) -> None:
+    signing_key = generate_private_key().public_key()
+    body = json.dumps({"public_key": b64url(point_bytes(signing_key))}).encode()
+    path = "/v1/signing-keys"
+    status, answer = await front.call("POST", path, front.signed("first", "POST", path, body), body)
+    assert status == 201, answer
+    digest = answer["fingerprint"]
+    # The second app neither lists nor retires the first's key...
+    status, answer = await front.call("GET", path, front.signed("second", "GET", path))
+    assert (status, answer["fingerprints"]) == (200, [])
+    retire = f"/v1/signing-keys/{digest}"
+    status, answer = await front.call("DELETE", retire, front.signed("second", "DELETE", retire))
+    assert (status, answer["error"]) == (404, "not_found"), answer
+    # ...and a message id of the first's is unknown to the second.
+    await front.keystore.messages.submit(
+        [
+            NewMessage(
+                app_id="first",
+                message_id="shared-id",
+                recipient="alice@cmaas.test",
+                recipient_jid="alice@cmaas.test",
+                priority=Priority.NORMAL,
+                request_sha256=bytes(32),
+                envelope=b"{}",
+                expires_ms=int(time.time() * 1000) + 60_000,
+            )
+        ],
+        daily_quota=None,
+    )
+    status_path = "/v1/messages/shared-id"
+    assert (await front.call("GET", status_path, front.signed("first", "GET", status_path)))[
+        0
+    ] == 200
+    status, answer = await front.call(
+        "GET", status_path, front.signed("second", "GET", status_path)
+    )
+    assert (status, answer["error"]) == (404, "not_found"), answer
+    events = "/v1/events"
+    status, answer = await front.call("GET", events, front.signed("second", "GET", events))
+    assert (status, answer["events"]) == (200, []), answer
+    status, answer = await front.call("GET", events, front.signed("first", "GET", events))
+    assert status == 200 and [e["message_id"] for e in answer["events"]] == ["shared-id"]
+    # The first's key is still there, listed for the first only.
+    status, answer = await front.call("GET", path, front.signed("first", "GET", path))
+    assert answer["fingerprints"] == [digest]
+    CASES["http isolation"] += 6
+
+
+async def test_a_nonce_is_refused_after_a_restart(tmp_path: Path) -> None:
+    database = tmp_path / "nonces.sqlite3"
+    issued = issue("cid-nonce")
+    request = None
+    for attempt in range(2):
+        keystore = await SqliteKeystore.open(database, MasterKeyring(bytes(32)))
+        try:
+            if attempt == 0:
+                await keystore.create_app(
+                    NewApp("n", "N", "default", networks=(parse_network("127.0.0.0/8"),)), issued
+                )
+                timestamp = str(int(time.time()))
+                request = SignedRequest(
+                    method="GET",
+                    path="/v1/app",
+                    body=b"",
+                    client_id=issued.client_id,
+                    client_secret=issued.client_secret,
+                    timestamp=timestamp,
+                    nonce="nonce-across-restarts",
+                    signature=request_signature(
+                        issued.hmac_key, "GET", "/v1/app", timestamp, "nonce-across-restarts", b""
+                    ),
+                    peer=ipaddress.ip_address("127.0.0.1"),
+                )
+                await RequestAuthenticator(keystore).authenticate(request)
+            else:
+                assert request is not None
+                with pytest.raises(Unauthenticated, match="used before"):
+                    await RequestAuthenticator(keystore).authenticate(request)
+        finally:
+            await keystore.close()
+    CASES["http authentication"] += 1
+
+
+@pytest.mark.parametrize("skew", [-301, 301, 10**9])
+async def test_a_timestamp_outside_the_window_is_refused(front: Front, skew: int) -> None:
+    path = "/v1/app"
+    credentials = front.apps["first"]
+    timestamp = str(int(time.time()) + skew) if int(time.time()) + skew > 0 else "0"
+    nonce = f"skew-{skew}-nonce"
+    headers = {
+        "X-CMAAS-Client-Id": credentials.client_id,
+        "X-CMAAS-Client-Secret": credentials.client_secret,
+        "X-CMAAS-Timestamp": timestamp,
+        "X-CMAAS-Nonce": nonce,
+        "X-CMAAS-Signature": request_signature(
+            credentials.hmac_key, "GET", path, timestamp, nonce, b""
+        ),
+    }
+    status, answer = await front.call("GET", path, headers)
+    CASES["http authentication"] += 1
+    assert (status, answer["error"]) == (401, "unauthenticated"), answer
+    assert "clock" in answer["detail"]

@@ -230,7 +230,7 @@ class Door:
         host: str,
         port: int,
         ssl_context: Any = None,
-    ) -> asyncio.AbstractServer:
+    ) -> asyncio.Server:
         """Listen on ``host:port`` with aiohttp's handler behind the door; the caller
         closes the returned server before cleaning up ``runner``.
 
