@@ -251,23 +251,22 @@ class Door:
         Raises: InvalidRequest: The body has a ``Content-Encoding``.
         """
         connection = self._connections.get(request.transport) if request.transport else None
+        task = asyncio.current_task()
         if connection is not None:
             connection.request_started()
+            # aiohttp writes the answer (a blob of many MiB, say) after the handler
+            # returns, in this same task: the deadline restarts once the task is done.
+            if task is not None:
+                task.add_done_callback(lambda _: connection.request_finished())
         try:
             encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise InvalidRequest(
                     f"Content-Encoding {encoding[:32]!r} is not accepted: send the body as is"
                 )
-            response = await handler(request)
-            if connection is not None and not response.prepared:
-                # Written here, so the deadline restarts once the answer (a blob of many
-                # MiB, say) is out, not when it starts.
-                await response.prepare(request)
-                await response.write_eof()
-            return response
+            return await handler(request)
         finally:
-            if connection is not None:
+            if connection is not None and task is None:
                 connection.request_finished()
 
     @contextlib.contextmanager
