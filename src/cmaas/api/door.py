@@ -269,39 +269,29 @@ class Door:
             if connection is not None and task is None:
                 connection.request_finished()
 
-    @contextlib.contextmanager
-    def app_request(self, app_id: str) -> Iterator[None]:
+    def app_request(self, app_id: str) -> contextlib.AbstractContextManager[None]:
         """One of the app's requests in flight.
 
         Raises: RateLimited: The app already has its share in flight.
         """
-        if self._requests[app_id] >= self.limits.max_requests_per_app:
-            raise RateLimited(
-                f"this app has {self._requests[app_id]} requests in flight; wait for answers",
-                retry_after=1.0,
-            )
-        self._requests[app_id] += 1
-        try:
-            yield
-        finally:
-            _release(self._requests, app_id)
+        return _slot(
+            self._requests,
+            app_id,
+            self.limits.max_requests_per_app,
+            "requests in flight; wait for answers",
+        )
 
-    @contextlib.contextmanager
-    def long_poll(self, app_id: str) -> Iterator[None]:
+    def long_poll(self, app_id: str) -> contextlib.AbstractContextManager[None]:
         """One of the app's waiting ``GET /v1/events``.
 
         Raises: RateLimited: The app already holds its share of long-polls.
         """
-        if self._long_polls[app_id] >= self.limits.max_long_polls_per_app:
-            raise RateLimited(
-                f"this app holds {self._long_polls[app_id]} waiting event polls; one is enough",
-                retry_after=1.0,
-            )
-        self._long_polls[app_id] += 1
-        try:
-            yield
-        finally:
-            _release(self._long_polls, app_id)
+        return _slot(
+            self._long_polls,
+            app_id,
+            self.limits.max_long_polls_per_app,
+            "waiting event polls; one is enough",
+        )
 
     async def read_body(self, request: web.Request) -> bytes:
         """The whole body, within the body deadline and the cap on bodies in flight.
@@ -367,7 +357,15 @@ class Door:
         return lambda: loop.set_exception_handler(previous)
 
 
-def _release(counter: Counter[str], key: str) -> None:
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]
+@contextlib.contextmanager
+def _slot(counter: Counter[str], app_id: str, limit: int, what: str) -> Iterator[None]:
+    """Raises: RateLimited: ``counter[app_id]`` is at ``limit`` already."""
+    if counter[app_id] >= limit:
+        raise RateLimited(f"this app has {counter[app_id]} {what}", retry_after=1.0)
+    counter[app_id] += 1
+    try:
+        yield
+    finally:
+        counter[app_id] -= 1
+        if counter[app_id] <= 0:
+            del counter[app_id]
