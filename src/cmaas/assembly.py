@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from cmaas.admin import AdminService
 from cmaas.api import ClientAddresses, api_routes, error_middleware
+from cmaas.api.door import Door, DoorLimits
 from cmaas.api.health import health_routes
 from cmaas.component.adhoc.access import AccessPolicy
 from cmaas.component.adhoc.engine import AdhocEngine
@@ -23,6 +25,7 @@ from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
 from cmaas.delivery.auth import RequestAuthenticator
 from cmaas.delivery.blobs import BlobLimits, BlobService
+from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.events import EventHub
 from cmaas.delivery.maintenance import Housekeeper
@@ -108,13 +111,18 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         dispatcher = Dispatcher(store, xmpp, resend_window_s=settings.resend_window)
         xmpp.feedback.subscribe(StatusTracker(store, dispatcher.resend))
         hub = EventHub(keystore)
-        session = aiohttp.ClientSession()
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=PublicOnlyResolver())
+            if settings.webhook_deny_private
+            else None
+        )
         stack.push_async_callback(session.close)
         webhooks = WebhookConsumer(
             keystore,
             session,
             timeout_s=settings.webhook_timeout,
             max_backoff_s=settings.webhook_max_backoff,
+            deny_private=settings.webhook_deny_private,
         )
         notices = NoticeConsumer(keystore, xmpp, resend_window_s=settings.resend_window)
         for listener in (dispatcher, notices):
@@ -150,7 +158,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         blob_service = BlobService(
             keystore.blobs,
             settings.blob_dir or settings.database.with_name(settings.database.name + ".blobs"),
-            BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes),
+            BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes, settings.blob_max_count),
+            plans=keystore.get_plan,
         )
         housekeeper = Housekeeper(
             store, retention_s=settings.retention_days * 86400.0, blobs=blob_service
@@ -160,7 +169,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         xmpp.serve(
             AdhocEngine(
                 [
-                    *admin_commands(AdminService(keystore), domain),
+                    *admin_commands(
+                        AdminService(keystore, deny_private=settings.webhook_deny_private),
+                        domain,
+                    ),
                     *device_commands(directory),
                     *messaging_commands(keystore, messaging, authenticator),
                 ],
@@ -184,8 +196,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             await webhooks.stop()
             await notices.stop()
 
+        door = Door(door_limits(settings), settings.trusted_proxies)
         http = web.Application(
-            client_max_size=settings.http_max_body, middlewares=[error_middleware(metrics)]
+            client_max_size=settings.http_max_body,
+            middlewares=[error_middleware(metrics), door.middleware],
         )
         http.add_routes(health_routes(link, dispatcher.depth))
         http.add_routes(
@@ -196,21 +210,56 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 metrics,
                 settings.metrics_networks,
                 blob_service,
+                door,
             )
         )
-        runner = web.AppRunner(http, access_log=None)
+        # A compressed body would be expanded by aiohttp before any handler could
+        # refuse it; the door refuses Content-Encoding, and nothing is decompressed.
+        runner = web.AppRunner(http, access_log=None, auto_decompress=False)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
+        stack.callback(door.quiet_accept_errors(asyncio.get_running_loop()))
         stack.push_async_callback(stop_engine)
         # Runs first on the way out: stanza handlers that started before the link closed
         # may still be reading the keystore; give them a moment before it closes.
         stack.push_async_callback(_let_handlers_finish)
         tls = _tls_context(settings)
-        await web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=tls).start()
+        http_listener = await door.serve(runner, settings.http_host, settings.http_port, tls)
+        # Closed, not awaited: aiohttp's cleanup closes the connections it leaves.
+        stack.callback(http_listener.close)
+        _check_descriptors(settings.http_max_connections)
         scheme = "https" if tls else "http"
         http_url = f"{scheme}://{settings.http_host}:{settings.http_port}"
         log.info("gateway %s: API on %s, database %s", domain, http_url, settings.database)
         yield Gateway(keystore, directory, xmpp, link, messaging, dispatcher, webhooks, http_url)
+
+
+def door_limits(settings: Settings) -> DoorLimits:
+    return DoorLimits(
+        header_timeout_s=settings.http_header_timeout,
+        body_timeout_s=settings.http_body_timeout,
+        max_connections=settings.http_max_connections,
+        max_connections_per_ip=settings.http_max_connections_per_ip,
+        max_requests_per_app=settings.http_max_requests_per_app,
+        max_long_polls_per_app=settings.http_max_long_polls_per_app,
+        max_bodies_in_flight=settings.http_max_bodies_in_flight,
+    )
+
+
+# Descriptors the gateway needs beside its HTTP connections: the database and its
+# journal, the XMPP link, webhook connections, blob files, logs.
+_OTHER_DESCRIPTORS = 100
+
+
+def _check_descriptors(max_connections: int) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < max_connections + _OTHER_DESCRIPTORS:
+        log.warning(
+            "the file descriptor limit (%d) leaves too little room for"
+            " CMAAS_HTTP_MAX_CONNECTIONS=%d: raise LimitNOFILE (docs/operators.md)",
+            soft,
+            max_connections,
+        )
 
 
 async def _let_handlers_finish(within: float = 0.5) -> None:

@@ -52,15 +52,24 @@ class Settings:
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
     http_max_body: int = 8 * 1024 * 1024
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_max_connections: int = 900
+    http_max_connections_per_ip: int = 100
+    http_max_requests_per_app: int = 64
+    http_max_long_polls_per_app: int = 8
+    http_max_bodies_in_flight: int = 64
     resend_window: float = 15.0
     outbox_bulk_limit: int = 50_000
     outbox_normal_limit: int = 200_000
     retention_days: int = 30
     webhook_timeout: float = 10.0
     webhook_max_backoff: float = 600.0
+    webhook_deny_private: bool = False
     blob_dir: Path | None = None
     blob_max_bytes: int = 32 * 1024 * 1024
     blob_quota_bytes: int = 1024 * 1024 * 1024
+    blob_max_count: int = 10_000
     metrics_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
@@ -109,15 +118,28 @@ def load_settings(
         http_tls_cert=reader.file("CMAAS_HTTP_TLS_CERT"),
         http_tls_key=reader.file("CMAAS_HTTP_TLS_KEY"),
         http_max_body=reader.integer("CMAAS_HTTP_MAX_BODY", 8 * 1024 * 1024, 64 * 1024, 2**30),
+        http_header_timeout=reader.seconds("CMAAS_HTTP_HEADER_TIMEOUT", 10.0),
+        http_body_timeout=reader.seconds("CMAAS_HTTP_BODY_TIMEOUT", 30.0),
+        http_max_connections=reader.integer("CMAAS_HTTP_MAX_CONNECTIONS", 900, 1, 10**6),
+        http_max_connections_per_ip=reader.integer(
+            "CMAAS_HTTP_MAX_CONNECTIONS_PER_IP", 100, 1, 10**6
+        ),
+        http_max_requests_per_app=reader.integer("CMAAS_HTTP_MAX_REQUESTS_PER_APP", 64, 1, 10**6),
+        http_max_long_polls_per_app=reader.integer(
+            "CMAAS_HTTP_MAX_LONG_POLLS_PER_APP", 8, 1, 10**6
+        ),
+        http_max_bodies_in_flight=reader.integer("CMAAS_HTTP_MAX_BODIES_IN_FLIGHT", 64, 1, 10**6),
         resend_window=reader.seconds("CMAAS_RESEND_WINDOW", 15.0),
         outbox_bulk_limit=reader.integer("CMAAS_OUTBOX_BULK_LIMIT", 50_000, 1, 10**9),
         outbox_normal_limit=reader.integer("CMAAS_OUTBOX_NORMAL_LIMIT", 200_000, 1, 10**9),
         retention_days=reader.integer("CMAAS_RETENTION_DAYS", 30, 1, 3650),
         webhook_timeout=reader.seconds("CMAAS_WEBHOOK_TIMEOUT", 10.0),
         webhook_max_backoff=reader.seconds("CMAAS_WEBHOOK_MAX_BACKOFF", 600.0),
+        webhook_deny_private=reader.flag("CMAAS_WEBHOOK_DENY_PRIVATE"),
         blob_dir=reader.directory("CMAAS_BLOB_DIR"),
         blob_max_bytes=reader.integer("CMAAS_BLOB_MAX_BYTES", 32 * 1024 * 1024, 1024, 2**34),
         blob_quota_bytes=reader.integer("CMAAS_BLOB_QUOTA_BYTES", 2**30, 1024, 2**44),
+        blob_max_count=reader.integer("CMAAS_BLOB_MAX_COUNT", 10_000, 1, 10**9),
         metrics_networks=reader.networks("CMAAS_METRICS_NETWORKS")
         or (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
     )

@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import signal
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ async def test_an_http_only_app_sends_through_the_daemon(
     hook = WebhookReceiver()
     hook.hmac_key = credentials.hmac_key
     port = free_port()
+    file_port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CMAAS_")},
@@ -48,6 +50,7 @@ async def test_an_http_only_app_sends_through_the_daemon(
         "CMAAS_CLIENT_HMAC_KEY": base64.b64encode(credentials.hmac_key).decode(),
         "CMAAS_CLIENT_DIR": str(config.state_dir),
         "CMAAS_CLIENT_WEBHOOK": hook.url,
+        "CMAAS_CLIENT_FILE_URLS": f"http://127.0.0.1:{file_port}/files/",
     }
     bearer = {"Authorization": f"Bearer {credentials.client_secret}"}
     async with AsyncExitStack() as stack:
@@ -120,10 +123,24 @@ async def test_an_http_only_app_sends_through_the_daemon(
                 assert (await device.next_message()).content == OtpContent("424242", "Login")
             status, answer = await _post_raw(session, url, raw, {**signed, "hmac": "AAAA"})
             assert (status, answer["error"]) == (401, "unauthenticated")
+            # The same bytes again are a replay: refused, and no second OTP arrives (the
+            # next message alice gets is the text below).
+            status, answer = await _post_raw(session, url, raw, signed)
+            assert (status, answer["error"]) == (401, "unauthenticated"), answer
+            assert "replay" in answer["detail"]
+            # The text with a timestamp, which the HMAC then covers.
             text = json.dumps({**sandes, "type": "info", "receivers": ["alice@mail.example"]})
-            status, _ = await _post_raw(
-                session, url, text.encode(), {**signed, "hmac": _mac(credentials.hmac_key, text)}
+            stamp = str(int(time.time()))
+            stamped = {
+                **signed,
+                "timestamp": stamp,
+                "hmac": _mac(credentials.hmac_key, f"{stamp}.{text}"),
+            }
+            status, answer = await _post_raw(
+                session, url, text.encode(), {**stamped, "timestamp": str(int(stamp) - 1)}
             )
+            assert (status, answer["error"]) == (401, "unauthenticated"), answer
+            status, _ = await _post_raw(session, url, text.encode(), stamped)
             assert status == 200
             async with asyncio.timeout(15):
                 assert (await device.next_message()).content == TextContent("Login\n\n424242")
@@ -133,22 +150,48 @@ async def test_an_http_only_app_sends_through_the_daemon(
             async def serve_report(_request: web.Request) -> web.Response:
                 return web.Response(body=report)
 
+            async def elsewhere(_request: web.Request) -> web.Response:
+                raise web.HTTPFound(f"{config.url}/metrics")
+
             files = web.Application()
-            files.add_routes([web.get("/report.pdf", serve_report)])
+            files.add_routes(
+                [
+                    web.get("/files/report.pdf", serve_report),
+                    web.get("/files/moved.pdf", elsewhere),
+                ]
+            )
             file_runner = web.AppRunner(files, access_log=None)
             await file_runner.setup()
             stack.push_async_callback(file_runner.cleanup)
-            file_port = free_port()
             await web.TCPSite(file_runner, "127.0.0.1", file_port).start()
-            with_file = json.dumps(
-                {
-                    **sandes,
-                    "type": "info",
-                    "receivers": ["alice@mail.example"],
-                    "file_url": f"http://127.0.0.1:{file_port}/report.pdf",
-                    "file_content_type": "application/pdf",
-                }
-            )
+
+            def file_message(file_url: str) -> str:
+                return json.dumps(
+                    {
+                        **sandes,
+                        "type": "info",
+                        "receivers": ["alice@mail.example"],
+                        "file_url": file_url,
+                        "file_content_type": "application/pdf",
+                    }
+                )
+
+            # Outside CMAAS_CLIENT_FILE_URLS (the gateway's loopback-only /metrics, a
+            # dot segment out of the prefix), or a redirect there: refused, nothing sent.
+            for refused_url, expected in [
+                (f"{config.url}/metrics", (403, "file_url_not_allowed")),
+                (f"http://127.0.0.1:{file_port}/files/../metrics", (403, "file_url_not_allowed")),
+                (f"http://127.0.0.1:{file_port}/files/moved.pdf", (502, "file_unavailable")),
+            ]:
+                body = file_message(refused_url)
+                status, answer = await _post_raw(
+                    session,
+                    url,
+                    body.encode(),
+                    {**signed, "hmac": _mac(credentials.hmac_key, body)},
+                )
+                assert (status, answer["error"]) == expected, (refused_url, answer)
+            with_file = file_message(f"http://127.0.0.1:{file_port}/files/report.pdf")
             status, answer = await _post_raw(
                 session,
                 url,

@@ -98,3 +98,41 @@ def test_bad_values_name_the_variable(changes: dict[str, str], names: str) -> No
 
 def test_settings_type_is_frozen() -> None:
     assert Settings.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_http_door_settings_default_and_parse() -> None:
+    defaults = load_settings(BASE, env_file=None)
+    assert (
+        defaults.http_header_timeout,
+        defaults.http_body_timeout,
+        defaults.http_max_connections,
+        defaults.http_max_connections_per_ip,
+        defaults.http_max_requests_per_app,
+        defaults.http_max_long_polls_per_app,
+        defaults.http_max_bodies_in_flight,
+        defaults.blob_max_count,
+        defaults.webhook_deny_private,
+    ) == (10.0, 30.0, 900, 100, 64, 8, 64, 10_000, False)
+    given = load_settings(
+        {
+            **BASE,
+            "CMAAS_HTTP_HEADER_TIMEOUT": "2.5",
+            "CMAAS_HTTP_BODY_TIMEOUT": "5",
+            "CMAAS_HTTP_MAX_CONNECTIONS": "60000",
+            "CMAAS_HTTP_MAX_CONNECTIONS_PER_IP": "7",
+            "CMAAS_HTTP_MAX_REQUESTS_PER_APP": "3",
+            "CMAAS_HTTP_MAX_LONG_POLLS_PER_APP": "1",
+            "CMAAS_HTTP_MAX_BODIES_IN_FLIGHT": "2",
+            "CMAAS_BLOB_MAX_COUNT": "5",
+            "CMAAS_WEBHOOK_DENY_PRIVATE": "true",
+        },
+        env_file=None,
+    )
+    assert (given.http_header_timeout, given.http_max_connections, given.blob_max_count) == (
+        2.5,
+        60_000,
+        5,
+    )
+    assert given.webhook_deny_private
+    with pytest.raises(SettingsError, match="CMAAS_HTTP_MAX_CONNECTIONS_PER_IP"):
+        load_settings({**BASE, "CMAAS_HTTP_MAX_CONNECTIONS_PER_IP": "0"}, env_file=None)

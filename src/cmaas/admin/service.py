@@ -20,6 +20,7 @@ from cmaas.admin.requests import (
     RotateRequest,
     UpdateAppRequest,
 )
+from cmaas.delivery.destinations import PrivateDestination, check_public_url
 from cmaas.identifiers import (
     InvalidIdentifier,
     IpNetwork,
@@ -118,8 +119,22 @@ class _Checker:
 class AdminService:
     """Operator actions on a :class:`~cmaas.keystore.Keystore`."""
 
-    def __init__(self, keystore: Keystore) -> None:
+    def __init__(self, keystore: Keystore, *, deny_private: bool = False) -> None:
+        """Args:
+        deny_private: Refuse a callback URL whose host is, or resolves to, a private
+            address (``CMAAS_WEBHOOK_DENY_PRIVATE``).
+        """
         self._keystore = keystore
+        self._deny_private = deny_private
+
+    async def _check_destination(self, callback_url: str | None) -> None:
+        """Raises: InvalidInput: The URL points at a private address, when denied."""
+        if callback_url is None or not self._deny_private:
+            return
+        try:
+            await check_public_url(callback_url)
+        except PrivateDestination as error:
+            raise InvalidInput({"callback_url": str(error)}) from None
 
     async def register_app(self, request: RegisterAppRequest) -> IssuedApp:
         """Create an app account and issue its first credentials.
@@ -138,6 +153,7 @@ class AdminService:
         )
         jids = check.field("jids", lambda: _parse_jids(request.jids))
         check.raise_if_any()
+        await self._check_destination(callback_url)
         assert app_id is not None and display_name is not None
         new_app = NewApp(
             app_id=app_id,
@@ -180,6 +196,7 @@ class AdminService:
         )
         jids = check.field("jids", lambda: _maybe(request.jids, _parse_jids))
         check.raise_if_any()
+        await self._check_destination(callback_url)
         plan = request.plan.strip() if request.plan is not None else None
         changes = AppChanges(
             display_name=display_name,

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from cmaas.api.addresses import ClientAddresses
+from cmaas.api.door import Door, DoorLimits
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
 from cmaas.delivery.blobs import BlobService
 from cmaas.delivery.errors import (
@@ -22,13 +23,14 @@ from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
 from cmaas.delivery.submission import submission_result
 from cmaas.identifiers import IpNetwork
-from cmaas.keystore import App
+from cmaas.keystore import App, AuthenticatedApp
 from cmaas.wire import BlobReceipt, SigningKeyRequest, WireError, parse_json_body
 from cmaas.wire.http import refusal_response, router_refusal
 
 __all__ = ["api_routes", "error_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Operation = Callable[[web.Request, App, bytes], Awaitable[web.StreamResponse]]
 
 
 def _error_response(error: Refusal) -> web.Response:
@@ -74,8 +76,12 @@ def api_routes(
     metrics: GatewayMetrics,
     metrics_networks: Sequence[IpNetwork] = (),
     blobs: BlobService | None = None,
+    door: Door | None = None,
 ) -> list[web.RouteDef]:
-    """The API's routes; ``/metrics`` answers only clients in ``metrics_networks``."""
+    """The API's routes; ``/metrics`` answers only clients in ``metrics_networks``.
+    ``door`` holds the per-app caps and body deadlines (default limits when ``None``);
+    its middleware belongs on the application too."""
+    door = door or Door(DoorLimits())
 
     def signed_request(request: web.Request, body: bytes | str) -> SignedRequest:
         headers = request.headers
@@ -91,31 +97,50 @@ def api_routes(
             peer=addresses.client(request),
         )
 
-    async def authenticated(request: web.Request) -> tuple[App, bytes]:
-        body = await request.read()
-        return (await authenticator.authenticate(signed_request(request, body))).app, body
+    async def precheck(request: web.Request) -> AuthenticatedApp:
+        """Raises: Unauthenticated, ForbiddenAddress, AppSuspended, InvalidRequest."""
+        if len(request.query) != len(set(request.query)):
+            # The signature covers the query as sent, but which of two values counts
+            # differs between parsers; refused rather than guessed.
+            raise InvalidRequest("a query parameter is repeated")
+        headers = request.headers
+        return await authenticator.precheck(
+            headers.get("X-CMAAS-Client-Id", ""),
+            headers.get("X-CMAAS-Client-Secret", ""),
+            addresses.client(request),
+        )
 
-    async def whoami(request: web.Request) -> web.Response:
-        app, _ = await authenticated(request)
+    def signed(operation: Operation) -> Handler:
+        """An operation behind the whole check, in the order that costs least: the
+        credentials, address and standing from the headers; the app's share of
+        requests in flight; then the body (within its deadline); then its signature."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            authenticated = await precheck(request)
+            with door.app_request(authenticated.app.app_id):
+                body = await door.read_body(request)
+                await authenticator.verify(authenticated, signed_request(request, body))
+                return await operation(request, authenticated.app, body)
+
+        return handler
+
+    async def whoami(request: web.Request, app: App, body: bytes) -> web.Response:
         return web.json_response(messaging.describe(app).to_json())
 
-    async def keys(request: web.Request) -> web.Response:
-        app, _ = await authenticated(request)
+    async def keys(request: web.Request, app: App, body: bytes) -> web.Response:
         to = request.query.get("to", "")
         if not to:
             raise InvalidRequest("give the recipient as ?to=JID, email or +E.164 number")
         return web.json_response((await messaging.lookup(app, to)).to_json())
 
-    async def submit(request: web.Request) -> web.Response:
-        app, body = await authenticated(request)
+    async def submit(request: web.Request, app: App, body: bytes) -> web.Response:
         item = parse_json_body(body)
         (outcome,) = await messaging.submit(app, [item])
         if isinstance(outcome, Refusal):
             raise outcome
         return web.json_response(submission_result(outcome).to_json(), status=202)
 
-    async def submit_batch(request: web.Request) -> web.Response:
-        app, body = await authenticated(request)
+    async def submit_batch(request: web.Request, app: App, body: bytes) -> web.Response:
         value = parse_json_body(body)
         if not isinstance(value, dict) or set(value) != {"messages"}:
             raise InvalidRequest('the body must be {"messages": [...]}')
@@ -132,50 +157,46 @@ def api_routes(
             }
         )
 
-    async def status(request: web.Request) -> web.Response:
-        app, _ = await authenticated(request)
+    async def status(request: web.Request, app: App, body: bytes) -> web.Response:
         view = await messaging.status(app, request.match_info["message_id"])
         return web.json_response(view.to_json())
 
-    async def events(request: web.Request) -> web.Response:
-        app, _ = await authenticated(request)
+    async def events(request: web.Request, app: App, body: bytes) -> web.Response:
         after = _integer(request, "after", 0, 2**63 - 1)
         wait = _integer(request, "wait", 0, int(MAX_WAIT_S))
-        return web.json_response((await messaging.events(app, after, wait)).to_json())
+        if not wait:
+            return web.json_response((await messaging.events(app, after, wait)).to_json())
+        with door.long_poll(app.app_id):
+            return web.json_response((await messaging.events(app, after, wait)).to_json())
 
-    async def add_signing_key(request: web.Request) -> web.Response:
-        app, body = await authenticated(request)
+    async def add_signing_key(request: web.Request, app: App, body: bytes) -> web.Response:
         key = SigningKeyRequest.from_json(parse_json_body(body))
         digest, added = await messaging.register_signing_key(app, key)
         return web.json_response({"fingerprint": digest}, status=201 if added else 200)
 
-    async def list_signing_keys(request: web.Request) -> web.Response:
-        app, _ = await authenticated(request)
+    async def list_signing_keys(request: web.Request, app: App, body: bytes) -> web.Response:
         return web.json_response({"fingerprints": await messaging.signing_keys(app)})
 
-    async def retire_signing_key(request: web.Request) -> web.Response:
-        app, _ = await authenticated(request)
+    async def retire_signing_key(request: web.Request, app: App, body: bytes) -> web.Response:
         await messaging.retire_signing_key(app, request.match_info["fingerprint"])
         return web.Response(status=204)
 
     async def upload_blob(request: web.Request) -> web.Response:
         if blobs is None:
             raise NotFound("this gateway stores no blobs")
-        headers = request.headers
         # Credentials and standing first, so that no stranger can make the gateway write.
-        app = await authenticator.precheck(
-            headers.get("X-CMAAS-Client-Id", ""),
-            headers.get("X-CMAAS-Client-Secret", ""),
-            addresses.client(request),
-        )
+        authenticated = await precheck(request)
+        app = authenticated.app
         lifetime = _integer(request, "expires_in", 86_400, 30 * 86_400)
-        staged = await blobs.stage(request.content.iter_chunked(64 * 1024))
-        try:
-            await authenticator.authenticate(signed_request(request, staged.sha256))
-        except Refusal:
-            blobs.discard(staged.path)
-            raise
-        blob_id, expires_ms = await blobs.accept(app.app_id, staged, lifetime)
+        with door.app_request(app.app_id):
+            await blobs.admit(app)
+            staged = await blobs.stage(door.chunks(request))
+            try:
+                await authenticator.verify(authenticated, signed_request(request, staged.sha256))
+            except Refusal:
+                blobs.discard(staged.path)
+                raise
+            blob_id, expires_ms = await blobs.accept(app.app_id, staged, lifetime)
         url = f"{request.url.origin()}/v1/blobs/{blob_id}"
         receipt = BlobReceipt(blob_id, url, staged.size, expires_ms)
         return web.json_response(receipt.to_json(), status=201)
@@ -196,15 +217,15 @@ def api_routes(
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     return [
-        web.get("/v1/app", whoami),
-        web.get("/v1/keys", keys),
-        web.post("/v1/messages", submit),
-        web.post("/v1/messages:batch", submit_batch),
-        web.get("/v1/messages/{message_id}", status),
-        web.get("/v1/events", events),
-        web.post("/v1/signing-keys", add_signing_key),
-        web.get("/v1/signing-keys", list_signing_keys),
-        web.delete("/v1/signing-keys/{fingerprint}", retire_signing_key),
+        web.get("/v1/app", signed(whoami)),
+        web.get("/v1/keys", signed(keys)),
+        web.post("/v1/messages", signed(submit)),
+        web.post("/v1/messages:batch", signed(submit_batch)),
+        web.get("/v1/messages/{message_id}", signed(status)),
+        web.get("/v1/events", signed(events)),
+        web.post("/v1/signing-keys", signed(add_signing_key)),
+        web.get("/v1/signing-keys", signed(list_signing_keys)),
+        web.delete("/v1/signing-keys/{fingerprint}", signed(retire_signing_key)),
         web.post("/v1/blobs", upload_blob),
         web.get("/v1/blobs/{blob_id}", download_blob),
         web.get("/metrics", metrics_text),

@@ -161,7 +161,8 @@ async def _with_service(settings: Settings, args: argparse.Namespace, action: Ac
         settings.database, MasterKeyring(settings.master_key, settings.previous_master_key)
     )
     try:
-        return await action(AdminService(keystore), args, settings)
+        service = AdminService(keystore, deny_private=settings.webhook_deny_private)
+        return await action(service, args, settings)
     finally:
         await keystore.close()
 

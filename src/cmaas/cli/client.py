@@ -174,14 +174,15 @@ async def _daemon(args: argparse.Namespace, settings: ClientSettings) -> int:
     from aiohttp import web
 
     from cmaas.clientservice import GatewayClient
-    from cmaas.clientservice.daemon import StatusRelay, daemon_app
+    from cmaas.clientservice.daemon import DaemonOptions, StatusRelay, daemon_app
     from cmaas.shutdown import stop_on_signals
 
     config = settings.config
     webhook = args.webhook or settings.webhook
     stop = stop_on_signals()
     async with aiohttp.ClientSession() as session, GatewayClient(config, session=session) as client:
-        runner = web.AppRunner(daemon_app(client, config.credentials), access_log=None)
+        options = DaemonOptions(settings.file_urls, settings.file_timeout_s)
+        runner = web.AppRunner(daemon_app(client, config.credentials, options), access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, args.host, args.port).start()

@@ -18,3 +18,6 @@ def configure_logging(level: str) -> None:
     # slixmpp logs every stanza sent and received at DEBUG; those carry credentials
     # shown once in ad-hoc results, so stanza dumps are never logged.
     logging.getLogger("slixmpp.xmlstream.xmlstream").setLevel(logging.INFO)
+    # aiosqlite logs every call with its arguments at DEBUG: SQL parameters such as
+    # the phone number looked up or a blob's capability id, so those are never logged.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

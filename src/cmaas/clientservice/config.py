@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cmaas.clientservice.api import AppCredentials
 from cmaas.clientservice.client import ClientConfig
@@ -34,11 +35,16 @@ class ClientSettings:
     Attributes:
         webhook: ``CMAAS_CLIENT_WEBHOOK``, where ``cmaas client serve`` relays statuses.
         log_level: ``CMAAS_LOG_LEVEL``.
+        file_urls: ``CMAAS_CLIENT_FILE_URLS``, the URL prefixes the daemon may fetch a
+            Sandes ``file_url`` from.
+        file_timeout_s: ``CMAAS_CLIENT_FILE_TIMEOUT``.
     """
 
     config: ClientConfig
     webhook: str | None
     log_level: str
+    file_urls: tuple[str, ...] = ()
+    file_timeout_s: float = 30.0
 
 
 def client_config(env: Mapping[str, str], *, state_dir: Path | None = None) -> ClientConfig:
@@ -63,6 +69,8 @@ def client_settings(env: Mapping[str, str], *, log_level: str = "WARNING") -> Cl
         config=_client_config(reader, None),
         webhook=reader.get("CMAAS_CLIENT_WEBHOOK"),
         log_level=reader.log_level(log_level),
+        file_urls=_url_prefixes(reader, "CMAAS_CLIENT_FILE_URLS"),
+        file_timeout_s=reader.seconds("CMAAS_CLIENT_FILE_TIMEOUT", 30.0),
     )
     reader.raise_problems(ClientConfigError)
     return settings
@@ -78,3 +86,14 @@ def _client_config(reader: VariableReader, state_dir: Path | None) -> ClientConf
     url = reader.url("CMAAS_CLIENT_URL", "http://127.0.0.1:8480")
     directory = state_dir or reader.directory("CMAAS_CLIENT_DIR") or DEFAULT_STATE_DIR
     return ClientConfig(url, credentials, directory)
+
+
+def _url_prefixes(reader: VariableReader, name: str) -> tuple[str, ...]:
+    """Comma-separated absolute http(s) URLs, each with a host."""
+    prefixes = tuple(p.strip() for p in (reader.get(name) or "").split(",") if p.strip())
+    for prefix in prefixes:
+        parts = urlsplit(prefix)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+            reader.problem(f"{name}: {prefix!r} is not an http(s) URL with a host")
+            return ()
+    return prefixes

@@ -6,7 +6,9 @@ Two front doors:
   with ``Authorization: Bearer <client secret>``;
 - a Sandes-shaped ``POST /v1/api/message/multicast`` with headers ``clientid``,
   ``clientsecret`` and ``hmac`` = base64(HMAC-SHA256(hmac key, raw body)), so that an app
-  integrated the Sandes way switches over by changing its URL.
+  integrated the Sandes way switches over by changing its URL; with an optional
+  ``timestamp`` header (unix seconds) the HMAC covers ``timestamp + "." + body``. A MAC
+  is accepted once: for the timestamp's window, or for a day without one.
 
 Statuses are relayed to the app's local webhook, signed as the gateway signs its own.
 """
@@ -23,12 +25,14 @@ import logging
 import os
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from cmaas.clientservice.api import ApiError, AppCredentials
@@ -42,13 +46,57 @@ from cmaas.wire import Refused, StatusEvent
 from cmaas.wire.http import refusal_response, router_refusal
 from cmaas.wire.signing import body_mac, webhook_signature
 
-__all__ = ["StatusRelay", "daemon_app"]
+__all__ = ["DaemonOptions", "SeenMacs", "StatusRelay", "daemon_app"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_BODY = 1024 * 1024
 _MAX_FILE = 32 * 1024 * 1024
+TIMESTAMP_WINDOW_S = 300
+"""How far a Sandes request's ``timestamp`` may be from the daemon's clock."""
+UNSTAMPED_REPLAY_WINDOW_S = 86_400
+"""How long the MAC of a Sandes request without ``timestamp`` is remembered."""
+_REMEMBERED_MACS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    """Attributes:
+    file_urls: URL prefixes ``file_url`` may start with (scheme, host and port equal,
+        the path under the prefix's); none: ``file_url`` is refused.
+    file_timeout_s: Time the fetch of ``file_url`` may take in all.
+    """
+
+    file_urls: tuple[str, ...] = ()
+    file_timeout_s: float = 30.0
+
+
+class SeenMacs:
+    """MACs of accepted Sandes requests, each until its window ends, so that the same
+    request sent again is refused; at most ``capacity``, the oldest forgotten first."""
+
+    def __init__(
+        self, capacity: int = _REMEMBERED_MACS, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._until: OrderedDict[bytes, float] = OrderedDict()
+        self._capacity = capacity
+        self._clock = clock
+
+    def first_time(self, mac: bytes, window_s: float) -> bool:
+        """Remember ``mac`` for ``window_s``; ``False`` when it is remembered already."""
+        now = self._clock()
+        while self._until and next(iter(self._until.values())) <= now:
+            self._until.popitem(last=False)
+        if mac in self._until and self._until[mac] > now:
+            return False
+        self._until[mac] = now + window_s
+        self._until.move_to_end(mac)
+        # Entries are kept in insertion order; their windows differ, so an expired one
+        # may sit behind a live one until the live one goes.
+        while len(self._until) > self._capacity:
+            self._until.popitem(last=False)
+        return True
 
 
 class _Refused(CmaasError):
@@ -77,8 +125,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return router_refusal(request, error)
 
 
-def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Application:
+def daemon_app(
+    client: GatewayClient, credentials: AppCredentials, options: DaemonOptions | None = None
+) -> web.Application:
     """The daemon's routes around a started :class:`GatewayClient`."""
+    fetching = options or DaemonOptions()
+    seen = SeenMacs()
 
     def check_bearer(request: web.Request) -> None:
         presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
@@ -116,7 +168,7 @@ def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Applic
 
     async def sandes_multicast(request: web.Request) -> web.Response:
         raw = await request.read()
-        _check_sandes(request, raw, credentials)
+        _check_sandes(request, raw, credentials, seen)
         try:
             value = json.loads(raw)
         except ValueError as error:
@@ -130,7 +182,12 @@ def daemon_app(client: GatewayClient, credentials: AppCredentials) -> web.Applic
             files: list[Sent | None] = [None] * len(texts)
         else:
             # The file is fetched before anything is sent: if it cannot be had, nothing goes.
-            async with _fetched(client, str(file_url)) as (local, name, fetched_type):
+            url = _allowed_file_url(str(file_url), fetching.file_urls)
+            async with _fetched(client, url, fetching.file_timeout_s) as (
+                local,
+                name,
+                fetched_type,
+            ):
                 texts = await client.send_many(receivers, **options)
                 files = list(
                     await client.send_file_many(
@@ -205,15 +262,19 @@ def _send_options(value: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _check_sandes(request: web.Request, raw: bytes, credentials: AppCredentials) -> None:
+def _check_sandes(
+    request: web.Request, raw: bytes, credentials: AppCredentials, seen: SeenMacs
+) -> None:
     headers = request.headers
-    presented_id = headers.get("clientid", "").encode()
-    presented_secret = headers.get("clientsecret", "").encode()
+    presented_id = headers.get("clientid", "").encode("utf-8", "surrogateescape")
+    presented_secret = headers.get("clientsecret", "").encode("utf-8", "surrogateescape")
     try:
         presented_mac = base64.b64decode(headers.get("hmac", ""), validate=True)
     except ValueError:
         presented_mac = b""
-    expected = body_mac(credentials.hmac_key, raw)
+    stamp = headers.get("timestamp")
+    signed = raw if stamp is None else stamp.encode("utf-8", "surrogateescape") + b"." + raw
+    expected = body_mac(credentials.hmac_key, signed)
     checks = [
         hmac.compare_digest(presented_id, credentials.client_id.encode()),
         hmac.compare_digest(presented_secret, credentials.client_secret.encode()),
@@ -221,6 +282,55 @@ def _check_sandes(request: web.Request, raw: bytes, credentials: AppCredentials)
     ]
     if not all(checks):
         raise _Refused(401, "unauthenticated", "clientid, clientsecret or hmac is wrong")
+    window = UNSTAMPED_REPLAY_WINDOW_S
+    if stamp is not None:
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or (
+            abs(time.time() - int(stamp)) > TIMESTAMP_WINDOW_S
+        ):
+            raise _Refused(
+                401,
+                "unauthenticated",
+                f"timestamp must be unix seconds within {TIMESTAMP_WINDOW_S} s of the clock",
+            )
+        window = 2 * TIMESTAMP_WINDOW_S + 1
+    if not seen.first_time(expected, window):
+        raise _Refused(401, "unauthenticated", "this request was sent before (a replay)")
+
+
+def _allowed_file_url(url: str, allowed: tuple[str, ...]) -> yarl.URL:
+    """``url`` as it will be fetched, if it lies under one of ``allowed``.
+
+    Raises: _Refused: Not an http(s) URL under an allowed prefix, or none allowed.
+    """
+    if not allowed:
+        raise _Refused(
+            400, "invalid_request", "file_url is not enabled here (CMAAS_CLIENT_FILE_URLS)"
+        )
+    try:
+        target = yarl.URL(url)
+    except (ValueError, TypeError) as error:
+        raise _Refused(400, "invalid_request", "file_url is not a URL") from error
+    segments = target.path.split("/")
+    if (
+        target.user is not None
+        or target.password is not None
+        or "." in segments
+        or ".." in segments
+    ):
+        raise _Refused(400, "invalid_request", "file_url must not hold credentials or dot segments")
+    for prefix in allowed:
+        base = yarl.URL(prefix)
+        base_path = base.path if base.path.endswith("/") else base.path + "/"
+        if (
+            target.scheme == base.scheme
+            and target.host == base.host
+            and target.port == base.port
+            and (target.path + "/").startswith(base_path)
+        ):
+            return target
+    raise _Refused(
+        403, "file_url_not_allowed", "file_url is not under a prefix in CMAAS_CLIENT_FILE_URLS"
+    )
 
 
 def _sandes_options(value: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
@@ -259,13 +369,20 @@ def _sandes_options(value: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def _fetched(client: GatewayClient, url: str) -> AsyncIterator[tuple[Path, str, str]]:
+async def _fetched(
+    client: GatewayClient, url: yarl.URL, timeout_s: float
+) -> AsyncIterator[tuple[Path, str, str]]:
     """Fetch the app's file from ``url`` (on the app's side, usually this host) into a
-    private temporary file, deleted on exit. Yields its path, name and media type."""
+    private temporary file, deleted on exit, without following redirects (they could
+    lead anywhere) and within ``timeout_s``. Yields its path, name and media type."""
     local = client.config.state_dir / f".incoming-{secrets.token_hex(8)}"
-    name = Path(urlsplit(url).path).name or "file"
+    name = Path(url.path).name or "file"
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, allow_redirects=False) as response,
+        ):
             if response.status != 200:
                 raise _Refused(502, "file_unavailable", f"file_url answered HTTP {response.status}")
             size = 0
@@ -282,6 +399,10 @@ async def _fetched(client: GatewayClient, url: str) -> AsyncIterator[tuple[Path,
         yield local, name, media_type.split(";")[0].strip() or "application/octet-stream"
     except aiohttp.ClientError as error:
         raise _Refused(502, "file_unavailable", f"file_url: {error}") from error
+    except TimeoutError as error:
+        raise _Refused(
+            502, "file_unavailable", f"file_url did not answer within {timeout_s:g} s"
+        ) from error
     finally:
         with contextlib.suppress(FileNotFoundError):
             local.unlink()

@@ -18,6 +18,7 @@ __all__ = ["SIGNATURE_WINDOW_S", "RequestAuthenticator", "SignedRequest"]
 SIGNATURE_WINDOW_S = 300
 _NONCE = re.compile(r"[A-Za-z0-9_.:~-]{8,128}")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
+_SECRET = re.compile(r"[\x21-\x7e]{1,256}")
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -66,35 +67,40 @@ class RequestAuthenticator:
         ForbiddenAddress: The peer is outside the app's allow-list.
         AppSuspended: The app is suspended.
         """
-        if not _CLIENT_ID.fullmatch(request.client_id) or not request.client_secret:
-            raise Unauthenticated("X-CMAAS-Client-Id and X-CMAAS-Client-Secret are required")
-        try:
-            authenticated = await self._keystore.authenticate(
-                request.client_id, request.client_secret
-            )
-        except AuthenticationFailed as error:
-            raise Unauthenticated(str(error)) from error
+        authenticated = await self._credentials(request.client_id, request.client_secret)
         await self._check_signed(authenticated.app, [authenticated.hmac_key], request)
         return authenticated
 
-    async def precheck(self, client_id: str, client_secret: str, peer: IpAddress) -> App:
-        """What can be checked before a streamed body arrives: the credentials, the
-        address and the app's standing. :meth:`authenticate` must still follow, with the
-        body's digest, before anything is kept.
+    async def precheck(
+        self, client_id: str, client_secret: str, peer: IpAddress
+    ) -> AuthenticatedApp:
+        """What can be checked from the headers, before a body is read: the
+        credentials, the address and the app's standing. :meth:`verify` must still
+        follow, with the body (or its digest), before anything is kept.
 
         Raises: Unauthenticated, ForbiddenAddress, AppSuspended.
         """
-        if not _CLIENT_ID.fullmatch(client_id) or not client_secret:
+        authenticated = await self._credentials(client_id, client_secret)
+        _check_standing(authenticated.app, peer)
+        return authenticated
+
+    async def verify(self, authenticated: AuthenticatedApp, request: SignedRequest) -> None:
+        """The rest of :meth:`authenticate` after :meth:`precheck`: the signature, the
+        timestamp, the address and standing again, and the nonce.
+
+        Raises: as :meth:`authenticate`.
+        """
+        await self._check_signed(authenticated.app, [authenticated.hmac_key], request)
+
+    async def _credentials(self, client_id: str, client_secret: str) -> AuthenticatedApp:
+        # A header that is not printable ASCII cannot be a credential the gateway issued;
+        # refused here, before it could reach the secret's encoding (it once caused a 500).
+        if not _CLIENT_ID.fullmatch(client_id) or not _SECRET.fullmatch(client_secret):
             raise Unauthenticated("X-CMAAS-Client-Id and X-CMAAS-Client-Secret are required")
         try:
-            app = (await self._keystore.authenticate(client_id, client_secret)).app
+            return await self._keystore.authenticate(client_id, client_secret)
         except AuthenticationFailed as error:
             raise Unauthenticated(str(error)) from error
-        if not _allowed(app, peer):
-            raise ForbiddenAddress(f"requests from {peer} are not allowed for this app")
-        if app.suspended:
-            raise AppSuspended(f"app {app.app_id!r} is suspended")
-        return app
 
     async def authenticate_bound(self, app_id: str, request: SignedRequest) -> App:
         """Check a request from a JID bound to ``app_id`` (ad-hoc): the server vouches
@@ -128,18 +134,23 @@ class RequestAuthenticator:
             raise Unauthenticated(
                 f"X-CMAAS-Timestamp is more than {self._window} s from the gateway's clock"
             )
-        if request.peer is not None and not _allowed(app, request.peer):
-            if not app.networks:
-                raise ForbiddenAddress(
-                    "this app has no allowed networks: it may use the XMPP commands only"
-                )
-            raise ForbiddenAddress(f"requests from {request.peer} are not allowed for this app")
-        if app.suspended:
-            raise AppSuspended(f"app {app.app_id!r} is suspended")
+        _check_standing(app, request.peer)
         # A nonce is remembered past the window's far edge, so it can never come back.
         expires_at = int(timestamp) + self._window + 1
         if not await self._keystore.messages.claim_nonce(app.client_id, nonce, expires_at, now):
             raise Unauthenticated("X-CMAAS-Nonce was used before")
+
+
+def _check_standing(app: App, peer: IpAddress | None) -> None:
+    """Raises: ForbiddenAddress (``None`` is a request over XMPP), AppSuspended."""
+    if peer is not None and not _allowed(app, peer):
+        if not app.networks:
+            raise ForbiddenAddress(
+                "this app has no allowed networks: it may use the XMPP commands only"
+            )
+        raise ForbiddenAddress(f"requests from {peer} are not allowed for this app")
+    if app.suspended:
+        raise AppSuspended(f"app {app.app_id!r} is suspended")
 
 
 def _allowed(app: App, peer: IpAddress) -> bool:

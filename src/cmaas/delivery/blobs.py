@@ -11,14 +11,21 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from cmaas.delivery.errors import InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded
+from cmaas.delivery.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
+)
+from cmaas.delivery.ratelimit import TokenBuckets
 from cmaas.envelope.header import MAX_LIFETIME_MS
-from cmaas.keystore import QuotaExhausted
+from cmaas.keystore import App, Plan, QuotaExhausted
 from cmaas.keystore.blobs import SqliteBlobStore
 
 __all__ = ["BLOB_ID_LENGTH", "BlobLimits", "BlobService", "StagedBlob"]
@@ -34,10 +41,12 @@ class BlobLimits:
     """Attributes:
     max_bytes: Largest blob accepted.
     quota_bytes: Bytes an app may hold in unexpired blobs.
+    max_count: Unexpired blobs an app may hold (an empty blob costs no bytes).
     """
 
     max_bytes: int = 32 * 1024 * 1024
     quota_bytes: int = 1024 * 1024 * 1024
+    max_count: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +59,40 @@ class StagedBlob:
 
 
 class BlobService:
-    def __init__(self, store: SqliteBlobStore, directory: Path, limits: BlobLimits) -> None:
+    """Args:
+    plans: The app's rate plan by name; uploads are charged to it as messages are,
+        in a bucket of their own. ``None``: uploads are not rate limited.
+    """
+
+    def __init__(
+        self,
+        store: SqliteBlobStore,
+        directory: Path,
+        limits: BlobLimits,
+        plans: Callable[[str], Awaitable[Plan]] | None = None,
+        buckets: TokenBuckets | None = None,
+    ) -> None:
         self._store = store
         self._directory = directory
         self.limits = limits
+        self._plans = plans
+        self._buckets = buckets or TokenBuckets()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    async def admit(self, app: App) -> None:
+        """Charge one upload to the app's plan, before its body is read.
+
+        Raises: RateLimited.
+        """
+        if self._plans is None:
+            return
+        plan = await self._plans(app.plan)
+        granted, retry_after = self._buckets.take(("blob", app.app_id), plan, 1)
+        if not granted:
+            raise RateLimited(
+                f"plan {plan.name!r} allows {plan.sustained_per_second:g} uploads/s",
+                retry_after=retry_after,
+            )
 
     def path(self, blob_id: str) -> Path:
         return self._directory / blob_id
@@ -101,7 +139,13 @@ class BlobService:
             blob_id = secrets.token_urlsafe(32)
             try:
                 await self._store.add(
-                    blob_id, app_id, staged.size, now, expires_ms, self.limits.quota_bytes
+                    blob_id,
+                    app_id,
+                    staged.size,
+                    now,
+                    expires_ms,
+                    self.limits.quota_bytes,
+                    self.limits.max_count,
                 )
             except QuotaExhausted as error:
                 raise QuotaExceeded(str(error), retry_after=60.0) from error
@@ -122,14 +166,20 @@ class BlobService:
             raise NotFound("no such blob, or it expired")
         return self.path(blob_id)
 
-    async def sweep(self) -> int:
-        """Delete expired blobs; returns how many."""
-        gone = await self._store.expire(int(time.time() * 1000))
-        for blob_id in gone:
-            self.discard(self.path(blob_id))
-        if gone:
-            log.info("deleted %d expired blobs", len(gone))
-        return len(gone)
+    async def sweep(self, batch: int = 1000) -> int:
+        """Delete every expired blob, ``batch`` at a time; returns how many."""
+        now_ms = int(time.time() * 1000)
+        deleted = 0
+        while True:
+            gone = await self._store.expire(now_ms, batch)
+            for blob_id in gone:
+                self.discard(self.path(blob_id))
+            deleted += len(gone)
+            if len(gone) < batch:
+                break
+        if deleted:
+            log.info("deleted %d expired blobs", deleted)
+        return deleted
 
 
 def _open_private(path: Path) -> BinaryIO:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from cmaas.delivery.auth import SIGNATURE_WINDOW_S
 from cmaas.delivery.errors import (
     Backpressure,
     InvalidRequest,
@@ -35,6 +36,7 @@ from cmaas.envelope import (
     parse_public_key,
     verify,
 )
+from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.identifiers import InvalidIdentifier
 from cmaas.keystore import (
     App,
@@ -52,7 +54,10 @@ from cmaas.lifecycle import (
 )
 from cmaas.wire import Accepted, Refused, Submission, SubmissionResult, WireError
 
-__all__ = ["AdmissionLimits", "Outcome", "SubmissionService", "submission_result"]
+__all__ = ["CLOCK_SKEW_MS", "AdmissionLimits", "Outcome", "SubmissionService", "submission_result"]
+
+CLOCK_SKEW_MS = SIGNATURE_WINDOW_S * 1000
+"""How far a sender's clock may run ahead of the gateway's, as for request timestamps."""
 
 Outcome = MessageRecord | Refusal
 """Per message: the stored record (new or, for a retry, as stored before), or why not."""
@@ -96,7 +101,9 @@ class SubmissionService:
         limits: AdmissionLimits | None = None,
         buckets: TokenBuckets | None = None,
         on_outcomes: Callable[[Sequence[Outcome]], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
         self._keystore = keystore
         self._resolver = resolver
         self._enqueue = enqueue
@@ -208,7 +215,9 @@ class SubmissionService:
         if not isinstance(item, _Item):
             return item
         try:
-            envelope = _verified_envelope(item, app, self._domain, signing_keys)
+            envelope = _verified_envelope(
+                item, app, self._domain, signing_keys, int(self._clock() * 1000)
+            )
         except Refusal as error:
             return error
         try:
@@ -276,9 +285,10 @@ def _parse_item(value: object) -> Outcome | _Item:
 
 
 def _verified_envelope(
-    item: _Item, app: App, domain: str, signing_keys: Mapping[str, PublicKey]
+    item: _Item, app: App, domain: str, signing_keys: Mapping[str, PublicKey], now_ms: int
 ) -> SealedEnvelope:
-    """Raises: InvalidRequest, UnknownSigningKey."""
+    """Raises: InvalidRequest (including a lifetime that does not start now),
+    UnknownSigningKey."""
     try:
         envelope = SealedEnvelope.from_bytes(item.submission.envelope)
     except EnvelopeError as error:
@@ -292,6 +302,18 @@ def _verified_envelope(
     ):
         if sealed != submitted:
             raise InvalidRequest(f"the envelope's {field} is {sealed!r}, not {submitted!r}")
+    # The header caps a lifetime at 30 days from created_ms, which the sender chooses:
+    # it must be the gateway's now, within the clock skew a request signature allows.
+    if header.created_ms > now_ms + CLOCK_SKEW_MS:
+        raise InvalidRequest(
+            f"the envelope's created_ms is {header.created_ms}, ahead of the gateway's clock"
+            f" ({now_ms}) by more than {CLOCK_SKEW_MS // 1000} s"
+        )
+    if header.expires_ms > now_ms + MAX_LIFETIME_MS + CLOCK_SKEW_MS:
+        raise InvalidRequest(
+            f"the envelope's expires_ms is {header.expires_ms}, more than 30 days after"
+            f" the gateway's clock ({now_ms})"
+        )
     expires_at = item.submission.expires_at
     if expires_at is not None and expires_at != header.expires_ms // 1000:
         raise InvalidRequest(

@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 
 import aiohttp
+import yarl
 
 from cmaas import __version__
+from cmaas.delivery.destinations import is_public, literal_address
 from cmaas.delivery.events import ConsumerFailed, CursorConsumer
 from cmaas.keystore import App, Keystore, StatusEvent
 from cmaas.wire.signing import webhook_signature
@@ -38,6 +40,7 @@ class WebhookConsumer(CursorConsumer):
         first_backoff_s: float = 1.0,
         max_backoff_s: float = 600.0,
         clock: Callable[[], float] = time.time,
+        deny_private: bool = False,
     ) -> None:
         super().__init__(
             keystore,
@@ -47,6 +50,9 @@ class WebhookConsumer(CursorConsumer):
             clock=clock,
         )
         self._session = session
+        # Names are checked by the session's resolver (PublicOnlyResolver); an address
+        # in the URL is never resolved, so it is checked here.
+        self._deny_private = deny_private
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     def wants(self, app: App) -> bool:
@@ -60,6 +66,14 @@ class WebhookConsumer(CursorConsumer):
             {"app_id": app_id, "events": [event.wire().to_json() for event in events]},
             separators=(",", ":"),
         ).encode()
+        if self._deny_private:
+            literal = literal_address(yarl.URL(app.callback_url).host or "")
+            if literal is not None and not is_public(literal):
+                reason = f"the callback URL's address {literal} is private"
+                log.warning(
+                    "webhook for %s refused: %s (CMAAS_WEBHOOK_DENY_PRIVATE)", app_id, reason
+                )
+                raise ConsumerFailed(reason)
         key = (await self._keystore.hmac_keys(app_id))[0]
         headers = {
             "Content-Type": "application/json",

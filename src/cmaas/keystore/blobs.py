@@ -16,18 +16,31 @@ class SqliteBlobStore:
         self._commits = commits
 
     async def add(
-        self, blob_id: str, app_id: str, size: int, now_ms: int, expires_ms: int, quota: int
+        self,
+        blob_id: str,
+        app_id: str,
+        size: int,
+        now_ms: int,
+        expires_ms: int,
+        quota: int,
+        max_count: int | None = None,
     ) -> None:
-        """Record a blob, within the app's quota of bytes held in unexpired blobs.
+        """Record a blob, within the app's quota of bytes held in unexpired blobs and,
+        when given, of their number.
 
         Raises: QuotaExhausted.
         """
 
         def work(db: sqlite3.Connection) -> None:
             row = db.execute(
-                "SELECT coalesce(sum(size), 0) FROM blobs WHERE app_id = ? AND expires_ms > ?",
+                "SELECT coalesce(sum(size), 0), count(*) FROM blobs"
+                " WHERE app_id = ? AND expires_ms > ?",
                 (app_id, now_ms),
             ).fetchone()
+            if max_count is not None and int(row[1]) >= max_count:
+                raise QuotaExhausted(
+                    f"the app holds {int(row[1]):,} blobs, its limit (CMAAS_BLOB_MAX_COUNT)"
+                )
             if int(row[0]) + size > quota:
                 raise QuotaExhausted(
                     f"the app holds {int(row[0]):,} bytes of blobs; {size:,} more would pass"
