@@ -355,7 +355,9 @@ class TestSessionLimits(GatewayStanzaTest):
     )
 
     def refused(self, reply: Iq) -> bool:
-        return reply["type"] == "error" and reply["error"]["condition"] == "resource-constraint"
+        return bool(
+            reply["type"] == "error" and reply["error"]["condition"] == "resource-constraint"
+        )
 
     def test_per_account_across_resources(self) -> None:
         for n in range(2):
