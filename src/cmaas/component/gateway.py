@@ -180,7 +180,9 @@ class GatewayComponent(ComponentXMPP):
         self.del_event_handler("roster_subscription_request", self._handle_new_subscription)
         self.del_event_handler("presence_probe", self._handle_probe)
         # slixmpp's own presence handler makes a roster node for every sender before
-        # it raises the events: one per user, never freed. Raise them without it.
+        # it raises the events, and its roster records every presence sent, per
+        # recipient: one entry per user, never freed. Raise the events without them.
+        self.del_filter("out", self.roster._save_last_status)
         self.remove_handler("Presence")
         self.register_handler(
             Callback(
