@@ -19,7 +19,8 @@ from cmaas.api import ClientAddresses, api_routes, error_middleware
 from cmaas.api.door import Door, DoorLimits
 from cmaas.api.health import health_routes
 from cmaas.component.adhoc.access import AccessPolicy
-from cmaas.component.adhoc.engine import AdhocEngine
+from cmaas.component.adhoc.command import Access
+from cmaas.component.adhoc.engine import AdhocEngine, SessionLimits
 from cmaas.component.commands import admin_commands, device_commands, messaging_commands
 from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
@@ -36,7 +37,7 @@ from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
-from cmaas.keydirectory import KeyDirectory
+from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import MasterKeyring, SqliteKeystore
 from cmaas.settings import Settings
 from cmaas.shutdown import stop_on_signals
@@ -101,13 +102,22 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             settings.component_secret,
             AppContacts(keystore, domain),
             server=min(settings.served_domains),
+            max_depth=settings.xmpp_max_depth,
         )
         link = XmppLink(
             xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
         )
 
         # The delivery engine.
-        directory = KeyDirectory(keystore, notify_low=xmpp.notify_prekeys_low)
+        directory = KeyDirectory(
+            keystore,
+            notify_low=xmpp.notify_prekeys_low,
+            limits=DeviceLimits(
+                prekeys_per_app=settings.prekeys_per_app,
+                prekey_window_s=int(settings.prekeys_per_app_window),
+                revoked_kept=settings.revoked_devices_kept,
+            ),
+        )
         dispatcher = Dispatcher(store, xmpp, resend_window_s=settings.resend_window)
         xmpp.feedback.subscribe(StatusTracker(store, dispatcher.resend))
         hub = EventHub(keystore)
@@ -178,6 +188,15 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 ],
                 AccessPolicy(settings.admins, settings.served_domains, keystore),
                 settings.adhoc_session_timeout,
+                limits=SessionLimits(
+                    per_account=settings.adhoc_sessions_per_account,
+                    per_class={
+                        Access.ADMIN: settings.adhoc_admin_sessions,
+                        Access.USER: settings.adhoc_user_sessions,
+                        Access.APP: settings.adhoc_app_sessions,
+                    },
+                    lifetime_s=settings.adhoc_session_lifetime,
+                ),
             )
         )
 

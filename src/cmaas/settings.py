@@ -47,6 +47,15 @@ class Settings:
     http_port: int = 8480
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     adhoc_session_timeout: float = 300.0
+    adhoc_session_lifetime: float = 900.0
+    adhoc_sessions_per_account: int = 4
+    adhoc_admin_sessions: int = 100
+    adhoc_user_sessions: int = 2000
+    adhoc_app_sessions: int = 1000
+    xmpp_max_depth: int = 32
+    prekeys_per_app: int = 10
+    prekeys_per_app_window: float = 3600.0
+    revoked_devices_kept: int = 32
     reconnect_max_delay: float = 30.0
     log_level: str = "INFO"
     http_tls_cert: Path | None = None
@@ -113,6 +122,15 @@ def load_settings(
         http_port=reader.port("CMAAS_HTTP_PORT", 8480),
         trusted_proxies=reader.networks("CMAAS_TRUSTED_PROXIES"),
         adhoc_session_timeout=reader.seconds("CMAAS_ADHOC_SESSION_TIMEOUT", 300.0),
+        adhoc_session_lifetime=reader.seconds("CMAAS_ADHOC_SESSION_LIFETIME", 900.0),
+        adhoc_sessions_per_account=reader.integer("CMAAS_ADHOC_SESSIONS_PER_ACCOUNT", 4, 1, 1000),
+        adhoc_admin_sessions=reader.integer("CMAAS_ADHOC_ADMIN_SESSIONS", 100, 1, 10**6),
+        adhoc_user_sessions=reader.integer("CMAAS_ADHOC_USER_SESSIONS", 2000, 1, 10**6),
+        adhoc_app_sessions=reader.integer("CMAAS_ADHOC_APP_SESSIONS", 1000, 1, 10**6),
+        xmpp_max_depth=reader.integer("CMAAS_XMPP_MAX_DEPTH", 32, 8, 1000),
+        prekeys_per_app=reader.integer("CMAAS_PREKEYS_PER_APP", 10, 1, 10**6),
+        prekeys_per_app_window=reader.seconds("CMAAS_PREKEYS_PER_APP_WINDOW", 3600.0),
+        revoked_devices_kept=reader.integer("CMAAS_REVOKED_DEVICES_KEPT", 32, 1, 10**6),
         reconnect_max_delay=reader.seconds("CMAAS_RECONNECT_MAX_DELAY", 30.0),
         log_level=reader.log_level("INFO"),
         http_tls_cert=reader.file("CMAAS_HTTP_TLS_CERT"),
@@ -150,6 +168,8 @@ def load_settings(
         reader.problem("set both CMAAS_HTTP_TLS_CERT and CMAAS_HTTP_TLS_KEY, or neither")
     if settings.outbox_bulk_limit > settings.outbox_normal_limit:
         reader.problem("CMAAS_OUTBOX_BULK_LIMIT must not exceed CMAAS_OUTBOX_NORMAL_LIMIT")
+    if settings.adhoc_session_lifetime < settings.adhoc_session_timeout:
+        reader.problem("CMAAS_ADHOC_SESSION_LIFETIME must not be below CMAAS_ADHOC_SESSION_TIMEOUT")
     if settings.previous_master_key == settings.master_key:
         reader.problem("CMAAS_PREVIOUS_MASTER_KEY must differ from CMAAS_MASTER_KEY")
     reader.raise_problems(SettingsError)

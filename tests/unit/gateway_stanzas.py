@@ -16,7 +16,7 @@ from slixmpp.xmlstream import ET
 
 from cmaas.admin import AdminService
 from cmaas.component.adhoc.access import AccessPolicy
-from cmaas.component.adhoc.engine import AdhocEngine
+from cmaas.component.adhoc.engine import AdhocEngine, SessionLimits
 from cmaas.component.commands import admin_commands, device_commands
 from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
@@ -50,6 +50,9 @@ class RecordedFeedback:
 class GatewayStanzaTest(SlixTest):
     """Feeds stanzas to the gateway as the server would, and reads what it writes."""
 
+    session_limits: SessionLimits | None = None
+    """The engine's session limits; its defaults when ``None``."""
+
     def setUp(self) -> None:
         # SlixTest drives the loop with get_event_loop(); give each test its own, so
         # it neither depends on nor disturbs pytest-asyncio's loops.
@@ -67,6 +70,7 @@ class GatewayStanzaTest(SlixTest):
             AccessPolicy(frozenset({"admin@cmaas.test"}), frozenset({"cmaas.test"}), self.keystore),
             session_timeout=300,
             clock=self.monotonic,
+            limits=self.session_limits,
         )
         self.feedback = RecordedFeedback()
         self.xmpp = GatewayComponent(DOMAIN, "secret", AppContacts(self.keystore, DOMAIN))

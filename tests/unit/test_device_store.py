@@ -20,6 +20,7 @@ from cmaas.keystore import (
     MasterKeyring,
     PrekeyIdConflict,
     PrekeyPoolFull,
+    SignedPrekeyRollback,
     SqliteKeystore,
     StoredPrekey,
     TooManyDevices,
@@ -320,7 +321,7 @@ async def test_migrations_upgrade_a_version_1_database(db_path: Path, master_key
         columns = [row[1] for row in raw.execute("PRAGMA table_info(devices)")]
         taken = raw.execute("SELECT jid, device_id, key_id FROM taken_prekeys").fetchall()
     raw.close()
-    assert versions == [1, 2, 3, 4, 5, 6]
+    assert versions == [m.version for m in MIGRATIONS]
     assert "low_notified_at" in columns
     assert taken == [(ALICE, 1, 1)]
 
@@ -342,3 +343,42 @@ async def test_a_retried_publish_is_idempotent_and_never_brings_back_a_taken_key
     ]
     assert [k.key_id if k else None for k in rest] == [2, 3, None]
     assert handed_out.key_id not in [k.key_id for k in rest if k]
+
+
+async def test_a_signed_prekey_cannot_be_rolled_back(devices: DeviceStore) -> None:
+    """An old bundle published again must not put a retired signed prekey back."""
+    first = publication(spk_id=1000, opk_ids=())
+    await devices.publish(first, **LIMITS)
+    fifth = publication(spk_id=1005, opk_ids=())
+    await devices.publish(fifth, **LIMITS)
+    before = list(await devices.list(ALICE))
+    with pytest.raises(SignedPrekeyRollback, match="1000 is older than 1005"):
+        await devices.publish(first, **LIMITS)
+    other_key_same_id = publication(spk_id=1005, opk_ids=())
+    with pytest.raises(SignedPrekeyRollback, match="another key"):
+        await devices.publish(other_key_same_id, **LIMITS)
+    await assert_unchanged(devices, before)
+    # The same signed prekey again is a retried publish; a newer one is a rotation.
+    await devices.publish(fifth, **LIMITS)
+    assert (await devices.get(ALICE, 1)).signed_prekey == fifth.signed_prekey
+    await devices.publish(publication(spk_id=1006, opk_ids=()), **LIMITS)
+    assert (await devices.get(ALICE, 1)).signed_prekey.key_id == 1006
+
+
+async def test_only_the_most_recently_revoked_devices_are_kept(
+    devices: DeviceStore, clock: FakeClock
+) -> None:
+    for device_id in range(1, 6):
+        await devices.publish(publication(device_id, opk_ids=()), **LIMITS)
+        clock.now += 1
+        await devices.revoke(ALICE, device_id, keep_revoked=2)
+    assert [(d.device_id, d.revoked_at is not None) for d in await devices.list(ALICE)] == [
+        (4, True),
+        (5, True),
+    ]
+    with pytest.raises(DeviceRevoked):
+        await devices.publish(publication(5, opk_ids=()), **LIMITS)
+    # Revoked in the same second as others, the device just revoked is still kept.
+    await devices.publish(publication(6, opk_ids=()), **LIMITS)
+    await devices.revoke(ALICE, 6, keep_revoked=1)
+    assert [d.device_id for d in await devices.list(ALICE)] == [6]

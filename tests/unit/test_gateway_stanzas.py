@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from slixmpp import JID, Iq
+from slixmpp.test import mocksocket
 
 from cmaas.admin import RegisterAppRequest, UpdateAppRequest
 from cmaas.admin.views import SHOWN_ONCE
+from cmaas.component.adhoc.command import Access
+from cmaas.component.adhoc.engine import SessionLimits
 from cmaas.envelope import DeviceKeyring, fingerprint
 
 from .gateway_stanzas import ADMIN, DOMAIN, USER, GatewayStanzaTest, form_values
@@ -398,6 +401,192 @@ class TestAppRegisterCommand(GatewayStanzaTest):
     def test_admin_of_another_component_is_not_an_admin(self) -> None:
         reply = self.execute(REGISTER, sender="cmaas.test")
         assert reply["error"]["condition"] == "forbidden"
+
+
+PUBLISH = "urn:cmaas:cmd:device-publish"
+
+
+class TestSessionExhaustion(GatewayStanzaTest):
+    """The engine's default limits, against the attack that filled the session table."""
+
+    def test_many_accounts_leave_room_for_admins_and_devices(self) -> None:
+        # 125 accounts x 8 sessions filled the single 1,000-slot table.
+        opened = 0
+        for account in range(125):
+            for attempt in range(8):
+                reply = self.execute(
+                    PUBLISH, sender=f"u{account}@cmaas.test/r", iq_id=f"f{account}-{attempt}"
+                )
+                if reply["type"] == "result":
+                    opened += 1
+                else:
+                    assert reply["error"]["condition"] == "resource-constraint"
+        assert opened == 125 * 4  # CMAAS_ADHOC_SESSIONS_PER_ACCOUNT
+        assert self.execute(REGISTER, iq_id="admin")["command"]["status"] == "executing"
+        fresh = self.execute(PUBLISH, sender="newcomer@cmaas.test/phone", iq_id="newcomer")
+        assert fresh["command"]["status"] == "executing"
+
+
+class TestSessionLimits(GatewayStanzaTest):
+    session_limits = SessionLimits(
+        per_account=2,
+        per_class={Access.ADMIN: 1, Access.USER: 3, Access.APP: 1},
+        lifetime_s=900,
+    )
+
+    def refused(self, reply: Iq) -> bool:
+        return bool(
+            reply["type"] == "error" and reply["error"]["condition"] == "resource-constraint"
+        )
+
+    def test_per_account_across_resources(self) -> None:
+        for n in range(2):
+            assert not self.refused(self.execute(PUBLISH, sender=USER, iq_id=f"a{n}"))
+        assert self.refused(self.execute(PUBLISH, sender=USER, iq_id="a2"))
+        assert self.refused(self.execute(PUBLISH, sender="alice@cmaas.test/laptop", iq_id="a3"))
+        assert not self.refused(self.execute(PUBLISH, sender="bob@cmaas.test/x", iq_id="b"))
+
+    def test_a_full_class_crowds_out_no_other(self) -> None:
+        for n, sender in enumerate([USER, USER, "bob@cmaas.test/x"]):
+            assert not self.refused(self.execute(PUBLISH, sender=sender, iq_id=f"u{n}"))
+        carol = "carol@cmaas.test/x"
+        assert self.refused(self.execute(PUBLISH, sender=carol, iq_id="c1"))
+        # A one-step command needs no session, so a full table does not stop it.
+        listed = self.execute("urn:cmaas:cmd:device-list", sender=carol, iq_id="c2")
+        assert listed["command"]["status"] == "completed"
+        session = self.execute(REGISTER, iq_id="adm1")["command"]["sessionid"]
+        assert self.refused(self.execute(REGISTER, iq_id="adm2"))  # the admins' own cap
+        self.recv(
+            f"<iq type='set' id='adm3' from='{ADMIN}' to='{DOMAIN}'>"
+            f"<command xmlns='{NS}' node='{REGISTER}' sessionid='{session}' action='cancel'/></iq>"
+        )
+        assert self.xmpp._build_stanza(self.next_stanza())["command"]["status"] == "canceled"
+        assert not self.refused(self.execute(REGISTER, iq_id="adm4"))
+
+    def test_a_step_without_a_form_does_not_keep_a_session_alive(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        self.monotonic.now += 250
+        shown = self.command_reply(
+            f"<iq type='set' id='n1' from='{ADMIN}' to='{DOMAIN}'>"
+            f"<command xmlns='{NS}' node='{REGISTER}' sessionid='{session}'"
+            " action='execute'/></iq>"
+        )
+        assert shown["command"]["status"] == "executing"
+        self.monotonic.now += 60  # 310 s after the last submitted form
+        reply = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"})
+        assert reply.xml.find(f".//{{{NS}}}session-expired") is not None
+
+    def test_a_session_ends_after_its_lifetime_however_busy(self) -> None:
+        session = self.execute(REGISTER)["command"]["sessionid"]
+        for n in range(4):
+            self.monotonic.now += 200
+            again = self.submit(REGISTER, session, {"app_id": "!!"}, iq_id=f"b{n}")
+            assert again["command"]["status"] == "executing"  # a refused form, kept open
+        self.monotonic.now += 101  # 901 s after it opened, 101 s after the last form
+        reply = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"})
+        assert reply.xml.find(f".//{{{NS}}}session-expired") is not None
+        assert self.engine.session_count == 0
+
+    def test_an_offline_resource_loses_its_sessions(self) -> None:
+        laptop = "alice@cmaas.test/laptop"
+        on_phone = self.execute(PUBLISH, sender=USER, iq_id="p")["command"]["sessionid"]
+        on_laptop = self.execute(PUBLISH, sender=laptop, iq_id="l")["command"]["sessionid"]
+        self.recv(f"<presence type='unavailable' from='{USER}' to='{DOMAIN}'/>")
+        gone = self.submit(PUBLISH, on_phone, {"bundle": "{}"}, sender=USER, iq_id="p2")
+        assert gone.xml.find(f".//{{{NS}}}bad-sessionid") is not None
+        kept = self.submit(
+            PUBLISH, on_laptop, {"bundle": "{}"}, sender=laptop, iq_id="l2", action="next"
+        )
+        assert kept["command"]["status"] == "executing"  # the form again, with a note
+        self.recv(f"<presence type='unavailable' from='alice@cmaas.test' to='otp@{DOMAIN}'/>")
+        gone = self.submit(PUBLISH, on_laptop, {"bundle": "{}"}, sender=laptop, iq_id="l3")
+        assert gone.xml.find(f".//{{{NS}}}bad-sessionid") is not None
+        assert self.engine.session_count == 0
+
+
+class TestPresenceKeepsNoState(GatewayStanzaTest):
+    def test_presence_senders_leave_no_roster_behind(self) -> None:
+        before = len(list(self.xmpp.roster))
+        for n in range(50):
+            for kind in ("", " type='unavailable'", " type='subscribed'", " type='unsubscribed'"):
+                self.recv(f"<presence{kind} from='u{n}@cmaas.test/r' to='otp@{DOMAIN}'/>")
+        self.expect_only_the_answer(
+            f"<iq type='get' id='ping' from='{USER}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>",
+            f"<iq type='result' id='ping' from='{DOMAIN}' to='{USER}'/>",
+        )
+        assert len(list(self.xmpp.roster)) == before
+
+
+def nested(depth: int) -> str:
+    return "<x xmlns='urn:example:deep'>" * depth + "</x>" * depth
+
+
+class TestDeepStanzas(GatewayStanzaTest):
+    def test_a_deeply_nested_command_gets_a_clean_error(self) -> None:
+        self.recv(
+            f"<iq type='set' id='deep' from='{ADMIN}' to='{DOMAIN}'>"
+            f"<command xmlns='{NS}' node='{REGISTER}' action='execute'>{nested(30_000)}"
+            "</command></iq>"
+        )
+        reply = self.xmpp._build_stanza(self.next_stanza())
+        assert (reply["type"], reply["id"], reply["from"], reply["to"]) == (
+            "error",
+            "deep",
+            DOMAIN,
+            ADMIN,
+        )
+        assert reply["error"]["condition"] == "not-acceptable"
+        assert self.engine.session_count == 0
+
+    def test_a_deep_message_is_dropped_and_the_gateway_answers_on(self) -> None:
+        self.recv(f"<message from='{USER}' to='otp@{DOMAIN}'>{nested(30_000)}</message>")
+        self.recv(
+            f"<iq type='get' id='p1' from='{USER}' to='{DOMAIN}'>"
+            f"<ping xmlns='urn:xmpp:ping'/>{nested(40)}</iq>"
+        )
+        self.expect(
+            f"<iq type='error' id='p1' from='{DOMAIN}' to='{USER}'><error type='modify'>"
+            "<not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>elements nested deeper than 32"
+            "</text></error></iq>"
+        )
+        self.expect_only_the_answer(
+            f"<iq type='get' id='p2' from='{USER}' to='{DOMAIN}'>"
+            f"<ping xmlns='urn:xmpp:ping'/>{nested(30)}</iq>",
+            f"<iq type='result' id='p2' from='{DOMAIN}' to='{USER}'/>",
+        )
+
+
+class TestLinkXml(GatewayStanzaTest):
+    """What the IM server's side of the component link may not send."""
+
+    def written(self) -> bytes:
+        self.wait_for_send_queue()
+        assert isinstance(self.xmpp.socket, mocksocket.TestSocket)
+        return self.xmpp.socket.next_sent() or b""
+
+    def test_a_dtd_before_the_stream_is_refused(self) -> None:
+        self.xmpp.init_parser()  # a new stream, as after a reconnect
+        header = self.xmpp.stream_header
+        self.xmpp.data_received("<?xml version='1.0'?><!DOCT")
+        self.xmpp.data_received(f"YPE stream:stream [<!ENTITY a 'AAAA'>]>{header}")
+        self.xmpp.data_received(
+            f"<iq type='get' id='p&a;' from='{USER}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        )
+        sent = self.written()
+        assert b"<restricted-xml" in sent, sent
+        assert self.written() == b"</stream:stream>"
+        assert self.written() == b""  # neither the handshake nor the ping's answer
+
+    def test_a_dtd_inside_the_stream_is_refused(self) -> None:
+        self.xmpp.data_received("<!DOCTYPE x [<!ENTITY a 'b'>]>")
+        assert b"<restricted-xml" in self.written()
+
+    def test_an_undeclared_entity_closes_the_stream(self) -> None:
+        self.xmpp.data_received(
+            f"<message from='{USER}' to='{DOMAIN}'><body>&xxe;</body></message>"
+        )
+        assert b"<not-well-formed" in self.written()
 
 
 class TestOtherAdminCommands(GatewayStanzaTest):

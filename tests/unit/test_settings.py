@@ -27,6 +27,16 @@ def test_defaults() -> None:
     assert settings.admins == frozenset()
     assert settings.served_domains == frozenset({"example.org"})
     assert settings.adhoc_session_timeout == 300.0
+    assert settings.adhoc_session_lifetime == 900.0
+    assert settings.adhoc_sessions_per_account == 4
+    assert (
+        settings.adhoc_admin_sessions,
+        settings.adhoc_user_sessions,
+        settings.adhoc_app_sessions,
+    ) == (100, 2000, 1000)
+    assert settings.xmpp_max_depth == 32
+    assert (settings.prekeys_per_app, settings.prekeys_per_app_window) == (10, 3600.0)
+    assert settings.revoked_devices_kept == 32
     assert settings.master_key == b"k" * 32
     assert settings.previous_master_key is None
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -89,6 +99,13 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
         ({"CMAAS_ADHOC_SESSION_TIMEOUT": "0"}, "CMAAS_ADHOC_SESSION_TIMEOUT"),
         ({"CMAAS_RECONNECT_MAX_DELAY": "soon"}, "CMAAS_RECONNECT_MAX_DELAY"),
         ({"CMAAS_LOG_LEVEL": "LOUD"}, "CMAAS_LOG_LEVEL"),
+        ({"CMAAS_ADHOC_SESSION_LIFETIME": "60"}, "CMAAS_ADHOC_SESSION_LIFETIME"),
+        ({"CMAAS_ADHOC_SESSIONS_PER_ACCOUNT": "0"}, "CMAAS_ADHOC_SESSIONS_PER_ACCOUNT"),
+        ({"CMAAS_ADHOC_USER_SESSIONS": "many"}, "CMAAS_ADHOC_USER_SESSIONS"),
+        ({"CMAAS_XMPP_MAX_DEPTH": "2"}, "CMAAS_XMPP_MAX_DEPTH"),
+        ({"CMAAS_PREKEYS_PER_APP": "0"}, "CMAAS_PREKEYS_PER_APP"),
+        ({"CMAAS_PREKEYS_PER_APP_WINDOW": "-1"}, "CMAAS_PREKEYS_PER_APP_WINDOW"),
+        ({"CMAAS_REVOKED_DEVICES_KEPT": "0"}, "CMAAS_REVOKED_DEVICES_KEPT"),
     ],
 )
 def test_bad_values_name_the_variable(changes: dict[str, str], names: str) -> None:

@@ -11,9 +11,11 @@ from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout, XMPPError
 from slixmpp.plugins.xep_0030 import DiscoInfo, DiscoItems
 from slixmpp.plugins.xep_0050.stanza import Command as CommandStanza
+from slixmpp.stanza import StreamError
 from slixmpp.stanza.rootstanza import RootStanza
+from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback, CoroutineCallback
-from slixmpp.xmlstream.matcher import StanzaPath
+from slixmpp.xmlstream.matcher import MatchXPath, StanzaPath
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from cmaas.component.adhoc.engine import AdhocEngine
@@ -33,6 +35,8 @@ _COMMANDS = CommandStanza.namespace
 _BARRIER_TIMEOUT = 10.0
 _RECEIPTS = "urn:xmpp:receipts"
 _MARKERS = "urn:xmpp:chat-markers:0"
+_DOCTYPE = b"<!DOCTYPE"
+DEFAULT_MAX_DEPTH = 32
 
 
 class GatewayComponent(ComponentXMPP):
@@ -49,7 +53,12 @@ class GatewayComponent(ComponentXMPP):
         contacts: AppContacts,
         *,
         server: str | None = None,
+        max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
+        """Args:
+        max_depth: Deepest element nesting accepted in a stanza (the stanza is 1);
+            a deeper request gets ``<not-acceptable/>``, anything else is dropped.
+        """
         super().__init__(domain, secret, fix_error_ns=True)  # type: ignore[no-untyped-call]
         self.domain = domain
         self.domain_jid = JID(domain)
@@ -57,6 +66,12 @@ class GatewayComponent(ComponentXMPP):
         self._server_jid = JID(server or (domain.split(".", 1)[1] if "." in domain else domain))
         self._engine: AdhocEngine | None = None
         self._contacts = contacts
+        self._max_depth = max_depth
+        self._unread_tail = b""
+        self._refusing = False
+        # First of the filters: stanza handlers copy and serialise recursively, so a
+        # stanza nested thousands deep would end in RecursionError and go unanswered.
+        self.add_filter("in", self._refuse_deep, order=0)  # type: ignore[arg-type]
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0004")
         self.register_plugin("xep_0199")
@@ -80,6 +95,7 @@ class GatewayComponent(ComponentXMPP):
         """Answer ad-hoc commands with ``engine``, and list its commands in disco. Built
         after the component, since the commands' services send through it."""
         self._engine = engine
+        self.add_event_handler("presence_unavailable", self._forget_sessions)
         self.register_handler(
             CoroutineCallback(
                 "cmaas ad-hoc",
@@ -165,6 +181,31 @@ class GatewayComponent(ComponentXMPP):
         self.del_event_handler("presence_unsubscribed", self._handle_unsubscribed)
         self.del_event_handler("roster_subscription_request", self._handle_new_subscription)
         self.del_event_handler("presence_probe", self._handle_probe)
+        # slixmpp's own presence handler makes a roster node for every sender before
+        # it raises the events, and its roster records every presence sent, per
+        # recipient: one entry per user, never freed. Raise the events without them.
+        self.del_filter("out", self.roster._save_last_status)
+        self.remove_handler("Presence")
+        self.register_handler(
+            Callback(
+                "cmaas presence",
+                MatchXPath(f"{{{self.default_ns}}}presence"),
+                self._raise_presence_events,  # type: ignore[arg-type]
+            )
+        )
+
+    def _raise_presence_events(self, presence: Presence) -> None:
+        self.event("presence", presence)
+        self.event(f"presence_{presence['type']}", presence)
+
+    def _forget_sessions(self, presence: Presence) -> None:
+        """A user's server tells the component a resource went offline when the user
+        shares presence with an app JID or sent the component directed presence; its
+        open ad-hoc sessions go with it. Others end by the session limits."""
+        if self._engine is not None:
+            dropped = self._engine.forget(presence["from"])
+            if dropped:
+                log.debug("%d ad-hoc sessions of an offline resource dropped", dropped)
 
     def _describe(self) -> None:
         disco = self.plugin["xep_0030"]
@@ -225,9 +266,62 @@ class GatewayComponent(ComponentXMPP):
         reply["error"]["text"] = "service discovery queries use type 'get'"
         reply.send()
 
+    def init_parser(self) -> None:
+        super().init_parser()
+        self._unread_tail = b""
+        self._refusing = False
+
+    def data_received(self, data: bytes | str) -> None:
+        """Refuse a DTD anywhere on the link, as RFC 6120 requires (``<restricted-xml/>``).
+
+        The XML parser refuses one inside the stream as not well-formed, but before the
+        stream's root it would accept it and expand the entities it declares.
+        """
+        chunk = data.encode() if isinstance(data, str) else data
+        # A declaration split between two reads is found with the end of the first.
+        seen = self._unread_tail + chunk
+        self._unread_tail = seen[-(len(_DOCTYPE) - 1) :]
+        if _DOCTYPE in seen:
+            log.error("the IM server sent a DTD; closing the component stream")
+            error = StreamError()
+            error["condition"] = "restricted-xml"
+            self.send(error)
+            self.disconnect()
+            self._refusing = True
+        if self._refusing:
+            return  # nothing more is read from a stream being closed
+        super().data_received(data)
+
+    def _refuse_deep(self, stanza: RootStanza) -> RootStanza | None:
+        if _depth_exceeds(stanza.xml, self._max_depth):
+            log.warning("a %s nested deeper than %d refused", stanza.name, self._max_depth)
+            if isinstance(stanza, Iq) and stanza["type"] in ("get", "set"):
+                # Built afresh: a reply copies the request, which is what must not happen.
+                self.make_iq_error(  # type: ignore[no-untyped-call]
+                    stanza["id"],
+                    type="modify",
+                    condition="not-acceptable",
+                    text=f"elements nested deeper than {self._max_depth}",
+                    ito=stanza["from"],
+                    ifrom=stanza["to"],
+                ).send()
+            return None
+        return stanza
+
     def _stamp_from(self, stanza: RootStanza) -> RootStanza:
         """Last line of defence: ejabberd closes the stream on a stanza without ``from``."""
         if isinstance(stanza, Message | Presence | Iq) and not stanza["from"]:
             log.error("stanza without 'from' stamped with the component domain: %s", stanza.name)
             stanza["from"] = self.domain
         return stanza
+
+
+def _depth_exceeds(root: ET.Element, limit: int) -> bool:
+    """Whether elements nest more than ``limit`` deep (``root`` is 1), without recursion."""
+    pending = [(root, 1)]
+    while pending:
+        element, depth = pending.pop()
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in element)
+    return False

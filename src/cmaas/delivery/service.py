@@ -65,7 +65,9 @@ class Messaging:
 
     async def lookup(self, app: App, to: str) -> KeyLookup:
         """The recipient's JID and a bundle per active device, each with one
-        one-time prekey taken from its pool (charged to the app's lookup rate).
+        one-time prekey taken from its pool (charged to the app's lookup rate), while
+        the app has not taken its share of that device's prekeys in the window
+        (:class:`~cmaas.keydirectory.DeviceLimits`); past it, the signed prekey alone.
 
         Raises: InvalidRequest, NotFound (unknown recipient or no device), RateLimited.
         """
@@ -76,7 +78,7 @@ class Messaging:
             raise InvalidRequest(f"to: {error}") from error
         if jid is None:
             raise NotFound(f"unknown recipient: {to} is not in the directory")
-        bundles = await self._directory.lookup(jid)
+        bundles = await self._directory.lookup(jid, for_app=app.app_id)
         if not bundles:
             raise NotFound(f"no device: {jid} has no active device")
         return KeyLookup(jid, tuple(bundles))

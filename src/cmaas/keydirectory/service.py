@@ -20,8 +20,10 @@ from cmaas.keystore import (
     DeviceRevoked,
     IdentityKeyMismatch,
     Keystore,
+    PrekeyAllowance,
     PrekeyIdConflict,
     PrekeyPoolFull,
+    SignedPrekeyRollback,
     StoredPrekey,
     TooManyDevices,
 )
@@ -42,11 +44,18 @@ class DeviceLimits:
     max_devices: Active devices per account.
     max_prekeys: One-time prekeys stored per device.
     low_water: Below this many, the device is told to publish more.
+    prekeys_per_app: One-time prekeys one app may take from one device per
+        ``prekey_window_s``; past that its lookups carry the signed prekey alone.
+    prekey_window_s: The window of ``prekeys_per_app``, from the first hand-out.
+    revoked_kept: Revoked devices remembered per account; older ones are forgotten.
     """
 
     max_devices: int = 16
     max_prekeys: int = 100
     low_water: int = 10
+    prekeys_per_app: int = 10
+    prekey_window_s: int = 3600
+    revoked_kept: int = 32
 
 
 class KeyDirectory:
@@ -71,7 +80,8 @@ class KeyDirectory:
         Raises:
             InputRejected: The bundle is malformed, for another JID, badly signed, or
                 refused by the store (revoked id, other identity key, too many
-                devices, pool full, key id reused), under the field ``bundle``.
+                devices, pool full, key id reused, an older signed prekey), under the
+                field ``bundle``.
         """
         label = label.strip()
         if len(label) > _MAX_LABEL:
@@ -101,6 +111,7 @@ class KeyDirectory:
             TooManyDevices,
             PrekeyPoolFull,
             PrekeyIdConflict,
+            SignedPrekeyRollback,
         ) as error:
             raise InputRejected({"bundle": f"{type(error).__name__}: {error}"}) from error
         log.info(
@@ -122,17 +133,25 @@ class KeyDirectory:
             DeviceNotFound: The owner has no such device.
             DeviceRevoked: It is already revoked.
         """
-        record = await self._devices.revoke(owner, device_id)
+        record = await self._devices.revoke(owner, device_id, keep_revoked=self.limits.revoked_kept)
         log.info("device %d of %s revoked", device_id, owner)
         return record
 
-    async def lookup(self, jid: str) -> list[DeviceBundle]:
+    async def lookup(self, jid: str, *, for_app: str | None = None) -> list[DeviceBundle]:
         """Bundles for a sender: each active device with one one-time prekey taken
         from its pool (never handed out twice), or none when the pool is empty.
 
-        Devices whose pool runs low are notified once per low episode.
+        ``for_app`` takes at most :attr:`DeviceLimits.prekeys_per_app` one-time prekeys
+        of a device per window; past that, its bundles carry the signed prekey alone
+        (the gateway's own lookups, with ``None``, are not counted). Devices whose pool
+        runs low are notified once per low episode.
         """
-        take = await self._devices.take(jid, low_water=self.limits.low_water)
+        allowance = (
+            None
+            if for_app is None
+            else PrekeyAllowance(for_app, self.limits.prekeys_per_app, self.limits.prekey_window_s)
+        )
+        take = await self._devices.take(jid, low_water=self.limits.low_water, allowance=allowance)
         for device in take.running_low:
             log.info(
                 "device %d of %s has %d one-time prekeys left; asking for more",

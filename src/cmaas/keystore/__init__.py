@@ -24,6 +24,7 @@ from cmaas.keystore.errors import (
     PrekeyPoolFull,
     QuotaExhausted,
     SchemaTooNew,
+    SignedPrekeyRollback,
     TooManyDevices,
     TooManySigningKeys,
 )
@@ -48,6 +49,7 @@ from cmaas.keystore.models import (
     NewMessage,
     OutboxEntry,
     Plan,
+    PrekeyAllowance,
     StatusEvent,
     StoredPrekey,
 )
@@ -89,10 +91,12 @@ __all__ = [
     "OutboxEntry",
     "Plan",
     "PlanNotFound",
+    "PrekeyAllowance",
     "PrekeyIdConflict",
     "PrekeyPoolFull",
     "QuotaExhausted",
     "SchemaTooNew",
+    "SignedPrekeyRollback",
     "SqliteDeviceStore",
     "SqliteKeystore",
     "SqliteMessageStore",

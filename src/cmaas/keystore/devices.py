@@ -17,6 +17,7 @@ from cmaas.keystore.errors import (
     IdentityKeyMismatch,
     PrekeyIdConflict,
     PrekeyPoolFull,
+    SignedPrekeyRollback,
     TooManyDevices,
 )
 from cmaas.keystore.models import (
@@ -24,6 +25,7 @@ from cmaas.keystore.models import (
     DevicePublication,
     DeviceRecord,
     KeyTake,
+    PrekeyAllowance,
     StoredPrekey,
 )
 
@@ -84,6 +86,24 @@ def _new_prekeys(
     ]
 
 
+def _check_signed_prekey(publication: DevicePublication, stored: sqlite3.Row) -> None:
+    """Signed prekey ids only grow, so the stored id is the highest ever accepted: a
+    lower one, or the same one with another key, is an old bundle coming back.
+
+    Raises: SignedPrekeyRollback.
+    """
+    offered = publication.signed_prekey
+    where = f"device {publication.device_id} of {publication.jid}"
+    if offered.key_id < stored["spk_id"]:
+        raise SignedPrekeyRollback(
+            f"signed prekey {offered.key_id} is older than {stored['spk_id']}, stored for {where}"
+        )
+    if offered.key_id == stored["spk_id"] and offered.public_key != stored["spk_public"]:
+        raise SignedPrekeyRollback(
+            f"signed prekey id {offered.key_id} is stored for {where} with another key"
+        )
+
+
 def _suites(text: str) -> tuple[str, ...]:
     return tuple(text.split(",")) if text else ()
 
@@ -107,10 +127,64 @@ def _record(row: sqlite3.Row) -> DeviceRecord:
     )
 
 
-def _take(db: sqlite3.Connection, jid: str, low_water: int, now: int) -> KeyTake:
+def _pop_prekey(db: sqlite3.Connection, jid: str, device_id: int, now: int) -> StoredPrekey | None:
+    """Remove the device's lowest-id one-time prekey and remember it was handed out."""
+    # Deleting and returning in one statement: a key is handed out only by the
+    # statement that removed it, so no two takes can ever return the same one.
+    popped = db.execute(
+        "DELETE FROM one_time_prekeys WHERE jid = ? AND device_id = ? AND key_id ="
+        " (SELECT min(key_id) FROM one_time_prekeys WHERE jid = ? AND device_id = ?)"
+        " RETURNING key_id, public_key, signature",
+        (jid, device_id, jid, device_id),
+    ).fetchone()
+    if popped is None:
+        return None
+    prekey = StoredPrekey(*popped)
+    db.execute(
+        "INSERT OR REPLACE INTO taken_prekeys (jid, device_id, key_id, taken_at)"
+        " VALUES (?, ?, ?, ?)",
+        (jid, device_id, prekey.key_id, now),
+    )
+    return prekey
+
+
+def _allowed(db: sqlite3.Connection, jid: str, device_id: int, allowance: PrekeyAllowance) -> bool:
+    """Whether the app may take one more of the device's one-time prekeys now."""
+    row = db.execute(
+        "SELECT handed FROM prekey_handouts WHERE jid = ? AND device_id = ? AND app_id = ?",
+        (jid, device_id, allowance.app_id),
+    ).fetchone()
+    return row is None or row["handed"] < allowance.per_device
+
+
+def _count_handout(
+    db: sqlite3.Connection, jid: str, device_id: int, allowance: PrekeyAllowance, now: int
+) -> None:
+    db.execute(
+        "INSERT INTO prekey_handouts (jid, device_id, app_id, window_start, handed)"
+        " VALUES (?, ?, ?, ?, 1)"
+        " ON CONFLICT (jid, device_id, app_id) DO UPDATE SET handed = handed + 1",
+        (jid, device_id, allowance.app_id, now),
+    )
+
+
+def _take(
+    db: sqlite3.Connection,
+    jid: str,
+    low_water: int,
+    now: int,
+    allowance: PrekeyAllowance | None,
+) -> KeyTake:
     """The body of :meth:`SqliteDeviceStore.take`, inside its transaction."""
     taken: list[DeviceKeys] = []
     running_low: list[DeviceKeys] = []
+    if allowance is not None:
+        # Windows that ended are forgotten, this recipient's only: the cost of a
+        # lookup stays bounded by the recipient's devices times the apps.
+        db.execute(
+            "DELETE FROM prekey_handouts WHERE jid = ? AND window_start <= ?",
+            (jid, now - allowance.window_s),
+        )
     rows = db.execute(
         f"{_SELECT_DEVICES} WHERE d.jid = ? AND d.revoked_at IS NULL"
         " ORDER BY d.created_at, d.device_id",
@@ -118,21 +192,10 @@ def _take(db: sqlite3.Connection, jid: str, low_water: int, now: int) -> KeyTake
     ).fetchall()
     for row in rows:
         device_id = row["device_id"]
-        # Deleting and returning in one statement: a key is handed out only by the
-        # statement that removed it, so no two takes can ever return the same one.
-        popped = db.execute(
-            "DELETE FROM one_time_prekeys WHERE jid = ? AND device_id = ? AND key_id ="
-            " (SELECT min(key_id) FROM one_time_prekeys WHERE jid = ? AND device_id = ?)"
-            " RETURNING key_id, public_key, signature",
-            (jid, device_id, jid, device_id),
-        ).fetchone()
-        prekey = StoredPrekey(*popped) if popped is not None else None
-        if prekey is not None:
-            db.execute(
-                "INSERT OR REPLACE INTO taken_prekeys (jid, device_id, key_id, taken_at)"
-                " VALUES (?, ?, ?, ?)",
-                (jid, device_id, prekey.key_id, now),
-            )
+        within = allowance is None or _allowed(db, jid, device_id, allowance)
+        prekey = _pop_prekey(db, jid, device_id, now) if within else None
+        if prekey is not None and allowance is not None:
+            _count_handout(db, jid, device_id, allowance, now)
         keys = DeviceKeys(
             jid=jid,
             device_id=device_id,
@@ -143,7 +206,8 @@ def _take(db: sqlite3.Connection, jid: str, low_water: int, now: int) -> KeyTake
             prekeys_left=row["prekeys_left"] - (prekey is not None),
         )
         taken.append(keys)
-        if keys.prekeys_left < low_water and row["low_notified_at"] is None:
+        # A lookup past its allowance leaves the pool as it was, so it tells nobody.
+        if within and keys.prekeys_left < low_water and row["low_notified_at"] is None:
             db.execute(
                 "UPDATE devices SET low_notified_at = ? WHERE jid = ? AND device_id = ?",
                 (now, jid, device_id),
@@ -198,6 +262,8 @@ class SqliteDeviceStore:
             pool = await self._pool(db, p.jid, p.device_id)
             taken = await self._taken_ids(db, p.jid, p.device_id, since=now - _TAKEN_KEPT_S)
             added = _new_prekeys(p, pool, taken)
+            if existing is not None:
+                _check_signed_prekey(p, existing)
             if len(pool) + len(added) > max_prekeys:
                 raise PrekeyPoolFull(
                     f"device {p.device_id} of {p.jid} holds {len(pool)} one-time prekeys;"
@@ -251,8 +317,14 @@ class SqliteDeviceStore:
         async with self._shared.read() as db:
             return await self._load(db, jid, device_id)
 
-    async def revoke(self, jid: str, device_id: int) -> DeviceRecord:
-        """Revoke a device for good and drop its one-time prekeys.
+    async def revoke(
+        self, jid: str, device_id: int, *, keep_revoked: int | None = None
+    ) -> DeviceRecord:
+        """Revoke a device and drop its one-time prekeys.
+
+        Of the JID's revoked devices, only the ``keep_revoked`` most recently revoked
+        are kept (all when ``None``): the others are deleted, and their ids could be
+        published again.
 
         Raises:
             DeviceNotFound: The JID has no such device.
@@ -272,17 +344,30 @@ class SqliteDeviceStore:
             await db.execute(
                 "DELETE FROM one_time_prekeys WHERE jid = ? AND device_id = ?", (jid, device_id)
             )
-            return await self._load(db, jid, device_id)
+            record = await self._load(db, jid, device_id)
+            if keep_revoked is not None:
+                await db.execute(
+                    "DELETE FROM devices WHERE jid = ? AND revoked_at IS NOT NULL AND device_id"
+                    " NOT IN (SELECT device_id FROM devices WHERE jid = ?"
+                    " AND revoked_at IS NOT NULL"
+                    " ORDER BY device_id = ? DESC, revoked_at DESC, rowid DESC LIMIT ?)",
+                    (jid, jid, device_id, keep_revoked),
+                )
+            return record
 
-    async def take(self, jid: str, *, low_water: int) -> KeyTake:
+    async def take(
+        self, jid: str, *, low_water: int, allowance: PrekeyAllowance | None = None
+    ) -> KeyTake:
         """Hand out the keys of each active device, using up one one-time prekey each.
 
         Each device gives its lowest-id one-time prekey, or none when its pool is
-        empty. A device whose pool is now below ``low_water`` is in ``running_low``
-        once per low-pool episode: it is marked as told in the same transaction.
+        empty or ``allowance``'s app has taken its share of that device's keys in the
+        current window. A device whose pool is now below ``low_water`` is in
+        ``running_low`` once per low-pool episode: it is marked as told in the same
+        transaction; a device that gave no key for want of allowance is never in it.
         """
         now = self._shared.now()
-        return await self._thread.write(lambda db: _take(db, jid, low_water, now))
+        return await self._thread.write(lambda db: _take(db, jid, low_water, now, allowance))
 
     # Helpers, called inside a transaction
 

@@ -20,6 +20,7 @@ __all__ = [
     "PrekeyPoolFull",
     "QuotaExhausted",
     "SchemaTooNew",
+    "SignedPrekeyRollback",
     "TooManyDevices",
     "TooManySigningKeys",
 ]
@@ -108,6 +109,15 @@ class PrekeyIdConflict(KeystoreError):
     It is already in the device's pool, given twice in one publication, or equal to
     the signed prekey's id. Ids must be unambiguous: a sender names by id the prekeys
     it used.
+    """
+
+
+class SignedPrekeyRollback(KeystoreError):
+    """The signed prekey's id is lower than the stored one's, or equal with another key.
+
+    Signed prekey ids only grow: an older bundle published again (by a replay, or by a
+    device restored from a backup) must not put a retired signed prekey back in use.
+    A restored device rotates its signed prekey to a new, higher id and publishes.
     """
 
 

@@ -22,6 +22,7 @@ from cmaas.keystore.models import (
     NewMessage,
     OutboxEntry,
     Plan,
+    PrekeyAllowance,
     StatusEvent,
 )
 from cmaas.lifecycle import (
@@ -65,8 +66,11 @@ class DeviceStore(Protocol):
         """Raises: DeviceNotFound."""
         ...
 
-    async def revoke(self, jid: str, device_id: int) -> DeviceRecord:
-        """Revoke a device for good; its id is never accepted again for this JID.
+    async def revoke(
+        self, jid: str, device_id: int, *, keep_revoked: int | None = None
+    ) -> DeviceRecord:
+        """Revoke a device; its id is not accepted again for this JID while the device
+        is among the ``keep_revoked`` most recently revoked ones (all when ``None``).
 
         Raises:
             DeviceNotFound: The JID has no such device.
@@ -74,8 +78,11 @@ class DeviceStore(Protocol):
         """
         ...
 
-    async def take(self, jid: str, *, low_water: int) -> KeyTake:
-        """The keys of every active device of the JID, each with one one-time prekey.
+    async def take(
+        self, jid: str, *, low_water: int, allowance: PrekeyAllowance | None = None
+    ) -> KeyTake:
+        """The keys of every active device of the JID, each with one one-time prekey
+        unless the pool is empty or ``allowance``'s app has had its share of it.
 
         A one-time prekey is handed out at most once, even to concurrent callers in
         other processes.

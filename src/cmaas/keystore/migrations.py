@@ -274,4 +274,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE messages ADD COLUMN sealed_to TEXT;
         """,
     ),
+    Migration(
+        7,
+        "one-time prekeys handed to each app per recipient device, within a window",
+        """
+        -- An app may take only so many of a device's one-time prekeys per window; beyond
+        -- that its lookups carry the signed prekey alone. Without it, any app could drain
+        -- every user's pool. A row's window starts with its first hand-out; stale rows of
+        -- a recipient are deleted by the next lookup of that recipient.
+        CREATE TABLE prekey_handouts (
+            jid           TEXT NOT NULL,
+            device_id     INTEGER NOT NULL,
+            app_id        TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            window_start  INTEGER NOT NULL,
+            handed        INTEGER NOT NULL CHECK (handed >= 0),
+            PRIMARY KEY (jid, device_id, app_id),
+            FOREIGN KEY (jid, device_id) REFERENCES devices(jid, device_id) ON DELETE CASCADE
+        ) STRICT, WITHOUT ROWID;
+        """,
+    ),
 )

@@ -27,6 +27,7 @@ __all__ = [
     "NewMessage",
     "OutboxEntry",
     "Plan",
+    "PrekeyAllowance",
     "StatusEvent",
     "StoredPrekey",
 ]
@@ -200,6 +201,22 @@ class DeviceKeys:
     signed_prekey: StoredPrekey
     one_time_prekey: StoredPrekey | None
     prekeys_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrekeyAllowance:
+    """How many one-time prekeys of each device one app may take per window.
+
+    Attributes:
+        app_id: The app that looks the keys up.
+        per_device: One-time prekeys it may take from one device within a window;
+            past that, its lookups carry the signed prekey alone.
+        window_s: The window's length; it starts with the first hand-out.
+    """
+
+    app_id: str
+    per_device: int
+    window_s: int
 
 
 @dataclass(frozen=True, slots=True)
