@@ -15,7 +15,9 @@ from cmaas.keystore import MasterKeyring, SqliteKeystore
 from .gateway_process import GatewayProcess
 
 PASSWORD = "correct horse battery staple"
-USERS = ("admin", "alice", "bot")
+# dana is the several-clients tests' own: what their other clients leave in offline
+# storage and the archive reaches no other test.
+USERS = ("admin", "alice", "bot", "dana")
 
 
 @pytest.fixture(scope="session", params=["prosody", "ejabberd"])

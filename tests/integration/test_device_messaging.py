@@ -284,6 +284,7 @@ async def test_device_cli_receives_and_reads(
     async with asyncio.timeout(45):
         out, err = await listener.communicate()
     assert listener.returncode == 0, err.decode()
+    assert len(out.decode().strip().splitlines()) == 1, out.decode()
     shown = json.loads(out.decode().strip())
     assert shown["id"] == message_id
     assert shown["text"] == "Hello from the bank"

@@ -30,17 +30,17 @@ pytestmark = pytest.mark.integration
 async def test_an_online_device_gets_what_a_higher_priority_client_takes(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
-    alice = f"alice@{xmpp_server.domain}"
+    dana = f"dana@{xmpp_server.domain}"
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())
         app = await register_app(gateway, session, "shop")
-        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "d"))
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "dana", "d"))
         await device.publish()
         # Ahead of the device (priority 0), answering every receipt request, as Gajim does.
         gajim = await stack.enter_async_context(
-            OtherClient(xmpp_server, "alice", "gajim", priority=10, answer=Answer.RECEIPT)
+            OtherClient(xmpp_server, "dana", "gajim", priority=10, answer=Answer.RECEIPT)
         )
-        sent = await app.send(alice, TextContent("for the device, through the other client"))
+        sent = await app.send(dana, TextContent("for the device, through the other client"))
         async with asyncio.timeout(15):
             assert await gajim.taken.get() == sent.message_id
             received = await device.next_message()  # its carbon copy
@@ -54,18 +54,18 @@ async def test_an_online_device_gets_what_a_higher_priority_client_takes(
 async def test_an_offline_device_catches_up_on_what_another_client_took(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
-    alice = f"alice@{xmpp_server.domain}"
-    config = device_config(xmpp_server, tmp_path / "alice-away", "alice", "away")
+    dana = f"dana@{xmpp_server.domain}"
+    config = device_config(xmpp_server, tmp_path / "dana-away", "dana", "away")
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())
         app = await register_app(gateway, session, "shop")
-        async with new_device(xmpp_server, tmp_path, "alice", "away") as device:
+        async with new_device(xmpp_server, tmp_path, "dana", "away") as device:
             await device.publish()  # and its first session marks where catching up starts
         profanity = await stack.enter_async_context(
-            OtherClient(xmpp_server, "alice", "profanity", priority=0, answer=Answer.RECEIPT)
+            OtherClient(xmpp_server, "dana", "profanity", priority=0, answer=Answer.RECEIPT)
         )
         await profanity.add_contact(app.app_jid)  # the servers archive contacts' messages
-        sent = await app.send(alice, TextContent("taken while the device was away"))
+        sent = await app.send(dana, TextContent("taken while the device was away"))
         async with asyncio.timeout(15):
             assert await profanity.taken.get() == sent.message_id
         # Online elsewhere, so the server kept no offline copy; the archive has it.
@@ -79,16 +79,16 @@ async def test_an_offline_device_catches_up_on_what_another_client_took(
 async def test_a_client_that_returns_every_copy_fails_nothing(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
-    alice = f"alice@{xmpp_server.domain}"
+    dana = f"dana@{xmpp_server.domain}"
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())
         app = await register_app(gateway, session, "shop")
-        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "d"))
+        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "dana", "d"))
         await device.publish()
         buggy = await stack.enter_async_context(
-            OtherClient(xmpp_server, "alice", "buggy", priority=5, answer=Answer.ERROR)
+            OtherClient(xmpp_server, "dana", "buggy", priority=5, answer=Answer.ERROR)
         )
-        sent = await app.send(alice, TextContent("one client returns it"))
+        sent = await app.send(dana, TextContent("one client returns it"))
         async with asyncio.timeout(15):
             assert await buggy.taken.get() == sent.message_id
             assert (await device.next_message()).message_id == sent.message_id
@@ -101,32 +101,32 @@ async def test_a_client_that_returns_every_copy_fails_nothing(
 async def test_a_message_held_by_a_hibernating_session_reaches_the_person(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
-    alice = f"alice@{xmpp_server.domain}"
-    config = device_config(xmpp_server, tmp_path / "alice-later", "alice", "later")
+    dana = f"dana@{xmpp_server.domain}"
+    config = device_config(xmpp_server, tmp_path / "dana-later", "dana", "later")
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())
         app = await register_app(gateway, session, "shop")
-        async with new_device(xmpp_server, tmp_path, "alice", "later") as device:
+        async with new_device(xmpp_server, tmp_path, "dana", "later") as device:
             await device.publish()
         # Another session of the account, told when the tab's session ends; with a
         # negative priority it is never handed a message itself.
         watcher = await stack.enter_async_context(
-            OtherClient(xmpp_server, "alice", "watcher", priority=-1, answer=Answer.NOTHING)
+            OtherClient(xmpp_server, "dana", "watcher", priority=-1, answer=Answer.NOTHING)
         )
         await watcher.add_contact(app.app_jid)
         # A browser tab with stream management, closed: its session hibernates (4 s on
         # the test servers) and still counts as online, so it is handed the message.
         tab = OtherClient(
-            xmpp_server, "alice", "tab", priority=0, answer=Answer.NOTHING, stream_management=True
+            xmpp_server, "dana", "tab", priority=0, answer=Answer.NOTHING, stream_management=True
         )
         await tab.__aenter__()
         tab.vanish()
-        sent = await app.send(alice, TextContent("sent to a closed tab"))
+        sent = await app.send(dana, TextContent("sent to a closed tab"))
         await app.wait_status(sent.message_id, lambda v: v.status == "dispatched")
         # When the hibernation times out, the copy it held comes back (Prosody) or is
         # kept offline (ejabberd); either way the person gets it when the device returns.
         async with asyncio.timeout(30):
-            while await watcher.gone.get() != f"{alice}/tab":
+            while await watcher.gone.get() != f"{dana}/tab":
                 pass
         async with DeviceClient(config) as back:
             async with asyncio.timeout(30):
