@@ -38,7 +38,7 @@ from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import IssuedCredentials, MasterKeyring, NewApp, NewMessage, SqliteKeystore
 from cmaas.keystore import issue_credentials as issue
 from cmaas.lifecycle import Priority
-from cmaas.wire.signing import request_signature
+from cmaas.wire.signing import request_headers, request_signature
 
 from .tally import CASES
 
@@ -68,17 +68,16 @@ class Front:
 
     def signed(self, app: str, method: str, path: str, body: bytes = b"") -> dict[str, str]:
         credentials = self.apps[app]
-        timestamp = str(int(time.time()))
-        nonce = f"nonce-{time.monotonic_ns()}"
-        return {
-            "X-CMAAS-Client-Id": credentials.client_id,
-            "X-CMAAS-Client-Secret": credentials.client_secret,
-            "X-CMAAS-Timestamp": timestamp,
-            "X-CMAAS-Nonce": nonce,
-            "X-CMAAS-Signature": request_signature(
-                credentials.hmac_key, method, path, timestamp, nonce, body
-            ),
-        }
+        return request_headers(
+            credentials.client_id,
+            credentials.client_secret,
+            credentials.hmac_key,
+            method,
+            path,
+            body,
+            timestamp=str(int(time.time())),
+            nonce=f"nonce-{time.monotonic_ns()}",
+        )
 
     async def call(
         self, method: str, path: str, headers: dict[str, str], body: bytes = b""

@@ -33,7 +33,7 @@ from cmaas.wire import (
     SubmissionResult,
     submission_result,
 )
-from cmaas.wire.signing import request_signature
+from cmaas.wire.signing import request_headers
 
 __all__ = ["ApiError", "AppCredentials", "GatewayApi"]
 
@@ -91,18 +91,17 @@ class GatewayApi:
     def signed_headers(self, method: str, path: str, body: bytes | str) -> dict[str, str]:
         """The five authentication headers for one request to ``path`` (with its query);
         ``body`` is the body, or its SHA-256 in hex for a body streamed from a file."""
-        timestamp = str(int(self._clock()))
-        nonce = secrets.token_urlsafe(18)
         credentials = self._credentials
-        return {
-            "X-CMAAS-Client-Id": credentials.client_id,
-            "X-CMAAS-Client-Secret": credentials.client_secret,
-            "X-CMAAS-Timestamp": timestamp,
-            "X-CMAAS-Nonce": nonce,
-            "X-CMAAS-Signature": request_signature(
-                credentials.hmac_key, method, path, timestamp, nonce, body
-            ),
-        }
+        return request_headers(
+            credentials.client_id,
+            credentials.client_secret,
+            credentials.hmac_key,
+            method,
+            path,
+            body,
+            timestamp=str(int(self._clock())),
+            nonce=secrets.token_urlsafe(18),
+        )
 
     async def request(self, method: str, path: str, payload: object = None) -> Any:
         """Send one signed request; returns the decoded JSON answer (``None`` for 204).

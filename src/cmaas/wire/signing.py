@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 __all__ = [
     "body_mac",
+    "request_headers",
     "request_signature",
     "request_signature_input",
     "request_signature_matches",
@@ -52,6 +53,29 @@ def request_signature(
     """The ``X-CMAAS-Signature`` value: base64 of the HMAC over the signature input."""
     data = request_signature_input(method, path_with_query, timestamp, nonce, body)
     return base64.b64encode(_mac(key, data)).decode()
+
+
+def request_headers(
+    client_id: str,
+    client_secret: str,
+    hmac_key: bytes,
+    method: str,
+    path_with_query: str,
+    body: bytes | str,
+    *,
+    timestamp: str,
+    nonce: str,
+) -> dict[str, str]:
+    """The five ``X-CMAAS-*`` authentication headers of one request."""
+    return {
+        "X-CMAAS-Client-Id": client_id,
+        "X-CMAAS-Client-Secret": client_secret,
+        "X-CMAAS-Timestamp": timestamp,
+        "X-CMAAS-Nonce": nonce,
+        "X-CMAAS-Signature": request_signature(
+            hmac_key, method, path_with_query, timestamp, nonce, body
+        ),
+    }
 
 
 def request_signature_matches(key: bytes, signature: str, signature_input: bytes) -> bool:
