@@ -21,6 +21,7 @@ from cmaas.clientservice.omemo import (
     OmemoKeyChanged,
     OmemoMalformed,
     OmemoSender,
+    OmemoTransportError,
 )
 from cmaas.clientservice.omemo.sender import PINS_FILE, STATE_FILE
 from cmaas.envelope import fingerprint
@@ -229,3 +230,23 @@ async def test_plaintexts_stay_out_of_the_logs(
     # python-omemo did log (its INFO lines are captured), but not its DEBUG lines with plaintexts.
     assert any(r.name.startswith("omemo.core") for r in caplog.records)
     assert "marker-7f3a" not in caplog.text
+
+
+class FailingKeyTransports(Relay):
+    async def send_key_transport(self, message: KeyTransport) -> None:
+        raise OmemoTransportError("the gateway is unreachable")
+
+
+async def test_a_lost_key_transport_does_not_lose_the_message(tmp_path: Path) -> None:
+    relay = FailingKeyTransports()
+    async with (
+        device(relay, tmp_path / "app", APP) as app,
+        device(relay, tmp_path / "bob", BOB) as bob,
+    ):
+        first = await app.encrypt(BOB, b"first")
+        # Bob's device cannot answer the key exchange, yet it reads the message...
+        assert (await bob.decrypt(APP, first.xml)).plaintext == b"first"
+        # ...and the app's next message, still a prekey message, reads too.
+        second = await app.encrypt(BOB, b"second")
+        assert 'prekey="true"' in second.xml
+        assert (await bob.decrypt(APP, second.xml)).plaintext == b"second"

@@ -42,7 +42,6 @@ from omemo import (
     DeviceListUploadFailed,
     EncryptionError,
     Message,
-    MessageSendingFailed,
     NoEligibleDevices,
     OMEMOException,
     SessionManager,
@@ -125,9 +124,9 @@ class Decrypted:
     device_id: The sender's device.
     """
 
-    plaintext: bytes | None = None
-    jid: str = ""
-    device_id: int = 0
+    plaintext: bytes | None
+    jid: str
+    device_id: int
 
 
 class _Pins(DevicePins):
@@ -273,7 +272,11 @@ class _Manager(SessionManager):
         try:
             await self.directory.send_key_transport(KeyTransport(bare_jid, xml))
         except OmemoTransportError as error:
-            raise MessageSendingFailed(str(error)) from error
+            # python-omemo sends this after storing the advanced ratchet of a message it
+            # just decrypted; raising would lose that message's plaintext for good. A
+            # missed key transport only leaves the peer sending prekey messages, which
+            # still decrypt.
+            log.warning("could not send an OMEMO key transport to %s: %s", bare_jid, error)
 
 
 class OmemoSender:
