@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 PUBSUB = "http://jabber.org/protocol/pubsub"
 AXOLOTL = "eu.siacs.conversations.axolotl"
 PUBLISH = "urn:cmaas:cmd:omemo-device-publish"
+LIST = "urn:cmaas:cmd:omemo-device-list"
 
 
 async def items(client: AdhocClient, to: str, node: str) -> ET.Element:
@@ -93,8 +94,14 @@ async def test_a_user_fetches_the_device_list_and_bundles_an_app_published(
                 "nonce": nonce,
                 "signature": signature,
             }
-            done = await bot.run(xmpp_server.component_domain, PUBLISH, form)
+            gw = xmpp_server.component_domain
+            forged = await bot.run(gw, PUBLISH, {**form, "device_id": "43"})
+            assert forged.values["error"] == ["unauthenticated"], forged
+            done = await bot.run(gw, PUBLISH, form)
             assert done.status == "completed" and not done.error_notes, done
+            shown = await bot.run(gw, LIST)
+            listed_json = json.loads(shown.values["json"][0])
+            assert sorted(d["device_id"] for d in listed_json["devices"]) == [42, 31337]
             listed = await items(alice, app.app_jid, f"{AXOLOTL}.devicelist")
             # Both in the same second: the order within it is by id, no promise to test.
             assert sorted(device_ids(listed)) == ["31337", "42"]

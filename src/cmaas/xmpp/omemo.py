@@ -46,31 +46,29 @@ class DeviceListElement(ElementBase):
     interfaces: ClassVar[set[str]] = set()
 
 
-class SignedPreKeyPublic(ElementBase):
+class _KeyElement(ElementBase):
+    """A key as the element's text (``value``), its id as an attribute."""
+
+    def get_value(self) -> str:
+        return self.xml.text or ""
+
+    def set_value(self, value: str) -> None:
+        self.xml.text = value
+
+
+class SignedPreKeyPublic(_KeyElement):
     name = "signedPreKeyPublic"
     namespace = LEGACY_OMEMO_NAMESPACE
     plugin_attrib = "signed_prekey"
     interfaces: ClassVar[set[str]] = {"signedPreKeyId", "value"}
 
-    def get_value(self) -> str:
-        return self.xml.text or ""
 
-    def set_value(self, value: str) -> None:
-        self.xml.text = value
-
-
-class PreKeyPublic(ElementBase):
+class PreKeyPublic(_KeyElement):
     name = "preKeyPublic"
     namespace = LEGACY_OMEMO_NAMESPACE
     plugin_attrib = "prekey"
     plugin_multi_attrib = "prekeys"
     interfaces: ClassVar[set[str]] = {"preKeyId", "value"}
-
-    def get_value(self) -> str:
-        return self.xml.text or ""
-
-    def set_value(self, value: str) -> None:
-        self.xml.text = value
 
 
 class PreKeys(ElementBase):

@@ -275,29 +275,38 @@ class OmemoDevicePublish(_SignedCommand):
         )
 
 
-class OmemoDeviceList(_AppCommand):
+class _FormlessCommand(_AppCommand):
+    """A command without a form: its answer about the bound app, at once."""
+
+    title: ClassVar[str]
+
+    async def start(self, context: CommandContext) -> Step:
+        try:
+            app = await self.bound_app(context)
+        except Refusal as error:
+            return _refused(error)
+        return Completed(payload=wire_result(self.title, await self.answer(app)))
+
+    @abstractmethod
+    async def answer(self, app: App) -> dict[str, object]: ...
+
+
+class OmemoDeviceList(_FormlessCommand):
     node = "urn:cmaas:cmd:omemo-device-list"
     name = "List my app's OMEMO devices"
+    title = "OMEMO devices"
 
-    async def start(self, context: CommandContext) -> Step:
-        try:
-            app = await self.bound_app(context)
-        except Refusal as error:
-            return _refused(error)
-        listed = await self.messaging.omemo.devices(app)
-        return Completed(payload=wire_result("OMEMO devices", listed.to_json()))
+    async def answer(self, app: App) -> dict[str, object]:
+        return (await self.messaging.omemo.devices(app)).to_json()
 
 
-class AppDescribe(_AppCommand):
+class AppDescribe(_FormlessCommand):
     node = "urn:cmaas:cmd:app-describe"
     name = "Describe my app"
+    title = "App"
 
-    async def start(self, context: CommandContext) -> Step:
-        try:
-            app = await self.bound_app(context)
-        except Refusal as error:
-            return _refused(error)
-        return Completed(payload=wire_result("App", self.messaging.describe(app).to_json()))
+    async def answer(self, app: App) -> dict[str, object]:
+        return self.messaging.describe(app).to_json()
 
 
 class MessageStatusLookup(_AppCommand):
