@@ -32,6 +32,7 @@ from cmaas.delivery.events import EventHub
 from cmaas.delivery.maintenance import Housekeeper
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.notices import NoticeConsumer
+from cmaas.delivery.omemo import OmemoLimits
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import AdmissionLimits, SubmissionService
@@ -158,7 +159,13 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             on_outcomes=metrics.on_outcomes,
         )
         messaging = Messaging(
-            keystore, directory, resolver, submissions, hub, component_domain=domain
+            keystore,
+            directory,
+            resolver,
+            submissions,
+            hub,
+            component_domain=domain,
+            omemo_limits=OmemoLimits(settings.omemo_max_devices, settings.omemo_max_prekeys),
         )
         authenticator = RequestAuthenticator(keystore)
         for on_events in (hub.on_events, dispatcher.on_events, metrics.on_events):

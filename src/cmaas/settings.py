@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cmaas.config import VariableReader, read_variables
 from cmaas.errors import CmaasError
+from cmaas.wire.omemo import MAX_OMEMO_PREKEYS
 
 __all__ = [
     "MASTER_KEY_BYTES",
@@ -56,6 +57,8 @@ class Settings:
     prekeys_per_app: int = 10
     prekeys_per_app_window: float = 3600.0
     revoked_devices_kept: int = 32
+    omemo_max_devices: int = 16
+    omemo_max_prekeys: int = 100
     reconnect_max_delay: float = 30.0
     log_level: str = "INFO"
     http_tls_cert: Path | None = None
@@ -131,6 +134,8 @@ def load_settings(
         prekeys_per_app=reader.integer("CMAAS_PREKEYS_PER_APP", 10, 1, 10**6),
         prekeys_per_app_window=reader.seconds("CMAAS_PREKEYS_PER_APP_WINDOW", 3600.0),
         revoked_devices_kept=reader.integer("CMAAS_REVOKED_DEVICES_KEPT", 32, 1, 10**6),
+        omemo_max_devices=reader.integer("CMAAS_OMEMO_MAX_DEVICES", 16, 1, 1000),
+        omemo_max_prekeys=reader.integer("CMAAS_OMEMO_MAX_PREKEYS", 100, 1, MAX_OMEMO_PREKEYS),
         reconnect_max_delay=reader.seconds("CMAAS_RECONNECT_MAX_DELAY", 30.0),
         log_level=reader.log_level("INFO"),
         http_tls_cert=reader.file("CMAAS_HTTP_TLS_CERT"),

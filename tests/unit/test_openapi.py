@@ -26,6 +26,7 @@ from cmaas.delivery.submission import AdmissionLimits
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.lifecycle import MessageStatus, Priority
 from cmaas.settings import Settings
+from cmaas.wire.omemo import MAX_OMEMO_ID, MAX_OMEMO_PREKEYS
 from cmaas.xmpp.link import XmppLink
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
@@ -229,6 +230,19 @@ def test_limits_match_the_code(doc: JsonObject) -> None:
     assert wait["schema"]["maximum"] == int(MAX_WAIT_S)
     max_body = next(f.default for f in dataclasses.fields(Settings) if f.name == "http_max_body")
     assert f"default 8 MiB = {max_body}" in doc["info"]["description"]
+    bundle = schemas["OmemoBundle"]["properties"]
+    assert bundle["prekeys"]["maxItems"] == MAX_OMEMO_PREKEYS
+    assert bundle["signed_prekey_id"]["maximum"] == MAX_OMEMO_ID
+    omemo_defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    described = json.dumps(doc["paths"]["/v1/omemo/devices/{device_id}"])
+    assert (
+        f"CMAAS_OMEMO_MAX_DEVICES` devices (default {omemo_defaults['omemo_max_devices']})"
+        in described
+    )
+    assert (
+        f"CMAAS_OMEMO_MAX_PREKEYS` prekeys (default {omemo_defaults['omemo_max_prekeys']})"
+        in described
+    )
     metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == [CONTENT_TYPE]
 
@@ -242,6 +256,12 @@ def test_webhook_is_described(doc: JsonObject) -> None:
 
 
 # The wire contract's classes write exactly what the document describes
+
+
+def _omemo_bundle(device_id: int) -> wire.OmemoBundle:
+    key = b"\x05" + bytes(range(32))
+    prekeys = (wire.OmemoPrekey(1, key), wire.OmemoPrekey(2, key))
+    return wire.OmemoBundle(device_id, key, 3, key, bytes(64), prekeys)
 
 
 def _wire_examples() -> dict[str, tuple[Callable[[], object], Callable[[object], object]]]:
@@ -285,6 +305,11 @@ def _wire_examples() -> dict[str, tuple[Callable[[], object], Callable[[object],
         "SigningKeyRegistration": (
             lambda: wire.SigningKeyRequest("A" * 87),
             wire.SigningKeyRequest.from_json,
+        ),
+        "OmemoBundle": (lambda: _omemo_bundle(9), wire.OmemoBundle.from_json),
+        "OmemoDevices": (
+            lambda: wire.OmemoDevices((_omemo_bundle(1), _omemo_bundle(2))),
+            wire.OmemoDevices.from_json,
         ),
         "BlobCreated": (
             lambda: wire.BlobReceipt("b1", "https://gw.example/v1/blobs/b1", 10, 4),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cmaas.delivery.omemo import OmemoLimits
 from cmaas.settings import Settings, SettingsError, load_settings
 
 KEY = base64.b64encode(b"k" * 32).decode()
@@ -37,6 +38,8 @@ def test_defaults() -> None:
     assert settings.xmpp_max_depth == 32
     assert (settings.prekeys_per_app, settings.prekeys_per_app_window) == (10, 3600.0)
     assert settings.revoked_devices_kept == 32
+    assert (settings.omemo_max_devices, settings.omemo_max_prekeys) == (16, 100)
+    assert OmemoLimits() == OmemoLimits(settings.omemo_max_devices, settings.omemo_max_prekeys)
     assert settings.master_key == b"k" * 32
     assert settings.previous_master_key is None
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -68,6 +71,10 @@ def test_values_are_parsed_and_normalised() -> None:
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
     assert settings.xmpp_port == 5348
     assert settings.log_level == "DEBUG"
+    omemo = load_settings(
+        {**BASE, "CMAAS_OMEMO_MAX_DEVICES": "3", "CMAAS_OMEMO_MAX_PREKEYS": "20"}, env_file=None
+    )
+    assert (omemo.omemo_max_devices, omemo.omemo_max_prekeys) == (3, 20)
 
 
 def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
@@ -106,6 +113,8 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
         ({"CMAAS_PREKEYS_PER_APP": "0"}, "CMAAS_PREKEYS_PER_APP"),
         ({"CMAAS_PREKEYS_PER_APP_WINDOW": "-1"}, "CMAAS_PREKEYS_PER_APP_WINDOW"),
         ({"CMAAS_REVOKED_DEVICES_KEPT": "0"}, "CMAAS_REVOKED_DEVICES_KEPT"),
+        ({"CMAAS_OMEMO_MAX_DEVICES": "0"}, "CMAAS_OMEMO_MAX_DEVICES"),
+        ({"CMAAS_OMEMO_MAX_PREKEYS": "1001"}, "CMAAS_OMEMO_MAX_PREKEYS"),
     ],
 )
 def test_bad_values_name_the_variable(changes: dict[str, str], names: str) -> None:

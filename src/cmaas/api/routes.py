@@ -20,6 +20,7 @@ from cmaas.delivery.errors import (
     Refusal,
 )
 from cmaas.delivery.metrics import CONTENT_TYPE, GatewayMetrics
+from cmaas.delivery.omemo import parse_device_id
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
 from cmaas.delivery.submission import submission_result
 from cmaas.identifiers import IpNetwork
@@ -181,6 +182,18 @@ def api_routes(
         await messaging.retire_signing_key(app, request.match_info["fingerprint"])
         return web.Response(status=204)
 
+    async def publish_omemo_device(request: web.Request, app: App, body: bytes) -> web.Response:
+        device_id = parse_device_id(request.match_info["device_id"])
+        added = await messaging.omemo.publish(app, device_id, parse_json_body(body))
+        return web.Response(status=201 if added else 204)
+
+    async def retire_omemo_device(request: web.Request, app: App, body: bytes) -> web.Response:
+        await messaging.omemo.retire(app, parse_device_id(request.match_info["device_id"]))
+        return web.Response(status=204)
+
+    async def list_omemo_devices(request: web.Request, app: App, body: bytes) -> web.Response:
+        return web.json_response((await messaging.omemo.devices(app)).to_json())
+
     async def upload_blob(request: web.Request) -> web.Response:
         if blobs is None:
             raise NotFound("this gateway stores no blobs")
@@ -226,6 +239,9 @@ def api_routes(
         web.post("/v1/signing-keys", signed(add_signing_key)),
         web.get("/v1/signing-keys", signed(list_signing_keys)),
         web.delete("/v1/signing-keys/{fingerprint}", signed(retire_signing_key)),
+        web.get("/v1/omemo/devices", signed(list_omemo_devices)),
+        web.put("/v1/omemo/devices/{device_id}", signed(publish_omemo_device)),
+        web.delete("/v1/omemo/devices/{device_id}", signed(retire_omemo_device)),
         web.post("/v1/blobs", upload_blob),
         web.get("/v1/blobs/{blob_id}", download_blob),
         web.get("/metrics", metrics_text),

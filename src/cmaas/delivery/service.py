@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from cmaas.delivery.errors import InvalidRequest, NotFound
 from cmaas.delivery.events import EventHub
+from cmaas.delivery.omemo import AppOmemo, OmemoLimits
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import Outcome, SubmissionService
 from cmaas.envelope import (
@@ -44,6 +45,7 @@ class Messaging:
         hub: EventHub,
         *,
         component_domain: str,
+        omemo_limits: OmemoLimits | None = None,
     ) -> None:
         self._keystore = keystore
         self._directory = directory
@@ -51,6 +53,7 @@ class Messaging:
         self.submissions = submissions
         self._hub = hub
         self._domain = component_domain
+        self.omemo = AppOmemo(keystore, omemo_limits or OmemoLimits())
 
     def describe(self, app: App) -> AppInfo:
         """What an app's client needs to know of itself: above all, the JID it sends as."""

@@ -28,7 +28,7 @@ from cmaas.keystore.errors import (
     TooManyDevices,
     TooManySigningKeys,
 )
-from cmaas.keystore.interface import DeviceStore, Keystore, MessageStore
+from cmaas.keystore.interface import DeviceStore, Keystore, MessageStore, OmemoStore
 from cmaas.keystore.messages import SqliteMessageStore
 from cmaas.keystore.models import (
     NOTICES_CONSUMER,
@@ -53,6 +53,7 @@ from cmaas.keystore.models import (
     StatusEvent,
     StoredPrekey,
 )
+from cmaas.keystore.omemo import SqliteOmemoStore
 from cmaas.keystore.sqlite import SqliteKeystore
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "MessageStore",
     "NewApp",
     "NewMessage",
+    "OmemoStore",
     "OutboxEntry",
     "Plan",
     "PlanNotFound",
@@ -100,6 +102,7 @@ __all__ = [
     "SqliteDeviceStore",
     "SqliteKeystore",
     "SqliteMessageStore",
+    "SqliteOmemoStore",
     "StatusEvent",
     "StoredPrekey",
     "TooManyDevices",

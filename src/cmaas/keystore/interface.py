@@ -29,8 +29,9 @@ from cmaas.lifecycle import (
     Priority,
     StatusChange,
 )
+from cmaas.wire import OmemoBundle
 
-__all__ = ["DeviceStore", "Keystore", "MessageStore"]
+__all__ = ["DeviceStore", "Keystore", "MessageStore", "OmemoStore"]
 
 
 class DeviceStore(Protocol):
@@ -88,6 +89,32 @@ class DeviceStore(Protocol):
         other processes.
         """
         ...
+
+
+class OmemoStore(Protocol):
+    """Apps' own legacy OMEMO devices and bundles (public keys only), which the gateway
+    serves as the app JIDs' PEP nodes.
+
+    :class:`~cmaas.keystore.omemo.SqliteOmemoStore` documents each method.
+    """
+
+    async def publish(
+        self, app_id: str, bundle: OmemoBundle, *, max_devices: int, max_prekeys: int
+    ) -> bool:
+        """Raises: PrekeyPoolFull, TooManyDevices, IdentityKeyMismatch."""
+        ...
+
+    async def retire(self, app_id: str, device_id: int) -> None:
+        """Raises: DeviceNotFound."""
+        ...
+
+    async def device_ids(self, app_id: str) -> list[int]: ...
+
+    async def bundle(self, app_id: str, device_id: int) -> OmemoBundle:
+        """Raises: DeviceNotFound."""
+        ...
+
+    async def bundles(self, app_id: str) -> list[OmemoBundle]: ...
 
 
 class MessageStore(Protocol):
@@ -149,6 +176,11 @@ class Keystore(Protocol):
     @property
     def devices(self) -> DeviceStore:
         """Device keys, stored alongside the rest."""
+        ...
+
+    @property
+    def omemo(self) -> OmemoStore:
+        """Apps' own OMEMO devices, stored alongside the rest."""
         ...
 
     @property

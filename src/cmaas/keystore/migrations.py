@@ -293,4 +293,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) STRICT, WITHOUT ROWID;
         """,
     ),
+    Migration(
+        8,
+        "apps' own legacy OMEMO devices and their bundles, served as the app JIDs' PEP",
+        """
+        -- Public keys only: the client service keeps the private halves. A bundle is
+        -- replaced whole on each publish, as a PEP item is.
+        CREATE TABLE app_omemo_devices (
+            app_id         TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            device_id      INTEGER NOT NULL CHECK (device_id BETWEEN 1 AND 2147483647),
+            identity_key   BLOB NOT NULL,
+            spk_id         INTEGER NOT NULL CHECK (spk_id BETWEEN 1 AND 2147483647),
+            spk_public     BLOB NOT NULL,
+            spk_signature  BLOB NOT NULL,
+            created_at     INTEGER NOT NULL,
+            updated_at     INTEGER NOT NULL,
+            PRIMARY KEY (app_id, device_id)
+        ) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE app_omemo_prekeys (
+            app_id      TEXT NOT NULL,
+            device_id   INTEGER NOT NULL,
+            prekey_id   INTEGER NOT NULL CHECK (prekey_id BETWEEN 1 AND 2147483647),
+            public_key  BLOB NOT NULL,
+            PRIMARY KEY (app_id, device_id, prekey_id),
+            FOREIGN KEY (app_id, device_id) REFERENCES app_omemo_devices(app_id, device_id)
+                ON DELETE CASCADE
+        ) STRICT, WITHOUT ROWID;
+        """,
+    ),
 )

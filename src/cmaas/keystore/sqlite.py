@@ -46,6 +46,7 @@ from cmaas.keystore.models import (
     NewApp,
     Plan,
 )
+from cmaas.keystore.omemo import SqliteOmemoStore
 from cmaas.lifecycle import (
     Priority,
 )
@@ -97,6 +98,7 @@ class SqliteKeystore:
         self._shared = SharedConnection(connection, clock)
         self._thread = SqliteThread(path)
         self._devices = SqliteDeviceStore(self._shared, self._thread)
+        self._omemo = SqliteOmemoStore(self._shared)
         self._commits = GroupCommit(self._thread)
         self._blobs = SqliteBlobStore(self._shared, self._commits)
         self._messages = SqliteMessageStore(
@@ -144,6 +146,11 @@ class SqliteKeystore:
     def devices(self) -> SqliteDeviceStore:
         """Device identity keys and prekeys, on the same connection."""
         return self._devices
+
+    @property
+    def omemo(self) -> SqliteOmemoStore:
+        """Apps' own OMEMO devices and bundles, on the same connection."""
+        return self._omemo
 
     @property
     def blobs(self) -> SqliteBlobStore:

@@ -19,6 +19,7 @@ from cmaas.wire.messages import (
     SubmissionResult,
     submission_result,
 )
+from cmaas.wire.omemo import OmemoBundle, OmemoDevices, OmemoPrekey
 
 __all__ = [
     "Accepted",
@@ -28,6 +29,9 @@ __all__ = [
     "EventsPage",
     "KeyLookup",
     "MessageView",
+    "OmemoBundle",
+    "OmemoDevices",
+    "OmemoPrekey",
     "Refused",
     "SigningKeyRequest",
     "StatusEvent",

@@ -34,6 +34,7 @@ from cmaas.component.adhoc.forms import (
 )
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
 from cmaas.delivery.errors import AppSuspended, InvalidRequest, Refusal
+from cmaas.delivery.omemo import parse_device_id
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import submission_result
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
@@ -47,6 +48,8 @@ __all__ = [
     "KeysLookup",
     "MessageSend",
     "MessageStatusLookup",
+    "OmemoDeviceList",
+    "OmemoDevicePublish",
     "SigningKeyRegister",
     "messaging_commands",
 ]
@@ -150,10 +153,19 @@ _SIGNATURE_FIELDS = (
 
 class _SignedCommand(_AppCommand):
     """A command that carries an HTTP request's JSON body, signed exactly as that request
-    (``POST`` to :attr:`path`) would be; the server-stamped sender names the app."""
+    (:attr:`method` to :meth:`request_path`) would be; the server-stamped sender names
+    the app."""
 
+    method: ClassVar[str] = "POST"
     path: ClassVar[str]
     form: ClassVar[FormSpec]
+
+    def request_path(self, form: Submission) -> str:
+        """The HTTP path the signature covers.
+
+        Raises: InvalidRequest.
+        """
+        return self.path
 
     async def start(self, context: CommandContext) -> Step:
         async def submit(form: Submission) -> Step:
@@ -163,8 +175,8 @@ class _SignedCommand(_AppCommand):
                 await self.authenticator.authenticate_bound(
                     app.app_id,
                     SignedRequest(
-                        method="POST",
-                        path=self.path,
+                        method=self.method,
+                        path=self.request_path(form),
                         body=body,
                         client_id=app.client_id,
                         client_secret="",
@@ -174,14 +186,14 @@ class _SignedCommand(_AppCommand):
                         peer=None,
                     ),
                 )
-                return await self.perform(app, parse_json_body(body))
+                return await self.perform(app, parse_json_body(body), form)
             except (Refusal, WireError) as error:
                 return _refused(error)
 
         return FormStep(self.form, submit)
 
     @abstractmethod
-    async def perform(self, app: App, request: object) -> Completed:
+    async def perform(self, app: App, request: object, form: Submission) -> Completed:
         """Raises: Refusal, WireError."""
 
 
@@ -205,7 +217,7 @@ class MessageSend(_SignedCommand):
         ),
     )
 
-    async def perform(self, app: App, request: object) -> Completed:
+    async def perform(self, app: App, request: object, form: Submission) -> Completed:
         (outcome,) = await self.messaging.submit(app, [request])
         if isinstance(outcome, Refusal):
             return _refused(outcome)
@@ -226,7 +238,7 @@ class SigningKeyRegister(_SignedCommand):
         (FieldSpec("request", "Request (JSON)", required=True), *_SIGNATURE_FIELDS),
     )
 
-    async def perform(self, app: App, request: object) -> Completed:
+    async def perform(self, app: App, request: object, form: Submission) -> Completed:
         key = SigningKeyRequest.from_json(request)
         digest, added = await self.messaging.register_signing_key(app, key)
         return Completed(
@@ -235,16 +247,66 @@ class SigningKeyRegister(_SignedCommand):
         )
 
 
-class AppDescribe(_AppCommand):
-    node = "urn:cmaas:cmd:app-describe"
-    name = "Describe my app"
+class OmemoDevicePublish(_SignedCommand):
+    node = "urn:cmaas:cmd:omemo-device-publish"
+    name = "Publish an OMEMO device of my app"
+    method = "PUT"
+    path = "/v1/omemo/devices/"
+    form = FormSpec(
+        "Publish an OMEMO device",
+        "The bundle as the JSON body of PUT /v1/omemo/devices/{device_id}, signed as that"
+        " request would be. The app JID's PEP then lists the device and serves its bundle.",
+        (
+            FieldSpec("device_id", "Device id", required=True, desc="1 to 2147483647"),
+            FieldSpec("request", "Bundle (JSON)", required=True, max_length=64 * 1024),
+            *_SIGNATURE_FIELDS,
+        ),
+    )
+
+    def request_path(self, form: Submission) -> str:
+        return f"{self.path}{parse_device_id(form.text('device_id').strip())}"
+
+    async def perform(self, app: App, request: object, form: Submission) -> Completed:
+        device_id = parse_device_id(form.text("device_id").strip())
+        added = await self.messaging.omemo.publish(app, device_id, request)
+        return Completed(
+            notes=[("info", f"Device {device_id} {'published' if added else 'updated'}")],
+            payload=wire_result("OMEMO device", {"device_id": device_id, "new": added}),
+        )
+
+
+class _FormlessCommand(_AppCommand):
+    """A command without a form: its answer about the bound app, at once."""
+
+    title: ClassVar[str]
 
     async def start(self, context: CommandContext) -> Step:
         try:
             app = await self.bound_app(context)
         except Refusal as error:
             return _refused(error)
-        return Completed(payload=wire_result("App", self.messaging.describe(app).to_json()))
+        return Completed(payload=wire_result(self.title, await self.answer(app)))
+
+    @abstractmethod
+    async def answer(self, app: App) -> dict[str, object]: ...
+
+
+class OmemoDeviceList(_FormlessCommand):
+    node = "urn:cmaas:cmd:omemo-device-list"
+    name = "List my app's OMEMO devices"
+    title = "OMEMO devices"
+
+    async def answer(self, app: App) -> dict[str, object]:
+        return (await self.messaging.omemo.devices(app)).to_json()
+
+
+class AppDescribe(_FormlessCommand):
+    node = "urn:cmaas:cmd:app-describe"
+    name = "Describe my app"
+    title = "App"
+
+    async def answer(self, app: App) -> dict[str, object]:
+        return self.messaging.describe(app).to_json()
 
 
 class MessageStatusLookup(_AppCommand):
@@ -282,5 +344,7 @@ def messaging_commands(
             MessageSend,
             MessageStatusLookup,
             SigningKeyRegister,
+            OmemoDevicePublish,
+            OmemoDeviceList,
         )
     ]

@@ -1,0 +1,167 @@
+"""Apps' own legacy OMEMO devices and bundles on SQLite, sharing the keystore's connection.
+
+Public keys only, already checked by the caller (:class:`cmaas.wire.OmemoBundle`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+from cmaas.keystore._sql import SharedConnection
+from cmaas.keystore.errors import (
+    DeviceNotFound,
+    IdentityKeyMismatch,
+    PrekeyPoolFull,
+    TooManyDevices,
+)
+from cmaas.wire import OmemoBundle, OmemoPrekey
+
+__all__ = ["SqliteOmemoStore"]
+
+
+def _bundle(row: sqlite3.Row, prekeys: list[sqlite3.Row]) -> OmemoBundle:
+    return OmemoBundle(
+        device_id=row["device_id"],
+        identity_key=row["identity_key"],
+        signed_prekey_id=row["spk_id"],
+        signed_prekey=row["spk_public"],
+        signed_prekey_signature=row["spk_signature"],
+        prekeys=tuple(OmemoPrekey(p["prekey_id"], p["public_key"]) for p in prekeys),
+    )
+
+
+class SqliteOmemoStore:
+    """:class:`~cmaas.keystore.OmemoStore` on the tables of a :class:`SqliteKeystore`.
+
+    Get it from :attr:`SqliteKeystore.omemo`.
+    """
+
+    def __init__(self, shared: SharedConnection) -> None:
+        self._shared = shared
+
+    async def publish(
+        self, app_id: str, bundle: OmemoBundle, *, max_devices: int, max_prekeys: int
+    ) -> bool:
+        """Store the app's device with ``bundle``, replacing its previous bundle whole.
+
+        Returns: whether the device is new.
+        Raises:
+            PrekeyPoolFull: The bundle holds more than ``max_prekeys`` prekeys.
+            TooManyDevices: A new device would exceed the app's ``max_devices``.
+            IdentityKeyMismatch: The device is stored with another identity key: its
+                contacts trust that key, so a new key takes a new device id.
+            sqlite3.IntegrityError: No such app.
+        """
+        where = f"OMEMO device {bundle.device_id} of app {app_id}"
+        if len(bundle.prekeys) > max_prekeys:
+            raise PrekeyPoolFull(
+                f"{where}: {len(bundle.prekeys)} prekeys; the limit is {max_prekeys}"
+            )
+        now = self._shared.now()
+        async with self._shared.write() as db:
+            cursor = await db.execute(
+                "SELECT identity_key FROM app_omemo_devices WHERE app_id = ? AND device_id = ?",
+                (app_id, bundle.device_id),
+            )
+            existing = await cursor.fetchone()
+            if existing is None:
+                cursor = await db.execute(
+                    "SELECT count(*) FROM app_omemo_devices WHERE app_id = ?", (app_id,)
+                )
+                row = await cursor.fetchone()
+                held = int(row[0]) if row else 0
+                if held + 1 > max_devices:
+                    raise TooManyDevices(
+                        f"app {app_id} has {held} OMEMO devices; the limit is {max_devices}"
+                    )
+            elif existing["identity_key"] != bundle.identity_key:
+                raise IdentityKeyMismatch(f"{where} has another identity key")
+            await db.execute(
+                "INSERT INTO app_omemo_devices (app_id, device_id, identity_key, spk_id,"
+                " spk_public, spk_signature, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (app_id, device_id) DO UPDATE SET spk_id = excluded.spk_id,"
+                " spk_public = excluded.spk_public, spk_signature = excluded.spk_signature,"
+                " updated_at = excluded.updated_at",
+                (
+                    app_id,
+                    bundle.device_id,
+                    bundle.identity_key,
+                    bundle.signed_prekey_id,
+                    bundle.signed_prekey,
+                    bundle.signed_prekey_signature,
+                    now,
+                    now,
+                ),
+            )
+            await db.execute(
+                "DELETE FROM app_omemo_prekeys WHERE app_id = ? AND device_id = ?",
+                (app_id, bundle.device_id),
+            )
+            await db.executemany(
+                "INSERT INTO app_omemo_prekeys (app_id, device_id, prekey_id, public_key)"
+                " VALUES (?, ?, ?, ?)",
+                [(app_id, bundle.device_id, p.prekey_id, p.public_key) for p in bundle.prekeys],
+            )
+        return existing is None
+
+    async def retire(self, app_id: str, device_id: int) -> None:
+        """Remove the device and its bundle from the app's list.
+
+        Raises: DeviceNotFound.
+        """
+        async with self._shared.write() as db:
+            cursor = await db.execute(
+                "DELETE FROM app_omemo_devices WHERE app_id = ? AND device_id = ?",
+                (app_id, device_id),
+            )
+            if cursor.rowcount == 0:
+                raise DeviceNotFound(f"app {app_id} has no OMEMO device {device_id}")
+
+    async def device_ids(self, app_id: str) -> list[int]:
+        """The app's device ids, oldest first."""
+        async with self._shared.read() as db:
+            cursor = await db.execute(
+                "SELECT device_id FROM app_omemo_devices WHERE app_id = ?"
+                " ORDER BY created_at, device_id",
+                (app_id,),
+            )
+            return [int(row[0]) for row in await cursor.fetchall()]
+
+    async def bundle(self, app_id: str, device_id: int) -> OmemoBundle:
+        """Raises: DeviceNotFound."""
+        async with self._shared.read() as db:
+            found = await _read_bundles(db, app_id, device_id)
+        if not found:
+            raise DeviceNotFound(f"app {app_id} has no OMEMO device {device_id}")
+        return found[0]
+
+    async def bundles(self, app_id: str) -> list[OmemoBundle]:
+        """Every device of the app with its bundle, oldest first."""
+        async with self._shared.read() as db:
+            return await _read_bundles(db, app_id, None)
+
+
+async def _read_bundles(
+    db: aiosqlite.Connection, app_id: str, device_id: int | None
+) -> list[OmemoBundle]:
+    """The app's bundles, or only ``device_id``'s, in one read."""
+    # Both queries take the device id or NULL for all: one fixed text each, no splicing.
+    arguments = (app_id, device_id, device_id)
+    cursor = await db.execute(
+        "SELECT * FROM app_omemo_devices WHERE app_id = ? AND (? IS NULL OR device_id = ?)"
+        " ORDER BY created_at, device_id",
+        arguments,
+    )
+    devices = list(await cursor.fetchall())
+    cursor = await db.execute(
+        "SELECT device_id, prekey_id, public_key FROM app_omemo_prekeys"
+        " WHERE app_id = ? AND (? IS NULL OR device_id = ?) ORDER BY prekey_id",
+        arguments,
+    )
+    prekeys: dict[int, list[sqlite3.Row]] = {}
+    for row in await cursor.fetchall():
+        prekeys.setdefault(row["device_id"], []).append(row)
+    return [_bundle(row, prekeys.get(row["device_id"], [])) for row in devices]
