@@ -62,47 +62,47 @@ class TestPepQueries(GatewayStanzaTest):
           </iq>""")
         return sent.get("id", "")
 
-    def refuse(self, condition: str, kind: str = "cancel") -> PepUnreadable:
-        task = self.start(DEVICELIST, "list")
-        iq_id = self.expect_query(DEVICELIST)
+    def exchange(self, node: str, payload: str, answer: str) -> asyncio.Task[str | None]:
+        """Start a query for ``node``, check the stanza sent, answer it with ``answer``
+        (the reply's ``type`` and children, ``{node}`` replaced), and return the query."""
+        task = self.start(node, payload)
+        iq_id = self.expect_query(node)
+        kind, children = answer.split(":", 1)
         self.recv(
-            f"<iq type='error' id='{iq_id}' from='{BOB}' to='{APP_JID}'>"
-            f"<error type='{kind}'><{condition} xmlns='{STANZAS}'/></error></iq>"
+            f"<iq type='{kind}' id='{iq_id}' from='{BOB}' to='{APP_JID}'>"
+            f"{children.replace('{node}', node)}</iq>"
         )
+        return task
+
+    def items(self, node: str, payload: str, items: str) -> str | None:
+        return self.finish(
+            self.exchange(
+                node,
+                payload,
+                f"result:<pubsub xmlns='{PUBSUB}'><items node='{{node}}'>{items}</items></pubsub>",
+            )
+        )
+
+    def refused(self, answer: str) -> PepUnreadable:
+        task = self.exchange(DEVICELIST, "list", answer)
         with pytest.raises(PepUnreadable) as refused:
             self.finish(task)
         return refused.value
 
+    def refuse(self, condition: str, kind: str = "cancel") -> PepUnreadable:
+        return self.refused(f"error:<error type='{kind}'><{condition} xmlns='{STANZAS}'/></error>")
+
     def test_the_device_list_query_and_a_list(self) -> None:
-        task = self.start(DEVICELIST, "list")
-        iq_id = self.expect_query(DEVICELIST)
-        self.recv(
-            f"<iq type='result' id='{iq_id}' from='{BOB}' to='{APP_JID}'>"
-            f"<pubsub xmlns='{PUBSUB}'><items node='{DEVICELIST}'>"
-            f"<item id='current'>{LIST_XML}</item></items></pubsub></iq>"
-        )
-        assert self.finish(task) == LIST_XML
+        found = self.items(DEVICELIST, "list", f"<item id='current'>{LIST_XML}</item>")
+        assert found == LIST_XML
 
     def test_a_bundle_query_and_a_bundle(self) -> None:
-        node = f"{AXOLOTL}.bundles:7"
-        task = self.start(node, "bundle")
-        iq_id = self.expect_query(node)
         bundle = f'<bundle xmlns="{AXOLOTL}"><identityKey>BQ==</identityKey></bundle>'
-        self.recv(
-            f"<iq type='result' id='{iq_id}' from='{BOB}' to='{APP_JID}'>"
-            f"<pubsub xmlns='{PUBSUB}'><items node='{node}'>"
-            f"<item id='5f2a'>{bundle}</item></items></pubsub></iq>"
-        )
-        assert self.finish(task) == bundle
+        found = self.items(f"{AXOLOTL}.bundles:7", "bundle", f"<item id='5f2a'>{bundle}</item>")
+        assert found == bundle
 
     def test_an_empty_node_is_no_item(self) -> None:
-        task = self.start(DEVICELIST, "list")
-        iq_id = self.expect_query(DEVICELIST)
-        self.recv(
-            f"<iq type='result' id='{iq_id}' from='{BOB}' to='{APP_JID}'>"
-            f"<pubsub xmlns='{PUBSUB}'><items node='{DEVICELIST}'/></pubsub></iq>"
-        )
-        assert self.finish(task) is None
+        assert self.items(DEVICELIST, "list", "") is None
 
     def test_forbidden(self) -> None:
         refused = self.refuse("forbidden", "auth")
@@ -130,16 +130,18 @@ class TestPepQueries(GatewayStanzaTest):
         assert refused.value.reason is UnreadableReason.TIMEOUT
 
     def test_an_item_of_something_else_is_malformed(self) -> None:
-        task = self.start(DEVICELIST, "list")
-        iq_id = self.expect_query(DEVICELIST)
-        self.recv(
-            f"<iq type='result' id='{iq_id}' from='{BOB}' to='{APP_JID}'>"
-            f"<pubsub xmlns='{PUBSUB}'><items node='{DEVICELIST}'>"
-            "<item id='current'><list xmlns='urn:example'/></item></items></pubsub></iq>"
+        refused = self.refused(
+            f"result:<pubsub xmlns='{PUBSUB}'><items node='{{node}}'>"
+            "<item id='current'><list xmlns='urn:example'/></item></items></pubsub>"
         )
-        with pytest.raises(PepUnreadable) as refused:
-            self.finish(task)
-        assert refused.value.reason is UnreadableReason.MALFORMED
+        assert refused.reason is UnreadableReason.MALFORMED
+
+    def test_an_answer_for_another_node_is_malformed(self) -> None:
+        refused = self.refused(
+            f"result:<pubsub xmlns='{PUBSUB}'><items node='urn:other'>"
+            f"<item id='current'>{LIST_XML}</item></items></pubsub>"
+        )
+        assert refused.reason is UnreadableReason.MALFORMED
 
 
 # The lookup's logic and cache, over a scripted PEP
