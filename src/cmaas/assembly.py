@@ -33,6 +33,7 @@ from cmaas.delivery.maintenance import Housekeeper
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.notices import NoticeConsumer
 from cmaas.delivery.omemo import OmemoLimits
+from cmaas.delivery.recipient_omemo import RecipientOmemoLookup
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import AdmissionLimits, SubmissionService
@@ -166,6 +167,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             hub,
             component_domain=domain,
             omemo_limits=OmemoLimits(settings.omemo_max_devices, settings.omemo_max_prekeys),
+            recipient_omemo=RecipientOmemoLookup(xmpp.pep),
         )
         authenticator = RequestAuthenticator(keystore)
         for on_events in (hub.on_events, dispatcher.on_events, metrics.on_events):

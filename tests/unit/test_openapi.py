@@ -264,6 +264,14 @@ def _omemo_bundle(device_id: int) -> wire.OmemoBundle:
     return wire.OmemoBundle(device_id, key, 3, key, bytes(64), prekeys)
 
 
+def _recipient_omemo() -> wire.RecipientOmemo:
+    return wire.RecipientOmemo(
+        "<list xmlns='eu.siacs.conversations.axolotl'><device id='5'/></list>",
+        (wire.RecipientBundle(5, "<bundle xmlns='eu.siacs.conversations.axolotl'/>"),),
+        wire.OmemoUnreadable(wire.UnreadableReason.TIMEOUT, "read before, no answer now"),
+    )
+
+
 def _wire_examples() -> dict[str, tuple[Callable[[], object], Callable[[object], object]]]:
     """Per schema: a full value of its wire class, and how to read it back."""
     event = wire.StatusEvent(7, "m1", MessageStatus.DELIVERED, 1_800_000_000_000, "42", "")
@@ -310,6 +318,15 @@ def _wire_examples() -> dict[str, tuple[Callable[[], object], Callable[[object],
         "OmemoDevices": (
             lambda: wire.OmemoDevices((_omemo_bundle(1), _omemo_bundle(2))),
             wire.OmemoDevices.from_json,
+        ),
+        "KeysResponse": (
+            lambda: wire.KeyLookup("a@b.example", (), _recipient_omemo()),
+            wire.KeyLookup.from_json,
+        ),
+        "RecipientOmemo": (_recipient_omemo, wire.RecipientOmemo.from_json),
+        "OmemoUnreadable": (
+            lambda: wire.OmemoUnreadable(wire.UnreadableReason.FORBIDDEN, "accept the app"),
+            wire.OmemoUnreadable.from_json,
         ),
         "BlobCreated": (
             lambda: wire.BlobReceipt("b1", "https://gw.example/v1/blobs/b1", 10, 4),

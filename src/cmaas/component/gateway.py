@@ -22,7 +22,7 @@ from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.contacts import AppContacts, ContactState
 from cmaas.component.feedback import FeedbackHandlers
 from cmaas.component.outbound import prekeys_low_message, sealed_message_xml, status_message
-from cmaas.component.pep import PepResponder
+from cmaas.component.pep import PepClient, PepResponder
 from cmaas.component.presence import PresenceResponder
 from cmaas.keydirectory import DeviceLimits
 from cmaas.keystore import DeviceKeys, StatusEvent
@@ -80,6 +80,7 @@ class GatewayComponent(ComponentXMPP):
         register_stanzas()
         PresenceResponder(self, contacts).attach()
         PepResponder(self, contacts).attach()
+        self.pep = PepClient(self, self.app_sender)
         self.feedback = FeedbackHandlers(self)
         self.feedback.attach()
         self._describe()

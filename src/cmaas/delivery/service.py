@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from cmaas.delivery.errors import InvalidRequest, NotFound
 from cmaas.delivery.events import EventHub
 from cmaas.delivery.omemo import AppOmemo, OmemoLimits
+from cmaas.delivery.recipient_omemo import RecipientOmemoLookup
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import Outcome, SubmissionService
 from cmaas.envelope import (
@@ -46,7 +47,12 @@ class Messaging:
         *,
         component_domain: str,
         omemo_limits: OmemoLimits | None = None,
+        recipient_omemo: RecipientOmemoLookup | None = None,
     ) -> None:
+        """Args:
+        recipient_omemo: Reads recipients' legacy OMEMO devices for :meth:`lookup`;
+            without it, lookups carry none.
+        """
         self._keystore = keystore
         self._directory = directory
         self._resolver = resolver
@@ -54,6 +60,7 @@ class Messaging:
         self._hub = hub
         self._domain = component_domain
         self.omemo = AppOmemo(keystore, omemo_limits or OmemoLimits())
+        self._recipient_omemo = recipient_omemo
 
     def describe(self, app: App) -> AppInfo:
         """What an app's client needs to know of itself: above all, the JID it sends as."""
@@ -71,8 +78,11 @@ class Messaging:
         one-time prekey taken from its pool (charged to the app's lookup rate), while
         the app has not taken its share of that device's prekeys in the window
         (:class:`~cmaas.keydirectory.DeviceLimits`); past it, the signed prekey alone.
+        Beside them, its legacy OMEMO devices as its PEP shows them to the app's JID, or
+        why they could not be read.
 
-        Raises: InvalidRequest, NotFound (unknown recipient or no device), RateLimited.
+        Raises: InvalidRequest, NotFound (unknown recipient, or no device in either
+            suite: the detail says why no OMEMO device could be read), RateLimited.
         """
         self.submissions.take_lookup(app, await self._keystore.get_plan(app.plan))
         try:
@@ -82,9 +92,19 @@ class Messaging:
         if jid is None:
             raise NotFound(f"unknown recipient: {to} is not in the directory")
         bundles = await self._directory.lookup(jid, for_app=app.app_id)
-        if not bundles:
-            raise NotFound(f"no device: {jid} has no active device")
-        return KeyLookup(jid, tuple(bundles))
+        if self._recipient_omemo is None:
+            if not bundles:
+                raise NotFound(f"no device: {jid} has no active device")
+            return KeyLookup(jid, tuple(bundles))
+        omemo = await self._recipient_omemo.lookup(app.app_id, jid)
+        if not bundles and not omemo.bundles:
+            why = (
+                f"{omemo.unreadable.reason.value}: {omemo.unreadable.detail}"
+                if omemo.unreadable is not None
+                else "no readable bundle"
+            )
+            raise NotFound(f"no device: {jid} has no active device and no OMEMO device ({why})")
+        return KeyLookup(jid, tuple(bundles), omemo)
 
     async def submit(self, app: App, items: Sequence[object]) -> list[Outcome]:
         """See :meth:`SubmissionService.submit`."""

@@ -19,7 +19,15 @@ from cmaas.wire.messages import (
     SubmissionResult,
     submission_result,
 )
-from cmaas.wire.omemo import OmemoBundle, OmemoDevices, OmemoPrekey
+from cmaas.wire.omemo import (
+    OmemoBundle,
+    OmemoDevices,
+    OmemoPrekey,
+    OmemoUnreadable,
+    RecipientBundle,
+    RecipientOmemo,
+    UnreadableReason,
+)
 
 __all__ = [
     "Accepted",
@@ -32,11 +40,15 @@ __all__ = [
     "OmemoBundle",
     "OmemoDevices",
     "OmemoPrekey",
+    "OmemoUnreadable",
+    "RecipientBundle",
+    "RecipientOmemo",
     "Refused",
     "SigningKeyRequest",
     "StatusEvent",
     "Submission",
     "SubmissionResult",
+    "UnreadableReason",
     "WireError",
     "parse_json_body",
     "submission_result",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from cmaas.envelope import DeviceBundle, EnvelopeError
 from cmaas.wire.errors import WireError
 from cmaas.wire.fields import ObjectReader
+from cmaas.wire.omemo import RecipientOmemo
 
 __all__ = ["AppInfo", "BlobReceipt", "KeyLookup", "SigningKeyRequest"]
 
@@ -53,13 +54,21 @@ class AppInfo:
 @dataclass(frozen=True, slots=True)
 class KeyLookup:
     """``GET /v1/keys``: the recipient's JID and one bundle per active device, each with
-    at most one one-time prekey taken for this sender."""
+    at most one one-time prekey taken for this sender; and its legacy OMEMO devices
+    (``omemo``), None from a gateway that does not relay them."""
 
     jid: str
     devices: tuple[DeviceBundle, ...]
+    omemo: RecipientOmemo | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"jid": self.jid, "devices": [bundle.to_json() for bundle in self.devices]}
+        answer: dict[str, object] = {
+            "jid": self.jid,
+            "devices": [bundle.to_json() for bundle in self.devices],
+        }
+        if self.omemo is not None:
+            answer["omemo"] = self.omemo.to_json()
+        return answer
 
     @classmethod
     def from_json(cls, value: object) -> KeyLookup:
@@ -76,7 +85,8 @@ class KeyLookup:
             )
         except EnvelopeError as error:
             raise WireError(f"a device bundle of {jid}: {type(error).__name__}: {error}") from error
-        return cls(jid, devices)
+        omemo = RecipientOmemo.from_json(reader.raw("omemo")) if reader.has("omemo") else None
+        return cls(jid, devices, omemo)
 
 
 @dataclass(frozen=True, slots=True)

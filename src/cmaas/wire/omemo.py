@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from enum import StrEnum
 
 from cmaas.wire.errors import WireError
 from cmaas.wire.fields import ObjectReader
@@ -20,6 +21,10 @@ __all__ = [
     "OmemoBundle",
     "OmemoDevices",
     "OmemoPrekey",
+    "OmemoUnreadable",
+    "RecipientBundle",
+    "RecipientOmemo",
+    "UnreadableReason",
 ]
 
 MAX_OMEMO_ID = 2**31 - 1
@@ -173,3 +178,111 @@ class OmemoDevices:
         """Raises: WireError."""
         reader = ObjectReader(value, "omemo")
         return cls(tuple(OmemoBundle.from_json(item) for item in reader.array("devices")))
+
+
+MAX_OMEMO_ITEM_CHARS = 256 * 1024
+"""The contract's ceiling on one relayed item's XML text."""
+
+
+class UnreadableReason(StrEnum):
+    """Why a recipient's OMEMO device list could not be read."""
+
+    FORBIDDEN = "forbidden"
+    """The recipient's server refused the app JID (a PEP node open to contacts only)."""
+    ITEM_NOT_FOUND = "item-not-found"
+    """The recipient has published no device list (or hides it as if it had none)."""
+    TIMEOUT = "timeout"
+    """No answer in time."""
+    MALFORMED = "malformed"
+    """The answer is not a legacy OMEMO device list."""
+    UNAVAILABLE = "unavailable"
+    """The gateway is not connected to its IM server."""
+    ERROR = "error"
+    """Another error answer; ``detail`` names its condition."""
+
+
+@dataclass(frozen=True, slots=True)
+class OmemoUnreadable:
+    """Why no OMEMO device of a recipient could be read, for people (``detail``)."""
+
+    reason: UnreadableReason
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"reason": self.reason.value, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, value: object) -> OmemoUnreadable:
+        """Raises: WireError: Not an object, or an unknown reason."""
+        reader = ObjectReader(value, "keys.omemo.unreadable")
+        try:
+            reason = UnreadableReason(reader.text("reason"))
+        except ValueError as error:
+            raise WireError(f"keys.omemo.unreadable.reason is unknown: {error}") from error
+        return cls(reason, reader.optional_text("detail") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientBundle:
+    """One of a recipient's legacy OMEMO bundles, as the XML text of its ``<bundle/>``."""
+
+    device_id: int
+    xml: str
+
+
+def _item_xml(reader: ObjectReader, key: str, what: str) -> str:
+    text = reader.text(key)
+    if len(text) > MAX_OMEMO_ITEM_CHARS:
+        raise WireError(f"{what} is longer than {MAX_OMEMO_ITEM_CHARS} characters")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOmemo:
+    """A recipient's legacy OMEMO devices as its PEP serves them: the XML text of its
+    ``<list/>`` and of each readable listed device's ``<bundle/>``, relayed unchecked
+    for the sender to validate; or, when no list could be read, why."""
+
+    device_list: str | None = None
+    bundles: tuple[RecipientBundle, ...] = ()
+    unreadable: OmemoUnreadable | None = None
+
+    def to_json(self) -> dict[str, object]:
+        answer: dict[str, object] = {
+            "device_list": self.device_list,
+            "bundles": [
+                {"device_id": bundle.device_id, "xml": bundle.xml} for bundle in self.bundles
+            ],
+        }
+        if self.unreadable is not None:
+            answer["unreadable"] = self.unreadable.to_json()
+        return answer
+
+    @classmethod
+    def from_json(cls, value: object) -> RecipientOmemo:
+        """Raises: WireError: A field of the wrong type, a device id out of range or
+        twice, or an item too long."""
+        reader = ObjectReader(value, "keys.omemo")
+        device_list = (
+            _item_xml(reader, "device_list", "keys.omemo.device_list")
+            if reader.has("device_list")
+            else None
+        )
+        bundles = []
+        for index, item in enumerate(reader.array("bundles") if reader.has("bundles") else []):
+            what = f"keys.omemo.bundles[{index}]"
+            bundle = ObjectReader(item, what)
+            bundles.append(
+                RecipientBundle(
+                    _identifier(bundle.integer("device_id"), f"{what}.device_id"),
+                    _item_xml(bundle, "xml", f"{what}.xml"),
+                )
+            )
+        if len({bundle.device_id for bundle in bundles}) != len(bundles):
+            raise WireError("keys.omemo.bundles gives a device twice")
+        unreadable = (
+            OmemoUnreadable.from_json(reader.raw("unreadable"))
+            if reader.has("unreadable")
+            else None
+        )
+        return cls(device_list, tuple(bundles), unreadable)

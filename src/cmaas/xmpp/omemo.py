@@ -10,9 +10,13 @@ import base64
 from collections.abc import Iterable
 from typing import ClassVar
 
-from slixmpp.xmlstream import ElementBase, register_stanza_plugin
+from slixmpp import JID, Iq
+from slixmpp.basexmpp import BaseXMPP
+from slixmpp.plugins.xep_0060.stanza.pubsub import Pubsub
+from slixmpp.xmlstream import ET, ElementBase, register_stanza_plugin, tostring
 
 from cmaas.wire import OmemoBundle
+from cmaas.wire.omemo import MAX_OMEMO_ID
 
 __all__ = [
     "BUNDLES_NODE_PREFIX",
@@ -21,7 +25,11 @@ __all__ = [
     "BundleElement",
     "DeviceListElement",
     "bundle_element",
+    "bundle_node",
+    "device_ids",
     "device_list_element",
+    "items_query",
+    "payload_xml",
 ]
 
 LEGACY_OMEMO_NAMESPACE = "eu.siacs.conversations.axolotl"
@@ -122,3 +130,59 @@ def bundle_element(bundle: OmemoBundle) -> BundleElement:
         item["value"] = _b64(prekey.public_key)
         element["prekeys"].append(item)
     return element
+
+
+def bundle_node(device_id: int) -> str:
+    """The PEP node of one device's bundle."""
+    return f"{BUNDLES_NODE_PREFIX}{device_id}"
+
+
+def items_query(xmpp: BaseXMPP, sender: str, owner: str, node: str) -> Iq:
+    """``<iq type='get'>`` from ``sender`` asking ``owner``'s PEP for the items of ``node``,
+    as legacy OMEMO clients ask for each other's device lists and bundles."""
+    iq: Iq = xmpp.make_iq_get(ito=JID(owner), ifrom=JID(sender))
+    pubsub = Pubsub()
+    pubsub["items"]["node"] = node
+    iq.append(pubsub)
+    return iq
+
+
+def payload_xml(reply: Iq, node: str, payload_name: str) -> str | None:
+    """The XML text of the first ``<payload_name xmlns='eu.siacs.conversations.axolotl'>``
+    item payload in an ``items`` result for ``node``; None when the node holds no item.
+
+    Raises: ValueError: The result is for another node, or an item holds something else.
+    """
+    items = reply.xml.find(f"{{{Pubsub.namespace}}}pubsub/{{{Pubsub.namespace}}}items")
+    if items is None:
+        return None
+    if items.get("node") != node:
+        raise ValueError(f"the answer is for node {items.get('node')!r}, not {node!r}")
+    for item in items.findall(f"{{{Pubsub.namespace}}}item"):
+        payload = item.find(f"{{{LEGACY_OMEMO_NAMESPACE}}}{payload_name}")
+        if payload is None:
+            raise ValueError(f"an item of {node} holds no legacy OMEMO <{payload_name}/>")
+        return str(tostring(payload))
+    return None
+
+
+def device_ids(list_xml: str) -> list[int]:
+    """The device ids a device list's XML text names, in order, once each; ids that are
+    not whole numbers from 1 to 2**31 - 1 are left out, as clients skip them.
+
+    Raises: ValueError: The text is not a legacy OMEMO ``<list/>``.
+    """
+    try:
+        root = ET.fromstring(list_xml)
+    except ET.ParseError as error:
+        raise ValueError(f"the device list is not XML: {error}") from error
+    if root.tag != f"{{{LEGACY_OMEMO_NAMESPACE}}}list":
+        raise ValueError("the device list is not a legacy OMEMO <list/>")
+    found: list[int] = []
+    for device in root.findall(f"{{{LEGACY_OMEMO_NAMESPACE}}}device"):
+        text = device.get("id", "")
+        if text.isascii() and text.isdigit() and len(text) <= 10:
+            device_id = int(text)
+            if 1 <= device_id <= MAX_OMEMO_ID and device_id not in found:
+                found.append(device_id)
+    return found

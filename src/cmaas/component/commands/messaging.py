@@ -39,7 +39,7 @@ from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import submission_result
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.keystore import App, Keystore
-from cmaas.wire import SigningKeyRequest, WireError
+from cmaas.wire import KeyLookup, SigningKeyRequest, WireError
 from cmaas.wire.adhoc import ANSWER_FIELD
 from cmaas.wire.json import parse_json_body
 
@@ -121,7 +121,8 @@ class KeysLookup(_AppCommand):
     name = "Look up a recipient's device keys"
     form = FormSpec(
         "Look up device keys",
-        "Each active device's bundle, with one one-time prekey taken from its pool.",
+        "Each active device's bundle, with one one-time prekey taken from its pool, and"
+        " the recipient's OMEMO device list and bundles.",
         (
             FieldSpec(
                 "to", "Recipient", required=True, desc="A JID, an email or a +E.164 mobile number"
@@ -137,11 +138,20 @@ class KeysLookup(_AppCommand):
             except Refusal as error:
                 return _refused(error)
             return Completed(
-                notes=[("info", f"{len(keys.devices)} device(s) of {keys.jid}")],
+                notes=[("info", _keys_note(keys))],
                 payload=wire_result("Device keys", keys.to_json()),
             )
 
         return FormStep(self.form, submit)
+
+
+def _keys_note(keys: KeyLookup) -> str:
+    note = f"{len(keys.devices)} device(s) of {keys.jid}"
+    if keys.omemo is None:
+        return note
+    if keys.omemo.unreadable is not None:
+        return f"{note}; OMEMO unreadable: {keys.omemo.unreadable.detail}"
+    return f"{note}; {len(keys.omemo.bundles)} OMEMO device(s)"
 
 
 _SIGNATURE_FIELDS = (
