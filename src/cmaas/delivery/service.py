@@ -3,6 +3,7 @@ both call, so that both speak for one engine with the same checks."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from cmaas.delivery.errors import InvalidRequest, NotFound
@@ -91,12 +92,17 @@ class Messaging:
             raise InvalidRequest(f"to: {error}") from error
         if jid is None:
             raise NotFound(f"unknown recipient: {to} is not in the directory")
-        bundles = await self._directory.lookup(jid, for_app=app.app_id)
         if self._recipient_omemo is None:
+            bundles = await self._directory.lookup(jid, for_app=app.app_id)
             if not bundles:
                 raise NotFound(f"no device: {jid} has no active device")
             return KeyLookup(jid, tuple(bundles))
-        omemo = await self._recipient_omemo.lookup(app.app_id, jid)
+        # The recipient's PEP is read over XMPP while the keystore hands out prekeys: a
+        # lookup waits for the slower of the two, not for both in turn.
+        async with asyncio.TaskGroup() as both:
+            taking = both.create_task(self._directory.lookup(jid, for_app=app.app_id))
+            reading = both.create_task(self._recipient_omemo.lookup(app.app_id, jid))
+        bundles, omemo = taking.result(), reading.result()
         if not bundles and not omemo.bundles:
             why = (
                 f"{omemo.unreadable.reason.value}: {omemo.unreadable.detail}"
