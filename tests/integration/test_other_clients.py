@@ -18,6 +18,7 @@ import pytest
 from cmaas.device.client import DeviceClient
 from cmaas.devservers import XmppServer
 from cmaas.envelope import TextContent
+from cmaas.wire import MessageView
 
 from .apps import http_session, register_app
 from .devices import device_config, new_device
@@ -27,28 +28,46 @@ from .other_clients import Answer, OtherClient
 pytestmark = pytest.mark.integration
 
 
-async def test_an_online_device_gets_what_a_higher_priority_client_takes(
-    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
-) -> None:
+async def _sent_beside(
+    xmpp_server: XmppServer,
+    gateway: GatewayProcess,
+    tmp_path: Path,
+    other: str,
+    priority: int,
+    answer: Answer,
+) -> tuple[MessageView, str]:
+    """One message to dana, whose device (priority 0) is online beside ``other``: that
+    client is handed the message and the device gets it too. Returns the message's view
+    once delivered, and the device's id."""
     dana = f"dana@{xmpp_server.domain}"
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())
         app = await register_app(gateway, session, "shop")
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "dana", "d"))
         await device.publish()
-        # Ahead of the device (priority 0), answering every receipt request, as Gajim does.
-        gajim = await stack.enter_async_context(
-            OtherClient(xmpp_server, "dana", "gajim", priority=10, answer=Answer.RECEIPT)
+        client = await stack.enter_async_context(
+            OtherClient(xmpp_server, "dana", other, priority=priority, answer=answer)
         )
-        sent = await app.send(dana, TextContent("for the device, through the other client"))
+        sent = await app.send(dana, TextContent(f"beside {other}"))
         async with asyncio.timeout(15):
-            assert await gajim.taken.get() == sent.message_id
-            received = await device.next_message()  # its carbon copy
-        assert received.message_id == sent.message_id
+            assert await client.taken.get() == sent.message_id
+            assert (await device.next_message()).message_id == sent.message_id
         view = await app.wait_status(sent.message_id, lambda v: v.status == "delivered")
-        # Only the device's receipt counts: Gajim's, which reached the app's full JID,
-        # names no device the message is sealed to.
-        assert set(view.devices) == {str(device.keyring.device_id if device.keyring else "")}
+        assert device.keyring is not None
+        return view, str(device.keyring.device_id)
+
+
+async def test_an_online_device_gets_what_a_higher_priority_client_takes(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    # Ahead of the device, answering every receipt request, as Gajim does; the device
+    # gets its carbon copy.
+    view, device_id = await _sent_beside(
+        xmpp_server, gateway, tmp_path, "gajim", priority=10, answer=Answer.RECEIPT
+    )
+    # Only the device's receipt counts: Gajim's, which reached the app's full JID,
+    # names no device the message is sealed to.
+    assert set(view.devices) == {device_id}
 
 
 async def test_an_offline_device_catches_up_on_what_another_client_took(
@@ -79,23 +98,12 @@ async def test_an_offline_device_catches_up_on_what_another_client_took(
 async def test_a_client_that_returns_every_copy_fails_nothing(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
-    dana = f"dana@{xmpp_server.domain}"
-    async with AsyncExitStack() as stack:
-        session = await stack.enter_async_context(http_session())
-        app = await register_app(gateway, session, "shop")
-        device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "dana", "d"))
-        await device.publish()
-        buggy = await stack.enter_async_context(
-            OtherClient(xmpp_server, "dana", "buggy", priority=5, answer=Answer.ERROR)
-        )
-        sent = await app.send(dana, TextContent("one client returns it"))
-        async with asyncio.timeout(15):
-            assert await buggy.taken.get() == sent.message_id
-            assert (await device.next_message()).message_id == sent.message_id
-        view = await app.wait_status(sent.message_id, lambda v: v.status == "delivered")
-        # The error came back before the device's receipt (same client, same link, and
-        # the buggy client answers at once): it failed nothing.
-        assert "failed" not in [e.status for e in view.history]
+    view, _ = await _sent_beside(
+        xmpp_server, gateway, tmp_path, "buggy", priority=5, answer=Answer.ERROR
+    )
+    # The error came back before the device's receipt (same client, same link, and
+    # the buggy client answers at once): it failed nothing.
+    assert "failed" not in [e.status for e in view.history]
 
 
 async def test_a_message_held_by_a_hibernating_session_reaches_the_person(
