@@ -159,6 +159,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             ),
             on_outcomes=metrics.on_outcomes,
         )
+        recipient_omemo = RecipientOmemoLookup(xmpp.pep, asker=xmpp)
+        xmpp.on_subscribed(recipient_omemo.forget)
         messaging = Messaging(
             keystore,
             directory,
@@ -167,8 +169,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             hub,
             component_domain=domain,
             omemo_limits=OmemoLimits(settings.omemo_max_devices, settings.omemo_max_prekeys),
-            recipient_omemo=RecipientOmemoLookup(xmpp.pep),
+            recipient_omemo=recipient_omemo,
+            key_transports=xmpp,
         )
+        xmpp.omemo_inbound.subscribe(messaging.omemo.received)
         authenticator = RequestAuthenticator(keystore)
         for on_events in (hub.on_events, dispatcher.on_events, metrics.on_events):
             store.listen(on_events)
@@ -181,7 +185,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             plans=keystore.get_plan,
         )
         housekeeper = Housekeeper(
-            store, retention_s=settings.retention_days * 86400.0, blobs=blob_service
+            store,
+            retention_s=settings.retention_days * 86400.0,
+            blobs=blob_service,
+            omemo=messaging.omemo,
         )
 
         # The ad-hoc commands, served by the component.

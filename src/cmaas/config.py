@@ -170,8 +170,8 @@ class VariableReader:
             return default
         return int(value)
 
-    def flag(self, name: str) -> bool:
-        value = (self.get(name) or "0").lower()
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = (self.get(name) or ("1" if default else "0")).lower()
         if value not in ("0", "1", "false", "true"):
             self.problem(f"{self.label(name)} must be 1 (or true) or 0 (or false), got {value!r}")
             return False

@@ -11,7 +11,9 @@ transaction that records a change, so every storage backend applies the same rul
 - a receipt or marker counts only from a device the message is sealed to: ``delivered``
   means that a device able to open the message received it. Clients that acknowledge
   what they cannot open (Gajim, Conversations, Profanity answer every receipt request)
-  do not move a message.
+  do not move a message. A message that also carries a legacy-OMEMO element may be
+  reported on by any resource that names no CMaaS device: OMEMO clients' receipts carry
+  no device id, so for them ``delivered`` means that a client of the person received it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "OMEMO_RESOURCES",
     "MessageStatus",
     "Priority",
     "StatusChange",
     "Transition",
     "transition",
 ]
+
+
+OMEMO_RESOURCES = "omemo"
+"""In a message's ``sealed_to``: it carries a legacy-OMEMO element, so any resource that
+names no CMaaS device may report on it. OMEMO clients' receipts and markers carry no
+device id; their resource (never all digits for the clients known) stands for it."""
+
+
+def _omemo_resource(device: str) -> bool:
+    # A CMaaS device names itself by its numeric id; a resource name is anything else.
+    return not (device.isascii() and device.isdigit())
 
 
 class Priority(enum.StrEnum):
@@ -141,8 +155,10 @@ def transition(
     Args:
         current: The message's status in the store now.
         recipient_jid: The message's resolved recipient.
-        sealed_to: The device ids the envelope is sealed to; ``None`` when unknown
-            (messages stored before they were recorded), and then any device counts.
+        sealed_to: The device ids the envelope is sealed to, with
+            :data:`OMEMO_RESOURCES` when the message carries an OMEMO element; ``None``
+            when unknown (messages stored before they were recorded), and then any
+            device counts.
         reported: Whether a device already reported a status (asked only for a
             device's change, so a store reads its history only then).
 
@@ -155,7 +171,11 @@ def transition(
         if not current.pending:
             return None
     elif change.device:
-        if sealed_to is not None and change.device not in sealed_to:
+        if (
+            sealed_to is not None
+            and change.device not in sealed_to
+            and not (OMEMO_RESOURCES in sealed_to and _omemo_resource(change.device))
+        ):
             return None
         if current.final_failure or reported(change.device, new):
             return None

@@ -216,7 +216,14 @@ class FakeSender:
         self.sent: list[str] = []
         self.barriers = 0
 
-    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope: str) -> bool:
+    def send_sealed(
+        self,
+        app_id: str,
+        recipient: str,
+        message_id: str,
+        envelope: str | None,
+        omemo: str | None = None,
+    ) -> bool:
         self.sent.append(message_id)
         return True
 

@@ -164,7 +164,7 @@ async def test_envelopes_are_dropped_once_no_resend_needs_them(
             change("b", MessageStatus.FAILED, detail="bounced: service-unavailable"),
         ]
     )
-    assert set(await store.envelopes(seqs)) == {seqs[2]}
+    assert set(await store.sealed(seqs)) == {seqs[2]}
     with sqlite3.connect(db_path) as raw:
         kept = raw.execute("SELECT message_id FROM messages WHERE envelope IS NOT NULL")
         assert [row[0] for row in kept] == ["c"]

@@ -194,6 +194,19 @@ def api_routes(
     async def list_omemo_devices(request: web.Request, app: App, body: bytes) -> web.Response:
         return web.json_response((await messaging.omemo.devices(app)).to_json())
 
+    async def omemo_inbound(request: web.Request, app: App, body: bytes) -> web.Response:
+        after = _integer(request, "after", 0, 2**63 - 1)
+        wait = _integer(request, "wait", 0, int(MAX_WAIT_S))
+        if not wait:
+            return web.json_response((await messaging.omemo.inbound(app, after, 0)).to_json())
+        with door.long_poll(app.app_id):
+            page = await messaging.omemo.inbound(app, after, wait)
+        return web.json_response(page.to_json())
+
+    async def send_key_transport(request: web.Request, app: App, body: bytes) -> web.Response:
+        await messaging.omemo.send_key_transport(app, parse_json_body(body))
+        return web.json_response({"sent": True}, status=202)
+
     async def upload_blob(request: web.Request) -> web.Response:
         if blobs is None:
             raise NotFound("this gateway stores no blobs")
@@ -242,6 +255,8 @@ def api_routes(
         web.get("/v1/omemo/devices", signed(list_omemo_devices)),
         web.put("/v1/omemo/devices/{device_id}", signed(publish_omemo_device)),
         web.delete("/v1/omemo/devices/{device_id}", signed(retire_omemo_device)),
+        web.get("/v1/omemo/inbound", signed(omemo_inbound)),
+        web.post("/v1/omemo/key-transports", signed(send_key_transport)),
         web.post("/v1/blobs", upload_blob),
         web.get("/v1/blobs/{blob_id}", download_blob),
         web.get("/metrics", metrics_text),

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,12 @@ from cmaas.lifecycle import MessageStatus, Priority
 
 if TYPE_CHECKING:
     from cmaas.clientservice import ClientConfig, GatewayClient
+    from cmaas.clientservice.client import OmemoReply
     from cmaas.clientservice.config import ClientSettings
 
 __all__ = ["add_parser"]
+
+log = logging.getLogger(__name__)
 
 _FINAL = frozenset({"read", "failed", "expired"})
 
@@ -33,7 +37,7 @@ def add_parser(parts: Any) -> None:
         help="the gateway client service: seal at the source and send",
         description="Seals messages for the recipient's devices with the app's own signing"
         " key and submits them to the gateway. Settings: CMAAS_CLIENT_URL, CMAAS_CLIENT_ID,"
-        " CMAAS_CLIENT_SECRET, CMAAS_CLIENT_HMAC_KEY, CMAAS_CLIENT_DIR.",
+        " CMAAS_CLIENT_SECRET, CMAAS_CLIENT_HMAC_KEY, CMAAS_CLIENT_DIR, CMAAS_CLIENT_OMEMO.",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     send = actions.add_parser("send", help="seal and send one message")
@@ -193,13 +197,25 @@ async def _daemon(args: argparse.Namespace, settings: ClientSettings) -> int:
             )
             relay = StatusRelay(webhook, config.credentials.hmac_key, session) if webhook else None
             following = asyncio.create_task(client.follow(relay, stop)) if relay else None
+            # What people's OMEMO clients send back advances this device's sessions.
+            receiving = (
+                asyncio.create_task(client.receive_omemo(stop, _log_reply))
+                if client.omemo is not None
+                else None
+            )
             await stop.wait()
-            if following is not None:
-                # A relay retrying a dead webhook must not hold the shutdown; the event's
-                # cursor has not advanced, so it is relayed again at the next start.
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await following
+            for task in (following, receiving):
+                if task is not None:
+                    # A relay retrying a dead webhook must not hold the shutdown; the
+                    # event's cursor has not advanced, so it is relayed again next start.
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             await runner.cleanup()
     return 0
+
+
+def _log_reply(reply: OmemoReply) -> None:
+    # The daemon does not forward replies; their content is never logged.
+    log.info("an OMEMO reply from %s (device %d) was opened", reply.sender, reply.device_id)

@@ -27,7 +27,11 @@ from cmaas.wire import (
     BlobReceipt,
     EventsPage,
     KeyLookup,
+    KeyTransportRequest,
     MessageView,
+    OmemoBundle,
+    OmemoDevices,
+    OmemoInboundPage,
     SigningKeyRequest,
     Submission,
     SubmissionResult,
@@ -174,6 +178,28 @@ class GatewayApi:
         return EventsPage.from_json(
             await self.request("GET", f"/v1/events?after={after}&wait={wait}")
         )
+
+    async def omemo_devices(self) -> OmemoDevices:
+        """``GET /v1/omemo/devices``: the app's OMEMO devices with their bundles."""
+        return OmemoDevices.from_json(await self.request("GET", "/v1/omemo/devices"))
+
+    async def publish_omemo_device(self, bundle: OmemoBundle) -> None:
+        """``PUT /v1/omemo/devices/{id}``: publish or replace one device's bundle."""
+        await self.request("PUT", f"/v1/omemo/devices/{bundle.device_id}", bundle.to_json())
+
+    async def retire_omemo_device(self, device_id: int) -> None:
+        """``DELETE /v1/omemo/devices/{id}``."""
+        await self.request("DELETE", f"/v1/omemo/devices/{device_id}")
+
+    async def omemo_inbound(self, after: int = 0, wait: int = 0) -> OmemoInboundPage:
+        """``GET /v1/omemo/inbound``: what people's clients sent to the app's JID (long-poll)."""
+        return OmemoInboundPage.from_json(
+            await self.request("GET", f"/v1/omemo/inbound?after={after}&wait={wait}")
+        )
+
+    async def send_key_transport(self, request: KeyTransportRequest) -> None:
+        """``POST /v1/omemo/key-transports``: sent at once from the app's JID."""
+        await self.request("POST", "/v1/omemo/key-transports", request.to_json())
 
 
 def _refusal(status: int, answer: object, retry: str | None) -> ApiError:

@@ -26,10 +26,26 @@ from typing import Any, Protocol
 import aiohttp
 
 from cmaas.clientservice.api import ApiError, AppCredentials, GatewayApi
-from cmaas.clientservice.errors import DeviceKeyChanged, GatewayUnavailable
+from cmaas.clientservice.errors import (
+    ClientServiceError,
+    DeviceKeyChanged,
+    GatewayUnavailable,
+    NoDeviceToSeal,
+)
+from cmaas.clientservice.omemo.directory import GatewayDirectory
+from cmaas.clientservice.omemo.errors import (
+    NoOmemoDevices,
+    OmemoDecryptFailed,
+    OmemoKeyChanged,
+    OmemoMalformed,
+    OmemoTransportError,
+)
+from cmaas.clientservice.omemo.sender import NewDevice, OmemoSender
+from cmaas.clientservice.omemo.text import omemo_body
 from cmaas.clientservice.sealing import seal_submission
 from cmaas.clientservice.state import (
     DevicePins,
+    KeyChange,
     Registration,
     load_or_create_app_key,
     read_cursor,
@@ -55,14 +71,27 @@ from cmaas.wire import (
     BlobReceipt,
     EventsPage,
     KeyLookup,
+    KeyTransportRequest,
     MessageView,
+    OmemoBundle,
+    OmemoDevices,
+    OmemoInbound,
+    OmemoInboundPage,
     Refused,
     StatusEvent,
     Submission,
     SubmissionResult,
 )
 
-__all__ = ["ClientConfig", "GatewayClient", "KeyChange", "Sent", "Transport"]
+__all__ = [
+    "ClientConfig",
+    "GatewayClient",
+    "KeyChange",
+    "NewDevice",
+    "OmemoReply",
+    "Sent",
+    "Transport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +99,8 @@ log = logging.getLogger(__name__)
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 _BATCH = 500
 _UNKNOWN_KEY = "unknown_signing_key"
+_UNKNOWN_OMEMO_DEVICE = "unknown_omemo_device"
+_RECOVERABLE = frozenset({_UNKNOWN_KEY, _UNKNOWN_OMEMO_DEVICE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +112,8 @@ class ClientConfig:
     key_cache_s: How long a recipient's looked-up keys are reused (signed prekeys only:
         a one-time prekey is used for one message, then dropped).
     retry_for_s: How long a send keeps retrying while the gateway is unreachable or busy.
+    omemo: Whether this instance is also a legacy-OMEMO device of the app, sealing to
+        recipients' OMEMO clients beside their CMaaS devices.
     """
 
     url: str
@@ -88,6 +121,7 @@ class ClientConfig:
     state_dir: Path
     key_cache_s: float = 60.0
     retry_for_s: float = 120.0
+    omemo: bool = True
 
 
 class Transport(Protocol):
@@ -111,6 +145,16 @@ class Transport(Protocol):
 
     async def upload_blob(self, path: Path, digest: str, expires_in: int) -> BlobReceipt: ...
 
+    async def omemo_devices(self) -> OmemoDevices: ...
+
+    async def publish_omemo_device(self, bundle: OmemoBundle) -> None: ...
+
+    async def retire_omemo_device(self, device_id: int) -> None: ...
+
+    async def omemo_inbound(self, after: int = 0, wait: int = 0) -> OmemoInboundPage: ...
+
+    async def send_key_transport(self, request: KeyTransportRequest) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Sent:
@@ -121,25 +165,35 @@ class Sent:
     result: SubmissionResult
 
 
-@dataclass(frozen=True, slots=True)
-class KeyChange:
-    """A recipient device presented another identity key than the pinned one."""
-
-    jid: str
-    device_id: int
-
-
 @dataclass(slots=True)
 class _CachedKeys:
     keys: KeyLookup
     until: float
 
 
+@dataclass(frozen=True, slots=True)
+class OmemoReply:
+    """A message a person's OMEMO client sent to the app's JID, opened.
+
+    Attributes:
+        sender: The person's bare JID.
+        device_id: The OMEMO device it came from.
+        text: What they wrote.
+    """
+
+    sender: str
+    device_id: int
+    text: str = field(repr=False)
+
+
 class GatewayClient:
     """Sends confidential messages as one app. Use ``async with GatewayClient(...)``.
 
     Args:
-        on_key_change: Told of every device refused for a changed identity key.
+        on_key_change: Told of every device (of either suite) refused for a changed
+            identity key.
+        on_new_device: Told of every new OMEMO device of a recipient whose other OMEMO
+            devices were already pinned (it is pinned and sealed to).
     """
 
     def __init__(
@@ -149,11 +203,15 @@ class GatewayClient:
         session: aiohttp.ClientSession | None = None,
         transport: Transport | None = None,
         on_key_change: Callable[[KeyChange], None] | None = None,
+        on_new_device: Callable[[NewDevice], None] | None = None,
     ) -> None:
         self.config = config
         self._own_session = session is None
         self._session = session
         self._on_key_change = on_key_change
+        self._on_new_device = on_new_device
+        self.omemo: OmemoSender | None = None
+        self._omemo_directory: GatewayDirectory | None = None
         self._cache: OrderedDict[str, _CachedKeys] = OrderedDict()
         self._pins = DevicePins(config.state_dir / "device-pins.json")
         self.app_key, _ = load_or_create_app_key(config.state_dir / "app-signing-key.pem")
@@ -173,9 +231,11 @@ class GatewayClient:
         """Learn the app's JID and register its signing key (idempotent). Over HTTP,
         what the gateway confirmed is kept in the state directory, so a later start
         makes no round trip; a submission refused for an unknown signing key then
-        registers it again and is sent once more.
+        registers it again and is sent once more. With ``omemo``, load or create this
+        instance's OMEMO device and make sure the app's device list names it.
 
-        Raises: ApiError, GatewayUnavailable.
+        Raises: ApiError, GatewayUnavailable, OmemoError (the OMEMO device cannot be
+            loaded or published; OmemoStateError when another process holds it).
         """
         if self.api is None:
             if self._session is None:
@@ -185,8 +245,22 @@ class GatewayClient:
             if known is not None:
                 self.app_jid = known
                 self._unconfirmed = True
-                return
-        await self._register()
+        if not self.app_jid:
+            await self._register()
+        if self.config.omemo and self.omemo is None:
+            await self._start_omemo()
+
+    async def _start_omemo(self) -> None:
+        directory = GatewayDirectory(self._api(), self.app_jid)
+        sender = OmemoSender(
+            self.config.state_dir,
+            self.app_jid,
+            directory,
+            on_key_change=self._on_key_change,
+            on_new_device=self._on_new_device,
+        )
+        await sender.start()
+        self.omemo, self._omemo_directory = sender, directory
 
     def _registration_key(self) -> tuple[str, str, str]:
         key = fingerprint(point_bytes(self.app_key.public_key()))
@@ -205,27 +279,38 @@ class GatewayClient:
         try:
             answer: Accepted = await self._retrying(lambda: self._api().submit(request))
         except ApiError as error:
-            if error.code != _UNKNOWN_KEY or not self._unconfirmed:
+            if not await self._recovered(error.code):
                 raise
-            self._registration.forget()
-            await self._register()
             answer = await self._retrying(lambda: self._api().submit(request))
         return answer
+
+    async def _recovered(self, code: str) -> bool:
+        """Whether a refusal was for something this instance can publish again (its
+        signing key, its OMEMO device), and now has: the submission may be repeated."""
+        if code == _UNKNOWN_KEY and self._unconfirmed:
+            self._registration.forget()
+            await self._register()
+            return True
+        if code == _UNKNOWN_OMEMO_DEVICE and self.omemo is not None:
+            await self.omemo.ensure_published()
+            return True
+        return False
 
     async def _submit_batch(self, requests: list[Submission]) -> list[SubmissionResult]:
         answers: list[SubmissionResult] = await self._retrying(
             functools.partial(self._api().submit_batch, requests)
         )
-        if self._unconfirmed and any(
-            isinstance(a, Refused) and a.error == _UNKNOWN_KEY for a in answers
-        ):
-            self._registration.forget()
-            await self._register()
+        codes = {a.error for a in answers if isinstance(a, Refused)}
+        recovered = [await self._recovered(code) for code in sorted(codes & _RECOVERABLE)]
+        if any(recovered):
             # Those already stored come back as duplicates of themselves.
             answers = await self._retrying(functools.partial(self._api().submit_batch, requests))
         return answers
 
     async def close(self) -> None:
+        if self.omemo is not None:
+            await self.omemo.close()
+            self.omemo = None
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -369,6 +454,9 @@ class GatewayClient:
             except DeviceKeyChanged as error:
                 results.append(Sent(to, Refused(409, "device_key_changed", str(error))))
                 continue
+            except NoDeviceToSeal as error:
+                results.append(Sent(to, Refused(404, "no_device", str(error))))
+                continue
             requests.append((len(results), request))
             results.append(None)
         for start in range(0, len(requests), _BATCH):
@@ -387,23 +475,74 @@ class GatewayClient:
         ttl_s: int,
         auto_delete_s: int | None,
     ) -> Submission:
-        """The submission for one recipient, sealed to its devices.
+        """The submission for one recipient: an envelope sealed to its CMaaS devices, a
+        legacy-OMEMO element sealed to its OMEMO devices, or both.
 
-        Raises: ApiError (from the key lookup), DeviceKeyChanged, GatewayUnavailable.
+        Raises: ApiError (from the key lookup), DeviceKeyChanged, NoDeviceToSeal,
+            GatewayUnavailable, OmemoError (the OMEMO state cannot be written).
         """
+        keys = await self._keys(to)
         now = now_ms()
-        return seal_submission(
-            await self._keys(to),
+        expires_ms = now + ttl_s * 1000
+        envelope: str | None = None
+        if keys.devices:
+            envelope = seal_submission(
+                keys,
+                to,
+                content,
+                message_id=message_id,
+                app_jid=self.app_jid,
+                app_key=self.app_key,
+                priority=priority,
+                created_ms=now,
+                expires_ms=expires_ms,
+                auto_delete_s=auto_delete_s,
+            ).envelope
+        omemo, why_not = await self._omemo_sealed(keys, content, now, expires_ms)
+        if envelope is None and omemo is None:
+            raise NoDeviceToSeal(keys.jid, why_not)
+        return Submission(
+            message_id,
             to,
-            content,
-            message_id=message_id,
-            app_jid=self.app_jid,
-            app_key=self.app_key,
-            priority=priority,
-            created_ms=now,
-            expires_ms=now + ttl_s * 1000,
-            auto_delete_s=auto_delete_s,
+            envelope,
+            priority,
+            expires_at=None if envelope is not None else expires_ms // 1000,
+            omemo=omemo,
         )
+
+    async def _omemo_sealed(
+        self, keys: KeyLookup, content: Content, created_ms: int, expires_ms: int
+    ) -> tuple[str | None, str]:
+        """The OMEMO element for the recipient's OMEMO devices, or None and why not.
+
+        Raises: OmemoKeyChanged (when the recipient has no CMaaS device either),
+            OmemoError (the OMEMO state cannot be written).
+        """
+        if self.omemo is None or self._omemo_directory is None:
+            return None, "this client service seals to CMaaS devices only"
+        if keys.omemo is None:
+            return None, "the gateway relays no OMEMO devices"
+        if keys.omemo.unreadable is not None:
+            return None, keys.omemo.unreadable.detail
+        try:
+            body = omemo_body(content, created_ms, expires_ms)
+        except ValueError as error:
+            return None, str(error)
+        self._omemo_directory.offer(keys.jid, keys.omemo)
+        try:
+            sealed = await self.omemo.encrypt(keys.jid, body.encode())
+        except OmemoKeyChanged:
+            if not keys.devices:
+                raise
+            return None, "every OMEMO device changed its identity key"
+        except (NoOmemoDevices, OmemoTransportError, OmemoMalformed) as error:
+            log.info("not sealing to %s's OMEMO devices: %s", keys.jid, error)
+            return None, str(error)
+        for skipped in sealed.skipped:
+            log.info(
+                "OMEMO device %d of %s skipped: %s", skipped.device_id, keys.jid, skipped.reason
+            )
+        return sealed.xml, ""
 
     async def status(self, message_id: str) -> MessageView:
         """The message's status, per-device progress and history.
@@ -464,7 +603,12 @@ class GatewayClient:
 
     async def _keys(self, to: str) -> KeyLookup:
         """The recipient's bundles: a fresh lookup (with one-time prekeys), or the cached
-        one of the last ``key_cache_s`` seconds (signed prekeys only)."""
+        one of the last ``key_cache_s`` seconds (signed prekeys only); devices whose
+        identity key changed are left out and reported.
+
+        Raises: ApiError, GatewayUnavailable, DeviceKeyChanged (every CMaaS device
+            changed its key, and no OMEMO device was relayed).
+        """
         cached = self._cache.get(to)
         if cached is not None and cached.until > time.monotonic():
             return cached.keys
@@ -480,18 +624,73 @@ class GatewayClient:
             if self._on_key_change is not None:
                 self._on_key_change(KeyChange(jid, device_id))
         usable = [b for b in bundles if b.device_id not in changed]
-        if not usable:
+        omemo_relayed = found.omemo is not None and bool(found.omemo.bundles)
+        if changed and not usable and not (self.omemo is not None and omemo_relayed):
             raise DeviceKeyChanged(jid, changed)
-        self._pins.pin(jid, {b.device_id: b.identity_key for b in usable})
+        if usable:
+            self._pins.pin(jid, {b.device_id: b.identity_key for b in usable})
         # A handed-out one-time prekey seals one message only; reuse seals to the SPK.
         reusable = tuple(dataclasses.replace(b, one_time_prekeys=()) for b in usable)
         self._cache[to] = _CachedKeys(
-            KeyLookup(jid, reusable), time.monotonic() + self.config.key_cache_s
+            KeyLookup(jid, reusable, found.omemo), time.monotonic() + self.config.key_cache_s
         )
         self._cache.move_to_end(to)
         while len(self._cache) > 10_000:
             self._cache.popitem(last=False)
-        return KeyLookup(jid, tuple(usable))
+        return KeyLookup(jid, tuple(usable), found.omemo)
+
+    async def receive_omemo(
+        self,
+        stop: asyncio.Event,
+        on_reply: Callable[[OmemoReply], Awaitable[None] | None] | None = None,
+    ) -> None:
+        """Open what people's OMEMO clients send to the app's JID until ``stop`` is set:
+        key transports advance this device's sessions; replies go to ``on_reply``. The
+        cursor is kept in the state directory, after each element is handled. Elements
+        for another device of the app, or that cannot be opened, are skipped (logged
+        without their content).
+
+        Raises: ApiError, GatewayUnavailable, OmemoStateError, and whatever ``on_reply``
+            raises.
+        """
+        if self.omemo is None:
+            raise ClientServiceError("OMEMO is off for this client (ClientConfig.omemo)")
+        path = self.config.state_dir / "omemo-inbound.cursor"
+        cursor = read_cursor(path)
+        while not stop.is_set():
+            page = asyncio.ensure_future(
+                self._retrying(functools.partial(self._api().omemo_inbound, cursor, 20))
+            )
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({page, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not page.done():
+                page.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await page
+                return
+            found: OmemoInboundPage = page.result()
+            for item in found.items:
+                reply = await self._open_inbound(item)
+                if reply is not None and on_reply is not None:
+                    result = on_reply(reply)
+                    if result is not None:
+                        await result
+                cursor = item.seq
+                write_cursor(path, cursor)
+
+    async def _open_inbound(self, item: OmemoInbound) -> OmemoReply | None:
+        """Raises: OmemoStateError."""
+        assert self.omemo is not None
+        try:
+            opened = await self.omemo.decrypt(item.sender, item.xml)
+        except (OmemoDecryptFailed, OmemoMalformed) as error:
+            log.info("OMEMO element %d from %s not opened: %s", item.seq, item.sender, error)
+            return None
+        if opened.plaintext is None:
+            return None
+        text = opened.plaintext.decode("utf-8", errors="replace")
+        return OmemoReply(opened.jid, opened.device_id, text)
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``call``, retrying while the gateway is unreachable or asks to wait."""

@@ -48,7 +48,8 @@ class ClientSettings:
 
 
 def client_config(env: Mapping[str, str], *, state_dir: Path | None = None) -> ClientConfig:
-    """Read ``CMAAS_CLIENT_URL``, ``_ID``, ``_SECRET``, ``_HMAC_KEY`` and ``_DIR``.
+    """Read ``CMAAS_CLIENT_URL``, ``_ID``, ``_SECRET``, ``_HMAC_KEY``, ``_DIR`` and
+    ``_OMEMO`` (1 by default: seal to recipients' OMEMO clients too).
 
     Raises: ClientConfigError: Every problem found, in one message.
     """
@@ -85,7 +86,8 @@ def _client_config(reader: VariableReader, state_dir: Path | None) -> ClientConf
     )
     url = reader.url("CMAAS_CLIENT_URL", "http://127.0.0.1:8480")
     directory = state_dir or reader.directory("CMAAS_CLIENT_DIR") or DEFAULT_STATE_DIR
-    return ClientConfig(url, credentials, directory)
+    omemo = reader.flag("CMAAS_CLIENT_OMEMO", default=True)
+    return ClientConfig(url, credentials, directory, omemo=omemo)
 
 
 def _url_prefixes(reader: VariableReader, name: str) -> tuple[str, ...]:

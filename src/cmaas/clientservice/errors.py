@@ -9,6 +9,7 @@ __all__ = [
     "ClientStateError",
     "DeviceKeyChanged",
     "GatewayUnavailable",
+    "NoDeviceToSeal",
 ]
 
 
@@ -42,3 +43,16 @@ class DeviceKeyChanged(ClientServiceError):
 
 class GatewayUnavailable(ClientServiceError):
     """The gateway could not be reached, or kept refusing for a while, within the retry time."""
+
+
+class NoDeviceToSeal(ClientServiceError):
+    """The recipient has no device in either suite that this message could be sealed to
+    (for instance OMEMO devices only, and a file, which reaches CMaaS devices only).
+
+    Attributes:
+        jid: The recipient.
+    """
+
+    def __init__(self, jid: str, detail: str) -> None:
+        super().__init__(f"nothing of {jid} can be sealed to: {detail}")
+        self.jid = jid

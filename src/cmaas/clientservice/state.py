@@ -4,6 +4,7 @@ keys, and the status-event cursor. Private (0600), written atomically, portable.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -15,11 +16,22 @@ from cmaas.private_files import read_private, write_private
 
 __all__ = [
     "DevicePins",
+    "KeyChange",
     "Registration",
     "load_or_create_app_key",
     "read_cursor",
     "write_cursor",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """A recipient device (of either suite) presented another identity key than the
+    pinned one; it is not sealed to."""
+
+    jid: str
+    device_id: int
+
 
 _MAX_FILE = 4 * 1024 * 1024
 

@@ -27,7 +27,11 @@ from cmaas.wire import (
     BlobReceipt,
     EventsPage,
     KeyLookup,
+    KeyTransportRequest,
     MessageView,
+    OmemoBundle,
+    OmemoDevices,
+    OmemoInboundPage,
     Refused,
     SigningKeyRequest,
     StatusEvent,
@@ -43,6 +47,8 @@ from cmaas.xmpp.link import LinkState, XmppLink
 from cmaas.xmpp.stanzas import STATUS_NAMESPACE
 
 __all__ = ["XmppTransport"]
+
+_INBOUND_POLL_S = 3.0
 
 
 class XmppTransport:
@@ -142,11 +148,11 @@ class XmppTransport:
             raise GatewayUnavailable(f"{node}: no answer") from error
         return _answer(node, reply)
 
-    def _signed(self, path: str, body: dict[str, object]) -> dict[str, str]:
+    def _signed(self, path: str, body: dict[str, object], method: str = "POST") -> dict[str, str]:
         text = json.dumps(body, separators=(",", ":"))
         timestamp, nonce = str(int(time.time())), secrets.token_urlsafe(18)
         signature = request_signature(
-            self._credentials.hmac_key, "POST", path, timestamp, nonce, text.encode()
+            self._credentials.hmac_key, method, path, timestamp, nonce, text.encode()
         )
         return {"request": text, "timestamp": timestamp, "nonce": nonce, "signature": signature}
 
@@ -202,6 +208,34 @@ class XmppTransport:
 
     async def upload_blob(self, path: Path, digest: str, expires_in: int) -> BlobReceipt:
         raise ClientServiceError("files travel as blobs over HTTP; use the HTTP transport")
+
+    async def omemo_devices(self) -> OmemoDevices:
+        return OmemoDevices.from_json(await self._run("omemo-device-list"))
+
+    async def publish_omemo_device(self, bundle: OmemoBundle) -> None:
+        path = f"/v1/omemo/devices/{bundle.device_id}"
+        values = self._signed(path, bundle.to_json(), method="PUT")
+        await self._run("omemo-device-publish", {"device_id": str(bundle.device_id), **values})
+
+    async def retire_omemo_device(self, device_id: int) -> None:
+        raise ClientServiceError("retiring an OMEMO device needs the HTTP transport")
+
+    async def omemo_inbound(self, after: int = 0, wait: int = 0) -> OmemoInboundPage:
+        """Polls the ad-hoc command every few seconds until something came or ``wait``
+        passed: XMPP has no long-poll for it."""
+        deadline = time.monotonic() + wait
+        while True:
+            page = OmemoInboundPage.from_json(
+                await self._run("omemo-inbound", {"after": str(after)})
+            )
+            left = deadline - time.monotonic()
+            if page.items or left <= 0:
+                return page
+            await asyncio.sleep(min(_INBOUND_POLL_S, left))
+
+    async def send_key_transport(self, request: KeyTransportRequest) -> None:
+        signed = self._signed("/v1/omemo/key-transports", request.to_json())
+        await self._run("omemo-key-transport", signed)
 
 
 def _answer(node: str, reply: CommandReply) -> object:

@@ -52,6 +52,17 @@ class AppContacts:
         state = ContactState.SUSPENDED if app.suspended else ContactState.ACTIVE
         return AppContact(state, app.display_name)
 
+    async def active_app_id(self, jid: JID) -> str | None:
+        """The app id of ``jid`` when it is the JID of an app that is not suspended."""
+        app_id = await self._known_app(jid)
+        if app_id is None:
+            return None
+        try:
+            app = await self._keystore.get_app(app_id)
+        except AppNotFound:
+            return None
+        return None if app.suspended else app_id
+
     async def pep_item(self, jid: JID, node: str) -> PepItem | None:
         """The current item of the app JID's PEP node ``node``, served to anyone, as an
         ``open`` access model would: an app with no device has an empty list, so that

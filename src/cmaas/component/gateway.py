@@ -4,6 +4,7 @@ messages out and their receipts, markers and bounces back."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slixmpp import JID, Iq, Message, Presence
@@ -21,7 +22,13 @@ from slixmpp.xmlstream.xmlstream import NotConnectedError
 from cmaas.component.adhoc.engine import AdhocEngine
 from cmaas.component.contacts import AppContacts, ContactState
 from cmaas.component.feedback import FeedbackHandlers
-from cmaas.component.outbound import prekeys_low_message, sealed_message_xml, status_message
+from cmaas.component.omemo_inbound import OmemoInboundHandler
+from cmaas.component.outbound import (
+    key_transport_xml,
+    prekeys_low_message,
+    sealed_message_xml,
+    status_message,
+)
 from cmaas.component.pep import PepClient, PepResponder
 from cmaas.component.presence import PresenceResponder
 from cmaas.keydirectory import DeviceLimits
@@ -83,6 +90,8 @@ class GatewayComponent(ComponentXMPP):
         self.pep = PepClient(self, self.app_sender)
         self.feedback = FeedbackHandlers(self)
         self.feedback.attach()
+        self.omemo_inbound = OmemoInboundHandler(self, contacts)
+        self.omemo_inbound.attach()
         self._describe()
         for query in ("disco_info", "disco_items"):
             self.register_handler(
@@ -118,8 +127,16 @@ class GatewayComponent(ComponentXMPP):
             disco.add_feature(_COMMANDS, node=node, jid=self.domain_jid)
             disco.add_feature("jabber:x:data", node=node, jid=self.domain_jid)
 
-    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope_json: str) -> bool:
-        """Write one sealed message from ``app_id``'s JID to ``recipient``'s bare JID.
+    def send_sealed(
+        self,
+        app_id: str,
+        recipient: str,
+        message_id: str,
+        envelope_json: str | None,
+        omemo_xml: str | None = None,
+    ) -> bool:
+        """Write one sealed message from ``app_id``'s JID to ``recipient``'s bare JID: its
+        envelope, its legacy-OMEMO element, or both, in one stanza.
 
         What happens to it comes back through :attr:`feedback`.
 
@@ -127,8 +144,40 @@ class GatewayComponent(ComponentXMPP):
         """
         try:
             self.send_raw(
-                sealed_message_xml(self.app_sender(app_id), recipient, message_id, envelope_json)
+                sealed_message_xml(
+                    self.app_sender(app_id), recipient, message_id, envelope_json, omemo_xml
+                )
             )
+        except NotConnectedError:
+            return False
+        return True
+
+    def ask_subscription(self, app_id: str, jid: str) -> None:
+        """Ask ``jid`` to accept ``app_id``'s JID as a contact: servers show PEP nodes with
+        the default access model only to contacts, and several clients send receipts
+        only to them."""
+        try:
+            self.send_presence(pto=jid, pfrom=f"{app_id}@{self.domain}", ptype="subscribe")
+        except NotConnectedError:
+            log.info("not connected: could not ask %s to accept app %s", jid, app_id)
+
+    def on_subscribed(self, accepted: Callable[[str, str], None]) -> None:
+        """Call ``accepted(app_id, jid)`` when ``jid`` accepts an app JID as a contact."""
+
+        def subscribed(presence: Presence) -> None:
+            app_jid = presence["to"]
+            if app_jid.user and app_jid.domain == self.domain:
+                accepted(app_jid.user, str(presence["from"].bare))
+
+        self.add_event_handler("presence_subscribed", subscribed)
+
+    def send_key_transport(self, app_id: str, recipient: str, omemo_xml: str) -> bool:
+        """Write one legacy-OMEMO key transport from ``app_id``'s JID to ``recipient``.
+
+        Returns: ``False`` when the link is down and nothing was written.
+        """
+        try:
+            self.send_raw(key_transport_xml(self.app_sender(app_id), recipient, omemo_xml))
         except NotConnectedError:
             return False
         return True

@@ -10,36 +10,69 @@ from slixmpp.basexmpp import BaseXMPP
 from cmaas.keystore import StatusEvent
 from cmaas.xmpp.stanzas import FALLBACK_BODY
 
-__all__ = ["prekeys_low_message", "sealed_message_xml", "status_message"]
+__all__ = [
+    "key_transport_xml",
+    "prekeys_low_message",
+    "sealed_message_xml",
+    "status_message",
+]
 
 
-_SEALED = (
-    "<message type='chat' id={id} from={sender} to={to}>"
-    "<body>{body}</body>"
-    "<envelope xmlns='urn:cmaas:envelope:1'>{envelope}</envelope>"
+_SEALED_HEAD = "<message type='chat' id={id} from={sender} to={to}><body>{body}</body>"
+_SEALED_TAIL = (
     "<request xmlns='urn:xmpp:receipts'/>"
     "<markable xmlns='urn:xmpp:chat-markers:0'/>"
-    "<encryption xmlns='urn:xmpp:eme:0' namespace='urn:cmaas:envelope:1' name='CMaaS'/>"
+    "<encryption xmlns='urn:xmpp:eme:0' namespace={eme} name={eme_name}/>"
     "<store xmlns='urn:xmpp:hints'/>"
     "</message>"
 )
+_ENVELOPE_EME = (quoteattr("urn:cmaas:envelope:1"), quoteattr("CMaaS"))
+_OMEMO_EME = (quoteattr("eu.siacs.conversations.axolotl"), quoteattr("OMEMO"))
 
 
-def sealed_message_xml(app_jid: str, recipient: str, message_id: str, envelope_json: str) -> str:
-    """The message ``docs/protocol.md`` fixes, serialised: the envelope, a fallback body, a
-    receipt request (XEP-0184), ``markable`` (XEP-0333), EME (XEP-0380) and a store hint
-    (XEP-0334) so servers keep it for offline devices.
+def sealed_message_xml(
+    app_jid: str, recipient: str, message_id: str, envelope_json: str | None, omemo_xml: str | None
+) -> str:
+    """The message ``docs/protocol.md`` fixes, serialised: the envelope for CMaaS devices
+    and the legacy-OMEMO ``<encrypted/>`` element for OMEMO devices (either or both), a
+    fallback body, a receipt request (XEP-0184), ``markable`` (XEP-0333), EME (XEP-0380)
+    and a store hint (XEP-0334) so servers keep it for offline devices.
+
+    EME names OMEMO whenever the element is there: people's clients show it to say why
+    they cannot open a message; CMaaS devices read the envelope regardless.
 
     Serialised here rather than by slixmpp, whose escaping walks the text one character
     at a time in Python: for a 1 KiB envelope that was a quarter of the gateway's CPU.
-    Canonical JSON holds no control characters, so escaping ``& < >`` suffices.
+    Canonical JSON holds no control characters, so escaping ``& < >`` suffices; the OMEMO
+    element was parsed and checked when it was submitted, and is written as it came.
+
+    Raises: ValueError: Neither an envelope nor an OMEMO element.
     """
-    return _SEALED.format(
-        id=quoteattr(message_id),
-        sender=quoteattr(app_jid),
-        to=quoteattr(recipient),
-        body=_FALLBACK_TEXT,
-        envelope=escape(envelope_json),
+    if envelope_json is None and omemo_xml is None:
+        raise ValueError("a sealed message needs an envelope or an OMEMO element")
+    parts = [
+        _SEALED_HEAD.format(
+            id=quoteattr(message_id),
+            sender=quoteattr(app_jid),
+            to=quoteattr(recipient),
+            body=_FALLBACK_TEXT,
+        )
+    ]
+    if envelope_json is not None:
+        parts.append(f"<envelope xmlns='urn:cmaas:envelope:1'>{escape(envelope_json)}</envelope>")
+    if omemo_xml is not None:
+        parts.append(omemo_xml)
+    eme, eme_name = _OMEMO_EME if omemo_xml is not None else _ENVELOPE_EME
+    parts.append(_SEALED_TAIL.format(eme=eme, eme_name=eme_name))
+    return "".join(parts)
+
+
+def key_transport_xml(app_jid: str, recipient: str, omemo_xml: str) -> str:
+    """A legacy-OMEMO key transport (an ``<encrypted/>`` element without a payload) from
+    the app's JID, kept for an offline recipient: no body, nothing to show or receipt."""
+    return (
+        f"<message type='chat' from={quoteattr(app_jid)} to={quoteattr(recipient)}>"
+        f"{omemo_xml}<store xmlns='urn:xmpp:hints'/></message>"
     )
 
 

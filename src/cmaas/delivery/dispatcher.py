@@ -46,8 +46,16 @@ _FINISHED = frozenset(
 class StanzaSender(Protocol):
     """The component, as the dispatcher sees it."""
 
-    def send_sealed(self, app_id: str, recipient: str, message_id: str, envelope_json: str) -> bool:
-        """Write one sealed message; ``False`` if the link is down and nothing was written."""
+    def send_sealed(
+        self,
+        app_id: str,
+        recipient: str,
+        message_id: str,
+        envelope_json: str | None,
+        omemo_xml: str | None = None,
+    ) -> bool:
+        """Write one sealed message (an envelope, a legacy-OMEMO element, or both);
+        ``False`` if the link is down and nothing was written."""
         ...
 
     async def barrier(self) -> None:
@@ -244,13 +252,13 @@ class Dispatcher:
 
     async def _dispatch(self, batch: list[OutboxEntry]) -> bool:
         """Write a round; returns whether anything was written."""
-        envelopes = await self._store.envelopes([entry.seq for entry in batch])
+        payloads = await self._store.sealed([entry.seq for entry in batch])
         now_ms = self._clock_ms()
         sent: list[int] = []
         expired: list[StatusChange] = []
         for index, entry in enumerate(batch):
-            envelope = envelopes.get(entry.seq)
-            if envelope is None:
+            payload = payloads.get(entry.seq)
+            if payload is None:
                 continue  # finished meanwhile: delivered, failed or expired
             if entry.expires_ms <= now_ms:
                 expired.append(
@@ -264,7 +272,11 @@ class Dispatcher:
                 )
                 continue
             if not self._connected.is_set() or not self._sender.send_sealed(
-                entry.app_id, entry.recipient_jid, entry.message_id, envelope.decode()
+                entry.app_id,
+                entry.recipient_jid,
+                entry.message_id,
+                None if payload.envelope is None else payload.envelope.decode(),
+                None if payload.omemo is None else payload.omemo.decode(),
             ):
                 for rest in reversed(batch[index:]):
                     self._queues.push(rest, front=True)

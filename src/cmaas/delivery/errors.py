@@ -24,6 +24,8 @@ __all__ = [
     "RateLimited",
     "Refusal",
     "Unauthenticated",
+    "Unavailable",
+    "UnknownOmemoDevice",
     "UnknownSigningKey",
 ]
 
@@ -57,6 +59,12 @@ class UnknownSigningKey(InvalidRequest):
     """The envelope is signed by a key the app has not registered."""
 
     code = "unknown_signing_key"
+
+
+class UnknownOmemoDevice(InvalidRequest):
+    """The OMEMO element is sealed by a device the app has not published."""
+
+    code = "unknown_omemo_device"
 
 
 class Unauthenticated(Refusal):
@@ -121,3 +129,11 @@ class Backpressure(Refusal):
 
     status = 503
     code = "backpressure"
+
+
+class Unavailable(Refusal):
+    """The gateway is not connected to its IM server, and the request cannot wait in the
+    outbox (a key transport)."""
+
+    status = 503
+    code = "im_server_unavailable"

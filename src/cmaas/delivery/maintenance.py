@@ -8,6 +8,7 @@ import logging
 import time
 
 from cmaas.delivery.blobs import BlobService
+from cmaas.delivery.omemo import AppOmemo
 from cmaas.keystore import MessageStore
 from cmaas.xmpp.link import wait_first
 
@@ -29,9 +30,11 @@ class Housekeeper:
         retention_s: float,
         expiry_every_s: float = 1.0,
         blobs: BlobService | None = None,
+        omemo: AppOmemo | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
+        self._omemo = omemo
         self._retention_ms = int(retention_s * 1000)
         self._every = expiry_every_s
 
@@ -53,6 +56,8 @@ class Housekeeper:
             if self._blobs is not None:
                 await self._blobs.sweep()
             await self._store.purge_nonces(now_ms // 1000)
+            if self._omemo is not None:
+                await self._omemo.purge_inbound()
             purged = 0
             # In slices, so other writers get the database between them; bounded per round.
             for _ in range(200):

@@ -1,11 +1,21 @@
-"""An app's own legacy OMEMO devices: what the HTTP API and the ad-hoc command both call
-to publish, retire and list them, so that both apply the same limits."""
+"""An app's own legacy OMEMO devices: what the HTTP API and the ad-hoc commands both call
+to publish, retire and list them, to read what people's clients sent to the app's JID,
+and to send key transports, so that both apply the same limits.
+
+The gateway relays ``<encrypted/>`` elements both ways without opening them: it checks
+the header (which device sealed it, for which devices) and nothing else, and never logs
+them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from cmaas.delivery.errors import InvalidRequest, NotFound
+from cmaas.delivery.errors import InvalidRequest, NotFound, Unavailable, UnknownOmemoDevice
 from cmaas.keystore import (
     App,
     DeviceNotFound,
@@ -14,8 +24,15 @@ from cmaas.keystore import (
     PrekeyPoolFull,
     TooManyDevices,
 )
-from cmaas.wire import OmemoBundle, OmemoDevices, WireError
+from cmaas.wire import (
+    KeyTransportRequest,
+    OmemoBundle,
+    OmemoDevices,
+    OmemoInboundPage,
+    WireError,
+)
 from cmaas.wire.omemo import MAX_OMEMO_ID
+from cmaas.wire.omemo_message import parse_encrypted
 
 __all__ = ["AppOmemo", "OmemoLimits", "parse_device_id"]
 
@@ -23,10 +40,25 @@ __all__ = ["AppOmemo", "OmemoLimits", "parse_device_id"]
 @dataclass(frozen=True, slots=True)
 class OmemoLimits:
     """``max_devices``: OMEMO devices per app (``CMAAS_OMEMO_MAX_DEVICES``);
-    ``max_prekeys``: prekeys per bundle (``CMAAS_OMEMO_MAX_PREKEYS``)."""
+    ``max_prekeys``: prekeys per bundle (``CMAAS_OMEMO_MAX_PREKEYS``);
+    ``max_inbound``: elements from people's clients kept per app until they are
+    ``inbound_retention_s`` old (beyond it, more are refused with ``resource-constraint``)."""
 
     max_devices: int = 16
     max_prekeys: int = 100
+    max_inbound: int = 1000
+    inbound_retention_s: int = 7 * 86_400
+
+
+MAX_INBOUND_PER_READ = 100
+
+
+class KeyTransportSender(Protocol):
+    """The component, as key transports see it."""
+
+    def send_key_transport(self, app_id: str, recipient: str, omemo_xml: str) -> bool:
+        """Write one key transport from the app's JID; ``False`` if the link is down."""
+        ...
 
 
 def parse_device_id(text: str) -> int:
@@ -45,9 +77,19 @@ def parse_device_id(text: str) -> int:
 class AppOmemo:
     """Publishing an app's OMEMO devices, which the gateway serves as its JID's PEP."""
 
-    def __init__(self, keystore: Keystore, limits: OmemoLimits) -> None:
+    def __init__(
+        self,
+        keystore: Keystore,
+        limits: OmemoLimits,
+        sender: KeyTransportSender | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._keystore = keystore
         self.limits = limits
+        self._sender = sender
+        self._clock = clock
+        self._arrived: dict[str, asyncio.Event] = {}
 
     async def publish(self, app: App, device_id: int, body: object) -> bool:
         """Store or replace the bundle of the app's device ``device_id``.
@@ -76,3 +118,70 @@ class AppOmemo:
 
     async def devices(self, app: App) -> OmemoDevices:
         return OmemoDevices(tuple(await self._keystore.omemo.bundles(app.app_id)))
+
+    async def received(self, app_id: str, sender: str, xml: str) -> bool:
+        """Keep an ``<encrypted/>`` element that ``sender`` (a bare JID) sent to the app's
+        JID, for the app's client service, and wake its readers.
+
+        Returns: False when the app already holds as many as it may (the caller bounces
+            it with ``resource-constraint``).
+        Raises: WireError: Not a legacy-OMEMO element; sqlite3.IntegrityError: No such app.
+        """
+        parse_encrypted(xml)
+        seq = await self._keystore.omemo.add_inbound(
+            app_id,
+            sender,
+            xml.encode(),
+            int(self._clock() * 1000),
+            max_items=self.limits.max_inbound,
+        )
+        if seq is None:
+            return False
+        arrived = self._arrived.pop(app_id, None)
+        if arrived is not None:
+            arrived.set()
+        return True
+
+    async def inbound(self, app: App, after: int, wait_s: float) -> OmemoInboundPage:
+        """What people's clients sent to the app's JID after ``after``; waits up to
+        ``wait_s`` for the first one."""
+        # Taken before reading, so that an arrival between the read and the wait wakes us.
+        arrived = self._arrived.setdefault(app.app_id, asyncio.Event())
+        items = await self._keystore.omemo.inbound_after(app.app_id, after, MAX_INBOUND_PER_READ)
+        if not items and wait_s > 0:
+            try:
+                async with asyncio.timeout(wait_s):
+                    await arrived.wait()
+            except TimeoutError:
+                pass
+            items = await self._keystore.omemo.inbound_after(
+                app.app_id, after, MAX_INBOUND_PER_READ
+            )
+        return OmemoInboundPage(tuple(items), items[-1].seq if items else after)
+
+    async def purge_inbound(self) -> int:
+        """Drop elements older than the retention; returns how many."""
+        horizon = int((self._clock() - self.limits.inbound_retention_s) * 1000)
+        return await self._keystore.omemo.purge_inbound(horizon)
+
+    async def send_key_transport(self, app: App, body: object) -> None:
+        """Send a key transport from the app's JID to a person.
+
+        Raises:
+            InvalidRequest: Not a key transport, or sealed by a device the app has not
+                published.
+            Unavailable: The gateway is not connected to its IM server.
+        """
+        try:
+            request = KeyTransportRequest.from_json(body)
+        except WireError as error:
+            raise InvalidRequest(str(error)) from error
+        header = parse_encrypted(request.xml)
+        if header.sender_device not in await self._keystore.omemo.device_ids(app.app_id):
+            raise UnknownOmemoDevice(
+                f"sealed by OMEMO device {header.sender_device}, which this app has not published"
+            )
+        if self._sender is None or not self._sender.send_key_transport(
+            app.app_id, request.to, request.xml
+        ):
+            raise Unavailable("the gateway is not connected to its IM server")

@@ -8,6 +8,7 @@ the app's client service validates what it seals to.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,7 +18,13 @@ from typing import Protocol
 from cmaas.wire import OmemoUnreadable, RecipientBundle, RecipientOmemo, UnreadableReason
 from cmaas.xmpp.omemo import DEVICELIST_NODE, bundle_node, device_ids
 
-__all__ = ["OmemoLookupLimits", "PepReader", "PepUnreadable", "RecipientOmemoLookup"]
+__all__ = [
+    "OmemoLookupLimits",
+    "PepReader",
+    "PepUnreadable",
+    "RecipientOmemoLookup",
+    "SubscriptionAsker",
+]
 
 
 class PepUnreadable(Exception):
@@ -40,6 +47,13 @@ class PepReader(Protocol):
         ...
 
 
+class SubscriptionAsker(Protocol):
+    def ask_subscription(self, app_id: str, jid: str) -> None:
+        """Ask ``jid``, from ``app_id``'s JID, to accept the app as a contact (a presence
+        subscription request); their client shows the request to the person."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class OmemoLookupLimits:
     """``ttl_s``: how long a read device list and its bundles are reused;
@@ -51,6 +65,7 @@ class OmemoLookupLimits:
     unreadable_ttl_s: float = 30.0
     max_entries: int = 10_000
     max_devices: int = 16
+    ask_again_s: float = 86_400.0
 
 
 def _detail(jid: str, error: PepUnreadable) -> str:
@@ -81,12 +96,19 @@ class RecipientOmemoLookup:
         reader: PepReader,
         limits: OmemoLookupLimits | None = None,
         *,
+        asker: SubscriptionAsker | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Args:
+        asker: Asks a person whose server refuses the app their device list to accept
+            the app as a contact, once per ``ask_again_s``; without it, nobody is asked.
+        """
         self._reader = reader
         self.limits = limits or OmemoLookupLimits()
+        self._asker = asker
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str], tuple[float, RecipientOmemo]] = OrderedDict()
+        self._asked: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     async def lookup(self, app_id: str, jid: str) -> RecipientOmemo:
         """``jid``'s device list and readable bundles, or why the list is unreadable;
@@ -98,6 +120,16 @@ class RecipientOmemoLookup:
             self._cache.move_to_end(key)
             return cached[1]
         found = await self._read(app_id, jid)
+        unreadable = found.unreadable
+        if (
+            unreadable is not None
+            and unreadable.reason is UnreadableReason.FORBIDDEN
+            and self._ask(app_id, jid)
+        ):
+            asked = f"{unreadable.detail} (the app has asked them to, as a contact request)"
+            found = dataclasses.replace(
+                found, unreadable=dataclasses.replace(unreadable, detail=asked)
+            )
         ttl = self.limits.unreadable_ttl_s if found.unreadable else self.limits.ttl_s
         self._cache[key] = (self._clock() + ttl, found)
         self._cache.move_to_end(key)
@@ -107,6 +139,26 @@ class RecipientOmemoLookup:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+    def forget(self, app_id: str, jid: str) -> None:
+        """Read ``jid`` afresh for ``app_id`` next time (they just accepted the app as a
+        contact, so what was refused may now be readable)."""
+        self._cache.pop((app_id, jid), None)
+
+    def _ask(self, app_id: str, jid: str) -> bool:
+        """Whether ``jid`` has been asked to accept the app (now or lately)."""
+        if self._asker is None:
+            return False
+        key, now = (app_id, jid), self._clock()
+        asked = self._asked.get(key)
+        if asked is not None and asked + self.limits.ask_again_s > now:
+            return True
+        self._asker.ask_subscription(app_id, jid)
+        self._asked[key] = now
+        self._asked.move_to_end(key)
+        while len(self._asked) > self.limits.max_entries:
+            self._asked.popitem(last=False)
+        return True
 
     async def _read(self, app_id: str, jid: str) -> RecipientOmemo:
         try:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from cmaas.delivery.errors import InvalidRequest, NotFound
 from cmaas.delivery.events import EventHub
-from cmaas.delivery.omemo import AppOmemo, OmemoLimits
+from cmaas.delivery.omemo import AppOmemo, KeyTransportSender, OmemoLimits
 from cmaas.delivery.recipient_omemo import RecipientOmemoLookup
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import Outcome, SubmissionService
@@ -49,10 +49,13 @@ class Messaging:
         component_domain: str,
         omemo_limits: OmemoLimits | None = None,
         recipient_omemo: RecipientOmemoLookup | None = None,
+        key_transports: KeyTransportSender | None = None,
     ) -> None:
         """Args:
         recipient_omemo: Reads recipients' legacy OMEMO devices for :meth:`lookup`;
             without it, lookups carry none.
+        key_transports: Sends apps' OMEMO key transports; without it, they are
+            refused as unavailable.
         """
         self._keystore = keystore
         self._directory = directory
@@ -60,7 +63,7 @@ class Messaging:
         self.submissions = submissions
         self._hub = hub
         self._domain = component_domain
-        self.omemo = AppOmemo(keystore, omemo_limits or OmemoLimits())
+        self.omemo = AppOmemo(keystore, omemo_limits or OmemoLimits(), key_transports)
         self._recipient_omemo = recipient_omemo
 
     def describe(self, app: App) -> AppInfo:

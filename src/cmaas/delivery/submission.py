@@ -2,9 +2,10 @@
 
 For each message, in order: its form; the plan's priorities; back-pressure (bulk is
 refused first, never high); the rate plan; the envelope against the submission (same
-id, app, recipient and priority, signed by a key the app registered); the recipient;
-and the daily quota as the message is stored. The answer comes only once the message
-is committed.
+id, app, recipient and priority, signed by a key the app registered); the legacy-OMEMO
+element's header (a message sealed by an OMEMO device the app published; its keys and
+payload stay opaque); the recipient; and the daily quota as the message is stored. The
+answer comes only once the message is committed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cmaas.delivery.errors import (
     QuotaExceeded,
     RateLimited,
     Refusal,
+    UnknownOmemoDevice,
     UnknownSigningKey,
 )
 from cmaas.delivery.ratelimit import TokenBuckets
@@ -53,6 +55,7 @@ from cmaas.lifecycle import (
     Priority,
 )
 from cmaas.wire import Accepted, Refused, Submission, SubmissionResult, WireError
+from cmaas.wire.omemo_message import parse_encrypted
 
 __all__ = ["CLOCK_SKEW_MS", "AdmissionLimits", "Outcome", "SubmissionService", "submission_result"]
 
@@ -214,37 +217,58 @@ class SubmissionService:
     ) -> Outcome | NewMessage:
         if not isinstance(item, _Item):
             return item
+        now_ms = int(self._clock() * 1000)
+        submission = item.submission
         try:
-            envelope = _verified_envelope(
-                item, app, self._domain, signing_keys, int(self._clock() * 1000)
+            envelope = (
+                None
+                if submission.envelope is None
+                else _verified_envelope(
+                    submission.envelope, item, app, self._domain, signing_keys, now_ms
+                )
+            )
+            omemo = (
+                None
+                if submission.omemo is None
+                else _checked_omemo(
+                    submission.omemo, await lookups.omemo_devices(self._keystore, app.app_id)
+                )
+            )
+            expires_ms = (
+                envelope.header.expires_ms
+                if envelope is not None
+                else _submitted_expiry(submission.expires_at, now_ms)
             )
         except Refusal as error:
             return error
         try:
-            jid = await lookups.resolve(self._resolver, item.submission.to)
+            jid = await lookups.resolve(self._resolver, submission.to)
         except InvalidIdentifier as error:
             return InvalidRequest(f"to: {error}")
         failure: str | None = None
         if jid is None:
-            failure = f"unknown recipient: {item.submission.to} is not in the directory"
-        elif envelope.header.to != jid:
+            failure = f"unknown recipient: {submission.to} is not in the directory"
+        elif envelope is not None and envelope.header.to != jid:
             return InvalidRequest(
-                f"the envelope is sealed to {envelope.header.to}, but {item.submission.to} is {jid}"
+                f"the envelope is sealed to {envelope.header.to}, but {submission.to} is {jid}"
             )
-        else:
+        elif omemo is None and envelope is not None:
             active = await lookups.active_devices(self._keystore, jid)
             failure = _device_failure(jid, active, envelope)
         return NewMessage(
             app_id=app.app_id,
-            message_id=item.submission.message_id,
-            recipient=item.submission.to,
+            message_id=submission.message_id,
+            recipient=submission.to,
             recipient_jid=jid,
             priority=item.priority,
             request_sha256=item.request_sha256,
-            envelope=item.submission.envelope.encode(),
-            expires_ms=envelope.header.expires_ms,
+            envelope=None if submission.envelope is None else submission.envelope.encode(),
+            expires_ms=expires_ms,
             failure=failure,
-            sealed_to=tuple(sorted({entry.device_id for entry in envelope.keys})),
+            sealed_to=(
+                () if envelope is None else tuple(sorted({e.device_id for e in envelope.keys}))
+            ),
+            omemo=None if omemo is None else omemo.encode(),
         )
 
 
@@ -254,6 +278,7 @@ class _Lookups:
     def __init__(self) -> None:
         self._jids: dict[str, str | None] = {}
         self._active: dict[str, set[int]] = {}
+        self._omemo_devices: dict[str, frozenset[int]] = {}
 
     async def resolve(self, resolver: RecipientResolver, to: str) -> str | None:
         """Raises: InvalidIdentifier."""
@@ -266,6 +291,48 @@ class _Lookups:
             devices = await keystore.devices.list(jid)
             self._active[jid] = {d.device_id for d in devices if d.revoked_at is None}
         return self._active[jid]
+
+    async def omemo_devices(self, keystore: Keystore, app_id: str) -> frozenset[int]:
+        if app_id not in self._omemo_devices:
+            self._omemo_devices[app_id] = frozenset(await keystore.omemo.device_ids(app_id))
+        return self._omemo_devices[app_id]
+
+
+def _checked_omemo(xml: str, app_devices: frozenset[int]) -> str:
+    """The submitted legacy-OMEMO element, once its header checks out.
+
+    Raises: InvalidRequest: Not a message element (or a key transport), or sealed by a
+        device the app has not published.
+    """
+    try:
+        header = parse_encrypted(xml)
+    except WireError as error:
+        raise InvalidRequest(f"omemo: {error}") from error
+    if not header.has_payload:
+        raise InvalidRequest("omemo: a message element needs a <payload/>")
+    if header.sender_device not in app_devices:
+        raise UnknownOmemoDevice(
+            f"omemo: sealed by device {header.sender_device}, which this app has not"
+            " published (PUT /v1/omemo/devices/{device_id})"
+        )
+    return xml
+
+
+def _submitted_expiry(expires_at: int | None, now_ms: int) -> int:
+    """The expiry of a message without an envelope, in milliseconds.
+
+    Raises: InvalidRequest: Missing, past, or more than 30 days ahead.
+    """
+    if expires_at is None:
+        raise InvalidRequest("expires_at is required for a message without an envelope")
+    expires_ms = expires_at * 1000
+    if expires_ms <= now_ms:
+        raise InvalidRequest(f"expires_at {expires_at} has passed (the gateway's clock: {now_ms})")
+    if expires_ms > now_ms + MAX_LIFETIME_MS + CLOCK_SKEW_MS:
+        raise InvalidRequest(
+            f"expires_at {expires_at} is more than 30 days after the gateway's clock ({now_ms})"
+        )
+    return expires_ms
 
 
 def _device_failure(jid: str, active: set[int], envelope: SealedEnvelope) -> str | None:
@@ -285,12 +352,17 @@ def _parse_item(value: object) -> Outcome | _Item:
 
 
 def _verified_envelope(
-    item: _Item, app: App, domain: str, signing_keys: Mapping[str, PublicKey], now_ms: int
+    text: str,
+    item: _Item,
+    app: App,
+    domain: str,
+    signing_keys: Mapping[str, PublicKey],
+    now_ms: int,
 ) -> SealedEnvelope:
     """Raises: InvalidRequest (including a lifetime that does not start now),
     UnknownSigningKey."""
     try:
-        envelope = SealedEnvelope.from_bytes(item.submission.envelope)
+        envelope = SealedEnvelope.from_bytes(text)
     except EnvelopeError as error:
         raise InvalidRequest(f"envelope: {type(error).__name__}: {error}") from error
     header = envelope.header

@@ -50,6 +50,7 @@ from cmaas.keystore.models import (
     OutboxEntry,
     Plan,
     PrekeyAllowance,
+    SealedPayload,
     StatusEvent,
     StoredPrekey,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "PrekeyPoolFull",
     "QuotaExhausted",
     "SchemaTooNew",
+    "SealedPayload",
     "SignedPrekeyRollback",
     "SqliteDeviceStore",
     "SqliteKeystore",

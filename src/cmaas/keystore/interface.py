@@ -23,13 +23,14 @@ from cmaas.keystore.models import (
     OutboxEntry,
     Plan,
     PrekeyAllowance,
+    SealedPayload,
     StatusEvent,
 )
 from cmaas.lifecycle import (
     Priority,
     StatusChange,
 )
-from cmaas.wire import OmemoBundle
+from cmaas.wire import OmemoBundle, OmemoInbound
 
 __all__ = ["DeviceStore", "Keystore", "MessageStore", "OmemoStore"]
 
@@ -116,6 +117,14 @@ class OmemoStore(Protocol):
 
     async def bundles(self, app_id: str) -> list[OmemoBundle]: ...
 
+    async def add_inbound(
+        self, app_id: str, sender: str, xml: bytes, received_ms: int, *, max_items: int
+    ) -> int | None: ...
+
+    async def inbound_after(self, app_id: str, after: int, limit: int) -> list[OmemoInbound]: ...
+
+    async def purge_inbound(self, before_ms: int) -> int: ...
+
 
 class MessageStore(Protocol):
     """The durable outbox: messages, their status events, and consumers' cursors.
@@ -133,7 +142,7 @@ class MessageStore(Protocol):
         self, resend_window_ms: int
     ) -> tuple[list[OutboxEntry], list[OutboxEntry]]: ...
 
-    async def envelopes(self, seqs: Sequence[int]) -> dict[int, bytes]: ...
+    async def sealed(self, seqs: Sequence[int]) -> dict[int, SealedPayload]: ...
 
     async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None: ...
 

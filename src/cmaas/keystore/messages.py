@@ -18,9 +18,11 @@ from cmaas.keystore.models import (
     MessageRecord,
     NewMessage,
     OutboxEntry,
+    SealedPayload,
     StatusEvent,
 )
 from cmaas.lifecycle import (
+    OMEMO_RESOURCES,
     MessageStatus,
     Priority,
     StatusChange,
@@ -40,6 +42,7 @@ _SELECT_MESSAGE = (
     " expires_ms, created_ms, updated_ms FROM messages"
 )
 _SELECT_ENTRY = "SELECT seq, app_id, message_id, recipient_jid, priority, expires_ms FROM messages"
+_SEALED_KEPT = "(envelope IS NOT NULL OR omemo IS NOT NULL)"
 _SELECT_EVENT = (
     "SELECT event_id, app_id, message_id, status, at_ms, device, detail FROM status_events"
 )
@@ -105,13 +108,23 @@ def _add_event(
     )
 
 
+def _sealed_to(message: NewMessage) -> str:
+    """The devices that may report on a message: its envelope's device ids, and the
+    :data:`~cmaas.lifecycle.OMEMO_RESOURCES` mark when it carries an OMEMO element."""
+    devices = [str(device_id) for device_id in message.sealed_to]
+    if message.omemo is not None:
+        devices.append(OMEMO_RESOURCES)
+    return ",".join(devices)
+
+
 def _set_status(
     db: sqlite3.Connection, seq: int, status: MessageStatus, detail: str, at_ms: int
 ) -> None:
-    # The envelope is kept only while a resend may need it: data minimisation.
+    # What is sealed is kept only while a resend may need it: data minimisation.
     db.execute(
-        "UPDATE messages SET status = ?, detail = ?, updated_ms = ?,"
-        " envelope = CASE WHEN ? THEN envelope END WHERE seq = ?",
+        "UPDATE messages SET status = ?1, detail = ?2, updated_ms = ?3,"
+        " envelope = CASE WHEN ?4 THEN envelope END, omemo = CASE WHEN ?4 THEN omemo END"
+        " WHERE seq = ?5",
         (status.value, detail, at_ms, status.pending, seq),
     )
 
@@ -198,8 +211,9 @@ class SqliteMessageStore:
                 used[message.app_id] += 1
                 cursor = db.execute(
                     "INSERT INTO messages (app_id, message_id, recipient, recipient_jid,"
-                    " priority, status, request_sha256, envelope, expires_ms, created_ms,"
-                    " updated_ms, sealed_to) VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?)",
+                    " priority, status, request_sha256, envelope, omemo, expires_ms, created_ms,"
+                    " updated_ms, sealed_to)"
+                    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?)",
                     (
                         message.app_id,
                         message.message_id,
@@ -208,10 +222,11 @@ class SqliteMessageStore:
                         message.priority.rank,
                         message.request_sha256,
                         message.envelope,
+                        message.omemo,
                         message.expires_ms,
                         now,
                         now,
-                        ",".join(map(str, message.sealed_to)),
+                        _sealed_to(message),
                     ),
                 )
                 seq = int(cursor.lastrowid or 0)
@@ -278,25 +293,28 @@ class SqliteMessageStore:
         async with self._shared.read() as db:
             cursor = await db.execute(
                 _SELECT_ENTRY + " WHERE app_id = ? AND message_id = ?"
-                " AND status IN ('accepted', 'dispatched') AND envelope IS NOT NULL",
+                " AND status IN ('accepted', 'dispatched') AND " + _SEALED_KEPT,
                 (app_id, message_id),
             )
             row = await cursor.fetchone()
         return None if row is None else _entry(row)
 
-    async def envelopes(self, seqs: Sequence[int]) -> dict[int, bytes]:
-        """The envelopes of those messages that are still pending."""
-        found: dict[int, bytes] = {}
+    async def sealed(self, seqs: Sequence[int]) -> dict[int, SealedPayload]:
+        """What is sealed of those messages that are still pending."""
+        found: dict[int, SealedPayload] = {}
         async with self._shared.read() as db:
             for start in range(0, len(seqs), 500):
                 chunk = list(seqs[start : start + 500])
                 marks = ",".join("?" * len(chunk))
                 cursor = await db.execute(
-                    f"SELECT seq, envelope FROM messages WHERE seq IN ({marks})"  # noqa: S608
-                    " AND status IN ('accepted', 'dispatched') AND envelope IS NOT NULL",
+                    f"SELECT seq, envelope, omemo FROM messages WHERE seq IN ({marks})"  # noqa: S608
+                    " AND status IN ('accepted', 'dispatched') AND " + _SEALED_KEPT,
                     chunk,
                 )
-                found.update((row["seq"], row["envelope"]) for row in await cursor.fetchall())
+                found.update(
+                    (row["seq"], SealedPayload(row["envelope"], row["omemo"]))
+                    for row in await cursor.fetchall()
+                )
         return found
 
     async def mark_dispatched(self, seqs: Sequence[int], at_ms: int) -> list[StatusEvent]:

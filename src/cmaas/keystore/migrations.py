@@ -322,4 +322,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) STRICT, WITHOUT ROWID;
         """,
     ),
+    Migration(
+        9,
+        "legacy OMEMO beside the envelope: a message's <encrypted/> element, and what people's"
+        " clients send back to app JIDs",
+        """
+        -- A message carries an envelope, an OMEMO element, or both; each is kept only
+        -- while a resend may need it, as the envelope always was.
+        ALTER TABLE messages ADD COLUMN omemo BLOB;
+
+        -- <encrypted/> elements addressed to app JIDs (replies and key transports),
+        -- opaque here, until the app's client service has read them or they are old.
+        CREATE TABLE omemo_inbound (
+            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+            app_id       TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+            sender       TEXT NOT NULL,
+            xml          BLOB NOT NULL,
+            received_ms  INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX omemo_inbound_by_app ON omemo_inbound(app_id, seq);
+        """,
+    ),
 )

@@ -28,6 +28,7 @@ __all__ = [
     "OutboxEntry",
     "Plan",
     "PrekeyAllowance",
+    "SealedPayload",
     "StatusEvent",
     "StoredPrekey",
 ]
@@ -242,7 +243,9 @@ class NewMessage:
         recipient: As submitted: a JID, an email or an E.164 number.
         recipient_jid: The resolved bare JID, or ``None`` with ``failure`` set.
         request_sha256: Digest of the canonical request, for idempotent retries.
-        envelope: The sealed envelope's JSON text exactly as the app submitted it.
+        envelope: The sealed envelope's JSON text exactly as the app submitted it, or
+            None for a message sealed with legacy OMEMO only.
+        omemo: The legacy-OMEMO ``<encrypted/>`` element's XML text, or None.
         failure: Why it cannot be delivered (unknown recipient, no device): it is
             stored, then failed at once, so the app sees the reason as a status.
     """
@@ -253,12 +256,22 @@ class NewMessage:
     recipient_jid: str | None
     priority: Priority
     request_sha256: bytes
-    envelope: bytes = field(repr=False)
+    envelope: bytes | None = field(repr=False)
     expires_ms: int
     failure: str | None = None
     sealed_to: tuple[int, ...] = ()
     """The device ids the envelope holds a key for: receipts and markers count only
-    from these."""
+    from these (and, with ``omemo``, from resources that name no CMaaS device)."""
+    omemo: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedPayload:
+    """What the dispatcher writes for one pending message: its envelope's JSON text, its
+    legacy-OMEMO ``<encrypted/>`` element's XML text, or both."""
+
+    envelope: bytes | None = field(repr=False)
+    omemo: bytes | None = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

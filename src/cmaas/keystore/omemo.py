@@ -16,7 +16,7 @@ from cmaas.keystore.errors import (
     PrekeyPoolFull,
     TooManyDevices,
 )
-from cmaas.wire import OmemoBundle, OmemoPrekey
+from cmaas.wire import OmemoBundle, OmemoInbound, OmemoPrekey
 
 __all__ = ["SqliteOmemoStore"]
 
@@ -142,6 +142,50 @@ class SqliteOmemoStore:
         """Every device of the app with its bundle, oldest first."""
         async with self._shared.read() as db:
             return await _read_bundles(db, app_id, None)
+
+    async def add_inbound(
+        self, app_id: str, sender: str, xml: bytes, received_ms: int, *, max_items: int
+    ) -> int | None:
+        """Keep an ``<encrypted/>`` element a person's client sent to the app's JID.
+
+        Returns: its sequence number, or None when the app already holds ``max_items``.
+        Raises: sqlite3.IntegrityError: No such app.
+        """
+        async with self._shared.write() as db:
+            cursor = await db.execute(
+                "SELECT count(*) FROM omemo_inbound WHERE app_id = ?", (app_id,)
+            )
+            row = await cursor.fetchone()
+            if row is not None and int(row[0]) >= max_items:
+                return None
+            cursor = await db.execute(
+                "INSERT INTO omemo_inbound (app_id, sender, xml, received_ms) VALUES (?, ?, ?, ?)",
+                (app_id, sender, xml, received_ms),
+            )
+            return int(cursor.lastrowid or 0)
+
+    async def inbound_after(self, app_id: str, after: int, limit: int) -> list[OmemoInbound]:
+        """The app's kept elements after sequence number ``after``, oldest first."""
+        async with self._shared.read() as db:
+            cursor = await db.execute(
+                "SELECT seq, sender, xml, received_ms FROM omemo_inbound"
+                " WHERE app_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (app_id, after, limit),
+            )
+            return [
+                OmemoInbound(
+                    row["seq"], row["sender"], bytes(row["xml"]).decode(), row["received_ms"]
+                )
+                for row in await cursor.fetchall()
+            ]
+
+    async def purge_inbound(self, before_ms: int) -> int:
+        """Delete kept elements received before ``before_ms``; returns how many."""
+        async with self._shared.write() as db:
+            cursor = await db.execute(
+                "DELETE FROM omemo_inbound WHERE received_ms < ?", (before_ms,)
+            )
+            return cursor.rowcount
 
 
 async def _read_bundles(

@@ -28,17 +28,27 @@ from cmaas.wire.omemo import (
     RecipientOmemo,
     UnreadableReason,
 )
+from cmaas.wire.omemo_message import (
+    EncryptedHeader,
+    KeyTransportRequest,
+    OmemoInbound,
+    OmemoInboundPage,
+)
 
 __all__ = [
     "Accepted",
     "AppInfo",
     "BlobReceipt",
     "DeviceProgress",
+    "EncryptedHeader",
     "EventsPage",
     "KeyLookup",
+    "KeyTransportRequest",
     "MessageView",
     "OmemoBundle",
     "OmemoDevices",
+    "OmemoInbound",
+    "OmemoInboundPage",
     "OmemoPrekey",
     "OmemoUnreadable",
     "RecipientBundle",

@@ -18,6 +18,7 @@ from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.lifecycle import MessageStatus, Priority
 from cmaas.wire.errors import WireError
 from cmaas.wire.fields import ObjectReader
+from cmaas.wire.omemo_message import MAX_OMEMO_MESSAGE_CHARS
 
 __all__ = [
     "Accepted",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 MAX_RECIPIENT_LENGTH = 2047
-_SUBMISSION_FIELDS = frozenset({"message_id", "to", "priority", "expires_at", "envelope"})
+_SUBMISSION_FIELDS = frozenset({"message_id", "to", "priority", "expires_at", "envelope", "omemo"})
 
 
 def _status(reader: ObjectReader, key: str) -> MessageStatus:
@@ -45,29 +46,37 @@ def _status(reader: ObjectReader, key: str) -> MessageStatus:
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One sealed message for the gateway (``POST /v1/messages``).
+    """One sealed message for the gateway (``POST /v1/messages``), in one suite or both.
 
     Attributes:
         to: The recipient as the app knows them: a JID, an email or an E.164 number.
-        envelope: The sealed envelope's JSON text, exactly as sealed.
+        envelope: The sealed envelope's JSON text, exactly as sealed, for the
+            recipient's CMaaS devices; None when it has none.
         expires_at: Unix seconds; when given it must match the envelope's expiry.
+            Required without an envelope: it is then the message's expiry.
+        omemo: The legacy-OMEMO ``<encrypted/>`` element as XML text, for the
+            recipient's OMEMO devices; None when it has none.
     """
 
     message_id: str
     to: str
-    envelope: str = field(repr=False)
+    envelope: str | None = field(repr=False)
     priority: Priority = Priority.NORMAL
     expires_at: int | None = None
+    omemo: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, object]:
         value: dict[str, object] = {
             "message_id": self.message_id,
             "to": self.to,
             "priority": self.priority.value,
-            "envelope": self.envelope,
         }
+        if self.envelope is not None:
+            value["envelope"] = self.envelope
         if self.expires_at is not None:
             value["expires_at"] = self.expires_at
+        if self.omemo is not None:
+            value["omemo"] = self.omemo
         return value
 
     @classmethod
@@ -80,7 +89,7 @@ class Submission:
             raise WireError(f"unknown fields: {', '.join(sorted(map(str, unknown)))}")
         message_id, to = value.get("message_id"), value.get("to")
         priority, expires_at = value.get("priority", "normal"), value.get("expires_at")
-        envelope = value.get("envelope")
+        envelope, omemo = value.get("envelope"), value.get("omemo")
         if not isinstance(message_id, str) or not MESSAGE_ID.fullmatch(message_id):
             raise WireError("message_id must be 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
         if not isinstance(to, str) or not 0 < len(to) <= MAX_RECIPIENT_LENGTH:
@@ -89,12 +98,25 @@ class Submission:
             raise WireError(f"priority must be {Priority.choices()}")
         if expires_at is not None and (type(expires_at) is not int or expires_at <= 0):
             raise WireError("expires_at must be unix seconds")
-        if not isinstance(envelope, str) or not 0 < len(envelope.encode()) <= MAX_ENVELOPE_BYTES:
+        if envelope is None and omemo is None:
+            raise WireError("a message needs an envelope, an omemo element, or both")
+        if envelope is not None and (
+            not isinstance(envelope, str) or not 0 < len(envelope.encode()) <= MAX_ENVELOPE_BYTES
+        ):
             raise WireError(
                 "envelope must be the sealed envelope's JSON text,"
                 f" at most {MAX_ENVELOPE_BYTES} bytes"
             )
-        return cls(message_id, to, envelope, Priority(priority), expires_at)
+        if omemo is not None and (
+            not isinstance(omemo, str) or not 0 < len(omemo) <= MAX_OMEMO_MESSAGE_CHARS
+        ):
+            raise WireError(
+                "omemo must be the legacy-OMEMO <encrypted/> element's XML text,"
+                f" at most {MAX_OMEMO_MESSAGE_CHARS} characters"
+            )
+        if envelope is None and expires_at is None:
+            raise WireError("expires_at is required for a message without an envelope")
+        return cls(message_id, to, envelope, Priority(priority), expires_at, omemo)
 
     def request_sha256(self) -> bytes:
         """A digest of the request as understood, so that a retry that spells out a
@@ -106,6 +128,8 @@ class Submission:
             "expires_at": self.expires_at,
             "envelope": self.envelope,
         }
+        if self.omemo is not None:
+            normalised["omemo"] = self.omemo
         return hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).digest()
 
 

@@ -15,8 +15,9 @@ from slixmpp.basexmpp import BaseXMPP
 from slixmpp.plugins.xep_0060.stanza.pubsub import Pubsub
 from slixmpp.xmlstream import ET, ElementBase, register_stanza_plugin, tostring
 
-from cmaas.wire import OmemoBundle
-from cmaas.wire.omemo import MAX_OMEMO_ID
+from cmaas.wire import OmemoBundle, WireError
+from cmaas.wire.omemo import MAX_OMEMO_ID, MAX_OMEMO_ITEM_CHARS
+from cmaas.wire.omemo_message import LEGACY_OMEMO_NAMESPACE, parse_safe_xml
 
 __all__ = [
     "BUNDLES_NODE_PREFIX",
@@ -25,6 +26,7 @@ __all__ = [
     "BundleElement",
     "DeviceListElement",
     "bundle_element",
+    "bundle_from_xml",
     "bundle_node",
     "device_ids",
     "device_list_element",
@@ -32,7 +34,6 @@ __all__ = [
     "payload_xml",
 ]
 
-LEGACY_OMEMO_NAMESPACE = "eu.siacs.conversations.axolotl"
 DEVICELIST_NODE = f"{LEGACY_OMEMO_NAMESPACE}.devicelist"
 BUNDLES_NODE_PREFIX = f"{LEGACY_OMEMO_NAMESPACE}.bundles:"
 
@@ -130,6 +131,50 @@ def bundle_element(bundle: OmemoBundle) -> BundleElement:
         item["value"] = _b64(prekey.public_key)
         element["prekeys"].append(item)
     return element
+
+
+def bundle_from_xml(device_id: int, xml: str) -> OmemoBundle:
+    """The bundle a legacy ``<bundle/>`` element's XML text holds (its inverse:
+    :func:`bundle_element`).
+
+    Raises: WireError: Not such an element, or a key of the wrong form.
+    """
+    root = parse_safe_xml(xml, MAX_OMEMO_ITEM_CHARS)
+    ns = f"{{{LEGACY_OMEMO_NAMESPACE}}}"
+    if root.tag != f"{ns}bundle":
+        raise WireError("not a legacy OMEMO <bundle/>")
+
+    def text(path: str) -> str:
+        found = root.find(path)
+        if found is None or not (found.text or "").strip():
+            raise WireError(f"the bundle has no {path.replace(ns, '')}")
+        return (found.text or "").strip()
+
+    def number(value: str | None, what: str) -> int:
+        if value is None or not (value.isascii() and value.isdigit()) or len(value) > 10:
+            raise WireError(f"the bundle's {what} is not a whole number")
+        return int(value)
+
+    signed = root.find(f"{ns}signedPreKeyPublic")
+    prekeys = root.findall(f"{ns}prekeys/{ns}preKeyPublic")
+    return OmemoBundle.from_json(
+        {
+            "identity_key": text(f"{ns}identityKey"),
+            "signed_prekey_id": number(
+                None if signed is None else signed.get("signedPreKeyId"), "signedPreKeyId"
+            ),
+            "signed_prekey": text(f"{ns}signedPreKeyPublic"),
+            "signed_prekey_signature": text(f"{ns}signedPreKeySignature"),
+            "prekeys": [
+                {
+                    "id": number(prekey.get("preKeyId"), "preKeyId"),
+                    "key": (prekey.text or "").strip(),
+                }
+                for prekey in prekeys
+            ],
+        },
+        device_id=device_id,
+    )
 
 
 def bundle_node(device_id: int) -> str:

@@ -19,7 +19,9 @@ built with, which is the pinned one.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,13 +51,13 @@ from omemo import (
     UnknownTrustLevel,
 )
 
-from cmaas.clientservice.client import KeyChange
 from cmaas.clientservice.omemo.errors import (
     NoOmemoDevices,
     OmemoDecryptFailed,
     OmemoError,
     OmemoKeyChanged,
     OmemoMalformed,
+    OmemoStateError,
     OmemoTransportError,
 )
 from cmaas.clientservice.omemo.storage import FileStorage
@@ -65,8 +67,9 @@ from cmaas.clientservice.omemo.transport import (
     KeyTransport,
     OmemoDirectory,
 )
-from cmaas.clientservice.state import DevicePins
+from cmaas.clientservice.state import DevicePins, KeyChange
 from cmaas.envelope import fingerprint
+from cmaas.private_files import ensure_private_dir
 
 __all__ = ["Decrypted", "Encrypted", "NewDevice", "OmemoSender", "SkippedDevice"]
 
@@ -75,6 +78,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = oldmemo.oldmemo.NAMESPACE
 STATE_FILE = "omemo-state.json"
 PINS_FILE = "omemo-pins.json"
+LOCK_FILE = "omemo.lock"
 
 # python-omemo logs plaintexts and key material at DEBUG; this service never logs secrets.
 _core_log = logging.getLogger(SessionManager.LOG_TAG)
@@ -307,7 +311,9 @@ class OmemoSender:
         self._on_key_change = on_key_change
         self._on_new_device = on_new_device
         self._manager: _Manager | None = None
+        self._backend: oldmemo.Oldmemo | None = None
         self._lock = asyncio.Lock()
+        self._held: int | None = None
 
     async def __aenter__(self) -> OmemoSender:
         await self.start()
@@ -328,6 +334,14 @@ class OmemoSender:
             OmemoStateError: The state or pin file is unusable.
             OmemoError: Publishing or fetching the own device list or bundle failed.
         """
+        self._hold_device()
+        try:
+            await self._start()
+        except BaseException:
+            self._release_device()
+            raise
+
+    async def _start(self) -> None:
         storage = FileStorage(self._state_dir / STATE_FILE)
         pins = _Pins(self._state_dir / PINS_FILE)
 
@@ -340,22 +354,72 @@ class OmemoSender:
         Bound.report_change = self._on_key_change
         Bound.report_new = self._on_new_device
         Bound.changed = {}
+        backend = oldmemo.Oldmemo(storage)
         try:
-            manager = await Bound.create(
-                [oldmemo.Oldmemo(storage)], storage, self._own_jid, None, _UNDECIDED
-            )
+            manager = await Bound.create([backend], storage, self._own_jid, None, _UNDECIDED)
             # No archive to catch up with: leave python-omemo's history-sync mode at once,
             # or used prekeys would only be hidden and handshakes only queued.
             await manager.after_history_sync()
         except OMEMOException as error:
             raise _wrap(error) from error
-        self._manager = manager
+        self._manager, self._backend = manager, backend
+        try:
+            await self.ensure_published()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def ensure_published(self) -> None:
+        """Publish this device's bundle again when the app's device list lacks it (the
+        first publication failed, or an operator retired the device).
+
+        Raises: OmemoError: The list could not be read, or the bundle not published.
+        """
+        manager, backend = self._started(), self._backend
+        assert backend is not None
+        device_id, _ = await self.own_device()
+        item = await self._directory.fetch_device_list(self._own_jid)
+        try:
+            listed = oldmemo.etree.parse_device_list(parse_xml(item.xml)) if item else {}
+        except xmlschema.XMLSchemaValidationError as error:
+            raise OmemoMalformed(f"the app's own device list: {error}") from error
+        if device_id in listed:
+            return
+        log.info("OMEMO device %d is not on the app's device list; publishing it", device_id)
+        try:
+            await manager._upload_bundle(await backend.get_bundle(self._own_jid, device_id))
+        except OMEMOException as error:
+            raise _wrap(error) from error
+
+    def _hold_device(self) -> None:
+        """Take this state directory's OMEMO device for this process alone: two processes
+        advancing the same ratchets would break every session they share.
+
+        Raises: OmemoStateError: Another process holds it.
+        """
+        ensure_private_dir(self._state_dir, error=OmemoStateError)
+        descriptor = os.open(self._state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise OmemoStateError(
+                f"another process uses the OMEMO device of {self._state_dir}: stop it, or give"
+                " this one a state directory of its own"
+            ) from None
+        self._held = descriptor
+
+    def _release_device(self) -> None:
+        if self._held is not None:
+            os.close(self._held)  # closing drops the lock
+            self._held = None
 
     async def close(self) -> None:
-        """Stop python-omemo's signed-prekey rotation task."""
+        """Stop python-omemo's signed-prekey rotation task and let go of the device."""
         if self._manager is not None:
             await self._manager.shutdown()
             self._manager = None
+        self._release_device()
 
     async def own_device(self) -> tuple[int, bytes]:
         """This device's id and identity key (Ed25519)."""

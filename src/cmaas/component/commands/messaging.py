@@ -42,6 +42,7 @@ from cmaas.keystore import App, Keystore
 from cmaas.wire import KeyLookup, SigningKeyRequest, WireError
 from cmaas.wire.adhoc import ANSWER_FIELD
 from cmaas.wire.json import parse_json_body
+from cmaas.wire.omemo_message import MAX_OMEMO_MESSAGE_CHARS
 
 __all__ = [
     "AppDescribe",
@@ -220,8 +221,8 @@ class MessageSend(_SignedCommand):
                 "request",
                 "Message (JSON)",
                 required=True,
-                desc="message_id, to, priority, expires_at and envelope",
-                max_length=MAX_ENVELOPE_BYTES + 4096,
+                desc="message_id, to, priority, expires_at, envelope and omemo",
+                max_length=MAX_ENVELOPE_BYTES + MAX_OMEMO_MESSAGE_CHARS + 4096,
             ),
             *_SIGNATURE_FIELDS,
         ),
@@ -283,6 +284,61 @@ class OmemoDevicePublish(_SignedCommand):
             notes=[("info", f"Device {device_id} {'published' if added else 'updated'}")],
             payload=wire_result("OMEMO device", {"device_id": device_id, "new": added}),
         )
+
+
+class OmemoKeyTransportSend(_SignedCommand):
+    node = "urn:cmaas:cmd:omemo-key-transport"
+    name = "Send an OMEMO key transport"
+    path = "/v1/omemo/key-transports"
+    form = FormSpec(
+        "Send an OMEMO key transport",
+        "The JSON body of POST /v1/omemo/key-transports (to, xml), signed as that request"
+        " would be: an <encrypted/> element without a payload, sent at once from the app's"
+        " JID.",
+        (
+            FieldSpec(
+                "request",
+                "Key transport (JSON)",
+                required=True,
+                max_length=MAX_OMEMO_MESSAGE_CHARS + 4096,
+            ),
+            *_SIGNATURE_FIELDS,
+        ),
+    )
+
+    async def perform(self, app: App, request: object, form: Submission) -> Completed:
+        await self.messaging.omemo.send_key_transport(app, request)
+        return Completed(
+            notes=[("info", "Sent")], payload=wire_result("OMEMO key transport", {"sent": True})
+        )
+
+
+class OmemoInboundRead(_AppCommand):
+    node = "urn:cmaas:cmd:omemo-inbound"
+    name = "Read what people's clients sent to my app over OMEMO"
+    form = FormSpec(
+        "OMEMO inbound",
+        "The <encrypted/> elements people's clients sent to the app's JID (replies and key"
+        " transports), unopened, after a cursor: what GET /v1/omemo/inbound answers.",
+        (FieldSpec("after", "After", required=True, desc="The last seq read, or 0"),),
+    )
+
+    async def start(self, context: CommandContext) -> Step:
+        async def submit(form: Submission) -> Step:
+            text = form.text("after").strip()
+            try:
+                app = await self.bound_app(context)
+                if not (text.isascii() and text.isdigit()) or len(text) > 18:
+                    raise InvalidRequest("after must be a whole number")
+                page = await self.messaging.omemo.inbound(app, int(text), 0)
+            except Refusal as error:
+                return _refused(error)
+            return Completed(
+                notes=[("info", f"{len(page.items)} item(s)")],
+                payload=wire_result("OMEMO inbound", page.to_json()),
+            )
+
+        return FormStep(self.form, submit)
 
 
 class _FormlessCommand(_AppCommand):
@@ -356,5 +412,7 @@ def messaging_commands(
             SigningKeyRegister,
             OmemoDevicePublish,
             OmemoDeviceList,
+            OmemoKeyTransportSend,
+            OmemoInboundRead,
         )
     ]
