@@ -86,10 +86,33 @@ async def read_item(xmpp: ClientXMPP, owner: str, node: str, payload_name: str) 
     return payload_xml(reply, node, payload_name)
 
 
+async def wait_for_listed_device(
+    reader: ClientXMPP, owner: str, device_id: int, within: float = 20.0
+) -> None:
+    """Wait until ``reader`` reads ``device_id`` on ``owner``'s device list. Profanity
+    publishes its bundle before it adds itself to the list: once listed, the bundle exists.
+
+    Raises:
+        AssertionError: Not listed within ``within`` seconds.
+        IqError: The list is refused to ``reader``.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        listed = await read_item(reader, owner, DEVICELIST_NODE, "list")
+        if listed is not None and device_id in device_ids(listed):
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"device {device_id} not on {owner}'s device list after {within} s: {listed!r}"
+            )
+        await asyncio.sleep(_POLL_SECONDS)
+
+
 async def wait_for_readable_device(
     reader: ClientXMPP, owner: str, device_id: int, within: float = 20.0
 ) -> None:
-    """Wait until ``reader`` reads ``device_id`` on ``owner``'s device list and its bundle.
+    """Wait until ``reader`` reads ``device_id`` on ``owner``'s device list and its bundle;
+    a refusal is retried, as a subscription just allowed may not be in force yet.
 
     Raises: AssertionError: Not readable within ``within`` seconds; the message says
         what was read last.

@@ -14,7 +14,7 @@ the nodes' items and configuration read from outside with slixmpp):
   own device list to add itself. It publishes with ``pubsub#access_model=open`` only
   when the *server domain's* disco#info lists ``pubsub#publish-options``: ejabberd does,
   so both nodes are ``open`` there and any JID, even one not in the roster, reads them.
-  Prosody lists it on the account's JID only, so Profanity publishes without options.
+  Prosody lists it on the account's bare JID only, so Profanity publishes without options.
 - Prosody 0.12 answers a missing device list with ``<item-not-found/>`` and no legacy
   ``code='404'``, which Profanity takes for a failure: it never publishes its device list
   there (its bundle is published). Workaround (:meth:`Profanity.generate_omemo_keys`):
@@ -28,9 +28,10 @@ the nodes' items and configuration read from outside with slixmpp):
 - Delivery receipts (XEP-0184) are sent by default (``/receipts send on`` makes it
   explicit), to the sender's full JID, whether or not the sender is in the roster, and
   for every message that requests one, even one Profanity could not decrypt.
-- The default trust mode is ``manual`` and the OMEMO policy ``automatic``, yet a message
-  from a device whose fingerprint was never trusted is decrypted, shown (prefixed ``~``)
-  and logged: trust only gates what Profanity itself encrypts to.
+- The trust mode is ``manual`` by default (``/omemo trustmode``), the OMEMO policy
+  ``automatic``, yet a message from a device whose fingerprint was never trusted is
+  decrypted, shown (prefixed ``~``, the OMEMO char) and logged as ``omemo``: receiving
+  needs neither ``/omemo trust`` nor a policy change.
 - A message it cannot decrypt (e.g. a tampered payload: "cannot decrypt message:
   Checksum error" in its log) is shown and logged as its fallback ``<body>``, with
   encryption ``none``.
