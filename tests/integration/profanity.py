@@ -1,20 +1,60 @@
 """A real Profanity, run headless in its own tmux server and read with ``capture-pane``.
 
 Profanity is a terminal client: what a person sees is what the pane shows, so every
-check reads the screen. Each wait polls the pane until the expected text shows up or its
-deadline passes; nothing waits on a fixed sleep.
+check reads the screen, or the chat log Profanity keeps in ``chatlog.db``. Each wait
+polls until the expected text shows up or its deadline passes; nothing waits on a fixed
+sleep. The waits an async test makes while its own XMPP clients run are coroutines that
+poll in a thread, so those clients' stanzas keep flowing.
+
+Profanity 0.13.1 as a legacy OMEMO (``eu.siacs.conversations.axolotl``) recipient, as
+measured on the project's Prosody 0.12 and ejabberd 23.01 (``-l DEBUG`` stanza logs, and
+the nodes' items and configuration read from outside with slixmpp):
+
+- ``/omemo gen`` (once logged in) makes the device, publishes its bundle, then reads its
+  own device list to add itself. It publishes with ``pubsub#access_model=open`` only
+  when the *server domain's* disco#info lists ``pubsub#publish-options``: ejabberd does,
+  so both nodes are ``open`` there and any JID, even one not in the roster, reads them.
+  Prosody lists it on the account's bare JID only, so Profanity publishes without options.
+- Prosody 0.12 answers a missing device list with ``<item-not-found/>`` and no legacy
+  ``code='404'``, which Profanity takes for a failure: it never publishes its device list
+  there (its bundle is published). Workaround (:meth:`Profanity.generate_omemo_keys`):
+  before ``/omemo gen``, a slixmpp session of the same account publishes an empty device
+  list with ``access_model=open``; Profanity reads it, adds itself and republishes, and the
+  node stays ``open``. ejabberd sends ``code='404'``: nothing is needed there.
+- On Prosody the bundle node therefore gets Prosody's default ``presence`` model: a JID
+  reads it only once the person allowed it to see their presence (a ``subscribe`` from
+  that JID, then ``/sub allow <jid>``: :meth:`Profanity.allow_subscription`); any other
+  JID is refused with ``<forbidden/>``.
+- Delivery receipts (XEP-0184) are sent by default (``/receipts send on`` makes it
+  explicit), to the sender's full JID, whether or not the sender is in the roster, and
+  for every message that requests one, even one Profanity could not decrypt.
+- The trust mode is ``manual`` by default (``/omemo trustmode``), the OMEMO policy
+  ``automatic``, yet a message from a device whose fingerprint was never trusted is
+  decrypted, shown (prefixed ``~``, the OMEMO char) and logged as ``omemo``: receiving
+  needs neither ``/omemo trust`` nor a policy change.
+- A message it cannot decrypt (e.g. a tampered payload: "cannot decrypt message:
+  Checksum error" in its log) is shown and logged as its fallback ``<body>``, with
+  encryption ``none``.
+- Chat messages go to ``chatlog.db``: :meth:`Profanity.chat_log`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import shutil
+import sqlite3
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cmaas.devservers import XmppServer
+
+from .conftest import connect
+from .omemo_pep import open_empty_device_list
 
 # Wide enough that a form line (timestamp, tag, label, value) is not wrapped.
 _COLUMNS = 300
@@ -32,12 +72,32 @@ def require_programs() -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ChatLogEntry:
+    """One message row of Profanity's ``ChatLogs`` table.
+
+    Attributes:
+        sender: The sender's bare JID (``from_jid``).
+        resource: The sender's resource (``from_resource``).
+        text: What Profanity shows: the decrypted text, or the body (``message``).
+        stanza_id: The message stanza's ``id`` (``stanza_id``).
+        encryption: ``omemo`` for a decrypted OMEMO message, ``none`` for a body.
+    """
+
+    sender: str
+    resource: str | None
+    text: str
+    stanza_id: str
+    encryption: str
+
+
 class Profanity:
     """One Profanity process with its own XDG directories, in a private tmux server."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
         self._socket = home / "tmux.sock"
+        self.jid: str | None = None
 
     def start(self, within: float = 20.0) -> None:
         require_programs()
@@ -97,6 +157,7 @@ class Profanity:
     def log_in(self, server: XmppServer, user: str, password: str) -> None:
         """Set up an account without TLS (loopback servers have none) and connect."""
         jid = f"{user}@{server.domain}"
+        self.jid = jid
         steps = [
             (f"/account add {user}", "Account created."),
             (f"/account set {user} jid {jid}", f"Updated jid for account {user}"),
@@ -108,6 +169,81 @@ class Profanity:
         ]
         for line, shown in steps:
             self.answer(line, shown)
+
+    async def generate_omemo_keys(
+        self, server: XmppServer, user: str, password: str, within: float = 30.0
+    ) -> int:
+        """``/omemo gen`` once logged in as ``user``; returns the new device id. On
+        Prosody, first opens an empty device list as the account (see the module
+        docstring), so that Profanity publishes its device there too. That the keys are
+        published is for the reader to check
+        (:func:`~tests.integration.omemo_pep.wait_for_readable_device`).
+
+        Raises:
+            AssertionError: No device id on screen within ``within`` seconds.
+            IqError, IqTimeout: The device list could not be opened.
+        """
+        if server.kind == "prosody":
+            account = await connect(server, user, "omemo-setup")
+            try:
+                await open_empty_device_list(account.xmpp)
+            finally:
+                await account.disconnect()
+        screen = await self._answer_async("/omemo gen", "Your Device ID is ", within)
+        found = re.findall(r"Your Device ID is (\d+)\.", screen)
+        assert found, screen
+        return int(found[-1])
+
+    async def send_receipts(self) -> None:
+        """``/receipts send on``: answer XEP-0184 receipt requests (the default)."""
+        await self._answer_async("/receipts send on", "Send delivery receipts enabled.")
+
+    async def allow_subscription(self, jid: str, within: float = 20.0) -> None:
+        """Wait for ``jid``'s subscription request, then ``/sub allow`` it: ``jid`` may see
+        the person's presence, and read their PEP nodes of the ``presence`` model.
+
+        Raises: AssertionError: No request or no acceptance on screen in time.
+        """
+        await asyncio.to_thread(self.wait_for, f"Received authorization request from {jid}", within)
+        await self._answer_async(f"/sub allow {jid}", f"Accepted subscription for {jid}", within)
+
+    def chat_log(self) -> list[ChatLogEntry]:
+        """The messages Profanity logged for this account so far, oldest first.
+
+        Raises: AssertionError: Not logged in yet.
+        """
+        assert self.jid is not None, "log in first"
+        path = self.home / "data" / "profanity" / "database" / self.jid.replace("@", "_at_")
+        path = path / "chatlog.db"
+        if not path.exists():
+            return []
+        # Read-only, beside Profanity, which keeps the database open.
+        with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5) as db:
+            rows = db.execute(
+                "SELECT from_jid, from_resource, message, stanza_id, encryption"
+                " FROM ChatLogs WHERE to_jid = ? ORDER BY id",
+                (self.jid,),
+            ).fetchall()
+        return [ChatLogEntry(*row) for row in rows]
+
+    async def wait_for_chat_message(self, stanza_id: str, within: float = 20.0) -> ChatLogEntry:
+        """The chat log's entry for the message stanza ``stanza_id`` once it is there.
+
+        Raises: AssertionError: Not logged within ``within`` seconds; the message holds
+            the log.
+        """
+        deadline = time.monotonic() + within
+        while True:
+            entries = await asyncio.to_thread(self.chat_log)
+            for entry in entries:
+                if entry.stanza_id == stanza_id:
+                    return entry
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"message {stanza_id} not logged after {within} s: {entries}")
+            await asyncio.sleep(_POLL_SECONDS)
+
+    async def _answer_async(self, line: str, shown: str, within: float = 20.0) -> str:
+        return await asyncio.to_thread(self.answer, line, shown, within)
 
     def set_field(self, tag: str, value: str, shown: str) -> None:
         """``/<tag> <value>`` on the open form; ``shown`` is what the updated field reads."""

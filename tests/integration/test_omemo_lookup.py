@@ -6,12 +6,10 @@ the app comes back as a reason, on real Prosody and ejabberd."""
 from __future__ import annotations
 
 import pytest
-from slixmpp import Iq
 from slixmpp.xmlstream import ET, tostring
 
 from cmaas.clientservice.api import ApiError
 from cmaas.devservers import XmppServer
-from cmaas.devservers.client import AdhocClient
 from cmaas.wire import KeyLookup, OmemoBundle, UnreadableReason
 from cmaas.xmpp.omemo import bundle_element, device_list_element
 from tests.omemo_bundles import bundle_json
@@ -19,32 +17,11 @@ from tests.omemo_bundles import bundle_json
 from .apps import http_session, register_app
 from .conftest import connect
 from .gateway_process import GatewayProcess
+from .omemo_pep import publish
 
 pytestmark = pytest.mark.integration
 
-PUBSUB = "http://jabber.org/protocol/pubsub"
 AXOLOTL = "eu.siacs.conversations.axolotl"
-PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
-
-
-async def publish(client: AdhocClient, node: str, payload: ET.Element, access: str) -> None:
-    """Publish ``payload`` as item ``current`` of the account's own PEP ``node``, with
-    the access model ``access``, as OMEMO clients publish theirs.
-
-    Raises: IqError.
-    """
-    iq: Iq = client.xmpp.make_iq_set()
-    iq.xml.append(
-        ET.fromstring(
-            f"<pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='current'>"
-            f"{tostring(payload)}</item></publish>"
-            "<publish-options><x xmlns='jabber:x:data' type='submit'>"
-            f"<field var='FORM_TYPE' type='hidden'><value>{PUBLISH_OPTIONS}</value></field>"
-            f"<field var='pubsub#access_model'><value>{access}</value></field>"
-            "</x></publish-options></pubsub>"
-        )
-    )
-    await iq.send(timeout=15)
 
 
 def canonical(xml: str) -> str:
@@ -59,8 +36,8 @@ async def test_the_lookup_returns_the_omemo_devices_a_user_published(
     try:
         device_list = device_list_element([1234, 5678]).xml
         bundle = bundle_element(OmemoBundle.from_json(bundle_json(2), device_id=1234)).xml
-        await publish(dana, f"{AXOLOTL}.devicelist", device_list, "open")
-        await publish(dana, f"{AXOLOTL}.bundles:1234", bundle, "open")
+        await publish(dana.xmpp, f"{AXOLOTL}.devicelist", device_list, "open")
+        await publish(dana.xmpp, f"{AXOLOTL}.bundles:1234", bundle, "open")
         async with http_session() as session:
             app = await register_app(gateway, session, "omemoapp")
             found = KeyLookup.from_json(await app.api.request("GET", f"/v1/keys?to=dana@{domain}"))
@@ -84,7 +61,7 @@ async def test_a_list_the_server_hides_from_the_app_is_a_reason_not_a_silent_no_
     dana = await connect(xmpp_server, "dana")
     try:
         # Shown to contacts only, and the app's JID is none of the bot's.
-        await publish(bot, f"{AXOLOTL}.devicelist", device_list_element([42]).xml, "presence")
+        await publish(bot.xmpp, f"{AXOLOTL}.devicelist", device_list_element([42]).xml, "presence")
         async with http_session() as session:
             app = await register_app(gateway, session, "omemoapp")
             with pytest.raises(ApiError) as hidden:
@@ -93,8 +70,8 @@ async def test_a_list_the_server_hides_from_the_app_is_a_reason_not_a_silent_no_
                 await app.api.request("GET", f"/v1/keys?to=alice@{domain}")
             # The later positive signal on the same path: an open list is read.
             bundle = bundle_element(OmemoBundle.from_json(bundle_json(1), device_id=7)).xml
-            await publish(dana, f"{AXOLOTL}.devicelist", device_list_element([7]).xml, "open")
-            await publish(dana, f"{AXOLOTL}.bundles:7", bundle, "open")
+            await publish(dana.xmpp, f"{AXOLOTL}.devicelist", device_list_element([7]).xml, "open")
+            await publish(dana.xmpp, f"{AXOLOTL}.bundles:7", bundle, "open")
             shown = KeyLookup.from_json(await app.api.request("GET", f"/v1/keys?to=dana@{domain}"))
     finally:
         await bot.disconnect()
