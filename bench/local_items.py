@@ -1,6 +1,7 @@
-"""Items e and g, which need no IM server: they run once, after the servers' items.
+"""Items e, g and h, which need no IM server: they run once, after the servers' items.
 
-Each runs its own module (``bench.envelope``, ``bench.keylookup``, also usable alone)
+Each runs its own module (``bench.envelope``, ``bench.keylookup``, ``bench.omemo_sealing``,
+also usable alone)
 and its JSON becomes rows of the common table.
 """
 
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import json
 
-from bench import envelope, keylookup
+from bench import envelope, keylookup, omemo_sealing
 from bench.report import RESULTS_DIR, Row, say
 
-__all__ = ["LOCAL", "key_lookup", "sealing"]
+__all__ = ["LOCAL", "key_lookup", "omemo", "sealing"]
 
 LOCAL = "local"
+# Wall time: it includes the fsyncs of the state file, which the CPU time leaves out.
+OMEMO_LATENCY = "one OmemoSender.encrypt (wall, state fsyncs included), one event loop"
 
 
 def sealing(count: int, deadline: float) -> list[Row]:
@@ -38,6 +41,52 @@ def sealing(count: int, deadline: float) -> list[Row]:
         )
         for devices in (1, 2, 5)
     ]
+
+
+def omemo(count: int, first_count: int, deadline: float) -> list[Row]:
+    """(h) Legacy-OMEMO encrypts per second per core of CPU time, sessions established, for
+    1, 2 and 5 devices; and the first message to a new device."""
+    output = RESULTS_DIR / "omemo.json"
+    say(f"[{LOCAL}] h: client-service legacy-OMEMO sealing")
+    status = omemo_sealing.main(
+        [
+            "--count",
+            str(count),
+            "--first",
+            str(first_count),
+            "--deadline",
+            str(deadline),
+            "--output",
+            str(output),
+        ]
+    )
+    if status != 0:
+        return [Row.failed(LOCAL, "h", "client-service OMEMO sealing", count, f"exit {status}")]
+    results = json.loads(output.read_text())["results"]
+    rows = [
+        _row(
+            "h",
+            f"OMEMO encrypt an OTP to {devices} device(s), per core",
+            count,
+            results[omemo_sealing.steady_name(devices)],
+            per_run_us="cpu_us_per_run",
+            latency=OMEMO_LATENCY,
+            extra={"devices": devices, "session": "established"},
+        )
+        for devices in omemo_sealing.DEVICE_COUNTS
+    ]
+    rows.append(
+        _row(
+            "h",
+            "OMEMO first message to a new device (X3DH), per core",
+            first_count,
+            results[omemo_sealing.FIRST_MESSAGE],
+            per_run_us="cpu_us_per_run",
+            latency=OMEMO_LATENCY,
+            extra={"devices": 1, "session": "new"},
+        )
+    )
+    return rows
 
 
 def _row(
