@@ -1,13 +1,14 @@
 """Items e, g and h, which need no IM server: they run once, after the servers' items.
 
 Each runs its own module (``bench.envelope``, ``bench.keylookup``, ``bench.omemo_sealing``,
-also usable alone)
-and its JSON becomes rows of the common table.
+also usable alone) and its JSON becomes rows of the common table.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from bench import envelope, keylookup, omemo_sealing
 from bench.report import RESULTS_DIR, Row, say
@@ -19,16 +20,41 @@ LOCAL = "local"
 OMEMO_LATENCY = "one OmemoSender.encrypt (wall, state fsyncs included), one event loop"
 
 
+def _run_module(
+    item: str,
+    description: str,
+    main: Callable[[list[str]], int],
+    output_name: str,
+    planned: int,
+    **options: object,
+) -> dict[str, Any] | Row:
+    """Run a bench module's ``main`` with ``--option value`` for each of ``options``, writing
+    to ``output_name`` in the results directory: its JSON document, or the failed row of
+    ``item`` (``planned`` runs) if it exits with another status than 0."""
+    say(f"[{LOCAL}] {item}: {description}")
+    output = RESULTS_DIR / output_name
+    argv = [str(part) for name, value in options.items() for part in (f"--{name}", value)]
+    status = main([*argv, "--output", str(output)])
+    if status != 0:
+        return Row.failed(LOCAL, item, description, planned, f"exit {status}")
+    document: dict[str, Any] = json.loads(output.read_text())
+    return document
+
+
 def sealing(count: int, deadline: float) -> list[Row]:
     """(e) Seals per second per core of CPU time, for 1, 2 and 5 devices."""
-    output = RESULTS_DIR / "envelope.json"
-    say(f"[{LOCAL}] e: client-service sealing")
-    status = envelope.main(
-        ["--count", str(count), "--deadline", str(deadline), "--output", str(output)]
+    document = _run_module(
+        "e",
+        "client-service sealing",
+        envelope.main,
+        "envelope.json",
+        count,
+        count=count,
+        deadline=deadline,
     )
-    if status != 0:
-        return [Row.failed(LOCAL, "e", "client-service sealing", count, f"exit {status}")]
-    results = json.loads(output.read_text())["results"]
+    if isinstance(document, Row):
+        return [document]
+    results = document["results"]
     return [
         _row(
             "e",
@@ -46,23 +72,19 @@ def sealing(count: int, deadline: float) -> list[Row]:
 def omemo(count: int, first_count: int, deadline: float) -> list[Row]:
     """(h) Legacy-OMEMO encrypts per second per core of CPU time, sessions established, for
     1, 2 and 5 devices; and the first message to a new device."""
-    output = RESULTS_DIR / "omemo.json"
-    say(f"[{LOCAL}] h: client-service legacy-OMEMO sealing")
-    status = omemo_sealing.main(
-        [
-            "--count",
-            str(count),
-            "--first",
-            str(first_count),
-            "--deadline",
-            str(deadline),
-            "--output",
-            str(output),
-        ]
+    document = _run_module(
+        "h",
+        "client-service legacy-OMEMO sealing",
+        omemo_sealing.main,
+        "omemo.json",
+        count,
+        count=count,
+        first=first_count,
+        deadline=deadline,
     )
-    if status != 0:
-        return [Row.failed(LOCAL, "h", "client-service OMEMO sealing", count, f"exit {status}")]
-    results = json.loads(output.read_text())["results"]
+    if isinstance(document, Row):
+        return [document]
+    results = document["results"]
     rows = [
         _row(
             "h",
@@ -120,23 +142,18 @@ def _row(
 
 def key_lookup(devices: int, count: int, deadline: float) -> list[Row]:
     """(g) ``take`` of a recipient's keys from a keystore of ``devices`` devices."""
-    output = RESULTS_DIR / "keylookup.json"
-    say(f"[{LOCAL}] g: key lookup with {devices:,} devices")
-    status = keylookup.main(
-        [
-            "--devices",
-            str(devices),
-            "--count",
-            str(count),
-            "--deadline",
-            str(deadline),
-            "--output",
-            str(output),
-        ]
+    document = _run_module(
+        "g",
+        f"keystore key lookup with {devices:,} devices",
+        keylookup.main,
+        "keylookup.json",
+        count,
+        devices=devices,
+        count=count,
+        deadline=deadline,
     )
-    if status != 0:
-        return [Row.failed(LOCAL, "g", "keystore key lookup", count, f"exit {status}")]
-    document = json.loads(output.read_text())
+    if isinstance(document, Row):
+        return [document]
     take = document["results"]["take (synchronous=FULL)"]
     raw = document["results"]["raw SELECT by primary key (aiosqlite)"]
     stored = int(document["setup"]["devices"])
