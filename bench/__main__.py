@@ -19,7 +19,7 @@ from types import FrameType
 
 from bench.footprint import footprint
 from bench.gateway import ingest, otp_latency
-from bench.local_items import key_lookup, sealing
+from bench.local_items import key_lookup, omemo, sealing
 from bench.measure import HTTP_SENDER, RECIPIENT, Measurement, Settings, peer, raw_limit, run_all
 from bench.report import RESULTS_DIR, Row, say, table, write_json
 from cmaas.devservers import DevServerError, XmppServer, start_ejabberd, start_prosody
@@ -43,8 +43,8 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
 }
-ALL_ITEMS = "abcdefg"
-# Items that need an IM server; the others (e, g) run once, after the servers.
+ALL_ITEMS = "abcdefgh"
+# Items that need an IM server; the others (e, g, h) run once, after the servers.
 SERVER_ITEMS = {item for entries in ITEMS.values() for item, _, _ in entries}
 
 
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.extend(bench_server(kind, settings, args.items, workdir))
         if "e" in args.items:
             rows.extend(sealing(2000 if not args.quick else 300, settings.deadline))
+        # h right after e, so that the two suites are compared under the same load.
+        if "h" in args.items:
+            rows.extend(omemo(50 if not args.quick else 10, 10 if not args.quick else 3, 10.0))
         if "g" in args.items:
             rows.extend(key_lookup(args.devices, 5000 if not args.quick else 500, 60.0))
     except KeyboardInterrupt:

@@ -1,31 +1,60 @@
-"""Items e and g, which need no IM server: they run once, after the servers' items.
+"""Items e, g and h, which need no IM server: they run once, after the servers' items.
 
-Each runs its own module (``bench.envelope``, ``bench.keylookup``, also usable alone)
-and its JSON becomes rows of the common table.
+Each runs its own module (``bench.envelope``, ``bench.keylookup``, ``bench.omemo_sealing``,
+also usable alone) and its JSON becomes rows of the common table.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
-from bench import envelope, keylookup
+from bench import envelope, keylookup, omemo_sealing
 from bench.report import RESULTS_DIR, Row, say
 
-__all__ = ["LOCAL", "key_lookup", "sealing"]
+__all__ = ["LOCAL", "key_lookup", "omemo", "sealing"]
 
 LOCAL = "local"
+# Wall time: it includes the fsyncs of the state file, which the CPU time leaves out.
+OMEMO_LATENCY = "one OmemoSender.encrypt (wall, state fsyncs included), one event loop"
+
+
+def _run_module(
+    item: str,
+    description: str,
+    main: Callable[[list[str]], int],
+    output_name: str,
+    planned: int,
+    **options: object,
+) -> dict[str, Any] | Row:
+    """Run a bench module's ``main`` with ``--option value`` for each of ``options``, writing
+    to ``output_name`` in the results directory: its JSON document, or the failed row of
+    ``item`` (``planned`` runs) if it exits with another status than 0."""
+    say(f"[{LOCAL}] {item}: {description}")
+    output = RESULTS_DIR / output_name
+    argv = [str(part) for name, value in options.items() for part in (f"--{name}", value)]
+    status = main([*argv, "--output", str(output)])
+    if status != 0:
+        return Row.failed(LOCAL, item, description, planned, f"exit {status}")
+    document: dict[str, Any] = json.loads(output.read_text())
+    return document
 
 
 def sealing(count: int, deadline: float) -> list[Row]:
     """(e) Seals per second per core of CPU time, for 1, 2 and 5 devices."""
-    output = RESULTS_DIR / "envelope.json"
-    say(f"[{LOCAL}] e: client-service sealing")
-    status = envelope.main(
-        ["--count", str(count), "--deadline", str(deadline), "--output", str(output)]
+    document = _run_module(
+        "e",
+        "client-service sealing",
+        envelope.main,
+        "envelope.json",
+        count,
+        count=count,
+        deadline=deadline,
     )
-    if status != 0:
-        return [Row.failed(LOCAL, "e", "client-service sealing", count, f"exit {status}")]
-    results = json.loads(output.read_text())["results"]
+    if isinstance(document, Row):
+        return [document]
+    results = document["results"]
     return [
         _row(
             "e",
@@ -38,6 +67,48 @@ def sealing(count: int, deadline: float) -> list[Row]:
         )
         for devices in (1, 2, 5)
     ]
+
+
+def omemo(count: int, first_count: int, deadline: float) -> list[Row]:
+    """(h) Legacy-OMEMO encrypts per second per core of CPU time, sessions established, for
+    1, 2 and 5 devices; and the first message to a new device."""
+    document = _run_module(
+        "h",
+        "client-service legacy-OMEMO sealing",
+        omemo_sealing.main,
+        "omemo.json",
+        count,
+        count=count,
+        first=first_count,
+        deadline=deadline,
+    )
+    if isinstance(document, Row):
+        return [document]
+    results = document["results"]
+    rows = [
+        _row(
+            "h",
+            f"OMEMO encrypt an OTP to {devices} device(s), per core",
+            count,
+            results[omemo_sealing.steady_name(devices)],
+            per_run_us="cpu_us_per_run",
+            latency=OMEMO_LATENCY,
+            extra={"devices": devices, "session": "established"},
+        )
+        for devices in omemo_sealing.DEVICE_COUNTS
+    ]
+    rows.append(
+        _row(
+            "h",
+            "OMEMO first message to a new device (X3DH), per core",
+            first_count,
+            results[omemo_sealing.FIRST_MESSAGE],
+            per_run_us="cpu_us_per_run",
+            latency=OMEMO_LATENCY,
+            extra={"devices": 1, "session": "new"},
+        )
+    )
+    return rows
 
 
 def _row(
@@ -71,23 +142,18 @@ def _row(
 
 def key_lookup(devices: int, count: int, deadline: float) -> list[Row]:
     """(g) ``take`` of a recipient's keys from a keystore of ``devices`` devices."""
-    output = RESULTS_DIR / "keylookup.json"
-    say(f"[{LOCAL}] g: key lookup with {devices:,} devices")
-    status = keylookup.main(
-        [
-            "--devices",
-            str(devices),
-            "--count",
-            str(count),
-            "--deadline",
-            str(deadline),
-            "--output",
-            str(output),
-        ]
+    document = _run_module(
+        "g",
+        f"keystore key lookup with {devices:,} devices",
+        keylookup.main,
+        "keylookup.json",
+        count,
+        devices=devices,
+        count=count,
+        deadline=deadline,
     )
-    if status != 0:
-        return [Row.failed(LOCAL, "g", "keystore key lookup", count, f"exit {status}")]
-    document = json.loads(output.read_text())
+    if isinstance(document, Row):
+        return [document]
     take = document["results"]["take (synchronous=FULL)"]
     raw = document["results"]["raw SELECT by primary key (aiosqlite)"]
     stored = int(document["setup"]["devices"])

@@ -88,14 +88,24 @@ async def ticker(label: str, total: int, done: Callable[[], int], every: float =
 
 
 def ratios(rows: Sequence[Row]) -> dict[str, float]:
-    """b/a, c/a and c/b per server, where both items ran to completion."""
+    """b/a, c/a and c/b per server, and h/e (OMEMO sessions established against the
+    envelope) per device count, where both items ran to completion."""
     found: dict[str, float] = {}
+
+    def add(name: str, upper: Row | None, lower: Row | None) -> None:
+        if upper and lower and lower.rate > 0 and upper.complete and lower.complete:
+            found[name] = round(upper.rate / lower.rate, 3)
+
     for server in sorted({row.server for row in rows}):
         by_item = {row.item: row for row in rows if row.server == server}
         for top, bottom in (("b", "a"), ("c", "a"), ("c", "b")):
-            upper, lower = by_item.get(top), by_item.get(bottom)
-            if upper and lower and lower.rate > 0 and upper.complete and lower.complete:
-                found[f"{server} {top}/{bottom}"] = round(upper.rate / lower.rate, 3)
+            add(f"{server} {top}/{bottom}", by_item.get(top), by_item.get(bottom))
+        mine = [row for row in rows if row.server == server]
+        envelope = {row.extra.get("devices"): row for row in mine if row.item == "e"}
+        for row in mine:
+            if row.item == "h" and row.extra.get("session") == "established":
+                devices = row.extra["devices"]
+                add(f"{server} h/e {devices} device(s)", row, envelope.get(devices))
     return found
 
 
@@ -135,7 +145,7 @@ def targets(rows: Sequence[Row]) -> list[Target]:
         elif row.item == "g" and row.p99_ms is not None:
             found.append(Target("g", row.server, "p99 ms <= 1", row.p99_ms, 1.0, True))
     for name, value in ratios(rows).items():
-        server, ratio = name.split(" ")
+        server, ratio = name.split(" ", 1)
         if ratio == "c/a":
             found.append(Target("c", server, "c/a >= 0.5", value, 0.5, False))
         elif ratio == "c/b":
