@@ -227,6 +227,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
         async def stop_engine() -> None:
             stop.set()
+            hub.release()
+            messaging.omemo.release()
             await asyncio.gather(*tasks, return_exceptions=True)
             await webhooks.stop()
             await notices.stop()

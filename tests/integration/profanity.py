@@ -242,6 +242,32 @@ class Profanity:
                 raise AssertionError(f"message {stanza_id} not logged after {within} s: {entries}")
             await asyncio.sleep(_POLL_SECONDS)
 
+    async def reply_omemo(self, jid: str, text: str, within: float = 20.0) -> None:
+        """Open the chat with ``jid``, turn OMEMO on for it (``/omemo start``) and send
+        ``text`` in it, as a person answering a message does.
+
+        Raises: AssertionError: The OMEMO session did not start within ``within`` s.
+        """
+        await asyncio.to_thread(self.type, f"/msg {jid}")
+        # The chat window's title (the screen's first line) names the contact, its
+        # presence, and whether OMEMO is on for it.
+        await asyncio.to_thread(self._wait_for_title, [jid], within)
+        if "[OMEMO]" not in self.screen().splitlines()[0]:
+            self.type("/omemo start")
+            await asyncio.to_thread(self._wait_for_title, [jid, "[OMEMO]"], within)
+        await asyncio.to_thread(self.type, text)
+
+    def _wait_for_title(self, parts: list[str], within: float) -> None:
+        """Raises: AssertionError: The title does not show every one of ``parts``."""
+        deadline = time.monotonic() + within
+        while True:
+            lines = self.screen().splitlines()
+            if lines and all(f" {part} " in f" {lines[0]} " for part in parts):
+                return
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"title without {parts} after {within} s: {lines[:1]}")
+            time.sleep(_POLL_SECONDS)
+
     async def _answer_async(self, line: str, shown: str, within: float = 20.0) -> str:
         return await asyncio.to_thread(self.answer, line, shown, within)
 

@@ -44,6 +44,13 @@ class EventHub:
         for subscriber in self._subscribers:
             subscriber(apps)
 
+    def release(self) -> None:
+        """Wake every waiting long-poll (the gateway is stopping): each answers with what
+        it has, so that the HTTP server need not wait out their timeouts."""
+        for changed in self._changed.values():
+            changed.set()
+        self._changed.clear()
+
     async def wait_events(
         self, app_id: str, after: int, wait_s: float, limit: int = MAX_EVENTS_PER_READ
     ) -> list[StatusEvent]:

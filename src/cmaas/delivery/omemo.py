@@ -159,6 +159,12 @@ class AppOmemo:
             )
         return OmemoInboundPage(tuple(items), items[-1].seq if items else after)
 
+    def release(self) -> None:
+        """Wake every waiting read (the gateway is stopping)."""
+        for arrived in self._arrived.values():
+            arrived.set()
+        self._arrived.clear()
+
     async def purge_inbound(self) -> int:
         """Drop elements older than the retention; returns how many."""
         horizon = int((self._clock() - self.limits.inbound_retention_s) * 1000)

@@ -186,4 +186,13 @@ class RecipientOmemoLookup:
                 answer, PepUnreadable | ValueError
             ):
                 raise answer
+        refused = [a for a in answers if isinstance(a, PepUnreadable)]
+        if wanted and not bundles and refused:
+            # Prosody shows a list published open but bundles published without options
+            # to contacts only: the person has to accept the app, as for a hidden list.
+            failure = next(
+                (a for a in refused if a.reason is UnreadableReason.FORBIDDEN), refused[0]
+            )
+            detail = _detail(jid, failure).replace("OMEMO device list", "OMEMO bundles")
+            return RecipientOmemo(listed, (), OmemoUnreadable(failure.reason, detail))
         return RecipientOmemo(listed, bundles)
