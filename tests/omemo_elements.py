@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import xml.etree.ElementTree as ET
 
 AXOLOTL = "eu.siacs.conversations.axolotl"
 
@@ -31,4 +32,17 @@ def encrypted_xml(
     return (
         f"<encrypted xmlns='{namespace}'><header sid='{sid}'>{keys}"
         f"<iv>{b64(12) if iv is None else iv}</iv></header>{body}</encrypted>"
+    )
+
+
+def shape(element: ET.Element | str) -> tuple[object, ...]:
+    """An element as nested tuples of tag, attributes, text and children: equal for the
+    same XML however its namespaces are spelt."""
+    if isinstance(element, str):
+        element = ET.fromstring(element)  # noqa: S314 - the tests' own XML
+    return (
+        element.tag,
+        sorted(element.attrib.items()),
+        (element.text or "").strip(),
+        [shape(child) for child in element],
     )
