@@ -139,3 +139,35 @@ def test_too_many_prekeys_and_ids_out_of_range() -> None:
             OmemoBundle.from_json(bundle_json(1), device_id=device_id)
     with pytest.raises(WireError, match=r"bundle\.device_id must be a whole number"):
         OmemoBundle.from_json(bundle_json(1))
+
+
+async def test_inbound_elements_are_bounded_per_app_read_in_order_and_purged(
+    keystore: SqliteKeystore,
+) -> None:
+    await add_app(keystore, "otp")
+    await add_app(keystore, "other")
+    store = keystore.omemo
+    seqs = [
+        await store.add_inbound("otp", "bob@x.test", f"<e{n}/>".encode(), 1000 + n, max_items=3)
+        for n in range(3)
+    ]
+    assert None not in seqs and seqs == sorted(seqs)
+    assert await store.add_inbound("otp", "bob@x.test", b"<e3/>", 1003, max_items=3) is None
+    # The bound is the app's own: another app still takes elements.
+    other = await store.add_inbound("other", "eve@x.test", b"<o/>", 1000, max_items=3)
+    assert other is not None
+
+    every = await store.inbound_after("otp", 0, 10)
+    assert [(i.seq, i.sender, i.xml, i.received_ms) for i in every] == [
+        (seqs[0], "bob@x.test", "<e0/>", 1000),
+        (seqs[1], "bob@x.test", "<e1/>", 1001),
+        (seqs[2], "bob@x.test", "<e2/>", 1002),
+    ]
+    assert [i.xml for i in await store.inbound_after("otp", seqs[0], 1)] == ["<e1/>"]
+    assert await store.inbound_after("otp", seqs[2], 10) == []
+
+    assert await store.purge_inbound(1002) == 3  # e0, e1, and the other app's
+    assert [i.xml for i in await store.inbound_after("otp", 0, 10)] == ["<e2/>"]
+    assert await store.inbound_after("other", 0, 10) == []
+    # Room again once purged.
+    assert await store.add_inbound("otp", "bob@x.test", b"<e4/>", 1004, max_items=3) is not None
