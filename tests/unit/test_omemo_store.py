@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from cmaas.keystore import (
     issue_credentials,
 )
 from cmaas.wire import OmemoBundle, OmemoDevices, WireError
+from cmaas.xmpp.omemo import bundle_element, bundle_from_xml
 from tests.omemo_bundles import bundle_json, public_key
 
 from .conftest import FakeClock
@@ -171,3 +175,29 @@ async def test_inbound_elements_are_bounded_per_app_read_in_order_and_purged(
     assert await store.inbound_after("other", 0, 10) == []
     # Room again once purged.
     assert await store.add_inbound("otp", "bob@x.test", b"<e4/>", 1004, max_items=3) is not None
+
+
+def _bundle_xml(value: OmemoBundle) -> str:
+    return ET.tostring(bundle_element(value).xml, encoding="unicode")
+
+
+def test_a_bundle_element_reads_back_as_the_bundle() -> None:
+    for prekeys in (1, 3):
+        published = bundle(11, prekeys=prekeys)
+        assert bundle_from_xml(11, _bundle_xml(published)) == published
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        (lambda xml: xml.replace("bundle", "list"), "not a legacy OMEMO <bundle/>"),
+        (lambda xml: re.sub("<(ns0:)?identityKey>[^<]*</(ns0:)?identityKey>", "", xml), "no"),
+        (lambda xml: re.sub('signedPreKeyId="1"', 'signedPreKeyId="x"', xml), "signedPreKeyId"),
+        (lambda xml: re.sub('preKeyId="2"', 'preKeyId="-2"', xml), "preKeyId"),
+        (lambda xml: '<!DOCTYPE b [<!ENTITY a "b">]>' + xml, "DOCTYPE"),
+        (lambda xml: xml[:-3], "not well-formed"),
+    ],
+)
+def test_a_malformed_bundle_element_is_refused(edit: Callable[[str], str], refusal: str) -> None:
+    with pytest.raises(WireError, match=refusal):
+        bundle_from_xml(11, edit(_bundle_xml(bundle(11, prekeys=2))))
