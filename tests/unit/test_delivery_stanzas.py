@@ -300,7 +300,7 @@ class TestOmemoInbound(GatewayStanzaTest):
         assert isinstance(self.xmpp, GatewayComponent)
         self.xmpp.omemo_inbound.subscribe(self.omemo.received)
 
-    def send(
+    def deliver(
         self, xml: str, to: str = f"otp@{DOMAIN}", kind: str = "chat", sid: str = "x1"
     ) -> None:
         self.recv(f"<message type='{kind}' id='{sid}' from='{USER}' to='{to}'>{xml}</message>")
@@ -322,36 +322,36 @@ class TestOmemoInbound(GatewayStanzaTest):
 
     def test_an_element_to_an_app_is_kept_with_the_senders_bare_jid(self) -> None:
         sent = encrypted_xml(7, (9,))
-        self.send(sent)
-        self.send(encrypted_xml(7, (9,), payload=False), to=f"otp@{DOMAIN}/cmaas", sid="x2")
+        self.deliver(sent)
+        self.deliver(encrypted_xml(7, (9,), payload=False), to=f"otp@{DOMAIN}/cmaas", sid="x2")
         first, second = self.kept(2)
         assert (first.sender, second.sender) == ("alice@cmaas.test", "alice@cmaas.test")
         assert shape(first.xml) == shape(sent)
         assert parse_encrypted(second.xml).has_payload is False
 
     def test_an_unknown_or_suspended_app_is_service_unavailable(self) -> None:
-        self.send(encrypted_xml(), to=f"nobody@{DOMAIN}")
+        self.deliver(encrypted_xml(), to=f"nobody@{DOMAIN}")
         self.expect_bounce("x1", f"nobody@{DOMAIN}", "cancel", "service-unavailable")
         self.run_coro(self.service.update_app(UpdateAppRequest("otp", suspended=True)))
-        self.send(encrypted_xml(), sid="x2")
+        self.deliver(encrypted_xml(), sid="x2")
         self.expect_bounce("x2", f"otp@{DOMAIN}", "cancel", "service-unavailable")
         assert self.run_coro(self.keystore.omemo.inbound_after("otp", 0, 10)) == []
 
     def test_past_the_apps_bound_it_is_resource_constraint(self) -> None:
         for sid in ("x1", "x2", "x3"):
-            self.send(encrypted_xml(), sid=sid)
+            self.deliver(encrypted_xml(), sid=sid)
         self.expect_bounce("x3", f"otp@{DOMAIN}", "wait", "resource-constraint")
         assert len(self.kept(2)) == 2
 
     def test_a_malformed_element_is_not_acceptable(self) -> None:
-        self.send(f"<encrypted xmlns='{AXOLOTL}'><payload>AAAA</payload></encrypted>")
+        self.deliver(f"<encrypted xmlns='{AXOLOTL}'><payload>AAAA</payload></encrypted>")
         self.expect_bounce("x1", f"otp@{DOMAIN}", "modify", "not-acceptable")
         assert self.run_coro(self.keystore.omemo.inbound_after("otp", 0, 10)) == []
 
     def test_errors_are_neither_kept_nor_answered(self) -> None:
-        self.send(encrypted_xml(), kind="error", sid="e1")
-        self.send(encrypted_xml(), to=f"nobody@{DOMAIN}", kind="error", sid="e2")
+        self.deliver(encrypted_xml(), kind="error", sid="e1")
+        self.deliver(encrypted_xml(), to=f"nobody@{DOMAIN}", kind="error", sid="e2")
         # Handled in order: had either been taken, the probe's bounce would not come first.
-        self.send(encrypted_xml(), to=f"nobody@{DOMAIN}", sid="probe")
+        self.deliver(encrypted_xml(), to=f"nobody@{DOMAIN}", sid="probe")
         self.expect_bounce("probe", f"nobody@{DOMAIN}", "cancel", "service-unavailable")
         assert self.run_coro(self.keystore.omemo.inbound_after("otp", 0, 10)) == []

@@ -151,11 +151,14 @@ async def test_inbound_elements_are_bounded_per_app_read_in_order_and_purged(
     await add_app(keystore, "otp")
     await add_app(keystore, "other")
     store = keystore.omemo
-    seqs = [
-        await store.add_inbound("otp", "bob@x.test", f"<e{n}/>".encode(), 1000 + n, max_items=3)
-        for n in range(3)
-    ]
-    assert None not in seqs and seqs == sorted(seqs)
+    seqs: list[int] = []
+    for n in range(3):
+        seq = await store.add_inbound(
+            "otp", "bob@x.test", f"<e{n}/>".encode(), 1000 + n, max_items=3
+        )
+        assert seq is not None
+        seqs.append(seq)
+    assert seqs == sorted(seqs)
     assert await store.add_inbound("otp", "bob@x.test", b"<e3/>", 1003, max_items=3) is None
     # The bound is the app's own: another app still takes elements.
     other = await store.add_inbound("other", "eve@x.test", b"<o/>", 1000, max_items=3)
@@ -191,7 +194,10 @@ def test_a_bundle_element_reads_back_as_the_bundle() -> None:
     ("edit", "refusal"),
     [
         (lambda xml: xml.replace("bundle", "list"), "not a legacy OMEMO <bundle/>"),
-        (lambda xml: re.sub("<(ns0:)?identityKey>[^<]*</(ns0:)?identityKey>", "", xml), "has no identityKey"),
+        (
+            lambda xml: re.sub("<(ns0:)?identityKey>[^<]*</(ns0:)?identityKey>", "", xml),
+            "has no identityKey",
+        ),
         (lambda xml: re.sub('signedPreKeyId="1"', 'signedPreKeyId="x"', xml), "signedPreKeyId"),
         (lambda xml: re.sub('preKeyId="2"', 'preKeyId="-2"', xml), "preKeyId"),
         (lambda xml: '<!DOCTYPE b [<!ENTITY a "b">]>' + xml, "DOCTYPE"),
