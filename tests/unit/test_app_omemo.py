@@ -11,15 +11,13 @@ import pytest
 
 from cmaas.delivery.errors import InvalidRequest, Unavailable, UnknownOmemoDevice
 from cmaas.delivery.omemo import AppOmemo, OmemoLimits
-from cmaas.keystore import App, NewApp, SqliteKeystore, issue_credentials
-from cmaas.wire import OmemoBundle, WireError
-from tests.omemo_bundles import bundle_json
+from cmaas.keystore import App, SqliteKeystore
+from cmaas.wire import WireError
 from tests.omemo_elements import encrypted_xml
 
-from .conftest import FakeClock
+from .conftest import OMEMO_APP_DEVICE, FakeClock
 
 BOB = "bob@example.org"
-APP_DEVICE = 7
 
 
 class ComponentLink:
@@ -36,11 +34,8 @@ class ComponentLink:
 
 
 @pytest.fixture
-async def app(keystore: SqliteKeystore) -> App:
-    await keystore.create_app(NewApp("otp", "OTP", "default"), issue_credentials("cid-otp"))
-    bundle = OmemoBundle.from_json(bundle_json(), device_id=APP_DEVICE)
-    await keystore.omemo.publish("otp", bundle, max_devices=4, max_prekeys=10)
-    return await keystore.get_app("otp")
+def app(omemo_app: App) -> App:
+    return omemo_app
 
 
 async def test_a_malformed_element_is_refused_and_not_kept(
@@ -111,7 +106,7 @@ async def test_a_key_transport_is_sent_from_the_apps_jid(
     keystore: SqliteKeystore, app: App
 ) -> None:
     link = ComponentLink()
-    transport = encrypted_xml(APP_DEVICE, (11,), payload=False)
+    transport = encrypted_xml(OMEMO_APP_DEVICE, (11,), payload=False)
     await AppOmemo(keystore, OmemoLimits(), link).send_key_transport(
         app, {"to": BOB, "xml": transport}
     )
@@ -121,7 +116,7 @@ async def test_a_key_transport_is_sent_from_the_apps_jid(
 @pytest.mark.parametrize(
     ("xml", "refusal", "why"),
     [
-        (encrypted_xml(APP_DEVICE, (11,)), InvalidRequest, "carries no <payload/>"),
+        (encrypted_xml(OMEMO_APP_DEVICE, (11,)), InvalidRequest, "carries no <payload/>"),
         (encrypted_xml(8, (11,), payload=False), UnknownOmemoDevice, "device 8"),
         ("<encrypted", InvalidRequest, "not well-formed"),
     ],
@@ -141,7 +136,7 @@ async def test_a_key_transport_that_is_not_the_apps_is_refused(
 async def test_a_key_transport_without_a_link_is_unavailable(
     keystore: SqliteKeystore, app: App, link: ComponentLink | None
 ) -> None:
-    transport = encrypted_xml(APP_DEVICE, (11,), payload=False)
+    transport = encrypted_xml(OMEMO_APP_DEVICE, (11,), payload=False)
     with pytest.raises(Unavailable, match="not connected"):
         await AppOmemo(keystore, OmemoLimits(), link).send_key_transport(
             app, {"to": BOB, "xml": transport}

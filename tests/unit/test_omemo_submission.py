@@ -16,23 +16,18 @@ from cmaas.envelope import fingerprint, generate_private_key, point_bytes, seal
 from cmaas.keystore import (
     App,
     MessageRecord,
-    NewApp,
     OutboxEntry,
     SealedPayload,
     SqliteKeystore,
-    issue_credentials,
 )
 from cmaas.lifecycle import MessageStatus, Priority, StatusChange
-from cmaas.wire import OmemoBundle
-from tests.omemo_bundles import bundle_json
 from tests.omemo_elements import encrypted_xml
 
-from .conftest import FakeClock
+from .conftest import OMEMO_APP_DEVICE, FakeClock
 from .envelope_fixtures import TEXT, make_keyring, sender_bundle
 
 DOMAIN = "gateway.cmaas.test"
 BOB = "bob@cmaas.test"
-APP_DEVICE = 7
 DAY_S = 86_400
 
 
@@ -45,11 +40,8 @@ class Queued:
 
 
 @pytest.fixture
-async def app(keystore: SqliteKeystore) -> App:
-    await keystore.create_app(NewApp("otp", "OTP", "default"), issue_credentials("cid-otp"))
-    bundle = OmemoBundle.from_json(bundle_json(), device_id=APP_DEVICE)
-    await keystore.omemo.publish("otp", bundle, max_devices=4, max_prekeys=10)
-    return await keystore.get_app("otp")
+def app(omemo_app: App) -> App:
+    return omemo_app
 
 
 @pytest.fixture
@@ -75,7 +67,7 @@ def omemo_only(clock: FakeClock, message_id: str = "m1", **fields: object) -> di
         "to": BOB,
         "priority": "high",
         "expires_at": int(clock.now) + 600,
-        "omemo": encrypted_xml(APP_DEVICE, (11,)),
+        "omemo": encrypted_xml(OMEMO_APP_DEVICE, (11,)),
         **fields,
     }
 
@@ -104,7 +96,9 @@ async def test_an_omemo_only_message_is_stored_with_its_expiry_and_queued(
     # A retry with the same element is the same message; another element is a conflict.
     again = await submit_one(service, app, item)
     assert isinstance(again, MessageRecord) and again.duplicate and again.seq == record.seq
-    other = await submit_one(service, app, {**item, "omemo": encrypted_xml(APP_DEVICE, (11,))})
+    other = await submit_one(
+        service, app, {**item, "omemo": encrypted_xml(OMEMO_APP_DEVICE, (11,))}
+    )
     assert isinstance(other, MessageIdConflict), other
 
 
@@ -133,7 +127,7 @@ async def test_an_element_sealed_by_an_unpublished_device_is_refused(
 async def test_a_key_transport_is_not_a_message(
     service: SubmissionService, app: App, clock: FakeClock
 ) -> None:
-    transport = encrypted_xml(APP_DEVICE, (11,), payload=False)
+    transport = encrypted_xml(OMEMO_APP_DEVICE, (11,), payload=False)
     refused = await submit_one(service, app, omemo_only(clock, omemo=transport))
     assert isinstance(refused, InvalidRequest) and "needs a <payload/>" in refused.detail
 
@@ -195,7 +189,7 @@ async def test_with_omemo_a_recipient_without_cmaas_devices_is_no_failure(
         "message_id": "both",
         "to": BOB,
         "envelope": sealed_envelope("both"),
-        "omemo": encrypted_xml(APP_DEVICE, (11,)),
+        "omemo": encrypted_xml(OMEMO_APP_DEVICE, (11,)),
     }
     record = await submit_one(service, app, both)
     assert isinstance(record, MessageRecord), record
