@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from cmaas.admin import AdminService
-from cmaas.keystore import MasterKeyring, SqliteKeystore
+from cmaas.keystore import App, MasterKeyring, NewApp, SqliteKeystore, issue_credentials
+from cmaas.wire import OmemoBundle
+from tests.omemo_bundles import bundle_json
+
+OMEMO_APP_DEVICE = 7
+"""The OMEMO device the ``omemo_app`` fixture's app has published."""
 
 
 class FakeClock:
@@ -47,3 +52,12 @@ async def keystore(
 @pytest.fixture
 def service(keystore: SqliteKeystore) -> AdminService:
     return AdminService(keystore)
+
+
+@pytest.fixture
+async def omemo_app(keystore: SqliteKeystore) -> App:
+    """App ``otp`` with OMEMO device :data:`OMEMO_APP_DEVICE` published."""
+    await keystore.create_app(NewApp("otp", "OTP", "default"), issue_credentials("cid-otp"))
+    bundle = OmemoBundle.from_json(bundle_json(), device_id=OMEMO_APP_DEVICE)
+    await keystore.omemo.publish("otp", bundle, max_devices=4, max_prekeys=10)
+    return await keystore.get_app("otp")

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 import stat
-from collections.abc import AsyncIterator
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from cmaas.clientservice.api import ApiError
 from cmaas.clientservice.client import KeyChange
-from cmaas.clientservice.errors import DeviceKeyChanged
+from cmaas.clientservice.errors import DeviceKeyChanged, GatewayUnavailable
 from cmaas.clientservice.omemo import (
     BundleItem,
     DeviceListItem,
@@ -21,10 +24,28 @@ from cmaas.clientservice.omemo import (
     OmemoKeyChanged,
     OmemoMalformed,
     OmemoSender,
+    OmemoStateError,
     OmemoTransportError,
 )
+from cmaas.clientservice.omemo.directory import GatewayDirectory
 from cmaas.clientservice.omemo.sender import PINS_FILE, STATE_FILE
-from cmaas.envelope import fingerprint
+from cmaas.clientservice.omemo.text import omemo_body
+from cmaas.envelope import OtpContent, TextContent, fingerprint
+from cmaas.wire import (
+    KeyTransportRequest,
+    OmemoBundle,
+    OmemoDevices,
+    OmemoUnreadable,
+    RecipientBundle,
+    RecipientOmemo,
+    UnreadableReason,
+    WireError,
+)
+from cmaas.xmpp.omemo import bundle_element, bundle_from_xml, device_ids
+from tests.omemo_bundles import bundle_json
+from tests.omemo_elements import AXOLOTL
+
+from .envelope_fixtures import FILE
 
 APP = "app@cmaas.example"
 BOB = "bob@example.org"
@@ -250,3 +271,173 @@ async def test_a_lost_key_transport_does_not_lose_the_message(tmp_path: Path) ->
         second = await app.encrypt(BOB, b"second")
         assert 'prekey="true"' in second.xml
         assert (await bob.decrypt(APP, second.xml)).plaintext == b"second"
+
+
+# The device on one state directory at a time
+
+
+async def test_a_second_process_on_the_same_state_is_refused_until_the_first_closes(
+    relay: Relay, tmp_path: Path
+) -> None:
+    first = OmemoSender(tmp_path / "app", APP, relay)
+    await first.start()
+    try:
+        second = OmemoSender(tmp_path / "app", APP, relay)
+        with pytest.raises(OmemoStateError, match="another process uses the OMEMO device"):
+            await second.start()
+        first_id, _ = await first.own_device()
+    finally:
+        await first.close()
+    async with device(relay, tmp_path / "app", APP) as again:
+        assert (await again.own_device())[0] == first_id
+
+
+# The relay through the gateway
+
+
+class GatewayOmemoApi:
+    """The gateway's OMEMO endpoints in memory, as the client's transport reaches them:
+    the app's devices (listed from the bundles published) and the key transports sent;
+    ``failure`` stands for a gateway that refuses or cannot be reached."""
+
+    def __init__(self) -> None:
+        self.devices: dict[int, OmemoBundle] = {}
+        self.published: list[int] = []
+        self.key_transports: list[KeyTransportRequest] = []
+        self.failure: Exception | None = None
+
+    def _answer(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def omemo_devices(self) -> OmemoDevices:
+        self._answer()
+        return OmemoDevices(tuple(self.devices.values()))
+
+    async def publish_omemo_device(self, bundle: OmemoBundle) -> None:
+        self._answer()
+        self.devices[bundle.device_id] = bundle
+        self.published.append(bundle.device_id)
+
+    async def retire_omemo_device(self, device_id: int) -> None:
+        self._answer()
+        if self.devices.pop(device_id, None) is None:
+            raise ApiError(404, "not_found", f"no OMEMO device {device_id}", None)
+
+    async def send_key_transport(self, request: KeyTransportRequest) -> None:
+        self._answer()
+        self.key_transports.append(request)
+
+
+def bundle_xml(bundle: OmemoBundle) -> str:
+    return ET.tostring(bundle_element(bundle).xml, encoding="unicode")
+
+
+async def test_the_apps_own_devices_come_from_the_gateway() -> None:
+    api = GatewayOmemoApi()
+    mine = OmemoBundle.from_json(bundle_json(), device_id=5)
+    api.devices = {5: mine, 8: OmemoBundle.from_json(bundle_json(), device_id=8)}
+    directory = GatewayDirectory(api, APP)
+    listed = await directory.fetch_device_list(APP)
+    assert listed is not None and listed.jid == APP
+    assert device_ids(listed.xml) == [5, 8]
+    found = await directory.fetch_bundle(APP, 5)
+    assert found is not None and bundle_from_xml(5, found.xml) == mine
+    assert await directory.fetch_bundle(APP, 6) is None
+
+
+async def test_recipients_items_are_what_the_key_lookup_offered() -> None:
+    directory = GatewayDirectory(GatewayOmemoApi(), APP)
+    assert await directory.fetch_device_list(BOB) is None  # never looked up
+    listed = f'<list xmlns="{AXOLOTL}"><device id="3"/></list>'
+    directory.offer(BOB, RecipientOmemo(listed, (RecipientBundle(3, "<bundle/>"),)))
+    assert await directory.fetch_device_list(BOB) == DeviceListItem(BOB, listed)
+    assert await directory.fetch_bundle(BOB, 3) == BundleItem(BOB, 3, "<bundle/>")
+    assert await directory.fetch_bundle(BOB, 4) is None
+    refused = OmemoUnreadable(UnreadableReason.FORBIDDEN, "bob must accept the app first")
+    directory.offer(MALLORY, RecipientOmemo(unreadable=refused))
+    with pytest.raises(OmemoTransportError, match="bob must accept the app first"):
+        await directory.fetch_device_list(MALLORY)
+
+
+async def test_publishing_sends_the_bundle_the_xml_holds() -> None:
+    api = GatewayOmemoApi()
+    directory = GatewayDirectory(api, APP)
+    bundle = OmemoBundle.from_json(bundle_json(), device_id=5)
+    await directory.publish_bundle(BundleItem(APP, 5, bundle_xml(bundle)))
+    assert api.devices == {5: bundle}
+    with pytest.raises(OmemoTransportError, match="this device's own bundle"):
+        await directory.publish_bundle(BundleItem(APP, 6, f"<bundle xmlns='{AXOLOTL}'/>"))
+    await directory.retract_bundle(APP, 5)
+    assert api.devices == {}
+    transport = KeyTransport(BOB, "<encrypted/>")
+    await directory.send_key_transport(transport)
+    assert api.key_transports == [KeyTransportRequest(BOB, "<encrypted/>")]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ApiError(503, "im_server_unavailable", "down", 5),
+        GatewayUnavailable("unreachable"),
+        WireError("off the contract"),
+        aiohttp.ClientConnectionError("refused"),
+        TimeoutError(),
+    ],
+)
+async def test_a_gateway_failure_is_a_transport_error(failure: Exception) -> None:
+    api = GatewayOmemoApi()
+    api.failure = failure
+    directory = GatewayDirectory(api, APP)
+    bundle = OmemoBundle.from_json(bundle_json(), device_id=5)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: directory.fetch_device_list(APP),
+        lambda: directory.fetch_bundle(APP, 5),
+        lambda: directory.publish_bundle(BundleItem(APP, 5, bundle_xml(bundle))),
+        lambda: directory.retract_bundle(APP, 5),
+        lambda: directory.send_key_transport(KeyTransport(BOB, "<encrypted/>")),
+    ]
+    for call in calls:
+        with pytest.raises(OmemoTransportError, match=type(failure).__name__):
+            await call()
+
+
+async def test_the_device_publishes_itself_again_when_the_gateway_lacks_it(
+    tmp_path: Path,
+) -> None:
+    api = GatewayOmemoApi()
+    async with OmemoSender(tmp_path / "app", APP, GatewayDirectory(api, APP)) as sender:
+        device_id, _ = await sender.own_device()
+        assert list(api.devices) == [device_id]
+        published = len(api.published)
+        await sender.ensure_published()  # listed: nothing to do
+        assert len(api.published) == published
+        api.devices.clear()  # an operator retired it
+        await sender.ensure_published()
+        assert list(api.devices) == [device_id]
+        assert len(api.published) == published + 1
+
+
+# The body an OMEMO client shows
+
+CREATED_MS = 1_800_000_000_000  # 2027-01-15 08:00 UTC
+
+
+def test_an_otp_states_its_code_purpose_and_validity_in_utc() -> None:
+    body = omemo_body(OtpContent("482913", "login"), CREATED_MS, CREATED_MS + 600_000)
+    assert body == (
+        "Your login code: 482913\n"
+        "It is valid for 10 minutes, until 08:10 UTC. Never share it with anyone."
+    )
+    one = omemo_body(OtpContent("482913", "login"), CREATED_MS, CREATED_MS + 60_000)
+    assert "valid for 1 minute, until 08:01 UTC" in one
+    days = omemo_body(OtpContent("AB12", "signup"), CREATED_MS, CREATED_MS + 2 * 86_400_000)
+    assert "Your signup code: AB12" in days and "valid until 2027-01-17 08:00 UTC" in days
+
+
+def test_a_text_passes_through_and_a_file_is_not_for_omemo() -> None:
+    assert omemo_body(TextContent("Parcel at 10:00"), CREATED_MS, CREATED_MS + 1) == (
+        "Parcel at 10:00"
+    )
+    with pytest.raises(ValueError, match="CMaaS devices only"):
+        omemo_body(FILE, CREATED_MS, CREATED_MS + 600_000)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import xml.etree.ElementTree as ET
 
+import pytest
 from slixmpp import JID
 
+from cmaas.admin import RegisterAppRequest
+from cmaas.admin.requests import UpdateAppRequest
 from cmaas.component.gateway import GatewayComponent
+from cmaas.component.outbound import key_transport_xml, sealed_message_xml
+from cmaas.delivery.omemo import AppOmemo, OmemoLimits
 from cmaas.delivery.tracker import FeedbackKind
 from cmaas.envelope import DeviceKeyring
 from cmaas.keydirectory import DeviceLimits
@@ -19,6 +25,9 @@ from cmaas.keystore import (
 from cmaas.lifecycle import (
     MessageStatus,
 )
+from cmaas.wire import OmemoInbound
+from cmaas.wire.omemo_message import parse_encrypted
+from tests.omemo_elements import AXOLOTL, encrypted_xml, shape
 
 from .gateway_stanzas import DOMAIN, USER, GatewayStanzaTest, form_values
 
@@ -211,3 +220,138 @@ def _values(reply: object) -> dict[str, list[str]]:
     if reply["command"].xml.find("{jabber:x:data}x") is None:
         return {}
     return form_values(reply)
+
+
+# Legacy OMEMO: the stanzas written for it, and what people's clients send to app JIDs
+
+
+def _parsed(xml: str) -> ET.Element:
+    return ET.fromstring(xml)  # noqa: S314 - our own output
+
+
+def _children(message: ET.Element) -> list[str]:
+    return [child.tag for child in message]
+
+
+def test_an_envelope_only_message_names_cmaas_in_eme() -> None:
+    message = _parsed(sealed_message_xml("bank@gw/cmaas", "a@x.test", "m-1", '{"v":1}', None))
+    assert (message.get("type"), message.get("id"), message.get("to")) == (
+        "chat",
+        "m-1",
+        "a@x.test",
+    )
+    assert _children(message) == [
+        "body",
+        "{urn:cmaas:envelope:1}envelope",
+        "{urn:xmpp:receipts}request",
+        "{urn:xmpp:chat-markers:0}markable",
+        "{urn:xmpp:eme:0}encryption",
+        "{urn:xmpp:hints}store",
+    ]
+    eme = message.find("{urn:xmpp:eme:0}encryption")
+    assert eme is not None
+    assert (eme.get("namespace"), eme.get("name")) == ("urn:cmaas:envelope:1", "CMaaS")
+
+
+@pytest.mark.parametrize("with_envelope", [False, True])
+def test_a_message_with_an_omemo_element_names_omemo_in_eme(with_envelope: bool) -> None:
+    omemo = encrypted_xml(7, (9,))
+    envelope = '{"a":"<&>"}' if with_envelope else None
+    message = _parsed(sealed_message_xml("bank@gw/cmaas", "a@x.test", "m-1", envelope, omemo))
+    assert _children(message) == [
+        "body",
+        *(["{urn:cmaas:envelope:1}envelope"] if with_envelope else []),
+        f"{{{AXOLOTL}}}encrypted",
+        "{urn:xmpp:receipts}request",
+        "{urn:xmpp:chat-markers:0}markable",
+        "{urn:xmpp:eme:0}encryption",
+        "{urn:xmpp:hints}store",
+    ]
+    eme = message.find("{urn:xmpp:eme:0}encryption")
+    assert eme is not None and (eme.get("namespace"), eme.get("name")) == (AXOLOTL, "OMEMO")
+    written = message.find(f"{{{AXOLOTL}}}encrypted")
+    assert written is not None and shape(written) == shape(omemo)
+    if with_envelope:
+        assert message.findtext("{urn:cmaas:envelope:1}envelope") == '{"a":"<&>"}'
+    assert "CMaaS device" in (message.findtext("body") or "")
+
+
+def test_a_message_needs_something_sealed() -> None:
+    with pytest.raises(ValueError, match="needs an envelope or an OMEMO element"):
+        sealed_message_xml("bank@gw/cmaas", "a@x.test", "m-1", None, None)
+
+
+def test_a_key_transport_is_the_element_and_a_store_hint() -> None:
+    omemo = encrypted_xml(7, (9,), payload=False)
+    message = _parsed(key_transport_xml("bank@gw/cmaas", "a@x.test", omemo))
+    assert (message.get("type"), message.get("from"), message.get("to")) == (
+        "chat",
+        "bank@gw/cmaas",
+        "a@x.test",
+    )
+    assert _children(message) == [f"{{{AXOLOTL}}}encrypted", "{urn:xmpp:hints}store"]
+
+
+class TestOmemoInbound(GatewayStanzaTest):
+    def setUp(self) -> None:
+        super().setUp()
+        self.run_coro(self.service.register_app(RegisterAppRequest("otp", "OTP")))
+        self.omemo = AppOmemo(self.keystore, OmemoLimits(max_inbound=2))
+        assert isinstance(self.xmpp, GatewayComponent)
+        self.xmpp.omemo_inbound.subscribe(self.omemo.received)
+
+    def deliver(
+        self, xml: str, to: str = f"otp@{DOMAIN}", kind: str = "chat", sid: str = "x1"
+    ) -> None:
+        self.recv(f"<message type='{kind}' id='{sid}' from='{USER}' to='{to}'>{xml}</message>")
+
+    def kept(self, count: int, within: float = 3.0) -> list[OmemoInbound]:
+        deadline = time.monotonic() + within
+        while True:
+            items = self.run_coro(self.keystore.omemo.inbound_after("otp", 0, 10))
+            if len(items) >= count:
+                return items
+            assert time.monotonic() < deadline, f"{len(items)} of {count} kept"
+            self.run_coro(asyncio.sleep(0.01))
+
+    def expect_bounce(self, sid: str, to: str, kind: str, condition: str) -> None:
+        self.expect(f"""
+          <message type='error' id='{sid}' from='{to}' to='{USER}'>
+            <error type='{kind}'><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+          </message>""")
+
+    def test_an_element_to_an_app_is_kept_with_the_senders_bare_jid(self) -> None:
+        sent = encrypted_xml(7, (9,))
+        self.deliver(sent)
+        self.deliver(encrypted_xml(7, (9,), payload=False), to=f"otp@{DOMAIN}/cmaas", sid="x2")
+        first, second = self.kept(2)
+        assert (first.sender, second.sender) == ("alice@cmaas.test", "alice@cmaas.test")
+        assert shape(first.xml) == shape(sent)
+        assert parse_encrypted(second.xml).has_payload is False
+
+    def test_an_unknown_or_suspended_app_is_service_unavailable(self) -> None:
+        self.deliver(encrypted_xml(), to=f"nobody@{DOMAIN}")
+        self.expect_bounce("x1", f"nobody@{DOMAIN}", "cancel", "service-unavailable")
+        self.run_coro(self.service.update_app(UpdateAppRequest("otp", suspended=True)))
+        self.deliver(encrypted_xml(), sid="x2")
+        self.expect_bounce("x2", f"otp@{DOMAIN}", "cancel", "service-unavailable")
+        assert self.run_coro(self.keystore.omemo.inbound_after("otp", 0, 10)) == []
+
+    def test_past_the_apps_bound_it_is_resource_constraint(self) -> None:
+        for sid in ("x1", "x2", "x3"):
+            self.deliver(encrypted_xml(), sid=sid)
+        self.expect_bounce("x3", f"otp@{DOMAIN}", "wait", "resource-constraint")
+        assert len(self.kept(2)) == 2
+
+    def test_a_malformed_element_is_not_acceptable(self) -> None:
+        self.deliver(f"<encrypted xmlns='{AXOLOTL}'><payload>AAAA</payload></encrypted>")
+        self.expect_bounce("x1", f"otp@{DOMAIN}", "modify", "not-acceptable")
+        assert self.run_coro(self.keystore.omemo.inbound_after("otp", 0, 10)) == []
+
+    def test_errors_are_neither_kept_nor_answered(self) -> None:
+        self.deliver(encrypted_xml(), kind="error", sid="e1")
+        self.deliver(encrypted_xml(), to=f"nobody@{DOMAIN}", kind="error", sid="e2")
+        # Handled in order: had either been taken, the probe's bounce would not come first.
+        self.deliver(encrypted_xml(), to=f"nobody@{DOMAIN}", sid="probe")
+        self.expect_bounce("probe", f"nobody@{DOMAIN}", "cancel", "service-unavailable")
+        assert self.run_coro(self.keystore.omemo.inbound_after("otp", 0, 10)) == []

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cmaas.lifecycle import MessageStatus, Priority, StatusChange, Transition, transition
+from cmaas.lifecycle import (
+    OMEMO_RESOURCES,
+    MessageStatus,
+    Priority,
+    StatusChange,
+    Transition,
+    transition,
+)
 
 ALICE = "alice@example.org"
 SEALED = frozenset({"7", "8"})
@@ -92,4 +99,33 @@ def test_only_devices_the_message_is_sealed_to_report_and_never_without_a_device
     # Stored before the devices were recorded: any device of the recipient still counts.
     assert transition(S.DISPATCHED, ALICE, None, change(S.DELIVERED, "9"), never_reported) == (
         Transition(S.DELIVERED, moves=True)
+    )
+
+
+def test_with_the_omemo_mark_a_client_resource_may_report() -> None:
+    sealed = frozenset({"7", OMEMO_RESOURCES})
+    assert transition(
+        S.DISPATCHED, ALICE, sealed, change(S.DELIVERED, "profanity.ab12"), never_reported
+    ) == Transition(S.DELIVERED, moves=True)
+    # A numeric device id names a CMaaS device: it counts only if sealed to.
+    assert transition(S.DISPATCHED, ALICE, sealed, change(S.DELIVERED, "8"), never_reported) is None
+    assert transition(
+        S.DISPATCHED, ALICE, sealed, change(S.DELIVERED, "7"), never_reported
+    ) == Transition(S.DELIVERED, moves=True)
+
+
+def test_an_omemo_only_message_is_moved_by_resources_alone() -> None:
+    sealed = frozenset({OMEMO_RESOURCES})
+    assert transition(S.DISPATCHED, ALICE, sealed, change(S.READ, "gajim"), never_reported) == (
+        Transition(S.READ, moves=True)
+    )
+    assert transition(S.DISPATCHED, ALICE, sealed, change(S.READ, "123"), never_reported) is None
+
+
+def test_without_the_omemo_mark_a_resource_does_not_report() -> None:
+    assert (
+        transition(
+            S.DISPATCHED, ALICE, SEALED, change(S.DELIVERED, "profanity.ab12"), never_reported
+        )
+        is None
     )

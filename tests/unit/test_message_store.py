@@ -4,6 +4,7 @@ move forward, per-device events, resend candidates, expiry, nonces and cursors."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from cmaas.keystore import (
     NewApp,
     NewMessage,
     QuotaExhausted,
+    SealedPayload,
     SqliteKeystore,
     StatusEvent,
     issue_credentials,
@@ -168,6 +170,36 @@ async def test_envelopes_are_dropped_once_no_resend_needs_them(
     with sqlite3.connect(db_path) as raw:
         kept = raw.execute("SELECT message_id FROM messages WHERE envelope IS NOT NULL")
         assert [row[0] for row in kept] == ["c"]
+
+
+async def test_an_omemo_element_is_kept_beside_the_envelope_until_the_message_finishes(
+    keystore: SqliteKeystore, app: str, db_path: Path
+) -> None:
+    store = keystore.messages
+    both = dataclasses.replace(message("both"), omemo=b"<encrypted-both/>")
+    alone = dataclasses.replace(message("alone"), envelope=None, sealed_to=(), omemo=b"<e/>")
+    outcomes = await submit(keystore, both, alone, message("plain"))
+    seqs = [r.seq for r in outcomes if isinstance(r, MessageRecord)]
+    assert await store.sealed(seqs) == {
+        seqs[0]: SealedPayload(b"{}", b"<encrypted-both/>"),
+        seqs[1]: SealedPayload(None, b"<e/>"),
+        seqs[2]: SealedPayload(b"{}", None),
+    }
+    await store.mark_dispatched(seqs, 1_800_000_050_000)
+    # An OMEMO client's resource reports on what carries an OMEMO element, not on the rest.
+    recorded = await store.record(
+        [
+            change(m, MessageStatus.DELIVERED, "profanity.ab12", reporter=ALICE)
+            for m in ("both", "alone", "plain")
+        ]
+    )
+    assert [e.message_id for e in recorded] == ["both", "alone"]
+    assert await store.sealed(seqs) == {seqs[2]: SealedPayload(b"{}", None)}
+    with sqlite3.connect(db_path) as raw:
+        kept = raw.execute(
+            "SELECT message_id FROM messages WHERE envelope IS NOT NULL OR omemo IS NOT NULL"
+        )
+        assert [row[0] for row in kept] == ["plain"]
 
 
 async def test_pending_after_restart_resends_only_the_last_window(

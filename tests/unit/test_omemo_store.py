@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from cmaas.keystore import (
     issue_credentials,
 )
 from cmaas.wire import OmemoBundle, OmemoDevices, WireError
+from cmaas.xmpp.omemo import bundle_element, bundle_from_xml
 from tests.omemo_bundles import bundle_json, public_key
 
 from .conftest import FakeClock
@@ -139,3 +143,67 @@ def test_too_many_prekeys_and_ids_out_of_range() -> None:
             OmemoBundle.from_json(bundle_json(1), device_id=device_id)
     with pytest.raises(WireError, match=r"bundle\.device_id must be a whole number"):
         OmemoBundle.from_json(bundle_json(1))
+
+
+async def test_inbound_elements_are_bounded_per_app_read_in_order_and_purged(
+    keystore: SqliteKeystore,
+) -> None:
+    await add_app(keystore, "otp")
+    await add_app(keystore, "other")
+    store = keystore.omemo
+    seqs: list[int] = []
+    for n in range(3):
+        seq = await store.add_inbound(
+            "otp", "bob@x.test", f"<e{n}/>".encode(), 1000 + n, max_items=3
+        )
+        assert seq is not None
+        seqs.append(seq)
+    assert seqs == sorted(seqs)
+    assert await store.add_inbound("otp", "bob@x.test", b"<e3/>", 1003, max_items=3) is None
+    # The bound is the app's own: another app still takes elements.
+    other = await store.add_inbound("other", "eve@x.test", b"<o/>", 1000, max_items=3)
+    assert other is not None
+
+    every = await store.inbound_after("otp", 0, 10)
+    assert [(i.seq, i.sender, i.xml, i.received_ms) for i in every] == [
+        (seqs[0], "bob@x.test", "<e0/>", 1000),
+        (seqs[1], "bob@x.test", "<e1/>", 1001),
+        (seqs[2], "bob@x.test", "<e2/>", 1002),
+    ]
+    assert [i.xml for i in await store.inbound_after("otp", seqs[0], 1)] == ["<e1/>"]
+    assert await store.inbound_after("otp", seqs[2], 10) == []
+
+    assert await store.purge_inbound(1002) == 3  # e0, e1, and the other app's
+    assert [i.xml for i in await store.inbound_after("otp", 0, 10)] == ["<e2/>"]
+    assert await store.inbound_after("other", 0, 10) == []
+    # Room again once purged.
+    assert await store.add_inbound("otp", "bob@x.test", b"<e4/>", 1004, max_items=3) is not None
+
+
+def _bundle_xml(value: OmemoBundle) -> str:
+    return ET.tostring(bundle_element(value).xml, encoding="unicode")
+
+
+def test_a_bundle_element_reads_back_as_the_bundle() -> None:
+    for prekeys in (1, 3):
+        published = bundle(11, prekeys=prekeys)
+        assert bundle_from_xml(11, _bundle_xml(published)) == published
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        (lambda xml: xml.replace("bundle", "list"), "not a legacy OMEMO <bundle/>"),
+        (
+            lambda xml: re.sub("<(ns0:)?identityKey>[^<]*</(ns0:)?identityKey>", "", xml),
+            "has no identityKey",
+        ),
+        (lambda xml: re.sub('signedPreKeyId="1"', 'signedPreKeyId="x"', xml), "signedPreKeyId"),
+        (lambda xml: re.sub('preKeyId="2"', 'preKeyId="-2"', xml), "preKeyId"),
+        (lambda xml: '<!DOCTYPE b [<!ENTITY a "b">]>' + xml, "DOCTYPE"),
+        (lambda xml: xml[:-3], "not well-formed"),
+    ],
+)
+def test_a_malformed_bundle_element_is_refused(edit: Callable[[str], str], refusal: str) -> None:
+    with pytest.raises(WireError, match=refusal):
+        bundle_from_xml(11, edit(_bundle_xml(bundle(11, prekeys=2))))

@@ -28,6 +28,7 @@ from cmaas.lifecycle import MessageStatus, Priority
 from cmaas.settings import Settings
 from cmaas.wire.omemo import MAX_OMEMO_ID, MAX_OMEMO_PREKEYS
 from cmaas.xmpp.link import XmppLink
+from tests.omemo_elements import encrypted_xml
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
@@ -272,12 +273,18 @@ def _recipient_omemo() -> wire.RecipientOmemo:
     )
 
 
+def _omemo_inbound(seq: int) -> wire.OmemoInbound:
+    return wire.OmemoInbound(seq, "bob@b.example", encrypted_xml(), 1_800_000_000_000)
+
+
 def _wire_examples() -> dict[str, tuple[Callable[[], object], Callable[[object], object]]]:
     """Per schema: a full value of its wire class, and how to read it back."""
     event = wire.StatusEvent(7, "m1", MessageStatus.DELIVERED, 1_800_000_000_000, "42", "")
     return {
         "MessageSubmission": (
-            lambda: wire.Submission("m1", "+919876543210", "{}", Priority.HIGH, 1_800_000_000),
+            lambda: wire.Submission(
+                "m1", "+919876543210", "{}", Priority.HIGH, 1_800_000_000, encrypted_xml()
+            ),
             wire.Submission.from_json,
         ),
         "MessageAccepted": (
@@ -327,6 +334,15 @@ def _wire_examples() -> dict[str, tuple[Callable[[], object], Callable[[object],
         "OmemoUnreadable": (
             lambda: wire.OmemoUnreadable(wire.UnreadableReason.FORBIDDEN, "accept the app"),
             wire.OmemoUnreadable.from_json,
+        ),
+        "OmemoInbound": (lambda: _omemo_inbound(3), wire.OmemoInbound.from_json),
+        "OmemoInboundPage": (
+            lambda: wire.OmemoInboundPage((_omemo_inbound(3), _omemo_inbound(4)), 4),
+            wire.OmemoInboundPage.from_json,
+        ),
+        "KeyTransportRequest": (
+            lambda: wire.KeyTransportRequest("bob@b.example", encrypted_xml(payload=False)),
+            wire.KeyTransportRequest.from_json,
         ),
         "BlobCreated": (
             lambda: wire.BlobReceipt("b1", "https://gw.example/v1/blobs/b1", 10, 4),

@@ -264,6 +264,66 @@ def test_the_cache_drops_the_least_recently_used_past_its_bound() -> None:
     run(bounded())
 
 
+class Asker:
+    """The component as the lookup sees it: records the contact requests it would send."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def ask_subscription(self, app_id: str, jid: str) -> None:
+        self.asked.append((app_id, jid))
+
+
+def test_a_refused_list_asks_the_person_once_a_day_per_app() -> None:
+    clock = FakeClock(100.0)
+    asker = Asker()
+    pep = ScriptedPep({DEVICELIST: PepUnreadable(UnreadableReason.FORBIDDEN, "forbidden")})
+    limits = OmemoLookupLimits(unreadable_ttl_s=30, ask_again_s=3600)
+    lookup = RecipientOmemoLookup(pep, limits, asker=asker, clock=clock)
+
+    async def asked() -> None:
+        found = await lookup.lookup("otp", BOB)
+        assert asker.asked == [("otp", BOB)]
+        assert found.unreadable is not None
+        assert "the app has asked them to, as a contact request" in found.unreadable.detail
+        clock.now += 31  # the failure is read again, but the person is not asked again
+        again = await lookup.lookup("otp", BOB)
+        assert len(pep.asked) == 2 and asker.asked == [("otp", BOB)]
+        assert again.unreadable is not None and "has asked them" in again.unreadable.detail
+        await lookup.lookup("bank", BOB)  # another app asks for itself
+        assert asker.asked == [("otp", BOB), ("bank", BOB)]
+        clock.now += 3600
+        await lookup.lookup("otp", BOB)
+        assert asker.asked == [("otp", BOB), ("bank", BOB), ("otp", BOB)]
+
+    run(asked())
+
+
+def test_other_failures_ask_nobody() -> None:
+    asker = Asker()
+    pep = ScriptedPep({DEVICELIST: PepUnreadable(UnreadableReason.TIMEOUT, "10 s")})
+    found = run(RecipientOmemoLookup(pep, asker=asker).lookup("otp", BOB))
+    assert found.unreadable is not None and "asked" not in found.unreadable.detail
+    assert asker.asked == []
+
+
+def test_forget_reads_the_person_again_at_once() -> None:
+    clock = FakeClock(100.0)
+    pep = ScriptedPep({DEVICELIST: PepUnreadable(UnreadableReason.FORBIDDEN, "forbidden")})
+    lookup = RecipientOmemoLookup(pep, asker=Asker(), clock=clock)
+
+    async def accepted() -> None:
+        assert (await lookup.lookup("otp", BOB)).unreadable is not None
+        pep.items[DEVICELIST] = LIST_XML  # they accepted the app as a contact
+        assert (await lookup.lookup("otp", BOB)).unreadable is not None  # still cached
+        lookup.forget("otp", BOB)
+        found = await lookup.lookup("otp", BOB)
+        assert found.unreadable is None and found.device_list == LIST_XML
+        assert len(pep.asked) == 2 + 2  # the list twice, then bundles 7 and 9
+
+    run(accepted())
+
+
 # The wire form
 
 
