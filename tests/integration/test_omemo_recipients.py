@@ -68,14 +68,7 @@ class Person:
         api = client.api
         assert api is not None
         if self.server.kind == "prosody":
-            try:
-                keys = await api.lookup(self.jid)
-            except ApiError as refused:  # no CMaaS device: nothing to seal to yet
-                assert refused.code == "not_found"
-                why = refused.detail
-            else:
-                assert keys.omemo is not None and keys.omemo.unreadable is not None
-                why = keys.omemo.unreadable.detail
+            why = await _why_unreadable(client, self.jid)
             assert "accept the app as a contact" in why and "has asked them" in why
             await self.profanity.allow_subscription(client.app_jid)
 
@@ -89,6 +82,18 @@ class Person:
             )
 
         await _until(f"{self.jid}'s OMEMO bundle relayed", relayed)
+
+
+async def _why_unreadable(client: GatewayClient, jid: str) -> str:
+    """Why the key lookup relays no OMEMO device of ``jid``: the refusal (no CMaaS device
+    either: nothing to seal to), or the lookup's ``omemo.unreadable``."""
+    assert client.api is not None
+    try:
+        keys = await client.api.lookup(jid)
+    except ApiError as refused:
+        return f"{refused.code}: {refused.detail}"
+    assert keys.omemo is not None and keys.omemo.unreadable is not None
+    return keys.omemo.unreadable.detail
 
 
 @pytest.fixture

@@ -314,7 +314,9 @@ def test_forget_reads_the_person_again_at_once() -> None:
 
     async def accepted() -> None:
         assert (await lookup.lookup("otp", BOB)).unreadable is not None
-        pep.items[DEVICELIST] = LIST_XML  # they accepted the app as a contact
+        # They accepted the app as a contact: the list and device 9's bundle show.
+        pep.items[DEVICELIST] = LIST_XML
+        pep.items[f"{AXOLOTL}.bundles:9"] = bundle_xml(9)
         assert (await lookup.lookup("otp", BOB)).unreadable is not None  # still cached
         lookup.forget("otp", BOB)
         found = await lookup.lookup("otp", BOB)
@@ -379,3 +381,21 @@ async def test_no_device_in_either_suite_is_not_found_with_the_reason(
         await messaging(messaging_parts, pep).lookup(app, BOB)
     assert "no device" in missing.value.detail
     assert "forbidden" in missing.value.detail and "contact first" in missing.value.detail
+
+
+def test_a_list_whose_bundles_are_all_refused_is_unreadable_and_asks() -> None:
+    asker = Asker()
+    pep = ScriptedPep(
+        {
+            DEVICELIST: LIST_XML,
+            f"{AXOLOTL}.bundles:7": PepUnreadable(UnreadableReason.FORBIDDEN, "forbidden"),
+            f"{AXOLOTL}.bundles:9": PepUnreadable(UnreadableReason.FORBIDDEN, "forbidden"),
+        }
+    )
+    found = run(RecipientOmemoLookup(pep, asker=asker).lookup("otp", BOB))
+    assert found.device_list == LIST_XML and found.bundles == ()
+    assert found.unreadable is not None
+    assert found.unreadable.reason is UnreadableReason.FORBIDDEN
+    assert "OMEMO bundles" in found.unreadable.detail
+    assert "has asked them" in found.unreadable.detail
+    assert asker.asked == [("otp", BOB)]

@@ -14,6 +14,7 @@ import binascii
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from cmaas.identifiers import InvalidIdentifier, parse_bare_jid
 from cmaas.wire.errors import WireError
 from cmaas.wire.fields import ObjectReader
 from cmaas.wire.omemo import MAX_OMEMO_ID
@@ -201,9 +202,11 @@ class KeyTransportRequest:
         unknown = reader.unknown(frozenset({"to", "xml"}))
         if unknown:
             raise WireError(f"unknown fields: {', '.join(unknown)}")
-        to, xml = reader.text("to"), reader.text("xml")
-        if not 0 < len(to) <= 3071 or "/" in to:
-            raise WireError("to must be the recipient's bare JID")
+        xml = reader.text("xml")
+        try:
+            to = parse_bare_jid(reader.text("to"))
+        except InvalidIdentifier as error:
+            raise WireError(f"to: {error}") from error
         if parse_encrypted(xml).has_payload:
             raise WireError("a key transport carries no <payload/>: submit messages instead")
         return cls(to, xml)
