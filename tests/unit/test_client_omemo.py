@@ -3,7 +3,9 @@ talking through an in-memory relay that stands in for the gateway's PEP relay.""
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import stat
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +30,8 @@ from cmaas.clientservice.omemo import (
     OmemoTransportError,
 )
 from cmaas.clientservice.omemo.directory import GatewayDirectory
-from cmaas.clientservice.omemo.sender import PINS_FILE, STATE_FILE
+from cmaas.clientservice.omemo.sender import LEGACY_STATE_FILE, PINS_FILE, STATE_FILE
+from cmaas.clientservice.omemo.storage import SqliteStorage
 from cmaas.clientservice.omemo.text import omemo_body
 from cmaas.envelope import OtpContent, TextContent, fingerprint
 from cmaas.wire import (
@@ -169,6 +172,55 @@ async def test_state_survives_a_restart(relay: Relay, tmp_path: Path) -> None:
             # The same ratchet goes on: no new key exchange after the restart.
             assert "prekey" not in after.xml
             assert (await bob.decrypt(APP, after.xml)).plaintext == b"after the restart"
+
+
+async def test_a_state_kept_as_json_by_earlier_versions_is_imported_once(
+    relay: Relay, tmp_path: Path
+) -> None:
+    async with device(relay, tmp_path / "bob", BOB) as bob:
+        async with device(relay, tmp_path / "app", APP) as app:
+            app_id, app_key = await app.own_device()
+            await bob.decrypt(APP, (await app.encrypt(BOB, b"before")).xml)
+        with sqlite3.connect(tmp_path / "app" / STATE_FILE) as db:
+            values = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM omemo_state")}
+        moved = tmp_path / "moved"
+        moved.mkdir(mode=0o700)
+        legacy = moved / LEGACY_STATE_FILE
+        legacy.write_text(json.dumps(values))
+        legacy.chmod(0o600)
+        (moved / PINS_FILE).write_bytes((tmp_path / "app" / PINS_FILE).read_bytes())
+        (moved / PINS_FILE).chmod(0o600)
+        async with device(relay, moved, APP) as imported:
+            assert await imported.own_device() == (app_id, app_key)
+            after = await imported.encrypt(BOB, b"after the import")
+            assert (await bob.decrypt(APP, after.xml)).plaintext == b"after the import"
+        # One copy of the keys: the JSON file is gone once imported.
+        assert not legacy.exists()
+
+
+async def test_an_operation_commits_once_even_when_it_raises(tmp_path: Path) -> None:
+    storage = SqliteStorage(tmp_path / "state.sqlite3")
+
+    async def failing() -> None:
+        async with storage.operation():
+            await storage.store("/a", 1)
+            await storage.store("/b", [2])
+            assert (await storage.load_primitive("/a", int)).from_just() == 1
+            raise RuntimeError("python-omemo failed after writing")
+
+    with pytest.raises(RuntimeError):
+        await failing()
+    reopened = SqliteStorage(tmp_path / "state.sqlite3")
+    assert (await reopened.load_primitive("/a", int)).from_just() == 1
+    assert (await reopened.load_list("/b", int)).from_just() == [2]
+    async with reopened.operation():
+        await reopened.delete("/a")
+        with pytest.raises(OmemoStateError, match="do not nest"):
+            async with reopened.operation():
+                pass
+    assert (await reopened.load_primitive("/a", int)).is_nothing
+    storage.close()
+    reopened.close()
 
 
 async def test_a_changed_identity_key_is_refused_and_reported(relay: Relay, tmp_path: Path) -> None:

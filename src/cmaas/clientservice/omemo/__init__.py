@@ -20,7 +20,7 @@ from cmaas.clientservice.omemo.sender import (
     OmemoSender,
     SkippedDevice,
 )
-from cmaas.clientservice.omemo.storage import FileStorage
+from cmaas.clientservice.omemo.storage import SqliteStorage
 from cmaas.clientservice.omemo.transport import (
     BundleItem,
     DeviceListItem,
@@ -33,7 +33,6 @@ __all__ = [
     "Decrypted",
     "DeviceListItem",
     "Encrypted",
-    "FileStorage",
     "KeyTransport",
     "NewDevice",
     "NoOmemoDevices",
@@ -46,4 +45,5 @@ __all__ = [
     "OmemoStateError",
     "OmemoTransportError",
     "SkippedDevice",
+    "SqliteStorage",
 ]

@@ -19,6 +19,7 @@ built with, which is the pinned one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -60,7 +61,7 @@ from cmaas.clientservice.omemo.errors import (
     OmemoStateError,
     OmemoTransportError,
 )
-from cmaas.clientservice.omemo.storage import FileStorage
+from cmaas.clientservice.omemo.storage import SqliteStorage
 from cmaas.clientservice.omemo.transport import (
     BundleItem,
     DeviceListItem,
@@ -76,7 +77,8 @@ __all__ = ["Decrypted", "Encrypted", "NewDevice", "OmemoSender", "SkippedDevice"
 log = logging.getLogger(__name__)
 
 NAMESPACE = oldmemo.oldmemo.NAMESPACE
-STATE_FILE = "omemo-state.json"
+STATE_FILE = "omemo-state.sqlite3"
+LEGACY_STATE_FILE = "omemo-state.json"
 PINS_FILE = "omemo-pins.json"
 LOCK_FILE = "omemo.lock"
 
@@ -312,6 +314,8 @@ class OmemoSender:
         self._on_new_device = on_new_device
         self._manager: _Manager | None = None
         self._backend: oldmemo.Oldmemo | None = None
+        self._storage: SqliteStorage | None = None
+        self._listed = False
         self._lock = asyncio.Lock()
         self._held: int | None = None
 
@@ -328,11 +332,14 @@ class OmemoSender:
         await self.close()
 
     async def start(self) -> None:
-        """Load this device, or create it and publish its bundle and device list.
+        """Load this device, or create it and publish its bundle, and check that the
+        app's device list names it (a known device starts even if that check cannot
+        reach the gateway; the first seal checks again).
 
         Raises:
-            OmemoStateError: The state or pin file is unusable.
-            OmemoError: Publishing or fetching the own device list or bundle failed.
+            OmemoStateError: The state or pin file is unusable, or another process holds
+                this device.
+            OmemoError: Publishing a new device's bundle failed.
         """
         self._hold_device()
         try:
@@ -342,7 +349,10 @@ class OmemoSender:
             raise
 
     async def _start(self) -> None:
-        storage = FileStorage(self._state_dir / STATE_FILE)
+        storage = SqliteStorage(
+            self._state_dir / STATE_FILE, legacy=self._state_dir / LEGACY_STATE_FILE
+        )
+        self._storage = storage
         pins = _Pins(self._state_dir / PINS_FILE)
 
         class Bound(_Manager):
@@ -356,15 +366,23 @@ class OmemoSender:
         Bound.changed = {}
         backend = oldmemo.Oldmemo(storage)
         try:
-            manager = await Bound.create([backend], storage, self._own_jid, None, _UNDECIDED)
-            # No archive to catch up with: leave python-omemo's history-sync mode at once,
-            # or used prekeys would only be hidden and handshakes only queued.
-            await manager.after_history_sync()
+            async with storage.operation():
+                manager = await Bound.create([backend], storage, self._own_jid, None, _UNDECIDED)
+                # No archive to catch up with: leave python-omemo's history-sync mode at
+                # once, or used prekeys would only be hidden and handshakes only queued.
+                await manager.after_history_sync()
         except OMEMOException as error:
+            storage.close()
             raise _wrap(error) from error
+        except BaseException:
+            storage.close()
+            raise
         self._manager, self._backend = manager, backend
         try:
             await self.ensure_published()
+        except OmemoTransportError as error:
+            # A known device starts without the gateway; the first seal checks again.
+            log.info("could not check the app's OMEMO device list: %s", error)
         except BaseException:
             await self.close()
             raise
@@ -383,13 +401,13 @@ class OmemoSender:
             listed = oldmemo.etree.parse_device_list(parse_xml(item.xml)) if item else {}
         except xmlschema.XMLSchemaValidationError as error:
             raise OmemoMalformed(f"the app's own device list: {error}") from error
-        if device_id in listed:
-            return
-        log.info("OMEMO device %d is not on the app's device list; publishing it", device_id)
-        try:
-            await manager._upload_bundle(await backend.get_bundle(self._own_jid, device_id))
-        except OMEMOException as error:
-            raise _wrap(error) from error
+        if device_id not in listed:
+            log.info("OMEMO device %d is not on the app's device list; publishing it", device_id)
+            try:
+                await manager._upload_bundle(await backend.get_bundle(self._own_jid, device_id))
+            except OMEMOException as error:
+                raise _wrap(error) from error
+        self._listed = True
 
     def _hold_device(self) -> None:
         """Take this state directory's OMEMO device for this process alone: two processes
@@ -419,6 +437,9 @@ class OmemoSender:
         if self._manager is not None:
             await self._manager.shutdown()
             self._manager = None
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None
         self._release_device()
 
     async def own_device(self) -> tuple[int, bytes]:
@@ -437,7 +458,9 @@ class OmemoSender:
             OmemoError: The device list could not be fetched, or python-omemo failed.
         """
         manager = self._started()
-        async with self._lock:
+        if not self._listed:
+            await self.ensure_published()
+        async with self._lock, self._operation():
             Bound = type(manager)
             Bound.changed = {}
             try:
@@ -473,7 +496,7 @@ class OmemoSender:
         """
         manager = self._started()
         element = parse_xml(xml)
-        async with self._lock:
+        async with self._lock, self._operation():
             try:
                 message = await oldmemo.etree.parse_message(element, sender, self._own_jid, manager)
             except (ValueError, xmlschema.XMLSchemaValidationError) as error:
@@ -485,6 +508,11 @@ class OmemoSender:
             except OMEMOException as error:
                 raise OmemoDecryptFailed(f"{type(error).__name__}: {error}") from error
         return Decrypted(plaintext, device.bare_jid, device.device_id)
+
+    def _operation(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._storage is None:
+            raise OmemoError("the OMEMO sender is not started; use `async with`")
+        return self._storage.operation()
 
     def _started(self) -> _Manager:
         if self._manager is None:

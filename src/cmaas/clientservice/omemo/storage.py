@@ -1,82 +1,140 @@
-"""python-omemo's key/value storage, kept in one private file of the instance's state
-directory: the identity key, the signed prekey (rotated by python-omemo), the one-time
-prekeys, the own device id, the recipients' device lists and one ratchet session per
-recipient device.
+"""python-omemo's key/value storage, kept in one private SQLite file of the instance's
+state directory: the identity key, the signed prekey (rotated by python-omemo), the
+one-time prekeys, the own device id, the recipients' device lists and one ratchet session
+per recipient device.
 
-The file is mode 0600 in a 0700 directory and replaced atomically on every change
-(:mod:`cmaas.private_files`), so a crash leaves the state before or after a change, never
-a torn ratchet. The whole file is rewritten on each change, which is cheap for the tens of
-recipients an app has and the reason for the size cap.
+An app sends to many people, each with a session per device, so each value is its own
+row: a change writes that row, never the whole state. The file is mode 0600 in a 0700
+directory. Each operation of the sender (one seal, one opening) runs inside
+:meth:`SqliteStorage.operation`: python-omemo's dozen writes for it reach the disk in one
+transaction, so a crash leaves the state before or after a seal, never a torn ratchet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
 from omemo import JSONType, Just, Maybe, Nothing, Storage
 
 from cmaas.clientservice.omemo.errors import OmemoStateError
-from cmaas.private_files import read_private, write_private
+from cmaas.private_files import ensure_private_dir, read_private
 
-__all__ = ["FileStorage"]
+__all__ = ["SqliteStorage"]
 
-_MAX_STATE = 64 * 1024 * 1024
+_MAX_LEGACY_STATE = 64 * 1024 * 1024
+_DELETED = object()
 
 
-class FileStorage(Storage):
-    """The OMEMO state of one client-service instance, in ``path``.
+class SqliteStorage(Storage):
+    """The OMEMO state of one client-service instance, in the SQLite file ``path``.
 
-    Raises (constructor): OmemoStateError: The file is unreadable, too open, too large,
-        or not a JSON object.
+    A state kept by earlier versions in a JSON file (``legacy``) is imported once, when
+    ``path`` does not exist yet.
+
+    Raises (constructor): OmemoStateError: The file cannot be created or opened, is not
+        this state, or the legacy file is unusable.
     """
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(disable_cache=True)  # the values are in memory already
-        self._path = path
-        data = read_private(path, max_bytes=_MAX_STATE, error=OmemoStateError)
+    def __init__(self, path: Path, legacy: Path | None = None) -> None:
+        super().__init__(disable_cache=True)  # a seal reads what it wrote, from here
+        ensure_private_dir(path.parent, error=OmemoStateError)
+        fresh = not path.exists()
         try:
-            loaded = json.loads(data) if data else {}
-        except ValueError as error:
-            raise OmemoStateError(f"{path} is not the client's OMEMO state") from error
-        if not isinstance(loaded, dict):
-            raise OmemoStateError(f"{path} is not the client's OMEMO state")
-        self._values: dict[str, JSONType] = loaded
+            # Created 0600 before SQLite opens it; its journal files take its mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS omemo_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                " STRICT, WITHOUT ROWID"
+            )
+        except (OSError, sqlite3.Error) as error:
+            raise OmemoStateError(f"{path}: cannot open the OMEMO state: {error}") from error
+        self._path = path
+        self._pending: dict[str, object] | None = None
+        if fresh and legacy is not None and legacy.exists():
+            self._import(legacy)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.asynccontextmanager
+    async def operation(self) -> AsyncIterator[None]:
+        """Gather every write made inside into one transaction, committed when the block
+        ends, however it ends: python-omemo has acted on what it wrote (and writes of its
+        background signed-prekey rotation may be among them).
+
+        Raises: OmemoStateError: The transaction cannot be committed.
+        """
+        if self._pending is not None:
+            raise OmemoStateError("OMEMO operations do not nest")
+        pending: dict[str, object] = {}
+        self._pending = pending
+        try:
+            yield
+        finally:
+            self._pending = None
+            self._commit(pending)
 
     async def _load(self, key: str) -> Maybe[JSONType]:
-        if key in self._values:
-            return Just(self._values[key])
-        return Nothing()
+        if self._pending is not None and key in self._pending:
+            value = self._pending[key]
+            return Nothing() if value is _DELETED else Just(cast(JSONType, value))
+        try:
+            row = self._db.execute("SELECT value FROM omemo_state WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as error:
+            raise OmemoStateError(f"{self._path}: cannot read the OMEMO state: {error}") from error
+        return Nothing() if row is None else Just(cast(JSONType, json.loads(row[0])))
 
     async def _store(self, key: str, value: JSONType) -> None:
-        """Raises: OmemoStateError: The file cannot be written; the value is not kept."""
-        previous = self._values.get(key)
-        had = key in self._values
-        self._values[key] = value
-        try:
-            self._write()
-        except OmemoStateError:
-            # Memory must not run ahead of the file: a restart would resume from the file.
-            if had:
-                self._values[key] = previous
-            else:
-                del self._values[key]
-            raise
+        """Raises: OmemoStateError: Outside an operation, the value cannot be written."""
+        if self._pending is not None:
+            self._pending[key] = value
+        else:
+            self._commit({key: value})
 
     async def _delete(self, key: str) -> None:
-        """Raises: OmemoStateError: The file cannot be written; the value is kept."""
-        if key not in self._values:
-            return
-        value = self._values.pop(key)
-        try:
-            self._write()
-        except OmemoStateError:
-            self._values[key] = value
-            raise
+        """Raises: OmemoStateError: Outside an operation, the value cannot be deleted."""
+        if self._pending is not None:
+            self._pending[key] = _DELETED
+        else:
+            self._commit({key: _DELETED})
 
-    def _write(self) -> None:
-        data = json.dumps(cast(object, self._values), separators=(",", ":")).encode()
-        if len(data) > _MAX_STATE:
-            raise OmemoStateError(f"the OMEMO state would exceed {_MAX_STATE} bytes")
-        write_private(self._path, data, error=OmemoStateError)
+    def _commit(self, changes: dict[str, object]) -> None:
+        if not changes:
+            return
+        try:
+            with self._db:  # BEGIN ... COMMIT, or ROLLBACK on an error
+                self._db.execute("BEGIN IMMEDIATE")
+                for key, value in changes.items():
+                    if value is _DELETED:
+                        self._db.execute("DELETE FROM omemo_state WHERE key = ?", (key,))
+                    else:
+                        self._db.execute(
+                            "INSERT INTO omemo_state (key, value) VALUES (?, ?)"
+                            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (key, json.dumps(value, separators=(",", ":"))),
+                        )
+        except sqlite3.Error as error:
+            raise OmemoStateError(f"{self._path}: cannot write the OMEMO state: {error}") from error
+
+    def _import(self, legacy: Path) -> None:
+        data = read_private(legacy, max_bytes=_MAX_LEGACY_STATE, error=OmemoStateError)
+        try:
+            values = json.loads(data) if data else {}
+        except ValueError as error:
+            raise OmemoStateError(f"{legacy} is not the client's OMEMO state") from error
+        if not isinstance(values, dict):
+            raise OmemoStateError(f"{legacy} is not the client's OMEMO state")
+        self._commit(dict(values))
+        try:
+            legacy.unlink()  # one copy of the keys, never two devices from one state
+        except OSError as error:
+            raise OmemoStateError(f"{legacy}: imported, but cannot be removed: {error}") from error
