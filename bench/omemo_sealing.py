@@ -29,12 +29,10 @@ from pathlib import Path
 from bench.report import RESULTS_DIR
 from bench.timing import measure_async
 from cmaas.clientservice.omemo import (
-    BundleItem,
-    DeviceListItem,
     Encrypted,
-    KeyTransport,
     OmemoSender,
 )
+from cmaas.clientservice.omemo.memory import MemoryDirectory
 
 __all__ = ["DEVICE_COUNTS", "FIRST_MESSAGE", "main", "steady_name"]
 
@@ -52,48 +50,12 @@ def steady_name(devices: int) -> str:
     return f"encrypt OTP to {devices} device(s), sessions established"
 
 
-class MemoryRelay:
-    """The published OMEMO items the gateway would relay, kept in dicts (an
-    ``OmemoDirectory``); key transports wait in ``sent`` for their recipient."""
-
-    def __init__(self) -> None:
-        self.device_lists: dict[str, str] = {}
-        self.bundles: dict[tuple[str, int], str] = {}
-        self.sent: list[KeyTransport] = []
-
-    async def fetch_device_list(self, jid: str) -> DeviceListItem | None:
-        xml = self.device_lists.get(jid)
-        return None if xml is None else DeviceListItem(jid, xml)
-
-    async def fetch_bundle(self, jid: str, device_id: int) -> BundleItem | None:
-        xml = self.bundles.get((jid, device_id))
-        return None if xml is None else BundleItem(jid, device_id, xml)
-
-    async def publish_device_list(self, item: DeviceListItem) -> None:
-        self.device_lists[item.jid] = item.xml
-
-    async def publish_bundle(self, item: BundleItem) -> None:
-        self.bundles[(item.jid, item.device_id)] = item.xml
-
-    async def retract_bundle(self, jid: str, device_id: int) -> None:
-        self.bundles.pop((jid, device_id), None)
-
-    async def send_key_transport(self, message: KeyTransport) -> None:
-        self.sent.append(message)
-
-    def take(self, to: str) -> list[KeyTransport]:
-        """The key transports sent to ``to``, removed from ``sent``."""
-        mine = [message for message in self.sent if message.to == to]
-        self.sent = [message for message in self.sent if message.to != to]
-        return mine
-
-
 class SetupFailed(RuntimeError):
     """The sessions to measure could not be established as expected."""
 
 
 async def _establish(
-    app: OmemoSender, relay: MemoryRelay, devices: dict[int, OmemoSender], new: list[int]
+    app: OmemoSender, relay: MemoryDirectory, devices: dict[int, OmemoSender], new: list[int]
 ) -> None:
     """Seal one message to ``RECIPIENT``, let each ``new`` device open it and answer with its
     key transport, and open those: from then on every message is a plain ratchet step. The
@@ -113,7 +75,7 @@ async def _establish(
         if opened.plaintext != OTP:
             raise SetupFailed("a recipient device opened something else than the OTP")
     for answer in relay.take(APP):
-        await app.decrypt(RECIPIENT, answer.xml)
+        await app.decrypt(RECIPIENT, answer)
 
 
 async def measure(count: int, first_count: int, deadline: float) -> dict[str, dict[str, float]]:
@@ -122,7 +84,7 @@ async def measure(count: int, first_count: int, deadline: float) -> dict[str, di
     Raises: SetupFailed: See :func:`_establish`; also if a timed message is not what the
         measurement claims (a prekey message in the steady state, or the reverse).
     """
-    relay = MemoryRelay()
+    relay = MemoryDirectory()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="cmaas-bench-omemo-") as workdir:
         root = Path(workdir)

@@ -7,6 +7,7 @@ model, another JID's nodes read, and :class:`PepDirectory`, the
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 from slixmpp import ClientXMPP, Message
@@ -203,3 +204,14 @@ class PepDirectory:
             await publish(self._xmpp, node, ET.fromstring(xml), "open")
         except (IqError, IqTimeout) as error:
             raise OmemoTransportError(f"cannot publish {node}: {error}") from error
+
+
+def tampered(encrypted_xml: str) -> str:
+    """The ``<encrypted/>`` element with one bit of its payload flipped."""
+    element = ET.fromstring(encrypted_xml)
+    payload = element.find(f"{{{LEGACY_OMEMO_NAMESPACE}}}payload")
+    assert payload is not None and payload.text
+    flipped = bytearray(base64.b64decode(payload.text))
+    flipped[0] ^= 0x01
+    payload.text = base64.b64encode(bytes(flipped)).decode()
+    return ET.tostring(element, encoding="unicode")

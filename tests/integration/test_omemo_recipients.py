@@ -13,7 +13,6 @@ they have, the app reads it. On ejabberd Profanity publishes both nodes open.
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import time
 from collections.abc import Iterator
@@ -21,19 +20,18 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from slixmpp.xmlstream import ET
 
 from cmaas.clientservice import ApiError, ClientConfig, GatewayClient
 from cmaas.clientservice.client import OmemoReply
 from cmaas.devservers import XmppServer
 from cmaas.lifecycle import MessageStatus, Priority
 from cmaas.wire import MessageView, Submission
-from cmaas.xmpp.omemo import LEGACY_OMEMO_NAMESPACE
 
 from .apps import client_config_for
 from .conftest import PASSWORD
 from .devices import new_device
 from .gateway_process import GatewayProcess
+from .omemo_pep import tampered
 from .profanity import Profanity
 
 pytestmark = pytest.mark.integration
@@ -125,16 +123,6 @@ async def _delivered_by(client: GatewayClient, message_id: str) -> MessageView:
     return found
 
 
-def _tampered(encrypted_xml: str) -> str:
-    element = ET.fromstring(encrypted_xml)
-    payload = element.find(f"{{{LEGACY_OMEMO_NAMESPACE}}}payload")
-    assert payload is not None and payload.text
-    flipped = bytearray(base64.b64decode(payload.text))
-    flipped[0] ^= 0x01
-    payload.text = base64.b64encode(bytes(flipped)).decode()
-    return ET.tostring(element, encoding="unicode")
-
-
 async def test_an_app_reaches_a_person_in_profanity(
     xmpp_server: XmppServer, gateway: GatewayProcess, profanity: Profanity, tmp_path: Path
 ) -> None:
@@ -173,7 +161,7 @@ async def test_an_app_reaches_a_person_in_profanity(
             None,
             Priority.HIGH,
             expires_at=int(time.time()) + 600,
-            omemo=_tampered(sealed.xml),
+            omemo=tampered(sealed.xml),
         )
         await client.api.submit(bad)  # type: ignore[union-attr]
         later = await client.send(person.jid, text="After the tampered one.")

@@ -10,25 +10,24 @@ subscription; on ejabberd it reads it as a stranger (see :mod:`.profanity`).
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from slixmpp import Message
 from slixmpp.exceptions import IqError
-from slixmpp.xmlstream import ET
 
 from cmaas.clientservice.omemo import OmemoSender
 from cmaas.devservers import XmppServer
 from cmaas.devservers.client import AdhocClient
-from cmaas.xmpp.omemo import LEGACY_OMEMO_NAMESPACE, bundle_node
+from cmaas.xmpp.omemo import bundle_node
 
 from .conftest import PASSWORD, connect
 from .omemo_pep import (
     PepDirectory,
     chat_message,
     read_item,
+    tampered,
     wait_for_listed_device,
     wait_for_readable_device,
 )
@@ -61,17 +60,6 @@ async def sender(xmpp_server: XmppServer, profanity: Profanity) -> AsyncIterator
     client.xmpp.plugin["xep_0184"].auto_ack = False
     yield client
     await client.disconnect()
-
-
-def tampered(encrypted_xml: str) -> str:
-    """The ``<encrypted/>`` element with one bit of its payload flipped."""
-    element = ET.fromstring(encrypted_xml)
-    payload = element.find(f"{{{LEGACY_OMEMO_NAMESPACE}}}payload")
-    assert payload is not None and payload.text
-    flipped = bytearray(base64.b64decode(payload.text))
-    flipped[0] ^= 0x01
-    payload.text = base64.b64encode(bytes(flipped)).decode()
-    return ET.tostring(element, encoding="unicode")
 
 
 async def test_profanity_shows_sealed_text_answers_receipts_and_hides_tampered_text(

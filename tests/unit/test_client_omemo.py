@@ -30,6 +30,7 @@ from cmaas.clientservice.omemo import (
     OmemoTransportError,
 )
 from cmaas.clientservice.omemo.directory import GatewayDirectory
+from cmaas.clientservice.omemo.memory import MemoryDirectory
 from cmaas.clientservice.omemo.sender import LEGACY_STATE_FILE, PINS_FILE, STATE_FILE
 from cmaas.clientservice.omemo.storage import SqliteStorage
 from cmaas.clientservice.omemo.text import omemo_body
@@ -55,48 +56,14 @@ BOB = "bob@example.org"
 MALLORY = "mallory@example.org"
 
 
-class Relay:
-    """What the gateway will relay: PEP device lists and bundles, and key transports."""
-
-    def __init__(self) -> None:
-        self.device_lists: dict[str, str] = {}
-        self.bundles: dict[tuple[str, int], str] = {}
-        self.sent: list[KeyTransport] = []
-
-    async def fetch_device_list(self, jid: str) -> DeviceListItem | None:
-        xml = self.device_lists.get(jid)
-        return None if xml is None else DeviceListItem(jid, xml)
-
-    async def fetch_bundle(self, jid: str, device_id: int) -> BundleItem | None:
-        xml = self.bundles.get((jid, device_id))
-        return None if xml is None else BundleItem(jid, device_id, xml)
-
-    async def publish_device_list(self, item: DeviceListItem) -> None:
-        self.device_lists[item.jid] = item.xml
-
-    async def publish_bundle(self, item: BundleItem) -> None:
-        self.bundles[(item.jid, item.device_id)] = item.xml
-
-    async def retract_bundle(self, jid: str, device_id: int) -> None:
-        self.bundles.pop((jid, device_id), None)
-
-    async def send_key_transport(self, message: KeyTransport) -> None:
-        self.sent.append(message)
-
-    def take(self, to: str) -> list[str]:
-        mine = [m.xml for m in self.sent if m.to == to]
-        self.sent = [m for m in self.sent if m.to != to]
-        return mine
-
-
 @pytest.fixture
-def relay() -> Relay:
-    return Relay()
+def relay() -> MemoryDirectory:
+    return MemoryDirectory()
 
 
 @asynccontextmanager
 async def device(
-    relay: Relay,
+    relay: MemoryDirectory,
     state_dir: Path,
     jid: str,
     *,
@@ -114,7 +81,7 @@ async def device(
         yield sender
 
 
-async def test_first_message_and_follow_ups_decrypt(relay: Relay, tmp_path: Path) -> None:
+async def test_first_message_and_follow_ups_decrypt(relay: MemoryDirectory, tmp_path: Path) -> None:
     async with (
         device(relay, tmp_path / "app", APP) as app,
         device(relay, tmp_path / "bob", BOB) as bob,
@@ -137,7 +104,9 @@ async def test_first_message_and_follow_ups_decrypt(relay: Relay, tmp_path: Path
             assert (await bob.decrypt(APP, follow_up.xml)).plaintext == f"follow-up {n}".encode()
 
 
-async def test_a_second_instance_is_a_distinct_device(relay: Relay, tmp_path: Path) -> None:
+async def test_a_second_instance_is_a_distinct_device(
+    relay: MemoryDirectory, tmp_path: Path
+) -> None:
     async with (
         device(relay, tmp_path / "app-1", APP) as first,
         device(relay, tmp_path / "app-2", APP) as second,
@@ -159,7 +128,7 @@ async def test_a_second_instance_is_a_distinct_device(relay: Relay, tmp_path: Pa
     ).read_bytes()
 
 
-async def test_state_survives_a_restart(relay: Relay, tmp_path: Path) -> None:
+async def test_state_survives_a_restart(relay: MemoryDirectory, tmp_path: Path) -> None:
     async with device(relay, tmp_path / "bob", BOB) as bob:
         async with device(relay, tmp_path / "app", APP) as app:
             app_id, app_key = await app.own_device()
@@ -175,7 +144,7 @@ async def test_state_survives_a_restart(relay: Relay, tmp_path: Path) -> None:
 
 
 async def test_a_state_kept_as_json_by_earlier_versions_is_imported_once(
-    relay: Relay, tmp_path: Path
+    relay: MemoryDirectory, tmp_path: Path
 ) -> None:
     async with device(relay, tmp_path / "bob", BOB) as bob:
         async with device(relay, tmp_path / "app", APP) as app:
@@ -223,7 +192,9 @@ async def test_an_operation_commits_once_even_when_it_raises(tmp_path: Path) -> 
     reopened.close()
 
 
-async def test_a_changed_identity_key_is_refused_and_reported(relay: Relay, tmp_path: Path) -> None:
+async def test_a_changed_identity_key_is_refused_and_reported(
+    relay: MemoryDirectory, tmp_path: Path
+) -> None:
     key_changes: list[KeyChange] = []
     async with device(relay, tmp_path / "bob", BOB) as bob:
         bob_id, _ = await bob.own_device()
@@ -249,7 +220,9 @@ async def test_a_changed_identity_key_is_refused_and_reported(relay: Relay, tmp_
             assert (await bob.decrypt(APP, sealed.xml)).plaintext == b"to bob again"
 
 
-async def test_a_new_device_of_a_known_recipient_is_reported(relay: Relay, tmp_path: Path) -> None:
+async def test_a_new_device_of_a_known_recipient_is_reported(
+    relay: MemoryDirectory, tmp_path: Path
+) -> None:
     new_devices: list[NewDevice] = []
     async with (
         device(relay, tmp_path / "app", APP, new_devices=new_devices) as app,
@@ -266,7 +239,7 @@ async def test_a_new_device_of_a_known_recipient_is_reported(relay: Relay, tmp_p
             assert (await laptop.decrypt(APP, sealed.xml)).plaintext == b"to both"
 
 
-async def test_state_files_are_private(relay: Relay, tmp_path: Path) -> None:
+async def test_state_files_are_private(relay: MemoryDirectory, tmp_path: Path) -> None:
     async with (
         device(relay, tmp_path / "state", APP) as app,
         device(relay, tmp_path / "bob", BOB),
@@ -279,7 +252,9 @@ async def test_state_files_are_private(relay: Relay, tmp_path: Path) -> None:
     assert [p.name for p in state_dir.iterdir() if p.name.endswith(".tmp")] == []
 
 
-async def test_network_xml_with_a_doctype_is_refused(relay: Relay, tmp_path: Path) -> None:
+async def test_network_xml_with_a_doctype_is_refused(
+    relay: MemoryDirectory, tmp_path: Path
+) -> None:
     async with (
         device(relay, tmp_path / "app", APP) as app,
         device(relay, tmp_path / "bob", BOB) as bob,
@@ -291,7 +266,7 @@ async def test_network_xml_with_a_doctype_is_refused(relay: Relay, tmp_path: Pat
 
 
 async def test_plaintexts_stay_out_of_the_logs(
-    relay: Relay, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    relay: MemoryDirectory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with (
@@ -305,7 +280,7 @@ async def test_plaintexts_stay_out_of_the_logs(
     assert "marker-7f3a" not in caplog.text
 
 
-class FailingKeyTransports(Relay):
+class FailingKeyTransports(MemoryDirectory):
     async def send_key_transport(self, message: KeyTransport) -> None:
         raise OmemoTransportError("the gateway is unreachable")
 
@@ -329,7 +304,7 @@ async def test_a_lost_key_transport_does_not_lose_the_message(tmp_path: Path) ->
 
 
 async def test_a_second_process_on_the_same_state_is_refused_until_the_first_closes(
-    relay: Relay, tmp_path: Path
+    relay: MemoryDirectory, tmp_path: Path
 ) -> None:
     first = OmemoSender(tmp_path / "app", APP, relay)
     await first.start()

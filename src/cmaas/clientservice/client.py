@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -94,6 +94,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Answers worth retrying with the same message id: the gateway is busy or unreachable.
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
@@ -573,23 +575,11 @@ class GatewayClient:
 
         Raises: ApiError, GatewayUnavailable, and whatever ``on_status`` raises.
         """
-        cursor = read_cursor(self._cursor_path)
-        while not stop.is_set():
-            page = asyncio.ensure_future(self._page(cursor, 5))
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({page, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not page.done():
-                page.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await page
-                return
-            for event in page.result():
-                result = on_status(event)
-                if result is not None:
-                    await result
-                cursor = event.event_id
-                write_cursor(self._cursor_path, cursor)
+
+        async def page(cursor: int) -> list[tuple[StatusEvent, int]]:
+            return [(event, event.event_id) for event in await self._page(cursor, 5)]
+
+        await _follow_cursor(self._cursor_path, page, on_status, stop)
 
     @property
     def _cursor_path(self) -> Path:
@@ -655,29 +645,20 @@ class GatewayClient:
         """
         if self.omemo is None:
             raise ClientServiceError("OMEMO is off for this client (ClientConfig.omemo)")
-        path = self.config.state_dir / "omemo-inbound.cursor"
-        cursor = read_cursor(path)
-        while not stop.is_set():
-            page = asyncio.ensure_future(
-                self._retrying(functools.partial(self._api().omemo_inbound, cursor, 20))
+        api = self._api()
+
+        async def page(cursor: int) -> list[tuple[OmemoInbound, int]]:
+            found: OmemoInboundPage = await self._retrying(
+                functools.partial(api.omemo_inbound, cursor, 20)
             )
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({page, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not page.done():
-                page.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await page
-                return
-            found: OmemoInboundPage = page.result()
-            for item in found.items:
-                reply = await self._open_inbound(item)
-                if reply is not None and on_reply is not None:
-                    result = on_reply(reply)
-                    if result is not None:
-                        await result
-                cursor = item.seq
-                write_cursor(path, cursor)
+            return [(item, item.seq) for item in found.items]
+
+        async def handle(item: OmemoInbound) -> None:
+            reply = await self._open_inbound(item)
+            if reply is not None and on_reply is not None:
+                await _called(on_reply, reply)
+
+        await _follow_cursor(self.config.state_dir / "omemo-inbound.cursor", page, handle, stop)
 
     async def _open_inbound(self, item: OmemoInbound) -> OmemoReply | None:
         """Raises: OmemoStateError."""
@@ -712,6 +693,39 @@ class GatewayClient:
             log.info("gateway: %s; retrying in %.1f s", reason, wait)
             await asyncio.sleep(wait * random.uniform(0.9, 1.1))  # noqa: S311
             delay = min(delay * 2, 10.0)
+
+
+async def _follow_cursor(
+    path: Path,
+    page: Callable[[int], Awaitable[list[tuple[T, int]]]],
+    handle: Callable[[T], Awaitable[None] | None],
+    stop: asyncio.Event,
+) -> None:
+    """Hand each item after the cursor kept in ``path`` to ``handle``, in order, until
+    ``stop`` is set; the cursor advances after each item is handled. A page still
+    waiting when ``stop`` is set is abandoned."""
+    cursor = read_cursor(path)
+    while not stop.is_set():
+        waiting = asyncio.ensure_future(page(cursor))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            return
+        for item, position in waiting.result():
+            await _called(handle, item)
+            cursor = position
+            write_cursor(path, cursor)
+
+
+async def _called(callback: Callable[[T], Awaitable[None] | None], value: T) -> None:
+    """Call a callback that may be a coroutine function."""
+    result = callback(value)
+    if result is not None:
+        await result
 
 
 def _encrypt_file(source: Path, target: Path, file_key: bytes) -> tuple[int, str, str]:

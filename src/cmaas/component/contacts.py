@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from slixmpp import JID
 
 from cmaas.identifiers import InvalidIdentifier, parse_app_id
-from cmaas.keystore import AppNotFound, DeviceNotFound, Keystore
+from cmaas.keystore import App, AppNotFound, DeviceNotFound, Keystore
 from cmaas.wire import OmemoBundle
 from cmaas.wire.omemo import MAX_OMEMO_ID
 from cmaas.xmpp.omemo import BUNDLES_NODE_PREFIX, DEVICELIST_NODE
@@ -42,26 +42,16 @@ class AppContacts:
         self._domain = component_domain
 
     async def contact(self, jid: JID) -> AppContact:
-        app_id = await self._known_app(jid)
-        if app_id is None:
-            return _UNKNOWN
-        try:
-            app = await self._keystore.get_app(app_id)
-        except AppNotFound:
+        app = await self._app(jid)
+        if app is None:
             return _UNKNOWN
         state = ContactState.SUSPENDED if app.suspended else ContactState.ACTIVE
         return AppContact(state, app.display_name)
 
     async def active_app_id(self, jid: JID) -> str | None:
         """The app id of ``jid`` when it is the JID of an app that is not suspended."""
-        app_id = await self._known_app(jid)
-        if app_id is None:
-            return None
-        try:
-            app = await self._keystore.get_app(app_id)
-        except AppNotFound:
-            return None
-        return None if app.suspended else app_id
+        app = await self._app(jid)
+        return None if app is None or app.suspended else app.app_id
 
     async def pep_item(self, jid: JID, node: str) -> PepItem | None:
         """The current item of the app JID's PEP node ``node``, served to anyone, as an
@@ -87,11 +77,14 @@ class AppContacts:
 
     async def _known_app(self, jid: JID) -> str | None:
         """The app id of an app JID of this component whose app exists."""
+        app = await self._app(jid)
+        return None if app is None else app.app_id
+
+    async def _app(self, jid: JID) -> App | None:
+        """The app whose JID of this component ``jid`` is, if it exists."""
         if jid.domain != self._domain or not jid.user:
             return None
         try:
-            app_id = parse_app_id(jid.user)
-            await self._keystore.get_app(app_id)
+            return await self._keystore.get_app(parse_app_id(jid.user))
         except (InvalidIdentifier, AppNotFound):
             return None
-        return app_id

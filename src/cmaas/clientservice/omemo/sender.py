@@ -71,6 +71,8 @@ from cmaas.clientservice.omemo.transport import (
 from cmaas.clientservice.state import DevicePins, KeyChange
 from cmaas.envelope import fingerprint
 from cmaas.private_files import ensure_private_dir
+from cmaas.wire import WireError
+from cmaas.wire.omemo_message import parse_safe_xml
 
 __all__ = ["Decrypted", "Encrypted", "NewDevice", "OmemoSender", "SkippedDevice"]
 
@@ -140,25 +142,15 @@ class _Pins(DevicePins):
         return bool(self._pins.get(jid))
 
 
-class _NoDoctype(ET.TreeBuilder):
-    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
-        # Called at the DOCTYPE's start, before any entity in it is declared or expanded.
-        raise OmemoMalformed("a DOCTYPE is not allowed in OMEMO XML")
-
-
 def parse_xml(text: str) -> ET.Element:
     """Parse network XML, refusing a DOCTYPE (and with it every entity trick).
 
     Raises: OmemoMalformed.
     """
-    if len(text) > _MAX_XML:
-        raise OmemoMalformed(f"the XML is longer than {_MAX_XML} characters")
-    parser = ET.XMLParser(target=_NoDoctype())  # noqa: S314 - its target refuses a DOCTYPE
     try:
-        parser.feed(text)
-        return parser.close()
-    except ET.ParseError as error:
-        raise OmemoMalformed(f"not well-formed XML: {error}") from error
+        return parse_safe_xml(text, _MAX_XML)
+    except WireError as error:
+        raise OmemoMalformed(str(error)) from error
 
 
 class _KeyChangedBundle(BundleDownloadFailed):
