@@ -207,6 +207,13 @@ class Profanity:
         await asyncio.to_thread(self.wait_for, f"Received authorization request from {jid}", within)
         await self._answer_async(f"/sub allow {jid}", f"Accepted subscription for {jid}", within)
 
+    async def request_subscription(self, jid: str, within: float = 20.0) -> None:
+        """``/sub request``: ask to see ``jid``'s presence, as a person adding a contact
+        does (an app JID's gateway approves and asks back: :meth:`allow_subscription`)."""
+        await self._answer_async(
+            f"/sub request {jid}", f"Sent subscription request to {jid}.", within
+        )
+
     def chat_log(self) -> list[ChatLogEntry]:
         """The messages Profanity logged for this account so far, oldest first.
 

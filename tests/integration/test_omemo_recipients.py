@@ -60,14 +60,19 @@ class Person:
         self.jid = f"{user}@{server.domain}"
         self.device_id = 0
 
-    async def accept(self, client: GatewayClient) -> None:
-        """Make the app able to read this person's OMEMO devices: on Prosody, the first
-        lookup is refused and the gateway asks the person, who allows the app."""
+    async def accept(self, client: GatewayClient, *, has_cmaas_device: bool = False) -> None:
+        """Make the app able to read this person's OMEMO devices. On Prosody the first
+        lookup is refused: the gateway asks a person it cannot otherwise reach to accept
+        the app, and they allow it; a person with a CMaaS device is not asked, and adds
+        the app as a contact themselves (the gateway approves and asks back)."""
         api = client.api
         assert api is not None
         if self.server.kind == "prosody":
             why = await _why_unreadable(client, self.jid)
-            assert "accept the app as a contact" in why and "has asked them" in why
+            assert "accept the app as a contact" in why
+            assert ("has asked them" in why) is not has_cmaas_device
+            if has_cmaas_device:
+                await self.profanity.request_subscription(client.app_jid)
             await self.profanity.allow_subscription(client.app_jid)
 
         async def relayed() -> bool:
@@ -210,7 +215,7 @@ async def test_a_person_with_a_cmaas_device_and_profanity_gets_the_message_on_bo
         )
         await device.publish()
         client = await stack.enter_async_context(GatewayClient(config))
-        await person.accept(client)
+        await person.accept(client, has_cmaas_device=True)
         sent = await client.send(person.jid, otp="551177", purpose="payment")
 
         opened = await asyncio.wait_for(device.next_message(), _WITHIN)

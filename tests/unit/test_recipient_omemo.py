@@ -274,6 +274,11 @@ class Asker:
         self.asked.append((app_id, jid))
 
 
+async def asked_lookup(lookup: RecipientOmemoLookup, app_id: str) -> RecipientOmemo:
+    """A lookup for a recipient with no CMaaS device, as ``Messaging.lookup`` makes it."""
+    return lookup.ask_if_refused(app_id, BOB, await lookup.lookup(app_id, BOB))
+
+
 def test_a_refused_list_asks_the_person_once_a_day_per_app() -> None:
     clock = FakeClock(100.0)
     asker = Asker()
@@ -282,18 +287,18 @@ def test_a_refused_list_asks_the_person_once_a_day_per_app() -> None:
     lookup = RecipientOmemoLookup(pep, limits, asker=asker, clock=clock)
 
     async def asked() -> None:
-        found = await lookup.lookup("otp", BOB)
+        found = await asked_lookup(lookup, "otp")
         assert asker.asked == [("otp", BOB)]
         assert found.unreadable is not None
         assert "the app has asked them to, as a contact request" in found.unreadable.detail
         clock.now += 31  # the failure is read again, but the person is not asked again
-        again = await lookup.lookup("otp", BOB)
+        again = await asked_lookup(lookup, "otp")
         assert len(pep.asked) == 2 and asker.asked == [("otp", BOB)]
         assert again.unreadable is not None and "has asked them" in again.unreadable.detail
-        await lookup.lookup("bank", BOB)  # another app asks for itself
+        await asked_lookup(lookup, "bank")  # another app asks for itself
         assert asker.asked == [("otp", BOB), ("bank", BOB)]
         clock.now += 3600
-        await lookup.lookup("otp", BOB)
+        await asked_lookup(lookup, "otp")
         assert asker.asked == [("otp", BOB), ("bank", BOB), ("otp", BOB)]
 
     run(asked())
@@ -302,7 +307,7 @@ def test_a_refused_list_asks_the_person_once_a_day_per_app() -> None:
 def test_other_failures_ask_nobody() -> None:
     asker = Asker()
     pep = ScriptedPep({DEVICELIST: PepUnreadable(UnreadableReason.TIMEOUT, "10 s")})
-    found = run(RecipientOmemoLookup(pep, asker=asker).lookup("otp", BOB))
+    found = run(asked_lookup(RecipientOmemoLookup(pep, asker=asker), "otp"))
     assert found.unreadable is not None and "asked" not in found.unreadable.detail
     assert asker.asked == []
 
@@ -392,7 +397,7 @@ def test_a_list_whose_bundles_are_all_refused_is_unreadable_and_asks() -> None:
             f"{AXOLOTL}.bundles:9": PepUnreadable(UnreadableReason.FORBIDDEN, "forbidden"),
         }
     )
-    found = run(RecipientOmemoLookup(pep, asker=asker).lookup("otp", BOB))
+    found = run(asked_lookup(RecipientOmemoLookup(pep, asker=asker), "otp"))
     assert found.device_list == LIST_XML and found.bundles == ()
     assert found.unreadable is not None
     assert found.unreadable.reason is UnreadableReason.FORBIDDEN

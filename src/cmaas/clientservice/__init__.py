@@ -1,16 +1,25 @@
 """The gateway client service: the app's side of CMaaS (``docs/client.md``).
 
 :class:`GatewayClient` seals at the source and submits; :class:`GatewayApi` is the signed
-HTTP client underneath. Neither needs anything POSIX-only, so both run on Windows too.
+HTTP client underneath. Neither needs anything POSIX-only, so both run on Windows too
+(the OMEMO device's lock is ``msvcrt``'s there).
 """
 
 from cmaas.clientservice.api import ApiError, AppCredentials, GatewayApi
-from cmaas.clientservice.client import ClientConfig, GatewayClient, KeyChange, Transport
+from cmaas.clientservice.client import (
+    ClientConfig,
+    GatewayClient,
+    KeyChange,
+    NewDevice,
+    OmemoReply,
+    Transport,
+)
 from cmaas.clientservice.errors import (
     ClientServiceError,
     ClientStateError,
     DeviceKeyChanged,
     GatewayUnavailable,
+    NoDeviceToSeal,
 )
 from cmaas.clientservice.sync import SyncGatewayClient
 from cmaas.clientservice.webhooks import BadWebhook, status_webhook, verified_events
@@ -28,6 +37,9 @@ __all__ = [
     "GatewayClient",
     "GatewayUnavailable",
     "KeyChange",
+    "NewDevice",
+    "NoDeviceToSeal",
+    "OmemoReply",
     "SyncGatewayClient",
     "Transport",
     "XmppTransport",

@@ -40,12 +40,13 @@ from cmaas.clientservice.omemo.errors import (
     OmemoMalformed,
     OmemoTransportError,
 )
-from cmaas.clientservice.omemo.sender import NewDevice, OmemoSender
+from cmaas.clientservice.omemo.sender import OmemoSender
 from cmaas.clientservice.omemo.text import omemo_body
 from cmaas.clientservice.sealing import seal_submission
 from cmaas.clientservice.state import (
     DevicePins,
     KeyChange,
+    NewDevice,
     Registration,
     load_or_create_app_key,
     read_cursor,
@@ -194,8 +195,8 @@ class GatewayClient:
     Args:
         on_key_change: Told of every device (of either suite) refused for a changed
             identity key.
-        on_new_device: Told of every new OMEMO device of a recipient whose other OMEMO
-            devices were already pinned (it is pinned and sealed to).
+        on_new_device: Told of every new device of a recipient whose other devices of
+            the same suite were already pinned (it is pinned and sealed to).
     """
 
     def __init__(
@@ -618,7 +619,15 @@ class GatewayClient:
         if changed and not usable and not (self.omemo is not None and omemo_relayed):
             raise DeviceKeyChanged(jid, changed)
         if usable:
+            known = self._pins.knows(jid)
+            fresh = [b for b in usable if not self._pins.pinned(jid, b.device_id)]
             self._pins.pin(jid, {b.device_id: b.identity_key for b in usable})
+            for bundle in fresh if known else ():
+                log.info("new device %d of %s pinned", bundle.device_id, jid)
+                if self._on_new_device is not None:
+                    self._on_new_device(
+                        NewDevice(jid, bundle.device_id, fingerprint(bundle.identity_key))
+                    )
         # A handed-out one-time prekey seals one message only; reuse seals to the SPK.
         reusable = tuple(dataclasses.replace(b, one_time_prekeys=()) for b in usable)
         self._cache[to] = _CachedKeys(

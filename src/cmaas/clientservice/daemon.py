@@ -37,7 +37,7 @@ from aiohttp import web
 
 from cmaas.clientservice.api import ApiError, AppCredentials
 from cmaas.clientservice.client import GatewayClient, Sent
-from cmaas.clientservice.errors import ClientServiceError, DeviceKeyChanged
+from cmaas.clientservice.errors import ClientServiceError, DeviceKeyChanged, NoDeviceToSeal
 from cmaas.envelope import EnvelopeError
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.errors import CmaasError
@@ -116,6 +116,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return refusal_response(error.status, error.code, error.detail)
     except DeviceKeyChanged as error:
         return refusal_response(409, "device_key_changed", str(error))
+    except NoDeviceToSeal as error:
+        return refusal_response(404, "no_device", str(error))
     except (EnvelopeError, ValueError) as error:
         # What the content itself refuses (an OTP too short, a bad message id, ...).
         return refusal_response(400, "invalid_request", str(error))

@@ -17,6 +17,7 @@ from cmaas.private_files import read_private, write_private
 __all__ = [
     "DevicePins",
     "KeyChange",
+    "NewDevice",
     "Registration",
     "load_or_create_app_key",
     "read_cursor",
@@ -31,6 +32,17 @@ class KeyChange:
 
     jid: str
     device_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """A recipient that already had pinned devices (of the same suite) presented another
+    one: it is pinned now and sealed to. A gateway that invents a device for a person is
+    seen here first."""
+
+    jid: str
+    device_id: int
+    fingerprint: str
 
 
 _MAX_FILE = 4 * 1024 * 1024
@@ -75,6 +87,13 @@ class DevicePins:
         if not isinstance(loaded, dict):
             raise ClientStateError(f"{path} is not the client's pin file")
         self._pins: dict[str, dict[str, str]] = loaded
+
+    def knows(self, jid: str) -> bool:
+        """Whether any device of ``jid`` is pinned."""
+        return bool(self._pins.get(jid))
+
+    def pinned(self, jid: str, device_id: int) -> bool:
+        return str(device_id) in self._pins.get(jid, {})
 
     def changed(self, jid: str, device_id: int, identity_key: bytes) -> bool:
         """Whether the device presents another identity key than the one pinned."""

@@ -101,7 +101,8 @@ class RecipientOmemoLookup:
     ) -> None:
         """Args:
         asker: Asks a person whose server refuses the app their device list to accept
-            the app as a contact, once per ``ask_again_s``; without it, nobody is asked.
+            the app as a contact (:meth:`ask_if_refused`), once per ``ask_again_s``;
+            without it, nobody is asked.
         """
         self._reader = reader
         self.limits = limits or OmemoLookupLimits()
@@ -120,22 +121,29 @@ class RecipientOmemoLookup:
             self._cache.move_to_end(key)
             return cached[1]
         found = await self._read(app_id, jid)
-        unreadable = found.unreadable
-        if (
-            unreadable is not None
-            and unreadable.reason is UnreadableReason.FORBIDDEN
-            and self._ask(app_id, jid)
-        ):
-            asked = f"{unreadable.detail} (the app has asked them to, as a contact request)"
-            found = dataclasses.replace(
-                found, unreadable=dataclasses.replace(unreadable, detail=asked)
-            )
         ttl = self.limits.unreadable_ttl_s if found.unreadable else self.limits.ttl_s
         self._cache[key] = (self._clock() + ttl, found)
         self._cache.move_to_end(key)
         while len(self._cache) > self.limits.max_entries:
             self._cache.popitem(last=False)
         return found
+
+    def ask_if_refused(self, app_id: str, jid: str, found: RecipientOmemo) -> RecipientOmemo:
+        """When ``jid``'s server refused the app their OMEMO devices, ask them to accept
+        the app as a contact (once per ``ask_again_s``) and say so in the answer's detail.
+
+        For a recipient the message cannot otherwise reach: one with CMaaS devices gets
+        it anyway, and is not sent contact requests by every app that writes to them.
+        """
+        unreadable = found.unreadable
+        if (
+            unreadable is None
+            or unreadable.reason is not UnreadableReason.FORBIDDEN
+            or not self._ask(app_id, jid)
+        ):
+            return found
+        asked = f"{unreadable.detail} (the app has asked them to, as a contact request)"
+        return dataclasses.replace(found, unreadable=dataclasses.replace(unreadable, detail=asked))
 
     def __len__(self) -> int:
         return len(self._cache)

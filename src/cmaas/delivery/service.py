@@ -106,6 +106,8 @@ class Messaging:
             taking = both.create_task(self._directory.lookup(jid, for_app=app.app_id))
             reading = both.create_task(self._recipient_omemo.lookup(app.app_id, jid))
         bundles, omemo = taking.result(), reading.result()
+        if not bundles:
+            omemo = self._recipient_omemo.ask_if_refused(app.app_id, jid, omemo)
         if not bundles and not omemo.bundles:
             why = (
                 f"{omemo.unreadable.reason.value}: {omemo.unreadable.detail}"

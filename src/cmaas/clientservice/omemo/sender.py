@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
 
 import oldmemo
 import oldmemo.etree
@@ -68,7 +73,7 @@ from cmaas.clientservice.omemo.transport import (
     KeyTransport,
     OmemoDirectory,
 )
-from cmaas.clientservice.state import DevicePins, KeyChange
+from cmaas.clientservice.state import DevicePins, KeyChange, NewDevice
 from cmaas.envelope import fingerprint
 from cmaas.private_files import ensure_private_dir
 from cmaas.wire import WireError
@@ -92,15 +97,6 @@ _PINNED = "pinned"  # sealed to
 _CHANGED = "changed"  # another key than the pinned one: never sealed to
 _UNDECIDED = "undecided"  # first seen: decided (pinned) before the first seal
 _MAX_XML = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class NewDevice:
-    """A recipient that already had pinned OMEMO devices presented another one (pinned now)."""
-
-    jid: str
-    device_id: int
-    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +133,6 @@ class Decrypted:
     device_id: int
 
 
-class _Pins(DevicePins):
-    def knows(self, jid: str) -> bool:
-        return bool(self._pins.get(jid))
-
-
 def parse_xml(text: str) -> ET.Element:
     """Parse network XML, refusing a DOCTYPE (and with it every entity trick).
 
@@ -163,7 +154,7 @@ class _Manager(SessionManager):
     returns, so the bindings are class attributes of a subclass made per instance."""
 
     directory: OmemoDirectory
-    pins: _Pins
+    pins: DevicePins
     own_jid: str
     report_change: Callable[[KeyChange], None] | None
     report_new: Callable[[NewDevice], None] | None
@@ -345,7 +336,7 @@ class OmemoSender:
             self._state_dir / STATE_FILE, legacy=self._state_dir / LEGACY_STATE_FILE
         )
         self._storage = storage
-        pins = _Pins(self._state_dir / PINS_FILE)
+        pins = DevicePins(self._state_dir / PINS_FILE)
 
         class Bound(_Manager):
             pass
@@ -410,8 +401,8 @@ class OmemoSender:
         ensure_private_dir(self._state_dir, error=OmemoStateError)
         descriptor = os.open(self._state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            _lock_exclusively(descriptor)
+        except OSError:
             os.close(descriptor)
             raise OmemoStateError(
                 f"another process uses the OMEMO device of {self._state_dir}: stop it, or give"
@@ -510,6 +501,17 @@ class OmemoSender:
         if self._manager is None:
             raise OmemoError("the OMEMO sender is not started; use `async with`")
         return self._manager
+
+
+def _lock_exclusively(descriptor: int) -> None:
+    """Hold an exclusive lock on the open file until it is closed.
+
+    Raises: OSError: Another process (or another open of the file) holds it.
+    """
+    if sys.platform == "win32":
+        msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+    else:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _reason(error: EncryptionError) -> str:
