@@ -1,4 +1,5 @@
-"""Throwaway Prosody and ejabberd servers on loopback, for tests and the demo.
+"""Throwaway Prosody and ejabberd servers on loopback, for tests and the demo; and
+throwaway PostgreSQL servers on a Unix socket (:func:`start_postgres`).
 
 Usage::
 
@@ -32,15 +33,18 @@ from cmaas.devservers._ports import free_port
 from cmaas.devservers._processes import cmaas_executable
 from cmaas.devservers._server import XmppServer
 from cmaas.devservers.ejabberd import start_ejabberd
+from cmaas.devservers.postgres import PostgresServer, start_postgres
 from cmaas.devservers.prosody import start_prosody
 
 __all__ = [
     "DevServerError",
+    "PostgresServer",
     "XmppServer",
     "cmaas_executable",
     "ensure_installed",
     "find_config_dir",
     "free_port",
     "start_ejabberd",
+    "start_postgres",
     "start_prosody",
 ]

@@ -10,15 +10,22 @@ from collections.abc import Sequence
 
 import aiosqlite
 
+from cmaas.keystore._rows import (
+    TAKEN_KEPT_S,
+    check_device_room,
+    check_pool_room,
+    check_publication,
+    check_signed_prekey,
+    device_record,
+    new_prekeys,
+    signed_prekey,
+    suites,
+)
 from cmaas.keystore._sql import SharedConnection, SqliteThread
 from cmaas.keystore.errors import (
     DeviceNotFound,
     DeviceRevoked,
     IdentityKeyMismatch,
-    PrekeyIdConflict,
-    PrekeyPoolFull,
-    SignedPrekeyRollback,
-    TooManyDevices,
 )
 from cmaas.keystore.models import (
     DeviceKeys,
@@ -31,100 +38,11 @@ from cmaas.keystore.models import (
 
 __all__ = ["SqliteDeviceStore"]
 
-_MAX_ID = 2**31 - 1
-# A handed-out key is remembered as long as an envelope sealed to it may live, so a late
-# retry of a publish cannot bring it back.
-_TAKEN_KEPT_S = 30 * 24 * 3600
-
 _SELECT_DEVICES = (
     "SELECT d.*, (SELECT count(*) FROM one_time_prekeys p"
     " WHERE p.jid = d.jid AND p.device_id = d.device_id) AS prekeys_left"
     " FROM devices d"
 )
-
-
-def _check_publication(publication: DevicePublication) -> None:
-    ids = [publication.device_id, publication.signed_prekey.key_id]
-    ids += [prekey.key_id for prekey in publication.one_time_prekeys]
-    if not all(1 <= i <= _MAX_ID for i in ids):
-        raise ValueError(f"device and prekey ids must be between 1 and {_MAX_ID}")
-    # Suites are stored comma-joined.
-    if any(not suite or "," in suite for suite in publication.suites):
-        raise ValueError("a suite name must be non-empty and contain no comma")
-
-
-def _new_prekeys(
-    publication: DevicePublication, pool: dict[int, bytes], taken: set[int]
-) -> list[StoredPrekey]:
-    """The publication's one-time prekeys that are new to the store.
-
-    A key already in the pool with the same public key, or already handed out, is
-    skipped: that is a publish retried after its answer was lost.
-
-    Raises: PrekeyIdConflict.
-    """
-    new_ids = [prekey.key_id for prekey in publication.one_time_prekeys]
-    where = f"device {publication.device_id} of {publication.jid}"
-    if len(set(new_ids)) != len(new_ids):
-        raise PrekeyIdConflict(f"a one-time prekey id is given twice for {where}")
-    clashing = sorted(
-        prekey.key_id
-        for prekey in publication.one_time_prekeys
-        if prekey.key_id in pool and pool[prekey.key_id] != prekey.public_key
-    )
-    if clashing:
-        raise PrekeyIdConflict(
-            f"one-time prekey ids {clashing} are stored for {where} with other keys"
-        )
-    spk_id = publication.signed_prekey.key_id
-    if spk_id in pool or spk_id in new_ids:
-        raise PrekeyIdConflict(f"one-time prekey id {spk_id} is the signed prekey's id ({where})")
-    return [
-        prekey
-        for prekey in publication.one_time_prekeys
-        if prekey.key_id not in pool and prekey.key_id not in taken
-    ]
-
-
-def _check_signed_prekey(publication: DevicePublication, stored: sqlite3.Row) -> None:
-    """Signed prekey ids only grow, so the stored id is the highest ever accepted: a
-    lower one, or the same one with another key, is an old bundle coming back.
-
-    Raises: SignedPrekeyRollback.
-    """
-    offered = publication.signed_prekey
-    where = f"device {publication.device_id} of {publication.jid}"
-    if offered.key_id < stored["spk_id"]:
-        raise SignedPrekeyRollback(
-            f"signed prekey {offered.key_id} is older than {stored['spk_id']}, stored for {where}"
-        )
-    if offered.key_id == stored["spk_id"] and offered.public_key != stored["spk_public"]:
-        raise SignedPrekeyRollback(
-            f"signed prekey id {offered.key_id} is stored for {where} with another key"
-        )
-
-
-def _suites(text: str) -> tuple[str, ...]:
-    return tuple(text.split(",")) if text else ()
-
-
-def _signed_prekey(row: sqlite3.Row) -> StoredPrekey:
-    return StoredPrekey(row["spk_id"], row["spk_public"], row["spk_signature"])
-
-
-def _record(row: sqlite3.Row) -> DeviceRecord:
-    return DeviceRecord(
-        jid=row["jid"],
-        device_id=row["device_id"],
-        identity_key=row["identity_key"],
-        suites=_suites(row["suites"]),
-        signed_prekey=_signed_prekey(row),
-        label=row["label"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        revoked_at=row["revoked_at"],
-        prekeys_left=row["prekeys_left"],
-    )
 
 
 def _pop_prekey(db: sqlite3.Connection, jid: str, device_id: int, now: int) -> StoredPrekey | None:
@@ -200,8 +118,8 @@ def _take(
             jid=jid,
             device_id=device_id,
             identity_key=row["identity_key"],
-            suites=_suites(row["suites"]),
-            signed_prekey=_signed_prekey(row),
+            suites=suites(row["suites"]),
+            signed_prekey=signed_prekey(row),
             one_time_prekey=prekey,
             prekeys_left=row["prekeys_left"] - (prekey is not None),
         )
@@ -246,7 +164,7 @@ class SqliteDeviceStore:
                 or one already handed out, is skipped: a retried publish.)
             PrekeyPoolFull: The pool would exceed ``max_prekeys`` one-time prekeys.
         """
-        _check_publication(publication)
+        check_publication(publication)
         p = publication
         now = self._shared.now()
         async with self._shared.write() as db:
@@ -260,15 +178,11 @@ class SqliteDeviceStore:
                     f"device {p.device_id} of {p.jid} has another identity key"
                 )
             pool = await self._pool(db, p.jid, p.device_id)
-            taken = await self._taken_ids(db, p.jid, p.device_id, since=now - _TAKEN_KEPT_S)
-            added = _new_prekeys(p, pool, taken)
+            taken = await self._taken_ids(db, p.jid, p.device_id, since=now - TAKEN_KEPT_S)
+            added = new_prekeys(p, pool, taken)
             if existing is not None:
-                _check_signed_prekey(p, existing)
-            if len(pool) + len(added) > max_prekeys:
-                raise PrekeyPoolFull(
-                    f"device {p.device_id} of {p.jid} holds {len(pool)} one-time prekeys;"
-                    f" {len(added)} more would exceed the limit of {max_prekeys}"
-                )
+                check_signed_prekey(p, existing)
+            check_pool_room(p, len(pool), len(added), max_prekeys)
             await db.execute(
                 "INSERT INTO devices (jid, device_id, identity_key, suites, spk_id, spk_public,"
                 " spk_signature, label, created_at, updated_at, revoked_at, low_notified_at)"
@@ -310,7 +224,7 @@ class SqliteDeviceStore:
                 (jid,),
             )
             rows = await cursor.fetchall()
-        return [_record(row) for row in rows]
+        return [device_record(row) for row in rows]
 
     async def get(self, jid: str, device_id: int) -> DeviceRecord:
         """Raises: DeviceNotFound."""
@@ -384,7 +298,7 @@ class SqliteDeviceStore:
         row = await cursor.fetchone()
         if row is None:
             raise DeviceNotFound(f"{jid} has no device {device_id}")
-        return _record(row)
+        return device_record(row)
 
     async def _pool(self, db: aiosqlite.Connection, jid: str, device_id: int) -> dict[int, bytes]:
         cursor = await db.execute(
@@ -414,6 +328,4 @@ class SqliteDeviceStore:
             "SELECT count(*) AS n FROM devices WHERE jid = ? AND revoked_at IS NULL", (jid,)
         )
         row = await cursor.fetchone()
-        active = row["n"] if row else 0
-        if active + 1 > max_devices:
-            raise TooManyDevices(f"{jid} has {active} active devices; the limit is {max_devices}")
+        check_device_room(jid, row["n"] if row else 0, max_devices)

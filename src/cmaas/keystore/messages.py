@@ -11,6 +11,16 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from cmaas.keystore._rows import (
+    DAY_MS,
+    duplicate_outcome,
+    event_from_row,
+    message_record,
+    outbox_entry,
+    quota_outcome,
+    sealed_to_set,
+    sealed_to_text,
+)
 from cmaas.keystore._sql import GroupCommit, SharedConnection
 from cmaas.keystore.errors import MessageConflict, MessageNotFound, QuotaExhausted
 from cmaas.keystore.models import (
@@ -22,7 +32,6 @@ from cmaas.keystore.models import (
     StatusEvent,
 )
 from cmaas.lifecycle import (
-    OMEMO_RESOURCES,
     MessageStatus,
     Priority,
     StatusChange,
@@ -36,7 +45,6 @@ T = TypeVar("T")
 EventListener = Callable[[Sequence[StatusEvent]], None]
 """Called with the events of every commit, in order, after the commit."""
 
-_DAY_MS = 86_400_000
 _SELECT_MESSAGE = (
     "SELECT seq, app_id, message_id, recipient, recipient_jid, priority, status, detail,"
     " expires_ms, created_ms, updated_ms FROM messages"
@@ -46,46 +54,6 @@ _SEALED_KEPT = "(envelope IS NOT NULL OR omemo IS NOT NULL)"
 _SELECT_EVENT = (
     "SELECT event_id, app_id, message_id, status, at_ms, device, detail FROM status_events"
 )
-
-
-def _record(row: sqlite3.Row, duplicate: bool = False) -> MessageRecord:
-    return MessageRecord(
-        seq=row["seq"],
-        app_id=row["app_id"],
-        message_id=row["message_id"],
-        recipient=row["recipient"],
-        recipient_jid=row["recipient_jid"],
-        priority=Priority.from_rank(row["priority"]),
-        status=MessageStatus(row["status"]),
-        detail=row["detail"],
-        expires_ms=row["expires_ms"],
-        created_ms=row["created_ms"],
-        updated_ms=row["updated_ms"],
-        duplicate=duplicate,
-    )
-
-
-def _entry(row: sqlite3.Row) -> OutboxEntry:
-    return OutboxEntry(
-        seq=row["seq"],
-        app_id=row["app_id"],
-        message_id=row["message_id"],
-        recipient_jid=row["recipient_jid"],
-        priority=Priority.from_rank(row["priority"]),
-        expires_ms=row["expires_ms"],
-    )
-
-
-def _event(row: sqlite3.Row) -> StatusEvent:
-    return StatusEvent(
-        event_id=row["event_id"],
-        app_id=row["app_id"],
-        message_id=row["message_id"],
-        status=MessageStatus(row["status"]),
-        at_ms=row["at_ms"],
-        device=row["device"],
-        detail=row["detail"],
-    )
 
 
 def _add_event(
@@ -106,15 +74,6 @@ def _add_event(
     return StatusEvent(
         int(cursor.lastrowid or 0), app_id, message_id, status, at_ms, device, detail
     )
-
-
-def _sealed_to(message: NewMessage) -> str:
-    """The devices that may report on a message: its envelope's device ids, and the
-    :data:`~cmaas.lifecycle.OMEMO_RESOURCES` mark when it carries an OMEMO element."""
-    devices = [str(device_id) for device_id in message.sealed_to]
-    if message.omemo is not None:
-        devices.append(OMEMO_RESOURCES)
-    return ",".join(devices)
 
 
 def _set_status(
@@ -174,7 +133,7 @@ class SqliteMessageStore:
         Returns: one outcome per message, in order; errors are returned, not raised.
         """
         now = self._clock_ms()
-        day = now // _DAY_MS
+        day = now // DAY_MS
         outcomes: list[MessageRecord | MessageConflict | QuotaExhausted] = []
 
         def work(db: sqlite3.Connection) -> list[StatusEvent]:
@@ -182,20 +141,11 @@ class SqliteMessageStore:
             used: dict[str, int] = {}
             for message in messages:
                 row = db.execute(
-                    "SELECT *, request_sha256 AS sha FROM messages"
-                    " WHERE app_id = ? AND message_id = ?",
+                    "SELECT * FROM messages WHERE app_id = ? AND message_id = ?",
                     (message.app_id, message.message_id),
                 ).fetchone()
                 if row is not None:
-                    if row["sha"] == message.request_sha256:
-                        outcomes.append(_record(row, duplicate=True))
-                    else:
-                        outcomes.append(
-                            MessageConflict(
-                                f"message id {message.message_id!r} was used before"
-                                " with a different request"
-                            )
-                        )
+                    outcomes.append(duplicate_outcome(row, message))
                     continue
                 if message.app_id not in used:
                     found = db.execute(
@@ -203,10 +153,9 @@ class SqliteMessageStore:
                         (message.app_id, day),
                     ).fetchone()
                     used[message.app_id] = found["count"] if found else 0
-                if daily_quota is not None and used[message.app_id] >= daily_quota:
-                    outcomes.append(
-                        QuotaExhausted(f"the plan's daily quota of {daily_quota} is used up")
-                    )
+                refusal = quota_outcome(used[message.app_id], daily_quota)
+                if refusal is not None:
+                    outcomes.append(refusal)
                     continue
                 used[message.app_id] += 1
                 cursor = db.execute(
@@ -226,7 +175,7 @@ class SqliteMessageStore:
                         message.expires_ms,
                         now,
                         now,
-                        _sealed_to(message),
+                        sealed_to_text(message),
                     ),
                 )
                 seq = int(cursor.lastrowid or 0)
@@ -278,14 +227,14 @@ class SqliteMessageStore:
         """
         async with self._shared.read() as db:
             cursor = await db.execute(_SELECT_ENTRY + " WHERE status = 'accepted' ORDER BY seq")
-            accepted = [_entry(row) for row in await cursor.fetchall()]
+            accepted = [outbox_entry(row) for row in await cursor.fetchall()]
             cursor = await db.execute(
                 _SELECT_ENTRY + " WHERE status = 'dispatched' AND dispatched_ms >="  # noqa: S608
                 " (SELECT max(dispatched_ms) FROM messages WHERE status = 'dispatched') - ?"
                 " ORDER BY seq",
                 (resend_window_ms,),
             )
-            resend = [_entry(row) for row in await cursor.fetchall()]
+            resend = [outbox_entry(row) for row in await cursor.fetchall()]
         return accepted, resend
 
     async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None:
@@ -297,7 +246,7 @@ class SqliteMessageStore:
                 (app_id, message_id),
             )
             row = await cursor.fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else outbox_entry(row)
 
     async def sealed(self, seqs: Sequence[int]) -> dict[int, SealedPayload]:
         """What is sealed of those messages that are still pending."""
@@ -422,8 +371,8 @@ class SqliteMessageStore:
             cursor = await db.execute(
                 _SELECT_EVENT + " WHERE seq = ? ORDER BY event_id", (row["seq"],)
             )
-            events = [_event(event) for event in await cursor.fetchall()]
-        return _record(row), events
+            events = [event_from_row(event) for event in await cursor.fetchall()]
+        return message_record(row), events
 
     async def events_after(self, app_id: str, after: int, limit: int) -> list[StatusEvent]:
         """The app's events with an id above ``after``, oldest first."""
@@ -432,7 +381,7 @@ class SqliteMessageStore:
                 _SELECT_EVENT + " WHERE app_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
                 (app_id, after, limit),
             )
-            return [_event(row) for row in await cursor.fetchall()]
+            return [event_from_row(row) for row in await cursor.fetchall()]
 
     async def last_event_id(self) -> int:
         async with self._shared.read() as db:
@@ -521,9 +470,12 @@ def _apply_change(db: sqlite3.Connection, change: StatusChange) -> list[StatusEv
         ).fetchone()
         return seen is not None
 
-    sealed_to = None if row["sealed_to"] is None else frozenset(row["sealed_to"].split(","))
     step = transition(
-        MessageStatus(row["status"]), row["recipient_jid"], sealed_to, change, reported
+        MessageStatus(row["status"]),
+        row["recipient_jid"],
+        sealed_to_set(row["sealed_to"]),
+        change,
+        reported,
     )
     if step is None:
         return []

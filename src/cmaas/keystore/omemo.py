@@ -9,27 +9,16 @@ import sqlite3
 
 import aiosqlite
 
+from cmaas.keystore._rows import check_omemo_room, omemo_bundle
 from cmaas.keystore._sql import SharedConnection
 from cmaas.keystore.errors import (
     DeviceNotFound,
     IdentityKeyMismatch,
-    PrekeyPoolFull,
     TooManyDevices,
 )
-from cmaas.wire import OmemoBundle, OmemoInbound, OmemoPrekey
+from cmaas.wire import OmemoBundle, OmemoInbound
 
 __all__ = ["SqliteOmemoStore"]
-
-
-def _bundle(row: sqlite3.Row, prekeys: list[sqlite3.Row]) -> OmemoBundle:
-    return OmemoBundle(
-        device_id=row["device_id"],
-        identity_key=row["identity_key"],
-        signed_prekey_id=row["spk_id"],
-        signed_prekey=row["spk_public"],
-        signed_prekey_signature=row["spk_signature"],
-        prekeys=tuple(OmemoPrekey(p["prekey_id"], p["public_key"]) for p in prekeys),
-    )
 
 
 class SqliteOmemoStore:
@@ -55,10 +44,7 @@ class SqliteOmemoStore:
             sqlite3.IntegrityError: No such app.
         """
         where = f"OMEMO device {bundle.device_id} of app {app_id}"
-        if len(bundle.prekeys) > max_prekeys:
-            raise PrekeyPoolFull(
-                f"{where}: {len(bundle.prekeys)} prekeys; the limit is {max_prekeys}"
-            )
+        check_omemo_room(app_id, bundle, max_prekeys)
         now = self._shared.now()
         async with self._shared.write() as db:
             cursor = await db.execute(
@@ -208,4 +194,4 @@ async def _read_bundles(
     prekeys: dict[int, list[sqlite3.Row]] = {}
     for row in await cursor.fetchall():
         prekeys.setdefault(row["device_id"], []).append(row)
-    return [_bundle(row, prekeys.get(row["device_id"], [])) for row in devices]
+    return [omemo_bundle(row, prekeys.get(row["device_id"], [])) for row in devices]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import secrets
 import sqlite3
 import time
@@ -13,24 +12,26 @@ from pathlib import Path
 
 import aiosqlite
 
+from cmaas.keystore._rows import (
+    MAX_SIGNING_KEYS,
+    app_from_rows,
+    check_signing_key_room,
+    hmac_key_aad,
+    matching_credential,
+    plan_from_row,
+    priorities_text,
+)
 from cmaas.keystore._sql import GroupCommit, SharedConnection, SqliteThread
 from cmaas.keystore.blobs import SqliteBlobStore
-from cmaas.keystore.credentials import (
-    MasterKeyring,
-    hash_client_secret,
-    new_salt,
-    secret_matches,
-)
+from cmaas.keystore.credentials import MasterKeyring, hash_client_secret, new_salt
 from cmaas.keystore.devices import SqliteDeviceStore
 from cmaas.keystore.errors import (
     AppAlreadyExists,
     AppNotFound,
-    AuthenticationFailed,
     ClientIdTaken,
     JidAlreadyBound,
     PlanNotFound,
     SchemaTooNew,
-    TooManySigningKeys,
 )
 from cmaas.keystore.messages import SqliteMessageStore
 from cmaas.keystore.migrations import MIGRATIONS
@@ -40,43 +41,14 @@ from cmaas.keystore.models import (
     AppChanges,
     AppCounters,
     AuthenticatedApp,
-    CredentialInfo,
     DirectoryEntry,
     IssuedCredentials,
     NewApp,
     Plan,
 )
 from cmaas.keystore.omemo import SqliteOmemoStore
-from cmaas.lifecycle import (
-    Priority,
-)
 
 __all__ = ["MAX_SIGNING_KEYS", "SqliteKeystore"]
-
-MAX_SIGNING_KEYS = 4
-"""Active signing keys per app: enough to roll one over, few enough to audit."""
-
-# A fixed salt/hash pair so that an unknown client id costs the same as a wrong secret.
-_DUMMY_SALT = bytes(16)
-_DUMMY_HASH = hash_client_secret(_DUMMY_SALT, "no such client")
-
-
-def _hmac_key_aad(app_id: str, credential_id: str) -> bytes:
-    return f"cmaas/v1/hmac-key|{app_id}|{credential_id}".encode()
-
-
-def _priorities_text(priorities: Iterable[Priority]) -> str:
-    return ",".join(p.value for p in Priority.ranked(priorities))
-
-
-def _plan_from_row(row: sqlite3.Row) -> Plan:
-    return Plan(
-        name=row["name"],
-        sustained_per_second=row["sustained_per_second"],
-        burst=row["burst"],
-        daily_quota=row["daily_quota"],
-        priorities=frozenset(Priority(p) for p in row["priorities"].split(",")),
-    )
 
 
 class SqliteKeystore:
@@ -187,7 +159,7 @@ class SqliteKeystore:
                     plan.sustained_per_second,
                     plan.burst,
                     plan.daily_quota,
-                    _priorities_text(plan.priorities),
+                    priorities_text(plan.priorities),
                     self._now(),
                 ),
             )
@@ -199,13 +171,13 @@ class SqliteKeystore:
             row = await cursor.fetchone()
         if row is None:
             raise PlanNotFound(f"no plan named {name!r}")
-        return _plan_from_row(row)
+        return plan_from_row(row)
 
     async def list_plans(self) -> Sequence[Plan]:
         async with self._read() as db:
             cursor = await db.execute("SELECT * FROM plans ORDER BY name")
             rows = await cursor.fetchall()
-        return [_plan_from_row(row) for row in rows]
+        return [plan_from_row(row) for row in rows]
 
     # Apps
 
@@ -311,24 +283,12 @@ class SqliteKeystore:
                 " ORDER BY c.created_at DESC",
                 (client_id, now),
             )
-            rows = await cursor.fetchall()
-            if not rows:
-                secret_matches(_DUMMY_SALT, _DUMMY_HASH, client_secret)
-                raise AuthenticationFailed("unknown client id or wrong secret")
-            # Check every live credential so the time taken does not tell which one matched.
-            matches = [
-                row
-                for row in rows
-                if secret_matches(row["secret_salt"], row["secret_hash"], client_secret)
-            ]
-            if not matches:
-                raise AuthenticationFailed("unknown client id or wrong secret")
-            row = matches[0]
+            row = matching_credential(await cursor.fetchall(), client_secret)
             app = await self._load_app(db, row["app_id"])
         hmac_key = self._keyring.unwrap(
             row["master_key_id"],
             row["hmac_key"],
-            _hmac_key_aad(row["app_id"], row["credential_id"]),
+            hmac_key_aad(row["app_id"], row["credential_id"]),
         )
         return AuthenticatedApp(app=app, hmac_key=hmac_key)
 
@@ -372,7 +332,7 @@ class SqliteKeystore:
             raise AppNotFound(f"app {app_id!r} has no live credentials")
         return [
             self._keyring.unwrap(
-                row["master_key_id"], row["hmac_key"], _hmac_key_aad(app_id, row["credential_id"])
+                row["master_key_id"], row["hmac_key"], hmac_key_aad(app_id, row["credential_id"])
             )
             for row in rows
         ]
@@ -394,10 +354,7 @@ class SqliteKeystore:
             active = {row["fingerprint"] for row in await cursor.fetchall()}
             if fingerprint in active:
                 return False
-            if len(active) >= MAX_SIGNING_KEYS:
-                raise TooManySigningKeys(
-                    f"an app may have {MAX_SIGNING_KEYS} signing keys; retire one first"
-                )
+            check_signing_key_room(len(active))
             await db.execute(
                 "INSERT INTO app_signing_keys (app_id, fingerprint, public_key, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (app_id, fingerprint) DO UPDATE SET"
@@ -462,7 +419,7 @@ class SqliteKeystore:
             for row in rows:
                 if row["master_key_id"] == self._keyring.current_key_id:
                     continue
-                aad = _hmac_key_aad(row["app_id"], row["credential_id"])
+                aad = hmac_key_aad(row["app_id"], row["credential_id"])
                 plain = self._keyring.unwrap(row["master_key_id"], row["hmac_key"], aad)
                 key_id, wrapped = self._keyring.wrap(plain, aad)
                 await db.execute(
@@ -529,7 +486,7 @@ class SqliteKeystore:
         credential_id = secrets.token_hex(8)
         salt = new_salt()
         key_id, wrapped = self._keyring.wrap(
-            credentials.hmac_key, _hmac_key_aad(app_id, credential_id)
+            credentials.hmac_key, hmac_key_aad(app_id, credential_id)
         )
         await db.execute(
             "INSERT INTO app_credentials (credential_id, app_id, secret_salt, secret_hash,"
@@ -553,33 +510,17 @@ class SqliteKeystore:
         cursor = await db.execute(
             "SELECT network FROM app_networks WHERE app_id = ? ORDER BY network", (app_id,)
         )
-        networks = tuple(ipaddress.ip_network(r["network"]) for r in await cursor.fetchall())
+        networks = await cursor.fetchall()
         cursor = await db.execute(
             "SELECT jid FROM app_jids WHERE app_id = ? ORDER BY jid", (app_id,)
         )
-        jids = tuple(r["jid"] for r in await cursor.fetchall())
+        jids = await cursor.fetchall()
         cursor = await db.execute(
             "SELECT credential_id, created_at, not_after FROM app_credentials"
             " WHERE app_id = ? AND (not_after IS NULL OR not_after > ?) ORDER BY created_at",
             (app_id, self._now()),
         )
-        credentials = tuple(
-            CredentialInfo(r["credential_id"], r["created_at"], r["not_after"])
-            for r in await cursor.fetchall()
-        )
-        return App(
-            app_id=row["app_id"],
-            client_id=row["client_id"],
-            display_name=row["display_name"],
-            plan=row["plan"],
-            callback_url=row["callback_url"],
-            suspended=bool(row["suspended"]),
-            networks=networks,
-            jids=jids,
-            credentials=credentials,
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+        return app_from_rows(row, networks, jids, await cursor.fetchall())
 
 
 def _create_private(path: Path) -> None:
