@@ -1,4 +1,4 @@
-"""The SQLite keystore against real database files."""
+"""The keystore against real databases: SQLite files and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from cmaas.devservers import PostgresServer
 from cmaas.keystore import (
     AppAlreadyExists,
     AppChanges,
@@ -26,15 +28,21 @@ from cmaas.keystore import (
     issue_credentials,
 )
 from cmaas.keystore.migrations import MIGRATIONS
+from cmaas.keystore.postgres.migrations import MIGRATIONS as POSTGRES_MIGRATIONS
 from cmaas.lifecycle import (
     MessageStatus,
     Priority,
     StatusChange,
 )
 
-from .conftest import FakeClock
+from .conftest import AnyKeystore, Database, FakeClock
 
 NET = ipaddress.ip_network("203.0.113.0/24")
+
+
+@pytest.fixture
+def keystore(any_keystore: AnyKeystore) -> AnyKeystore:
+    return any_keystore
 
 
 def new_app(app_id: str = "parichay-otp", **kwargs: object) -> NewApp:
@@ -44,7 +52,7 @@ def new_app(app_id: str = "parichay-otp", **kwargs: object) -> NewApp:
 
 
 async def test_open_applies_migrations_in_wal_mode_with_foreign_keys(
-    db_path: Path, keystore: SqliteKeystore
+    db_path: Path, sqlite_keystore: SqliteKeystore
 ) -> None:
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -68,34 +76,65 @@ async def test_open_applies_migrations_in_wal_mode_with_foreign_keys(
     } <= tables
 
 
+async def test_postgres_schema_has_sqlite_tables_and_columns(
+    db_path: Path, sqlite_keystore: SqliteKeystore, postgres_server: PostgresServer
+) -> None:
+    """One schema version means one schema: every SQLite table and column exists in
+    PostgreSQL (which adds only the ``ord`` columns standing in for SQLite's rowid)."""
+    with sqlite3.connect(db_path) as raw:
+        tables = [
+            row[0]
+            for row in raw.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'sqlite_sequence'"
+            )
+        ]
+        sqlite_columns = {
+            (table, row[1])
+            for table in tables
+            for row in raw.execute(f"PRAGMA table_info({table})")
+        }
+        (sqlite_version,) = raw.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    assert len(tables) > 20
+    with psycopg.connect(postgres_server.url("cmaas_template")) as pg:
+        postgres_columns = {
+            (str(table), str(column))
+            for table, column in pg.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = 'public'"
+            ).fetchall()
+        }
+        postgres_version = pg.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    assert postgres_columns - sqlite_columns == {("app_credentials", "ord"), ("devices", "ord")}
+    assert sqlite_columns - postgres_columns == set()
+    assert postgres_version == (sqlite_version,) == (POSTGRES_MIGRATIONS[-1].version,)
+
+
 async def test_reopening_keeps_data_and_does_not_reapply(
-    db_path: Path, master_key: bytes, keystore: SqliteKeystore
+    database: Database, master_key: bytes, keystore: AnyKeystore
 ) -> None:
     await keystore.create_app(new_app(), issue_credentials("cid-1"))
-    again = await SqliteKeystore.open(db_path, MasterKeyring(master_key))
+    again = await database.open(MasterKeyring(master_key))
     try:
         assert (await again.get_app("parichay-otp")).client_id == "cid-1"
     finally:
         await again.close()
 
 
-async def test_newer_schema_is_refused(tmp_path: Path, master_key: bytes) -> None:
-    path = tmp_path / "newer.sqlite3"
-    store = await SqliteKeystore.open(path, MasterKeyring(master_key))
+async def test_newer_schema_is_refused(database: Database, master_key: bytes) -> None:
+    store = await database.open(MasterKeyring(master_key))
     await store.close()
-    with sqlite3.connect(path) as raw:
-        raw.execute("INSERT INTO schema_migrations VALUES (999, 0)")
+    database.execute("INSERT INTO schema_migrations VALUES (999, 0)")
     with pytest.raises(SchemaTooNew):
-        await SqliteKeystore.open(path, MasterKeyring(master_key))
+        await database.open(MasterKeyring(master_key))
 
 
-async def test_foreign_keys_are_enforced(db_path: Path, keystore: SqliteKeystore) -> None:
+async def test_foreign_keys_are_enforced(keystore: AnyKeystore) -> None:
     with pytest.raises(PlanNotFound):
         await keystore.create_app(new_app(plan="gold"), issue_credentials("cid-1"))
     assert await keystore.list_apps() == []
 
 
-async def test_create_and_read_back(keystore: SqliteKeystore) -> None:
+async def test_create_and_read_back(keystore: AnyKeystore) -> None:
     app = await keystore.create_app(
         new_app(networks=(NET,), jids=("bot@cmaas.test",), callback_url="https://a.example/cb"),
         issue_credentials("cid-1"),
@@ -109,7 +148,7 @@ async def test_create_and_read_back(keystore: SqliteKeystore) -> None:
     assert await keystore.app_for_jid("bot@cmaas.test") == "parichay-otp"
 
 
-async def test_duplicate_app_and_bound_jid_are_refused_atomically(keystore: SqliteKeystore) -> None:
+async def test_duplicate_app_and_bound_jid_are_refused_atomically(keystore: AnyKeystore) -> None:
     await keystore.create_app(new_app(jids=("bot@cmaas.test",)), issue_credentials("cid-1"))
     with pytest.raises(AppAlreadyExists):
         await keystore.create_app(new_app(), issue_credentials("cid-2"))
@@ -120,9 +159,11 @@ async def test_duplicate_app_and_bound_jid_are_refused_atomically(keystore: Sqli
     assert [a.app_id for a in await keystore.list_apps()] == ["parichay-otp"]
 
 
-async def test_secrets_are_not_stored_in_clear(db_path: Path, keystore: SqliteKeystore) -> None:
+async def test_secrets_are_not_stored_in_clear(
+    db_path: Path, sqlite_keystore: SqliteKeystore
+) -> None:
     issued = issue_credentials("cid-1")
-    await keystore.create_app(new_app(), issued)
+    await sqlite_keystore.create_app(new_app(), issued)
     # The database file and its WAL, as they are on disk while the gateway runs.
     stored = b"".join(p.read_bytes() for p in db_path.parent.iterdir() if p.is_file())
     assert b"cid-1" in stored  # the scan does see what was written
@@ -130,7 +171,7 @@ async def test_secrets_are_not_stored_in_clear(db_path: Path, keystore: SqliteKe
     assert issued.hmac_key not in stored
 
 
-async def test_authenticate(keystore: SqliteKeystore) -> None:
+async def test_authenticate(keystore: AnyKeystore) -> None:
     issued = issue_credentials("cid-1")
     await keystore.create_app(new_app(), issued)
     result = await keystore.authenticate("cid-1", issued.client_secret)
@@ -143,7 +184,7 @@ async def test_authenticate(keystore: SqliteKeystore) -> None:
 
 
 async def test_rotation_keeps_old_credentials_for_the_grace_period(
-    keystore: SqliteKeystore, clock: FakeClock
+    keystore: AnyKeystore, clock: FakeClock
 ) -> None:
     old = issue_credentials("cid-1")
     await keystore.create_app(new_app(), old)
@@ -159,33 +200,33 @@ async def test_rotation_keeps_old_credentials_for_the_grace_period(
     assert len((await keystore.get_app("parichay-otp")).credentials) == 1
 
 
-async def test_rotation_of_unknown_app(keystore: SqliteKeystore) -> None:
+async def test_rotation_of_unknown_app(keystore: AnyKeystore) -> None:
     with pytest.raises(AppNotFound):
         await keystore.rotate_credentials("nope", issue_credentials("x"), 0)
 
 
 async def test_master_key_rotation(
-    db_path: Path, master_key: bytes, keystore: SqliteKeystore
+    database: Database, master_key: bytes, keystore: AnyKeystore
 ) -> None:
     issued = issue_credentials("cid-1")
     await keystore.create_app(new_app(), issued)
     new_key = os.urandom(32)
 
-    only_new = await SqliteKeystore.open(db_path, MasterKeyring(new_key))
+    only_new = await database.open(MasterKeyring(new_key))
     try:
         with pytest.raises(MasterKeyMismatch):
             await only_new.authenticate("cid-1", issued.client_secret)
     finally:
         await only_new.close()
 
-    both = await SqliteKeystore.open(db_path, MasterKeyring(new_key, previous=master_key))
+    both = await database.open(MasterKeyring(new_key, previous=master_key))
     try:
         assert await both.rewrap_hmac_keys() == 1
         assert await both.rewrap_hmac_keys() == 0  # idempotent
     finally:
         await both.close()
 
-    rotated = await SqliteKeystore.open(db_path, MasterKeyring(new_key))
+    rotated = await database.open(MasterKeyring(new_key))
     try:
         assert (
             await rotated.authenticate("cid-1", issued.client_secret)
@@ -194,20 +235,19 @@ async def test_master_key_rotation(
         await rotated.close()
 
 
-async def test_wrapped_key_is_bound_to_its_row(db_path: Path, keystore: SqliteKeystore) -> None:
+async def test_wrapped_key_is_bound_to_its_row(database: Database, keystore: AnyKeystore) -> None:
     a, b = issue_credentials("cid-a"), issue_credentials("cid-b")
     await keystore.create_app(new_app("app-a"), a)
     await keystore.create_app(new_app("app-b"), b)
-    with sqlite3.connect(db_path) as raw:
-        wrapped_b = raw.execute(
-            "SELECT hmac_key FROM app_credentials WHERE app_id = 'app-b'"
-        ).fetchone()[0]
-        raw.execute("UPDATE app_credentials SET hmac_key = ? WHERE app_id = 'app-a'", (wrapped_b,))
+    ((wrapped_b,),) = database.execute(
+        "SELECT hmac_key FROM app_credentials WHERE app_id = 'app-b'"
+    )
+    database.execute("UPDATE app_credentials SET hmac_key = ? WHERE app_id = 'app-a'", (wrapped_b,))
     with pytest.raises(MasterKeyMismatch):
         await keystore.authenticate("cid-a", a.client_secret)
 
 
-async def test_update_app_changes_only_what_is_given(keystore: SqliteKeystore) -> None:
+async def test_update_app_changes_only_what_is_given(keystore: AnyKeystore) -> None:
     await keystore.set_plan(Plan("gold", 100, 200, None, frozenset(Priority)))
     await keystore.create_app(
         new_app(networks=(NET,), callback_url="https://a.example/cb"), issue_credentials("cid-1")
@@ -225,10 +265,10 @@ async def test_update_app_changes_only_what_is_given(keystore: SqliteKeystore) -
 
 
 async def test_change_is_seen_by_another_connection_at_once(
-    db_path: Path, master_key: bytes, keystore: SqliteKeystore
+    database: Database, master_key: bytes, keystore: AnyKeystore
 ) -> None:
     await keystore.create_app(new_app(), issue_credentials("cid-1"))
-    other = await SqliteKeystore.open(db_path, MasterKeyring(master_key))
+    other = await database.open(MasterKeyring(master_key))
     try:
         assert (await other.get_app("parichay-otp")).plan == "default"
         await keystore.set_plan(Plan("gold", 5, 5, 10, frozenset({Priority.HIGH})))
@@ -239,7 +279,7 @@ async def test_change_is_seen_by_another_connection_at_once(
         await other.close()
 
 
-async def test_plans(keystore: SqliteKeystore) -> None:
+async def test_plans(keystore: AnyKeystore) -> None:
     default = await keystore.get_plan("default")
     assert default.priorities == frozenset(Priority)
     await keystore.set_plan(Plan("default", 1.5, 3, None, frozenset({Priority.BULK})))
@@ -249,7 +289,7 @@ async def test_plans(keystore: SqliteKeystore) -> None:
         await keystore.get_plan("gold")
 
 
-async def test_directory(keystore: SqliteKeystore) -> None:
+async def test_directory(keystore: AnyKeystore) -> None:
     await keystore.set_directory("alice@example.org", "email", "alice@cmaas.test")
     assert await keystore.resolve_address("alice@example.org") == "alice@cmaas.test"
     await keystore.set_directory("alice@example.org", "email", "alice2@cmaas.test")
@@ -259,7 +299,7 @@ async def test_directory(keystore: SqliteKeystore) -> None:
     assert await keystore.resolve_address("alice@example.org") is None
 
 
-async def test_counters(keystore: SqliteKeystore, clock: FakeClock) -> None:
+async def test_counters(keystore: AnyKeystore, clock: FakeClock) -> None:
     await keystore.create_app(new_app(), issue_credentials("cid-1"))
 
     def message(message_id: str) -> NewMessage:

@@ -42,6 +42,7 @@ __all__ = [
     "TAKEN_KEPT_S",
     "Row",
     "app_from_rows",
+    "check_blob_room",
     "check_device_room",
     "check_omemo_room",
     "check_pool_room",
@@ -155,6 +156,18 @@ def check_signing_key_room(active: int) -> None:
     if active >= MAX_SIGNING_KEYS:
         raise TooManySigningKeys(
             f"an app may have {MAX_SIGNING_KEYS} signing keys; retire one first"
+        )
+
+
+def check_blob_room(held: int, count: int, size: int, quota: int, max_count: int | None) -> None:
+    """Raises: QuotaExhausted: One more blob of ``size`` bytes passes the app's quota of
+    bytes, or its number of blobs (``max_count``, when given)."""
+    if max_count is not None and count >= max_count:
+        raise QuotaExhausted(f"the app holds {count:,} blobs, its limit (CMAAS_BLOB_MAX_COUNT)")
+    if held + size > quota:
+        raise QuotaExhausted(
+            f"the app holds {held:,} bytes of blobs; {size:,} more would pass"
+            f" its quota of {quota:,}"
         )
 
 

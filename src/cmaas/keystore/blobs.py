@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from cmaas.keystore._rows import check_blob_room
 from cmaas.keystore._sql import GroupCommit, SharedConnection
-from cmaas.keystore.errors import QuotaExhausted
 
 __all__ = ["SqliteBlobStore"]
 
@@ -37,15 +37,7 @@ class SqliteBlobStore:
                 " WHERE app_id = ? AND expires_ms > ?",
                 (app_id, now_ms),
             ).fetchone()
-            if max_count is not None and int(row[1]) >= max_count:
-                raise QuotaExhausted(
-                    f"the app holds {int(row[1]):,} blobs, its limit (CMAAS_BLOB_MAX_COUNT)"
-                )
-            if int(row[0]) + size > quota:
-                raise QuotaExhausted(
-                    f"the app holds {int(row[0]):,} bytes of blobs; {size:,} more would pass"
-                    f" its quota of {quota:,}"
-                )
+            check_blob_room(int(row[0]), int(row[1]), size, quota, max_count)
             db.execute(
                 "INSERT INTO blobs (blob_id, app_id, size, created_ms, expires_ms)"
                 " VALUES (?, ?, ?, ?, ?)",

@@ -1,0 +1,125 @@
+"""The two connections, locks and clock that every PostgreSQL store of one keystore shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+
+from cmaas.keystore.errors import SchemaTooNew
+from cmaas.keystore.postgres.migrations import MIGRATIONS
+
+__all__ = ["Connections", "Db"]
+
+Db = psycopg.AsyncConnection[DictRow]
+
+# The key of the transaction-level advisory lock that every write transaction takes: one
+# writer at a time in the whole database, as SQLite's BEGIN IMMEDIATE gives. It keeps
+# the single-instance semantics of the SQLite stores (read-modify-write of quotas and
+# pools; event ids that grow in commit order) across processes, such as the admin CLI
+# beside a gateway. An arbitrary constant: "cmaas" in ASCII.
+_WRITE_LOCK = 0x636D616173
+
+
+class Connections:
+    """One connection for write transactions and one for reads, each with its lock.
+
+    A write transaction runs at READ COMMITTED under :data:`_WRITE_LOCK`; a read runs
+    in a REPEATABLE READ, READ ONLY transaction, so that its statements see one
+    snapshot, and never waits for a write. A pool would let several transactions of
+    one process run at once, which the stores' single-writer design cannot use yet.
+    """
+
+    def __init__(self, writer: Db, reader: Db, clock: Callable[[], float]) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._clock = clock
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str, clock: Callable[[], float]) -> Connections:
+        """Connect twice to ``url`` and migrate the database.
+
+        Raises:
+            SchemaTooNew: The database was migrated by a newer CMaaS.
+            psycopg.Error: The server cannot be reached or refuses the connection.
+        """
+        writer = await _connect(url)
+        try:
+            await _migrate(writer)
+            reader = await _connect(url)
+        except BaseException:
+            await writer.close()
+            raise
+        try:
+            await reader.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+            await reader.set_read_only(True)
+        except BaseException:
+            await writer.close()
+            await reader.close()
+            raise
+        return cls(writer, reader, clock)
+
+    def now(self) -> int:
+        """The clock's time in whole unix seconds."""
+        return int(self._clock())
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Db]:
+        """A write transaction, the only one in the database while it runs."""
+        async with self._write_lock, self._writer.transaction():
+            await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+            yield self._writer
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Db]:
+        """A read-only transaction on one snapshot."""
+        async with self._read_lock, self._reader.transaction():
+            yield self._reader
+
+    async def close(self) -> None:
+        """Close both connections once the transactions in progress have ended."""
+        async with self._write_lock, self._read_lock:
+            await self._writer.close()
+            await self._reader.close()
+
+
+async def _connect(url: str) -> Db:
+    # autocommit: each transaction is opened explicitly, by write(), read() or _migrate().
+    return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
+
+
+async def _migrate(db: Db) -> None:
+    async with db.transaction():
+        # Two processes opening a new database at once migrate it one after the other.
+        await db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
+        cursor = await db.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")
+        row = await cursor.fetchone()
+        current = int(row["v"]) if row else 0
+        latest = MIGRATIONS[-1].version
+        if current > latest:
+            raise SchemaTooNew(
+                f"database schema version {current} is newer than this CMaaS supports ({latest})"
+            )
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            # A script of several statements and no parameters: psycopg sends it as one
+            # simple query, inside this transaction.
+            await db.execute(migration.sql.encode())
+            await db.execute(
+                "INSERT INTO schema_migrations (version, applied_at)"
+                " VALUES (%s, extract(epoch FROM now())::bigint)",
+                (migration.version,),
+            )
