@@ -25,7 +25,6 @@ from cmaas.keystore import (
     NewMessage,
     QuotaExhausted,
     SealedPayload,
-    SqliteKeystore,
     StatusEvent,
     issue_credentials,
 )
@@ -36,7 +35,7 @@ from cmaas.lifecycle import (
     StatusChange,
 )
 
-from .conftest import FakeClock
+from .conftest import AnyKeystore, Database, FakeClock
 
 T = TypeVar("T")
 
@@ -45,7 +44,12 @@ ALICE = "alice@cmaas.test"
 
 
 @pytest.fixture
-async def app(keystore: SqliteKeystore) -> str:
+def keystore(any_keystore: AnyKeystore) -> AnyKeystore:
+    return any_keystore
+
+
+@pytest.fixture
+async def app(keystore: AnyKeystore) -> str:
     await keystore.create_app(NewApp(APP, "Bank", "default"), issue_credentials("cid"))
     return APP
 
@@ -77,13 +81,13 @@ def change(message_id: str, status: MessageStatus, device: str = "", **kw: objec
 
 
 async def submit(
-    keystore: SqliteKeystore, *messages: NewMessage, quota: int | None = None
+    keystore: AnyKeystore, *messages: NewMessage, quota: int | None = None
 ) -> list[MessageRecord | MessageConflict | QuotaExhausted]:
     return await keystore.messages.submit(messages, daily_quota=quota)
 
 
 async def test_submission_is_idempotent_and_a_changed_request_conflicts(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     (first,) = await submit(keystore, message("m1"))
     assert isinstance(first, MessageRecord)
@@ -98,7 +102,7 @@ async def test_submission_is_idempotent_and_a_changed_request_conflicts(
 
 
 async def test_daily_quota_counts_across_batches_and_plans(
-    keystore: SqliteKeystore, app: str, clock: FakeClock
+    keystore: AnyKeystore, app: str, clock: FakeClock
 ) -> None:
     await submit(keystore, message("a"), message("b"))  # a plan without a quota still counts
     outcomes = await submit(keystore, message("c"), message("d"), quota=3)
@@ -110,7 +114,7 @@ async def test_daily_quota_counts_across_batches_and_plans(
     assert isinstance(fresh, MessageRecord)
 
 
-async def test_a_known_failure_is_stored_then_failed(keystore: SqliteKeystore, app: str) -> None:
+async def test_a_known_failure_is_stored_then_failed(keystore: AnyKeystore, app: str) -> None:
     (record,) = await submit(keystore, message("m", failure="unknown recipient: x"))
     assert isinstance(record, MessageRecord)
     assert (record.status, record.detail) == (MessageStatus.FAILED, "unknown recipient: x")
@@ -119,7 +123,7 @@ async def test_a_known_failure_is_stored_then_failed(keystore: SqliteKeystore, a
 
 
 async def test_statuses_only_move_forward_per_message_and_per_device(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     store = keystore.messages
     (record,) = await submit(keystore, message("m"))
@@ -154,7 +158,7 @@ async def test_statuses_only_move_forward_per_message_and_per_device(
 
 
 async def test_envelopes_are_dropped_once_no_resend_needs_them(
-    keystore: SqliteKeystore, app: str, db_path: Path
+    keystore: AnyKeystore, app: str, database: Database
 ) -> None:
     store = keystore.messages
     outcomes = await submit(keystore, message("a"), message("b"), message("c"))
@@ -167,13 +171,12 @@ async def test_envelopes_are_dropped_once_no_resend_needs_them(
         ]
     )
     assert set(await store.sealed(seqs)) == {seqs[2]}
-    with sqlite3.connect(db_path) as raw:
-        kept = raw.execute("SELECT message_id FROM messages WHERE envelope IS NOT NULL")
-        assert [row[0] for row in kept] == ["c"]
+    kept = database.execute("SELECT message_id FROM messages WHERE envelope IS NOT NULL")
+    assert kept == [("c",)]
 
 
 async def test_an_omemo_element_is_kept_beside_the_envelope_until_the_message_finishes(
-    keystore: SqliteKeystore, app: str, db_path: Path
+    keystore: AnyKeystore, app: str, database: Database
 ) -> None:
     store = keystore.messages
     both = dataclasses.replace(message("both"), omemo=b"<encrypted-both/>")
@@ -195,15 +198,14 @@ async def test_an_omemo_element_is_kept_beside_the_envelope_until_the_message_fi
     )
     assert [e.message_id for e in recorded] == ["both", "alone"]
     assert await store.sealed(seqs) == {seqs[2]: SealedPayload(b"{}", None)}
-    with sqlite3.connect(db_path) as raw:
-        kept = raw.execute(
-            "SELECT message_id FROM messages WHERE envelope IS NOT NULL OR omemo IS NOT NULL"
-        )
-        assert [row[0] for row in kept] == ["plain"]
+    kept = database.execute(
+        "SELECT message_id FROM messages WHERE envelope IS NOT NULL OR omemo IS NOT NULL"
+    )
+    assert kept == [("plain",)]
 
 
 async def test_pending_after_restart_resends_only_the_last_window(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     store = keystore.messages
     outcomes = await submit(keystore, *(message(f"m{n}") for n in range(4)))
@@ -216,7 +218,7 @@ async def test_pending_after_restart_resends_only_the_last_window(
     assert [e.message_id for e in resend] == ["m1", "m2"]
 
 
-async def test_expiry_ends_pending_messages_only(keystore: SqliteKeystore, app: str) -> None:
+async def test_expiry_ends_pending_messages_only(keystore: AnyKeystore, app: str) -> None:
     store = keystore.messages
     outcomes = await submit(
         keystore,
@@ -236,7 +238,7 @@ async def test_expiry_ends_pending_messages_only(keystore: SqliteKeystore, app: 
 
 
 async def test_finished_messages_are_purged_after_retention(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     store = keystore.messages
     await submit(keystore, message("old", failure="unknown recipient"), message("open"))
@@ -244,7 +246,7 @@ async def test_finished_messages_are_purged_after_retention(
     assert [e.message_id for e in await store.events_after(APP, 0, 10)] == ["open"]
 
 
-async def test_nonces_are_refused_until_they_expire(keystore: SqliteKeystore) -> None:
+async def test_nonces_are_refused_until_they_expire(keystore: AnyKeystore) -> None:
     store = keystore.messages
     assert await store.claim_nonce("cid", "n-1234567", expires_at=100, now=50)
     assert not await store.claim_nonce("cid", "n-1234567", expires_at=100, now=60)
@@ -254,7 +256,7 @@ async def test_nonces_are_refused_until_they_expire(keystore: SqliteKeystore) ->
 
 
 async def test_listeners_hear_each_commit_and_cursors_persist(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     heard: list[StatusEvent] = []
     keystore.messages.listen(heard.extend)
@@ -268,7 +270,7 @@ async def test_listeners_hear_each_commit_and_cursors_persist(
     ]
 
 
-async def test_concurrent_writers_share_transactions(keystore: SqliteKeystore, app: str) -> None:
+async def test_concurrent_writers_share_transactions(keystore: AnyKeystore, app: str) -> None:
     outcomes = await asyncio.gather(*(submit(keystore, message(f"m{n}")) for n in range(200)))
     assert all(isinstance(o[0], MessageRecord) for o in outcomes)
     assert len({o[0].seq for o in outcomes if isinstance(o[0], MessageRecord)}) == 200
@@ -347,7 +349,7 @@ async def test_urgent_operations_commit_first_and_alone(tmp_path: Path) -> None:
 
 
 async def test_notices_skip_an_app_without_jids_and_start_when_one_is_bound(
-    keystore: SqliteKeystore, app: str, monkeypatch: pytest.MonkeyPatch
+    keystore: AnyKeystore, app: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(events, "APP_FRESHNESS_S", 0.0)
     sent: list[tuple[str, str]] = []
@@ -379,7 +381,7 @@ async def test_notices_skip_an_app_without_jids_and_start_when_one_is_bound(
 
 
 async def test_a_kick_while_a_drain_is_finishing_is_not_lost(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     await keystore.update_app(APP, AppChanges(jids=("bot@cmaas.test",)))
     sent: list[str] = []
@@ -423,7 +425,7 @@ def feedback(kind: FeedbackKind, sender: str, device: str = "", condition: str =
 
 
 async def test_only_a_device_the_message_is_sealed_to_makes_it_delivered(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     await submit(keystore, message("m"))
     tracker = StatusTracker(keystore.messages, Resends())
@@ -440,7 +442,7 @@ async def test_only_a_device_the_message_is_sealed_to_makes_it_delivered(
 
 
 async def test_a_copy_returned_by_one_client_does_not_fail_the_message(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     await submit(keystore, message("m"))
     resends = Resends()
@@ -461,7 +463,7 @@ async def test_a_copy_returned_by_one_client_does_not_fail_the_message(
 
 
 async def test_the_servers_bounce_fails_the_message_and_says_who_returned_it(
-    keystore: SqliteKeystore, app: str
+    keystore: AnyKeystore, app: str
 ) -> None:
     await submit(keystore, message("m"))
     resends = Resends()
