@@ -1,4 +1,4 @@
-"""Device keys in the SQLite keystore, against real database files."""
+"""Device keys in the keystore, against real databases: SQLite files and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from cmaas.keystore import (
 )
 from cmaas.keystore.migrations import MIGRATIONS
 
-from .conftest import FakeClock
+from .conftest import AnyKeystore, Database, FakeClock
 
 ALICE = "alice@cmaas.test"
 LIMITS = {"max_devices": 3, "max_prekeys": 50}
@@ -59,11 +59,16 @@ def publication(
 
 
 @pytest.fixture
-def devices(keystore: SqliteKeystore) -> DeviceStore:
+def keystore(any_keystore: AnyKeystore) -> AnyKeystore:
+    return any_keystore
+
+
+@pytest.fixture
+def devices(keystore: AnyKeystore) -> DeviceStore:
     return keystore.devices
 
 
-def test_sqlite_keystore_satisfies_the_protocols(keystore: SqliteKeystore) -> None:
+def test_keystores_satisfy_the_protocols(keystore: AnyKeystore) -> None:
     typed: Keystore = keystore
     store: DeviceStore = typed.devices
     assert store is keystore.devices
@@ -271,11 +276,11 @@ async def test_running_low_is_reported_once_until_a_refill(devices: DeviceStore)
 
 
 async def test_concurrent_takes_never_hand_out_a_prekey_twice(
-    db_path: Path, master_key: bytes, keystore: SqliteKeystore
+    database: Database, master_key: bytes, keystore: AnyKeystore
 ) -> None:
     await keystore.devices.publish(publication(opk_ids=range(1, 31)), **LIMITS)
-    # Separate connections behave like separate gateway processes on the same file.
-    others = [await SqliteKeystore.open(db_path, MasterKeyring(master_key)) for _ in range(2)]
+    # Separate connections behave like separate gateway processes on the same database.
+    others = [await database.open(MasterKeyring(master_key)) for _ in range(2)]
     try:
         stores = [keystore, *others]
         takes = await asyncio.gather(
@@ -327,7 +332,7 @@ async def test_migrations_upgrade_a_version_1_database(db_path: Path, master_key
 
 
 async def test_a_retried_publish_is_idempotent_and_never_brings_back_a_taken_key(
-    keystore: SqliteKeystore,
+    keystore: AnyKeystore,
 ) -> None:
     """A device that lost the answer to its publish sends the same keys again."""
     first = publication(1, opk_ids=(1, 2, 3))
