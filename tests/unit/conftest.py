@@ -5,6 +5,7 @@ controllable clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import sqlite3
@@ -125,7 +126,9 @@ class Database:
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement in its own transaction; returns its rows, if any."""
         if self.backend == "sqlite":
-            with sqlite3.connect(self.path) as raw:
+            with contextlib.closing(sqlite3.connect(self.path)) as raw, raw:
+                # As the keystore's own connections do.
+                raw.execute("PRAGMA foreign_keys = ON")
                 return list(raw.execute(sql, parameters).fetchall())
         with psycopg.connect(self.url, autocommit=True) as pg:
             cursor = pg.execute(sql.replace("?", "%s").encode(), parameters)

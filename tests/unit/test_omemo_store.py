@@ -1,4 +1,5 @@
-"""Apps' own OMEMO devices in the SQLite keystore, and their bundles on the wire."""
+"""Apps' own OMEMO devices in the keystore (SQLite and PostgreSQL), and their bundles on
+the wire."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import base64
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +16,6 @@ from cmaas.keystore import (
     MasterKeyring,
     NewApp,
     PrekeyPoolFull,
-    SqliteKeystore,
     TooManyDevices,
     issue_credentials,
 )
@@ -24,10 +23,15 @@ from cmaas.wire import OmemoBundle, OmemoDevices, WireError
 from cmaas.xmpp.omemo import bundle_element, bundle_from_xml
 from tests.omemo_bundles import bundle_json, public_key
 
-from .conftest import FakeClock
+from .conftest import AnyKeystore, Database, FakeClock
 
 
-async def add_app(keystore: SqliteKeystore, app_id: str) -> None:
+@pytest.fixture
+def keystore(any_keystore: AnyKeystore) -> AnyKeystore:
+    return any_keystore
+
+
+async def add_app(keystore: AnyKeystore, app_id: str) -> None:
     await keystore.create_app(
         NewApp(app_id=app_id, display_name=app_id, plan="default"),
         issue_credentials(f"cid-{app_id}"),
@@ -38,7 +42,7 @@ def bundle(device_id: int, prekeys: int = 2, **changes: object) -> OmemoBundle:
     return OmemoBundle.from_json({**bundle_json(prekeys), **changes}, device_id=device_id)
 
 
-async def test_publish_list_get_and_retire(keystore: SqliteKeystore, clock: FakeClock) -> None:
+async def test_publish_list_get_and_retire(keystore: AnyKeystore, clock: FakeClock) -> None:
     await add_app(keystore, "otp")
     await add_app(keystore, "other")
     first, second = bundle(9), bundle(3)
@@ -57,7 +61,7 @@ async def test_publish_list_get_and_retire(keystore: SqliteKeystore, clock: Fake
         await keystore.omemo.retire("otp", 9)
 
 
-async def test_republishing_replaces_the_bundle_whole(keystore: SqliteKeystore) -> None:
+async def test_republishing_replaces_the_bundle_whole(keystore: AnyKeystore) -> None:
     await add_app(keystore, "otp")
     old = bundle(5, prekeys=3)
     await keystore.omemo.publish("otp", old, max_devices=1, max_prekeys=10)
@@ -66,7 +70,7 @@ async def test_republishing_replaces_the_bundle_whole(keystore: SqliteKeystore) 
     assert await keystore.omemo.bundles("otp") == [new]
 
 
-async def test_limits_and_identity_are_enforced(keystore: SqliteKeystore) -> None:
+async def test_limits_and_identity_are_enforced(keystore: AnyKeystore) -> None:
     await add_app(keystore, "otp")
     await keystore.omemo.publish("otp", bundle(1), max_devices=2, max_prekeys=2)
     await keystore.omemo.publish("otp", bundle(2), max_devices=2, max_prekeys=2)
@@ -83,22 +87,20 @@ async def test_limits_and_identity_are_enforced(keystore: SqliteKeystore) -> Non
 
 
 async def test_devices_outlive_a_restart_and_go_with_their_app(
-    db_path: Path, master_key: bytes
+    database: Database, master_key: bytes
 ) -> None:
-    first = await SqliteKeystore.open(db_path, MasterKeyring(master_key))
+    first = await database.open(MasterKeyring(master_key))
     await add_app(first, "otp")
     published = bundle(77)
     await first.omemo.publish("otp", published, max_devices=1, max_prekeys=10)
     await first.close()
-    reopened = await SqliteKeystore.open(db_path, MasterKeyring(master_key))
+    reopened = await database.open(MasterKeyring(master_key))
     try:
         assert await reopened.omemo.bundles("otp") == [published]
-        await reopened._db.execute("DELETE FROM apps WHERE app_id = 'otp'")
+        assert database.execute("SELECT count(*) FROM app_omemo_prekeys") == [(2,)]
+        database.execute("DELETE FROM apps WHERE app_id = 'otp'")
         assert await reopened.omemo.bundles("otp") == []
-        rows = await (
-            await reopened._db.execute("SELECT count(*) FROM app_omemo_prekeys")
-        ).fetchone()
-        assert rows is not None and rows[0] == 0
+        assert database.execute("SELECT count(*) FROM app_omemo_prekeys") == [(0,)]
     finally:
         await reopened.close()
 
@@ -146,7 +148,7 @@ def test_too_many_prekeys_and_ids_out_of_range() -> None:
 
 
 async def test_inbound_elements_are_bounded_per_app_read_in_order_and_purged(
-    keystore: SqliteKeystore,
+    keystore: AnyKeystore,
 ) -> None:
     await add_app(keystore, "otp")
     await add_app(keystore, "other")
