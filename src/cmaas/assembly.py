@@ -10,6 +10,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -40,12 +41,13 @@ from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
-from cmaas.keystore import MasterKeyring, SqliteKeystore
-from cmaas.settings import Settings
+from cmaas.keystore import Keystore, MasterKeyring, SqliteKeystore
+from cmaas.keystore.postgres import PostgresKeystore
+from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp.link import XmppLink
 
-__all__ = ["Gateway", "open_gateway", "run_gateway"]
+__all__ = ["Gateway", "blob_dir", "open_gateway", "open_keystore", "run_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 class Gateway:
     """The assembled gateway: storage, key directory, delivery engine, component, link."""
 
-    keystore: SqliteKeystore
+    keystore: Keystore
     directory: KeyDirectory
     xmpp: GatewayComponent
     link: XmppLink
@@ -62,6 +64,32 @@ class Gateway:
     dispatcher: Dispatcher
     webhooks: WebhookConsumer
     http_url: str
+
+
+async def open_keystore(settings: Settings) -> Keystore:
+    """The keystore ``CMAAS_DATABASE`` names: a PostgreSQL database, or a SQLite file.
+
+    Raises:
+        SchemaTooNew: The database was migrated by a newer CMaaS.
+        sqlite3.Error, psycopg.Error: The database cannot be opened or reached.
+    """
+    keyring = MasterKeyring(settings.master_key, settings.previous_master_key)
+    if isinstance(settings.database, PostgresDatabase):
+        return await PostgresKeystore.open(settings.database.url, keyring)
+    return await SqliteKeystore.open(settings.database, keyring)
+
+
+def blob_dir(settings: Settings) -> Path:
+    """Where file blobs are kept: ``CMAAS_BLOB_DIR``, else beside the SQLite file.
+
+    Raises: ValueError: The database is PostgreSQL and no blob directory is set (the
+        settings refuse that already).
+    """
+    if settings.blob_dir is not None:
+        return settings.blob_dir
+    if isinstance(settings.database, PostgresDatabase):
+        raise ValueError("CMAAS_BLOB_DIR is required with a PostgreSQL database")
+    return settings.database.with_name(settings.database.name + ".blobs")
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -90,10 +118,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     """
     async with AsyncExitStack() as stack:
         # Storage.
-        keystore = await SqliteKeystore.open(
-            settings.database,
-            MasterKeyring(settings.master_key, settings.previous_master_key),
-        )
+        keystore = await open_keystore(settings)
         stack.push_async_callback(keystore.close)
         store = keystore.messages
         domain = settings.component_jid
@@ -180,7 +205,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         hub.subscribe(notices.kick)
         blob_service = BlobService(
             keystore.blobs,
-            settings.blob_dir or settings.database.with_name(settings.database.name + ".blobs"),
+            blob_dir(settings),
             BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes, settings.blob_max_count),
             plans=keystore.get_plan,
         )

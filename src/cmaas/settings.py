@@ -11,6 +11,10 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from cmaas.config import VariableReader, read_variables
 from cmaas.errors import CmaasError
@@ -18,6 +22,7 @@ from cmaas.wire.omemo import MAX_OMEMO_PREKEYS
 
 __all__ = [
     "MASTER_KEY_BYTES",
+    "PostgresDatabase",
     "Settings",
     "SettingsError",
     "decode_master_key",
@@ -32,6 +37,21 @@ class SettingsError(CmaasError):
 
 
 @dataclass(frozen=True, slots=True)
+class PostgresDatabase:
+    """A PostgreSQL database named by a ``postgresql://`` URL, which may hold a password:
+    it is left out of ``repr`` and ``str``, which logs show."""
+
+    url: str = field(repr=False)
+
+    def __str__(self) -> str:
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The gateway's configuration. Defaults are the documented ones."""
 
@@ -41,7 +61,7 @@ class Settings:
     previous_master_key: bytes | None = field(default=None, repr=False)
     xmpp_host: str = "127.0.0.1"
     xmpp_port: int = 5347
-    database: Path = Path("cmaas.sqlite3")
+    database: Path | PostgresDatabase = Path("cmaas.sqlite3")
     admins: frozenset[str] = frozenset()
     served_domains: frozenset[str] = frozenset()
     http_host: str = "127.0.0.1"
@@ -117,7 +137,7 @@ def load_settings(
         previous_master_key=_master_key(reader, "CMAAS_PREVIOUS_MASTER_KEY"),
         xmpp_host=reader.text("CMAAS_XMPP_HOST", "127.0.0.1"),
         xmpp_port=reader.port("CMAAS_XMPP_PORT", 5347),
-        database=Path(reader.text("CMAAS_DATABASE", "cmaas.sqlite3")),
+        database=_database(reader, "CMAAS_DATABASE"),
         admins=reader.jids("CMAAS_ADMINS"),
         served_domains=reader.domains("CMAAS_SERVED_DOMAINS")
         or frozenset({_parent_domain(component_jid)}),
@@ -175,6 +195,11 @@ def load_settings(
         reader.problem("CMAAS_OUTBOX_BULK_LIMIT must not exceed CMAAS_OUTBOX_NORMAL_LIMIT")
     if settings.adhoc_session_lifetime < settings.adhoc_session_timeout:
         reader.problem("CMAAS_ADHOC_SESSION_LIFETIME must not be below CMAAS_ADHOC_SESSION_TIMEOUT")
+    if isinstance(settings.database, PostgresDatabase) and settings.blob_dir is None:
+        reader.problem(
+            "set CMAAS_BLOB_DIR when CMAAS_DATABASE is a PostgreSQL URL: blobs are files,"
+            " and there is no database file to keep them beside"
+        )
     if settings.previous_master_key == settings.master_key:
         reader.problem("CMAAS_PREVIOUS_MASTER_KEY must differ from CMAAS_MASTER_KEY")
     reader.raise_problems(SettingsError)
@@ -192,6 +217,33 @@ def decode_master_key(value: str, variable: str) -> bytes:
     reader.raise_problems(SettingsError)
     assert key is not None
     return key
+
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _database(reader: VariableReader, name: str) -> Path | PostgresDatabase:
+    """A SQLite file's path, or a PostgreSQL database's ``postgresql://`` URL."""
+    value = reader.text(name, "cmaas.sqlite3")
+    if value.startswith(_POSTGRES_SCHEMES):
+        try:
+            conninfo_to_dict(value)
+        except psycopg.Error as error:
+            reason = str(error)
+            password = urlsplit(value).password
+            if password:
+                reason = reason.replace(password, "***")
+            reader.problem(f"{reader.label(name)} is not a valid PostgreSQL URL: {reason}")
+            return Path("cmaas.sqlite3")
+        return PostgresDatabase(value)
+    scheme, separator, _ = value.partition("://")
+    if separator and scheme.replace("+", "").isalpha():
+        reader.problem(
+            f"{reader.label(name)} must be a SQLite file's path or a postgresql:// URL,"
+            f" got a {scheme}:// URL"
+        )
+        return Path("cmaas.sqlite3")
+    return Path(value)
 
 
 def _master_key(reader: VariableReader, name: str, *, required: bool = False) -> bytes | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cmaas.assembly import open_keystore
 from cmaas.devservers import PostgresServer
 from cmaas.keystore import (
     AppAlreadyExists,
@@ -34,6 +35,7 @@ from cmaas.lifecycle import (
     Priority,
     StatusChange,
 )
+from cmaas.settings import PostgresDatabase, Settings
 
 from .conftest import AnyKeystore, Database, FakeClock
 
@@ -327,3 +329,17 @@ async def test_counters(keystore: AnyKeystore, clock: FakeClock) -> None:
     counters = await keystore.app_counters("parichay-otp")
     assert counters.messages_by_status == {"accepted": 1, "read": 2}
     assert counters.submitted_today == 2
+
+
+async def test_open_keystore_opens_the_backend_cmaas_database_names(
+    database: Database, master_key: bytes, keystore: AnyKeystore
+) -> None:
+    await keystore.create_app(new_app(), issue_credentials("cid-1"))
+    location = database.path if database.backend == "sqlite" else PostgresDatabase(database.url)
+    settings = Settings("gateway.example.org", "s3cret", master_key, database=location)
+    opened = await open_keystore(settings)
+    try:
+        assert type(opened) is type(keystore)
+        assert (await opened.get_app("parichay-otp")).client_id == "cid-1"
+    finally:
+        await opened.close()

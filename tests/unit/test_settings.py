@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cmaas.delivery.omemo import OmemoLimits
-from cmaas.settings import Settings, SettingsError, load_settings
+from cmaas.settings import PostgresDatabase, Settings, SettingsError, load_settings
 
 KEY = base64.b64encode(b"k" * 32).decode()
 BASE = {
@@ -162,3 +162,33 @@ def test_http_door_settings_default_and_parse() -> None:
     assert given.webhook_deny_private
     with pytest.raises(SettingsError, match="CMAAS_HTTP_MAX_CONNECTIONS_PER_IP"):
         load_settings({**BASE, "CMAAS_HTTP_MAX_CONNECTIONS_PER_IP": "0"}, env_file=None)
+
+
+def test_the_database_is_a_sqlite_path_or_a_postgresql_url() -> None:
+    assert load_settings({**BASE, "CMAAS_DATABASE": "/var/lib/c.db"}, env_file=None).database == (
+        Path("/var/lib/c.db")
+    )
+    url = "postgresql://cmaas:pa55word@db.internal:5433/cmaas?sslmode=verify-full"
+    settings = load_settings(
+        {**BASE, "CMAAS_DATABASE": url, "CMAAS_BLOB_DIR": "/srv/blobs"}, env_file=None
+    )
+    assert settings.database == PostgresDatabase(url)
+    # The password stays out of what logs show.
+    assert "pa55word" not in f"{settings.database} {settings!r}"
+    assert str(settings.database).startswith("postgresql://cmaas:***@db.internal:5433/cmaas")
+
+
+@pytest.mark.parametrize(
+    ("value", "blob_dir", "refusal"),
+    [
+        ("mysql://db/cmaas", "/srv/blobs", "a SQLite file's path or a postgresql:// URL"),
+        ("sqlite:///var/c.db", "/srv/blobs", "got a sqlite:// URL"),
+        ("postgresql://u:secret@db/cmaas?nonsense=1", "/srv/blobs", "not a valid PostgreSQL URL"),
+        ("postgresql://db/cmaas", "", "set CMAAS_BLOB_DIR when CMAAS_DATABASE is a PostgreSQL"),
+    ],
+)
+def test_a_database_that_cannot_be_used_is_refused(value: str, blob_dir: str, refusal: str) -> None:
+    environ = {**BASE, "CMAAS_DATABASE": value, "CMAAS_BLOB_DIR": blob_dir}
+    with pytest.raises(SettingsError, match=refusal) as refused:
+        load_settings(environ, env_file=None)
+    assert "secret" not in str(refused.value)

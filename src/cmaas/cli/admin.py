@@ -33,7 +33,6 @@ from cmaas.admin.views import (
     issued_rows,
     plan_rows,
 )
-from cmaas.keystore import MasterKeyring, SqliteKeystore
 from cmaas.settings import MASTER_KEY_BYTES, Settings, load_settings
 
 __all__ = ["add_parser"]
@@ -157,9 +156,10 @@ def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
 
 
 async def _with_service(settings: Settings, args: argparse.Namespace, action: Action) -> Output:
-    keystore = await SqliteKeystore.open(
-        settings.database, MasterKeyring(settings.master_key, settings.previous_master_key)
-    )
+    # Imported here, as the other commands import the gateway: only when it runs.
+    from cmaas.assembly import open_keystore
+
+    keystore = await open_keystore(settings)
     try:
         service = AdminService(keystore, deny_private=settings.webhook_deny_private)
         return await action(service, args, settings)

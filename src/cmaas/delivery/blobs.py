@@ -26,7 +26,7 @@ from cmaas.delivery.errors import (
 from cmaas.delivery.ratelimit import TokenBuckets
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.keystore import App, Plan, QuotaExhausted
-from cmaas.keystore.blobs import SqliteBlobStore
+from cmaas.keystore.interface import BlobStore
 
 __all__ = ["BLOB_ID_LENGTH", "BlobLimits", "BlobService", "StagedBlob"]
 
@@ -66,7 +66,7 @@ class BlobService:
 
     def __init__(
         self,
-        store: SqliteBlobStore,
+        store: BlobStore,
         directory: Path,
         limits: BlobLimits,
         plans: Callable[[str], Awaitable[Plan]] | None = None,

@@ -1,7 +1,7 @@
 """Storage of app accounts, rate plans, the directory, device keys and messages.
 
 The gateway talks to storage only through :class:`Keystore`; :class:`SqliteKeystore`
-is the embedded default.
+is the embedded default, and ``cmaas.keystore.postgres.PostgresKeystore`` the shared one.
 """
 
 from cmaas.keystore.credentials import MasterKeyring, issue_credentials
@@ -28,7 +28,7 @@ from cmaas.keystore.errors import (
     TooManyDevices,
     TooManySigningKeys,
 )
-from cmaas.keystore.interface import DeviceStore, Keystore, MessageStore, OmemoStore
+from cmaas.keystore.interface import BlobStore, DeviceStore, Keystore, MessageStore, OmemoStore
 from cmaas.keystore.messages import SqliteMessageStore
 from cmaas.keystore.models import (
     NOTICES_CONSUMER,
@@ -66,6 +66,7 @@ __all__ = [
     "AppNotFound",
     "AuthenticatedApp",
     "AuthenticationFailed",
+    "BlobStore",
     "ClientIdTaken",
     "CredentialInfo",
     "CursorState",

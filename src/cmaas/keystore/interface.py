@@ -32,7 +32,7 @@ from cmaas.lifecycle import (
 )
 from cmaas.wire import OmemoBundle, OmemoInbound
 
-__all__ = ["DeviceStore", "Keystore", "MessageStore", "OmemoStore"]
+__all__ = ["BlobStore", "DeviceStore", "Keystore", "MessageStore", "OmemoStore"]
 
 
 class DeviceStore(Protocol):
@@ -126,6 +126,30 @@ class OmemoStore(Protocol):
     async def purge_inbound(self, before_ms: int) -> int: ...
 
 
+class BlobStore(Protocol):
+    """Who holds which encrypted file blob, how big, until when (the bytes are files).
+
+    :class:`~cmaas.keystore.blobs.SqliteBlobStore` documents each method.
+    """
+
+    async def add(
+        self,
+        blob_id: str,
+        app_id: str,
+        size: int,
+        now_ms: int,
+        expires_ms: int,
+        quota: int,
+        max_count: int | None = None,
+    ) -> None:
+        """Raises: QuotaExhausted."""
+        ...
+
+    async def size(self, blob_id: str, now_ms: int) -> int | None: ...
+
+    async def expire(self, now_ms: int, limit: int = 1000) -> list[str]: ...
+
+
 class MessageStore(Protocol):
     """The durable outbox: messages, their status events, and consumers' cursors.
 
@@ -195,6 +219,11 @@ class Keystore(Protocol):
     @property
     def messages(self) -> MessageStore:
         """The outbox, stored alongside the rest."""
+        ...
+
+    @property
+    def blobs(self) -> BlobStore:
+        """File blobs' owners, sizes and expiry, stored alongside the rest."""
         ...
 
     async def set_plan(self, plan: Plan) -> Plan:
