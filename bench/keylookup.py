@@ -4,7 +4,7 @@ A fresh keystore (the real schema and migrations) is filled with raw SQL: one de
 per JID, each with a small pool of one-time prekeys. Then, on the keystore's own
 aiosqlite connection, it times what a sender's key lookup costs:
 
-* ``take``: :meth:`SqliteDeviceStore.take`, a write transaction that deletes one
+* ``take``: :meth:`SqlDeviceStore.take`, a write transaction that deletes one
   one-time prekey (``BEGIN IMMEDIATE`` ... ``COMMIT``, fsync with ``synchronous=FULL``,
   the product's setting), run in one hop on the keystore's SQLite worker thread;
 * ``lookup``: :meth:`KeyDirectory.lookup`, the same plus building the bundles;

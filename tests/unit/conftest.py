@@ -148,9 +148,7 @@ def database(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Database
         # FILE_COPY copies the template's files after a checkpoint, where WAL_LOG (the
         # default) writes the whole copy, system catalogs included, through the WAL: 17 ms
         # against 180 ms on an idle server, about 0.15 s each after tests have written.
-        admin.execute(
-            f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE_DB} STRATEGY FILE_COPY".encode()
-        )
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE_DB} STRATEGY FILE_COPY".encode())
     yield Database("postgres", db_path, server.url(name))
     with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())

@@ -82,7 +82,7 @@ async def test_postgres_schema_has_sqlite_tables_and_columns(
     db_path: Path, sqlite_keystore: SqliteKeystore, postgres_server: PostgresServer
 ) -> None:
     """One schema version means one schema: every SQLite table and column exists in
-    PostgreSQL (which adds only the ``ord`` columns standing in for SQLite's rowid)."""
+    PostgreSQL, which adds only the ``rowid`` columns that SQLite has implicitly."""
     with sqlite3.connect(db_path) as raw:
         tables = [
             row[0]
@@ -106,7 +106,7 @@ async def test_postgres_schema_has_sqlite_tables_and_columns(
             ).fetchall()
         }
         postgres_version = pg.execute("SELECT max(version) FROM schema_migrations").fetchone()
-    assert postgres_columns - sqlite_columns == {("app_credentials", "ord"), ("devices", "ord")}
+    assert postgres_columns - sqlite_columns == {("app_credentials", "rowid"), ("devices", "rowid")}
     assert sqlite_columns - postgres_columns == set()
     assert postgres_version == (sqlite_version,) == (POSTGRES_MIGRATIONS[-1].version,)
 

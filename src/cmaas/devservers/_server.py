@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, TypeVar
+from typing import ClassVar, Literal, Protocol, TypeVar
 
 from cmaas.devservers._checks import check_domain, check_secret
 from cmaas.devservers._errors import DevServerError
@@ -30,7 +30,18 @@ _KILL_TIMEOUT = 5.0
 _PORT_CLOSE_TIMEOUT = 5.0
 _HOST = "127.0.0.1"
 
-_tracked: list[XmppServer] = []
+
+class Tracked(Protocol):
+    """A server that :func:`track` cleans up at interpreter exit."""
+
+    workdir: Path
+
+    def stop(self) -> None: ...
+
+    def _archive(self) -> None: ...
+
+
+_tracked: list[Tracked] = []
 _atexit_registered = False
 
 
@@ -389,7 +400,7 @@ def _prepare(
     return server_dir, secret, free_ports(3, _HOST)
 
 
-def track(server: XmppServer) -> None:
+def track(server: Tracked) -> None:
     """Stop ``server`` (if still running) and clean up its directory at interpreter exit."""
     global _atexit_registered
     if not _atexit_registered:

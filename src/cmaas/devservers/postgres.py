@@ -14,10 +14,8 @@ the data dies with the server, and tests need speed, not crash safety.
 
 from __future__ import annotations
 
-import atexit
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from urllib.parse import quote
 from cmaas.devservers._errors import DevServerError
 from cmaas.devservers._files import make_private_dir, make_runtime_dir, with_log
 from cmaas.devservers._processes import output_of, require_root, run, which
+from cmaas.devservers._server import track
 
 __all__ = ["PostgresServer", "find_postgres_bin", "start_postgres"]
 
@@ -34,9 +33,6 @@ _PORT = 5432
 _TOOL_TIMEOUT = 60.0
 # Debian installs the server programs per major version, off every PATH.
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
-
-_tracked: list[PostgresServer] = []
-_atexit_registered = False
 
 
 def find_postgres_bin() -> Path:
@@ -91,6 +87,8 @@ class PostgresServer:
         )
 
     def is_running(self) -> bool:
+        if not self._data_dir.is_dir():
+            return False
         result = self._ctl("status", what="asking whether postgres runs")
         # pg_ctl status: 0 running, 3 not running, 4 no data directory.
         return result.returncode == 0
@@ -146,9 +144,11 @@ class PostgresServer:
         Raises: DevServerError: As :meth:`stop`.
         """
         self.stop()
+        self._archive()
+
+    def _archive(self) -> None:
+        # Nothing to keep: the data and the log die with the server.
         shutil.rmtree(self.workdir, ignore_errors=True)
-        if self in _tracked:
-            _tracked.remove(self)
 
     def _ctl(self, *args: str, what: str) -> subprocess.CompletedProcess[str]:
         return run(
@@ -179,7 +179,7 @@ def start_postgres() -> PostgresServer:
     bin_dir = find_postgres_bin()
     workdir = make_runtime_dir("postgres", _USER)
     server = PostgresServer(workdir=workdir, bin_dir=bin_dir)
-    _track(server)
+    track(server)
     for name in ("data", "run", "logs"):
         make_private_dir(workdir / name, _USER)
     started = time.monotonic()
@@ -208,19 +208,3 @@ def start_postgres() -> PostgresServer:
     server.start()
     server.startup_seconds = time.monotonic() - started
     return server
-
-
-def _track(server: PostgresServer) -> None:
-    global _atexit_registered
-    if not _atexit_registered:
-        atexit.register(_cleanup_at_exit)
-        _atexit_registered = True
-    _tracked.append(server)
-
-
-def _cleanup_at_exit() -> None:
-    for server in reversed(list(_tracked)):
-        try:
-            server.remove()
-        except (DevServerError, OSError) as exc:
-            print(f"cmaas.devservers: cleanup of {server.workdir} failed: {exc}", file=sys.stderr)

@@ -4,8 +4,9 @@ The gateway talks to storage only through :class:`Keystore`; :class:`SqliteKeyst
 is the embedded default, and ``cmaas.keystore.postgres.PostgresKeystore`` the shared one.
 """
 
+from cmaas.keystore.blobs import SqlBlobStore
 from cmaas.keystore.credentials import MasterKeyring, issue_credentials
-from cmaas.keystore.devices import SqliteDeviceStore
+from cmaas.keystore.devices import SqlDeviceStore
 from cmaas.keystore.errors import (
     AppAlreadyExists,
     AppNotFound,
@@ -29,7 +30,7 @@ from cmaas.keystore.errors import (
     TooManySigningKeys,
 )
 from cmaas.keystore.interface import BlobStore, DeviceStore, Keystore, MessageStore, OmemoStore
-from cmaas.keystore.messages import SqliteMessageStore
+from cmaas.keystore.messages import SqlMessageStore
 from cmaas.keystore.models import (
     NOTICES_CONSUMER,
     App,
@@ -54,7 +55,7 @@ from cmaas.keystore.models import (
     StatusEvent,
     StoredPrekey,
 )
-from cmaas.keystore.omemo import SqliteOmemoStore
+from cmaas.keystore.omemo import SqlOmemoStore
 from cmaas.keystore.sqlite import SqliteKeystore
 
 __all__ = [
@@ -102,10 +103,11 @@ __all__ = [
     "SchemaTooNew",
     "SealedPayload",
     "SignedPrekeyRollback",
-    "SqliteDeviceStore",
+    "SqlBlobStore",
+    "SqlDeviceStore",
+    "SqlMessageStore",
+    "SqlOmemoStore",
     "SqliteKeystore",
-    "SqliteMessageStore",
-    "SqliteOmemoStore",
     "StatusEvent",
     "StoredPrekey",
     "TooManyDevices",

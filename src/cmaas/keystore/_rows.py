@@ -1,13 +1,13 @@
-"""What both keystore backends share: rows to models, and the checks and rules that
-need no database. A row is an ``sqlite3.Row`` or a psycopg dict row, read by column name.
+"""The keystore's pure parts: rows to models, and the checks and rules that need no
+database. A row is an ``sqlite3.Row`` or a psycopg dict row, read by column name.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
 
+from cmaas.keystore._db import Row
 from cmaas.keystore.credentials import hash_client_secret, secret_matches
 from cmaas.keystore.errors import (
     AuthenticationFailed,
@@ -40,7 +40,6 @@ __all__ = [
     "MAX_SIGNING_KEYS",
     "PENDING_STATUSES",
     "TAKEN_KEPT_S",
-    "Row",
     "app_from_rows",
     "check_blob_room",
     "check_device_room",
@@ -66,12 +65,6 @@ __all__ = [
     "signed_prekey",
     "suites",
 ]
-
-
-class Row(Protocol):
-    """A result row read by column name: ``sqlite3.Row`` or a psycopg ``dict_row``."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
 
 
 MAX_SIGNING_KEYS = 4

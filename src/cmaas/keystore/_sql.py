@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-__all__ = ["GroupCommit", "SharedConnection", "SqliteThread"]
+from cmaas.keystore._db import AioSqliteDb, Db, Runner, Work, run_now
+
+__all__ = [
+    "GroupCommit",
+    "SharedConnection",
+    "SqliteThread",
+    "group_commit_runner",
+    "thread_runner",
+]
 
 T = TypeVar("T")
 
@@ -42,7 +50,7 @@ class SharedConnection:
         return int(self._clock())
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def write(self) -> AsyncIterator[Db]:
         """A write transaction that takes SQLite's write lock up front.
 
         ``BEGIN IMMEDIATE`` makes a concurrent writer (another process) wait on
@@ -51,19 +59,19 @@ class SharedConnection:
         async with self._lock:
             await self.connection.execute("BEGIN IMMEDIATE")
             try:
-                yield self.connection
+                yield AioSqliteDb(self.connection)
             except BaseException:
                 await self.connection.execute("ROLLBACK")
                 raise
             await self.connection.execute("COMMIT")
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def read(self) -> AsyncIterator[Db]:
         """A read transaction, so that multi-statement reads see one snapshot."""
         async with self._lock:
             await self.connection.execute("BEGIN")
             try:
-                yield self.connection
+                yield AioSqliteDb(self.connection)
             finally:
                 await self.connection.execute("COMMIT")
 
@@ -193,6 +201,25 @@ class GroupCommit:
         """Wait until every operation handed in so far has committed."""
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+
+
+def group_commit_runner(commits: GroupCommit) -> Runner:
+    """A :class:`~cmaas.keystore._db.Runner` whose bodies share the group's commits."""
+
+    async def run(work: Work[T], /, *, urgent: bool = False) -> T:
+        return await commits.run(functools.partial(run_now, work), urgent=urgent)
+
+    return run
+
+
+def thread_runner(thread: SqliteThread) -> Runner:
+    """A :class:`~cmaas.keystore._db.Runner` whose bodies each take one hop to the
+    worker thread, in a transaction of their own."""
+
+    async def run(work: Work[T], /, *, urgent: bool = False) -> T:
+        return await thread.write(functools.partial(run_now, work))
+
+    return run
 
 
 def _each_in_savepoint(db: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:

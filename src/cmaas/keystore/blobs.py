@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
-
+from cmaas.keystore._db import Db, Runner, Transactions
 from cmaas.keystore._rows import check_blob_room
-from cmaas.keystore._sql import GroupCommit, SharedConnection
 
-__all__ = ["SqliteBlobStore"]
+__all__ = ["SqlBlobStore"]
 
 
-class SqliteBlobStore:
-    def __init__(self, shared: SharedConnection, commits: GroupCommit) -> None:
-        self._shared = shared
-        self._commits = commits
+class SqlBlobStore:
+    """:class:`~cmaas.keystore.BlobStore` on the tables of a keystore, either backend."""
+
+    def __init__(self, transactions: Transactions, write: Runner) -> None:
+        self._tx = transactions
+        self._write = write
 
     async def add(
         self,
@@ -31,40 +31,39 @@ class SqliteBlobStore:
         Raises: QuotaExhausted.
         """
 
-        def work(db: sqlite3.Connection) -> None:
-            row = db.execute(
-                "SELECT coalesce(sum(size), 0), count(*) FROM blobs"
+        async def work(db: Db) -> None:
+            row = await db.one(
+                "SELECT coalesce(sum(size), 0) AS held, count(*) AS n FROM blobs"
                 " WHERE app_id = ? AND expires_ms > ?",
                 (app_id, now_ms),
-            ).fetchone()
-            check_blob_room(int(row[0]), int(row[1]), size, quota, max_count)
-            db.execute(
+            )
+            assert row is not None  # an aggregate gives one row
+            check_blob_room(int(row["held"]), int(row["n"]), size, quota, max_count)
+            await db.run(
                 "INSERT INTO blobs (blob_id, app_id, size, created_ms, expires_ms)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (blob_id, app_id, size, now_ms, expires_ms),
             )
 
-        await self._commits.run(work)
+        await self._write(work)
 
     async def size(self, blob_id: str, now_ms: int) -> int | None:
         """The blob's size, or ``None`` when it is unknown or expired."""
-        async with self._shared.read() as db:
-            cursor = await db.execute(
+        async with self._tx.read() as db:
+            row = await db.one(
                 "SELECT size FROM blobs WHERE blob_id = ? AND expires_ms > ?", (blob_id, now_ms)
             )
-            row = await cursor.fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else int(row["size"])
 
     async def expire(self, now_ms: int, limit: int = 1000) -> list[str]:
         """Forget expired blobs; returns their ids, so their files can be deleted."""
 
-        def work(db: sqlite3.Connection) -> list[str]:
-            rows = db.execute(
+        async def work(db: Db) -> list[str]:
+            rows = await db.all(
                 "DELETE FROM blobs WHERE blob_id IN (SELECT blob_id FROM blobs"
                 " WHERE expires_ms <= ? LIMIT ?) RETURNING blob_id",
                 (now_ms, limit),
-            ).fetchall()
-            return [str(row[0]) for row in rows]
+            )
+            return [str(row["blob_id"]) for row in rows]
 
-        result: list[str] = await self._commits.run(work)
-        return result
+        return await self._write(work)

@@ -1,16 +1,16 @@
-"""The durable outbox on SQLite: messages, their status events, consumers' cursors,
-request nonces and daily usage.
+"""The durable outbox, on either backend: messages, their status events, consumers'
+cursors, request nonces and daily usage.
 
-Writes go through one :class:`~cmaas.keystore._sql.GroupCommit`, so that a burst of
-submissions and receipts shares its fsyncs; a write returns only once committed.
+Writes go through the backend's :class:`~cmaas.keystore._db.Runner`: on SQLite one
+:class:`~cmaas.keystore._sql.GroupCommit`, so that a burst of submissions and receipts
+shares its fsyncs. A write returns only once committed.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
+from cmaas.keystore._db import Db, Runner, Transactions, Work
 from cmaas.keystore._rows import (
     DAY_MS,
     duplicate_outcome,
@@ -21,7 +21,6 @@ from cmaas.keystore._rows import (
     sealed_to_set,
     sealed_to_text,
 )
-from cmaas.keystore._sql import GroupCommit, SharedConnection
 from cmaas.keystore.errors import MessageConflict, MessageNotFound, QuotaExhausted
 from cmaas.keystore.models import (
     CursorState,
@@ -31,16 +30,9 @@ from cmaas.keystore.models import (
     SealedPayload,
     StatusEvent,
 )
-from cmaas.lifecycle import (
-    MessageStatus,
-    Priority,
-    StatusChange,
-    transition,
-)
+from cmaas.lifecycle import MessageStatus, Priority, StatusChange, transition
 
-__all__ = ["EventListener", "SqliteMessageStore"]
-
-T = TypeVar("T")
+__all__ = ["EventListener", "SqlMessageStore"]
 
 EventListener = Callable[[Sequence[StatusEvent]], None]
 """Called with the events of every commit, in order, after the commit."""
@@ -50,55 +42,19 @@ _SELECT_MESSAGE = (
     " expires_ms, created_ms, updated_ms FROM messages"
 )
 _SELECT_ENTRY = "SELECT seq, app_id, message_id, recipient_jid, priority, expires_ms FROM messages"
-_SEALED_KEPT = "(envelope IS NOT NULL OR omemo IS NOT NULL)"
 _SELECT_EVENT = (
     "SELECT event_id, app_id, message_id, status, at_ms, device, detail FROM status_events"
 )
 
 
-def _add_event(
-    db: sqlite3.Connection,
-    seq: int,
-    app_id: str,
-    message_id: str,
-    status: MessageStatus,
-    at_ms: int,
-    device: str = "",
-    detail: str = "",
-) -> StatusEvent:
-    cursor = db.execute(
-        "INSERT INTO status_events (seq, app_id, message_id, status, device, detail, at_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (seq, app_id, message_id, status.value, device, detail, at_ms),
-    )
-    return StatusEvent(
-        int(cursor.lastrowid or 0), app_id, message_id, status, at_ms, device, detail
-    )
-
-
-def _set_status(
-    db: sqlite3.Connection, seq: int, status: MessageStatus, detail: str, at_ms: int
-) -> None:
-    # What is sealed is kept only while a resend may need it: data minimisation.
-    db.execute(
-        "UPDATE messages SET status = ?1, detail = ?2, updated_ms = ?3,"
-        " envelope = CASE WHEN ?4 THEN envelope END, omemo = CASE WHEN ?4 THEN omemo END"
-        " WHERE seq = ?5",
-        (status.value, detail, at_ms, status.pending, seq),
-    )
-
-
-class SqliteMessageStore:
+class SqlMessageStore:
     """The outbox and its events; see :class:`~cmaas.keystore.interface.MessageStore`."""
 
     def __init__(
-        self,
-        shared: SharedConnection,
-        commits: GroupCommit,
-        clock_ms: Callable[[], int],
+        self, transactions: Transactions, write: Runner, clock_ms: Callable[[], int]
     ) -> None:
-        self._shared = shared
-        self._commits = commits
+        self._tx = transactions
+        self._write = write
         self._clock_ms = clock_ms
         self._listeners: list[EventListener] = []
 
@@ -106,13 +62,10 @@ class SqliteMessageStore:
         """Call ``listener`` with the events of each commit from now on."""
         self._listeners.append(listener)
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
-        return await self._commits.run(work, urgent=urgent)
-
     async def _write_events(
-        self, work: Callable[[sqlite3.Connection], list[StatusEvent]], *, urgent: bool = False
+        self, work: Work[list[StatusEvent]], *, urgent: bool = False
     ) -> list[StatusEvent]:
-        events = await self._commits.run(work, urgent=urgent)
+        events = await self._write(work, urgent=urgent)
         if events:
             for listener in self._listeners:
                 listener(events)
@@ -136,33 +89,33 @@ class SqliteMessageStore:
         day = now // DAY_MS
         outcomes: list[MessageRecord | MessageConflict | QuotaExhausted] = []
 
-        def work(db: sqlite3.Connection) -> list[StatusEvent]:
+        async def work(db: Db) -> list[StatusEvent]:
             events: list[StatusEvent] = []
             used: dict[str, int] = {}
             for message in messages:
-                row = db.execute(
+                row = await db.one(
                     "SELECT * FROM messages WHERE app_id = ? AND message_id = ?",
                     (message.app_id, message.message_id),
-                ).fetchone()
+                )
                 if row is not None:
                     outcomes.append(duplicate_outcome(row, message))
                     continue
                 if message.app_id not in used:
-                    found = db.execute(
+                    found = await db.one(
                         "SELECT count FROM daily_usage WHERE app_id = ? AND day = ?",
                         (message.app_id, day),
-                    ).fetchone()
-                    used[message.app_id] = found["count"] if found else 0
+                    )
+                    used[message.app_id] = int(found["count"]) if found else 0
                 refusal = quota_outcome(used[message.app_id], daily_quota)
                 if refusal is not None:
                     outcomes.append(refusal)
                     continue
                 used[message.app_id] += 1
-                cursor = db.execute(
+                inserted = await db.one(
                     "INSERT INTO messages (app_id, message_id, recipient, recipient_jid,"
                     " priority, status, request_sha256, envelope, omemo, expires_ms, created_ms,"
                     " updated_ms, sealed_to)"
-                    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
                     (
                         message.app_id,
                         message.message_id,
@@ -178,14 +131,17 @@ class SqliteMessageStore:
                         sealed_to_text(message),
                     ),
                 )
-                seq = int(cursor.lastrowid or 0)
+                assert inserted is not None  # INSERT ... RETURNING gives its row
+                seq = int(inserted["seq"])
                 status, detail = MessageStatus.ACCEPTED, ""
-                events.append(_add_event(db, seq, message.app_id, message.message_id, status, now))
+                events.append(
+                    await _add_event(db, seq, message.app_id, message.message_id, status, now)
+                )
                 if message.failure is not None:
                     status, detail = MessageStatus.FAILED, message.failure
-                    _set_status(db, seq, status, detail, now)
+                    await _set_status(db, seq, status, detail, now)
                     events.append(
-                        _add_event(
+                        await _add_event(
                             db, seq, message.app_id, message.message_id, status, now, "", detail
                         )
                     )
@@ -204,12 +160,11 @@ class SqliteMessageStore:
                         now,
                     )
                 )
-            for app_id, count in used.items():
-                db.execute(
-                    "INSERT INTO daily_usage (app_id, day, count) VALUES (?, ?, ?)"
-                    " ON CONFLICT (app_id, day) DO UPDATE SET count = excluded.count",
-                    (app_id, day, count),
-                )
+            await db.many(
+                "INSERT INTO daily_usage (app_id, day, count) VALUES (?, ?, ?)"
+                " ON CONFLICT (app_id, day) DO UPDATE SET count = excluded.count",
+                [(app_id, day, count) for app_id, count in used.items()],
+            )
             return events
 
         urgent = any(message.priority is Priority.HIGH for message in messages)
@@ -225,62 +180,60 @@ class SqliteMessageStore:
 
         Returns: (accepted, to resend), each oldest first.
         """
-        async with self._shared.read() as db:
-            cursor = await db.execute(_SELECT_ENTRY + " WHERE status = 'accepted' ORDER BY seq")
-            accepted = [outbox_entry(row) for row in await cursor.fetchall()]
-            cursor = await db.execute(
+        async with self._tx.read() as db:
+            accepted = await db.all(_SELECT_ENTRY + " WHERE status = 'accepted' ORDER BY seq")
+            resend = await db.all(
                 _SELECT_ENTRY + " WHERE status = 'dispatched' AND dispatched_ms >="  # noqa: S608
                 " (SELECT max(dispatched_ms) FROM messages WHERE status = 'dispatched') - ?"
                 " ORDER BY seq",
                 (resend_window_ms,),
             )
-            resend = [outbox_entry(row) for row in await cursor.fetchall()]
-        return accepted, resend
+        return [outbox_entry(row) for row in accepted], [outbox_entry(row) for row in resend]
 
     async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None:
         """The outbox entry of a message still pending, to write it again."""
-        async with self._shared.read() as db:
-            cursor = await db.execute(
+        async with self._tx.read() as db:
+            row = await db.one(
                 _SELECT_ENTRY + " WHERE app_id = ? AND message_id = ?"
-                " AND status IN ('accepted', 'dispatched') AND " + _SEALED_KEPT,
+                " AND status IN ('accepted', 'dispatched')"
+                " AND (envelope IS NOT NULL OR omemo IS NOT NULL)",
                 (app_id, message_id),
             )
-            row = await cursor.fetchone()
         return None if row is None else outbox_entry(row)
 
     async def sealed(self, seqs: Sequence[int]) -> dict[int, SealedPayload]:
         """What is sealed of those messages that are still pending."""
         found: dict[int, SealedPayload] = {}
-        async with self._shared.read() as db:
+        async with self._tx.read() as db:
             for start in range(0, len(seqs), 500):
                 chunk = list(seqs[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                cursor = await db.execute(
+                rows = await db.all(
                     f"SELECT seq, envelope, omemo FROM messages WHERE seq IN ({marks})"  # noqa: S608
-                    " AND status IN ('accepted', 'dispatched') AND " + _SEALED_KEPT,
+                    " AND status IN ('accepted', 'dispatched')"
+                    " AND (envelope IS NOT NULL OR omemo IS NOT NULL)",
                     chunk,
                 )
                 found.update(
-                    (row["seq"], SealedPayload(row["envelope"], row["omemo"]))
-                    for row in await cursor.fetchall()
+                    (row["seq"], SealedPayload(row["envelope"], row["omemo"])) for row in rows
                 )
         return found
 
     async def mark_dispatched(self, seqs: Sequence[int], at_ms: int) -> list[StatusEvent]:
         """Record that these messages were written to the IM server."""
 
-        def work(db: sqlite3.Connection) -> list[StatusEvent]:
+        async def work(db: Db) -> list[StatusEvent]:
             events: list[StatusEvent] = []
             for seq in seqs:
-                row = db.execute(
+                row = await db.one(
                     "UPDATE messages SET status = 'dispatched', dispatched_ms = ?,"
                     " updated_ms = ? WHERE seq = ? AND status = 'accepted'"
                     " RETURNING app_id, message_id",
                     (at_ms, at_ms, seq),
-                ).fetchone()
+                )
                 if row is not None:
                     events.append(
-                        _add_event(
+                        await _add_event(
                             db,
                             seq,
                             row["app_id"],
@@ -304,26 +257,27 @@ class SqliteMessageStore:
         Returns: the events recorded.
         """
 
-        def work(db: sqlite3.Connection) -> list[StatusEvent]:
-            return [event for change in changes for event in _apply_change(db, change)]
+        async def work(db: Db) -> list[StatusEvent]:
+            return [event for change in changes for event in await _apply_change(db, change)]
 
         return await self._write_events(work)
 
     async def expire_due(self, now_ms: int, limit: int = 1000) -> list[StatusEvent]:
         """Expire pending messages whose ``expires_ms`` has passed."""
+        detail = "not delivered before it expired"
 
-        def work(db: sqlite3.Connection) -> list[StatusEvent]:
-            rows = db.execute(
+        async def work(db: Db) -> list[StatusEvent]:
+            rows = await db.all(
                 "SELECT seq, app_id, message_id FROM messages"
-                " WHERE status IN ('accepted', 'dispatched') AND expires_ms <= ? LIMIT ?",
+                " WHERE status IN ('accepted', 'dispatched') AND expires_ms <= ?"
+                " ORDER BY seq LIMIT ?",
                 (now_ms, limit),
-            ).fetchall()
+            )
             events = []
             for row in rows:
-                detail = "not delivered before it expired"
-                _set_status(db, row["seq"], MessageStatus.EXPIRED, detail, now_ms)
+                await _set_status(db, row["seq"], MessageStatus.EXPIRED, detail, now_ms)
                 events.append(
-                    _add_event(
+                    await _add_event(
                         db,
                         row["seq"],
                         row["app_id"],
@@ -344,13 +298,12 @@ class SqliteMessageStore:
         Returns: how many messages were deleted.
         """
 
-        def work(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
+        async def work(db: Db) -> int:
+            return await db.run(
                 "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages"
                 " WHERE status NOT IN ('accepted', 'dispatched') AND updated_ms < ? LIMIT ?)",
                 (before_ms, limit),
             )
-            return cursor.rowcount
 
         return await self._write(work)
 
@@ -361,64 +314,61 @@ class SqliteMessageStore:
 
         Raises: MessageNotFound.
         """
-        async with self._shared.read() as db:
-            cursor = await db.execute(
+        async with self._tx.read() as db:
+            row = await db.one(
                 _SELECT_MESSAGE + " WHERE app_id = ? AND message_id = ?", (app_id, message_id)
             )
-            row = await cursor.fetchone()
             if row is None:
                 raise MessageNotFound(f"no message {message_id!r}")
-            cursor = await db.execute(
-                _SELECT_EVENT + " WHERE seq = ? ORDER BY event_id", (row["seq"],)
-            )
-            events = [event_from_row(event) for event in await cursor.fetchall()]
-        return message_record(row), events
+            events = await db.all(_SELECT_EVENT + " WHERE seq = ? ORDER BY event_id", (row["seq"],))
+        return message_record(row), [event_from_row(event) for event in events]
 
     async def events_after(self, app_id: str, after: int, limit: int) -> list[StatusEvent]:
         """The app's events with an id above ``after``, oldest first."""
-        async with self._shared.read() as db:
-            cursor = await db.execute(
+        async with self._tx.read() as db:
+            rows = await db.all(
                 _SELECT_EVENT + " WHERE app_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
                 (app_id, after, limit),
             )
-            return [event_from_row(row) for row in await cursor.fetchall()]
+        return [event_from_row(row) for row in rows]
 
     async def last_event_id(self) -> int:
-        async with self._shared.read() as db:
-            cursor = await db.execute("SELECT coalesce(max(event_id), 0) FROM status_events")
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        async with self._tx.read() as db:
+            row = await db.one("SELECT coalesce(max(event_id), 0) AS id FROM status_events")
+        return int(row["id"]) if row else 0
 
     async def depth(self) -> dict[Priority, int]:
         """How many messages wait to be dispatched, per priority."""
-        async with self._shared.read() as db:
-            cursor = await db.execute(
-                "SELECT priority, count(*) FROM messages WHERE status = 'accepted'"
+        async with self._tx.read() as db:
+            rows = await db.all(
+                "SELECT priority, count(*) AS n FROM messages WHERE status = 'accepted'"
                 " GROUP BY priority"
             )
-            counts = {Priority.from_rank(row[0]): int(row[1]) for row in await cursor.fetchall()}
+        counts = {Priority.from_rank(row["priority"]): int(row["n"]) for row in rows}
         return {priority: counts.get(priority, 0) for priority in Priority}
 
     # Consumers' cursors
 
     async def cursors(self, consumer: str) -> list[CursorState]:
         """Every app's cursor for ``consumer``; an app never served starts at 0."""
-        async with self._shared.read() as db:
-            cursor = await db.execute(
+        async with self._tx.read() as db:
+            rows = await db.all(
                 "SELECT a.app_id, coalesce(c.event_id, 0) AS event_id,"
                 " coalesce(c.failures, 0) AS failures, coalesce(c.last_error, '') AS last_error"
                 " FROM apps a LEFT JOIN event_cursors c"
                 " ON c.app_id = a.app_id AND c.consumer = ? ORDER BY a.app_id",
                 (consumer,),
             )
-            return [
-                CursorState(row["app_id"], row["event_id"], row["failures"], row["last_error"])
-                for row in await cursor.fetchall()
-            ]
+        return [
+            CursorState(
+                row["app_id"], int(row["event_id"]), int(row["failures"]), row["last_error"]
+            )
+            for row in rows
+        ]
 
     async def save_cursor(self, consumer: str, state: CursorState) -> None:
-        def work(db: sqlite3.Connection) -> None:
-            db.execute(
+        async def work(db: Db) -> None:
+            await db.run(
                 "INSERT INTO event_cursors (consumer, app_id, event_id, failures, last_error)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, app_id) DO UPDATE SET"
                 " event_id = excluded.event_id, failures = excluded.failures,"
@@ -433,42 +383,76 @@ class SqliteMessageStore:
     async def claim_nonce(self, client_id: str, nonce: str, expires_at: int, now: int) -> bool:
         """Record a request nonce; ``False`` if it was seen and has not expired."""
 
-        def work(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
+        async def work(db: Db) -> bool:
+            changed = await db.run(
                 "INSERT INTO request_nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (client_id, nonce) DO UPDATE SET expires_at = excluded.expires_at"
                 " WHERE request_nonces.expires_at <= ?",
                 (client_id, nonce, expires_at, now),
             )
-            return cursor.rowcount == 1
+            return changed == 1
 
         # Every request waits for its nonce before anything else: one row, ahead of the
         # receipt updates.
         return await self._write(work, urgent=True)
 
     async def purge_nonces(self, now: int) -> int:
-        def work(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM request_nonces WHERE expires_at <= ?", (now,)).rowcount
+        async def work(db: Db) -> int:
+            return await db.run("DELETE FROM request_nonces WHERE expires_at <= ?", (now,))
 
         return await self._write(work)
 
 
-def _apply_change(db: sqlite3.Connection, change: StatusChange) -> list[StatusEvent]:
-    row = db.execute(
+async def _add_event(
+    db: Db,
+    seq: int,
+    app_id: str,
+    message_id: str,
+    status: MessageStatus,
+    at_ms: int,
+    device: str = "",
+    detail: str = "",
+) -> StatusEvent:
+    row = await db.one(
+        "INSERT INTO status_events (seq, app_id, message_id, status, device, detail, at_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING event_id",
+        (seq, app_id, message_id, status.value, device, detail, at_ms),
+    )
+    assert row is not None  # INSERT ... RETURNING gives its row
+    return StatusEvent(int(row["event_id"]), app_id, message_id, status, at_ms, device, detail)
+
+
+async def _set_status(db: Db, seq: int, status: MessageStatus, detail: str, at_ms: int) -> None:
+    # What is sealed is kept only while a resend may need it: data minimisation.
+    keep = status.pending
+    await db.run(
+        "UPDATE messages SET status = ?, detail = ?, updated_ms = ?,"
+        " envelope = CASE WHEN ? THEN envelope END, omemo = CASE WHEN ? THEN omemo END"
+        " WHERE seq = ?",
+        (status.value, detail, at_ms, keep, keep, seq),
+    )
+
+
+async def _apply_change(db: Db, change: StatusChange) -> list[StatusEvent]:
+    row = await db.one(
         "SELECT seq, status, recipient_jid, sealed_to FROM messages"
         " WHERE app_id = ? AND message_id = ?",
         (change.app_id, change.message_id),
-    ).fetchone()
+    )
     if row is None:
         return []
     seq = row["seq"]
+    # The rule asks, synchronously, whether the reporting device reported a status
+    # before, and only for a device's change: that device's reports are read up front.
+    seen: set[str] = set()
+    if change.device:
+        reports = await db.all(
+            "SELECT status FROM status_events WHERE seq = ? AND device = ?", (seq, change.device)
+        )
+        seen = {report["status"] for report in reports}
 
     def reported(device: str, status: MessageStatus) -> bool:
-        seen = db.execute(
-            "SELECT 1 FROM status_events WHERE seq = ? AND device = ? AND status = ?",
-            (seq, device, status.value),
-        ).fetchone()
-        return seen is not None
+        return device == change.device and status.value in seen
 
     step = transition(
         MessageStatus(row["status"]),
@@ -480,9 +464,9 @@ def _apply_change(db: sqlite3.Connection, change: StatusChange) -> list[StatusEv
     if step is None:
         return []
     if step.moves:
-        _set_status(db, seq, step.status, change.detail, change.at_ms)
+        await _set_status(db, seq, step.status, change.detail, change.at_ms)
     return [
-        _add_event(
+        await _add_event(
             db,
             seq,
             change.app_id,

@@ -6,15 +6,31 @@ Never edit a released migration: append a new one. The version reached is kept i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["MIGRATIONS", "Migration"]
+from cmaas.keystore.errors import SchemaTooNew
+
+__all__ = ["MIGRATIONS", "Migration", "to_apply"]
 
 
 class Migration(NamedTuple):
     version: int
     description: str
     sql: str
+
+
+def to_apply(current: int, migrations: Sequence[Migration]) -> list[Migration]:
+    """The migrations a database at schema version ``current`` still needs, in order.
+
+    Raises: SchemaTooNew: ``current`` is past the last of ``migrations``.
+    """
+    latest = migrations[-1].version
+    if current > latest:
+        raise SchemaTooNew(
+            f"database schema version {current} is newer than this CMaaS supports ({latest})"
+        )
+    return [migration for migration in migrations if migration.version > current]
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -1,20 +1,23 @@
-"""The two connections, locks and clock that every PostgreSQL store of one keystore shares."""
+"""The two connections, locks and clock that every store of one PostgreSQL keystore
+shares, and the :class:`~cmaas.keystore._db.Db` adapter the stores speak through."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
 
-from cmaas.keystore.errors import SchemaTooNew
+from cmaas.keystore._db import Db, Params, Row
+from cmaas.keystore.migrations import to_apply
 from cmaas.keystore.postgres.migrations import MIGRATIONS
 
-__all__ = ["Connections", "Db"]
+__all__ = ["Connections", "PostgresDb"]
 
-Db = psycopg.AsyncConnection[DictRow]
+_Connection = psycopg.AsyncConnection[DictRow]
 
 # The key of the transaction-level advisory lock that every write transaction takes: one
 # writer at a time in the whole database, as SQLite's BEGIN IMMEDIATE gives. It keeps
@@ -33,7 +36,9 @@ class Connections:
     one process run at once, which the stores' single-writer design cannot use yet.
     """
 
-    def __init__(self, writer: Db, reader: Db, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, writer: _Connection, reader: _Connection, clock: Callable[[], float]
+    ) -> None:
         self._writer = writer
         self._reader = reader
         self._clock = clock
@@ -68,21 +73,18 @@ class Connections:
         """The clock's time in whole unix seconds."""
         return int(self._clock())
 
-    def now_ms(self) -> int:
-        return int(self._clock() * 1000)
-
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Db]:
         """A write transaction, the only one in the database while it runs."""
         async with self._write_lock, self._writer.transaction():
             await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
-            yield self._writer
+            yield PostgresDb(self._writer)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Db]:
         """A read-only transaction on one snapshot."""
         async with self._read_lock, self._reader.transaction():
-            yield self._reader
+            yield PostgresDb(self._reader)
 
     async def close(self) -> None:
         """Close both connections once the transactions in progress have ended."""
@@ -91,12 +93,45 @@ class Connections:
             await self._reader.close()
 
 
-async def _connect(url: str) -> Db:
+class PostgresDb:
+    """:class:`~cmaas.keystore._db.Db` on a psycopg connection: the stores' ``?``
+    placeholders become psycopg's ``%s``."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+
+    async def one(self, sql: str, params: Params = ()) -> Row | None:
+        cursor = await self._connection.execute(_placeholders(sql), params)
+        return await cursor.fetchone()
+
+    async def all(self, sql: str, params: Params = ()) -> list[Row]:
+        cursor = await self._connection.execute(_placeholders(sql), params)
+        return list(await cursor.fetchall())
+
+    async def run(self, sql: str, params: Params = ()) -> int:
+        cursor = await self._connection.execute(_placeholders(sql), params)
+        return cursor.rowcount
+
+    async def many(self, sql: str, rows: Iterable[Params]) -> None:
+        batch = list(rows)
+        if batch:
+            async with self._connection.cursor() as cursor:
+                await cursor.executemany(_placeholders(sql), batch)
+
+
+@functools.lru_cache(maxsize=512)
+def _placeholders(sql: str) -> bytes:
+    # The stores' statements are fixed texts with no literal % or ?: each ? is a
+    # parameter. Bytes: psycopg takes a query built at run time only as bytes.
+    return sql.replace("%", "%%").replace("?", "%s").encode()
+
+
+async def _connect(url: str) -> _Connection:
     # autocommit: each transaction is opened explicitly, by write(), read() or _migrate().
     return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
 
 
-async def _migrate(db: Db) -> None:
+async def _migrate(db: _Connection) -> None:
     async with db.transaction():
         # Two processes opening a new database at once migrate it one after the other.
         await db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
@@ -106,15 +141,7 @@ async def _migrate(db: Db) -> None:
         )
         cursor = await db.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")
         row = await cursor.fetchone()
-        current = int(row["v"]) if row else 0
-        latest = MIGRATIONS[-1].version
-        if current > latest:
-            raise SchemaTooNew(
-                f"database schema version {current} is newer than this CMaaS supports ({latest})"
-            )
-        for migration in MIGRATIONS:
-            if migration.version <= current:
-                continue
+        for migration in to_apply(int(row["v"]) if row else 0, MIGRATIONS):
             # A script of several statements and no parameters: psycopg sends it as one
             # simple query, inside this transaction.
             await db.execute(migration.sql.encode())

@@ -8,11 +8,11 @@ append a new one.
 
 What differs from SQLite, and why:
 
-* ``BIGINT`` for times, counts and sizes; ``BYTEA`` for keys and sealed payloads;
-  ``BOOLEAN`` for flags.
+* ``BIGINT`` for times, counts and sizes; ``BYTEA`` for keys and sealed payloads.
 * Identity columns where SQLite has ``INTEGER PRIMARY KEY`` (``seq``, ``event_id``).
-* ``app_credentials.ord`` and ``devices.ord``: the insertion order that SQLite's
-  ``rowid`` gives, which the stores use to break ties between equal timestamps.
+* ``app_credentials.rowid`` and ``devices.rowid``: the insertion order that SQLite's
+  implicit ``rowid`` gives, under the same name, so that the stores' one SQL text,
+  which breaks ties between equal timestamps with it, serves both backends.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             display_name  TEXT NOT NULL,
             plan          TEXT NOT NULL REFERENCES plans(name) ON UPDATE CASCADE,
             callback_url  TEXT,
-            suspended     BOOLEAN NOT NULL DEFAULT false,
+            suspended     SMALLINT NOT NULL DEFAULT 0 CHECK (suspended IN (0, 1)),
             created_at    BIGINT NOT NULL,
             updated_at    BIGINT NOT NULL
         );
@@ -60,7 +60,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             hmac_key       BYTEA NOT NULL,  -- AES-256-GCM nonce || ciphertext
             created_at     BIGINT NOT NULL,
             not_after      BIGINT,          -- NULL: valid until rotated
-            ord            BIGINT GENERATED ALWAYS AS IDENTITY
+            rowid          BIGINT GENERATED ALWAYS AS IDENTITY
         );
         CREATE INDEX app_credentials_by_app ON app_credentials(app_id);
 
@@ -108,7 +108,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             revoked_at       BIGINT,
             -- NULL: not told during the current low-pool episode.
             low_notified_at  BIGINT,
-            ord              BIGINT GENERATED ALWAYS AS IDENTITY,
+            rowid            BIGINT GENERATED ALWAYS AS IDENTITY,
             PRIMARY KEY (jid, device_id)
         );
 
