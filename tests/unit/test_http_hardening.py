@@ -34,7 +34,7 @@ from cmaas.envelope import fingerprint, generate_private_key, point_bytes, seal
 from cmaas.keystore import MessageRecord, NewApp, SqliteKeystore, issue_credentials
 from cmaas.lifecycle import Priority
 
-from .conftest import FakeClock
+from .conftest import AnyKeystore, FakeClock
 from .envelope_fixtures import TEXT, make_keyring, sender_bundle
 
 DOMAIN = "gateway.cmaas.test"
@@ -147,8 +147,9 @@ async def test_the_blob_sweep_deletes_everything_due_in_one_round(
 
 
 async def test_a_debug_run_logs_no_sql_parameter(
-    keystore: SqliteKeystore, caplog: pytest.LogCaptureFixture
+    any_keystore: AnyKeystore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    keystore = any_keystore
     secret_number = "+919876543210"
     configure_logging("DEBUG")
     try:
