@@ -99,15 +99,19 @@ class PostgresTestDatabase:
         A few milliseconds, where ``CREATE DATABASE ... TEMPLATE`` takes 0.3 s here
         (it checkpoints, or writes the copy through the WAL).
         """
+        # A test that failed may have left a connection open, holding locks.
+        self.disconnect()
+        with psycopg.connect(self.url, autocommit=True) as db:
+            db.execute(self._reset)
+
+    def disconnect(self) -> None:
+        """End every session on the test database, as a server restart would."""
         with psycopg.connect(self.server.url("postgres"), autocommit=True) as admin:
-            # A test that failed may have left a connection open, holding locks.
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = %s AND pid != pg_backend_pid()",
                 (_TEST_DB,),
             )
-        with psycopg.connect(self.url, autocommit=True) as db:
-            db.execute(self._reset)
 
 
 _TEMPLATE_DB = "cmaas_template"

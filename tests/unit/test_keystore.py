@@ -29,6 +29,7 @@ from cmaas.keystore import (
     issue_credentials,
 )
 from cmaas.keystore.migrations import MIGRATIONS
+from cmaas.keystore.postgres import PostgresKeystore
 from cmaas.keystore.postgres.migrations import MIGRATIONS as POSTGRES_MIGRATIONS
 from cmaas.lifecycle import (
     MessageStatus,
@@ -37,7 +38,7 @@ from cmaas.lifecycle import (
 )
 from cmaas.settings import PostgresDatabase, Settings
 
-from .conftest import AnyKeystore, Database, FakeClock
+from .conftest import AnyKeystore, Database, FakeClock, PostgresTestDatabase
 
 NET = ipaddress.ip_network("203.0.113.0/24")
 
@@ -343,3 +344,24 @@ async def test_open_keystore_opens_the_backend_cmaas_database_names(
         assert (await opened.get_app("parichay-otp")).client_id == "cid-1"
     finally:
         await opened.close()
+
+
+async def test_a_broken_postgresql_connection_fails_one_call_and_is_opened_again(
+    postgres_database: PostgresTestDatabase, master_key: bytes, clock: FakeClock
+) -> None:
+    postgres_database.reset()
+    store = await PostgresKeystore.open(postgres_database.url, MasterKeyring(master_key), clock)
+    try:
+        await store.create_app(new_app(), issue_credentials("cid-1"))
+        assert (await store.get_app("parichay-otp")).client_id == "cid-1"
+        postgres_database.disconnect()
+        with pytest.raises(psycopg.OperationalError):
+            await store.get_app("parichay-otp")
+        with pytest.raises(psycopg.OperationalError):
+            await store.set_directory("alice@example.org", "email", "alice@cmaas.test")
+        # The next reader and writer connect again.
+        assert (await store.get_app("parichay-otp")).client_id == "cid-1"
+        await store.set_directory("alice@example.org", "email", "alice@cmaas.test")
+        assert await store.resolve_address("alice@example.org") == "alice@cmaas.test"
+    finally:
+        await store.close()

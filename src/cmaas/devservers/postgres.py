@@ -2,9 +2,9 @@
 
 Usage::
 
-    server = start_postgres(tmp_path / "pg")
+    server = start_postgres()
     url = server.url("postgres")       # postgresql://postgres@/postgres?host=<socket dir>
-    server.stop()
+    server.remove()                    # stop and delete; done at interpreter exit anyway
 
 The server listens on a Unix socket in its own directory and on no TCP port, so no other
 user of the machine can reach it and nothing clashes with another instance. It runs as
@@ -107,7 +107,7 @@ class PostgresServer:
                 "-c fsync=off",
                 "-c synchronous_commit=off",
                 "-c full_page_writes=off",
-                # One database per test, each a few connections.
+                # Tests open a few keystores at once, each with two connections.
                 "-c max_connections=200",
             )
         )
@@ -195,6 +195,8 @@ def start_postgres() -> PostgresServer:
             str(workdir / "data"),
             "-U",
             _USER,
+            # Trust: the socket's directory is the postgres user's, mode 0700, so only
+            # root and postgres can reach the server at all.
             "--auth=trust",
             "--encoding=UTF8",
             "--locale=C",

@@ -13,8 +13,8 @@ suspend, so :func:`run_now` can run a whole transaction's coroutine there in one
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 import aiosqlite
@@ -22,12 +22,14 @@ import aiosqlite
 __all__ = [
     "AioSqliteDb",
     "Db",
+    "Params",
     "Row",
     "Runner",
     "SqliteDb",
     "Transactions",
     "Work",
     "run_now",
+    "runner_of",
 ]
 
 T = TypeVar("T")
@@ -157,12 +159,3 @@ class AioSqliteDb:
 
     async def many(self, sql: str, rows: Iterable[Params]) -> None:
         await self._connection.executemany(sql, rows)
-
-
-@asynccontextmanager
-async def aio_sqlite_db(
-    transaction: AbstractAsyncContextManager[aiosqlite.Connection],
-) -> AsyncIterator[Db]:
-    """``transaction``'s connection, as a :class:`Db`."""
-    async with transaction as connection:
-        yield AioSqliteDb(connection)

@@ -34,11 +34,15 @@ class Connections:
     in a REPEATABLE READ, READ ONLY transaction, so that its statements see one
     snapshot, and never waits for a write. A pool would let several transactions of
     one process run at once, which the stores' single-writer design cannot use yet.
+
+    A connection that broke (the server restarted, a network cut) fails the
+    transaction that was using it, and is opened again for the next one.
     """
 
     def __init__(
-        self, writer: _Connection, reader: _Connection, clock: Callable[[], float]
+        self, url: str, writer: _Connection, reader: _Connection, clock: Callable[[], float]
     ) -> None:
+        self._url = url
         self._writer = writer
         self._reader = reader
         self._clock = clock
@@ -56,18 +60,11 @@ class Connections:
         writer = await _connect(url)
         try:
             await _migrate(writer)
-            reader = await _connect(url)
+            reader = await _connect_reader(url)
         except BaseException:
             await writer.close()
             raise
-        try:
-            await reader.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
-            await reader.set_read_only(True)
-        except BaseException:
-            await writer.close()
-            await reader.close()
-            raise
-        return cls(writer, reader, clock)
+        return cls(url, writer, reader, clock)
 
     def now(self) -> int:
         """The clock's time in whole unix seconds."""
@@ -76,15 +73,21 @@ class Connections:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Db]:
         """A write transaction, the only one in the database while it runs."""
-        async with self._write_lock, self._writer.transaction():
-            await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
-            yield PostgresDb(self._writer)
+        async with self._write_lock:
+            if self._writer.broken:
+                self._writer = await _connect(self._url)
+            async with self._writer.transaction():
+                await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+                yield PostgresDb(self._writer)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Db]:
         """A read-only transaction on one snapshot."""
-        async with self._read_lock, self._reader.transaction():
-            yield PostgresDb(self._reader)
+        async with self._read_lock:
+            if self._reader.broken:
+                self._reader = await _connect_reader(self._url)
+            async with self._reader.transaction():
+                yield PostgresDb(self._reader)
 
     async def close(self) -> None:
         """Close both connections once the transactions in progress have ended."""
@@ -129,6 +132,17 @@ def _placeholders(sql: str) -> bytes:
 async def _connect(url: str) -> _Connection:
     # autocommit: each transaction is opened explicitly, by write(), read() or _migrate().
     return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
+
+
+async def _connect_reader(url: str) -> _Connection:
+    reader = await _connect(url)
+    try:
+        await reader.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        await reader.set_read_only(True)
+    except BaseException:
+        await reader.close()
+        raise
+    return reader
 
 
 async def _migrate(db: _Connection) -> None:
