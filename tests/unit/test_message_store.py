@@ -19,6 +19,7 @@ from cmaas.keystore import (
     NOTICES_CONSUMER,
     AppChanges,
     CursorState,
+    MasterKeyring,
     MessageConflict,
     MessageRecord,
     NewApp,
@@ -112,6 +113,28 @@ async def test_daily_quota_counts_across_batches_and_plans(
     clock.now += 86_400  # a new UTC day
     (fresh,) = await submit(keystore, message("e"), quota=3)
     assert isinstance(fresh, MessageRecord)
+
+
+async def test_the_daily_quota_holds_across_processes(
+    keystore: AnyKeystore, app: str, database: Database, master_key: bytes, clock: FakeClock
+) -> None:
+    """Separate keystores stand for separate processes on one database: their quota
+    checks and counts never interleave, so none admits past the quota."""
+    others = [await database.open(MasterKeyring(master_key), clock) for _ in range(2)]
+    try:
+        stores = [keystore, *others]
+        outcomes = await asyncio.gather(
+            *(submit(stores[n % 3], message(f"m{n}"), quota=10) for n in range(30))
+        )
+    finally:
+        for other in others:
+            await other.close()
+    accepted = [o for (o,) in outcomes if isinstance(o, MessageRecord)]
+    assert len(accepted) == 10
+    assert sum(isinstance(o, QuotaExhausted) for (o,) in outcomes) == 20
+    assert (await keystore.app_counters(APP)).submitted_today == 10
+    events = await keystore.messages.events_after(APP, 0, 100)
+    assert sorted(e.message_id for e in events) == sorted(r.message_id for r in accepted)
 
 
 async def test_a_known_failure_is_stored_then_failed(keystore: AnyKeystore, app: str) -> None:
