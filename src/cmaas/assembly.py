@@ -40,7 +40,7 @@ from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
-from cmaas.keystore import MasterKeyring, SqliteKeystore
+from cmaas.keystore import GatewayLock, MasterKeyring, SqliteKeystore
 from cmaas.settings import Settings
 from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp.link import XmppLink
@@ -68,6 +68,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     """Run the gateway until ``stop`` is set, or until SIGTERM/SIGINT when it is ``None``.
 
     Raises:
+        DatabaseInUse: Another gateway process holds the database.
         KeystoreError: The database cannot be migrated or read.
         OSError: The HTTP listener cannot bind.
     """
@@ -89,7 +90,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     Raises: as :func:`run_gateway`.
     """
     async with AsyncExitStack() as stack:
-        # Storage.
+        # Storage, for this gateway process alone.
+        stack.callback(GatewayLock.take(settings.database).release)
         keystore = await SqliteKeystore.open(
             settings.database,
             MasterKeyring(settings.master_key, settings.previous_master_key),
