@@ -41,6 +41,7 @@ class Settings:
     previous_master_key: bytes | None = field(default=None, repr=False)
     xmpp_host: str = "127.0.0.1"
     xmpp_port: int = 5347
+    instance_host: str | None = None
     database: Path = Path("cmaas.sqlite3")
     admins: frozenset[str] = frozenset()
     served_domains: frozenset[str] = frozenset()
@@ -117,6 +118,7 @@ def load_settings(
         previous_master_key=_master_key(reader, "CMAAS_PREVIOUS_MASTER_KEY"),
         xmpp_host=reader.text("CMAAS_XMPP_HOST", "127.0.0.1"),
         xmpp_port=reader.port("CMAAS_XMPP_PORT", 5347),
+        instance_host=reader.optional_domain("CMAAS_INSTANCE_HOST"),
         database=Path(reader.text("CMAAS_DATABASE", "cmaas.sqlite3")),
         admins=reader.jids("CMAAS_ADMINS"),
         served_domains=reader.domains("CMAAS_SERVED_DOMAINS")
@@ -175,6 +177,11 @@ def load_settings(
         reader.problem("CMAAS_OUTBOX_BULK_LIMIT must not exceed CMAAS_OUTBOX_NORMAL_LIMIT")
     if settings.adhoc_session_lifetime < settings.adhoc_session_timeout:
         reader.problem("CMAAS_ADHOC_SESSION_LIFETIME must not be below CMAAS_ADHOC_SESSION_TIMEOUT")
+    if settings.instance_host in {settings.component_jid, *settings.served_domains}:
+        reader.problem(
+            "CMAAS_INSTANCE_HOST must be a host of this instance's own, not the component"
+            " domain or a served domain"
+        )
     if settings.previous_master_key == settings.master_key:
         reader.problem("CMAAS_PREVIOUS_MASTER_KEY must differ from CMAAS_MASTER_KEY")
     reader.raise_problems(SettingsError)

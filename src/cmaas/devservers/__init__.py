@@ -32,15 +32,18 @@ from cmaas.devservers._ports import free_port
 from cmaas.devservers._processes import cmaas_executable
 from cmaas.devservers._server import XmppServer
 from cmaas.devservers.ejabberd import start_ejabberd
+from cmaas.devservers.ejabberd_cluster import EjabberdCluster, start_ejabberd_cluster
 from cmaas.devservers.prosody import start_prosody
 
 __all__ = [
     "DevServerError",
+    "EjabberdCluster",
     "XmppServer",
     "cmaas_executable",
     "ensure_installed",
     "find_config_dir",
     "free_port",
     "start_ejabberd",
+    "start_ejabberd_cluster",
     "start_prosody",
 ]

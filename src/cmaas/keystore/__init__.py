@@ -11,6 +11,7 @@ from cmaas.keystore.errors import (
     AppNotFound,
     AuthenticationFailed,
     ClientIdTaken,
+    DatabaseInUse,
     DeviceNotFound,
     DeviceRevoked,
     IdentityKeyMismatch,
@@ -55,7 +56,7 @@ from cmaas.keystore.models import (
     StoredPrekey,
 )
 from cmaas.keystore.omemo import SqliteOmemoStore
-from cmaas.keystore.sqlite import SqliteKeystore
+from cmaas.keystore.sqlite import GatewayLock, SqliteKeystore
 
 __all__ = [
     "NOTICES_CONSUMER",
@@ -69,6 +70,7 @@ __all__ = [
     "ClientIdTaken",
     "CredentialInfo",
     "CursorState",
+    "DatabaseInUse",
     "DeviceKeys",
     "DeviceNotFound",
     "DevicePublication",
@@ -76,6 +78,7 @@ __all__ = [
     "DeviceRevoked",
     "DeviceStore",
     "DirectoryEntry",
+    "GatewayLock",
     "IdentityKeyMismatch",
     "IssuedCredentials",
     "JidAlreadyBound",
