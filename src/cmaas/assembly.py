@@ -127,7 +127,11 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             ping_replies=ping_replies,
         )
         link = XmppLink(
-            xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
+            xmpp,
+            settings.xmpp_host,
+            settings.xmpp_port,
+            max_delay=settings.reconnect_max_delay,
+            standby_retry=settings.standby_retry,
         )
 
         # The delivery engine.

@@ -61,6 +61,7 @@ class Settings:
     omemo_max_devices: int = 16
     omemo_max_prekeys: int = 100
     reconnect_max_delay: float = 30.0
+    standby_retry: float = 2.0
     log_level: str = "INFO"
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
@@ -139,6 +140,7 @@ def load_settings(
         omemo_max_devices=reader.integer("CMAAS_OMEMO_MAX_DEVICES", 16, 1, 1000),
         omemo_max_prekeys=reader.integer("CMAAS_OMEMO_MAX_PREKEYS", 100, 1, MAX_OMEMO_PREKEYS),
         reconnect_max_delay=reader.seconds("CMAAS_RECONNECT_MAX_DELAY", 30.0),
+        standby_retry=reader.seconds("CMAAS_STANDBY_RETRY", 2.0),
         log_level=reader.log_level("INFO"),
         http_tls_cert=reader.file("CMAAS_HTTP_TLS_CERT"),
         http_tls_key=reader.file("CMAAS_HTTP_TLS_KEY"),
