@@ -136,9 +136,9 @@ def targets(rows: Sequence[Row]) -> list[Target]:
     for row in done:
         if row.item == "d" and row.p99_ms is not None:
             found.append(Target("d", row.server, "p99 ms <= 50", row.p99_ms, 50.0, True))
-        elif row.item == "e":
-            devices = row.extra.get("devices")
-            goal = f"msg/s per core >= 3,000 ({devices} device(s))"
+        elif row.item == "e" and row.extra.get("devices", 1) == 1:
+            # The target is for one device; 2 and 5 are measured beside OMEMO's (item h).
+            goal = "msg/s per core >= 3,000 (1 device)"
             found.append(Target("e", row.server, goal, row.rate, 3000.0, False))
         elif row.item == "f" and row.memory_mib is not None:
             found.append(Target("f", row.server, "RSS MiB <= 150", row.memory_mib, 150.0, True))

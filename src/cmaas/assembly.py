@@ -25,6 +25,7 @@ from cmaas.component.adhoc.engine import AdhocEngine, SessionLimits
 from cmaas.component.commands import admin_commands, device_commands, messaging_commands
 from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
+from cmaas.component.ping_replies import PingReplies
 from cmaas.delivery.auth import RequestAuthenticator
 from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
@@ -41,7 +42,7 @@ from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
-from cmaas.keystore import Keystore, MasterKeyring, SqliteKeystore
+from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
 from cmaas.keystore.postgres import PostgresKeystore
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
@@ -60,10 +61,16 @@ class Gateway:
     directory: KeyDirectory
     xmpp: GatewayComponent
     link: XmppLink
+    ping_link: XmppLink | None
     messaging: Messaging
     dispatcher: Dispatcher
     webhooks: WebhookConsumer
     http_url: str
+
+    async def run_links(self, stop: asyncio.Event) -> None:
+        """Keep the component link, and the ping reply link if any, up until ``stop``."""
+        links = [self.link] if self.ping_link is None else [self.link, self.ping_link]
+        await asyncio.gather(*(link.run(stop) for link in links))
 
 
 async def open_keystore(settings: Settings) -> Keystore:
@@ -96,12 +103,13 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     """Run the gateway until ``stop`` is set, or until SIGTERM/SIGINT when it is ``None``.
 
     Raises:
+        DatabaseInUse: Another gateway process holds the database.
         KeystoreError: The database cannot be migrated or read.
         OSError: The HTTP listener cannot bind.
     """
     stop = stop or stop_on_signals()
     async with open_gateway(settings) as gateway:
-        await gateway.link.run(stop)
+        await gateway.run_links(stop)
     log.info("gateway stopped")
 
 
@@ -117,22 +125,39 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     Raises: as :func:`run_gateway`.
     """
     async with AsyncExitStack() as stack:
-        # Storage.
+        # Storage, for this gateway process alone.
+        if not isinstance(settings.database, PostgresDatabase):
+            stack.callback(GatewayLock.take(settings.database).release)
         keystore = await open_keystore(settings)
         stack.push_async_callback(keystore.close)
         store = keystore.messages
         domain = settings.component_jid
 
-        # The component and its link.
+        # The component and its link, and this instance's own host for its pings.
+        ping_replies, ping_link = None, None
+        if settings.instance_host is not None:
+            ping_replies = PingReplies(settings.instance_host, settings.component_secret)
+            ping_link = XmppLink(
+                ping_replies,
+                settings.xmpp_host,
+                settings.xmpp_port,
+                name="ping reply link",
+                max_delay=settings.reconnect_max_delay,
+            )
         xmpp = GatewayComponent(
             domain,
             settings.component_secret,
             AppContacts(keystore, domain),
             server=min(settings.served_domains),
             max_depth=settings.xmpp_max_depth,
+            ping_replies=ping_replies,
         )
         link = XmppLink(
-            xmpp, settings.xmpp_host, settings.xmpp_port, max_delay=settings.reconnect_max_delay
+            xmpp,
+            settings.xmpp_host,
+            settings.xmpp_port,
+            max_delay=settings.reconnect_max_delay,
+            standby_retry=settings.standby_retry,
         )
 
         # The delivery engine.
@@ -169,6 +194,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             inflight=lambda: dispatcher.inflight,
             resent=lambda: dispatcher.resent,
             link=lambda: (int(link.up), link.connects),
+            pings=lambda: (xmpp.pings_answered, xmpp.pings_unanswered),
             consumers={"webhook": webhooks, "xmpp_notice": notices},
         )
         resolver = RecipientResolver(keystore, settings.served_domains)
@@ -293,7 +319,9 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         scheme = "https" if tls else "http"
         http_url = f"{scheme}://{settings.http_host}:{settings.http_port}"
         log.info("gateway %s: API on %s, database %s", domain, http_url, settings.database)
-        yield Gateway(keystore, directory, xmpp, link, messaging, dispatcher, webhooks, http_url)
+        yield Gateway(
+            keystore, directory, xmpp, link, ping_link, messaging, dispatcher, webhooks, http_url
+        )
 
 
 def door_limits(settings: Settings) -> DoorLimits:

@@ -201,9 +201,14 @@ class VariableReader:
         return self.choice("CMAAS_LOG_LEVEL", default, LOG_LEVELS)
 
     def domain(self, name: str) -> str:
-        value = self.required(name)
+        return self._one_domain(name, self.required(name)) or ""
+
+    def optional_domain(self, name: str) -> str | None:
+        return self._one_domain(name, self.get(name))
+
+    def _one_domain(self, name: str, value: str | None) -> str | None:
         parsed = self._parsed(name, [value] if value else [], parse_domain)
-        return parsed[0] if parsed else ""
+        return parsed[0] if parsed else None
 
     def jids(self, name: str) -> frozenset[str]:
         return frozenset(self._parsed(name, self._items(name), parse_bare_jid))

@@ -61,6 +61,7 @@ class Settings:
     previous_master_key: bytes | None = field(default=None, repr=False)
     xmpp_host: str = "127.0.0.1"
     xmpp_port: int = 5347
+    instance_host: str | None = None
     database: Path | PostgresDatabase = Path("cmaas.sqlite3")
     admins: frozenset[str] = frozenset()
     served_domains: frozenset[str] = frozenset()
@@ -80,6 +81,7 @@ class Settings:
     omemo_max_devices: int = 16
     omemo_max_prekeys: int = 100
     reconnect_max_delay: float = 30.0
+    standby_retry: float = 2.0
     log_level: str = "INFO"
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
@@ -137,6 +139,7 @@ def load_settings(
         previous_master_key=_master_key(reader, "CMAAS_PREVIOUS_MASTER_KEY"),
         xmpp_host=reader.text("CMAAS_XMPP_HOST", "127.0.0.1"),
         xmpp_port=reader.port("CMAAS_XMPP_PORT", 5347),
+        instance_host=reader.optional_domain("CMAAS_INSTANCE_HOST"),
         database=_database(reader, "CMAAS_DATABASE"),
         admins=reader.jids("CMAAS_ADMINS"),
         served_domains=reader.domains("CMAAS_SERVED_DOMAINS")
@@ -157,6 +160,7 @@ def load_settings(
         omemo_max_devices=reader.integer("CMAAS_OMEMO_MAX_DEVICES", 16, 1, 1000),
         omemo_max_prekeys=reader.integer("CMAAS_OMEMO_MAX_PREKEYS", 100, 1, MAX_OMEMO_PREKEYS),
         reconnect_max_delay=reader.seconds("CMAAS_RECONNECT_MAX_DELAY", 30.0),
+        standby_retry=reader.seconds("CMAAS_STANDBY_RETRY", 2.0),
         log_level=reader.log_level("INFO"),
         http_tls_cert=reader.file("CMAAS_HTTP_TLS_CERT"),
         http_tls_key=reader.file("CMAAS_HTTP_TLS_KEY"),
@@ -199,6 +203,11 @@ def load_settings(
         reader.problem(
             "set CMAAS_BLOB_DIR when CMAAS_DATABASE is a PostgreSQL URL: blobs are files,"
             " and there is no database file to keep them beside"
+        )
+    if settings.instance_host in {settings.component_jid, *settings.served_domains}:
+        reader.problem(
+            "CMAAS_INSTANCE_HOST must be a host of this instance's own, not the component"
+            " domain or a served domain"
         )
     if settings.previous_master_key == settings.master_key:
         reader.problem("CMAAS_PREVIOUS_MASTER_KEY must differ from CMAAS_MASTER_KEY")

@@ -101,6 +101,7 @@ class Api:
             inflight=lambda: 0,
             resent=lambda: 0,
             link=lambda: (1, 1),
+            pings=lambda: (0, 0),
             consumers={},
         )
         app = web.Application(client_max_size=64 * 1024, middlewares=[error_middleware(metrics)])

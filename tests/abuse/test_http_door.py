@@ -126,6 +126,7 @@ async def front(tmp_path: Path) -> AsyncIterator[Front]:
         inflight=lambda: 0,
         resent=lambda: 0,
         link=lambda: (1, 1),
+        pings=lambda: (0, 0),
         consumers={},
     )
     door = Door(LIMITS)

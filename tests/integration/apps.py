@@ -231,6 +231,15 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+async def metrics_text(gateway: GatewayProcess) -> str:
+    """The gateway's ``GET /metrics``, as Prometheus scrapes it."""
+    async with http_session() as session:
+        url = f"http://127.0.0.1:{gateway.http_port}/metrics"
+        async with session.get(url) as response:
+            assert response.status == 200
+            return await response.text()
+
+
 async def client_config_for(
     gateway: GatewayProcess,
     state: Path,

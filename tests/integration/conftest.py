@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from cmaas.devservers import XmppServer, ensure_installed, start_ejabberd, start_prosody
+from cmaas.devservers import (
+    EjabberdCluster,
+    XmppServer,
+    ensure_installed,
+    start_ejabberd,
+    start_ejabberd_cluster,
+    start_prosody,
+)
 from cmaas.devservers.client import AdhocClient
 from cmaas.keystore import MasterKeyring, SqliteKeystore
 
@@ -18,6 +25,8 @@ PASSWORD = "correct horse battery staple"
 # dana is the several-clients tests' own: what their other clients leave in offline
 # storage and the archive reaches no other test.
 USERS = ("admin", "alice", "bot", "dana")
+# One ping reply host per gateway instance on the cluster (CMAAS_INSTANCE_HOST).
+CLUSTER_INSTANCE_HOSTS = ("a.gateway.cmaas.test", "b.gateway.cmaas.test", "c.gateway.cmaas.test")
 
 
 @pytest.fixture(scope="session", params=["prosody", "ejabberd"])
@@ -34,6 +43,21 @@ def xmpp_server(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def ejabberd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EjabberdCluster]:
+    """Two joined ejabberd nodes serving one component domain, once per session."""
+    ensure_installed()
+    cluster = start_ejabberd_cluster(
+        tmp_path_factory.mktemp("cluster"), instance_hosts=CLUSTER_INSTANCE_HOSTS
+    )
+    try:
+        for user in USERS:
+            cluster.register_user(user, PASSWORD)
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

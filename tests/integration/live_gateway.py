@@ -60,7 +60,7 @@ async def live_gateway(
         feedback = FeedbackLog(gateway)
         connected = asyncio.Event()
         gateway.xmpp.add_event_handler("session_start", lambda _: connected.set())
-        link = asyncio.create_task(gateway.link.run(stop))
+        link = asyncio.create_task(gateway.run_links(stop))
         try:
             async with asyncio.timeout(20):
                 await connected.wait()

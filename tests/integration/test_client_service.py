@@ -22,12 +22,20 @@ from cmaas.clientservice import (
     GatewayApi,
     GatewayClient,
     KeyChange,
+    NewDevice,
     SyncGatewayClient,
     XmppTransport,
 )
 from cmaas.device.client import DeviceClient
 from cmaas.devservers import XmppServer, cmaas_executable
-from cmaas.envelope import DeviceKeyring, FileContent, OtpContent, TextContent, sign_prekey
+from cmaas.envelope import (
+    DeviceKeyring,
+    FileContent,
+    OtpContent,
+    TextContent,
+    fingerprint,
+    sign_prekey,
+)
 from cmaas.envelope.blob import TamperedBlob
 from cmaas.lifecycle import Priority
 from cmaas.wire import Accepted
@@ -136,6 +144,28 @@ async def test_a_changed_device_key_is_refused_and_reported(
             await client.send(alice, text="must not be sealed to the impostor")
         assert refused.value.device_ids == [device_id]
         assert reported == [KeyChange(alice, device_id)]
+
+
+async def test_a_new_device_of_a_known_recipient_is_reported(
+    xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    alice = f"alice@{xmpp_server.domain}"
+    config = await client_config_for(gateway, tmp_path / "client", key_cache_s=0)
+    new: list[NewDevice] = []
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "n1"))
+        await first.publish()
+        client = await stack.enter_async_context(GatewayClient(config, on_new_device=new.append))
+        await client.send(alice, text="first contact pins the device, silently")
+        assert new == []
+        second = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "n2"))
+        await second.publish()
+        sent = await client.send(alice, text="sealed to the new device too, and reported")
+        assert second.keyring is not None
+        assert [(d.jid, d.device_id) for d in new] == [(alice, second.keyring.device_id)]
+        assert new[0].fingerprint == fingerprint(second.keyring.bundle().identity_key)
+        async with asyncio.timeout(15):
+            assert (await second.next_message()).message_id == sent.message_id
 
 
 async def test_the_gateway_away_for_a_while_loses_nothing(

@@ -19,7 +19,7 @@ from cmaas.clientservice import ApiError
 from cmaas.devservers import XmppServer
 from cmaas.envelope import OtpContent, TextContent
 
-from .apps import WebhookReceiver, admin, http_session, register_app, statuses
+from .apps import WebhookReceiver, admin, http_session, metrics_text, register_app, statuses
 from .conftest import connect
 from .devices import new_device
 from .gateway_process import GatewayProcess
@@ -126,19 +126,11 @@ async def test_sealed_otp_delivered_and_read_with_every_callback(
         assert sorted(n["status"] for n in told) == sorted(expected)
         assert {n["message"] for n in told} == {message_id}
 
-    metrics = await _metrics(gateway)
+    metrics = await metrics_text(gateway)
     assert 'cmaas_submissions_total{outcome="accepted"} 1.0' in metrics
     assert 'cmaas_submissions_total{outcome="duplicate"} 1.0' in metrics
     assert 'cmaas_status_events_total{status="read"} 1.0' in metrics
     assert "cmaas_component_link_up 1.0" in metrics
-
-
-async def _metrics(gateway: GatewayProcess) -> str:
-    async with http_session() as session:
-        url = f"http://127.0.0.1:{gateway.http_port}/metrics"
-        async with session.get(url) as response:
-            assert response.status == 200
-            return await response.text()
 
 
 async def test_long_poll_wakes_on_the_next_event(

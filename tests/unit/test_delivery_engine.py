@@ -19,7 +19,7 @@ from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
 from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
 from cmaas.delivery.queues import PriorityQueues
-from cmaas.delivery.ratelimit import TokenBuckets
+from cmaas.delivery.ratelimit import BucketState, TokenBuckets, take_tokens
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.identifiers import parse_network
@@ -76,18 +76,27 @@ def plan(rate: float, burst: int) -> Plan:
     return Plan("p", rate, burst, None, frozenset(Priority))
 
 
-def test_token_bucket_bursts_refills_and_follows_plan_changes() -> None:
+async def test_token_bucket_bursts_refills_and_follows_plan_changes() -> None:
     clock = FakeClock(0.0)
     buckets = TokenBuckets(clock)
-    assert buckets.take("app", plan(2, 3), 5) == (3, 1.0)  # two more in a second at 2/s
-    assert buckets.take("app", plan(2, 3), 1) == (0, 0.5)
+    assert await buckets.take("app", plan(2, 3), 5) == (3, 1.0)  # two more in a second at 2/s
+    assert await buckets.take("app", plan(2, 3), 1) == (0, 0.5)
     clock.now += 0.5
-    assert buckets.take("app", plan(2, 3), 1) == (1, 0.0)
+    assert await buckets.take("app", plan(2, 3), 1) == (1, 0.0)
     clock.now += 10
-    assert buckets.take("app", plan(2, 3), 4)[0] == 3  # never more than the burst
+    assert (await buckets.take("app", plan(2, 3), 4))[0] == 3  # never more than the burst
     clock.now += 0.2  # the plan is raised: the new rate applies from now on
-    assert buckets.take("app", plan(100, 100), 10) == (10, 0.0)
-    assert buckets.take("other", plan(2, 3), 3) == (3, 0.0)  # one bucket per key
+    assert await buckets.take("app", plan(100, 100), 10) == (10, 0.0)
+    assert await buckets.take("other", plan(2, 3), 3) == (3, 0.0)  # one bucket per key
+
+
+def test_the_bucket_arithmetic_is_one_pure_function() -> None:
+    took = take_tokens(None, 100.0, 2.0, 3, 5)  # a new bucket is full
+    assert (took.granted, took.retry_after, took.state) == (3, 1.0, BucketState(0.0, 100.0))
+    later = take_tokens(took.state, 100.75, 2.0, 3, 1)  # 1.5 tokens refilled
+    assert (later.granted, later.retry_after) == (1, 0.0)
+    assert later.state == BucketState(0.5, 100.75)
+    assert take_tokens(later.state, 1000.0, 2.0, 3, 0).state.tokens == 3.0  # capped
 
 
 def test_request_signature_is_the_spec_formula() -> None:

@@ -81,3 +81,5 @@ def test_ejabberd_snippet_offers_no_domain_balancing() -> None:
     snippet = (ROOT / "ejabberd-config" / "cmaas-component.yml").read_text("utf-8")
     assert not re.search(r"^\s*#?\s*domain_balancing\s*:", snippet, re.MULTILINE)
     assert "No domain_balancing" in snippet
+    # Several instances: each connection is routed its own ping host only.
+    assert re.search(r"^#\s+global_routes: false$", snippet, re.MULTILINE)

@@ -115,11 +115,19 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
         ({"CMAAS_REVOKED_DEVICES_KEPT": "0"}, "CMAAS_REVOKED_DEVICES_KEPT"),
         ({"CMAAS_OMEMO_MAX_DEVICES": "0"}, "CMAAS_OMEMO_MAX_DEVICES"),
         ({"CMAAS_OMEMO_MAX_PREKEYS": "1001"}, "CMAAS_OMEMO_MAX_PREKEYS"),
+        ({"CMAAS_INSTANCE_HOST": "gw a.example"}, "CMAAS_INSTANCE_HOST"),
+        ({"CMAAS_INSTANCE_HOST": "gateway.example.org"}, "CMAAS_INSTANCE_HOST must be a host"),
     ],
 )
 def test_bad_values_name_the_variable(changes: dict[str, str], names: str) -> None:
     with pytest.raises(SettingsError, match=names):
         load_settings({**BASE, **changes}, env_file=None)
+
+
+def test_instance_host_defaults_to_none_and_parses() -> None:
+    assert load_settings(BASE, env_file=None).instance_host is None
+    given = {**BASE, "CMAAS_INSTANCE_HOST": " GW-A.gateway.example.org "}
+    assert load_settings(given, env_file=None).instance_host == "gw-a.gateway.example.org"
 
 
 def test_settings_type_is_frozen() -> None:

@@ -20,16 +20,18 @@ def health_routes(
 ) -> list[web.RouteDef]:
     async def healthz(_request: web.Request) -> web.Response:
         up = link.state is LinkState.CONNECTED
+        # A standby serves the HTTP API while another instance holds the component.
+        serving = up or link.state is LinkState.STANDBY
         queued = depth() if depth is not None else {}
         return web.json_response(
             {
-                "status": "ok" if up else "degraded",
+                "status": "ok" if up else "standby" if serving else "degraded",
                 "component_link": link.state.value,
                 "link_connects": link.connects,
                 "outbox": {priority.value: count for priority, count in queued.items()},
                 "version": __version__,
             },
-            status=200 if up else 503,
+            status=200 if serving else 503,
         )
 
     return [web.get("/healthz", healthz)]

@@ -30,6 +30,7 @@ from cmaas.component.outbound import (
     status_message,
 )
 from cmaas.component.pep import PepClient, PepResponder
+from cmaas.component.ping_replies import PingReplies
 from cmaas.component.presence import PresenceResponder
 from cmaas.keydirectory import DeviceLimits
 from cmaas.keystore import DeviceKeys, StatusEvent
@@ -62,16 +63,26 @@ class GatewayComponent(ComponentXMPP):
         *,
         server: str | None = None,
         max_depth: int = DEFAULT_MAX_DEPTH,
+        ping_replies: PingReplies | None = None,
     ) -> None:
         """Args:
         max_depth: Deepest element nesting accepted in a stanza (the stanza is 1);
             a deeper request gets ``<not-acceptable/>``, anything else is dropped.
+        ping_replies: This instance's own reply host, when several instances share
+            the domain; ``None``: pings go from the domain and come back here.
+
+        Attributes:
+            pings_answered: Barrier pings the IM server answered.
+            pings_unanswered: Barrier pings that timed out or could not be written.
         """
         super().__init__(domain, secret, fix_error_ns=True)  # type: ignore[no-untyped-call]
         self.domain = domain
         self.domain_jid = JID(domain)
         # The IM server itself, which answers the dispatcher's pings.
         self._server_jid = JID(server or (domain.split(".", 1)[1] if "." in domain else domain))
+        self._ping_replies = ping_replies
+        self.pings_answered = 0
+        self.pings_unanswered = 0
         self._engine: AdhocEngine | None = None
         self._contacts = contacts
         self._max_depth = max_depth
@@ -186,12 +197,26 @@ class GatewayComponent(ComponentXMPP):
         """Return once the IM server has answered a ping (XEP-0199) written after
         everything sent so far. An error answer counts as well: the server has read the
         stream that far. A timeout returns too; the caller bounds the wait, not this."""
+        if self._ping_replies is not None:
+            answered = await self._ping_replies.ping(self, self._server_jid, _BARRIER_TIMEOUT)
+        else:
+            answered = await self._ping_from_domain()
+        if answered:
+            self.pings_answered += 1
+        else:
+            self.pings_unanswered += 1
+            log.debug("ping to %s: no answer", self._server_jid)
+
+    async def _ping_from_domain(self) -> bool:
         try:
             await self.plugin["xep_0199"].send_ping(
                 self._server_jid, ifrom=self.domain_jid, timeout=_BARRIER_TIMEOUT
             )
-        except (IqError, IqTimeout) as error:
-            log.debug("ping to %s: %s", self._server_jid, type(error).__name__)
+        except IqError:
+            return True
+        except (IqTimeout, NotConnectedError):
+            return False
+        return True
 
     def send_status(self, app_id: str, to: str, event: StatusEvent) -> None:
         """Tell a JID bound to ``app_id`` about one of its messages' status events."""

@@ -23,7 +23,7 @@ from cmaas.delivery.errors import (
     QuotaExceeded,
     RateLimited,
 )
-from cmaas.delivery.ratelimit import TokenBuckets
+from cmaas.delivery.ratelimit import RateLimiter, TokenBuckets
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.keystore import App, Plan, QuotaExhausted
 from cmaas.keystore.interface import BlobStore
@@ -70,13 +70,13 @@ class BlobService:
         directory: Path,
         limits: BlobLimits,
         plans: Callable[[str], Awaitable[Plan]] | None = None,
-        buckets: TokenBuckets | None = None,
+        buckets: RateLimiter | None = None,
     ) -> None:
         self._store = store
         self._directory = directory
         self.limits = limits
         self._plans = plans
-        self._buckets = buckets or TokenBuckets()
+        self._buckets: RateLimiter = buckets or TokenBuckets()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     async def admit(self, app: App) -> None:
@@ -87,7 +87,7 @@ class BlobService:
         if self._plans is None:
             return
         plan = await self._plans(app.plan)
-        granted, retry_after = self._buckets.take(("blob", app.app_id), plan, 1)
+        granted, retry_after = await self._buckets.take(f"blob:{app.app_id}", plan, 1)
         if not granted:
             raise RateLimited(
                 f"plan {plan.name!r} allows {plan.sustained_per_second:g} uploads/s",

@@ -54,6 +54,15 @@ class _Live(Collector):
         yield CounterMetricFamily(
             "cmaas_component_link_connects", "Successful component handshakes", value=connects
         )
+        pings = CounterMetricFamily(
+            "cmaas_barrier_pings",
+            "Pings after each dispatch round, by outcome: answered, or unanswered (timed"
+            " out or not written; with several instances, see CMAAS_INSTANCE_HOST)",
+            labels=["outcome"],
+        )
+        for outcome, count in zip(("answered", "unanswered"), metrics.pings(), strict=True):
+            pings.add_metric([outcome], count)
+        yield pings
         for name, consumer in metrics.consumers.items():
             yield CounterMetricFamily(
                 f"cmaas_{name}_events_delivered",
@@ -82,12 +91,14 @@ class GatewayMetrics:
         inflight: Callable[[], int],
         resent: Callable[[], int],
         link: Callable[[], tuple[int, int]],
+        pings: Callable[[], tuple[int, int]],
         consumers: Mapping[str, CursorConsumer],
     ) -> None:
         self.depth = depth
         self.inflight = inflight
         self.resent = resent
         self.link = link
+        self.pings = pings
         self.consumers = consumers
         self.registry = CollectorRegistry()
         self._submissions = Counter(

@@ -88,7 +88,7 @@ class Messaging:
         Raises: InvalidRequest, NotFound (unknown recipient, or no device in either
             suite: the detail says why no OMEMO device could be read), RateLimited.
         """
-        self.submissions.take_lookup(app, await self._keystore.get_plan(app.plan))
+        await self.submissions.take_lookup(app, await self._keystore.get_plan(app.plan))
         try:
             jid = await self._resolver.resolve(to)
         except InvalidIdentifier as error:

@@ -28,7 +28,7 @@ from cmaas.delivery.errors import (
     UnknownOmemoDevice,
     UnknownSigningKey,
 )
-from cmaas.delivery.ratelimit import TokenBuckets
+from cmaas.delivery.ratelimit import RateLimiter, TokenBuckets
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.envelope import (
     EnvelopeError,
@@ -102,7 +102,7 @@ class SubmissionService:
         *,
         component_domain: str,
         limits: AdmissionLimits | None = None,
-        buckets: TokenBuckets | None = None,
+        buckets: RateLimiter | None = None,
         on_outcomes: Callable[[Sequence[Outcome]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -113,7 +113,7 @@ class SubmissionService:
         self._depth = depth
         self._domain = component_domain
         self.limits = limits or AdmissionLimits()
-        self._buckets = buckets or TokenBuckets()
+        self._buckets: RateLimiter = buckets or TokenBuckets()
         self._on_outcomes = on_outcomes
 
     async def submit(self, app: App, items: Sequence[object]) -> list[Outcome]:
@@ -127,7 +127,7 @@ class SubmissionService:
         plan = await self._keystore.get_plan(app.plan)
         outcomes: list[Outcome | _Item] = [_parse_item(item) for item in items]
         outcomes = [self._admissible(plan, item) for item in outcomes]
-        self._take_tokens(app, plan, outcomes)
+        await self._take_tokens(app, plan, outcomes)
         signing_keys = {
             digest: parse_public_key(key)
             for digest, key in (await self._keystore.signing_keys(app.app_id)).items()
@@ -182,13 +182,13 @@ class SubmissionService:
             )
         return item
 
-    def _take_tokens(self, app: App, plan: Plan, outcomes: list[Outcome | _Item]) -> None:
+    async def _take_tokens(self, app: App, plan: Plan, outcomes: list[Outcome | _Item]) -> None:
         """Grant the plan's tokens to the most urgent messages first."""
         waiting = sorted(
             (i for i, item in enumerate(outcomes) if isinstance(item, _Item)),
             key=lambda i: outcomes[i].priority,  # type: ignore[union-attr]
         )
-        granted, retry_after = self._buckets.take(("submit", app.app_id), plan, len(waiting))
+        granted, retry_after = await self._buckets.take(f"submit:{app.app_id}", plan, len(waiting))
         for index in waiting[granted:]:
             outcomes[index] = RateLimited(
                 f"plan {plan.name!r} allows {plan.sustained_per_second:g} messages/s"
@@ -196,12 +196,12 @@ class SubmissionService:
                 retry_after=retry_after,
             )
 
-    def take_lookup(self, app: App, plan: Plan) -> None:
+    async def take_lookup(self, app: App, plan: Plan) -> None:
         """Charge one key lookup to the app's lookup bucket (it uses up prekeys).
 
         Raises: RateLimited.
         """
-        granted, retry_after = self._buckets.take(("keys", app.app_id), plan, 1)
+        granted, retry_after = await self._buckets.take(f"keys:{app.app_id}", plan, 1)
         if not granted:
             raise RateLimited(
                 f"plan {plan.name!r} allows {plan.sustained_per_second:g} key lookups/s",

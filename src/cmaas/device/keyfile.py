@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
-import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from cmaas.device.errors import KeyFileError, KeyFileExists, PassphraseRequired,
 from cmaas.envelope.encoding import Fields, b64url, canonical_json, parse_json
 from cmaas.envelope.errors import MalformedEncoding
 from cmaas.envelope.keyring import DeviceKeyring
+from cmaas.file_lock import lock_exclusively
 from cmaas.private_files import ensure_private_dir, read_private, write_private
 
 __all__ = [
@@ -184,7 +184,7 @@ class KeyFile:
         # another creates a new one, and both would believe they hold the lock.
         try:
             try:
-                _lock_exclusively(fd)
+                lock_exclusively(fd)
             except BlockingIOError as exc:
                 raise KeyFileError(
                     f"another cmaas device process uses {self.path}; stop it first"
@@ -301,21 +301,3 @@ def _derive(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     # through undecoded are used as they came, not refused.
     secret = unicodedata.normalize("NFC", passphrase).encode("utf-8", "surrogateescape")
     return Scrypt(salt=salt, length=_KEY_SIZE, n=n, r=r, p=p).derive(secret)
-
-
-def _lock_exclusively(fd: int) -> None:
-    """Lock the open file for this process alone, without waiting.
-
-    Raises: BlockingIOError: Another process holds the lock.
-    """
-    if sys.platform == "win32":
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError as exc:
-            raise BlockingIOError(str(exc)) from exc
-    else:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

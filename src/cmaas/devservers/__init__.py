@@ -33,11 +33,13 @@ from cmaas.devservers._ports import free_port
 from cmaas.devservers._processes import cmaas_executable
 from cmaas.devservers._server import XmppServer
 from cmaas.devservers.ejabberd import start_ejabberd
+from cmaas.devservers.ejabberd_cluster import EjabberdCluster, start_ejabberd_cluster
 from cmaas.devservers.postgres import PostgresServer, start_postgres
 from cmaas.devservers.prosody import start_prosody
 
 __all__ = [
     "DevServerError",
+    "EjabberdCluster",
     "PostgresServer",
     "XmppServer",
     "cmaas_executable",
@@ -45,6 +47,7 @@ __all__ = [
     "find_config_dir",
     "free_port",
     "start_ejabberd",
+    "start_ejabberd_cluster",
     "start_postgres",
     "start_prosody",
 ]

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol, TypeVar
@@ -239,6 +239,14 @@ class XmppServer(ABC):
         self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: nothing is flushed or closed cleanly.
+
+        Raises:
+            DevServerError: If the process survives SIGKILL.
+        """
+        self._kill()
+
     def _kill(self) -> None:
         pids = self._server_pids()
         signal_pids(pids, signal.SIGKILL)
@@ -312,6 +320,7 @@ def start_server(
     component_domain: str = "gateway.cmaas.test",
     component_secret: str | None = None,
     timeout: float | None = None,
+    options: Mapping[str, object] | None = None,
 ) -> _Server:
     """Start a throwaway ``cls`` server on 127.0.0.1 with free ports, and wait until it
     listens. ``start_prosody`` and ``start_ejabberd`` are this with ``cls`` bound.
@@ -329,6 +338,7 @@ def start_server(
         component_secret: Component secret; random if None.
         timeout: Seconds to wait for the server to listen, on this and later starts;
             None for the product's default (30 s for Prosody, 60 s for ejabberd).
+        options: Fields of ``cls`` of its own (e.g. an ejabberd node's cookie).
 
     Returns:
         The running server.
@@ -353,6 +363,7 @@ def start_server(
         workdir=server_dir,
         _timeout=cls._start_timeout if timeout is None else timeout,
         _caller_dir=workdir,
+        **(options or {}),
     )
     try:
         server._write_files()

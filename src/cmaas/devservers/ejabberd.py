@@ -46,6 +46,11 @@ class EjabberdServer(XmppServer):
     """
 
     _node: str = field(default_factory=_new_node_name, repr=False)
+    # The Erlang distribution cookie: the nodes of one cluster share theirs.
+    _cookie: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+    # Extra component hosts, one per gateway instance sharing the component domain
+    # (their ping reply hosts); with any, the listener routes each connection its own.
+    _instance_hosts: tuple[str, ...] = ()
 
     kind: ClassVar[Literal["ejabberd"]] = "ejabberd"
     _product: ClassVar[str] = "ejabberd"
@@ -100,7 +105,12 @@ class EjabberdServer(XmppServer):
         values = {
             **self._template_values(),
             "node": self._node,
-            "cookie": secrets.token_hex(16),
+            "cookie": self._cookie,
+            "component_hosts": "\n".join(
+                f'      "{host}":\n        password: "{self.component_secret}"'
+                for host in (self.component_domain, *self._instance_hosts)
+            ),
+            "global_routes": "false" if self._instance_hosts else "true",
             "config_path": self.workdir / _CONFIG,
             "spool_dir": make_private_dir(self.workdir / "spool", _USER),
             "logs_dir": make_private_dir(self.workdir / "logs", _USER),

@@ -12,6 +12,7 @@ from cmaas.keystore.errors import (
     AppNotFound,
     AuthenticationFailed,
     ClientIdTaken,
+    DatabaseInUse,
     DeviceNotFound,
     DeviceRevoked,
     IdentityKeyMismatch,
@@ -56,7 +57,7 @@ from cmaas.keystore.models import (
     StoredPrekey,
 )
 from cmaas.keystore.omemo import SqlOmemoStore
-from cmaas.keystore.sqlite import SqliteKeystore
+from cmaas.keystore.sqlite import GatewayLock, SqliteKeystore
 
 __all__ = [
     "NOTICES_CONSUMER",
@@ -71,6 +72,7 @@ __all__ = [
     "ClientIdTaken",
     "CredentialInfo",
     "CursorState",
+    "DatabaseInUse",
     "DeviceKeys",
     "DeviceNotFound",
     "DevicePublication",
@@ -78,6 +80,7 @@ __all__ = [
     "DeviceRevoked",
     "DeviceStore",
     "DirectoryEntry",
+    "GatewayLock",
     "IdentityKeyMismatch",
     "IssuedCredentials",
     "JidAlreadyBound",

@@ -7,6 +7,7 @@ __all__ = [
     "AppNotFound",
     "AuthenticationFailed",
     "ClientIdTaken",
+    "DatabaseInUse",
     "DeviceNotFound",
     "DeviceRevoked",
     "IdentityKeyMismatch",
@@ -63,6 +64,10 @@ class MasterKeyMismatch(KeystoreError):
     Set ``CMAAS_PREVIOUS_MASTER_KEY`` to the old key and run
     ``cmaas admin master-key-rotate``.
     """
+
+
+class DatabaseInUse(KeystoreError):
+    """Another gateway process holds the SQLite database."""
 
 
 class SchemaTooNew(KeystoreError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from cmaas.file_lock import lock_exclusively
 from cmaas.keystore._rows import MAX_SIGNING_KEYS
 from cmaas.keystore._sql import (
     GroupCommit,
@@ -20,9 +22,10 @@ from cmaas.keystore._sql import (
 )
 from cmaas.keystore.base import SqlKeystore
 from cmaas.keystore.credentials import MasterKeyring
+from cmaas.keystore.errors import DatabaseInUse
 from cmaas.keystore.migrations import MIGRATIONS, to_apply
 
-__all__ = ["MAX_SIGNING_KEYS", "SqliteKeystore"]
+__all__ = ["MAX_SIGNING_KEYS", "GatewayLock", "SqliteKeystore"]
 
 
 class SqliteKeystore(SqlKeystore):
@@ -87,6 +90,50 @@ class SqliteKeystore(SqlKeystore):
         # A read or write in progress on the shared connection finishes first.
         async with self._shared.write_lock():
             await self._db.close()
+
+
+class GatewayLock:
+    """One gateway process's exclusive hold on a SQLite database, for its lifetime.
+
+    Two gateways on one file would each dispatch the same outbox and count the same
+    rates in memory. The hold is an OS lock on ``<database>.lock``, which the OS drops
+    when the process ends, however it ends. Only the gateway takes it: ``cmaas admin``
+    commands open the database beside a running gateway, as SQLite allows.
+    """
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor: int | None = descriptor
+
+    @classmethod
+    def take(cls, database: Path) -> GatewayLock:
+        """Hold ``database`` for this process, without waiting.
+
+        Raises:
+            DatabaseInUse: Another process holds it.
+            OSError: The lock file cannot be created or locked.
+        """
+        lock_path = database.with_name(database.name + ".lock")
+        database.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            lock_exclusively(descriptor)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise DatabaseInUse(
+                f"another gateway process uses the database {database} (it holds"
+                f" {lock_path}): one SQLite file serves one gateway instance; to run"
+                " several instances, give them one PostgreSQL database"
+                " (CMAAS_DATABASE=postgresql://...)"
+            ) from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return cls(descriptor)
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing drops the lock
+            self._descriptor = None
 
 
 def _create_private(path: Path) -> None:

@@ -3,6 +3,11 @@
 slixmpp does not reconnect a component by itself, and its own retry loop backs off to
 five minutes; an IM server restart should cost seconds, so the gateway's component link
 and the reference device's client session both drive every attempt themselves.
+
+A component connection refused with ``<conflict/>`` means that another instance holds
+the component (Prosody allows one connection per component host): the link stands by,
+retrying at a fixed, short interval without backing off, so that it takes over within
+seconds of the active instance's end.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class LinkState(enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     BACKING_OFF = "backing_off"
+    STANDBY = "standby"
+    """Another instance holds the component; this one retries every ``standby_retry``."""
     STOPPED = "stopped"
 
 
@@ -56,6 +63,7 @@ class XmppLink:
         initial_delay: float = 0.5,
         max_delay: float = 30.0,
         stable_after: float = 10.0,
+        standby_retry: float = 2.0,
         listeners: Sequence[LinkListener] = (),
     ) -> None:
         self._xmpp = xmpp
@@ -65,6 +73,7 @@ class XmppLink:
         self._initial_delay = initial_delay
         self._max_delay = max_delay
         self._stable_after = stable_after
+        self._standby_retry = standby_retry
         self.state = LinkState.STOPPED
         self.connects = 0
         # Events rather than futures: a disconnect that lands between the handshake and
@@ -110,7 +119,8 @@ class XmppLink:
         delay = self._initial_delay
         try:
             while not stop.is_set():
-                self.state = LinkState.CONNECTING
+                if self.state is not LinkState.STANDBY:
+                    self.state = LinkState.CONNECTING
                 self._up.clear()
                 self._down.clear()
                 self._reason = ""
@@ -137,6 +147,20 @@ class XmppLink:
                     log.warning(
                         "%s lost (%s); reconnecting in %.1f s", self._name, self._reason, delay
                     )
+                elif "<conflict/>" in self._reason:
+                    self._xmpp.cancel_connection_attempt()
+                    if self.state is not LinkState.STANDBY:
+                        log.info(
+                            "%s: another instance holds the component (%s); standing by,"
+                            " trying again every %.1f s",
+                            self._name,
+                            self._reason,
+                            self._standby_retry,
+                        )
+                    self.state = LinkState.STANDBY
+                    delay = self._initial_delay
+                    await wait_first(stop, seconds=self._standby_retry)
+                    continue
                 else:
                     self._xmpp.cancel_connection_attempt()
                     log.warning(

@@ -22,18 +22,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-if sys.platform == "win32":
-    import msvcrt
-else:
-    import fcntl
 
 import oldmemo
 import oldmemo.etree
@@ -75,6 +69,7 @@ from cmaas.clientservice.omemo.transport import (
 )
 from cmaas.clientservice.state import DevicePins, KeyChange, NewDevice
 from cmaas.envelope import fingerprint
+from cmaas.file_lock import lock_exclusively
 from cmaas.private_files import ensure_private_dir
 from cmaas.wire import WireError
 from cmaas.wire.omemo_message import parse_safe_xml
@@ -401,7 +396,7 @@ class OmemoSender:
         ensure_private_dir(self._state_dir, error=OmemoStateError)
         descriptor = os.open(self._state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            _lock_exclusively(descriptor)
+            lock_exclusively(descriptor)
         except OSError:
             os.close(descriptor)
             raise OmemoStateError(
@@ -501,17 +496,6 @@ class OmemoSender:
         if self._manager is None:
             raise OmemoError("the OMEMO sender is not started; use `async with`")
         return self._manager
-
-
-def _lock_exclusively(descriptor: int) -> None:
-    """Hold an exclusive lock on the open file until it is closed.
-
-    Raises: OSError: Another process (or another open of the file) holds it.
-    """
-    if sys.platform == "win32":
-        msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-    else:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _reason(error: EncryptionError) -> str:
