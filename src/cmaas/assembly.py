@@ -43,7 +43,7 @@ from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
-from cmaas.keystore.postgres import PostgresKeystore
+from cmaas.keystore.postgres import PostgresGatewayLock, PostgresKeystore
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp.link import XmppLink
@@ -126,7 +126,12 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     """
     async with AsyncExitStack() as stack:
         # Storage, for this gateway process alone.
-        if not isinstance(settings.database, PostgresDatabase):
+        if isinstance(settings.database, PostgresDatabase):
+            hold = await PostgresGatewayLock.take(
+                settings.database.url, shown_as=str(settings.database)
+            )
+            stack.push_async_callback(hold.release)
+        else:
             stack.callback(GatewayLock.take(settings.database).release)
         keystore = await open_keystore(settings)
         stack.push_async_callback(keystore.close)

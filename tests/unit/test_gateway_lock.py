@@ -1,4 +1,5 @@
-"""One gateway process per SQLite file: the OS lock beside the database."""
+"""One gateway process per database: the OS lock beside a SQLite file, an advisory lock
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from cmaas.keystore import DatabaseInUse, GatewayLock
+from cmaas.keystore.postgres import PostgresGatewayLock
+
+from .conftest import PostgresTestDatabase
 
 
 def test_a_second_hold_is_refused_with_a_message_naming_the_file_and_postgresql(
@@ -52,3 +56,17 @@ def test_the_hold_ends_with_the_process_that_took_it(tmp_path: Path) -> None:
         finally:
             holder.kill()
     GatewayLock.take(database).release()
+
+
+async def test_one_gateway_per_postgresql_database(
+    postgres_database: PostgresTestDatabase,
+) -> None:
+    shown = "postgresql://cmaas:***@db.example/cmaas"
+    first = await PostgresGatewayLock.take(postgres_database.url, shown)
+    try:
+        with pytest.raises(DatabaseInUse, match="several gateway instances") as refused:
+            await PostgresGatewayLock.take(postgres_database.url, shown)
+        assert shown in str(refused.value)
+    finally:
+        await first.release()
+    await (await PostgresGatewayLock.take(postgres_database.url, shown)).release()

@@ -12,10 +12,11 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 
 from cmaas.keystore._db import Db, Params, Row
+from cmaas.keystore.errors import DatabaseInUse
 from cmaas.keystore.migrations import to_apply
 from cmaas.keystore.postgres.migrations import MIGRATIONS
 
-__all__ = ["Connections", "PostgresDb"]
+__all__ = ["Connections", "PostgresDb", "PostgresGatewayLock"]
 
 _Connection = psycopg.AsyncConnection[DictRow]
 
@@ -25,6 +26,51 @@ _Connection = psycopg.AsyncConnection[DictRow]
 # pools; event ids that grow in commit order) across processes, such as the admin CLI
 # beside a gateway. An arbitrary constant: "cmaas" in ASCII.
 _WRITE_LOCK = 0x636D616173
+
+
+# The key of the session-level advisory lock a gateway holds on its database: "gateway".
+_GATEWAY_LOCK = 0x67617465776179
+
+
+class PostgresGatewayLock:
+    """One gateway process's exclusive hold on a PostgreSQL database, for its lifetime.
+
+    Several gateways on one database would each dispatch the same outbox, deliver the
+    same webhooks and count rates apart, as on one SQLite file. The hold is a
+    session-level advisory lock on a connection of its own, which the server drops when
+    that connection ends, however the process ends. ``cmaas admin`` takes none.
+    """
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+
+    @classmethod
+    async def take(cls, url: str, shown_as: str) -> PostgresGatewayLock:
+        """Hold the database at ``url`` for this process, without waiting.
+
+        Raises:
+            DatabaseInUse: Another gateway holds it (the message names ``shown_as``).
+            psycopg.Error: The server cannot be reached or refuses the connection.
+        """
+        connection = await _connect(url)
+        try:
+            cursor = await connection.execute(
+                "SELECT pg_try_advisory_lock(%s) AS held", (_GATEWAY_LOCK,)
+            )
+            row = await cursor.fetchone()
+        except BaseException:
+            await connection.close()
+            raise
+        if row is None or not row["held"]:
+            await connection.close()
+            raise DatabaseInUse(
+                f"another gateway process uses the PostgreSQL database {shown_as}: several"
+                " gateway instances on one database are not supported yet"
+            )
+        return cls(connection)
+
+    async def release(self) -> None:
+        await self._connection.close()  # ending the session drops the lock
 
 
 class Connections:
