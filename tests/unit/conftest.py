@@ -197,15 +197,15 @@ class Database:
             return await SqliteKeystore.open(self.path, keyring, clock)
         return await PostgresKeystore.open(self.url, keyring, clock)
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def execute(self, statement: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement in its own transaction; returns its rows, if any."""
         if self.backend == "sqlite":
             with contextlib.closing(sqlite3.connect(self.path)) as raw, raw:
                 # As the keystore's own connections do.
                 raw.execute("PRAGMA foreign_keys = ON")
-                return list(raw.execute(sql, parameters).fetchall())
+                return list(raw.execute(statement, parameters).fetchall())
         with psycopg.connect(self.url, autocommit=True) as pg:
-            cursor = pg.execute(sql.replace("?", "%s").encode(), parameters)
+            cursor = pg.execute(statement.replace("?", "%s").encode(), parameters)
             return list(cursor.fetchall()) if cursor.description else []
 
 

@@ -36,9 +36,7 @@ from cmaas.wire import OmemoBundle, OmemoPrekey
 
 __all__ = [
     "DAY_MS",
-    "MAX_ID",
     "MAX_SIGNING_KEYS",
-    "PENDING_STATUSES",
     "TAKEN_KEPT_S",
     "app_from_rows",
     "check_blob_room",
@@ -70,12 +68,11 @@ __all__ = [
 MAX_SIGNING_KEYS = 4
 """Active signing keys per app: enough to roll one over, few enough to audit."""
 
-MAX_ID = 2**31 - 1
+_MAX_ID = 2**31 - 1
 # A handed-out key is remembered as long as an envelope sealed to it may live, so a late
 # retry of a publish cannot bring it back.
 TAKEN_KEPT_S = 30 * 24 * 3600
 DAY_MS = 86_400_000
-PENDING_STATUSES = ("accepted", "dispatched")
 
 # A fixed salt/hash pair so that an unknown client id costs the same as a wrong secret.
 _DUMMY_SALT = bytes(16)
@@ -245,8 +242,8 @@ def check_publication(publication: DevicePublication) -> None:
     """Raises: ValueError: An id out of range, or a suite name empty or with a comma."""
     ids = [publication.device_id, publication.signed_prekey.key_id]
     ids += [prekey.key_id for prekey in publication.one_time_prekeys]
-    if not all(1 <= i <= MAX_ID for i in ids):
-        raise ValueError(f"device and prekey ids must be between 1 and {MAX_ID}")
+    if not all(1 <= i <= _MAX_ID for i in ids):
+        raise ValueError(f"device and prekey ids must be between 1 and {_MAX_ID}")
     # Suites are stored comma-joined.
     if any(not suite or "," in suite for suite in publication.suites):
         raise ValueError("a suite name must be non-empty and contain no comma")

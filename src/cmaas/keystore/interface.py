@@ -96,7 +96,7 @@ class OmemoStore(Protocol):
     """Apps' own legacy OMEMO devices and bundles (public keys only), which the gateway
     serves as the app JIDs' PEP nodes.
 
-    :class:`~cmaas.keystore.omemo.SqliteOmemoStore` documents each method.
+    :class:`~cmaas.keystore.omemo.SqlOmemoStore` documents each method.
     """
 
     async def publish(
@@ -129,7 +129,7 @@ class OmemoStore(Protocol):
 class BlobStore(Protocol):
     """Who holds which encrypted file blob, how big, until when (the bytes are files).
 
-    :class:`~cmaas.keystore.blobs.SqliteBlobStore` documents each method.
+    :class:`~cmaas.keystore.blobs.SqlBlobStore` documents each method.
     """
 
     async def add(
@@ -153,7 +153,7 @@ class BlobStore(Protocol):
 class MessageStore(Protocol):
     """The durable outbox: messages, their status events, and consumers' cursors.
 
-    :class:`~cmaas.keystore.messages.SqliteMessageStore` documents each method.
+    :class:`~cmaas.keystore.messages.SqlMessageStore` documents each method.
     """
 
     def listen(self, listener: Callable[[Sequence[StatusEvent]], None]) -> None: ...
