@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,6 +33,7 @@ from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.events import EventHub
+from cmaas.delivery.instances import AlwaysLeader, Instance, InstanceFenced, LeaderLock, lead
 from cmaas.delivery.maintenance import Housekeeper
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.notices import NoticeConsumer
@@ -43,10 +46,10 @@ from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
-from cmaas.keystore.postgres import PostgresGatewayLock, PostgresKeystore
+from cmaas.keystore.postgres import PostgresKeystore, PostgresLeaderLock
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
-from cmaas.xmpp.link import XmppLink
+from cmaas.xmpp.link import XmppLink, wait_first
 
 __all__ = ["Gateway", "blob_dir", "open_gateway", "open_keystore", "run_gateway"]
 
@@ -66,11 +69,23 @@ class Gateway:
     dispatcher: Dispatcher
     webhooks: WebhookConsumer
     http_url: str
+    instance: Instance
 
     async def run_links(self, stop: asyncio.Event) -> None:
-        """Keep the component link, and the ping reply link if any, up until ``stop``."""
+        """Keep the component link, and the ping reply link if any, up until ``stop``,
+        or until this instance is fenced."""
         links = [self.link] if self.ping_link is None else [self.link, self.ping_link]
-        await asyncio.gather(*(link.run(stop) for link in links))
+        until = asyncio.Event()
+
+        async def watch() -> None:
+            await wait_first(stop, self.instance.fenced)
+            until.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.gather(*(link.run(until) for link in links))
+        finally:
+            watcher.cancel()
 
 
 async def open_keystore(settings: Settings) -> Keystore:
@@ -103,13 +118,19 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     """Run the gateway until ``stop`` is set, or until SIGTERM/SIGINT when it is ``None``.
 
     Raises:
-        DatabaseInUse: Another gateway process holds the database.
+        DatabaseInUse: Another gateway process holds the SQLite database.
+        InstanceFenced: Another instance took this one for dead (or it lost the
+            database): it stopped, and must be started again as a new instance.
         KeystoreError: The database cannot be migrated or read.
         OSError: The HTTP listener cannot bind.
     """
     stop = stop or stop_on_signals()
     async with open_gateway(settings) as gateway:
         await gateway.run_links(stop)
+    if gateway.instance.fenced.is_set():
+        raise InstanceFenced(
+            f"instance {gateway.instance.epoch} was fenced and stopped; start it again"
+        )
     log.info("gateway stopped")
 
 
@@ -125,18 +146,22 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     Raises: as :func:`run_gateway`.
     """
     async with AsyncExitStack() as stack:
-        # Storage, for this gateway process alone.
+        # Storage: a SQLite file for this gateway process alone, or a PostgreSQL
+        # database shared with other instances, one of which leads.
+        shared = isinstance(settings.database, PostgresDatabase)
+        leader: LeaderLock = AlwaysLeader()
         if isinstance(settings.database, PostgresDatabase):
-            hold = await PostgresGatewayLock.take(
-                settings.database.url, shown_as=str(settings.database)
-            )
-            stack.push_async_callback(hold.release)
+            leader = PostgresLeaderLock(settings.database.url)
         else:
             stack.callback(GatewayLock.take(settings.database).release)
         keystore = await open_keystore(settings)
         stack.push_async_callback(keystore.close)
+        stack.push_async_callback(leader.release)
         store = keystore.messages
         domain = settings.component_jid
+        epoch = await store.register_instance(
+            settings.instance_host or f"{socket.gethostname()}:{os.getpid()}"
+        )
 
         # The component and its link, and this instance's own host for its pings.
         ping_replies, ping_link = None, None
@@ -175,7 +200,15 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 revoked_kept=settings.revoked_devices_kept,
             ),
         )
-        dispatcher = Dispatcher(store, xmpp, resend_window_s=settings.resend_window)
+        dispatcher = Dispatcher(store, xmpp, resend_window_s=settings.resend_window, owner=epoch)
+        instance = Instance(
+            store,
+            dispatcher,
+            epoch,
+            heartbeat_s=settings.heartbeat,
+            dead_after_s=settings.dead_after if shared else None,
+            resend_window_s=settings.resend_window,
+        )
         xmpp.feedback.subscribe(StatusTracker(store, dispatcher.resend))
         hub = EventHub(keystore)
         session = aiohttp.ClientSession(
@@ -192,8 +225,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             deny_private=settings.webhook_deny_private,
         )
         notices = NoticeConsumer(keystore, xmpp, resend_window_s=settings.resend_window)
-        for listener in (dispatcher, notices):
-            link.listen(listener)
+        link.listen(dispatcher)
         metrics = GatewayMetrics(
             depth=dispatcher.depth,
             inflight=lambda: dispatcher.inflight,
@@ -214,6 +246,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 normal_backlog=settings.outbox_normal_limit,
             ),
             on_outcomes=metrics.on_outcomes,
+            owner=epoch,
         )
         recipient_omemo = RecipientOmemoLookup(xmpp.pep, asker=xmpp)
         xmpp.on_subscribed(recipient_omemo.forget)
@@ -232,8 +265,6 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         authenticator = RequestAuthenticator(keystore)
         for on_events in (hub.on_events, dispatcher.on_events, metrics.on_events):
             store.listen(on_events)
-        hub.subscribe(webhooks.kick)
-        hub.subscribe(notices.kick)
         blob_service = BlobService(
             keystore.blobs,
             blob_dir(settings),
@@ -273,13 +304,42 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         )
 
         # Running: the engine's loops, then the HTTP API.
-        await dispatcher.load()
-        await webhooks.start()
+        await instance.take_over()
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(dispatcher.run(stop), name="cmaas dispatcher"),
-            asyncio.create_task(housekeeper.run(stop), name="cmaas housekeeping"),
+            asyncio.create_task(instance.run(stop), name="cmaas instance"),
         ]
+
+        async def on_lead() -> None:
+            hub.subscribe(webhooks.kick)
+            hub.subscribe(notices.kick)
+            link.listen(notices)
+            if link.up:
+                notices.link_up()
+            await webhooks.start()
+            tasks.append(asyncio.create_task(housekeeper.run(stop), name="cmaas housekeeping"))
+
+        async def while_leading() -> None:
+            # Events that other instances commit wake no one here: poll for them.
+            if shared:
+                await webhooks.catch_up()
+                if link.up:
+                    await notices.catch_up()
+
+        tasks.append(
+            asyncio.create_task(
+                lead(
+                    leader,
+                    stop,
+                    instance.fenced,
+                    every_s=settings.heartbeat,
+                    on_lead=on_lead,
+                    while_leading=while_leading,
+                ),
+                name="cmaas leadership",
+            )
+        )
 
         async def stop_engine() -> None:
             stop.set()
@@ -325,7 +385,16 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         http_url = f"{scheme}://{settings.http_host}:{settings.http_port}"
         log.info("gateway %s: API on %s, database %s", domain, http_url, settings.database)
         yield Gateway(
-            keystore, directory, xmpp, link, ping_link, messaging, dispatcher, webhooks, http_url
+            keystore,
+            directory,
+            xmpp,
+            link,
+            ping_link,
+            messaging,
+            dispatcher,
+            webhooks,
+            http_url,
+            instance,
         )
 
 

@@ -94,6 +94,8 @@ class Settings:
     http_max_long_polls_per_app: int = 8
     http_max_bodies_in_flight: int = 64
     resend_window: float = 15.0
+    heartbeat: float = 2.0
+    dead_after: float = 10.0
     outbox_bulk_limit: int = 50_000
     outbox_normal_limit: int = 200_000
     retention_days: int = 30
@@ -177,6 +179,8 @@ def load_settings(
         ),
         http_max_bodies_in_flight=reader.integer("CMAAS_HTTP_MAX_BODIES_IN_FLIGHT", 64, 1, 10**6),
         resend_window=reader.seconds("CMAAS_RESEND_WINDOW", 15.0),
+        heartbeat=reader.seconds("CMAAS_HEARTBEAT", 2.0),
+        dead_after=reader.seconds("CMAAS_DEAD_AFTER", 10.0),
         outbox_bulk_limit=reader.integer("CMAAS_OUTBOX_BULK_LIMIT", 50_000, 1, 10**9),
         outbox_normal_limit=reader.integer("CMAAS_OUTBOX_NORMAL_LIMIT", 200_000, 1, 10**9),
         retention_days=reader.integer("CMAAS_RETENTION_DAYS", 30, 1, 3650),
@@ -197,6 +201,8 @@ def load_settings(
         reader.problem("set both CMAAS_HTTP_TLS_CERT and CMAAS_HTTP_TLS_KEY, or neither")
     if settings.outbox_bulk_limit > settings.outbox_normal_limit:
         reader.problem("CMAAS_OUTBOX_BULK_LIMIT must not exceed CMAAS_OUTBOX_NORMAL_LIMIT")
+    if settings.dead_after < 2 * settings.heartbeat:
+        reader.problem("CMAAS_DEAD_AFTER must be at least twice CMAAS_HEARTBEAT")
     if settings.adhoc_session_lifetime < settings.adhoc_session_timeout:
         reader.problem("CMAAS_ADHOC_SESSION_LIFETIME must not be below CMAAS_ADHOC_SESSION_TIMEOUT")
     if isinstance(settings.database, PostgresDatabase) and settings.blob_dir is None:

@@ -1,5 +1,5 @@
-"""One gateway process per database: the OS lock beside a SQLite file, an advisory lock
-on PostgreSQL."""
+"""One gateway process per SQLite file (an OS lock beside it); on PostgreSQL, one leader
+among the instances (an advisory lock)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cmaas.keystore import DatabaseInUse, GatewayLock
-from cmaas.keystore.postgres import PostgresGatewayLock
+from cmaas.keystore.postgres import PostgresLeaderLock
 
 from .conftest import PostgresTestDatabase
 
@@ -58,15 +58,18 @@ def test_the_hold_ends_with_the_process_that_took_it(tmp_path: Path) -> None:
     GatewayLock.take(database).release()
 
 
-async def test_one_gateway_per_postgresql_database(
+async def test_one_leader_per_postgresql_database_until_its_connection_ends(
     postgres_database: PostgresTestDatabase,
 ) -> None:
-    shown = "postgresql://cmaas:***@db.example/cmaas"
-    first = await PostgresGatewayLock.take(postgres_database.url, shown)
+    first, second = (PostgresLeaderLock(postgres_database.url) for _ in range(2))
     try:
-        with pytest.raises(DatabaseInUse, match="several gateway instances") as refused:
-            await PostgresGatewayLock.take(postgres_database.url, shown)
-        assert shown in str(refused.value)
+        assert await first.try_take()
+        assert not await second.try_take()
+        assert await first.still_held()
+        postgres_database.disconnect()  # as if the leader's server connection broke
+        assert not await first.still_held()
+        assert await second.try_take()
+        assert await second.still_held()
     finally:
         await first.release()
-    await (await PostgresGatewayLock.take(postgres_database.url, shown)).release()
+        await second.release()

@@ -141,8 +141,9 @@ async def test_a_known_failure_is_stored_then_failed(keystore: AnyKeystore, app:
     (record,) = await submit(keystore, message("m", failure="unknown recipient: x"))
     assert isinstance(record, MessageRecord)
     assert (record.status, record.detail) == (MessageStatus.FAILED, "unknown recipient: x")
-    accepted, resend = await keystore.messages.pending(15_000)
-    assert (accepted, resend) == ([], [])
+    epoch = await keystore.messages.register_instance("gw")
+    taken = await keystore.messages.take_over(epoch, 15_000, dead_after_ms=None)
+    assert (taken.accepted, taken.resend) == ([], [])
 
 
 async def test_statuses_only_move_forward_per_message_and_per_device(
@@ -227,18 +228,24 @@ async def test_an_omemo_element_is_kept_beside_the_envelope_until_the_message_fi
     assert kept == [("plain",)]
 
 
-async def test_pending_after_restart_resends_only_the_last_window(
+async def test_a_restart_takes_over_and_resends_only_the_last_window(
     keystore: AnyKeystore, app: str
 ) -> None:
     store = keystore.messages
-    outcomes = await submit(keystore, *(message(f"m{n}") for n in range(4)))
+    before = await store.register_instance("gw")
+    outcomes = await store.submit(
+        [message(f"m{n}") for n in range(4)], daily_quota=None, owner=before
+    )
     seqs = [r.seq for r in outcomes if isinstance(r, MessageRecord)]
     await store.mark_dispatched([seqs[0]], 1_800_000_000_000)  # long before the last
     await store.mark_dispatched([seqs[1]], 1_800_000_050_000)
     await store.mark_dispatched([seqs[2]], 1_800_000_060_000)
-    accepted, resend = await store.pending(15_000)
-    assert [e.message_id for e in accepted] == ["m3"]
-    assert [e.message_id for e in resend] == ["m1", "m2"]
+    after = await store.register_instance("gw")
+    taken = await store.take_over(after, 15_000, dead_after_ms=None)
+    assert taken.fenced == [before]
+    assert [e.message_id for e in taken.accepted] == ["m3"]
+    assert [e.message_id for e in taken.resend] == ["m1", "m2"]
+    assert not await store.heartbeat(before)
 
 
 async def test_expiry_ends_pending_messages_only(keystore: AnyKeystore, app: str) -> None:

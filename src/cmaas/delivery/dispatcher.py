@@ -21,6 +21,7 @@ from cmaas.delivery.queues import PriorityQueues
 from cmaas.keystore import (
     MessageStore,
     OutboxEntry,
+    Takeover,
 )
 from cmaas.keystore.models import StatusEvent
 from cmaas.lifecycle import (
@@ -75,6 +76,8 @@ class Dispatcher:
             bound, socket buffers and the server's queue fill with thousands of bulk
             messages, and an urgent message queued late waits behind all of them; with
             it, at most this many rounds stand before it.
+        owner: This instance's epoch: it dispatches only the messages it owns, and
+            records only about those (``None``: every message, for tests).
     """
 
     def __init__(
@@ -85,11 +88,14 @@ class Dispatcher:
         resend_window_s: float = 15.0,
         batch: int = 32,
         rounds_in_flight: int = 3,
+        owner: int | None = None,
         clock_ms: Callable[[], int] = now_ms,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._sender = sender
+        self._owner = owner
+        self._fenced = asyncio.Event()
         self._window = resend_window_s
         self._batch = batch
         self._rounds_in_flight = rounds_in_flight
@@ -107,25 +113,40 @@ class Dispatcher:
         self._returned: OrderedDict[tuple[str, str], int] = OrderedDict()
         self.resent = 0
 
-    async def load(self) -> None:
-        """Queue what the store holds pending: every accepted message, and the recently
-        dispatched ones that a previous process may have lost with its link."""
-        accepted, resend = await self._store.pending(int(self._window * 1000))
-        for entry in resend:
+    def adopt(self, takeover: Takeover) -> None:
+        """Queue what this instance took over: messages never dispatched, and those
+        dispatched lately, which the previous owner may have lost with its link."""
+        for entry in takeover.resend:
             self._queues.push(entry)
-        for entry in accepted:
+        for entry in takeover.accepted:
             self._queues.push(entry)
-        self.resent += len(resend)
-        if accepted or resend:
+        self.resent += len(takeover.resend)
+        if takeover.accepted or takeover.resend:
             log.info(
-                "outbox: %d messages to dispatch, %d to resend after restart",
-                len(accepted),
-                len(resend),
+                "outbox: %d messages to dispatch, %d to resend, taken over from %s",
+                len(takeover.accepted),
+                len(takeover.resend),
+                ", ".join(f"instance {epoch}" for epoch in takeover.fenced) or "no instance",
             )
         self._wake.set()
 
+    def fence(self) -> None:
+        """This instance was taken for dead and its messages moved: write nothing more."""
+        self._fenced.set()
+        self._queues = PriorityQueues()
+        self._inflight.clear()
+        self._connected.clear()
+        self._drop_barriers()
+        self._wake.set()
+
+    @property
+    def fenced(self) -> bool:
+        return self._fenced.is_set()
+
     def enqueue(self, entries: Iterable[OutboxEntry]) -> None:
         """Queue newly accepted messages."""
+        if self._fenced.is_set():
+            return  # whoever fenced this instance takes them over
         for entry in entries:
             self._queues.push(entry)
         self._wake.set()
@@ -140,6 +161,8 @@ class Dispatcher:
 
     def link_up(self) -> None:
         """The component (re)connected: resend what the lost link may have dropped."""
+        if self._fenced.is_set():
+            return
         if self._lost_at is not None:
             since = self._lost_at - self._window
             resend = [entry for entry, sent_at in self._inflight.values() if sent_at >= since]
@@ -165,7 +188,7 @@ class Dispatcher:
         self._returned[key] = returned
         while len(self._returned) > _RETURNS_REMEMBERED:
             self._returned.popitem(last=False)
-        if returned > MAX_RETURNS:
+        if returned > MAX_RETURNS or self._fenced.is_set():
             return False
         entry = await self._store.pending_entry(app_id, message_id)
         if entry is None:
@@ -194,7 +217,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set."""
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._fenced.is_set():
                 try:
                     await self._round(stop)
                 except Exception:
@@ -209,14 +232,14 @@ class Dispatcher:
 
     async def _round(self, stop: asyncio.Event) -> None:
         if not self._connected.is_set():
-            await wait_first(stop, self._connected)
+            await wait_first(stop, self._fenced, self._connected)
             return
         self._forget_old()
         batch = self._take()
         if not batch:
             self._wake.clear()
             if not len(self._queues):
-                await wait_first(stop, self._wake)
+                await wait_first(stop, self._fenced, self._wake)
             return
         if await self._dispatch(batch):
             self._barriers.append(asyncio.create_task(self._sender.barrier()))
@@ -252,14 +275,14 @@ class Dispatcher:
 
     async def _dispatch(self, batch: list[OutboxEntry]) -> bool:
         """Write a round; returns whether anything was written."""
-        payloads = await self._store.sealed([entry.seq for entry in batch])
+        payloads = await self._store.sealed([entry.seq for entry in batch], owner=self._owner)
         now_ms = self._clock_ms()
         sent: list[int] = []
         expired: list[StatusChange] = []
         for index, entry in enumerate(batch):
             payload = payloads.get(entry.seq)
             if payload is None:
-                continue  # finished meanwhile: delivered, failed or expired
+                continue  # finished meanwhile (delivered, failed or expired), or taken over
             if entry.expires_ms <= now_ms:
                 expired.append(
                     StatusChange(
@@ -271,12 +294,16 @@ class Dispatcher:
                     )
                 )
                 continue
-            if not self._connected.is_set() or not self._sender.send_sealed(
-                entry.app_id,
-                entry.recipient_jid,
-                entry.message_id,
-                None if payload.envelope is None else payload.envelope.decode(),
-                None if payload.omemo is None else payload.omemo.decode(),
+            if (
+                self._fenced.is_set()
+                or not self._connected.is_set()
+                or not self._sender.send_sealed(
+                    entry.app_id,
+                    entry.recipient_jid,
+                    entry.message_id,
+                    None if payload.envelope is None else payload.envelope.decode(),
+                    None if payload.omemo is None else payload.omemo.decode(),
+                )
             ):
                 for rest in reversed(batch[index:]):
                     self._queues.push(rest, front=True)
@@ -288,7 +315,7 @@ class Dispatcher:
         if sent:
             # Recording runs beside the next round; a crash before it commits leaves the
             # message 'accepted', and a restart sends it again (devices show it once).
-            task = asyncio.create_task(self._store.mark_dispatched(sent, now_ms))
+            task = asyncio.create_task(self._store.mark_dispatched(sent, now_ms, owner=self._owner))
             self._marking.add(task)
             task.add_done_callback(self._marked)
             if len(self._marking) > 4:

@@ -142,6 +142,15 @@ class CursorConsumer(ABC):
             if state.event_id < last:
                 self.kick({state.app_id})
 
+    async def catch_up(self) -> None:
+        """Deliver the events committed by other instances sharing the database, whose
+        commits wake no one here: every app behind the last event is kicked."""
+        last = await self._store.last_event_id()
+        for state in await self._store.cursors(self.consumer):
+            # Cursors held here are at least as new as the database's.
+            if self._cursors.setdefault(state.app_id, state).event_id < last:
+                self.kick({state.app_id})
+
     def kick(self, app_ids: set[str]) -> None:
         """Deliver these apps' new events (an :class:`EventHub` subscriber)."""
         if self._stopped:

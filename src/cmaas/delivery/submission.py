@@ -104,9 +104,11 @@ class SubmissionService:
         limits: AdmissionLimits | None = None,
         buckets: RateLimiter | None = None,
         on_outcomes: Callable[[Sequence[Outcome]], None] | None = None,
+        owner: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
+        self._owner = owner
         self._keystore = keystore
         self._resolver = resolver
         self._enqueue = enqueue
@@ -141,7 +143,11 @@ class SubmissionService:
                 # dispatcher run between slices, or an OTP waits behind the batch.
                 await asyncio.sleep(0)
         new = [entry for entry in checked if isinstance(entry, NewMessage)]
-        stored = iter(await self._keystore.messages.submit(new, daily_quota=plan.daily_quota))
+        stored = iter(
+            await self._keystore.messages.submit(
+                new, daily_quota=plan.daily_quota, owner=self._owner
+            )
+        )
         results = [
             _stored_outcome(next(stored)) if isinstance(e, NewMessage) else e for e in checked
         ]

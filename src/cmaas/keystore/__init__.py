@@ -55,6 +55,7 @@ from cmaas.keystore.models import (
     SealedPayload,
     StatusEvent,
     StoredPrekey,
+    Takeover,
 )
 from cmaas.keystore.omemo import SqlOmemoStore
 from cmaas.keystore.sqlite import GatewayLock, SqliteKeystore
@@ -113,6 +114,7 @@ __all__ = [
     "SqliteKeystore",
     "StatusEvent",
     "StoredPrekey",
+    "Takeover",
     "TooManyDevices",
     "TooManySigningKeys",
     "issue_credentials",

@@ -83,6 +83,13 @@ class Transactions(Protocol):
         """The clock's time in whole unix seconds."""
         ...
 
+    @property
+    def clock_sql(self) -> str | None:
+        """A query whose one row's ``now_ms`` is the database's time in unix
+        milliseconds: the one clock that the instances sharing a database agree on.
+        ``None`` where one process has the database (SQLite): its clock is the clock."""
+        ...
+
     def read(self) -> AbstractAsyncContextManager[Db]:
         """A read transaction on one snapshot."""
         ...

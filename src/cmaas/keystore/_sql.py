@@ -45,6 +45,8 @@ class SharedConnection:
         """The lock every transaction on this connection holds, e.g. to close it safely."""
         return self._lock
 
+    clock_sql: str | None = None  # one process per file: its clock is the clock
+
     def now(self) -> int:
         """The clock's time in whole unix seconds."""
         return int(self._clock())

@@ -25,6 +25,7 @@ from cmaas.keystore.models import (
     PrekeyAllowance,
     SealedPayload,
     StatusEvent,
+    Takeover,
 )
 from cmaas.lifecycle import (
     Priority,
@@ -159,18 +160,30 @@ class MessageStore(Protocol):
     def listen(self, listener: Callable[[Sequence[StatusEvent]], None]) -> None: ...
 
     async def submit(
-        self, messages: Sequence[NewMessage], *, daily_quota: int | None
+        self,
+        messages: Sequence[NewMessage],
+        *,
+        daily_quota: int | None,
+        owner: int | None = None,
     ) -> list[MessageRecord | MessageConflict | QuotaExhausted]: ...
 
-    async def pending(
-        self, resend_window_ms: int
-    ) -> tuple[list[OutboxEntry], list[OutboxEntry]]: ...
+    async def register_instance(self, name: str) -> int: ...
 
-    async def sealed(self, seqs: Sequence[int]) -> dict[int, SealedPayload]: ...
+    async def heartbeat(self, epoch: int) -> bool: ...
+
+    async def take_over(
+        self, epoch: int, resend_window_ms: int, *, dead_after_ms: int | None
+    ) -> Takeover: ...
+
+    async def sealed(
+        self, seqs: Sequence[int], *, owner: int | None = None
+    ) -> dict[int, SealedPayload]: ...
 
     async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None: ...
 
-    async def mark_dispatched(self, seqs: Sequence[int], at_ms: int) -> list[StatusEvent]: ...
+    async def mark_dispatched(
+        self, seqs: Sequence[int], at_ms: int, *, owner: int | None = None
+    ) -> list[StatusEvent]: ...
 
     async def record(self, changes: Sequence[StatusChange]) -> list[StatusEvent]: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from cmaas.keystore._db import Db, Runner, Transactions, Work
+from cmaas.keystore._db import Db, Row, Runner, Transactions, Work
 from cmaas.keystore._rows import (
     DAY_MS,
     duplicate_outcome,
@@ -29,6 +29,7 @@ from cmaas.keystore.models import (
     OutboxEntry,
     SealedPayload,
     StatusEvent,
+    Takeover,
 )
 from cmaas.lifecycle import MessageStatus, Priority, StatusChange, transition
 
@@ -74,9 +75,15 @@ class SqlMessageStore:
     # Submission
 
     async def submit(
-        self, messages: Sequence[NewMessage], *, daily_quota: int | None
+        self,
+        messages: Sequence[NewMessage],
+        *,
+        daily_quota: int | None,
+        owner: int | None = None,
     ) -> list[MessageRecord | MessageConflict | QuotaExhausted]:
-        """Store new messages (status ``accepted``) in one transaction.
+        """Store new messages (status ``accepted``) in one transaction, owned by the
+        instance of epoch ``owner`` (``None``: by nobody, until an instance takes them
+        over).
 
         A message whose id the app used before comes back as the stored record with
         ``duplicate`` set when the request is the same, else as a
@@ -114,8 +121,8 @@ class SqlMessageStore:
                 inserted = await db.one(
                     "INSERT INTO messages (app_id, message_id, recipient, recipient_jid,"
                     " priority, status, request_sha256, envelope, omemo, expires_ms, created_ms,"
-                    " updated_ms, sealed_to)"
-                    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                    " updated_ms, sealed_to, owner)"
+                    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
                     (
                         message.app_id,
                         message.message_id,
@@ -129,6 +136,7 @@ class SqlMessageStore:
                         now,
                         now,
                         sealed_to_text(message),
+                        owner,
                     ),
                 )
                 assert inserted is not None  # INSERT ... RETURNING gives its row
@@ -173,22 +181,93 @@ class SqlMessageStore:
 
     # Dispatch
 
-    async def pending(self, resend_window_ms: int) -> tuple[list[OutboxEntry], list[OutboxEntry]]:
-        """What a starting gateway must send: every ``accepted`` message, and the
-        ``dispatched`` ones written within ``resend_window_ms`` of the last dispatch
-        (they may have been lost with the previous process's link).
+    # Instances: each gateway process owns the messages it admitted
 
-        Returns: (accepted, to resend), each oldest first.
+    async def register_instance(self, name: str) -> int:
+        """Register a starting gateway process, alive as of now.
+
+        Returns: its epoch, above every earlier instance's.
         """
-        async with self._tx.read() as db:
-            accepted = await db.all(_SELECT_ENTRY + " WHERE status = 'accepted' ORDER BY seq")
-            resend = await db.all(
-                _SELECT_ENTRY + " WHERE status = 'dispatched' AND dispatched_ms >="  # noqa: S608
-                " (SELECT max(dispatched_ms) FROM messages WHERE status = 'dispatched') - ?"
-                " ORDER BY seq",
-                (resend_window_ms,),
+
+        async def work(db: Db) -> int:
+            now = await self._database_ms(db)
+            row = await db.one(
+                "INSERT INTO gateway_instances (name, started_at, heartbeat_at)"
+                " VALUES (?, ?, ?) RETURNING epoch",
+                (name, now, now),
             )
-        return [outbox_entry(row) for row in accepted], [outbox_entry(row) for row in resend]
+            assert row is not None  # INSERT ... RETURNING gives its row
+            return int(row["epoch"])
+
+        return await self._write(work, urgent=True)
+
+    async def heartbeat(self, epoch: int) -> bool:
+        """Record that the instance of ``epoch`` is alive.
+
+        Returns: ``False`` when it was fenced (taken for dead): it must stop at once.
+        """
+
+        async def work(db: Db) -> bool:
+            now = await self._database_ms(db)
+            changed = await db.run(
+                "UPDATE gateway_instances SET heartbeat_at = ?"
+                " WHERE epoch = ? AND fenced_at IS NULL",
+                (now, epoch),
+            )
+            return changed == 1
+
+        return await self._write(work, urgent=True)
+
+    async def take_over(
+        self, epoch: int, resend_window_ms: int, *, dead_after_ms: int | None
+    ) -> Takeover:
+        """Fence the instances silent for ``dead_after_ms`` (``None``: every other
+        instance still unfenced, as a restart on SQLite may, where one process holds
+        the file) and move to ``epoch``, in the same transaction, the pending messages
+        of every fenced instance and of nobody.
+
+        Two instances racing for one dead instance: one fences it and gets its
+        messages, the other neither. Messages a fenced instance admitted after it was
+        fenced are moved by the next call of any instance.
+        """
+
+        async def work(db: Db) -> Takeover:
+            now = await self._database_ms(db)
+            if dead_after_ms is None:
+                fenced = await db.all(
+                    "UPDATE gateway_instances SET fenced_at = ?"
+                    " WHERE fenced_at IS NULL AND epoch != ? RETURNING epoch",
+                    (now, epoch),
+                )
+            else:
+                fenced = await db.all(
+                    "UPDATE gateway_instances SET fenced_at = ?"
+                    " WHERE fenced_at IS NULL AND epoch != ? AND heartbeat_at < ?"
+                    " RETURNING epoch",
+                    (now, epoch, now - dead_after_ms),
+                )
+            orphans = (
+                " WHERE status IN ('accepted', 'dispatched') AND (owner IS NULL OR owner IN"
+                " (SELECT epoch FROM gateway_instances WHERE fenced_at IS NOT NULL))"
+            )
+            rows = await db.all(
+                "SELECT seq, app_id, message_id, recipient_jid, priority, expires_ms, status,"  # noqa: S608
+                " dispatched_ms, owner FROM messages" + orphans + " ORDER BY seq"
+            )
+            if rows:
+                await db.run("UPDATE messages SET owner = ?" + orphans, (epoch,))  # noqa: S608
+            return _takeover(sorted(int(row["epoch"]) for row in fenced), rows, resend_window_ms)
+
+        return await self._write(work, urgent=True)
+
+    async def _database_ms(self, db: Db) -> int:
+        """Now in unix milliseconds: the database's time where several instances share
+        it, else this process's."""
+        if self._tx.clock_sql is None:
+            return self._clock_ms()
+        row = await db.one(self._tx.clock_sql)
+        assert row is not None  # a SELECT of one expression gives one row
+        return int(row["now_ms"])
 
     async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None:
         """The outbox entry of a message still pending, to write it again."""
@@ -201,9 +280,13 @@ class SqlMessageStore:
             )
         return None if row is None else outbox_entry(row)
 
-    async def sealed(self, seqs: Sequence[int]) -> dict[int, SealedPayload]:
-        """What is sealed of those messages that are still pending."""
+    async def sealed(
+        self, seqs: Sequence[int], *, owner: int | None = None
+    ) -> dict[int, SealedPayload]:
+        """What is sealed of those messages that are still pending (and, with ``owner``,
+        still owned by that instance: one fenced sends nothing more)."""
         found: dict[int, SealedPayload] = {}
+        owned, by_owner = _owned_by(owner)
         async with self._tx.read() as db:
             for start in range(0, len(seqs), 500):
                 chunk = list(seqs[start : start + 500])
@@ -211,25 +294,30 @@ class SqlMessageStore:
                 rows = await db.all(
                     f"SELECT seq, envelope, omemo FROM messages WHERE seq IN ({marks})"  # noqa: S608
                     " AND status IN ('accepted', 'dispatched')"
-                    " AND (envelope IS NOT NULL OR omemo IS NOT NULL)",
-                    chunk,
+                    " AND (envelope IS NOT NULL OR omemo IS NOT NULL)" + owned,
+                    [*chunk, *by_owner],
                 )
                 found.update(
                     (row["seq"], SealedPayload(row["envelope"], row["omemo"])) for row in rows
                 )
         return found
 
-    async def mark_dispatched(self, seqs: Sequence[int], at_ms: int) -> list[StatusEvent]:
-        """Record that these messages were written to the IM server."""
+    async def mark_dispatched(
+        self, seqs: Sequence[int], at_ms: int, *, owner: int | None = None
+    ) -> list[StatusEvent]:
+        """Record that these messages were written to the IM server; with ``owner``,
+        only those that instance still owns (a fenced one changes nothing)."""
+        owned, by_owner = _owned_by(owner)
 
         async def work(db: Db) -> list[StatusEvent]:
             events: list[StatusEvent] = []
             for seq in seqs:
                 row = await db.one(
-                    "UPDATE messages SET status = 'dispatched', dispatched_ms = ?,"
+                    "UPDATE messages SET status = 'dispatched', dispatched_ms = ?,"  # noqa: S608
                     " updated_ms = ? WHERE seq = ? AND status = 'accepted'"
-                    " RETURNING app_id, message_id",
-                    (at_ms, at_ms, seq),
+                    + owned
+                    + " RETURNING app_id, message_id",
+                    (at_ms, at_ms, seq, *by_owner),
                 )
                 if row is not None:
                     events.append(
@@ -401,6 +489,30 @@ class SqlMessageStore:
             return await db.run("DELETE FROM request_nonces WHERE expires_at <= ?", (now,))
 
         return await self._write(work)
+
+
+def _owned_by(owner: int | None) -> tuple[str, tuple[int, ...]]:
+    """The condition (and its parameter) that a message is owned by ``owner``, if any."""
+    return ("", ()) if owner is None else (" AND owner = ?", (owner,))
+
+
+def _takeover(fenced: list[int], rows: Sequence[Row], resend_window_ms: int) -> Takeover:
+    """Sort messages taken over into those to dispatch and those to write again: the
+    dispatched ones within the window of their previous owner's last dispatch."""
+    last_dispatch: dict[object, int] = {}
+    for row in rows:
+        if row["status"] == "dispatched" and row["dispatched_ms"] is not None:
+            owner = row["owner"]
+            last_dispatch[owner] = max(last_dispatch.get(owner, 0), int(row["dispatched_ms"]))
+    accepted = [outbox_entry(row) for row in rows if row["status"] == "accepted"]
+    resend = [
+        outbox_entry(row)
+        for row in rows
+        if row["status"] == "dispatched"
+        and row["dispatched_ms"] is not None
+        and int(row["dispatched_ms"]) >= last_dispatch[row["owner"]] - resend_window_ms
+    ]
+    return Takeover(fenced, accepted, resend)
 
 
 async def _add_event(

@@ -359,4 +359,28 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX omemo_inbound_by_app ON omemo_inbound(app_id, seq);
         """,
     ),
+    Migration(
+        10,
+        "gateway instances sharing one database: each registers with an epoch and heartbeats;"
+        " each message is owned by the instance that dispatches it",
+        """
+        -- One row per gateway process ever started; its epoch fences it. Times in unix
+        -- milliseconds (the database's own clock where it has one).
+        CREATE TABLE gateway_instances (
+            epoch         INTEGER PRIMARY KEY AUTOINCREMENT,
+            name          TEXT NOT NULL,
+            started_at    INTEGER NOT NULL,
+            heartbeat_at  INTEGER NOT NULL,
+            fenced_at     INTEGER          -- NULL: alive, as far as anyone knows
+        ) STRICT;
+        CREATE INDEX gateway_instances_live ON gateway_instances(heartbeat_at)
+            WHERE fenced_at IS NULL;
+
+        -- The epoch of the instance that admitted the message or took it over. NULL (rows
+        -- from before this migration): owned by nobody, taken over by the first instance.
+        ALTER TABLE messages ADD COLUMN owner INTEGER;
+        CREATE INDEX messages_by_owner ON messages(owner, status)
+            WHERE status IN ('accepted', 'dispatched');
+        """,
+    ),
 )

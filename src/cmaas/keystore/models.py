@@ -337,3 +337,17 @@ class CursorState:
     event_id: int
     failures: int
     last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """What an instance took over from dead instances (and from nobody: messages
+    stored before instances had owners) in one transaction."""
+
+    fenced: list[int]
+    """The epochs it fenced; empty when another instance was first."""
+    accepted: list[OutboxEntry]
+    """Messages never dispatched, oldest first."""
+    resend: list[OutboxEntry]
+    """Messages dispatched within the resend window of their owner's last dispatch,
+    oldest first: they may have been lost with its link."""

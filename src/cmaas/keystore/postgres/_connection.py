@@ -12,11 +12,10 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 
 from cmaas.keystore._db import Db, Params, Row
-from cmaas.keystore.errors import DatabaseInUse
 from cmaas.keystore.migrations import to_apply
 from cmaas.keystore.postgres.migrations import MIGRATIONS
 
-__all__ = ["Connections", "PostgresDb", "PostgresGatewayLock"]
+__all__ = ["Connections", "PostgresDb", "PostgresLeaderLock"]
 
 _Connection = psycopg.AsyncConnection[DictRow]
 
@@ -28,34 +27,34 @@ _Connection = psycopg.AsyncConnection[DictRow]
 _WRITE_LOCK = 0x636D616173
 
 
-# The key of the session-level advisory lock a gateway holds on its database: "gateway".
-_GATEWAY_LOCK = 0x67617465776179
+# The key of the session-level advisory lock the leader instance holds: "leader".
+_LEADER_LOCK = 0x6C6561646572
 
 
-class PostgresGatewayLock:
-    """One gateway process's exclusive hold on a PostgreSQL database, for its lifetime.
+class PostgresLeaderLock:
+    """The leadership among the gateway instances on one PostgreSQL database: who runs
+    the periodic jobs and the event consumers.
 
-    Several gateways on one database would each dispatch the same outbox, deliver the
-    same webhooks and count rates apart, as on one SQLite file. The hold is a
-    session-level advisory lock on a connection of its own, which the server drops when
-    that connection ends, however the process ends. ``cmaas admin`` takes none.
+    A session-level advisory lock on a connection of its own, which the server drops
+    when that connection ends, however the leader's process ends; the others try again.
     """
 
-    def __init__(self, connection: _Connection) -> None:
-        self._connection = connection
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._connection: _Connection | None = None
 
-    @classmethod
-    async def take(cls, url: str, shown_as: str) -> PostgresGatewayLock:
-        """Hold the database at ``url`` for this process, without waiting.
+    async def try_take(self) -> bool:
+        """Take the leadership if no instance holds it, without waiting.
 
-        Raises:
-            DatabaseInUse: Another gateway holds it (the message names ``shown_as``).
-            psycopg.Error: The server cannot be reached or refuses the connection.
+        Returns: whether this process holds it now.
+        Raises: psycopg.Error: The server cannot be reached or refuses the connection.
         """
-        connection = await _connect(url)
+        if self._connection is not None:
+            return True
+        connection = await _connect(self._url)
         try:
             cursor = await connection.execute(
-                "SELECT pg_try_advisory_lock(%s) AS held", (_GATEWAY_LOCK,)
+                "SELECT pg_try_advisory_lock(%s) AS held", (_LEADER_LOCK,)
             )
             row = await cursor.fetchone()
         except BaseException:
@@ -63,14 +62,24 @@ class PostgresGatewayLock:
             raise
         if row is None or not row["held"]:
             await connection.close()
-            raise DatabaseInUse(
-                f"another gateway process uses the PostgreSQL database {shown_as}: several"
-                " gateway instances on one database are not supported yet"
-            )
-        return cls(connection)
+            return False
+        self._connection = connection
+        return True
+
+    async def still_held(self) -> bool:
+        """Whether the lock's connection is still up (a broken one lost the lock)."""
+        if self._connection is None:
+            return False
+        try:
+            await self._connection.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return not self._connection.broken
 
     async def release(self) -> None:
-        await self._connection.close()  # ending the session drops the lock
+        if self._connection is not None:
+            await self._connection.close()  # ending the session drops the lock
+            self._connection = None
 
 
 class Connections:
@@ -111,6 +120,12 @@ class Connections:
             await writer.close()
             raise
         return cls(url, writer, reader, clock)
+
+    # clock_timestamp(), not now(): a transaction that waited for the write lock must
+    # not date its heartbeat from before the wait.
+    clock_sql: str | None = (
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms"
+    )
 
     def now(self) -> int:
         """The clock's time in whole unix seconds."""

@@ -251,4 +251,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX omemo_inbound_by_app ON omemo_inbound(app_id, seq);
         """,
     ),
+    Migration(
+        10,
+        "gateway instances sharing one database: each registers with an epoch and heartbeats;"
+        " each message is owned by the instance that dispatches it",
+        """
+        CREATE TABLE gateway_instances (
+            epoch         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name          TEXT NOT NULL,
+            started_at    BIGINT NOT NULL,
+            heartbeat_at  BIGINT NOT NULL,
+            fenced_at     BIGINT
+        );
+        CREATE INDEX gateway_instances_live ON gateway_instances(heartbeat_at)
+            WHERE fenced_at IS NULL;
+
+        ALTER TABLE messages ADD COLUMN owner BIGINT;
+        CREATE INDEX messages_by_owner ON messages(owner, status)
+            WHERE status IN ('accepted', 'dispatched');
+        """,
+    ),
 )

@@ -1,0 +1,165 @@
+"""This gateway process among the instances that share one database: its epoch and
+heartbeat, the takeover of dead instances' messages, and the leadership that runs the
+periodic jobs and the event consumers on one instance only.
+
+Each instance dispatches only the messages it owns. One whose heartbeat stops for
+``dead_after_s`` is fenced by the first survivor to notice, which takes over its pending
+messages in the same transaction; a fenced instance that still runs finds out at its
+next heartbeat and stops (its supervisor starts it again, as a new instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from cmaas.delivery.dispatcher import Dispatcher
+from cmaas.errors import CmaasError
+from cmaas.keystore import MessageStore
+from cmaas.xmpp.link import wait_first
+
+__all__ = ["AlwaysLeader", "Instance", "InstanceFenced", "LeaderLock", "lead"]
+
+log = logging.getLogger(__name__)
+
+
+class InstanceFenced(CmaasError):
+    """Another instance took this one for dead and took over its messages, or this one
+    lost the database (its heartbeat or its leadership) for too long: it must stop."""
+
+
+class Instance:
+    """One registered gateway process: heartbeats, and takes over dead instances.
+
+    Args:
+        dead_after_s: An instance silent this long is taken for dead; ``None`` where
+            one process has the database (SQLite), whose predecessors are all dead.
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        dispatcher: Dispatcher,
+        epoch: int,
+        *,
+        heartbeat_s: float,
+        dead_after_s: float | None,
+        resend_window_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self.epoch = epoch
+        self._heartbeat_s = heartbeat_s
+        self._dead_after_s = dead_after_s
+        self._window_ms = int(resend_window_s * 1000)
+        self._monotonic = monotonic
+        self.fenced = asyncio.Event()
+
+    async def take_over(self) -> None:
+        """Fence the dead instances and queue their pending messages here.
+
+        Raises: KeystoreError, sqlite3.Error, psycopg.Error: The database failed.
+        """
+        dead_after_ms = None if self._dead_after_s is None else int(self._dead_after_s * 1000)
+        takeover = await self._store.take_over(
+            self.epoch, self._window_ms, dead_after_ms=dead_after_ms
+        )
+        if takeover.fenced:
+            log.warning(
+                "instance %d: took over from dead instances %s",
+                self.epoch,
+                ", ".join(map(str, takeover.fenced)),
+            )
+        self._dispatcher.adopt(takeover)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Heartbeat and take over, every ``heartbeat_s``, until ``stop``, or until this
+        instance is fenced: then :attr:`fenced` is set and the dispatcher stopped."""
+        alive_at = self._monotonic()
+        # Without a heartbeat for that long, the others may have fenced this instance
+        # already; it stops writing before it can find out.
+        give_up_s = self._dead_after_s if self._dead_after_s is not None else float("inf")
+        while not stop.is_set():
+            await wait_first(stop, seconds=self._heartbeat_s)
+            if stop.is_set():
+                return
+            try:
+                if not await self._store.heartbeat(self.epoch):
+                    self._stop("another instance took this one for dead and took over its messages")
+                    return
+                alive_at = self._monotonic()
+                await self.take_over()
+            except Exception:
+                log.exception("instance %d: heartbeat or takeover failed", self.epoch)
+                if self._monotonic() - alive_at > give_up_s:
+                    self._stop(f"no heartbeat recorded for {give_up_s:g} s")
+                    return
+
+    def _stop(self, why: str) -> None:
+        self._dispatcher.fence()
+        log.error(
+            "instance %d fenced: %s; stopping (a supervisor starts it again as a new instance)",
+            self.epoch,
+            why,
+        )
+        self.fenced.set()
+
+
+class LeaderLock(Protocol):
+    """Leadership among the instances: held by one at a time, until its process ends."""
+
+    async def try_take(self) -> bool:
+        """Take it if free, without waiting; returns whether this process holds it."""
+        ...
+
+    async def still_held(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class AlwaysLeader:
+    """The leadership where one process has the database (SQLite): its own."""
+
+    async def try_take(self) -> bool:
+        return True
+
+    async def still_held(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+
+async def lead(
+    lock: LeaderLock,
+    stop: asyncio.Event,
+    lost: asyncio.Event,
+    *,
+    every_s: float,
+    on_lead: Callable[[], Awaitable[None]],
+    while_leading: Callable[[], Awaitable[None]],
+) -> None:
+    """Try for the leadership every ``every_s`` until ``stop``; once held, run
+    ``on_lead`` once and ``while_leading`` every ``every_s``. A leadership lost (its
+    connection broke: another instance may lead now) sets ``lost`` and returns."""
+    leading = False
+    while not stop.is_set():
+        try:
+            if not leading:
+                leading = await lock.try_take()
+                if leading:
+                    log.info("this instance leads: periodic jobs and event consumers run here")
+                    await on_lead()
+            elif not await lock.still_held():
+                log.error("leadership lost with its database connection; stopping")
+                lost.set()
+                return
+            else:
+                await while_leading()
+        except Exception:
+            log.exception("leadership: taking it or leading failed; trying again")
+        await wait_first(stop, seconds=every_s)
