@@ -8,7 +8,10 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -18,6 +21,7 @@ from cmaas.api.addresses import ClientAddresses
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
 from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
+from cmaas.delivery.instances import Instance
 from cmaas.delivery.queues import PriorityQueues
 from cmaas.delivery.ratelimit import BucketState, TokenBuckets, take_tokens
 from cmaas.delivery.recipients import RecipientResolver
@@ -240,7 +244,9 @@ class FakeSender:
         self.barriers += 1
 
 
-async def _stored(keystore: SqliteKeystore, *specs: tuple[str, Priority, int]) -> list[OutboxEntry]:
+async def _stored(
+    keystore: SqliteKeystore, *specs: tuple[str, Priority, int], owner: int | None = None
+) -> list[OutboxEntry]:
     await keystore.create_app(NewApp("bank", "Bank", "default"), issue_credentials("cid-d"))
     outcomes = await keystore.messages.submit(
         [
@@ -250,6 +256,7 @@ async def _stored(keystore: SqliteKeystore, *specs: tuple[str, Priority, int]) -
             for mid, priority, expires in specs
         ],
         daily_quota=None,
+        owner=owner,
     )
     return [
         OutboxEntry(r.seq, r.app_id, r.message_id, "a@x", r.priority, r.expires_ms)
@@ -262,6 +269,65 @@ async def _until(condition: object, within: float = 5.0) -> None:
     async with asyncio.timeout(within):
         while not condition():  # type: ignore[operator]
             await asyncio.sleep(0.01)
+
+
+async def test_a_fenced_instance_stops_and_a_survivor_dispatches_its_messages(
+    keystore: SqliteKeystore, db_path: Path, clock: FakeClock
+) -> None:
+    store = keystore.messages
+    now_ms = int(clock.now * 1000)
+    dead_epoch = await store.register_instance("gw-a")
+    survivor_epoch = await store.register_instance("gw-b")
+    specs = [(f"m{n}", Priority.NORMAL, now_ms + 60_000) for n in range(5)]
+    entries = await _stored(keystore, *specs, owner=dead_epoch)
+    sent_by: dict[str, FakeSender] = {"dead": FakeSender(), "survivor": FakeSender()}
+    dead = Dispatcher(store, sent_by["dead"], owner=dead_epoch, clock_ms=lambda: now_ms)
+    survivor = Dispatcher(store, sent_by["survivor"], owner=survivor_epoch, clock_ms=lambda: now_ms)
+    instances = {
+        name: Instance(
+            store,
+            dispatcher,
+            epoch,
+            heartbeat_s=0.02,
+            dead_after_s=10.0,
+            resend_window_s=15.0,
+        )
+        for name, dispatcher, epoch in (
+            ("dead", dead, dead_epoch),
+            ("survivor", survivor, survivor_epoch),
+        )
+    }
+    # The first instance admitted the messages, then its link and heartbeat stalled.
+    dead.enqueue(entries)
+    with closing(sqlite3.connect(db_path)) as raw, raw:
+        raw.execute(
+            "UPDATE gateway_instances SET heartbeat_at = heartbeat_at - 60000 WHERE epoch = ?",
+            (dead_epoch,),
+        )
+    await instances["survivor"].take_over()
+    stop = asyncio.Event()
+    dead_dispatching = asyncio.create_task(dead.run(stop))
+    dead_beating = asyncio.create_task(instances["dead"].run(stop))
+    survivor_dispatching = asyncio.create_task(survivor.run(stop))
+    try:
+        # Its next heartbeat tells it: it stops on its own, with nothing written.
+        async with asyncio.timeout(5):
+            await instances["dead"].fenced.wait()
+            await asyncio.gather(dead_beating, dead_dispatching)
+        dead.link_up()
+        survivor.link_up()
+        await _until(lambda: len(sent_by["survivor"].sent) == len(specs))
+        await _until(lambda: survivor.inflight == len(specs))
+    finally:
+        stop.set()
+        await asyncio.gather(survivor_dispatching, return_exceptions=True)
+    assert dead.fenced
+    assert sent_by["dead"].sent == []
+    assert sorted(sent_by["survivor"].sent) == [mid for mid, _, _ in specs]
+    for mid, _, _ in specs:
+        record, _ = await store.get("bank", mid)
+        assert record.status is MessageStatus.DISPATCHED
+    assert not instances["survivor"].fenced.is_set()
 
 
 async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link_loss(
