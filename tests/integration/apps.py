@@ -5,6 +5,7 @@ and receiving signed webhooks on an HTTP server of their own."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -23,6 +24,7 @@ from cmaas.devservers import free_port
 from cmaas.envelope import (
     Content,
     PrivateKey,
+    TextContent,
     b64url,
     generate_private_key,
     point_bytes,
@@ -251,3 +253,26 @@ async def client_config_for(
     ``register_args``) and a client service config for it."""
     credentials = await register_credentials(gateway, app_id, "Shop", *register_args)
     return ClientConfig(f"http://127.0.0.1:{gateway.http_port}", credentials, state, **options)
+
+
+async def roomy_plan(gateway: GatewayProcess, rate: int = 2000) -> None:
+    """Tests that submit hundreds of messages should not meet the default plan's limits."""
+    await asyncio.to_thread(
+        admin, gateway, "plan-set", "default", "--rate", str(rate), "--burst", str(rate)
+    )
+
+
+async def seal_flood(
+    app: RegisteredApp, to: str, count: int, priority: Priority
+) -> list[Submission]:
+    """``count`` messages sealed to the recipient's signed prekeys (one lookup serves all)."""
+    lookup = await app.api.lookup(to)
+    # Sealed to the signed prekey, as once the one-time pool is used up.
+    spk_only = KeyLookup(
+        lookup.jid, tuple(dataclasses.replace(d, one_time_prekeys=()) for d in lookup.devices)
+    )
+    ids = [app.new_id() for _ in range(count)]
+    return [
+        app.seal(spk_only, TextContent(f"#{n}"), message_id=message_id, to=to, priority=priority)
+        for n, message_id in enumerate(ids)
+    ]

@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 
 from cmaas.devservers import (
+    DevServerError,
     EjabberdCluster,
+    PostgresServer,
     XmppServer,
     ensure_installed,
     start_ejabberd,
     start_ejabberd_cluster,
+    start_postgres,
     start_prosody,
 )
 from cmaas.devservers.client import AdhocClient
@@ -58,6 +61,19 @@ def ejabberd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ejabb
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session; each test makes its own database."""
+    try:
+        server = start_postgres()
+    except DevServerError as error:
+        pytest.fail(f"PostgreSQL could not start (scripts/bootstrap installs it): {error}")
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture

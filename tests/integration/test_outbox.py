@@ -4,7 +4,6 @@ expiry, bounces, a gateway killed mid-queue, and a webhook endpoint that is down
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,28 +19,22 @@ from cmaas.keystore import SqliteKeystore
 from cmaas.lifecycle import (
     Priority,
 )
-from cmaas.wire import KeyLookup, StatusEvent, Submission
+from cmaas.wire import StatusEvent
 
 from .apps import (
     RegisteredApp,
     WebhookReceiver,
     accepted,
-    admin,
     http_session,
     register_app,
+    roomy_plan,
+    seal_flood,
     statuses,
 )
 from .devices import device_config, new_device
 from .gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.integration
-
-
-async def _roomy_plan(gateway: GatewayProcess, rate: int = 2000) -> None:
-    """Tests that submit hundreds of messages should not meet the default plan's limits."""
-    await asyncio.to_thread(
-        admin, gateway, "plan-set", "default", "--rate", str(rate), "--burst", str(rate)
-    )
 
 
 async def _all_events(app: RegisteredApp) -> list[StatusEvent]:
@@ -71,7 +64,7 @@ async def test_high_priority_overtakes_a_bulk_backlog(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
     alice = f"alice@{xmpp_server.domain}"
-    await _roomy_plan(gateway)
+    await roomy_plan(gateway)
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "q"))
@@ -182,14 +175,14 @@ async def test_gateway_killed_mid_flood_loses_nothing(
     """kill -9 while a 10,000-message flood is half submitted and draining; the app
     resubmits the batch whose answer it lost, as any client would after a crash."""
     alice = f"alice@{xmpp_server.domain}"
-    await _roomy_plan(gateway, rate=50_000)
+    await roomy_plan(gateway, rate=50_000)
     count = 10_000
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())
         device = await stack.enter_async_context(new_device(xmpp_server, tmp_path, "alice", "k"))
         await device.publish()
         app = await register_app(gateway, session, "crashy")
-        sealed = await _seal_flood(app, alice, count, Priority.NORMAL)
+        sealed = await seal_flood(app, alice, count, Priority.NORMAL)
         ids = [message.message_id for message in sealed]
         shown: list[str] = []
 
@@ -233,25 +226,9 @@ async def test_gateway_killed_mid_flood_loses_nothing(
         await _all_delivered(app, ids[-5:])
 
 
-async def _seal_flood(
-    app: RegisteredApp, to: str, count: int, priority: Priority
-) -> list[Submission]:
-    """``count`` messages sealed to the recipient's signed prekeys (one lookup serves all)."""
-    lookup = await app.api.lookup(to)
-    # Sealed to the signed prekey, as once the one-time pool is used up.
-    spk_only = KeyLookup(
-        lookup.jid, tuple(dataclasses.replace(d, one_time_prekeys=()) for d in lookup.devices)
-    )
-    ids = [app.new_id() for _ in range(count)]
-    return [
-        app.seal(spk_only, TextContent(f"#{n}"), message_id=message_id, to=to, priority=priority)
-        for n, message_id in enumerate(ids)
-    ]
-
-
 async def _submit_flood(app: RegisteredApp, to: str, count: int, priority: Priority) -> list[str]:
     """Seal ``count`` messages and submit them in batches of 500; returns their ids."""
-    sealed = await _seal_flood(app, to, count, priority)
+    sealed = await seal_flood(app, to, count, priority)
     for start in range(0, count, 500):
         results = await app.api.submit_batch(sealed[start : start + 500])
         assert accepted(results), results
@@ -291,7 +268,7 @@ async def test_im_server_restarted_mid_flood_loses_nothing(
     xmpp_server: XmppServer, gateway: GatewayProcess, tmp_path: Path
 ) -> None:
     alice = f"alice@{xmpp_server.domain}"
-    await _roomy_plan(gateway)
+    await roomy_plan(gateway)
     count = 1500
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(http_session())

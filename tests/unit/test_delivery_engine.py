@@ -330,6 +330,52 @@ async def test_a_fenced_instance_stops_and_a_survivor_dispatches_its_messages(
     assert not instances["survivor"].fenced.is_set()
 
 
+async def test_when_any_instance_is_fenced_the_others_resend_what_has_no_receipt(
+    keystore: SqliteKeystore, db_path: Path, clock: FakeClock
+) -> None:
+    """Receipts for a live instance's messages may have gone to a dead one's link."""
+    store = keystore.messages
+    now_ms = int(clock.now * 1000)
+    live_epoch = await store.register_instance("gw-a")
+    dead_epoch = await store.register_instance("gw-b")
+    taker_epoch = await store.register_instance("gw-c")
+    entries = await _stored(
+        keystore, *((f"m{n}", Priority.NORMAL, now_ms + 60_000) for n in range(3)), owner=live_epoch
+    )
+    sender = FakeSender()
+    live = Dispatcher(store, sender, owner=live_epoch, clock_ms=lambda: now_ms)
+    store.listen(live.on_events)
+    instance = Instance(
+        store, live, live_epoch, heartbeat_s=1.0, dead_after_s=10.0, resend_window_s=15.0
+    )
+    await instance.take_over()  # at start: nothing to take, nobody fenced
+    stop = asyncio.Event()
+    running = asyncio.create_task(live.run(stop))
+    try:
+        live.enqueue(entries)
+        live.link_up()
+        await _until(lambda: live.inflight == 3)
+        await store.record(
+            [StatusChange("bank", "m0", MessageStatus.DELIVERED, now_ms, "1", "a@x")]
+        )
+        await instance.take_over()  # nobody fenced since: nothing resent
+        assert (sender.sent, live.resent) == (["m0", "m1", "m2"], 0)
+        with closing(sqlite3.connect(db_path)) as raw, raw:
+            raw.execute(
+                "UPDATE gateway_instances SET heartbeat_at = heartbeat_at - 60000 WHERE epoch = ?",
+                (dead_epoch,),
+            )
+        taken = await store.take_over(taker_epoch, 15_000, dead_after_ms=10_000)
+        assert taken.fenced == [dead_epoch]
+        await instance.take_over()
+        await _until(lambda: len(sender.sent) == 5)
+    finally:
+        stop.set()
+        await running
+    assert sender.sent == ["m0", "m1", "m2", "m1", "m2"]
+    assert live.resent == 2
+
+
 async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link_loss(
     keystore: SqliteKeystore, clock: FakeClock
 ) -> None:

@@ -164,18 +164,26 @@ class Dispatcher:
         if self._fenced.is_set():
             return
         if self._lost_at is not None:
-            since = self._lost_at - self._window
-            resend = [entry for entry, sent_at in self._inflight.values() if sent_at >= since]
-            for entry in reversed(resend):
-                self._queues.push(entry, front=True)
-            self._inflight.clear()
-            self.resent += len(resend)
-            if resend:
-                log.info(
-                    "outbox: resending %d messages written before the link was lost", len(resend)
-                )
+            self._resend_unconfirmed(self._lost_at - self._window, "the link was lost")
         self._connected.set()
         self._wake.set()
+
+    def instance_died(self) -> None:
+        """An instance sharing the component died: receipts for this one's messages that
+        the IM server had handed to its link are lost with it, so resend what has none."""
+        if not self._fenced.is_set():
+            self._resend_unconfirmed(self._monotonic() - self._window, "an instance died")
+            self._wake.set()
+
+    def _resend_unconfirmed(self, since: float, why: str) -> None:
+        """Queue again, first, what was written since ``since`` and has no receipt."""
+        resend = [entry for entry, sent_at in self._inflight.values() if sent_at >= since]
+        for entry in reversed(resend):
+            self._queues.push(entry, front=True)
+        self._inflight.clear()
+        self.resent += len(resend)
+        if resend:
+            log.info("outbox: resending %d messages written before %s", len(resend), why)
 
     async def resend(self, app_id: str, message_id: str) -> bool:
         """Write a pending message again, ahead of its class (a copy of it came back).

@@ -58,9 +58,13 @@ class Instance:
         self._window_ms = int(resend_window_s * 1000)
         self._monotonic = monotonic
         self.fenced = asyncio.Event()
+        self._last_fenced_ms: int | None = None
+        self._took_over = False
 
     async def take_over(self) -> None:
-        """Fence the dead instances and queue their pending messages here.
+        """Fence the dead instances and queue their pending messages here; when any
+        instance was fenced since the last call, resend this one's unconfirmed messages
+        too (their receipts may have gone to the dead instance's link).
 
         Raises: KeystoreError, sqlite3.Error, psycopg.Error: The database failed.
         """
@@ -75,6 +79,10 @@ class Instance:
                 ", ".join(map(str, takeover.fenced)),
             )
         self._dispatcher.adopt(takeover)
+        if self._took_over and takeover.last_fenced_ms != self._last_fenced_ms:
+            self._dispatcher.instance_died()
+        self._took_over = True
+        self._last_fenced_ms = takeover.last_fenced_ms
 
     async def run(self, stop: asyncio.Event) -> None:
         """Heartbeat and take over, every ``heartbeat_s``, until ``stop``, or until this

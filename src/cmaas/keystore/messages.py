@@ -256,7 +256,13 @@ class SqlMessageStore:
             )
             if rows:
                 await db.run("UPDATE messages SET owner = ?" + orphans, (epoch,))  # noqa: S608
-            return _takeover(sorted(int(row["epoch"]) for row in fenced), rows, resend_window_ms)
+            last = await db.one("SELECT max(fenced_at) AS at FROM gateway_instances")
+            return _takeover(
+                sorted(int(row["epoch"]) for row in fenced),
+                rows,
+                resend_window_ms,
+                None if last is None or last["at"] is None else int(last["at"]),
+            )
 
         return await self._write(work, urgent=True)
 
@@ -496,7 +502,9 @@ def _owned_by(owner: int | None) -> tuple[str, tuple[int, ...]]:
     return ("", ()) if owner is None else (" AND owner = ?", (owner,))
 
 
-def _takeover(fenced: list[int], rows: Sequence[Row], resend_window_ms: int) -> Takeover:
+def _takeover(
+    fenced: list[int], rows: Sequence[Row], resend_window_ms: int, last_fenced_ms: int | None
+) -> Takeover:
     """Sort messages taken over into those to dispatch and those to write again: the
     dispatched ones within the window of their previous owner's last dispatch."""
     last_dispatch: dict[object, int] = {}
@@ -512,7 +520,7 @@ def _takeover(fenced: list[int], rows: Sequence[Row], resend_window_ms: int) -> 
         and row["dispatched_ms"] is not None
         and int(row["dispatched_ms"]) >= last_dispatch[row["owner"]] - resend_window_ms
     ]
-    return Takeover(fenced, accepted, resend)
+    return Takeover(fenced, accepted, resend, last_fenced_ms)
 
 
 async def _add_event(

@@ -351,3 +351,6 @@ class Takeover:
     resend: list[OutboxEntry]
     """Messages dispatched within the resend window of their owner's last dispatch,
     oldest first: they may have been lost with its link."""
+    last_fenced_ms: int | None
+    """When any instance last fenced another (``None``: never). A dead instance's link
+    may have taken receipts for every instance's messages with it."""
