@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -36,3 +37,13 @@ def new_device(
     )
     KeyFile(config.keyring_path).create(keyring, None)
     return DeviceClient(config)
+
+
+def collect_shown(device: DeviceClient, shown: list[str]) -> asyncio.Task[None]:
+    """Append the id of every message ``device`` shows to ``shown``; cancel to stop."""
+
+    async def collect() -> None:
+        while True:
+            shown.append((await device.next_message()).message_id)
+
+    return asyncio.create_task(collect())

@@ -24,7 +24,7 @@ from cmaas.lifecycle import Priority
 
 from .apps import accepted, http_session, register_app, roomy_plan, seal_flood
 from .conftest import CLUSTER_INSTANCE_HOSTS
-from .devices import new_device
+from .devices import collect_shown, new_device
 from .gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.integration
@@ -77,12 +77,7 @@ async def test_a_survivor_takes_over_a_killed_instances_messages(
         sealed = await seal_flood(app, alice, BATCH * BATCHES, Priority.NORMAL)
         ids = [message.message_id for message in sealed]
         shown: list[str] = []
-
-        async def collect() -> None:
-            while True:
-                shown.append((await device.next_message()).message_id)
-
-        collecting = asyncio.create_task(collect())
+        collecting = collect_shown(device, shown)
         stack.callback(collecting.cancel)
         killed = False
         for number in range(BATCHES):

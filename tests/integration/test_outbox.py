@@ -31,7 +31,7 @@ from .apps import (
     seal_flood,
     statuses,
 )
-from .devices import device_config, new_device
+from .devices import collect_shown, device_config, new_device
 from .gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.integration
@@ -185,12 +185,7 @@ async def test_gateway_killed_mid_flood_loses_nothing(
         sealed = await seal_flood(app, alice, count, Priority.NORMAL)
         ids = [message.message_id for message in sealed]
         shown: list[str] = []
-
-        async def collect() -> None:
-            while True:
-                shown.append((await device.next_message()).message_id)
-
-        collecting = asyncio.create_task(collect())
+        collecting = collect_shown(device, shown)
         try:
             batches = [sealed[start : start + 500] for start in range(0, count, 500)]
             for number, batch in enumerate(batches):

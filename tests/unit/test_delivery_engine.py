@@ -271,6 +271,15 @@ async def _until(condition: object, within: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+def _silence(db_path: Path, epoch: int) -> None:
+    """Date an instance's last heartbeat a minute back."""
+    with closing(sqlite3.connect(db_path)) as raw, raw:
+        raw.execute(
+            "UPDATE gateway_instances SET heartbeat_at = heartbeat_at - 60000 WHERE epoch = ?",
+            (epoch,),
+        )
+
+
 async def test_a_fenced_instance_stops_and_a_survivor_dispatches_its_messages(
     keystore: SqliteKeystore, db_path: Path, clock: FakeClock
 ) -> None:
@@ -299,11 +308,7 @@ async def test_a_fenced_instance_stops_and_a_survivor_dispatches_its_messages(
     }
     # The first instance admitted the messages, then its link and heartbeat stalled.
     dead.enqueue(entries)
-    with closing(sqlite3.connect(db_path)) as raw, raw:
-        raw.execute(
-            "UPDATE gateway_instances SET heartbeat_at = heartbeat_at - 60000 WHERE epoch = ?",
-            (dead_epoch,),
-        )
+    _silence(db_path, dead_epoch)
     await instances["survivor"].take_over()
     stop = asyncio.Event()
     dead_dispatching = asyncio.create_task(dead.run(stop))
@@ -360,11 +365,7 @@ async def test_when_any_instance_is_fenced_the_others_resend_what_has_no_receipt
         )
         await instance.take_over()  # nobody fenced since: nothing resent
         assert (sender.sent, live.resent) == (["m0", "m1", "m2"], 0)
-        with closing(sqlite3.connect(db_path)) as raw, raw:
-            raw.execute(
-                "UPDATE gateway_instances SET heartbeat_at = heartbeat_at - 60000 WHERE epoch = ?",
-                (dead_epoch,),
-            )
+        _silence(db_path, dead_epoch)
         taken = await store.take_over(taker_epoch, 15_000, dead_after_ms=10_000)
         assert taken.fenced == [dead_epoch]
         await instance.take_over()
