@@ -312,6 +312,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         ]
 
         async def on_lead() -> None:
+            await store.lead(epoch)
+            webhooks.leader = notices.leader = epoch
             hub.subscribe(webhooks.kick)
             hub.subscribe(notices.kick)
             link.listen(notices)

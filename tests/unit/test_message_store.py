@@ -639,3 +639,16 @@ async def test_two_survivors_racing_for_a_dead_instance_one_wins(
     assert (losers[0].accepted, losers[0].resend) == ([], [])
     winner = left if outcomes[0].fenced else right
     assert set(owners(database).values()) == {winner}
+
+
+async def test_a_deposed_leaders_cursor_writes_are_refused(keystore: AnyKeystore, app: str) -> None:
+    store = keystore.messages
+    first = await store.register_instance("gw-a")
+    second = await store.register_instance("gw-b")
+    await store.lead(first)
+    assert await store.save_cursor("webhook", CursorState(APP, 5, 0, ""), leader=first)
+    await store.lead(second)  # the first lost its lock; the second took it
+    assert not await store.save_cursor("webhook", CursorState(APP, 9, 0, ""), leader=first)
+    assert await store.cursors("webhook") == [CursorState(APP, 5, 0, "")]
+    assert await store.save_cursor("webhook", CursorState(APP, 7, 0, ""), leader=second)
+    assert await store.cursors("webhook") == [CursorState(APP, 7, 0, "")]

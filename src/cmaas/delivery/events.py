@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from cmaas.keystore import App, CursorState, Keystore, StatusEvent
 
-__all__ = ["ConsumerFailed", "CursorConsumer", "EventHub"]
+__all__ = ["ConsumerFailed", "CursorConsumer", "Deposed", "EventHub"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,10 @@ class EventHub:
         return await self._store.events_after(app_id, after, limit)
 
 
+class Deposed(Exception):
+    """Another instance leads now: a consumer here saves no cursor and delivers no more."""
+
+
 class ConsumerFailed(Exception):
     """A consumer could not deliver a batch; it is retried with backoff."""
 
@@ -105,6 +109,9 @@ class CursorConsumer(ABC):
         self._unwanted: set[str] = set()
         self._apps: dict[str, tuple[float, App]] = {}
         self._stopped = False
+        self.leader: int | None = None
+        """The epoch this consumer delivers as leader; its cursor writes are refused
+        once another instance leads (``None``: not checked)."""
         self.delivered = 0
         self.failures = 0
         self.skipped = 0
@@ -189,6 +196,8 @@ class CursorConsumer(ABC):
                 await self._drain_once(app_id)
         except asyncio.CancelledError:
             raise
+        except Deposed as deposed:
+            log.error("%s; delivery stops on this instance", deposed)
         except Exception:
             log.exception("%s: delivering events of %s failed", self.consumer, app_id)
 
@@ -236,4 +245,8 @@ class CursorConsumer(ABC):
 
     async def _save(self, state: CursorState) -> None:
         self._cursors[state.app_id] = state
-        await self._store.save_cursor(self.consumer, state)
+        if not await self._store.save_cursor(self.consumer, state, leader=self.leader):
+            # Another instance leads now and delivers from the saved cursors; this one's
+            # process is on its way out (its leader lock is gone).
+            self._stopped = True
+            raise Deposed(f"{self.consumer}: another instance leads now")

@@ -460,17 +460,49 @@ class SqlMessageStore:
             for row in rows
         ]
 
-    async def save_cursor(self, consumer: str, state: CursorState) -> None:
-        async def work(db: Db) -> None:
-            await db.run(
+    async def save_cursor(
+        self, consumer: str, state: CursorState, *, leader: int | None = None
+    ) -> bool:
+        """Save a consumer's cursor; with ``leader``, only while that epoch leads.
+
+        Returns: ``False`` when another instance leads now: the caller was deposed.
+        """
+        leads = (
+            "" if leader is None else " AND EXISTS (SELECT 1 FROM gateway_leader WHERE epoch = ?)"
+        )
+
+        async def work(db: Db) -> bool:
+            changed = await db.run(
                 "INSERT INTO event_cursors (consumer, app_id, event_id, failures, last_error)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, app_id) DO UPDATE SET"
-                " event_id = excluded.event_id, failures = excluded.failures,"
+                " SELECT ?, ?, ?, ?, ? WHERE true" + leads + " ON CONFLICT (consumer, app_id)"
+                " DO UPDATE SET event_id = excluded.event_id, failures = excluded.failures,"
                 " last_error = excluded.last_error",
-                (consumer, state.app_id, state.event_id, state.failures, state.last_error),
+                (
+                    consumer,
+                    state.app_id,
+                    state.event_id,
+                    state.failures,
+                    state.last_error,
+                    *(() if leader is None else (leader,)),
+                ),
+            )
+            return changed == 1
+
+        return await self._write(work)
+
+    async def lead(self, epoch: int) -> None:
+        """Record that the instance of ``epoch`` leads from now on (it holds the leader
+        lock): cursor writes of any earlier leader are refused."""
+
+        async def work(db: Db) -> None:
+            now = await self._database_ms(db)
+            await db.run(
+                "INSERT INTO gateway_leader (id, epoch, since) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, since = excluded.since",
+                (epoch, now),
             )
 
-        await self._write(work)
+        await self._write(work, urgent=True)
 
     # Request nonces
 

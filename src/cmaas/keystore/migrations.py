@@ -376,6 +376,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX gateway_instances_live ON gateway_instances(heartbeat_at)
             WHERE fenced_at IS NULL;
 
+        -- The instance that leads (runs the periodic jobs and the event consumers): its
+        -- epoch fences the consumers' cursor writes of a leader deposed meanwhile.
+        CREATE TABLE gateway_leader (
+            id     INTEGER PRIMARY KEY CHECK (id = 1),
+            epoch  INTEGER NOT NULL,
+            since  INTEGER NOT NULL
+        ) STRICT;
+
         -- The epoch of the instance that admitted the message or took it over. NULL (rows
         -- from before this migration): owned by nobody, taken over by the first instance.
         ALTER TABLE messages ADD COLUMN owner INTEGER;

@@ -266,6 +266,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX gateway_instances_live ON gateway_instances(heartbeat_at)
             WHERE fenced_at IS NULL;
 
+        CREATE TABLE gateway_leader (
+            id     INTEGER PRIMARY KEY CHECK (id = 1),
+            epoch  BIGINT NOT NULL,
+            since  BIGINT NOT NULL
+        );
+
         ALTER TABLE messages ADD COLUMN owner BIGINT;
         CREATE INDEX messages_by_owner ON messages(owner, status)
             WHERE status IN ('accepted', 'dispatched');
