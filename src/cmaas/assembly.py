@@ -225,7 +225,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             deny_private=settings.webhook_deny_private,
         )
         notices = NoticeConsumer(keystore, xmpp, resend_window_s=settings.resend_window)
-        link.listen(dispatcher)
+        for listener in (dispatcher, notices):
+            link.listen(listener)
+        for consumer in (webhooks, notices):
+            consumer.follow()
         metrics = GatewayMetrics(
             depth=dispatcher.depth,
             inflight=lambda: dispatcher.inflight,
@@ -265,6 +268,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         authenticator = RequestAuthenticator(keystore)
         for on_events in (hub.on_events, dispatcher.on_events, metrics.on_events):
             store.listen(on_events)
+        hub.subscribe(webhooks.kick)
+        hub.subscribe(notices.kick)
         blob_service = BlobService(
             keystore.blobs,
             blob_dir(settings),
@@ -313,13 +318,9 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
         async def on_lead() -> None:
             await store.lead(epoch)
-            webhooks.leader = notices.leader = epoch
-            hub.subscribe(webhooks.kick)
-            hub.subscribe(notices.kick)
-            link.listen(notices)
-            if link.up:
-                notices.link_up()
-            await webhooks.start()
+            for consumer in (webhooks, notices):
+                consumer.lead(epoch)
+                await consumer.start()  # notices wait for the link, if it is down
             tasks.append(asyncio.create_task(housekeeper.run(stop), name="cmaas housekeeping"))
 
         async def while_leading() -> None:

@@ -109,9 +109,10 @@ class CursorConsumer(ABC):
         self._unwanted: set[str] = set()
         self._apps: dict[str, tuple[float, App]] = {}
         self._stopped = False
-        self.leader: int | None = None
-        """The epoch this consumer delivers as leader; its cursor writes are refused
-        once another instance leads (``None``: not checked)."""
+        # The epoch this consumer delivers as leader, once it leads: its cursor writes
+        # are refused when another instance leads. None: not checked.
+        self._leader: int | None = None
+        self._following = False
         self.delivered = 0
         self.failures = 0
         self.skipped = 0
@@ -141,8 +142,19 @@ class CursorConsumer(ABC):
         Raises: ConsumerFailed: Retry later with backoff.
         """
 
+    def follow(self) -> None:
+        """Deliver nothing until :meth:`lead`: another instance may be the leader."""
+        self._following = True
+
+    def lead(self, epoch: int) -> None:
+        """Deliver from now on, as the leader of ``epoch``; :meth:`start` next."""
+        self._leader = epoch
+        self._following = False
+
     async def start(self) -> None:
         """Load the cursors and resume every app that has events left to deliver."""
+        if self._following:
+            return
         last = await self._store.last_event_id()
         for state in await self._store.cursors(self.consumer):
             self._cursors[state.app_id] = state
@@ -160,8 +172,8 @@ class CursorConsumer(ABC):
 
     def kick(self, app_ids: set[str]) -> None:
         """Deliver these apps' new events (an :class:`EventHub` subscriber)."""
-        if self._stopped:
-            return  # shutting down: the cursors say where to resume
+        if self._stopped or self._following:
+            return  # shutting down, or not leading: the cursors say where to resume
         for app_id in app_ids:
             self._kicked.add(app_id)
             running = self._running.get(app_id)
@@ -245,7 +257,7 @@ class CursorConsumer(ABC):
 
     async def _save(self, state: CursorState) -> None:
         self._cursors[state.app_id] = state
-        if not await self._store.save_cursor(self.consumer, state, leader=self.leader):
+        if not await self._store.save_cursor(self.consumer, state, leader=self._leader):
             # Another instance leads now and delivers from the saved cursors; this one's
             # process is on its way out (its leader lock is gone).
             self._stopped = True
