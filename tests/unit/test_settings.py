@@ -200,3 +200,15 @@ def test_a_database_that_cannot_be_used_is_refused(value: str, blob_dir: str, re
     with pytest.raises(SettingsError, match=refusal) as refused:
         load_settings(environ, env_file=None)
     assert "secret" not in str(refused.value)
+
+
+def test_instances_heartbeat_and_dead_after_default_and_must_leave_room() -> None:
+    defaults = load_settings(BASE, env_file=None)
+    assert (defaults.heartbeat, defaults.dead_after) == (2.0, 10.0)
+    tuned = load_settings(
+        {**BASE, "CMAAS_HEARTBEAT": "0.5", "CMAAS_DEAD_AFTER": "3"}, env_file=None
+    )
+    assert (tuned.heartbeat, tuned.dead_after) == (0.5, 3.0)
+    environ = {**BASE, "CMAAS_HEARTBEAT": "5", "CMAAS_DEAD_AFTER": "8"}
+    with pytest.raises(SettingsError, match="CMAAS_DEAD_AFTER must be at least twice"):
+        load_settings(environ, env_file=None)
