@@ -67,7 +67,7 @@ class MasterKeyMismatch(KeystoreError):
 
 
 class DatabaseInUse(KeystoreError):
-    """Another gateway process holds the database (a SQLite file or a PostgreSQL one)."""
+    """Another gateway process holds the SQLite database (instances share PostgreSQL)."""
 
 
 class SchemaTooNew(KeystoreError):
