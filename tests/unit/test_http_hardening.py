@@ -28,6 +28,7 @@ from cmaas.delivery.destinations import (
     is_public,
 )
 from cmaas.delivery.errors import InvalidRequest, QuotaExceeded, RateLimited
+from cmaas.delivery.ratelimit import TokenBuckets
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import SubmissionService
 from cmaas.envelope import fingerprint, generate_private_key, point_bytes, seal
@@ -99,9 +100,14 @@ async def test_an_envelope_created_in_the_future_is_refused(
 
 
 @pytest.fixture
-def blob_service(keystore: SqliteKeystore, tmp_path: Path) -> BlobService:
+def blob_service(keystore: SqliteKeystore, tmp_path: Path, clock: FakeClock) -> BlobService:
+    # The buckets' clock stands still: a slow run must not refill a token mid-test.
     return BlobService(
-        keystore.blobs, tmp_path / "blobs", BlobLimits(1024, 4096, max_count=3), keystore.get_plan
+        keystore.blobs,
+        tmp_path / "blobs",
+        BlobLimits(1024, 4096, max_count=3),
+        keystore.get_plan,
+        buckets=TokenBuckets(clock),
     )
 
 
