@@ -11,6 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+from cmaas.delivery.doorbells import Doorbells
 from cmaas.keystore import App, CursorState, Keystore, StatusEvent
 
 __all__ = ["ConsumerFailed", "CursorConsumer", "Deposed", "EventHub"]
@@ -27,7 +28,7 @@ class EventHub:
 
     def __init__(self, keystore: Keystore) -> None:
         self._store = keystore.messages
-        self._changed: dict[str, asyncio.Event] = {}
+        self._bells = Doorbells()
         self._subscribers: list[Callable[[set[str]], None]] = []
 
     def subscribe(self, subscriber: Callable[[set[str]], None]) -> None:
@@ -38,34 +39,23 @@ class EventHub:
         """Store listener: runs on the event loop right after a commit."""
         apps = {event.app_id for event in events}
         for app_id in apps:
-            changed = self._changed.pop(app_id, None)
-            if changed is not None:
-                changed.set()
+            self._bells.ring(app_id)
         for subscriber in self._subscribers:
             subscriber(apps)
 
     def release(self) -> None:
         """Wake every waiting long-poll (the gateway is stopping): each answers with what
         it has, so that the HTTP server need not wait out their timeouts."""
-        for changed in self._changed.values():
-            changed.set()
-        self._changed.clear()
+        self._bells.release()
 
     async def wait_events(
         self, app_id: str, after: int, wait_s: float, limit: int = MAX_EVENTS_PER_READ
     ) -> list[StatusEvent]:
         """The app's events after ``after``; waits up to ``wait_s`` for the first one."""
-        # Taken before reading, so that a commit between the read and the wait wakes us.
-        changed = self._changed.setdefault(app_id, asyncio.Event())
-        events = await self._store.events_after(app_id, after, limit)
-        if events or wait_s <= 0:
-            return events
-        try:
-            async with asyncio.timeout(wait_s):
-                await changed.wait()
-        except TimeoutError:
-            return []
-        return await self._store.events_after(app_id, after, limit)
+        events = await self._bells.read(
+            app_id, lambda: self._store.events_after(app_id, after, limit), wait_s
+        )
+        return list(events)
 
 
 class Deposed(Exception):

@@ -9,12 +9,12 @@ them.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from cmaas.delivery.doorbells import Doorbells
 from cmaas.delivery.errors import InvalidRequest, NotFound, Unavailable, UnknownOmemoDevice
 from cmaas.keystore import (
     App,
@@ -89,7 +89,7 @@ class AppOmemo:
         self.limits = limits
         self._sender = sender
         self._clock = clock
-        self._arrived: dict[str, asyncio.Event] = {}
+        self._bells = Doorbells()
 
     async def publish(self, app: App, device_id: int, body: object) -> bool:
         """Store or replace the bundle of the app's device ``device_id``.
@@ -137,33 +137,22 @@ class AppOmemo:
         )
         if seq is None:
             return False
-        arrived = self._arrived.pop(app_id, None)
-        if arrived is not None:
-            arrived.set()
+        self._bells.ring(app_id)
         return True
 
     async def inbound(self, app: App, after: int, wait_s: float) -> OmemoInboundPage:
         """What people's clients sent to the app's JID after ``after``; waits up to
         ``wait_s`` for the first one."""
-        # Taken before reading, so that an arrival between the read and the wait wakes us.
-        arrived = self._arrived.setdefault(app.app_id, asyncio.Event())
-        items = await self._keystore.omemo.inbound_after(app.app_id, after, MAX_INBOUND_PER_READ)
-        if not items and wait_s > 0:
-            try:
-                async with asyncio.timeout(wait_s):
-                    await arrived.wait()
-            except TimeoutError:
-                pass
-            items = await self._keystore.omemo.inbound_after(
-                app.app_id, after, MAX_INBOUND_PER_READ
-            )
+        items = await self._bells.read(
+            app.app_id,
+            lambda: self._keystore.omemo.inbound_after(app.app_id, after, MAX_INBOUND_PER_READ),
+            wait_s,
+        )
         return OmemoInboundPage(tuple(items), items[-1].seq if items else after)
 
     def release(self) -> None:
         """Wake every waiting read (the gateway is stopping)."""
-        for arrived in self._arrived.values():
-            arrived.set()
-        self._arrived.clear()
+        self._bells.release()
 
     async def purge_inbound(self) -> int:
         """Drop elements older than the retention; returns how many."""
