@@ -249,7 +249,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 normal_backlog=settings.outbox_normal_limit,
             ),
             on_outcomes=metrics.on_outcomes,
-            owner=epoch,
+            owner=dispatcher.owner_for_new,
         )
         recipient_omemo = RecipientOmemoLookup(xmpp.pep, asker=xmpp)
         xmpp.on_subscribed(recipient_omemo.forget)

@@ -377,6 +377,70 @@ async def test_when_any_instance_is_fenced_the_others_resend_what_has_no_receipt
     assert live.resent == 2
 
 
+async def test_an_instance_without_a_link_gives_its_messages_to_a_linked_one(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    """Its ejabberd node died: it lives on (its HTTP API serves), but sends nothing; what
+    it owned, and what it accepts meanwhile, goes to a linked instance."""
+    store = keystore.messages
+    now_ms = int(clock.now * 1000)
+    unlinked_epoch = await store.register_instance("gw-a")
+    linked_epoch = await store.register_instance("gw-b")
+    owned = await _stored(
+        keystore,
+        *((f"m{n}", Priority.NORMAL, now_ms + 60_000) for n in range(3)),
+        owner=unlinked_epoch,
+    )
+    senders = {"unlinked": FakeSender(), "linked": FakeSender()}
+    unlinked = Dispatcher(store, senders["unlinked"], owner=unlinked_epoch, clock_ms=lambda: now_ms)
+    linked = Dispatcher(store, senders["linked"], owner=linked_epoch, clock_ms=lambda: now_ms)
+    instances = [
+        Instance(store, d, e, heartbeat_s=0.02, dead_after_s=10.0, resend_window_s=15.0)
+        for d, e in ((unlinked, unlinked_epoch), (linked, linked_epoch))
+    ]
+    unlinked.enqueue(owned)
+    linked.link_up()
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(t) for t in (linked.run(stop), unlinked.run(stop))]
+    tasks += [asyncio.create_task(i.run(stop)) for i in instances]
+    try:
+        await _until(lambda: unlinked.released)
+        assert unlinked.owner_for_new() is None
+        # Accepted while unlinked: owned by nobody, and queued nowhere yet.
+        late = await store.submit(
+            [
+                NewMessage(
+                    "bank",
+                    "late",
+                    "a@x",
+                    "a@x",
+                    Priority.HIGH,
+                    b"l",
+                    b"{}",
+                    now_ms + 60_000,
+                    sealed_to=(1,),
+                )
+            ],
+            daily_quota=None,
+            owner=unlinked.owner_for_new(),
+        )
+        assert isinstance(late[0], MessageRecord)
+        unlinked.enqueue(
+            [OutboxEntry(late[0].seq, "bank", "late", "a@x", Priority.HIGH, now_ms + 60_000)]
+        )
+        await _until(lambda: sorted(senders["linked"].sent) == ["late", "m0", "m1", "m2"])
+        # The link comes back: it owns new messages again, and was given nothing twice.
+        unlinked.link_up()
+        await _until(lambda: not unlinked.released)
+        assert unlinked.owner_for_new() == unlinked_epoch
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert senders["unlinked"].sent == []
+    assert sorted(senders["linked"].sent) == ["late", "m0", "m1", "m2"]
+    assert not any(i.fenced.is_set() for i in instances)
+
+
 async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link_loss(
     keystore: SqliteKeystore, clock: FakeClock
 ) -> None:

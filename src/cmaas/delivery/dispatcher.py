@@ -96,6 +96,7 @@ class Dispatcher:
         self._sender = sender
         self._owner = owner
         self._fenced = asyncio.Event()
+        self._released = False
         self._window = resend_window_s
         self._batch = batch
         self._rounds_in_flight = rounds_in_flight
@@ -143,10 +144,36 @@ class Dispatcher:
     def fenced(self) -> bool:
         return self._fenced.is_set()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the component link is up (this instance can write messages)."""
+        return self._connected.is_set()
+
+    @property
+    def released(self) -> bool:
+        """Whether this instance gave up its messages while its link was down."""
+        return self._released
+
+    def release(self) -> None:
+        """Forget the queue: the link is down and the messages go to a linked instance.
+        Messages accepted until :meth:`rejoin` are left to whoever takes them over."""
+        self._released = True
+        self._queues = PriorityQueues()
+        self._inflight.clear()
+
+    def rejoin(self) -> None:
+        """The link is back: accept messages of this instance's own again."""
+        self._released = False
+
+    def owner_for_new(self) -> int | None:
+        """Who owns a message accepted now: this instance, or nobody while it has given
+        up its messages (the next takeover of a linked instance moves those)."""
+        return None if self._released else self._owner
+
     def enqueue(self, entries: Iterable[OutboxEntry]) -> None:
         """Queue newly accepted messages."""
-        if self._fenced.is_set():
-            return  # whoever fenced this instance takes them over
+        if self._fenced.is_set() or self._released:
+            return  # whoever fenced this instance, or takes over released ones, sends them
         for entry in entries:
             self._queues.push(entry)
         self._wake.set()

@@ -5,7 +5,10 @@ periodic jobs and the event consumers on one instance only.
 Each instance dispatches only the messages it owns. One whose heartbeat stops for
 ``dead_after_s`` is fenced by the first survivor to notice, which takes over its pending
 messages in the same transaction; a fenced instance that still runs finds out at its
-next heartbeat and stops (its supervisor starts it again, as a new instance).
+next heartbeat and stops (its supervisor starts it again, as a new instance). One whose
+link to the IM server is down (its ejabberd node died; a Prosody standby) stays alive,
+serving its HTTP API, but gives up its messages at each heartbeat, and takes none, until
+the link is back.
 """
 
 from __future__ import annotations
@@ -100,12 +103,39 @@ class Instance:
                     self._stop("another instance took this one for dead and took over its messages")
                     return
                 alive_at = self._monotonic()
+                if self._dead_after_s is not None and not self._dispatcher.connected:
+                    await self._release()
+                    continue
+                if self._dispatcher.released:
+                    await self._rejoin()
                 await self.take_over()
             except Exception:
                 log.exception("instance %d: heartbeat or takeover failed", self.epoch)
                 if self._monotonic() - alive_at > give_up_s:
                     self._stop(f"no heartbeat recorded for {give_up_s:g} s")
                     return
+
+    async def _release(self) -> None:
+        """Without a link this instance can send nothing: give its messages up to the
+        linked instances, again at every heartbeat while down (a submission that
+        chose this instance as owner just before may commit after the last release)."""
+        first = not self._dispatcher.released
+        self._dispatcher.release()
+        released = await self._store.release(self.epoch)
+        if first or released:
+            log.warning(
+                "instance %d: link down; %d messages left to the linked instances",
+                self.epoch,
+                released,
+            )
+
+    async def _rejoin(self) -> None:
+        """The link is back: release what was still owned here from the time without
+        it (none of it is queued), then own new messages again; the takeover that
+        follows brings back whatever no one took meanwhile."""
+        await self._store.release(self.epoch)
+        self._dispatcher.rejoin()
+        log.info("instance %d: link up again; taking messages again", self.epoch)
 
     def _stop(self, why: str) -> None:
         self._dispatcher.fence()

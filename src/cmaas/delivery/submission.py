@@ -91,7 +91,12 @@ class AdmissionLimits:
 
 
 class SubmissionService:
-    """Checks and stores submissions, then hands them to the dispatcher."""
+    """Checks and stores submissions, then hands them to the dispatcher.
+
+    Args:
+        owner: The instance that owns a message stored now (``None``: nobody yet; the
+            next takeover of a linked instance moves it).
+    """
 
     def __init__(
         self,
@@ -104,7 +109,7 @@ class SubmissionService:
         limits: AdmissionLimits | None = None,
         buckets: RateLimiter | None = None,
         on_outcomes: Callable[[Sequence[Outcome]], None] | None = None,
-        owner: int | None = None,
+        owner: Callable[[], int | None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
@@ -145,7 +150,7 @@ class SubmissionService:
         new = [entry for entry in checked if isinstance(entry, NewMessage)]
         stored = iter(
             await self._keystore.messages.submit(
-                new, daily_quota=plan.daily_quota, owner=self._owner
+                new, daily_quota=plan.daily_quota, owner=self._owner()
             )
         )
         results = [

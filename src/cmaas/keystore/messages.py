@@ -218,6 +218,22 @@ class SqlMessageStore:
 
         return await self._write(work, urgent=True)
 
+    async def release(self, epoch: int) -> int:
+        """Give up the pending messages of the instance of ``epoch`` (its link to the IM
+        server is down), so that the next takeover of any linked instance moves them.
+
+        Returns: how many messages were released.
+        """
+
+        async def work(db: Db) -> int:
+            return await db.run(
+                "UPDATE messages SET owner = NULL"
+                " WHERE owner = ? AND status IN ('accepted', 'dispatched')",
+                (epoch,),
+            )
+
+        return await self._write(work, urgent=True)
+
     async def take_over(
         self, epoch: int, resend_window_ms: int, *, dead_after_ms: int | None
     ) -> Takeover:
