@@ -5,7 +5,6 @@ over its messages; every message is shown once and reaches ``delivered``."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import time
 from collections.abc import Callable
@@ -13,9 +12,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
-import psycopg
 import pytest
-from psycopg import sql
 
 from cmaas.clientservice import GatewayApi
 from cmaas.devservers import EjabberdCluster, PostgresServer
@@ -23,9 +20,8 @@ from cmaas.envelope import TextContent
 from cmaas.lifecycle import Priority
 
 from .apps import accepted, http_session, register_app, roomy_plan, seal_flood
-from .conftest import CLUSTER_INSTANCE_HOSTS
+from .cluster_gateways import cluster_gateways, fresh_database, scalar
 from .devices import collect_shown, new_device
-from .gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.integration
 
@@ -36,29 +32,10 @@ BATCHES = 6
 async def test_a_survivor_takes_over_a_killed_instances_messages(
     ejabberd_cluster: EjabberdCluster, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
-    first, second = ejabberd_cluster.nodes
+    second = ejabberd_cluster.nodes[1]
     domain = ejabberd_cluster.domain
-    database = "cmaas_instances"
-    with psycopg.connect(postgres_server.url("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    url = postgres_server.url(database)
-    (tmp_path / "blobs").mkdir()
-    gateways: list[GatewayProcess] = []
-    for name, node, host in zip("ab", (first, second), CLUSTER_INSTANCE_HOSTS[:2], strict=True):
-        (tmp_path / name).mkdir()
-        process = GatewayProcess(node, tmp_path / name, admins=f"admin@{domain}")
-        if gateways:  # one database: one master key
-            process.master_key = gateways[0].master_key
-        process.env.update(
-            CMAAS_DATABASE=url,
-            CMAAS_BLOB_DIR=str(tmp_path / "blobs"),
-            CMAAS_MASTER_KEY=base64.b64encode(process.master_key).decode(),
-            CMAAS_INSTANCE_HOST=host,
-            CMAAS_HEARTBEAT="0.5",
-            CMAAS_DEAD_AFTER="2",
-        )
-        gateways.append(process)
+    url = fresh_database(postgres_server, "cmaas_instances")
+    gateways = cluster_gateways(ejabberd_cluster, url, tmp_path)
     survivor, victim = gateways
     async with AsyncExitStack() as stack:
         for process in gateways:
@@ -129,6 +106,4 @@ async def _until(
 
 
 def _delivered(url: str) -> int:
-    with psycopg.connect(url) as db:
-        row = db.execute("SELECT count(*) FROM messages WHERE status = 'delivered'").fetchone()
-    return int(row[0]) if row else 0
+    return scalar(url, "SELECT count(*) FROM messages WHERE status = 'delivered'")

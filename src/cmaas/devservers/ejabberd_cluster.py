@@ -68,6 +68,26 @@ class EjabberdCluster:
         """
         self.nodes[index].kill()
 
+    def revive(self, index: int) -> None:
+        """Start node ``index`` again after :meth:`kill`; returns once it is back in the
+        cluster (its Mnesia directory remembers the cluster) and serves again.
+
+        Raises:
+            DevServerError: If it fails to start or to rejoin in time.
+        """
+        node = self.nodes[index]
+        node.start()
+        deadline = time.monotonic() + _JOIN_TIMEOUT
+        while node._node not in self.members():
+            if time.monotonic() >= deadline:
+                raise DevServerError(
+                    with_log(
+                        f"{node._node} not back in the cluster after {_JOIN_TIMEOUT:g} s",
+                        node._log_path(),
+                    )
+                )
+            time.sleep(0.2)
+
     def stop(self) -> None:
         """Stop both nodes cleanly, the joined one first.
 

@@ -98,6 +98,12 @@ class Transactions(Protocol):
         """A write transaction; one writer at a time in the whole database."""
         ...
 
+    def lane(self) -> AbstractAsyncContextManager[Db]:
+        """A short write transaction that must not queue behind the others (an
+        instance's heartbeat): where several processes share the database, on a
+        connection of its own and under row locks only; else as :meth:`write`."""
+        ...
+
 
 def runner_of(transactions: Transactions) -> Runner:
     """A runner that gives each body a write transaction of its own."""

@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +66,10 @@ class SharedConnection:
                 await self.connection.execute("ROLLBACK")
                 raise
             await self.connection.execute("COMMIT")
+
+    def lane(self) -> AbstractAsyncContextManager[Db]:
+        """As :meth:`write`: one process has the file, so nothing needs to overtake."""
+        return self.write()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Db]:

@@ -207,16 +207,16 @@ class SqlMessageStore:
         Returns: ``False`` when it was fenced (taken for dead): it must stop at once.
         """
 
-        async def work(db: Db) -> bool:
+        # In a lane of its own: queued behind a flood's writes, a heartbeat could come
+        # late enough for the others to take this instance for dead.
+        async with self._tx.lane() as db:
             now = await self._database_ms(db)
             changed = await db.run(
                 "UPDATE gateway_instances SET heartbeat_at = ?"
                 " WHERE epoch = ? AND fenced_at IS NULL",
                 (now, epoch),
             )
-            return changed == 1
-
-        return await self._write(work, urgent=True)
+        return changed == 1
 
     async def release(self, epoch: int) -> int:
         """Give up the pending messages of the instance of ``epoch`` (its link to the IM

@@ -83,7 +83,8 @@ class PostgresLeaderLock:
 
 
 class Connections:
-    """One connection for write transactions and one for reads, each with its lock.
+    """One connection for write transactions and one for reads, each with its lock,
+    and a third, opened when first used, for the heartbeat's lane.
 
     A write transaction runs at READ COMMITTED under :data:`_WRITE_LOCK`; a read runs
     in a REPEATABLE READ, READ ONLY transaction, so that its statements see one
@@ -103,6 +104,8 @@ class Connections:
         self._clock = clock
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        self._lane: _Connection | None = None
+        self._lane_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, clock: Callable[[], float]) -> Connections:
@@ -142,6 +145,17 @@ class Connections:
                 yield PostgresDb(self._writer)
 
     @asynccontextmanager
+    async def lane(self) -> AsyncIterator[Db]:
+        """A write transaction on a connection of its own, without :data:`_WRITE_LOCK`:
+        it must touch only rows whose writers need no more than row locks (an instance's
+        heartbeat), and so never waits for the queue of writes or their lock."""
+        async with self._lane_lock:
+            if self._lane is None or self._lane.broken:
+                self._lane = await _connect(self._url)
+            async with self._lane.transaction():
+                yield PostgresDb(self._lane)
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[Db]:
         """A read-only transaction on one snapshot."""
         async with self._read_lock:
@@ -155,6 +169,9 @@ class Connections:
         async with self._write_lock, self._read_lock:
             await self._writer.close()
             await self._reader.close()
+        async with self._lane_lock:
+            if self._lane is not None:
+                await self._lane.close()
 
 
 class PostgresDb:
