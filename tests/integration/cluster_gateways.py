@@ -1,20 +1,22 @@
-"""Gateway instances sharing one PostgreSQL database and one component domain on the
-real 2-node ejabberd cluster: each on a node of its own, with its own ping reply host."""
+"""Gateway instances sharing one PostgreSQL database and one component domain: on the
+real 2-node ejabberd cluster, each on a node of its own with its own ping reply host;
+on Prosody, one active and the others standing by."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from cmaas.devservers import EjabberdCluster, PostgresServer
+from cmaas.devservers import EjabberdCluster, PostgresServer, XmppServer
 
 from .conftest import CLUSTER_INSTANCE_HOSTS
 from .gateway_process import GatewayProcess
 
-__all__ = ["cluster_gateways", "fresh_database", "scalar"]
+__all__ = ["cluster_gateways", "fresh_database", "scalar", "shared_gateways"]
 
 
 def fresh_database(server: PostgresServer, name: str) -> str:
@@ -35,25 +37,46 @@ def cluster_gateways(
     dead_after_s: float = 2.0,
 ) -> list[GatewayProcess]:
     """``count`` gateway processes (not started) on the database at ``url``, linked to
-    the cluster's nodes in turn; quick heartbeats, so that a death is noticed soon."""
-    domain = cluster.domain
+    the cluster's nodes in turn, each with its own ping reply host."""
+    return shared_gateways(
+        [cluster.nodes[index % 2] for index in range(count)],
+        url,
+        workdir,
+        instance_hosts=CLUSTER_INSTANCE_HOSTS[:count],
+        heartbeat_s=heartbeat_s,
+        dead_after_s=dead_after_s,
+    )
+
+
+def shared_gateways(
+    servers: Sequence[XmppServer],
+    url: str,
+    workdir: Path,
+    *,
+    instance_hosts: Sequence[str] = (),
+    heartbeat_s: float = 0.5,
+    dead_after_s: float = 2.0,
+) -> list[GatewayProcess]:
+    """One gateway process (not started) per server given, all on the database at
+    ``url``; quick heartbeats, so that a death is noticed soon."""
     gateways: list[GatewayProcess] = []
-    for index in range(count):
+    (workdir / "blobs").mkdir()
+    for index, server in enumerate(servers):
         home = workdir / f"gateway-{index}"
         home.mkdir()
-        process = GatewayProcess(cluster.nodes[index % 2], home, admins=f"admin@{domain}")
+        process = GatewayProcess(server, home, admins=f"admin@{server.domain}")
         if gateways:  # one database: one master key
             process.master_key = gateways[0].master_key
         process.env.update(
             CMAAS_DATABASE=url,
             CMAAS_BLOB_DIR=str(workdir / "blobs"),
             CMAAS_MASTER_KEY=base64.b64encode(process.master_key).decode(),
-            CMAAS_INSTANCE_HOST=CLUSTER_INSTANCE_HOSTS[index],
             CMAAS_HEARTBEAT=str(heartbeat_s),
             CMAAS_DEAD_AFTER=str(dead_after_s),
         )
+        if instance_hosts:
+            process.env["CMAAS_INSTANCE_HOST"] = instance_hosts[index]
         gateways.append(process)
-    (workdir / "blobs").mkdir()
     return gateways
 
 
