@@ -33,7 +33,12 @@ from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.events import EventHub
-from cmaas.delivery.instances import AlwaysLeader, Instance, InstanceFenced, LeaderLock, lead
+from cmaas.delivery.instances import (
+    Instance,
+    InstanceFenced,
+    InstanceLeadership,
+    lead,
+)
 from cmaas.delivery.maintenance import Housekeeper
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.notices import NoticeConsumer
@@ -46,7 +51,7 @@ from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
-from cmaas.keystore.postgres import PostgresKeystore, PostgresLeaderLock
+from cmaas.keystore.postgres import PostgresKeystore
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp.link import XmppLink, wait_first
@@ -149,19 +154,18 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         # Storage: a SQLite file for this gateway process alone, or a PostgreSQL
         # database shared with other instances, one of which leads.
         shared = isinstance(settings.database, PostgresDatabase)
-        leader: LeaderLock = AlwaysLeader()
-        if isinstance(settings.database, PostgresDatabase):
-            leader = PostgresLeaderLock(settings.database.url)
-        else:
+        if not isinstance(settings.database, PostgresDatabase):
             stack.callback(GatewayLock.take(settings.database).release)
         keystore = await open_keystore(settings)
         stack.push_async_callback(keystore.close)
-        stack.push_async_callback(leader.release)
         store = keystore.messages
         domain = settings.component_jid
         epoch = await store.register_instance(
             settings.instance_host or f"{socket.gethostname()}:{os.getpid()}"
         )
+        # On SQLite too: the one process takes it once its predecessors are fenced.
+        leader = InstanceLeadership(store, epoch)
+        stack.push_async_callback(leader.release)
 
         # The component and its link, and this instance's own host for its pings.
         ping_replies, ping_link = None, None
@@ -317,7 +321,6 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         ]
 
         async def on_lead() -> None:
-            await store.lead(epoch)
             for consumer in (webhooks, notices):
                 consumer.lead(epoch)
                 await consumer.start()  # notices wait for the link, if it is down
