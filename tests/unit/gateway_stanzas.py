@@ -68,6 +68,7 @@ class GatewayStanzaTest(SlixTest):
         self.engine = AdhocEngine(
             [*admin_commands(self.service, DOMAIN), *device_commands(self.directory)],
             AccessPolicy(frozenset({"admin@cmaas.test"}), frozenset({"cmaas.test"}), self.keystore),
+            self.keystore.adhoc_sessions,
             session_timeout=300,
             clock=self.monotonic,
             limits=self.session_limits,
