@@ -7,6 +7,9 @@ import hashlib
 
 import pytest
 
+from cmaas.component.adhoc.access import AccessPolicy
+from cmaas.component.adhoc.engine import AdhocEngine
+from cmaas.delivery.maintenance import Housekeeper
 from cmaas.keystore import (
     AdhocSession,
     AdhocSessionBounds,
@@ -14,7 +17,7 @@ from cmaas.keystore import (
     AdhocSessionRefusal,
 )
 
-from .conftest import AnyKeystore, Database
+from .conftest import AnyKeystore, Database, FakeClock
 
 NOW = 1_800_000_000_000
 NODE = "urn:cmaas:cmd:app-update"
@@ -139,3 +142,22 @@ async def test_purge_deletes_expired_sessions_only(keystore: AnyKeystore) -> Non
     assert await sessions.purge(NOW + 300_000, BOUNDS) == 1
     assert await sessions.purge(NOW + 900_000, BOUNDS) == 2
     assert await sessions.count() == 0
+
+
+async def test_housekeeping_purges_the_engines_expired_sessions(keystore: AnyKeystore) -> None:
+    sessions = keystore.adhoc_sessions
+    clock = FakeClock(NOW / 1000)
+    engine = AdhocEngine(
+        [], AccessPolicy(frozenset(), frozenset(), keystore), sessions, 300, clock=clock
+    )
+    await sessions.open("old", session(), "user", NOW, BOUNDS)
+    await sessions.open("new", session(), "user", NOW + 100_000, BOUNDS)
+    housekeeper = Housekeeper(
+        keystore.messages, retention_s=86400.0, purge_sessions=engine.purge_expired
+    )
+    clock.now += 300
+    await housekeeper.tidy(purge=False)  # the frequent rounds leave sessions alone
+    assert await sessions.count() == 2
+    await housekeeper.tidy(purge=True)
+    assert await sessions.count() == 1
+    assert await sessions.claim("new", ALICE, NODE, NOW + 300_000, BOUNDS) == session()
