@@ -63,8 +63,9 @@ class GatewayStanzaTest(SlixTest):
         asyncio.set_event_loop(self.loop)
         self._tmp = tempfile.TemporaryDirectory()
         self.monotonic = MonotonicClock()
+        self.database_path = Path(self._tmp.name) / "db.sqlite3"
         self.keystore = self.run_coro(
-            SqliteKeystore.open(Path(self._tmp.name) / "db.sqlite3", MasterKeyring(os.urandom(32)))
+            SqliteKeystore.open(self.database_path, MasterKeyring(os.urandom(32)))
         )
         self.service = AdminService(self.keystore)
         self.directory = KeyDirectory(self.keystore)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 from slixmpp import JID, Iq
 from slixmpp.test import mocksocket
 
@@ -16,7 +19,7 @@ from cmaas.component.adhoc.command import (
     NextForm,
     Step,
 )
-from cmaas.component.adhoc.engine import SessionLimits
+from cmaas.component.adhoc.engine import MAX_SESSION_ID_LENGTH, SessionLimits
 from cmaas.component.adhoc.forms import FieldSpec, FormSpec, Submission
 from cmaas.envelope import DeviceKeyring, fingerprint
 
@@ -819,6 +822,10 @@ class TestSessionsAcrossInstances(GatewayStanzaTest):
         self.switch_instance()
         picked = self.submit(UPDATE, session, {"app_id": "shop"}, action="next")
         assert form_values(picked)["display_name"] == ["SHOP"]
+        # All that carries the session to the next instance: its step and state.
+        with contextlib.closing(sqlite3.connect(self.database_path)) as raw:
+            stored = raw.execute("SELECT owner, node, step, state FROM adhoc_sessions").fetchall()
+        assert stored == [(ADMIN, UPDATE, "editing", '{"app_id":"shop"}')]
         self.switch_instance()
         # A refusal shows the edit form again, its plans and the values submitted.
         refused = self.submit(UPDATE, session, {"display_name": "Shop", "plan": "gold"}, iq_id="s2")
@@ -850,7 +857,8 @@ class TestSessionsAcrossInstances(GatewayStanzaTest):
         assert "no app named 'nope'" in again["command"]["notes"][0][1]
 
     def test_a_session_id_too_long_to_be_ours_is_unknown(self) -> None:
-        reply = self.submit(UPDATE, "x" * 65, {"app_id": "otp"}, action="next")
+        too_long = "x" * (MAX_SESSION_ID_LENGTH + 1)
+        reply = self.submit(UPDATE, too_long, {"app_id": "otp"}, action="next")
         assert reply.xml.find(f".//{{{NS}}}bad-sessionid") is not None
 
     def test_a_form_shown_by_a_closure_is_refused(self) -> None:

@@ -67,7 +67,7 @@ from cmaas.keystore import (
     AdhocSessionStore,
 )
 
-__all__ = ["AdhocEngine", "SessionLimits"]
+__all__ = ["MAX_SESSION_ID_LENGTH", "MAX_STATE_BYTES", "AdhocEngine", "SessionLimits"]
 
 log = logging.getLogger(__name__)
 
