@@ -280,36 +280,36 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes, settings.blob_max_count),
             plans=keystore.get_plan,
         )
+        # The ad-hoc commands, served by the component.
+        adhoc = AdhocEngine(
+            [
+                *admin_commands(
+                    AdminService(keystore, deny_private=settings.webhook_deny_private),
+                    domain,
+                ),
+                *device_commands(directory),
+                *messaging_commands(keystore, messaging, authenticator),
+            ],
+            AccessPolicy(settings.admins, settings.served_domains, keystore),
+            keystore.adhoc_sessions,
+            settings.adhoc_session_timeout,
+            limits=SessionLimits(
+                per_account=settings.adhoc_sessions_per_account,
+                per_class={
+                    Access.ADMIN: settings.adhoc_admin_sessions,
+                    Access.USER: settings.adhoc_user_sessions,
+                    Access.APP: settings.adhoc_app_sessions,
+                },
+                lifetime_s=settings.adhoc_session_lifetime,
+            ),
+        )
+        xmpp.serve(adhoc)
         housekeeper = Housekeeper(
             store,
             retention_s=settings.retention_days * 86400.0,
             blobs=blob_service,
             omemo=messaging.omemo,
-        )
-
-        # The ad-hoc commands, served by the component.
-        xmpp.serve(
-            AdhocEngine(
-                [
-                    *admin_commands(
-                        AdminService(keystore, deny_private=settings.webhook_deny_private),
-                        domain,
-                    ),
-                    *device_commands(directory),
-                    *messaging_commands(keystore, messaging, authenticator),
-                ],
-                AccessPolicy(settings.admins, settings.served_domains, keystore),
-                settings.adhoc_session_timeout,
-                limits=SessionLimits(
-                    per_account=settings.adhoc_sessions_per_account,
-                    per_class={
-                        Access.ADMIN: settings.adhoc_admin_sessions,
-                        Access.USER: settings.adhoc_user_sessions,
-                        Access.APP: settings.adhoc_app_sessions,
-                    },
-                    lifetime_s=settings.adhoc_session_lifetime,
-                ),
-            )
+            purge_sessions=adhoc.purge_expired,
         )
 
         # Running: the engine's loops, then the HTTP API.

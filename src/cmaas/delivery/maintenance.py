@@ -1,11 +1,12 @@
-"""Housekeeping on a timer: expiring undelivered messages, forgetting old nonces, and
-purging finished messages past their retention."""
+"""Housekeeping on a timer: expiring undelivered messages, forgetting old nonces and
+expired ad-hoc sessions, and purging finished messages past their retention."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from cmaas.delivery.blobs import BlobService
 from cmaas.delivery.omemo import AppOmemo
@@ -21,6 +22,7 @@ class Housekeeper:
     """Args:
     retention_s: Finished messages (and their events) are deleted this long after
         their last change; message ids can be reused by the app after that.
+    purge_sessions: Deletes the ad-hoc sessions past their bounds; returns how many.
     """
 
     def __init__(
@@ -31,8 +33,10 @@ class Housekeeper:
         expiry_every_s: float = 1.0,
         blobs: BlobService | None = None,
         omemo: AppOmemo | None = None,
+        purge_sessions: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._store = store
+        self._purge_sessions = purge_sessions
         self._blobs = blobs
         self._omemo = omemo
         self._retention_ms = int(retention_s * 1000)
@@ -58,6 +62,8 @@ class Housekeeper:
             await self._store.purge_nonces(now_ms // 1000)
             if self._omemo is not None:
                 await self._omemo.purge_inbound()
+            if self._purge_sessions is not None:
+                await self._purge_sessions()
             purged = 0
             # In slices, so other writers get the database between them; bounded per round.
             for _ in range(200):

@@ -4,10 +4,12 @@ The gateway talks to storage only through :class:`Keystore`; :class:`SqliteKeyst
 is the embedded default, and ``cmaas.keystore.postgres.PostgresKeystore`` the shared one.
 """
 
+from cmaas.keystore.adhoc import SqlAdhocSessions
 from cmaas.keystore.blobs import SqlBlobStore
 from cmaas.keystore.credentials import MasterKeyring, issue_credentials
 from cmaas.keystore.devices import SqlDeviceStore
 from cmaas.keystore.errors import (
+    AdhocSessionLimit,
     AppAlreadyExists,
     AppNotFound,
     AuthenticationFailed,
@@ -30,10 +32,20 @@ from cmaas.keystore.errors import (
     TooManyDevices,
     TooManySigningKeys,
 )
-from cmaas.keystore.interface import BlobStore, DeviceStore, Keystore, MessageStore, OmemoStore
+from cmaas.keystore.interface import (
+    AdhocSessionStore,
+    BlobStore,
+    DeviceStore,
+    Keystore,
+    MessageStore,
+    OmemoStore,
+)
 from cmaas.keystore.messages import SqlMessageStore
 from cmaas.keystore.models import (
     NOTICES_CONSUMER,
+    AdhocSession,
+    AdhocSessionBounds,
+    AdhocSessionRefusal,
     App,
     AppChanges,
     AppCounters,
@@ -62,6 +74,11 @@ from cmaas.keystore.sqlite import GatewayLock, SqliteKeystore
 
 __all__ = [
     "NOTICES_CONSUMER",
+    "AdhocSession",
+    "AdhocSessionBounds",
+    "AdhocSessionLimit",
+    "AdhocSessionRefusal",
+    "AdhocSessionStore",
     "App",
     "AppAlreadyExists",
     "AppChanges",
@@ -107,6 +124,7 @@ __all__ = [
     "SchemaTooNew",
     "SealedPayload",
     "SignedPrekeyRollback",
+    "SqlAdhocSessions",
     "SqlBlobStore",
     "SqlDeviceStore",
     "SqlMessageStore",

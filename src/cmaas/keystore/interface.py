@@ -7,6 +7,9 @@ from typing import Protocol
 
 from cmaas.keystore.errors import MessageConflict, QuotaExhausted
 from cmaas.keystore.models import (
+    AdhocSession,
+    AdhocSessionBounds,
+    AdhocSessionRefusal,
     App,
     AppChanges,
     AppCounters,
@@ -33,7 +36,14 @@ from cmaas.lifecycle import (
 )
 from cmaas.wire import OmemoBundle, OmemoInbound
 
-__all__ = ["BlobStore", "DeviceStore", "Keystore", "MessageStore", "OmemoStore"]
+__all__ = [
+    "AdhocSessionStore",
+    "BlobStore",
+    "DeviceStore",
+    "Keystore",
+    "MessageStore",
+    "OmemoStore",
+]
 
 
 class DeviceStore(Protocol):
@@ -151,6 +161,38 @@ class BlobStore(Protocol):
     async def expire(self, now_ms: int, limit: int = 1000) -> list[str]: ...
 
 
+class AdhocSessionStore(Protocol):
+    """Open ad-hoc command sessions, shared by every gateway instance.
+
+    :class:`~cmaas.keystore.adhoc.SqlAdhocSessions` documents each method.
+    """
+
+    async def open(
+        self,
+        session_id: str,
+        session: AdhocSession,
+        access: str,
+        now_ms: int,
+        bounds: AdhocSessionBounds,
+    ) -> None:
+        """Raises: AdhocSessionLimit."""
+        ...
+
+    async def claim(
+        self, session_id: str, owner: str, node: str, now_ms: int, bounds: AdhocSessionBounds
+    ) -> AdhocSession | AdhocSessionRefusal: ...
+
+    async def save(self, session_id: str, step: str, state: str, active_ms: int | None) -> bool: ...
+
+    async def end(self, session_id: str) -> None: ...
+
+    async def forget(self, jid: str) -> int: ...
+
+    async def purge(self, now_ms: int, bounds: AdhocSessionBounds) -> int: ...
+
+    async def count(self) -> int: ...
+
+
 class MessageStore(Protocol):
     """The durable outbox: messages, their status events, and consumers' cursors.
 
@@ -247,6 +289,11 @@ class Keystore(Protocol):
     @property
     def blobs(self) -> BlobStore:
         """File blobs' owners, sizes and expiry, stored alongside the rest."""
+        ...
+
+    @property
+    def adhoc_sessions(self) -> AdhocSessionStore:
+        """Open ad-hoc command sessions, stored alongside the rest."""
         ...
 
     async def set_plan(self, plan: Plan) -> Plan:
