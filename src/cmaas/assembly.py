@@ -47,6 +47,7 @@ from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
 from cmaas.keystore.postgres import PostgresKeystore, PostgresLeaderLock
+from cmaas.keystore.sqlite import default_blob_dir
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp.link import XmppLink, wait_first
@@ -98,20 +99,18 @@ async def open_keystore(settings: Settings) -> Keystore:
     keyring = MasterKeyring(settings.master_key, settings.previous_master_key)
     if isinstance(settings.database, PostgresDatabase):
         return await PostgresKeystore.open(settings.database.url, keyring)
-    return await SqliteKeystore.open(settings.database, keyring)
+    return await SqliteKeystore.open(settings.database, keyring, blob_dir=blob_dir(settings))
 
 
 def blob_dir(settings: Settings) -> Path:
-    """Where file blobs are kept: ``CMAAS_BLOB_DIR``, else beside the SQLite file.
+    """Where a SQLite gateway keeps its blobs' files: ``CMAAS_BLOB_DIR``, else beside
+    the database file.
 
-    Raises: ValueError: The database is PostgreSQL and no blob directory is set (the
-        settings refuse that already).
+    Raises: ValueError: The database is PostgreSQL, which keeps blobs itself.
     """
-    if settings.blob_dir is not None:
-        return settings.blob_dir
     if isinstance(settings.database, PostgresDatabase):
-        raise ValueError("CMAAS_BLOB_DIR is required with a PostgreSQL database")
-    return settings.database.with_name(settings.database.name + ".blobs")
+        raise ValueError("a PostgreSQL database keeps blobs itself, not in a directory")
+    return settings.blob_dir or default_blob_dir(settings.database)
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -272,7 +271,6 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         hub.subscribe(notices.kick)
         blob_service = BlobService(
             keystore.blobs,
-            blob_dir(settings),
             BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes, settings.blob_max_count),
             plans=keystore.get_plan,
         )

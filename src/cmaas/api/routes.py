@@ -230,11 +230,18 @@ def api_routes(
     async def download_blob(request: web.Request) -> web.StreamResponse:
         if blobs is None:
             raise NotFound("this gateway stores no blobs")
-        path = await blobs.find(request.match_info["blob_id"])
-        return web.FileResponse(
-            path,
-            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
+        blob = await blobs.find(request.match_info["blob_id"])
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
         )
+        # A blob that expires mid-download ends the connection short of its length.
+        response.content_length = blob.size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            async for chunk in blob.chunks:
+                await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def metrics_text(request: web.Request) -> web.Response:
         client = addresses.client(request)

@@ -15,7 +15,7 @@ from cmaas.keystore._rows import (
     plan_from_row,
     priorities_text,
 )
-from cmaas.keystore.blobs import SqlBlobStore
+from cmaas.keystore.blobs import BlobContent, SqlBlobStore
 from cmaas.keystore.credentials import MasterKeyring, hash_client_secret, new_salt
 from cmaas.keystore.devices import SqlDeviceStore
 from cmaas.keystore.errors import (
@@ -52,6 +52,7 @@ class SqlKeystore:
         transactions: The backend's transactions and clock.
         write: Runs the outbox's and the blobs' writes (SQLite: a group commit).
         take: Runs key lookups, on every send's path (SQLite: one hop to a thread).
+        blob_content: Where the bytes of blobs are kept.
         clock: Unix seconds, for the outbox's millisecond times.
     """
 
@@ -63,12 +64,13 @@ class SqlKeystore:
         write: Runner,
         take: Runner,
         clock: Callable[[], float],
+        blob_content: BlobContent,
     ) -> None:
         self._tx = transactions
         self._keyring = keyring
         self._devices = SqlDeviceStore(transactions, take)
         self._omemo = SqlOmemoStore(transactions)
-        self._blobs = SqlBlobStore(transactions, write)
+        self._blobs = SqlBlobStore(transactions, write, blob_content)
         self._messages = SqlMessageStore(transactions, write, lambda: int(clock() * 1000))
 
     @property
@@ -83,7 +85,7 @@ class SqlKeystore:
 
     @property
     def blobs(self) -> SqlBlobStore:
-        """Who holds which encrypted file blob, until when."""
+        """Who holds which encrypted file blob, until when, and its bytes."""
         return self._blobs
 
     @property

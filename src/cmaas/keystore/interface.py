@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from cmaas.keystore.errors import MessageConflict, QuotaExhausted
@@ -128,10 +129,13 @@ class OmemoStore(Protocol):
 
 
 class BlobStore(Protocol):
-    """Who holds which encrypted file blob, how big, until when (the bytes are files).
+    """Who holds which encrypted file blob, how big, until when, and its bytes.
 
     :class:`~cmaas.keystore.blobs.SqlBlobStore` documents each method.
     """
+
+    @property
+    def staging(self) -> Path: ...
 
     async def add(
         self,
@@ -142,11 +146,17 @@ class BlobStore(Protocol):
         expires_ms: int,
         quota: int,
         max_count: int | None = None,
+        *,
+        content: Path | None = None,
     ) -> None:
         """Raises: QuotaExhausted."""
         ...
 
     async def size(self, blob_id: str, now_ms: int) -> int | None: ...
+
+    def read(self, blob_id: str, size: int) -> AsyncIterator[bytes]:
+        """Raises: BlobMissing."""
+        ...
 
     async def expire(self, now_ms: int, limit: int = 1000) -> list[str]: ...
 
