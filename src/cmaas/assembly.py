@@ -32,6 +32,7 @@ from cmaas.delivery.auth import RequestAuthenticator
 from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
+from cmaas.delivery.doorbells import SHARED_POLL_FLOOR_S, Doorbells
 from cmaas.delivery.events import EventHub
 from cmaas.delivery.instances import AlwaysLeader, Instance, InstanceFenced, LeaderLock, lead
 from cmaas.delivery.maintenance import Housekeeper
@@ -46,7 +47,7 @@ from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
-from cmaas.keystore.postgres import PostgresKeystore, PostgresLeaderLock
+from cmaas.keystore.postgres import PostgresBellRelay, PostgresKeystore, PostgresLeaderLock
 from cmaas.keystore.sqlite import default_blob_dir
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
@@ -209,7 +210,13 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             resend_window_s=settings.resend_window,
         )
         xmpp.feedback.subscribe(StatusTracker(store, dispatcher.resend))
-        hub = EventHub(keystore)
+        # Long-polls wake when this process commits their answer; with a shared
+        # database, also when another instance does (and read again at a floor).
+        relay: PostgresBellRelay | None = None
+        if isinstance(settings.database, PostgresDatabase):
+            relay = PostgresBellRelay(settings.database.url, origin=str(epoch))
+        poll_floor = SHARED_POLL_FLOOR_S if relay is not None else None
+        hub = EventHub(keystore, Doorbells("events", relay, poll_floor))
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(resolver=PublicOnlyResolver())
             if settings.webhook_deny_private
@@ -262,6 +269,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             omemo_limits=OmemoLimits(settings.omemo_max_devices, settings.omemo_max_prekeys),
             recipient_omemo=recipient_omemo,
             key_transports=xmpp,
+            inbound_bells=Doorbells("omemo_inbound", relay, poll_floor),
         )
         xmpp.omemo_inbound.subscribe(messaging.omemo.received)
         authenticator = RequestAuthenticator(keystore)
@@ -313,6 +321,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             asyncio.create_task(dispatcher.run(stop), name="cmaas dispatcher"),
             asyncio.create_task(instance.run(stop), name="cmaas instance"),
         ]
+        if relay is not None:
+            tasks.append(asyncio.create_task(relay.run(stop), name="cmaas doorbells"))
 
         async def on_lead() -> None:
             await store.lead(epoch)

@@ -2,6 +2,7 @@
 interfaces as the SQLite one and with the same semantics."""
 
 from cmaas.keystore.postgres._connection import PostgresLeaderLock
+from cmaas.keystore.postgres.bells import PostgresBellRelay
 from cmaas.keystore.postgres.keystore import PostgresKeystore
 
-__all__ = ["PostgresKeystore", "PostgresLeaderLock"]
+__all__ = ["PostgresBellRelay", "PostgresKeystore", "PostgresLeaderLock"]
