@@ -112,3 +112,18 @@ async def test_expiry_deletes_the_content_with_the_record(keystore: AnyKeystore)
     with pytest.raises(BlobMissing):
         await anext(aiter(blobs.read("gone", len(data))))
     assert await _read(keystore, "kept") == b"abc"
+
+
+async def test_expiry_deletes_a_bounded_number_of_bytes_per_call(keystore: AnyKeystore) -> None:
+    blobs = keystore.blobs
+    huge = _staged(keystore, b"h" * 100)
+    await blobs.add("huge", "shop", 100, NOW, NOW, quota=10**9, content=huge)
+    for n in range(3):
+        content = _staged(keystore, bytes([n]) * 40)
+        await blobs.add(f"due-{n}", "shop", 40, NOW, NOW + 1 + n, quota=10**9, content=content)
+    # Oldest first; a blob bigger than the budget of 50 goes alone.
+    assert await blobs.expire(NOW + 10, max_bytes=50) == ["huge"]
+    # 40 + 40 pass the budget: the third waits for the next call.
+    assert sorted(await blobs.expire(NOW + 10, max_bytes=50)) == ["due-0", "due-1"]
+    assert await blobs.expire(NOW + 10, max_bytes=50) == ["due-2"]
+    assert await blobs.expire(NOW + 10, max_bytes=50) == []

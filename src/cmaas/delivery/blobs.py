@@ -175,7 +175,7 @@ class BlobService:
         while True:
             gone = await self._store.expire(now_ms, batch)
             deleted += len(gone)
-            if len(gone) < batch:
+            if not gone:  # a batch may stop short of its count, at its byte budget
                 break
         if deleted:
             log.info("deleted %d expired blobs", deleted)

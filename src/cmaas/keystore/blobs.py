@@ -16,6 +16,7 @@ from cmaas.keystore.errors import BlobMissing
 
 __all__ = [
     "BLOB_CHUNK_BYTES",
+    "EXPIRE_BYTES",
     "BlobContent",
     "BlobFiles",
     "SqlBlobStore",
@@ -25,6 +26,9 @@ __all__ = [
 
 BLOB_CHUNK_BYTES = 256 * 1024
 """How much of a blob is read, written or held in memory at a time."""
+
+EXPIRE_BYTES = 64 * 1024 * 1024
+"""Bytes of expired blobs deleted in one transaction, give or take the last blob."""
 
 
 class BlobContent(Protocol):
@@ -166,14 +170,23 @@ class SqlBlobStore:
         """
         return self._content.read(blob_id, size)
 
-    async def expire(self, now_ms: int, limit: int = 1000) -> list[str]:
-        """Forget expired blobs and delete their bytes; returns their ids."""
+    async def expire(
+        self, now_ms: int, limit: int = 1000, max_bytes: int = EXPIRE_BYTES
+    ) -> list[str]:
+        """Forget expired blobs and delete their bytes, oldest first: at most ``limit``
+        blobs, and none begun once ``max_bytes`` are deleted (so at least one, however
+        big). Returns their ids; call again until none are left."""
 
         async def work(db: Db) -> list[str]:
+            # The byte budget bounds the transaction, which holds the database's write
+            # lock: with PostgreSQL, it deletes the blobs' chunks too.
             rows = await db.all(
-                "DELETE FROM blobs WHERE blob_id IN (SELECT blob_id FROM blobs"
-                " WHERE expires_ms <= ? LIMIT ?) RETURNING blob_id",
-                (now_ms, limit),
+                "DELETE FROM blobs WHERE blob_id IN (SELECT blob_id FROM"
+                " (SELECT blob_id, sum(size) OVER (ORDER BY expires_ms, blob_id) - size"
+                " AS before FROM blobs WHERE expires_ms <= ?"
+                " ORDER BY expires_ms, blob_id LIMIT ?) AS due WHERE before < ?)"
+                " RETURNING blob_id",
+                (now_ms, limit, max(max_bytes, 1)),
             )
             return [str(row["blob_id"]) for row in rows]
 

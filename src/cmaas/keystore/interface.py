@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from cmaas.keystore.blobs import EXPIRE_BYTES
 from cmaas.keystore.errors import MessageConflict, QuotaExhausted
 from cmaas.keystore.models import (
     App,
@@ -158,7 +159,9 @@ class BlobStore(Protocol):
         """Raises: BlobMissing."""
         ...
 
-    async def expire(self, now_ms: int, limit: int = 1000) -> list[str]: ...
+    async def expire(
+        self, now_ms: int, limit: int = 1000, max_bytes: int = EXPIRE_BYTES
+    ) -> list[str]: ...
 
 
 class MessageStore(Protocol):
