@@ -151,7 +151,7 @@ class Connections:
         heartbeat), and so never waits for the queue of writes or their lock."""
         async with self._lane_lock:
             if self._lane is None or self._lane.broken:
-                self._lane = await _connect(self._url)
+                self._lane = await connect(self._url)
             async with self._lane.transaction():
                 yield PostgresDb(self._lane)
 
