@@ -32,6 +32,7 @@ from cmaas.delivery.auth import RequestAuthenticator
 from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
+from cmaas.delivery.doorbells import SHARED_POLL_FLOOR_S, Doorbells
 from cmaas.delivery.events import EventHub
 from cmaas.delivery.instances import (
     Instance,
@@ -51,7 +52,8 @@ from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
-from cmaas.keystore.postgres import PostgresKeystore
+from cmaas.keystore.postgres import PostgresBellRelay, PostgresKeystore
+from cmaas.keystore.sqlite import default_blob_dir
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp.link import XmppLink, wait_first
@@ -103,20 +105,18 @@ async def open_keystore(settings: Settings) -> Keystore:
     keyring = MasterKeyring(settings.master_key, settings.previous_master_key)
     if isinstance(settings.database, PostgresDatabase):
         return await PostgresKeystore.open(settings.database.url, keyring)
-    return await SqliteKeystore.open(settings.database, keyring)
+    return await SqliteKeystore.open(settings.database, keyring, blob_dir=blob_dir(settings))
 
 
 def blob_dir(settings: Settings) -> Path:
-    """Where file blobs are kept: ``CMAAS_BLOB_DIR``, else beside the SQLite file.
+    """Where a SQLite gateway keeps its blobs' files: ``CMAAS_BLOB_DIR``, else beside
+    the database file.
 
-    Raises: ValueError: The database is PostgreSQL and no blob directory is set (the
-        settings refuse that already).
+    Raises: ValueError: The database is PostgreSQL, which keeps blobs itself.
     """
-    if settings.blob_dir is not None:
-        return settings.blob_dir
     if isinstance(settings.database, PostgresDatabase):
-        raise ValueError("CMAAS_BLOB_DIR is required with a PostgreSQL database")
-    return settings.database.with_name(settings.database.name + ".blobs")
+        raise ValueError("a PostgreSQL database keeps blobs itself, not in a directory")
+    return settings.blob_dir or default_blob_dir(settings.database)
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -214,7 +214,13 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             resend_window_s=settings.resend_window,
         )
         xmpp.feedback.subscribe(StatusTracker(store, dispatcher.resend))
-        hub = EventHub(keystore)
+        # Long-polls wake when this process commits their answer; with a shared
+        # database, also when another instance does (and read again at a floor).
+        relay: PostgresBellRelay | None = None
+        if isinstance(settings.database, PostgresDatabase):
+            relay = PostgresBellRelay(settings.database.url, origin=str(epoch))
+        poll_floor = SHARED_POLL_FLOOR_S if relay is not None else None
+        hub = EventHub(keystore, Doorbells("events", relay, poll_floor))
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(resolver=PublicOnlyResolver())
             if settings.webhook_deny_private
@@ -267,6 +273,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             omemo_limits=OmemoLimits(settings.omemo_max_devices, settings.omemo_max_prekeys),
             recipient_omemo=recipient_omemo,
             key_transports=xmpp,
+            inbound_bells=Doorbells("omemo_inbound", relay, poll_floor),
         )
         xmpp.omemo_inbound.subscribe(messaging.omemo.received)
         authenticator = RequestAuthenticator(keystore)
@@ -276,7 +283,6 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         hub.subscribe(notices.kick)
         blob_service = BlobService(
             keystore.blobs,
-            blob_dir(settings),
             BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes, settings.blob_max_count),
             plans=keystore.get_plan,
         )
@@ -319,6 +325,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             asyncio.create_task(dispatcher.run(stop), name="cmaas dispatcher"),
             asyncio.create_task(instance.run(stop), name="cmaas instance"),
         ]
+        if relay is not None:
+            tasks.append(asyncio.create_task(relay.run(stop), name="cmaas doorbells"))
 
         async def on_lead() -> None:
             for consumer in (webhooks, notices):

@@ -205,10 +205,10 @@ def load_settings(
         reader.problem("CMAAS_DEAD_AFTER must be at least twice CMAAS_HEARTBEAT")
     if settings.adhoc_session_lifetime < settings.adhoc_session_timeout:
         reader.problem("CMAAS_ADHOC_SESSION_LIFETIME must not be below CMAAS_ADHOC_SESSION_TIMEOUT")
-    if isinstance(settings.database, PostgresDatabase) and settings.blob_dir is None:
+    if isinstance(settings.database, PostgresDatabase) and settings.blob_dir is not None:
         reader.problem(
-            "set CMAAS_BLOB_DIR when CMAAS_DATABASE is a PostgreSQL URL: blobs are files,"
-            " and there is no database file to keep them beside"
+            "unset CMAAS_BLOB_DIR: with a PostgreSQL CMAAS_DATABASE, blobs are kept in the"
+            " database, where every instance reads them"
         )
     if settings.instance_host in {settings.component_jid, *settings.served_domains}:
         reader.problem(

@@ -60,7 +60,6 @@ def shared_gateways(
     """One gateway process (not started) per server given, all on the database at
     ``url``; quick heartbeats, so that a death is noticed soon."""
     gateways: list[GatewayProcess] = []
-    (workdir / "blobs").mkdir()
     for index, server in enumerate(servers):
         home = workdir / f"gateway-{index}"
         home.mkdir()
@@ -69,7 +68,6 @@ def shared_gateways(
             process.master_key = gateways[0].master_key
         process.env.update(
             CMAAS_DATABASE=url,
-            CMAAS_BLOB_DIR=str(workdir / "blobs"),
             CMAAS_MASTER_KEY=base64.b64encode(process.master_key).decode(),
             CMAAS_HEARTBEAT=str(heartbeat_s),
             CMAAS_DEAD_AFTER=str(dead_after_s),

@@ -1,10 +1,13 @@
 """Two gateway processes sharing one PostgreSQL database on a real 2-node ejabberd
 cluster: one is killed with SIGKILL while apps submit to both, and the survivor takes
-over its messages; every message is shown once and reaches ``delivered``."""
+over its messages; every message is shown once and reaches ``delivered``. And what one
+instance stores the other serves: blobs, and the answers to its long-polls."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -15,8 +18,10 @@ import aiohttp
 import pytest
 
 from cmaas.clientservice import GatewayApi
+from cmaas.delivery.doorbells import SHARED_POLL_FLOOR_S
 from cmaas.devservers import EjabberdCluster, PostgresServer
 from cmaas.envelope import TextContent
+from cmaas.keystore.blobs import BLOB_CHUNK_BYTES
 from cmaas.lifecycle import Priority
 
 from .apps import accepted, http_session, register_app, roomy_plan, seal_flood
@@ -94,6 +99,59 @@ async def test_a_survivor_takes_over_a_killed_instances_messages(
         taken = re.findall(r"outbox: (\d+) messages to dispatch, (\d+) to resend", survivor.log())
         print("taken over (to dispatch, to resend):", taken)
         assert "Traceback" not in survivor.log(), survivor.log()
+
+
+async def test_instances_share_blobs_and_wake_each_others_long_polls(
+    ejabberd_cluster: EjabberdCluster, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """A blob uploaded through one instance downloads through the other, its bytes in the
+    database; a long-poll waiting on one is answered by a submission through the other
+    well before the poll floor, by the notification the other sends."""
+    url = fresh_database(postgres_server, "cmaas_sharing")
+    a, b = cluster_gateways(ejabberd_cluster, url, tmp_path)
+    async with AsyncExitStack() as stack:
+        for process in (a, b):
+            process.start()
+            stack.callback(process.stop)
+        session = await stack.enter_async_context(http_session())
+        app = await register_app(a, session, "shop")
+        through_b = GatewayApi(f"http://127.0.0.1:{b.http_port}", app.credentials, session)
+
+        # Several chunks' worth, and not a whole number of them.
+        data = os.urandom(2 * BLOB_CHUNK_BYTES + 1000)
+        upload = tmp_path / "upload.bin"
+        upload.write_bytes(data)
+        receipt = await app.api.upload_blob(upload, hashlib.sha256(data).hexdigest(), 600)
+        async with session.get(f"{through_b.base_url}/v1/blobs/{receipt.blob_id}") as response:
+            assert response.status == 200, await response.text()
+            assert await response.read() == data
+        chunks = "SELECT count(*) FROM blob_chunks WHERE blob_id = %s"
+        stored = "SELECT sum(length(data)) FROM blob_chunks WHERE blob_id = %s"
+        assert scalar(url, chunks, receipt.blob_id) == 3
+        assert scalar(url, stored, receipt.blob_id) == len(data)
+
+        alice = f"alice@{ejabberd_cluster.domain}"
+        device = await stack.enter_async_context(
+            new_device(ejabberd_cluster.nodes[1], tmp_path, "alice", "phone")
+        )
+        await device.publish("phone")
+        lookup = await through_b.lookup(alice)
+        sealed = app.seal(lookup, TextContent("hello"), message_id=app.new_id(), to=alice)
+        after = (await app.api.events()).next
+        waiting = asyncio.create_task(app.api.events(after=after, wait=20))
+        # A's reader waits from here: its poll floor would find the event no sooner than
+        # about SHARED_POLL_FLOOR_S - 1 s after the submission.
+        await asyncio.sleep(1.0)
+        assert not waiting.done(), "nothing to answer yet"
+        submitted = time.monotonic()
+        await through_b.submit(sealed)
+        page = await asyncio.wait_for(waiting, 25)
+        answered_s = time.monotonic() - submitted
+        print(f"long-poll on A answered {answered_s * 1000:.0f} ms after B accepted")
+        assert sealed.message_id in {event.message_id for event in page.events}
+        assert answered_s < SHARED_POLL_FLOOR_S / 2, answered_s
+        for process in (a, b):
+            assert "Traceback" not in process.log(), process.log()
 
 
 async def _until(

@@ -10,7 +10,6 @@ import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp.abc import ResolveResult
@@ -27,7 +26,7 @@ from cmaas.delivery.destinations import (
     check_public_url,
     is_public,
 )
-from cmaas.delivery.errors import InvalidRequest, QuotaExceeded, RateLimited
+from cmaas.delivery.errors import InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from cmaas.delivery.ratelimit import TokenBuckets
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import SubmissionService
@@ -100,13 +99,18 @@ async def test_an_envelope_created_in_the_future_is_refused(
 
 
 @pytest.fixture
-def blob_service(keystore: SqliteKeystore, tmp_path: Path, clock: FakeClock) -> BlobService:
+def blob_keystore(any_keystore: AnyKeystore) -> AnyKeystore:
+    """Blobs on both backends: files with SQLite, rows with PostgreSQL."""
+    return any_keystore
+
+
+@pytest.fixture
+def blob_service(blob_keystore: AnyKeystore, clock: FakeClock) -> BlobService:
     # The buckets' clock stands still: a slow run must not refill a token mid-test.
     return BlobService(
-        keystore.blobs,
-        tmp_path / "blobs",
+        blob_keystore.blobs,
         BlobLimits(1024, 4096, max_count=3),
-        keystore.get_plan,
+        blob_keystore.get_plan,
         buckets=TokenBuckets(clock),
     )
 
@@ -119,22 +123,35 @@ async def _staged(service: BlobService, data: bytes) -> StagedBlob:
 
 
 async def test_blobs_are_counted_even_when_empty(
-    keystore: SqliteKeystore, blob_service: BlobService
+    blob_keystore: AnyKeystore, blob_service: BlobService
 ) -> None:
-    await keystore.create_app(NewApp("shop", "Shop", "default"), issue_credentials("c1"))
+    await blob_keystore.create_app(NewApp("shop", "Shop", "default"), issue_credentials("c1"))
     for _ in range(3):
         await blob_service.accept("shop", await _staged(blob_service, b""), 60)
     with pytest.raises(QuotaExceeded, match="blobs"):
         await blob_service.accept("shop", await _staged(blob_service, b""), 60)
-    assert not [p for p in (blob_service.path("x").parent).iterdir() if p.name.startswith(".")]
+    assert not [p for p in blob_keystore.blobs.staging.iterdir() if p.name.startswith(".")]
+
+
+async def test_an_accepted_blob_is_found_and_streamed_back(
+    blob_keystore: AnyKeystore, blob_service: BlobService
+) -> None:
+    await blob_keystore.create_app(NewApp("shop", "Shop", "default"), issue_credentials("c1"))
+    staged = await _staged(blob_service, b"ciphertext" * 100)
+    blob_id, _ = await blob_service.accept("shop", staged, 60)
+    found = await blob_service.find(blob_id)
+    assert found.size == 1000
+    assert b"".join([chunk async for chunk in found.chunks]) == b"ciphertext" * 100
+    with pytest.raises(NotFound):
+        await blob_service.find(blob_id[::-1])
 
 
 async def test_blob_uploads_are_charged_to_the_plan(
-    keystore: SqliteKeystore, blob_service: BlobService
+    blob_keystore: AnyKeystore, blob_service: BlobService
 ) -> None:
-    await keystore.create_app(NewApp("shop", "Shop", "default"), issue_credentials("c1"))
-    app = await keystore.get_app("shop")
-    burst = (await keystore.get_plan(app.plan)).burst
+    await blob_keystore.create_app(NewApp("shop", "Shop", "default"), issue_credentials("c1"))
+    app = await blob_keystore.get_app("shop")
+    burst = (await blob_keystore.get_plan(app.plan)).burst
     for _ in range(burst):
         await blob_service.admit(app)
     with pytest.raises(RateLimited, match="uploads/s"):
@@ -142,12 +159,12 @@ async def test_blob_uploads_are_charged_to_the_plan(
 
 
 async def test_the_blob_sweep_deletes_everything_due_in_one_round(
-    keystore: SqliteKeystore, blob_service: BlobService, clock: FakeClock
+    blob_keystore: AnyKeystore, blob_service: BlobService, clock: FakeClock
 ) -> None:
-    await keystore.create_app(NewApp("shop", "Shop", "default"), issue_credentials("c1"))
+    await blob_keystore.create_app(NewApp("shop", "Shop", "default"), issue_credentials("c1"))
     long_ago = 1_000_000
     for index in range(2500):
-        await keystore.blobs.add(f"b{index:05d}", "shop", 0, long_ago, long_ago + 1, 10**9)
+        await blob_keystore.blobs.add(f"b{index:05d}", "shop", 0, long_ago, long_ago + 1, 10**9)
     assert await blob_service.sweep(batch=1000) == 2500
     assert await blob_service.sweep(batch=1000) == 0
 

@@ -177,9 +177,7 @@ def test_the_database_is_a_sqlite_path_or_a_postgresql_url() -> None:
         Path("/var/lib/c.db")
     )
     url = "postgresql://cmaas:pa55word@db.internal:5433/cmaas?sslmode=verify-full"
-    settings = load_settings(
-        {**BASE, "CMAAS_DATABASE": url, "CMAAS_BLOB_DIR": "/srv/blobs"}, env_file=None
-    )
+    settings = load_settings({**BASE, "CMAAS_DATABASE": url}, env_file=None)
     assert settings.database == PostgresDatabase(url)
     # The password stays out of what logs show.
     assert "pa55word" not in f"{settings.database} {settings!r}"
@@ -192,7 +190,7 @@ def test_the_database_is_a_sqlite_path_or_a_postgresql_url() -> None:
         ("mysql://db/cmaas", "/srv/blobs", "a SQLite file's path or a postgresql:// URL"),
         ("sqlite:///var/c.db", "/srv/blobs", "got a sqlite:// URL"),
         ("postgresql://u:secret@db/cmaas?nonsense=1", "/srv/blobs", "not a valid PostgreSQL URL"),
-        ("postgresql://db/cmaas", "", "set CMAAS_BLOB_DIR when CMAAS_DATABASE is a PostgreSQL"),
+        ("postgresql://db/cmaas", "/srv/blobs", "unset CMAAS_BLOB_DIR: with a PostgreSQL"),
     ],
 )
 def test_a_database_that_cannot_be_used_is_refused(value: str, blob_dir: str, refusal: str) -> None:

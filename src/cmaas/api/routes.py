@@ -3,6 +3,7 @@ back; :func:`error_middleware` is the one place refusals become HTTP answers."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from cmaas.delivery.omemo import parse_device_id
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
 from cmaas.delivery.submission import submission_result
 from cmaas.identifiers import IpNetwork
-from cmaas.keystore import App, AuthenticatedApp
+from cmaas.keystore import App, AuthenticatedApp, BlobMissing
 from cmaas.wire import BlobReceipt, SigningKeyRequest, WireError, parse_json_body
 from cmaas.wire.http import refusal_response, router_refusal
 
@@ -32,6 +33,8 @@ __all__ = ["api_routes", "error_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Operation = Callable[[web.Request, App, bytes], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
 
 
 def _error_response(error: Refusal) -> web.Response:
@@ -230,11 +233,33 @@ def api_routes(
     async def download_blob(request: web.Request) -> web.StreamResponse:
         if blobs is None:
             raise NotFound("this gateway stores no blobs")
-        path = await blobs.find(request.match_info["blob_id"])
-        return web.FileResponse(
-            path,
-            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
+        blob = await blobs.find(request.match_info["blob_id"])
+        body = request.method != "HEAD"
+        chunks = aiter(blob.chunks)
+        try:
+            # Read before answering: bytes gone already (expired since) are still a 404.
+            first = await anext(chunks) if blob.size and body else b""
+        except BlobMissing as error:
+            raise NotFound("no such blob, or it expired") from error
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
         )
+        response.content_length = blob.size
+        await response.prepare(request)
+        try:
+            if body:
+                await response.write(first)
+                async for chunk in chunks:
+                    await response.write(chunk)
+        except BlobMissing:
+            # Expired mid-download: the connection ends short of the announced length,
+            # which the client sees as a broken download.
+            log.info("a blob expired during its download; the answer was cut short")
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
 
     async def metrics_text(request: web.Request) -> web.Response:
         client = addresses.client(request)

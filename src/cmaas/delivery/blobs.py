@@ -1,10 +1,10 @@
-"""Encrypted file blobs at the gateway: streamed to disk on upload, served by capability
-URL, deleted at expiry. The gateway never holds a file key: a blob is ciphertext to it."""
+"""Encrypted file blobs at the gateway: streamed to a staging file on upload, kept by the
+keystore (as files, or in the database), served by capability URL, deleted at expiry.
+The gateway never holds a file key: a blob is ciphertext to it."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -26,9 +26,10 @@ from cmaas.delivery.errors import (
 from cmaas.delivery.ratelimit import RateLimiter, TokenBuckets
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.keystore import App, Plan, QuotaExhausted
+from cmaas.keystore.blobs import remove_file
 from cmaas.keystore.interface import BlobStore
 
-__all__ = ["BLOB_ID_LENGTH", "BlobLimits", "BlobService", "StagedBlob"]
+__all__ = ["BLOB_ID_LENGTH", "BlobLimits", "BlobService", "FoundBlob", "StagedBlob"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ class StagedBlob:
     sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class FoundBlob:
+    """A live blob: its size, and its bytes as they are read (see
+    :meth:`~cmaas.keystore.BlobStore.read`)."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
+
+
 class BlobService:
     """Args:
     plans: The app's rate plan by name; uploads are charged to it as messages are,
@@ -67,17 +77,14 @@ class BlobService:
     def __init__(
         self,
         store: BlobStore,
-        directory: Path,
         limits: BlobLimits,
         plans: Callable[[str], Awaitable[Plan]] | None = None,
         buckets: RateLimiter | None = None,
     ) -> None:
         self._store = store
-        self._directory = directory
         self.limits = limits
         self._plans = plans
         self._buckets: RateLimiter = buckets or TokenBuckets()
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     async def admit(self, app: App) -> None:
         """Charge one upload to the app's plan, before its body is read.
@@ -94,16 +101,13 @@ class BlobService:
                 retry_after=retry_after,
             )
 
-    def path(self, blob_id: str) -> Path:
-        return self._directory / blob_id
-
     async def stage(self, chunks: AsyncIterator[bytes]) -> StagedBlob:
-        """Write an upload to a temporary file, hashing it on the way (for the request
+        """Write an upload to a staging file, hashing it on the way (for the request
         signature, which is checked before the blob is accepted).
 
         Raises: PayloadTooLarge: Over the size limit; nothing is kept.
         """
-        path = self._directory / f".upload-{secrets.token_hex(8)}"
+        path = self._store.staging / f".upload-{secrets.token_hex(8)}"
         digest = hashlib.sha256()
         size = 0
         target = await asyncio.to_thread(_open_private, path)
@@ -122,49 +126,47 @@ class BlobService:
         return StagedBlob(path, size, digest.hexdigest())
 
     def discard(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        remove_file(path)
 
     async def accept(self, app_id: str, staged: StagedBlob, lifetime_s: int) -> tuple[str, int]:
         """Keep a staged upload under a fresh capability id.
 
         Returns: the blob id and its expiry (unix ms).
-        Raises: InvalidRequest (lifetime), QuotaExceeded; the staged file is then discarded.
+        Raises: InvalidRequest (lifetime), QuotaExceeded. The staged file is gone
+            afterwards either way.
         """
-        try:
-            if not 0 < lifetime_s * 1000 <= MAX_LIFETIME_MS:
-                raise InvalidRequest("expires_in must be 1 s to 30 days")
-            now = int(time.time() * 1000)
-            expires_ms = now + lifetime_s * 1000
-            blob_id = secrets.token_urlsafe(32)
-            try:
-                await self._store.add(
-                    blob_id,
-                    app_id,
-                    staged.size,
-                    now,
-                    expires_ms,
-                    self.limits.quota_bytes,
-                    self.limits.max_count,
-                )
-            except QuotaExhausted as error:
-                raise QuotaExceeded(str(error), retry_after=60.0) from error
-        except BaseException:
+        if not 0 < lifetime_s * 1000 <= MAX_LIFETIME_MS:
             self.discard(staged.path)
-            raise
-        os.replace(staged.path, self.path(blob_id))
+            raise InvalidRequest("expires_in must be 1 s to 30 days")
+        now = int(time.time() * 1000)
+        expires_ms = now + lifetime_s * 1000
+        blob_id = secrets.token_urlsafe(32)
+        try:
+            await self._store.add(
+                blob_id,
+                app_id,
+                staged.size,
+                now,
+                expires_ms,
+                self.limits.quota_bytes,
+                self.limits.max_count,
+                content=staged.path,
+            )
+        except QuotaExhausted as error:
+            raise QuotaExceeded(str(error), retry_after=60.0) from error
         return blob_id, expires_ms
 
-    async def find(self, blob_id: str) -> Path:
-        """The file of a live blob.
+    async def find(self, blob_id: str) -> FoundBlob:
+        """A live blob, to stream out.
 
         Raises: NotFound: Unknown, expired, or not a blob id at all.
         """
         if not _BLOB_ID.fullmatch(blob_id):
             raise NotFound("no such blob")
-        if await self._store.size(blob_id, int(time.time() * 1000)) is None:
+        size = await self._store.size(blob_id, int(time.time() * 1000))
+        if size is None:
             raise NotFound("no such blob, or it expired")
-        return self.path(blob_id)
+        return FoundBlob(size, self._store.read(blob_id, size))
 
     async def sweep(self, batch: int = 1000) -> int:
         """Delete every expired blob, ``batch`` at a time; returns how many."""
@@ -172,10 +174,8 @@ class BlobService:
         deleted = 0
         while True:
             gone = await self._store.expire(now_ms, batch)
-            for blob_id in gone:
-                self.discard(self.path(blob_id))
             deleted += len(gone)
-            if len(gone) < batch:
+            if not gone:  # a batch may stop short of its count, at its byte budget
                 break
         if deleted:
             log.info("deleted %d expired blobs", deleted)

@@ -26,9 +26,12 @@ APP_FRESHNESS_S = 2.0
 class EventHub:
     """Wakes those waiting for an app's events when a commit records some."""
 
-    def __init__(self, keystore: Keystore) -> None:
+    def __init__(self, keystore: Keystore, bells: Doorbells | None = None) -> None:
+        """Args:
+        bells: Wake the long-polls; by default, this process's own.
+        """
         self._store = keystore.messages
-        self._bells = Doorbells()
+        self._bells = bells or Doorbells()
         self._subscribers: list[Callable[[set[str]], None]] = []
 
     def subscribe(self, subscriber: Callable[[set[str]], None]) -> None:

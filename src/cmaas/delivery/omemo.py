@@ -84,12 +84,13 @@ class AppOmemo:
         sender: KeyTransportSender | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        bells: Doorbells | None = None,
     ) -> None:
         self._keystore = keystore
         self.limits = limits
         self._sender = sender
         self._clock = clock
-        self._bells = Doorbells()
+        self._bells = bells or Doorbells()
 
     async def publish(self, app: App, device_id: int, body: object) -> bool:
         """Store or replace the bundle of the app's device ``device_id``.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from cmaas.delivery.doorbells import Doorbells
 from cmaas.delivery.errors import InvalidRequest, NotFound
 from cmaas.delivery.events import EventHub
 from cmaas.delivery.omemo import AppOmemo, KeyTransportSender, OmemoLimits
@@ -50,12 +51,14 @@ class Messaging:
         omemo_limits: OmemoLimits | None = None,
         recipient_omemo: RecipientOmemoLookup | None = None,
         key_transports: KeyTransportSender | None = None,
+        inbound_bells: Doorbells | None = None,
     ) -> None:
         """Args:
         recipient_omemo: Reads recipients' legacy OMEMO devices for :meth:`lookup`;
             without it, lookups carry none.
         key_transports: Sends apps' OMEMO key transports; without it, they are
             refused as unavailable.
+        inbound_bells: Wake the reads of inbound OMEMO; by default, this process's own.
         """
         self._keystore = keystore
         self._directory = directory
@@ -63,7 +66,9 @@ class Messaging:
         self.submissions = submissions
         self._hub = hub
         self._domain = component_domain
-        self.omemo = AppOmemo(keystore, omemo_limits or OmemoLimits(), key_transports)
+        self.omemo = AppOmemo(
+            keystore, omemo_limits or OmemoLimits(), key_transports, bells=inbound_bells
+        )
         self._recipient_omemo = recipient_omemo
 
     def describe(self, app: App) -> AppInfo:

@@ -16,7 +16,7 @@ from cmaas.keystore._rows import (
     priorities_text,
 )
 from cmaas.keystore.adhoc import SqlAdhocSessions
-from cmaas.keystore.blobs import SqlBlobStore
+from cmaas.keystore.blobs import BlobContent, SqlBlobStore
 from cmaas.keystore.credentials import MasterKeyring, hash_client_secret, new_salt
 from cmaas.keystore.devices import SqlDeviceStore
 from cmaas.keystore.errors import (
@@ -53,6 +53,7 @@ class SqlKeystore:
         transactions: The backend's transactions and clock.
         write: Runs the outbox's and the blobs' writes (SQLite: a group commit).
         take: Runs key lookups, on every send's path (SQLite: one hop to a thread).
+        blob_content: Where the bytes of blobs are kept.
         clock: Unix seconds, for the outbox's millisecond times.
     """
 
@@ -64,12 +65,13 @@ class SqlKeystore:
         write: Runner,
         take: Runner,
         clock: Callable[[], float],
+        blob_content: BlobContent,
     ) -> None:
         self._tx = transactions
         self._keyring = keyring
         self._devices = SqlDeviceStore(transactions, take)
         self._omemo = SqlOmemoStore(transactions)
-        self._blobs = SqlBlobStore(transactions, write)
+        self._blobs = SqlBlobStore(transactions, write, blob_content)
         self._adhoc_sessions = SqlAdhocSessions(transactions)
         self._messages = SqlMessageStore(transactions, write, lambda: int(clock() * 1000))
 
@@ -85,7 +87,7 @@ class SqlKeystore:
 
     @property
     def blobs(self) -> SqlBlobStore:
-        """Who holds which encrypted file blob, until when."""
+        """Who holds which encrypted file blob, until when, and its bytes."""
         return self._blobs
 
     @property

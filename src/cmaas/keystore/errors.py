@@ -7,6 +7,7 @@ __all__ = [
     "AppAlreadyExists",
     "AppNotFound",
     "AuthenticationFailed",
+    "BlobMissing",
     "ClientIdTaken",
     "DatabaseInUse",
     "DeviceNotFound",
@@ -30,6 +31,10 @@ __all__ = [
 
 class KeystoreError(CmaasError):
     """Root of every keystore error."""
+
+
+class BlobMissing(KeystoreError):
+    """A blob's bytes are gone although its record was found: it expired meanwhile."""
 
 
 class AppAlreadyExists(KeystoreError):

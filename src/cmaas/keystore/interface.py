@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
+from cmaas.keystore.blobs import EXPIRE_BYTES
 from cmaas.keystore.errors import MessageConflict, QuotaExhausted
 from cmaas.keystore.models import (
     AdhocSession,
@@ -138,10 +140,13 @@ class OmemoStore(Protocol):
 
 
 class BlobStore(Protocol):
-    """Who holds which encrypted file blob, how big, until when (the bytes are files).
+    """Who holds which encrypted file blob, how big, until when, and its bytes.
 
     :class:`~cmaas.keystore.blobs.SqlBlobStore` documents each method.
     """
+
+    @property
+    def staging(self) -> Path: ...
 
     async def add(
         self,
@@ -152,13 +157,21 @@ class BlobStore(Protocol):
         expires_ms: int,
         quota: int,
         max_count: int | None = None,
+        *,
+        content: Path | None = None,
     ) -> None:
         """Raises: QuotaExhausted."""
         ...
 
     async def size(self, blob_id: str, now_ms: int) -> int | None: ...
 
-    async def expire(self, now_ms: int, limit: int = 1000) -> list[str]: ...
+    def read(self, blob_id: str, size: int) -> AsyncIterator[bytes]:
+        """Raises: BlobMissing."""
+        ...
+
+    async def expire(
+        self, now_ms: int, limit: int = 1000, max_bytes: int = EXPIRE_BYTES
+    ) -> list[str]: ...
 
 
 class AdhocSessionStore(Protocol):

@@ -419,4 +419,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX adhoc_sessions_by_age ON adhoc_sessions(created_ms);
         """,
     ),
+    Migration(
+        13,
+        "the bytes of blobs as rows, where the database is shared by several instances",
+        """
+        -- PostgreSQL keeps each blob's bytes here, in chunks of 256 KiB numbered from 0;
+        -- a SQLite gateway keeps them in files and leaves this table empty. The chunks
+        -- are written before their blob's row, in the same transaction: the foreign
+        -- key is checked at commit. Deleting the blob (its expiry) deletes them.
+        CREATE TABLE blob_chunks (
+            blob_id  TEXT NOT NULL REFERENCES blobs(blob_id) ON DELETE CASCADE
+                         DEFERRABLE INITIALLY DEFERRED,
+            seq      INTEGER NOT NULL CHECK (seq >= 0),
+            data     BLOB NOT NULL,
+            PRIMARY KEY (blob_id, seq)
+        ) STRICT, WITHOUT ROWID;
+        """,
+    ),
 )

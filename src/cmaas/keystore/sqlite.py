@@ -21,11 +21,12 @@ from cmaas.keystore._sql import (
     thread_runner,
 )
 from cmaas.keystore.base import SqlKeystore
+from cmaas.keystore.blobs import BlobFiles
 from cmaas.keystore.credentials import MasterKeyring
 from cmaas.keystore.errors import DatabaseInUse
 from cmaas.keystore.migrations import MIGRATIONS, to_apply
 
-__all__ = ["MAX_SIGNING_KEYS", "GatewayLock", "SqliteKeystore"]
+__all__ = ["MAX_SIGNING_KEYS", "GatewayLock", "SqliteKeystore", "default_blob_dir"]
 
 
 class SqliteKeystore(SqlKeystore):
@@ -41,17 +42,20 @@ class SqliteKeystore(SqlKeystore):
         clock: Callable[[], float] = time.time,
         *,
         path: Path,
+        blob_dir: Path | None = None,
     ) -> None:
         self._db = connection
         self._shared = SharedConnection(connection, clock)
         self._thread = SqliteThread(path)
         self._commits = GroupCommit(self._thread)
+        write = group_commit_runner(self._commits)
         super().__init__(
             self._shared,
             keyring,
-            write=group_commit_runner(self._commits),
+            write=write,
             take=thread_runner(self._thread),
             clock=clock,
+            blob_content=BlobFiles(blob_dir or default_blob_dir(path), write),
         )
 
     @classmethod
@@ -60,8 +64,11 @@ class SqliteKeystore(SqlKeystore):
         path: Path,
         keyring: MasterKeyring,
         clock: Callable[[], float] = time.time,
+        *,
+        blob_dir: Path | None = None,
     ) -> SqliteKeystore:
-        """Open (creating if needed) and migrate the database at ``path``.
+        """Open (creating if needed) and migrate the database at ``path``; blobs are
+        files in ``blob_dir``, by default :func:`default_blob_dir`.
 
         Raises:
             SchemaTooNew: The file was migrated by a newer CMaaS.
@@ -82,7 +89,7 @@ class SqliteKeystore(SqlKeystore):
         except BaseException:
             await connection.close()
             raise
-        return cls(connection, keyring, clock, path=path)
+        return cls(connection, keyring, clock, path=path, blob_dir=blob_dir)
 
     async def close(self) -> None:
         await self._commits.close()
@@ -90,6 +97,11 @@ class SqliteKeystore(SqlKeystore):
         # A read or write in progress on the shared connection finishes first.
         async with self._shared.write_lock():
             await self._db.close()
+
+
+def default_blob_dir(database: Path) -> Path:
+    """Where a SQLite gateway keeps its blobs' files unless told: beside the database."""
+    return database.with_name(database.name + ".blobs")
 
 
 class GatewayLock:

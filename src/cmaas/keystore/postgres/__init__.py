@@ -1,6 +1,7 @@
 """The keystore on PostgreSQL (``CMAAS_DATABASE=postgresql://...``), behind the same
 interfaces as the SQLite one and with the same semantics."""
 
+from cmaas.keystore.postgres.bells import PostgresBellRelay
 from cmaas.keystore.postgres.keystore import PostgresKeystore
 
-__all__ = ["PostgresKeystore"]
+__all__ = ["PostgresBellRelay", "PostgresKeystore"]

@@ -15,7 +15,7 @@ from cmaas.keystore._db import Db, Params, Row
 from cmaas.keystore.migrations import to_apply
 from cmaas.keystore.postgres.migrations import MIGRATIONS
 
-__all__ = ["Connections", "PostgresDb"]
+__all__ = ["Connections", "PostgresDb", "connect", "take_write_lock"]
 
 _Connection = psycopg.AsyncConnection[DictRow]
 
@@ -60,7 +60,7 @@ class Connections:
             SchemaTooNew: The database was migrated by a newer CMaaS.
             psycopg.Error: The server cannot be reached or refuses the connection.
         """
-        writer = await _connect(url)
+        writer = await connect(url)
         try:
             await _migrate(writer)
             reader = await _connect_reader(url)
@@ -84,9 +84,9 @@ class Connections:
         """A write transaction, the only one in the database while it runs."""
         async with self._write_lock:
             if self._writer.broken:
-                self._writer = await _connect(self._url)
+                self._writer = await connect(self._url)
             async with self._writer.transaction():
-                await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+                await take_write_lock(self._writer)
                 yield PostgresDb(self._writer)
 
     @asynccontextmanager
@@ -96,7 +96,7 @@ class Connections:
         heartbeat), and so never waits for the queue of writes or their lock."""
         async with self._lane_lock:
             if self._lane is None or self._lane.broken:
-                self._lane = await _connect(self._url)
+                self._lane = await connect(self._url)
             async with self._lane.transaction():
                 yield PostgresDb(self._lane)
 
@@ -152,13 +152,21 @@ def _placeholders(sql: str) -> bytes:
     return sql.replace("%", "%%").replace("?", "%s").encode()
 
 
-async def _connect(url: str) -> _Connection:
-    # autocommit: each transaction is opened explicitly, by write(), read() or _migrate().
+async def connect(url: str) -> _Connection:
+    """A connection on which each transaction is opened explicitly (autocommit).
+
+    Raises: psycopg.Error: The server cannot be reached or refuses the connection.
+    """
     return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
 
 
+async def take_write_lock(connection: _Connection) -> None:
+    """Become the one writer in the database until this transaction ends."""
+    await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+
+
 async def _connect_reader(url: str) -> _Connection:
-    reader = await _connect(url)
+    reader = await connect(url)
     try:
         await reader.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
         await reader.set_read_only(True)
@@ -171,7 +179,7 @@ async def _connect_reader(url: str) -> _Connection:
 async def _migrate(db: _Connection) -> None:
     async with db.transaction():
         # Two processes opening a new database at once migrate it one after the other.
-        await db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+        await take_write_lock(db)
         await db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"

@@ -9,6 +9,7 @@ from cmaas.keystore._db import runner_of
 from cmaas.keystore.base import SqlKeystore
 from cmaas.keystore.credentials import MasterKeyring
 from cmaas.keystore.postgres._connection import Connections
+from cmaas.keystore.postgres.blobs import PostgresBlobChunks
 
 __all__ = ["PostgresKeystore"]
 
@@ -19,14 +20,23 @@ class PostgresKeystore(SqlKeystore):
     Use :meth:`open`. The stores are the SQLite keystore's, with their semantics: one
     writer at a time (see :class:`~cmaas.keystore.postgres._connection.Connections`),
     times from the given clock. Each write is a transaction of its own: there is no
-    group commit.
+    group commit. Blobs' bytes are rows of the database
+    (:class:`~cmaas.keystore.postgres.blobs.PostgresBlobChunks`), which every instance
+    reads.
     """
 
     def __init__(
-        self, connections: Connections, keyring: MasterKeyring, clock: Callable[[], float]
+        self,
+        url: str,
+        connections: Connections,
+        keyring: MasterKeyring,
+        clock: Callable[[], float],
     ) -> None:
         write = runner_of(connections)
-        super().__init__(connections, keyring, write=write, take=write, clock=clock)
+        self._chunks = PostgresBlobChunks(url, connections)
+        super().__init__(
+            connections, keyring, write=write, take=write, clock=clock, blob_content=self._chunks
+        )
         self._connections = connections
 
     @classmethod
@@ -39,7 +49,8 @@ class PostgresKeystore(SqlKeystore):
             SchemaTooNew: The database was migrated by a newer CMaaS.
             psycopg.Error: The server cannot be reached or refuses the connection.
         """
-        return cls(await Connections.open(url, clock), keyring, clock)
+        return cls(url, await Connections.open(url, clock), keyring, clock)
 
     async def close(self) -> None:
+        await self._chunks.close()
         await self._connections.close()

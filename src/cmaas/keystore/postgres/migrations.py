@@ -298,4 +298,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX adhoc_sessions_by_age ON adhoc_sessions(created_ms);
         """,
     ),
+    Migration(
+        13,
+        "the bytes of blobs as rows, where the database is shared by several instances",
+        """
+        CREATE TABLE blob_chunks (
+            blob_id  TEXT NOT NULL REFERENCES blobs(blob_id) ON DELETE CASCADE
+                         DEFERRABLE INITIALLY DEFERRED,
+            seq      INTEGER NOT NULL CHECK (seq >= 0),
+            data     BYTEA NOT NULL,
+            PRIMARY KEY (blob_id, seq)
+        );
+        -- Ciphertext does not compress: stored out of line (TOAST) as it is, without
+        -- a compression attempt on every chunk.
+        ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+        """,
+    ),
 )
