@@ -7,7 +7,6 @@ before. The session, kept in the database, carries the command from one to the o
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,11 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from cmaas.devservers import EjabberdCluster, PostgresServer
 from cmaas.devservers.client import AdhocClient
 
+from .cluster_gateways import cluster_gateways, fresh_database
 from .conftest import CLUSTER_INSTANCE_HOSTS, connect
 from .gateway_process import GatewayProcess
 
@@ -34,24 +33,8 @@ async def two_instances(
 ) -> AsyncIterator[tuple[str, list[GatewayProcess]]]:
     """Gateways ``a`` on the cluster's first node and ``b`` on its second, on a fresh
     PostgreSQL ``database``, each with its own host; yields the database URL and them."""
-    with psycopg.connect(postgres.url("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    url = postgres.url(database)
-    (workdir / "blobs").mkdir()
-    gateways: list[GatewayProcess] = []
-    for name, node, host in zip("ab", cluster.nodes, CLUSTER_INSTANCE_HOSTS[:2], strict=True):
-        (workdir / name).mkdir()
-        process = GatewayProcess(node, workdir / name, admins=f"admin@{cluster.domain}")
-        if gateways:  # one database: one master key
-            process.master_key = gateways[0].master_key
-        process.env.update(
-            CMAAS_DATABASE=url,
-            CMAAS_BLOB_DIR=str(workdir / "blobs"),
-            CMAAS_MASTER_KEY=base64.b64encode(process.master_key).decode(),
-            CMAAS_INSTANCE_HOST=host,
-        )
-        gateways.append(process)
+    url = fresh_database(postgres, database)
+    gateways = cluster_gateways(cluster, url, workdir)
     async with AsyncExitStack() as stack:
         for process in gateways:
             process.start()
