@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -19,18 +19,26 @@ import pytest
 from cmaas.clientservice import GatewayApi
 from cmaas.devservers import EjabberdCluster, PostgresServer, XmppServer
 from cmaas.lifecycle import MessageStatus, Priority
-from cmaas.wire.messages import Accepted
+from cmaas.wire.messages import Accepted, Submission
 
-from .apps import WebhookReceiver, accepted, http_session, register_app, roomy_plan, seal_flood
+from .apps import (
+    RegisteredApp,
+    WebhookReceiver,
+    accepted,
+    http_session,
+    register_app,
+    roomy_plan,
+    seal_flood,
+)
 from .cluster_gateways import cluster_gateways, fresh_database, scalar, shared_gateways
 from .conftest import PASSWORD
 from .devices import collect_shown, new_device
+from .gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.integration
 
 FLOOD = 10_000
 BATCH = 500
-KILL_AT_BATCH = FLOOD // BATCH // 2 + 1  # odd: a batch the victim is handling
 WITHIN_S = 180.0
 
 
@@ -57,15 +65,7 @@ async def test_a_flood_loses_nothing_when_one_dies(
         for process in (victim, survivor):
             process.start()
             stack.callback(process.stop)
-        sink = await stack.enter_async_context(WebhookReceiver().running())
-        session = await stack.enter_async_context(http_session())
-        await roomy_plan(survivor, rate=20_000)
-        app = await register_app(survivor, session, "bank", "--callback-url", sink.url)
-        sink.hmac_key = app.credentials.hmac_key
-        apis = [
-            app.api,
-            GatewayApi(f"http://127.0.0.1:{victim.http_port}", app.credentials, session),
-        ]
+        app, sink, apis = await _bank_at_both(stack, survivor, victim)
         # The device is on the node that lives.
         device = await stack.enter_async_context(
             new_device(ejabberd_cluster.nodes[0], tmp_path, user, "phone")
@@ -78,32 +78,24 @@ async def test_a_flood_loses_nothing_when_one_dies(
         to_victim_at: list[tuple[float, int]] = []
         victim_up = True
         killed_at = 0.0
-        for number in range(FLOOD // BATCH):
-            batch = sealed[number * BATCH : (number + 1) * BATCH]
-            api = apis[number % 2] if victim_up else apis[0]
-            if api is apis[1]:
-                to_victim_at.append((time.monotonic(), len(batch)))
-            submitting = asyncio.create_task(api.submit_batch(batch))
-            if number == KILL_AT_BATCH:
-                # The kill lands while a batch is being stored, answered or dispatched.
-                await asyncio.sleep(0.05)
-                if failure == "gateway instance":
-                    await asyncio.to_thread(victim.kill)
-                    victim_up = False
-                else:
-                    await asyncio.to_thread(ejabberd_cluster.kill, 1)
-                    node_killed = True
-                killed_at = time.monotonic()
-            try:
-                results = await submitting
-            except aiohttp.ClientError as error:
-                # The answer was lost: the app submits again (the ids make it
-                # idempotent), to the other instance.
-                print(f"batch {number}: {error!r}; submitted again")
-                results = await apis[0].submit_batch(batch)
-                assert all(isinstance(r, Accepted) for r in results), results
-                continue
-            assert accepted(results), results
+
+        def api_for(number: int, size: int) -> GatewayApi:
+            if victim_up and number % 2:
+                to_victim_at.append((time.monotonic(), size))
+                return apis[1]
+            return apis[0]
+
+        async def kill() -> None:
+            nonlocal victim_up, node_killed, killed_at
+            if failure == "gateway instance":
+                await asyncio.to_thread(victim.kill)
+                victim_up = False
+            else:
+                await asyncio.to_thread(ejabberd_cluster.kill, 1)
+                node_killed = True
+            killed_at = time.monotonic()
+
+        await _flood(sealed, BATCH, api_for, apis[0], kill)
 
         def situation() -> str:
             return (
@@ -170,15 +162,7 @@ async def test_a_prosody_failover_loses_nothing(
         standby.start(wait=False)
         stack.callback(standby.stop)
         await _until(lambda: standby.health().get("component_link") == "standby", str, 20)
-        sink = await stack.enter_async_context(WebhookReceiver().running())
-        session = await stack.enter_async_context(http_session())
-        await roomy_plan(active, rate=20_000)
-        app = await register_app(active, session, "bank", "--callback-url", sink.url)
-        sink.hmac_key = app.credentials.hmac_key
-        apis = [
-            app.api,
-            GatewayApi(f"http://127.0.0.1:{standby.http_port}", app.credentials, session),
-        ]
+        app, sink, apis = await _bank_at_both(stack, active, standby)
         device = await stack.enter_async_context(
             new_device(xmpp_server, tmp_path, "floodstandby", "phone")
         )
@@ -187,19 +171,17 @@ async def test_a_prosody_failover_loses_nothing(
         shown: list[str] = []
         stack.callback(collect_shown(device, shown).cancel)
         active_up = True
-        for number in range(PROSODY_FLOOD // PROSODY_BATCH):
-            batch = sealed[number * PROSODY_BATCH : (number + 1) * PROSODY_BATCH]
-            api = apis[number % 2] if active_up else apis[1]
-            submitting = asyncio.create_task(api.submit_batch(batch))
-            if number == PROSODY_FLOOD // PROSODY_BATCH // 2:
-                await asyncio.sleep(0.05)
-                await asyncio.to_thread(active.kill)
-                active_up = False
-            try:
-                results = await submitting
-            except aiohttp.ClientError:
-                results = await apis[1].submit_batch(batch)
-            assert all(isinstance(r, Accepted) for r in results), results
+
+        def api_for(number: int, size: int) -> GatewayApi:
+            # The active one takes the odd batches, the one it dies in among them.
+            return apis[(number + 1) % 2] if active_up else apis[1]
+
+        async def kill() -> None:
+            nonlocal active_up
+            await asyncio.to_thread(active.kill)
+            active_up = False
+
+        await _flood(sealed, PROSODY_BATCH, api_for, apis[1], kill)
 
         def situation() -> str:
             return (
@@ -215,6 +197,46 @@ async def test_a_prosody_failover_loses_nothing(
         assert standby.health()["component_link"] == "connected"
         assert "took over from dead instances" in standby.log()
         assert "Traceback" not in standby.log(), standby.log()
+
+
+async def _bank_at_both(
+    stack: AsyncExitStack, registrar: GatewayProcess, other: GatewayProcess
+) -> tuple[RegisteredApp, WebhookReceiver, list[GatewayApi]]:
+    """The app ``bank`` with its webhook endpoint, and its API at both instances."""
+    sink = await stack.enter_async_context(WebhookReceiver().running())
+    session = await stack.enter_async_context(http_session())
+    await roomy_plan(registrar, rate=20_000)
+    app = await register_app(registrar, session, "bank", "--callback-url", sink.url)
+    sink.hmac_key = app.credentials.hmac_key
+    other_api = GatewayApi(f"http://127.0.0.1:{other.http_port}", app.credentials, session)
+    return app, sink, [app.api, other_api]
+
+
+async def _flood(
+    sealed: Sequence[Submission],
+    batch_size: int,
+    api_for: Callable[[int, int], GatewayApi],
+    survivor: GatewayApi,
+    kill: Callable[[], Awaitable[None]],
+) -> None:
+    """Submit ``sealed`` in batches, each where ``api_for`` says, and ``kill`` while the
+    middle batch is being stored, answered or dispatched."""
+    batches = [sealed[i : i + batch_size] for i in range(0, len(sealed), batch_size)]
+    for number, batch in enumerate(batches):
+        submitting = asyncio.create_task(api_for(number, len(batch)).submit_batch(batch))
+        if number == len(batches) // 2 + 1:
+            await asyncio.sleep(0.05)
+            await kill()
+        try:
+            results = await submitting
+        except aiohttp.ClientError as error:
+            # The answer was lost: the app submits again (the ids make it idempotent),
+            # to an instance that lives; some may be stored already.
+            print(f"batch {number}: {error!r}; submitted again")
+            results = await survivor.submit_batch(batch)
+            assert all(isinstance(r, Accepted) for r in results), results
+            continue
+        assert accepted(results), results
 
 
 async def _until(

@@ -94,8 +94,31 @@ class Instance:
         self._last_fenced_ms = takeover.last_fenced_ms
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Heartbeat and take over, every ``heartbeat_s``, until ``stop``, or until this
-        instance is fenced: then :attr:`fenced` is set and the dispatcher stopped."""
+        """Heartbeat, and take over (or, without a link, release), every
+        ``heartbeat_s``, until ``stop``, or until this instance is fenced: then
+        :attr:`fenced` is set and the dispatcher stopped."""
+        # Apart: a takeover waits for the writes queued before it, and a flood's can
+        # take longer than CMAAS_DEAD_AFTER; the heartbeat must not wait behind them.
+        beating = asyncio.create_task(self._beat(stop), name="cmaas heartbeat")
+        try:
+            while not stop.is_set() and not self.fenced.is_set():
+                await wait_first(stop, self.fenced, seconds=self._heartbeat_s)
+                if stop.is_set() or self.fenced.is_set():
+                    return
+                try:
+                    if self._dead_after_s is not None and not self._dispatcher.connected:
+                        await self._release()
+                        continue
+                    if self._dispatcher.released:
+                        await self._rejoin()
+                    await self.take_over()
+                except Exception:
+                    log.exception("instance %d: takeover failed; trying again", self.epoch)
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+
+    async def _beat(self, stop: asyncio.Event) -> None:
         alive_at = self._monotonic()
         # Without a heartbeat for that long, the others may have fenced this instance
         # already; it stops writing before it can find out.
@@ -105,18 +128,15 @@ class Instance:
             if stop.is_set():
                 return
             try:
-                if not await self._store.heartbeat(self.epoch):
+                # A database that stopped answering must count as a failure, not a wait.
+                async with asyncio.timeout(min(give_up_s, 2 * self._heartbeat_s + 5.0)):
+                    alive = await self._store.heartbeat(self.epoch)
+                if not alive:
                     self._stop("another instance took this one for dead and took over its messages")
                     return
                 alive_at = self._monotonic()
-                if self._dead_after_s is not None and not self._dispatcher.connected:
-                    await self._release()
-                    continue
-                if self._dispatcher.released:
-                    await self._rejoin()
-                await self.take_over()
             except Exception:
-                log.exception("instance %d: heartbeat or takeover failed", self.epoch)
+                log.exception("instance %d: heartbeat failed", self.epoch)
                 if self._monotonic() - alive_at > give_up_s:
                     self._stop(f"no heartbeat recorded for {give_up_s:g} s")
                     return

@@ -101,8 +101,11 @@ class PostgresBellRelay:
         """Set while the listener is connected and listening (tests wait for it)."""
         self.sent = 0
         self.received = 0
+        self._stopped = False
 
     def publish(self, bells: str, key: str) -> None:
+        if self._stopped:
+            return  # the gateway is stopping: the other instances poll
         self._pending.setdefault(bells, set()).add(key)
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(
@@ -136,6 +139,7 @@ class PostgresBellRelay:
         try:
             await stop.wait()
         finally:
+            self._stopped = True
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listening
