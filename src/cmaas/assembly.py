@@ -368,7 +368,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             client_max_size=settings.http_max_body,
             middlewares=[error_middleware(metrics), door.middleware],
         )
-        http.add_routes(health_routes(link, dispatcher.depth))
+        http.add_routes(health_routes(link, dispatcher.depth, ping_link))
         http.add_routes(
             api_routes(
                 messaging,

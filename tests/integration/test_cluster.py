@@ -138,3 +138,5 @@ async def test_gateways_on_both_nodes_deliver_and_get_their_barrier_pings(
             assert 'cmaas_barrier_pings_total{outcome="unanswered"} 0.0' in metrics
             assert 'cmaas_barrier_pings_total{outcome="answered"} 0.0' not in metrics
             assert "ping reply link up" in process.log()
+            health = process.health()
+            assert (health["status"], health["ping_link"]) == ("ok", "connected"), health

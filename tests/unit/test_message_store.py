@@ -277,6 +277,33 @@ async def test_finished_messages_are_purged_after_retention(
     assert [e.message_id for e in await store.events_after(APP, 0, 10)] == ["open"]
 
 
+async def test_fenced_instances_are_forgotten_once_they_own_nothing(
+    keystore: AnyKeystore, app: str, clock: FakeClock
+) -> None:
+    store = keystore.messages
+    live = await store.register_instance("gw-live")
+    fenced: list[int] = []
+    for name in ("idle", "owning", "last"):
+        epoch = await store.register_instance(f"gw-{name}")
+        # Each fenced later than the one before (SQLite's clock is the test's; the
+        # database's has millisecond steps).
+        clock.now += 1
+        await asyncio.sleep(0.005)
+        taken = await store.take_over(live, 15_000, dead_after_ms=None)
+        assert taken.fenced == [epoch]
+        fenced.append(epoch)
+    owning = fenced[1]
+    # A fenced instance that still admits (before it learns it was fenced) owns that.
+    await store.submit([message("late")], daily_quota=None, owner=owning)
+    assert await store.purge_instances(before_ms=2**62) == 1  # the idle one only
+    assert await store.purge_instances(before_ms=2**62) == 0
+    taken = await store.take_over(live, 15_000, dead_after_ms=None)
+    assert [e.message_id for e in taken.accepted] == ["late"]
+    assert await store.purge_instances(before_ms=2**62) == 1  # owning, now it owns nothing
+    assert await store.purge_instances(before_ms=2**62) == 0  # the last fenced stays
+    assert await store.heartbeat(live)
+
+
 async def test_nonces_are_refused_until_they_expire(keystore: AnyKeystore) -> None:
     store = keystore.messages
     assert await store.claim_nonce("cid", "n-1234567", expires_at=100, now=50)

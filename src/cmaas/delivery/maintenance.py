@@ -60,6 +60,7 @@ class Housekeeper:
             if self._blobs is not None:
                 await self._blobs.sweep()
             await self._store.purge_nonces(now_ms // 1000)
+            await self._store.purge_instances(now_ms - self._retention_ms)
             if self._omemo is not None:
                 await self._omemo.purge_inbound()
             if self._purge_sessions is not None:

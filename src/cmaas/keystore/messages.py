@@ -417,6 +417,26 @@ class SqlMessageStore:
 
         return await self._write(work)
 
+    async def purge_instances(self, before_ms: int) -> int:
+        """Forget instances fenced before ``before_ms`` that own no pending message any
+        more; the one fenced last stays, since its time tells the others whether any
+        instance died since they last looked.
+
+        Returns: how many were forgotten.
+        """
+
+        async def work(db: Db) -> int:
+            return await db.run(
+                "DELETE FROM gateway_instances WHERE fenced_at < ?"
+                " AND fenced_at < (SELECT max(fenced_at) FROM gateway_instances)"
+                " AND epoch NOT IN (SELECT owner FROM messages"
+                "   WHERE status IN ('accepted', 'dispatched') AND owner IS NOT NULL)"
+                " AND epoch NOT IN (SELECT epoch FROM gateway_leader)",
+                (before_ms,),
+            )
+
+        return await self._write(work)
+
     # Reading
 
     async def get(self, app_id: str, message_id: str) -> tuple[MessageRecord, list[StatusEvent]]:
