@@ -38,6 +38,7 @@ from cmaas.delivery.maintenance import Housekeeper
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.notices import NoticeConsumer
 from cmaas.delivery.omemo import OmemoLimits
+from cmaas.delivery.ratelimit import RateLimiter, SharedBuckets, TokenBuckets
 from cmaas.delivery.recipient_omemo import RecipientOmemoLookup
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.service import Messaging
@@ -238,6 +239,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             consumers={"webhook": webhooks, "xmpp_notice": notices},
         )
         resolver = RecipientResolver(keystore, settings.served_domains)
+        # Rates hold across the instances sharing a PostgreSQL database: their buckets
+        # are rows there. One gateway process has a SQLite file (GatewayLock): its
+        # memory holds every request the file sees, and costs no write per request.
+        buckets: RateLimiter = SharedBuckets(keystore.rates) if shared else TokenBuckets()
         submissions = SubmissionService(
             keystore,
             resolver,
@@ -248,6 +253,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 bulk_backlog=settings.outbox_bulk_limit,
                 normal_backlog=settings.outbox_normal_limit,
             ),
+            buckets=buckets,
             on_outcomes=metrics.on_outcomes,
             owner=dispatcher.owner_for_new,
         )
@@ -275,9 +281,11 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             blob_dir(settings),
             BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes, settings.blob_max_count),
             plans=keystore.get_plan,
+            buckets=buckets,
         )
         housekeeper = Housekeeper(
             store,
+            rates=keystore.rates if shared else None,
             retention_s=settings.retention_days * 86400.0,
             blobs=blob_service,
             omemo=messaging.omemo,

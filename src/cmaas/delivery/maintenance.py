@@ -1,5 +1,7 @@
-"""Housekeeping on a timer: expiring undelivered messages, forgetting old nonces, and
-purging finished messages past their retention."""
+"""Housekeeping on a timer: expiring undelivered messages, forgetting old nonces and
+rate buckets that have refilled, and purging finished messages past their retention.
+
+It runs on one instance only, the leader, where several share the database."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import time
 
 from cmaas.delivery.blobs import BlobService
 from cmaas.delivery.omemo import AppOmemo
-from cmaas.keystore import MessageStore
+from cmaas.keystore import MessageStore, RateStore
 from cmaas.xmpp.link import wait_first
 
 __all__ = ["Housekeeper"]
@@ -21,6 +23,8 @@ class Housekeeper:
     """Args:
     retention_s: Finished messages (and their events) are deleted this long after
         their last change; message ids can be reused by the app after that.
+    rates: The rate buckets in the database, where the instances share them: those
+        that have refilled are deleted (a missing bucket is a full one).
     """
 
     def __init__(
@@ -31,8 +35,10 @@ class Housekeeper:
         expiry_every_s: float = 1.0,
         blobs: BlobService | None = None,
         omemo: AppOmemo | None = None,
+        rates: RateStore | None = None,
     ) -> None:
         self._store = store
+        self._rates = rates
         self._blobs = blobs
         self._omemo = omemo
         self._retention_ms = int(retention_s * 1000)
@@ -56,6 +62,9 @@ class Housekeeper:
             if self._blobs is not None:
                 await self._blobs.sweep()
             await self._store.purge_nonces(now_ms // 1000)
+            if self._rates is not None:
+                while await self._rates.purge_full() >= 5000:
+                    pass
             if self._omemo is not None:
                 await self._omemo.purge_inbound()
             purged = 0

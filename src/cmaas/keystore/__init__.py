@@ -30,7 +30,14 @@ from cmaas.keystore.errors import (
     TooManyDevices,
     TooManySigningKeys,
 )
-from cmaas.keystore.interface import BlobStore, DeviceStore, Keystore, MessageStore, OmemoStore
+from cmaas.keystore.interface import (
+    BlobStore,
+    DeviceStore,
+    Keystore,
+    MessageStore,
+    OmemoStore,
+    RateStore,
+)
 from cmaas.keystore.messages import SqlMessageStore
 from cmaas.keystore.models import (
     NOTICES_CONSUMER,
@@ -58,6 +65,7 @@ from cmaas.keystore.models import (
     Takeover,
 )
 from cmaas.keystore.omemo import SqlOmemoStore
+from cmaas.keystore.rates import SqlRateStore
 from cmaas.keystore.sqlite import GatewayLock, SqliteKeystore
 
 __all__ = [
@@ -104,6 +112,7 @@ __all__ = [
     "PrekeyIdConflict",
     "PrekeyPoolFull",
     "QuotaExhausted",
+    "RateStore",
     "SchemaTooNew",
     "SealedPayload",
     "SignedPrekeyRollback",
@@ -111,6 +120,7 @@ __all__ = [
     "SqlDeviceStore",
     "SqlMessageStore",
     "SqlOmemoStore",
+    "SqlRateStore",
     "SqliteKeystore",
     "StatusEvent",
     "StoredPrekey",

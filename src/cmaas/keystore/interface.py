@@ -31,9 +31,10 @@ from cmaas.lifecycle import (
     Priority,
     StatusChange,
 )
+from cmaas.token_bucket import Took
 from cmaas.wire import OmemoBundle, OmemoInbound
 
-__all__ = ["BlobStore", "DeviceStore", "Keystore", "MessageStore", "OmemoStore"]
+__all__ = ["BlobStore", "DeviceStore", "Keystore", "MessageStore", "OmemoStore", "RateStore"]
 
 
 class DeviceStore(Protocol):
@@ -151,6 +152,17 @@ class BlobStore(Protocol):
     async def expire(self, now_ms: int, limit: int = 1000) -> list[str]: ...
 
 
+class RateStore(Protocol):
+    """Token buckets in the database, shared by the instances on it.
+
+    :class:`~cmaas.keystore.rates.SqlRateStore` documents each method.
+    """
+
+    async def take(self, key: str, rate: float, burst: int, wanted: int) -> Took: ...
+
+    async def purge_full(self, limit: int = 5000) -> int: ...
+
+
 class MessageStore(Protocol):
     """The durable outbox: messages, their status events, and consumers' cursors.
 
@@ -243,6 +255,11 @@ class Keystore(Protocol):
     @property
     def blobs(self) -> BlobStore:
         """File blobs' owners, sizes and expiry, stored alongside the rest."""
+        ...
+
+    @property
+    def rates(self) -> RateStore:
+        """Rate buckets, stored alongside the rest (used where instances share them)."""
         ...
 
     async def set_plan(self, plan: Plan) -> Plan:

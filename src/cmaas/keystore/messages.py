@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from cmaas.keystore._db import Db, Row, Runner, Transactions, Work
+from cmaas.keystore._db import Db, Row, Runner, Transactions, Work, database_ms
 from cmaas.keystore._rows import (
     DAY_MS,
     duplicate_outcome,
@@ -283,13 +283,7 @@ class SqlMessageStore:
         return await self._write(work, urgent=True)
 
     async def _database_ms(self, db: Db) -> int:
-        """Now in unix milliseconds: the database's time where several instances share
-        it, else this process's."""
-        if self._tx.clock_sql is None:
-            return self._clock_ms()
-        row = await db.one(self._tx.clock_sql)
-        assert row is not None  # a SELECT of one expression gives one row
-        return int(row["now_ms"])
+        return await database_ms(db, self._tx, self._clock_ms)
 
     async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None:
         """The outbox entry of a message still pending, to write it again."""

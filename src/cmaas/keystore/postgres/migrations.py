@@ -277,4 +277,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE status IN ('accepted', 'dispatched');
         """,
     ),
+    Migration(
+        11,
+        "rate buckets shared by the gateway instances: one row per app and operation",
+        """
+        CREATE TABLE rate_buckets (
+            key         TEXT PRIMARY KEY,
+            tokens      DOUBLE PRECISION NOT NULL,
+            updated_ms  BIGINT NOT NULL,
+            full_ms     BIGINT NOT NULL
+        );
+        CREATE INDEX rate_buckets_by_full ON rate_buckets(full_ms);
+        """,
+    ),
 )
