@@ -29,6 +29,7 @@ from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
 from cmaas.component.ping_replies import PingReplies
 from cmaas.delivery.auth import RequestAuthenticator
+from cmaas.delivery.backlog import SharedDepth
 from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
@@ -247,7 +248,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             keystore,
             resolver,
             dispatcher.enqueue,
-            dispatcher.depth,
+            # Back-pressure counts every instance's queue: in the database, where shared.
+            SharedDepth(store) if shared else dispatcher.depth,
             component_domain=domain,
             limits=AdmissionLimits(
                 bulk_backlog=settings.outbox_bulk_limit,

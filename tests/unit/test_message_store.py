@@ -14,6 +14,7 @@ from typing import TypeVar
 import pytest
 
 from cmaas.delivery import events
+from cmaas.delivery.backlog import SharedDepth
 from cmaas.delivery.notices import NoticeConsumer
 from cmaas.delivery.tracker import Feedback, FeedbackKind, StatusTracker
 from cmaas.keystore import (
@@ -652,3 +653,31 @@ async def test_a_deposed_leaders_cursor_writes_are_refused(keystore: AnyKeystore
     assert await store.cursors("webhook") == [CursorState(APP, 5, 0, "")]
     assert await store.save_cursor("webhook", CursorState(APP, 7, 0, ""), leader=second)
     assert await store.cursors("webhook") == [CursorState(APP, 7, 0, "")]
+
+
+async def test_back_pressure_reads_every_instances_queue_at_most_once_a_second(
+    keystore: AnyKeystore, database: Database, master_key: bytes, clock: FakeClock, app: str
+) -> None:
+    other = await database.open(MasterKeyring(master_key), clock)
+    try:
+        here = await keystore.messages.register_instance("gw-a")
+        there = await other.messages.register_instance("gw-b")
+        monotonic = FakeClock(100.0)
+        depth = SharedDepth(keystore.messages, every_s=1.0, monotonic=monotonic)
+        assert sum((await depth()).values()) == 0
+        # Queued through the other instance, which this one's dispatcher never sees.
+        await other.messages.submit(
+            [message(f"b{n}", priority=Priority.BULK) for n in range(3)],
+            daily_quota=None,
+            owner=there,
+        )
+        await submit_as(keystore, here, "h1")
+        monotonic.now += 0.5
+        assert sum((await depth()).values()) == 0  # within the second: as read
+        monotonic.now += 0.5
+        assert await depth() == {Priority.HIGH: 1, Priority.NORMAL: 0, Priority.BULK: 3}
+        await other.messages.mark_dispatched([1, 2, 3, 4], 1_800_000_100_000)
+        monotonic.now += 1.0
+        assert sum((await depth()).values()) == 0  # dispatched: no longer queued
+    finally:
+        await other.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cmaas.delivery.auth import SIGNATURE_WINDOW_S
@@ -57,7 +57,14 @@ from cmaas.lifecycle import (
 from cmaas.wire import Accepted, Refused, Submission, SubmissionResult, WireError
 from cmaas.wire.omemo_message import parse_encrypted
 
-__all__ = ["CLOCK_SKEW_MS", "AdmissionLimits", "Outcome", "SubmissionService", "submission_result"]
+__all__ = [
+    "CLOCK_SKEW_MS",
+    "AdmissionLimits",
+    "Depth",
+    "Outcome",
+    "SubmissionService",
+    "submission_result",
+]
 
 CLOCK_SKEW_MS = SIGNATURE_WINDOW_S * 1000
 """How far a sender's clock may run ahead of the gateway's, as for request timestamps."""
@@ -90,10 +97,17 @@ class AdmissionLimits:
     max_batch: int = 1000
 
 
+Depth = Callable[[], Mapping[Priority, int] | Awaitable[Mapping[Priority, int]]]
+"""How many messages are queued, per priority: the dispatcher's own count, or where
+instances share the database, a coroutine that reads theirs
+(:class:`~cmaas.delivery.backlog.SharedDepth`)."""
+
+
 class SubmissionService:
     """Checks and stores submissions, then hands them to the dispatcher.
 
     Args:
+        depth: The queued messages that back-pressure counts, read once a request.
         owner: The instance that owns a message stored now (``None``: nobody yet; the
             next takeover of a linked instance moves it).
     """
@@ -103,7 +117,7 @@ class SubmissionService:
         keystore: Keystore,
         resolver: RecipientResolver,
         enqueue: Callable[[Sequence[OutboxEntry]], None],
-        depth: Callable[[], Mapping[Priority, int]],
+        depth: Depth,
         *,
         component_domain: str,
         limits: AdmissionLimits | None = None,
@@ -133,7 +147,11 @@ class SubmissionService:
             raise InvalidRequest(f"a batch holds 1 to {self.limits.max_batch} messages")
         plan = await self._keystore.get_plan(app.plan)
         outcomes: list[Outcome | _Item] = [_parse_item(item) for item in items]
-        outcomes = [self._admissible(plan, item) for item in outcomes]
+        queued = self._depth()
+        if not isinstance(queued, Mapping):
+            queued = await queued
+        depth = sum(queued.values())
+        outcomes = [self._admissible(plan, depth, item) for item in outcomes]
         await self._take_tokens(app, plan, outcomes)
         signing_keys = {
             digest: parse_public_key(key)
@@ -172,7 +190,7 @@ class SubmissionService:
             self._on_outcomes(results)
         return results
 
-    def _admissible(self, plan: Plan, item: Outcome | _Item) -> Outcome | _Item:
+    def _admissible(self, plan: Plan, depth: int, item: Outcome | _Item) -> Outcome | _Item:
         if not isinstance(item, _Item):
             return item
         if item.priority not in plan.priorities:
@@ -180,7 +198,6 @@ class SubmissionService:
             return PriorityNotAllowed(
                 f"plan {plan.name!r} allows priorities {allowed}, not {item.priority.value}"
             )
-        depth = sum(self._depth().values())
         limit = {
             Priority.BULK: self.limits.bulk_backlog,
             Priority.NORMAL: self.limits.normal_backlog,
