@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 
 from cmaas.delivery import events
@@ -23,10 +24,13 @@ from cmaas.keystore import (
     CursorState,
     MasterKeyring,
     MessageConflict,
+    MessageNotFound,
     MessageRecord,
     NewApp,
     NewMessage,
+    NonceUsed,
     QuotaExhausted,
+    RequestNonce,
     SealedPayload,
     StatusEvent,
     issue_credentials,
@@ -280,10 +284,10 @@ async def test_finished_messages_are_purged_after_retention(
 
 async def test_nonces_are_refused_until_they_expire(keystore: AnyKeystore) -> None:
     store = keystore.messages
-    assert await store.claim_nonce("cid", "n-1234567", expires_at=100, now=50)
-    assert not await store.claim_nonce("cid", "n-1234567", expires_at=100, now=60)
-    assert await store.claim_nonce("other", "n-1234567", expires_at=100, now=60)
-    assert await store.claim_nonce("cid", "n-1234567", expires_at=200, now=100)
+    assert await store.claim_nonce(RequestNonce("cid", "n-1234567", expires_at=100, now=50))
+    assert not await store.claim_nonce(RequestNonce("cid", "n-1234567", expires_at=100, now=60))
+    assert await store.claim_nonce(RequestNonce("other", "n-1234567", expires_at=100, now=60))
+    assert await store.claim_nonce(RequestNonce("cid", "n-1234567", expires_at=200, now=100))
     assert await store.purge_nonces(now=150) == 1
 
 
@@ -681,3 +685,58 @@ async def test_back_pressure_reads_every_instances_queue_at_most_once_a_second(
         assert sum((await depth()).values()) == 0  # dispatched: no longer queued
     finally:
         await other.close()
+
+
+def nonce(value: str = "n-1234567", now: int = 1_800_000_000) -> RequestNonce:
+    return RequestNonce("cid", value, now + 301, now)
+
+
+async def test_a_nonce_is_claimed_in_the_transaction_that_stores_the_messages(
+    keystore: AnyKeystore, app: str
+) -> None:
+    store = keystore.messages
+    assert not await store.nonce_seen(nonce())
+    (stored,) = await store.submit([message("m1")], daily_quota=None, nonce=nonce())
+    assert isinstance(stored, MessageRecord)
+    assert await store.nonce_seen(nonce())
+    with pytest.raises(NonceUsed):
+        await store.submit([message("m2")], daily_quota=None, nonce=nonce())
+    with pytest.raises(MessageNotFound):
+        await store.get(APP, "m2")  # the replay stored nothing
+    assert not await store.claim_nonce(nonce())
+    # A request that stores nothing claims its nonce all the same.
+    assert await store.submit([], daily_quota=None, nonce=nonce("n-7654321")) == []
+    assert await store.nonce_seen(nonce("n-7654321"))
+    assert not await store.nonce_seen(nonce(now=1_800_000_301))  # expired by then
+
+
+async def test_a_failed_submission_claims_no_nonce(keystore: AnyKeystore, app: str) -> None:
+    store = keystore.messages
+    orphan = dataclasses.replace(message("m1"), app_id="no-such-app")
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError), match=r"(?i)foreign key"):
+        await store.submit([orphan], daily_quota=None, nonce=nonce())
+    assert not await store.nonce_seen(nonce())
+    (stored,) = await store.submit([message("m1")], daily_quota=None, nonce=nonce())
+    assert isinstance(stored, MessageRecord)  # the retry, with the same nonce
+
+
+async def test_one_nonce_submitted_at_two_instances_at_once_is_stored_once(
+    keystore: AnyKeystore, database: Database, master_key: bytes, clock: FakeClock, app: str
+) -> None:
+    other = await database.open(MasterKeyring(master_key), clock)
+    try:
+        outcomes = await asyncio.gather(
+            keystore.messages.submit([message("here")], daily_quota=None, nonce=nonce()),
+            other.messages.submit([message("there")], daily_quota=None, nonce=nonce()),
+            return_exceptions=True,
+        )
+    finally:
+        await other.close()
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == ["NonceUsed", "list"]
+    assert database.execute("SELECT count(*) FROM messages") == [(1,)]
+    # Unique by the table's primary key, whatever inserts it.
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError), match=r"(?i)unique|dupl"):
+        database.execute(
+            "INSERT INTO request_nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)",
+            ("cid", "n-1234567", 1),
+        )

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from cmaas.delivery.auth import SIGNATURE_WINDOW_S
+from cmaas.delivery.auth import SIGNATURE_WINDOW_S, claim_nonce, nonce_used
 from cmaas.delivery.errors import (
     Backpressure,
     InvalidRequest,
@@ -46,9 +46,11 @@ from cmaas.keystore import (
     MessageConflict,
     MessageRecord,
     NewMessage,
+    NonceUsed,
     OutboxEntry,
     Plan,
     QuotaExhausted,
+    RequestNonce,
 )
 from cmaas.lifecycle import (
     MessageStatus,
@@ -137,13 +139,22 @@ class SubmissionService:
         self._buckets: RateLimiter = buckets or TokenBuckets()
         self._on_outcomes = on_outcomes
 
-    async def submit(self, app: App, items: Sequence[object]) -> list[Outcome]:
+    async def submit(
+        self, app: App, items: Sequence[object], *, nonce: RequestNonce | None = None
+    ) -> list[Outcome]:
         """Admit each message on its own; one refusal does not affect the others.
 
+        ``nonce``, the request's still unclaimed, is claimed in the transaction that
+        stores the messages, or alone if the request stores none.
+
         Returns: one outcome per item, in order.
-        Raises: InvalidRequest: More items than a batch may hold, or none.
+        Raises:
+            InvalidRequest: More items than a batch may hold, or none.
+            Unauthenticated: ``nonce`` was claimed before: nothing was stored.
         """
         if not 0 < len(items) <= self.limits.max_batch:
+            if nonce is not None:
+                await claim_nonce(self._keystore.messages, nonce)
             raise InvalidRequest(f"a batch holds 1 to {self.limits.max_batch} messages")
         plan = await self._keystore.get_plan(app.plan)
         outcomes: list[Outcome | _Item] = [_parse_item(item) for item in items]
@@ -166,11 +177,14 @@ class SubmissionService:
                 # dispatcher run between slices, or an OTP waits behind the batch.
                 await asyncio.sleep(0)
         new = [entry for entry in checked if isinstance(entry, NewMessage)]
-        stored = iter(
-            await self._keystore.messages.submit(
-                new, daily_quota=plan.daily_quota, owner=self._owner()
+        try:
+            stored = iter(
+                await self._keystore.messages.submit(
+                    new, daily_quota=plan.daily_quota, owner=self._owner(), nonce=nonce
+                )
             )
-        )
+        except NonceUsed as error:
+            raise nonce_used() from error
         results = [
             _stored_outcome(next(stored)) if isinstance(e, NewMessage) else e for e in checked
         ]

@@ -16,6 +16,7 @@ __all__ = [
     "MasterKeyMismatch",
     "MessageConflict",
     "MessageNotFound",
+    "NonceUsed",
     "PlanNotFound",
     "PrekeyIdConflict",
     "PrekeyPoolFull",
@@ -132,6 +133,10 @@ class MessageConflict(KeystoreError):
 
 class MessageNotFound(KeystoreError):
     """The app has no message with this id."""
+
+
+class NonceUsed(KeystoreError):
+    """A request's nonce was claimed before, and that claim has not expired."""
 
 
 class QuotaExhausted(KeystoreError):

@@ -23,6 +23,7 @@ from cmaas.keystore.models import (
     OutboxEntry,
     Plan,
     PrekeyAllowance,
+    RequestNonce,
     SealedPayload,
     StatusEvent,
     Takeover,
@@ -177,6 +178,7 @@ class MessageStore(Protocol):
         *,
         daily_quota: int | None,
         owner: int | None = None,
+        nonce: RequestNonce | None = None,
     ) -> list[MessageRecord | MessageConflict | QuotaExhausted]: ...
 
     async def register_instance(self, name: str) -> int: ...
@@ -223,7 +225,9 @@ class MessageStore(Protocol):
 
     async def lead(self, epoch: int) -> None: ...
 
-    async def claim_nonce(self, client_id: str, nonce: str, expires_at: int, now: int) -> bool: ...
+    async def claim_nonce(self, nonce: RequestNonce) -> bool: ...
+
+    async def nonce_seen(self, nonce: RequestNonce) -> bool: ...
 
     async def purge_nonces(self, now: int) -> int: ...
 
