@@ -621,21 +621,17 @@ async def test_messages_of_nobody_and_late_ones_of_a_fenced_instance_are_taken_o
 
 
 async def test_two_survivors_racing_for_a_dead_instance_one_wins(
-    keystore: AnyKeystore, database: Database, master_key: bytes, clock: FakeClock, app: str
+    keystore: AnyKeystore, database: Database, other_keystore: AnyKeystore, app: str
 ) -> None:
-    other = await database.open(MasterKeyring(master_key), clock)
-    try:
-        dead = await keystore.messages.register_instance("gw-a")
-        left = await keystore.messages.register_instance("gw-b")
-        right = await other.messages.register_instance("gw-c")
-        await submit_as(keystore, dead, *(f"m{n}" for n in range(20)))
-        silence(database, dead)
-        outcomes = await asyncio.gather(
-            keystore.messages.take_over(left, WINDOW_MS, dead_after_ms=DEAD_AFTER_MS),
-            other.messages.take_over(right, WINDOW_MS, dead_after_ms=DEAD_AFTER_MS),
-        )
-    finally:
-        await other.close()
+    dead = await keystore.messages.register_instance("gw-a")
+    left = await keystore.messages.register_instance("gw-b")
+    right = await other_keystore.messages.register_instance("gw-c")
+    await submit_as(keystore, dead, *(f"m{n}" for n in range(20)))
+    silence(database, dead)
+    outcomes = await asyncio.gather(
+        keystore.messages.take_over(left, WINDOW_MS, dead_after_ms=DEAD_AFTER_MS),
+        other_keystore.messages.take_over(right, WINDOW_MS, dead_after_ms=DEAD_AFTER_MS),
+    )
     winners = [outcome for outcome in outcomes if outcome.fenced]
     losers = [outcome for outcome in outcomes if not outcome.fenced]
     assert len(winners) == len(losers) == 1
@@ -660,31 +656,27 @@ async def test_a_deposed_leaders_cursor_writes_are_refused(keystore: AnyKeystore
 
 
 async def test_back_pressure_reads_every_instances_queue_at_most_once_a_second(
-    keystore: AnyKeystore, database: Database, master_key: bytes, clock: FakeClock, app: str
+    keystore: AnyKeystore, database: Database, other_keystore: AnyKeystore, app: str
 ) -> None:
-    other = await database.open(MasterKeyring(master_key), clock)
-    try:
-        here = await keystore.messages.register_instance("gw-a")
-        there = await other.messages.register_instance("gw-b")
-        monotonic = FakeClock(100.0)
-        depth = SharedDepth(keystore.messages, every_s=1.0, monotonic=monotonic)
-        assert sum((await depth()).values()) == 0
-        # Queued through the other instance, which this one's dispatcher never sees.
-        await other.messages.submit(
-            [message(f"b{n}", priority=Priority.BULK) for n in range(3)],
-            daily_quota=None,
-            owner=there,
-        )
-        await submit_as(keystore, here, "h1")
-        monotonic.now += 0.5
-        assert sum((await depth()).values()) == 0  # within the second: as read
-        monotonic.now += 0.5
-        assert await depth() == {Priority.HIGH: 1, Priority.NORMAL: 0, Priority.BULK: 3}
-        await other.messages.mark_dispatched([1, 2, 3, 4], 1_800_000_100_000)
-        monotonic.now += 1.0
-        assert sum((await depth()).values()) == 0  # dispatched: no longer queued
-    finally:
-        await other.close()
+    here = await keystore.messages.register_instance("gw-a")
+    there = await other_keystore.messages.register_instance("gw-b")
+    monotonic = FakeClock(100.0)
+    depth = SharedDepth(keystore.messages, every_s=1.0, monotonic=monotonic)
+    assert sum((await depth()).values()) == 0
+    # Queued through the other instance, which this one's dispatcher never sees.
+    await other_keystore.messages.submit(
+        [message(f"b{n}", priority=Priority.BULK) for n in range(3)],
+        daily_quota=None,
+        owner=there,
+    )
+    await submit_as(keystore, here, "h1")
+    monotonic.now += 0.5
+    assert sum((await depth()).values()) == 0  # within the second: as read
+    monotonic.now += 0.5
+    assert await depth() == {Priority.HIGH: 1, Priority.NORMAL: 0, Priority.BULK: 3}
+    await other_keystore.messages.mark_dispatched([1, 2, 3, 4], 1_800_000_100_000)
+    monotonic.now += 1.0
+    assert sum((await depth()).values()) == 0  # dispatched: no longer queued
 
 
 def nonce(value: str = "n-1234567", now: int = 1_800_000_000) -> RequestNonce:
@@ -721,17 +713,13 @@ async def test_a_failed_submission_claims_no_nonce(keystore: AnyKeystore, app: s
 
 
 async def test_one_nonce_submitted_at_two_instances_at_once_is_stored_once(
-    keystore: AnyKeystore, database: Database, master_key: bytes, clock: FakeClock, app: str
+    keystore: AnyKeystore, database: Database, other_keystore: AnyKeystore, app: str
 ) -> None:
-    other = await database.open(MasterKeyring(master_key), clock)
-    try:
-        outcomes = await asyncio.gather(
-            keystore.messages.submit([message("here")], daily_quota=None, nonce=nonce()),
-            other.messages.submit([message("there")], daily_quota=None, nonce=nonce()),
-            return_exceptions=True,
-        )
-    finally:
-        await other.close()
+    outcomes = await asyncio.gather(
+        keystore.messages.submit([message("here")], daily_quota=None, nonce=nonce()),
+        other_keystore.messages.submit([message("there")], daily_quota=None, nonce=nonce()),
+        return_exceptions=True,
+    )
     assert sorted(type(outcome).__name__ for outcome in outcomes) == ["NonceUsed", "list"]
     assert database.execute("SELECT count(*) FROM messages") == [(1,)]
     # Unique by the table's primary key, whatever inserts it.

@@ -15,19 +15,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from cmaas.api import ClientAddresses, api_routes, error_middleware
-from cmaas.delivery.auth import RequestAuthenticator
-from cmaas.delivery.events import EventHub
-from cmaas.delivery.metrics import GatewayMetrics
-from cmaas.delivery.recipients import RecipientResolver
-from cmaas.delivery.service import Messaging
-from cmaas.delivery.submission import SubmissionService
+from cmaas.api import error_middleware
+from cmaas.clientservice import AppCredentials, GatewayApi
 from cmaas.envelope import fingerprint, generate_private_key, point_bytes, seal
 from cmaas.identifiers import parse_network
-from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import IssuedCredentials, NewApp, RequestNonce, issue_credentials
-from cmaas.lifecycle import Priority
-from cmaas.wire.signing import request_signature
+from tests.api_harness import idle_metrics, routes_over
 
 from .conftest import AnyKeystore
 from .envelope_fixtures import TEXT, make_keyring, sender_bundle
@@ -47,17 +40,14 @@ class Api:
     separate_claims: list[RequestNonce]
     app_key: Any
 
-    def headers(self, method: str, path: str, body: bytes, nonce: str) -> dict[str, str]:
-        timestamp = str(int(time.time()))
-        return {
-            "X-CMAAS-Client-Id": self.credentials.client_id,
-            "X-CMAAS-Client-Secret": self.credentials.client_secret,
-            "X-CMAAS-Timestamp": timestamp,
-            "X-CMAAS-Nonce": nonce,
-            "X-CMAAS-Signature": request_signature(
-                self.credentials.hmac_key, method, path, timestamp, nonce, body
-            ),
-        }
+    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """A request's headers, with a fresh nonce: the same again is a replay."""
+        credentials = AppCredentials(
+            self.credentials.client_id, self.credentials.client_secret, self.credentials.hmac_key
+        )
+        return GatewayApi("http://unused", credentials, self.client.session).signed_headers(
+            method, path, body
+        )
 
     async def call(
         self, method: str, path: str, body: bytes, headers: dict[str, str]
@@ -96,30 +86,7 @@ async def api(keystore: AnyKeystore, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     app_key = generate_private_key()
     public = app_key.public_key()
     await keystore.add_signing_key("shop", fingerprint(public), point_bytes(public))
-    resolver = RecipientResolver(keystore, frozenset({"cmaas.test"}))
-    submissions = SubmissionService(
-        keystore,
-        resolver,
-        lambda entries: None,
-        lambda: dict.fromkeys(Priority, 0),
-        component_domain=DOMAIN,
-    )
-    messaging = Messaging(
-        keystore,
-        KeyDirectory(keystore),
-        resolver,
-        submissions,
-        EventHub(keystore),
-        component_domain=DOMAIN,
-    )
-    metrics = GatewayMetrics(
-        depth=lambda: dict.fromkeys(Priority, 0),
-        inflight=lambda: 0,
-        resent=lambda: 0,
-        link=lambda: (1, 1),
-        pings=lambda: (0, 0),
-        consumers={},
-    )
+    metrics = idle_metrics()
     separate_claims: list[RequestNonce] = []
     claim = keystore.messages.claim_nonce
 
@@ -129,9 +96,7 @@ async def api(keystore: AnyKeystore, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
 
     monkeypatch.setattr(keystore.messages, "claim_nonce", counted_claim)
     http = web.Application(middlewares=[error_middleware(metrics)])
-    http.add_routes(
-        api_routes(messaging, RequestAuthenticator(keystore), ClientAddresses([]), metrics)
-    )
+    http.add_routes(routes_over(keystore, metrics))
     async with TestClient(TestServer(http)) as client:
         yield Api(client, credentials, separate_claims, app_key)
 
@@ -140,7 +105,7 @@ async def test_a_submission_claims_its_nonce_with_its_messages_and_a_replay_is_r
     api: Api, keystore: AnyKeystore
 ) -> None:
     body = api.message("m1")
-    headers = api.headers("POST", "/v1/messages", body, "nonce-submit-1")
+    headers = api.headers("POST", "/v1/messages", body)
     status, answer = await api.call("POST", "/v1/messages", body, headers)
     assert status == 202, answer
     assert api.separate_claims == []  # no write of its own
@@ -149,7 +114,7 @@ async def test_a_submission_claims_its_nonce_with_its_messages_and_a_replay_is_r
     assert "used before" in answer["detail"]
     # A batch, too.
     batch = json.dumps({"messages": [json.loads(api.message("m2"))]}).encode()
-    headers = api.headers("POST", "/v1/messages:batch", batch, "nonce-batch-1")
+    headers = api.headers("POST", "/v1/messages:batch", batch)
     status, answer = await api.call("POST", "/v1/messages:batch", batch, headers)
     assert status == 200 and answer["results"][0]["message_id"] == "m2", answer
     status, answer = await api.call("POST", "/v1/messages:batch", batch, headers)
@@ -168,7 +133,7 @@ async def test_a_submission_that_was_not_stored_may_be_retried_with_its_nonce(
 
     monkeypatch.setattr(keystore.messages, "submit", failing)
     body = api.message("m1")
-    headers = api.headers("POST", "/v1/messages", body, "nonce-retry-1")
+    headers = api.headers("POST", "/v1/messages", body)
     response = await api.client.post("/v1/messages", headers=headers, data=body)
     assert response.status == 500
     monkeypatch.setattr(keystore.messages, "submit", submit)
@@ -187,7 +152,7 @@ async def test_a_submission_that_was_not_stored_may_be_retried_with_its_nonce(
 async def test_a_submission_refused_before_storing_claims_its_nonce_alone(
     api: Api, path: str, body: bytes
 ) -> None:
-    headers = api.headers("POST", path, body, "nonce-bad-body")
+    headers = api.headers("POST", path, body)
     status, answer = await api.call("POST", path, body, headers)
     assert (status, answer["error"]) == (400, "invalid_request")
     assert len(api.separate_claims) == 1
@@ -196,7 +161,7 @@ async def test_a_submission_refused_before_storing_claims_its_nonce_alone(
 
 
 async def test_a_request_that_stores_no_message_claims_its_nonce_first(api: Api) -> None:
-    headers = api.headers("GET", "/v1/app", b"", "nonce-whoami")
+    headers = api.headers("GET", "/v1/app", b"")
     status, _ = await api.call("GET", "/v1/app", b"", headers)
     assert (status, len(api.separate_claims)) == (200, 1)
     status, answer = await api.call("GET", "/v1/app", b"", headers)

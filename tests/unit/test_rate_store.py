@@ -61,16 +61,16 @@ async def test_a_new_bucket_is_full_and_refills_at_the_rate(
 
 
 async def test_two_instances_taking_at_once_grant_one_burst_in_all(
-    keystore: AnyKeystore, database: Database, master_key: bytes, clock: FakeClock
+    keystore: AnyKeystore, database: Database, other_keystore: AnyKeystore
 ) -> None:
     # A slow rate: what the takes themselves last refills less than one token.
-    other = await database.open(MasterKeyring(master_key), clock)
-    try:
-        takes = await asyncio.gather(
-            *(store.rates.take(KEY, 0.01, 20, 1) for _ in range(15) for store in (keystore, other))
+    takes = await asyncio.gather(
+        *(
+            store.rates.take(KEY, 0.01, 20, 1)
+            for _ in range(15)
+            for store in (keystore, other_keystore)
         )
-    finally:
-        await other.close()
+    )
     assert sum(took.granted for took in takes) == 20
     assert database.execute("SELECT count(*) FROM rate_buckets") == [(1,)]
 
