@@ -5,7 +5,13 @@ refused first, never high); the rate plan; the envelope against the submission (
 id, app, recipient and priority, signed by a key the app registered); the legacy-OMEMO
 element's header (a message sealed by an OMEMO device the app published; its keys and
 payload stay opaque); the recipient; and the daily quota as the message is stored. The
-answer comes only once the message is committed.
+answer comes only once the message is committed, with the request's nonce when the
+caller hands it over (one transaction for both).
+
+Where several instances share a PostgreSQL database, what admission counts is theirs
+together: back-pressure reads the database's queue
+(:class:`~cmaas.delivery.backlog.SharedDepth`), the rate plan takes from buckets in it
+(:class:`~cmaas.delivery.ratelimit.SharedBuckets`), and quotas and nonces are rows.
 """
 
 from __future__ import annotations

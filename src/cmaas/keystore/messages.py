@@ -1,5 +1,6 @@
 """The durable outbox, on either backend: messages, their status events, consumers'
-cursors, request nonces and daily usage.
+cursors, request nonces (claimed alone, or with the messages of the request) and daily
+usage.
 
 Writes go through the backend's :class:`~cmaas.keystore._db.Runner`: on SQLite one
 :class:`~cmaas.keystore._sql.GroupCommit`, so that a burst of submissions and receipts
