@@ -34,7 +34,12 @@ from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.events import EventHub
-from cmaas.delivery.instances import AlwaysLeader, Instance, InstanceFenced, LeaderLock, lead
+from cmaas.delivery.instances import (
+    Instance,
+    InstanceFenced,
+    InstanceLeadership,
+    lead,
+)
 from cmaas.delivery.maintenance import Housekeeper
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.notices import NoticeConsumer
@@ -48,7 +53,7 @@ from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
-from cmaas.keystore.postgres import PostgresKeystore, PostgresLeaderLock
+from cmaas.keystore.postgres import PostgresKeystore
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp.link import XmppLink, wait_first
@@ -151,19 +156,18 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         # Storage: a SQLite file for this gateway process alone, or a PostgreSQL
         # database shared with other instances, one of which leads.
         shared = isinstance(settings.database, PostgresDatabase)
-        leader: LeaderLock = AlwaysLeader()
-        if isinstance(settings.database, PostgresDatabase):
-            leader = PostgresLeaderLock(settings.database.url)
-        else:
+        if not isinstance(settings.database, PostgresDatabase):
             stack.callback(GatewayLock.take(settings.database).release)
         keystore = await open_keystore(settings)
         stack.push_async_callback(keystore.close)
-        stack.push_async_callback(leader.release)
         store = keystore.messages
         domain = settings.component_jid
         epoch = await store.register_instance(
             settings.instance_host or f"{socket.gethostname()}:{os.getpid()}"
         )
+        # On SQLite too: the one process takes it once its predecessors are fenced.
+        leader = InstanceLeadership(store, epoch)
+        stack.push_async_callback(leader.release)
 
         # The component and its link, and this instance's own host for its pings.
         ping_replies, ping_link = None, None
@@ -285,37 +289,37 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             plans=keystore.get_plan,
             buckets=buckets,
         )
+        # The ad-hoc commands, served by the component.
+        adhoc = AdhocEngine(
+            [
+                *admin_commands(
+                    AdminService(keystore, deny_private=settings.webhook_deny_private),
+                    domain,
+                ),
+                *device_commands(directory),
+                *messaging_commands(keystore, messaging, authenticator),
+            ],
+            AccessPolicy(settings.admins, settings.served_domains, keystore),
+            keystore.adhoc_sessions,
+            settings.adhoc_session_timeout,
+            limits=SessionLimits(
+                per_account=settings.adhoc_sessions_per_account,
+                per_class={
+                    Access.ADMIN: settings.adhoc_admin_sessions,
+                    Access.USER: settings.adhoc_user_sessions,
+                    Access.APP: settings.adhoc_app_sessions,
+                },
+                lifetime_s=settings.adhoc_session_lifetime,
+            ),
+        )
+        xmpp.serve(adhoc)
         housekeeper = Housekeeper(
             store,
             rates=keystore.rates if shared else None,
             retention_s=settings.retention_days * 86400.0,
             blobs=blob_service,
             omemo=messaging.omemo,
-        )
-
-        # The ad-hoc commands, served by the component.
-        xmpp.serve(
-            AdhocEngine(
-                [
-                    *admin_commands(
-                        AdminService(keystore, deny_private=settings.webhook_deny_private),
-                        domain,
-                    ),
-                    *device_commands(directory),
-                    *messaging_commands(keystore, messaging, authenticator),
-                ],
-                AccessPolicy(settings.admins, settings.served_domains, keystore),
-                settings.adhoc_session_timeout,
-                limits=SessionLimits(
-                    per_account=settings.adhoc_sessions_per_account,
-                    per_class={
-                        Access.ADMIN: settings.adhoc_admin_sessions,
-                        Access.USER: settings.adhoc_user_sessions,
-                        Access.APP: settings.adhoc_app_sessions,
-                    },
-                    lifetime_s=settings.adhoc_session_lifetime,
-                ),
-            )
+            purge_sessions=adhoc.purge_expired,
         )
 
         # Running: the engine's loops, then the HTTP API.
@@ -327,7 +331,6 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         ]
 
         async def on_lead() -> None:
-            await store.lead(epoch)
             for consumer in (webhooks, notices):
                 consumer.lead(epoch)
                 await consumer.start()  # notices wait for the link, if it is down

@@ -13,9 +13,12 @@ from slixmpp import Iq
 from slixmpp.test import SlixTest, TestTransport
 from slixmpp.test.mocksocket import TestSocket
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import StanzaPath
 
 from cmaas.admin import AdminService
 from cmaas.component.adhoc.access import AccessPolicy
+from cmaas.component.adhoc.command import Command
 from cmaas.component.adhoc.engine import AdhocEngine, SessionLimits
 from cmaas.component.commands import admin_commands, device_commands
 from cmaas.component.contacts import AppContacts
@@ -60,18 +63,13 @@ class GatewayStanzaTest(SlixTest):
         asyncio.set_event_loop(self.loop)
         self._tmp = tempfile.TemporaryDirectory()
         self.monotonic = MonotonicClock()
+        self.database_path = Path(self._tmp.name) / "db.sqlite3"
         self.keystore = self.run_coro(
-            SqliteKeystore.open(Path(self._tmp.name) / "db.sqlite3", MasterKeyring(os.urandom(32)))
+            SqliteKeystore.open(self.database_path, MasterKeyring(os.urandom(32)))
         )
         self.service = AdminService(self.keystore)
         self.directory = KeyDirectory(self.keystore)
-        self.engine = AdhocEngine(
-            [*admin_commands(self.service, DOMAIN), *device_commands(self.directory)],
-            AccessPolicy(frozenset({"admin@cmaas.test"}), frozenset({"cmaas.test"}), self.keystore),
-            session_timeout=300,
-            clock=self.monotonic,
-            limits=self.session_limits,
-        )
+        self.engine = self.new_engine()
         self.feedback = RecordedFeedback()
         self.xmpp = GatewayComponent(DOMAIN, "secret", AppContacts(self.keystore, DOMAIN))
         self.xmpp.feedback.subscribe(self.feedback)
@@ -93,6 +91,36 @@ class GatewayStanzaTest(SlixTest):
         self.xmpp.use_message_ids = False
         self.xmpp.use_presence_ids = False
         self.xmpp.event("session_start")
+
+    def new_engine(self, commands: list[Command] | None = None) -> AdhocEngine:
+        """An engine on this test's keystore, with command objects of its own."""
+        return AdhocEngine(
+            commands
+            or [
+                *admin_commands(AdminService(self.keystore), DOMAIN),
+                *device_commands(KeyDirectory(self.keystore)),
+            ],
+            AccessPolicy(frozenset({"admin@cmaas.test"}), frozenset({"cmaas.test"}), self.keystore),
+            self.keystore.adhoc_sessions,
+            session_timeout=300,
+            clock=self.monotonic,
+            limits=self.session_limits,
+        )
+
+    def switch_instance(self, commands: list[Command] | None = None) -> AdhocEngine:
+        """From now on, command steps reach a new engine on the same keystore, as
+        they reach another gateway instance on the same database: nothing held in the
+        first engine's process serves them."""
+        engine = self.new_engine(commands)
+        self.xmpp.remove_handler("cmaas ad-hoc")
+        self.xmpp.register_handler(
+            CoroutineCallback(
+                "cmaas ad-hoc",
+                StanzaPath("iq@type=set/command"),
+                engine.handle,  # type: ignore[arg-type]
+            )
+        )
+        return engine
 
     def tearDown(self) -> None:
         self.run_coro(self.keystore.close())

@@ -1,5 +1,4 @@
-"""One gateway process per SQLite file (an OS lock beside it); on PostgreSQL, one leader
-among the instances (an advisory lock)."""
+"""One gateway process per SQLite file: an OS lock beside it."""
 
 from __future__ import annotations
 
@@ -10,9 +9,6 @@ from pathlib import Path
 import pytest
 
 from cmaas.keystore import DatabaseInUse, GatewayLock
-from cmaas.keystore.postgres import PostgresLeaderLock
-
-from .conftest import PostgresTestDatabase
 
 
 def test_a_second_hold_is_refused_with_a_message_naming_the_file_and_postgresql(
@@ -56,20 +52,3 @@ def test_the_hold_ends_with_the_process_that_took_it(tmp_path: Path) -> None:
         finally:
             holder.kill()
     GatewayLock.take(database).release()
-
-
-async def test_one_leader_per_postgresql_database_until_its_connection_ends(
-    postgres_database: PostgresTestDatabase,
-) -> None:
-    first, second = (PostgresLeaderLock(postgres_database.url) for _ in range(2))
-    try:
-        assert await first.try_take()
-        assert not await second.try_take()
-        assert await first.still_held()
-        postgres_database.disconnect()  # as if the leader's server connection broke
-        assert not await first.still_held()
-        assert await second.try_take()
-        assert await second.still_held()
-    finally:
-        await first.release()
-        await second.release()

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 from slixmpp import JID, Iq
 from slixmpp.test import mocksocket
 
 from cmaas.admin import RegisterAppRequest, UpdateAppRequest
 from cmaas.admin.views import SHOWN_ONCE
-from cmaas.component.adhoc.command import Access
-from cmaas.component.adhoc.engine import SessionLimits
+from cmaas.component.adhoc.command import (
+    Access,
+    Command,
+    CommandContext,
+    Completed,
+    FormStep,
+    NextForm,
+    Step,
+)
+from cmaas.component.adhoc.engine import MAX_SESSION_ID_LENGTH, SessionLimits
+from cmaas.component.adhoc.forms import FieldSpec, FormSpec, Submission
 from cmaas.envelope import DeviceKeyring, fingerprint
 
 from .gateway_stanzas import ADMIN, DOMAIN, USER, GatewayStanzaTest, form_values
@@ -331,7 +343,7 @@ class TestAppRegisterCommand(GatewayStanzaTest):
                 method="exact",
                 use_values=False,
             )
-        assert self.engine.session_count == 0
+        assert self.run_coro(self.engine.session_count()) == 0
 
     def test_oversize_field_is_refused_with_a_note(self) -> None:
         session = self.execute(REGISTER)["command"]["sessionid"]
@@ -367,7 +379,7 @@ class TestAppRegisterCommand(GatewayStanzaTest):
         reply = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"})
         assert reply["error"]["condition"] == "not-allowed"
         assert reply.xml.find(f".//{{{NS}}}session-expired") is not None
-        assert self.engine.session_count == 0
+        assert self.run_coro(self.engine.session_count()) == 0
 
     def test_cancel(self) -> None:
         session = self.execute(REGISTER)["command"]["sessionid"]
@@ -380,7 +392,7 @@ class TestAppRegisterCommand(GatewayStanzaTest):
           <iq type='result' id='c1' from='{DOMAIN}' to='{ADMIN}'>
             <command xmlns='{NS}' node='{REGISTER}' sessionid='{session}' status='canceled'/>
           </iq>""")
-        assert self.engine.session_count == 0
+        assert self.run_coro(self.engine.session_count()) == 0
 
     def test_unknown_node_and_prev(self) -> None:
         reply = self.execute("urn:cmaas:cmd:nope")
@@ -485,7 +497,7 @@ class TestSessionLimits(GatewayStanzaTest):
         self.monotonic.now += 101  # 901 s after it opened, 101 s after the last form
         reply = self.submit(REGISTER, session, {"app_id": "x", "display_name": "X"})
         assert reply.xml.find(f".//{{{NS}}}session-expired") is not None
-        assert self.engine.session_count == 0
+        assert self.run_coro(self.engine.session_count()) == 0
 
     def test_an_offline_resource_loses_its_sessions(self) -> None:
         laptop = "alice@cmaas.test/laptop"
@@ -501,7 +513,7 @@ class TestSessionLimits(GatewayStanzaTest):
         self.recv(f"<presence type='unavailable' from='alice@cmaas.test' to='otp@{DOMAIN}'/>")
         gone = self.submit(PUBLISH, on_laptop, {"bundle": "{}"}, sender=laptop, iq_id="l3")
         assert gone.xml.find(f".//{{{NS}}}bad-sessionid") is not None
-        assert self.engine.session_count == 0
+        assert self.run_coro(self.engine.session_count()) == 0
 
 
 class TestPresenceKeepsNoState(GatewayStanzaTest):
@@ -536,7 +548,7 @@ class TestDeepStanzas(GatewayStanzaTest):
             ADMIN,
         )
         assert reply["error"]["condition"] == "not-acceptable"
-        assert self.engine.session_count == 0
+        assert self.run_coro(self.engine.session_count()) == 0
 
     def test_a_deep_message_is_dropped_and_the_gateway_answers_on(self) -> None:
         self.recv(f"<message from='{USER}' to='otp@{DOMAIN}'>{nested(30_000)}</message>")
@@ -773,6 +785,88 @@ class TestOtherAdminCommands(GatewayStanzaTest):
         )
         assert good["command"]["notes"] == [("info", "Bound.")]
         assert self.run_coro(self.keystore.resolve_address("+919876543210")) == "alice@cmaas.test"
+
+
+UPDATE = "urn:cmaas:cmd:app-update"
+
+
+class _WaywardCommand(Command):
+    """Goes on to a form that no instance could show again: a closure's."""
+
+    node = "urn:cmaas:test:wayward"
+    name = "Wayward"
+    access = Access.ADMIN
+    form = FormSpec("Wayward", "Submit anything.", (FieldSpec("anything", "Anything"),))
+
+    async def start(self, context: CommandContext) -> Step:
+        return FormStep(self.form, self.submit, final=False)
+
+    async def submit(self, context: CommandContext, form: Submission) -> NextForm:
+        async def closure(context: CommandContext) -> Step:
+            return Completed()
+
+        return NextForm(closure)
+
+
+class TestSessionsAcrossInstances(GatewayStanzaTest):
+    """Each step may reach another gateway instance: nothing but the keystore carries a
+    session from one step to the next."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        for app_id in ("otp", "shop"):
+            self.run_coro(self.service.register_app(RegisterAppRequest(app_id, app_id.upper())))
+
+    def test_app_update_with_every_step_on_another_instance(self) -> None:
+        session = self.execute(UPDATE)["command"]["sessionid"]
+        self.switch_instance()
+        picked = self.submit(UPDATE, session, {"app_id": "shop"}, action="next")
+        assert form_values(picked)["display_name"] == ["SHOP"]
+        # All that carries the session to the next instance: its step and state.
+        with contextlib.closing(sqlite3.connect(self.database_path)) as raw:
+            stored = raw.execute("SELECT owner, node, step, state FROM adhoc_sessions").fetchall()
+        assert stored == [(ADMIN, UPDATE, "editing", '{"app_id":"shop"}')]
+        self.switch_instance()
+        # A refusal shows the edit form again, its plans and the values submitted.
+        refused = self.submit(UPDATE, session, {"display_name": "Shop", "plan": "gold"}, iq_id="s2")
+        assert refused["command"]["status"] == "executing"
+        assert "no plan named 'gold'" in refused["command"]["notes"][0][1]
+        assert form_values(refused)["display_name"] == ["Shop"]
+        plan = refused["command"]["form"].get_fields()["plan"]
+        assert [option["value"] for option in plan["options"]] == ["default"]
+        self.switch_instance()
+        done = self.submit(UPDATE, session, {"display_name": "Shop", "plan": "default"}, iq_id="s3")
+        assert done["command"]["status"] == "completed"
+        assert self.run_coro(self.keystore.get_app("shop")).display_name == "Shop"
+        assert self.run_coro(self.keystore.get_app("otp")).display_name == "OTP"
+        assert self.run_coro(self.engine.session_count()) == 0
+
+    def test_another_jid_is_refused_on_another_instance(self) -> None:
+        session = self.execute(UPDATE)["command"]["sessionid"]
+        self.switch_instance()
+        for intruder in (USER, "admin@cmaas.test/other-device"):
+            reply = self.submit(UPDATE, session, {"app_id": "otp"}, sender=intruder, action="next")
+            assert reply["error"]["condition"] == "forbidden"
+        picked = self.submit(UPDATE, session, {"app_id": "otp"}, iq_id="s2", action="next")
+        assert form_values(picked)["display_name"] == ["OTP"]
+
+    def test_an_unknown_app_is_refused_at_the_pick(self) -> None:
+        session = self.execute(UPDATE)["command"]["sessionid"]
+        again = self.submit(UPDATE, session, {"app_id": "nope"}, action="next")
+        assert again["command"]["actions"] == {"next"}  # the pick again, not the edit form
+        assert "no app named 'nope'" in again["command"]["notes"][0][1]
+
+    def test_a_session_id_too_long_to_be_ours_is_unknown(self) -> None:
+        too_long = "x" * (MAX_SESSION_ID_LENGTH + 1)
+        reply = self.submit(UPDATE, too_long, {"app_id": "otp"}, action="next")
+        assert reply.xml.find(f".//{{{NS}}}bad-sessionid") is not None
+
+    def test_a_form_shown_by_a_closure_is_refused(self) -> None:
+        self.switch_instance([_WaywardCommand()])
+        session = self.execute(_WaywardCommand.node)["command"]["sessionid"]
+        reply = self.submit(_WaywardCommand.node, session, {"anything": "x"}, action="next")
+        assert reply["error"]["condition"] == "internal-server-error"
+        assert self.run_coro(self.engine.session_count()) == 0
 
 
 class TestOutgoingFrom(GatewayStanzaTest):

@@ -642,13 +642,35 @@ async def test_two_survivors_racing_for_a_dead_instance_one_wins(
     assert set(owners(database).values()) == {winner}
 
 
+async def test_one_instance_leads_until_it_is_fenced_or_resigns(keystore: AnyKeystore) -> None:
+    store = keystore.messages
+    first = await store.register_instance("gw-a")
+    second = await store.register_instance("gw-b")
+    assert await store.take_lead(first)
+    assert await store.take_lead(first)  # taking it again keeps it
+    assert not await store.take_lead(second)
+    assert (await store.leads(first), await store.leads(second)) == (True, False)
+    # Its heartbeat stopped: once fenced, it leads no more, and another may take it.
+    taken = await store.take_over(second, 15_000, dead_after_ms=None)
+    assert taken.fenced == [first]
+    assert not await store.leads(first)
+    assert await store.take_lead(second)
+    await store.resign(first)  # a fenced instance's resignation changes nothing
+    assert await store.leads(second)
+    await store.resign(second)
+    assert not await store.leads(second)
+    third = await store.register_instance("gw-c")
+    assert await store.take_lead(third)
+
+
 async def test_a_deposed_leaders_cursor_writes_are_refused(keystore: AnyKeystore, app: str) -> None:
     store = keystore.messages
     first = await store.register_instance("gw-a")
     second = await store.register_instance("gw-b")
-    await store.lead(first)
+    assert await store.take_lead(first)
     assert await store.save_cursor("webhook", CursorState(APP, 5, 0, ""), leader=first)
-    await store.lead(second)  # the first lost its lock; the second took it
+    await store.take_over(second, 15_000, dead_after_ms=None)  # the first taken for dead
+    assert await store.take_lead(second)
     assert not await store.save_cursor("webhook", CursorState(APP, 9, 0, ""), leader=first)
     assert await store.cursors("webhook") == [CursorState(APP, 5, 0, "")]
     assert await store.save_cursor("webhook", CursorState(APP, 7, 0, ""), leader=second)

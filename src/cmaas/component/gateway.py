@@ -119,13 +119,17 @@ class GatewayComponent(ComponentXMPP):
         after the component, since the commands' services send through it."""
         self._engine = engine
         self.add_event_handler("presence_unavailable", self._forget_sessions)
-        self.register_handler(
-            CoroutineCallback(
-                "cmaas ad-hoc",
-                StanzaPath("iq@type=set/command"),
-                engine.handle,  # type: ignore[arg-type]
-            )
-        )
+        for stream in (self, self._ping_replies):
+            if stream is not None:
+                # The instance's own host too: a session's step sent there reaches
+                # this instance, whichever instance took the step before.
+                stream.register_handler(
+                    CoroutineCallback(
+                        "cmaas ad-hoc",
+                        StanzaPath("iq@type=set/command"),
+                        engine.handle,  # type: ignore[arg-type]
+                    )
+                )
         disco = self.plugin["xep_0030"]
         for node, command in engine.commands.items():
             disco.add_identity(
@@ -275,12 +279,13 @@ class GatewayComponent(ComponentXMPP):
         self.event("presence", presence)
         self.event(f"presence_{presence['type']}", presence)
 
-    def _forget_sessions(self, presence: Presence) -> None:
+    async def _forget_sessions(self, presence: Presence) -> None:
         """A user's server tells the component a resource went offline when the user
         shares presence with an app JID or sent the component directed presence; its
-        open ad-hoc sessions go with it. Others end by the session limits."""
+        open ad-hoc sessions go with it, on every instance. Others end by the session
+        limits."""
         if self._engine is not None:
-            dropped = self._engine.forget(presence["from"])
+            dropped = await self._engine.forget(presence["from"])
             if dropped:
                 log.debug("%d ad-hoc sessions of an offline resource dropped", dropped)
 

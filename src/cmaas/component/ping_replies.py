@@ -7,6 +7,10 @@ Each instance therefore sends its pings from a host of its own, and holds a seco
 component connection authenticated as that host: ejabberd (with ``global_routes:
 false`` on the listener) routes the host to that connection alone. The ping itself
 still goes out on the shared stream, after the messages it vouches for.
+
+The gateway also answers ad-hoc command steps sent to the host
+(:meth:`~cmaas.component.gateway.GatewayComponent.serve` adds the handler here), so that
+a client can run a command on this instance in particular.
 """
 
 from __future__ import annotations

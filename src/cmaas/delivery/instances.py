@@ -28,7 +28,13 @@ from cmaas.errors import CmaasError
 from cmaas.keystore import MessageStore
 from cmaas.xmpp.link import wait_first
 
-__all__ = ["AlwaysLeader", "Instance", "InstanceFenced", "LeaderLock", "lead"]
+__all__ = [
+    "Instance",
+    "InstanceFenced",
+    "InstanceLeadership",
+    "LeaderLock",
+    "lead",
+]
 
 log = logging.getLogger(__name__)
 
@@ -163,17 +169,24 @@ class LeaderLock(Protocol):
     async def release(self) -> None: ...
 
 
-class AlwaysLeader:
-    """The leadership where one process has the database (SQLite): its own."""
+class InstanceLeadership:
+    """The leadership among the instances sharing one database, as a row naming the
+    leading instance: it lasts as long as that instance is not fenced, so it goes with
+    the heartbeat (and ``CMAAS_DEAD_AFTER``) and never depends on the database noticing
+    that a vanished host's connection is gone."""
+
+    def __init__(self, store: MessageStore, epoch: int) -> None:
+        self._store = store
+        self._epoch = epoch
 
     async def try_take(self) -> bool:
-        return True
+        return await self._store.take_lead(self._epoch)
 
     async def still_held(self) -> bool:
-        return True
+        return await self._store.leads(self._epoch)
 
     async def release(self) -> None:
-        return None
+        await self._store.resign(self._epoch)
 
 
 async def lead(
@@ -197,7 +210,7 @@ async def lead(
                     log.info("this instance leads: periodic jobs and event consumers run here")
                     await on_lead()
             elif not await lock.still_held():
-                log.error("leadership lost with its database connection; stopping")
+                log.error("leadership lost (this instance was taken for dead); stopping")
                 lost.set()
                 return
             else:

@@ -1,5 +1,6 @@
 """Housekeeping on a timer: expiring undelivered messages, forgetting old nonces and
-rate buckets that have refilled, and purging finished messages past their retention.
+expired ad-hoc sessions and rate buckets that have refilled, and purging finished
+messages past their retention.
 
 It runs on one instance only, the leader, where several share the database."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from cmaas.delivery.blobs import BlobService
 from cmaas.delivery.omemo import AppOmemo
@@ -23,6 +25,7 @@ class Housekeeper:
     """Args:
     retention_s: Finished messages (and their events) are deleted this long after
         their last change; message ids can be reused by the app after that.
+    purge_sessions: Deletes the ad-hoc sessions past their bounds; returns how many.
     rates: The rate buckets in the database, where the instances share them: those
         that have refilled are deleted (a missing bucket is a full one).
     """
@@ -35,9 +38,11 @@ class Housekeeper:
         expiry_every_s: float = 1.0,
         blobs: BlobService | None = None,
         omemo: AppOmemo | None = None,
+        purge_sessions: Callable[[], Awaitable[int]] | None = None,
         rates: RateStore | None = None,
     ) -> None:
         self._store = store
+        self._purge_sessions = purge_sessions
         self._rates = rates
         self._blobs = blobs
         self._omemo = omemo
@@ -67,6 +72,8 @@ class Housekeeper:
                     pass
             if self._omemo is not None:
                 await self._omemo.purge_inbound()
+            if self._purge_sessions is not None:
+                await self._purge_sessions()
             purged = 0
             # In slices, so other writers get the database between them; bounded per round.
             for _ in range(200):

@@ -4,10 +4,12 @@ The gateway talks to storage only through :class:`Keystore`; :class:`SqliteKeyst
 is the embedded default, and ``cmaas.keystore.postgres.PostgresKeystore`` the shared one.
 """
 
+from cmaas.keystore.adhoc import SqlAdhocSessions
 from cmaas.keystore.blobs import SqlBlobStore
 from cmaas.keystore.credentials import MasterKeyring, issue_credentials
 from cmaas.keystore.devices import SqlDeviceStore
 from cmaas.keystore.errors import (
+    AdhocSessionLimit,
     AppAlreadyExists,
     AppNotFound,
     AuthenticationFailed,
@@ -32,6 +34,7 @@ from cmaas.keystore.errors import (
     TooManySigningKeys,
 )
 from cmaas.keystore.interface import (
+    AdhocSessionStore,
     BlobStore,
     DeviceStore,
     Keystore,
@@ -42,6 +45,9 @@ from cmaas.keystore.interface import (
 from cmaas.keystore.messages import SqlMessageStore
 from cmaas.keystore.models import (
     NOTICES_CONSUMER,
+    AdhocSession,
+    AdhocSessionBounds,
+    AdhocSessionRefusal,
     App,
     AppChanges,
     AppCounters,
@@ -72,6 +78,11 @@ from cmaas.keystore.sqlite import GatewayLock, SqliteKeystore
 
 __all__ = [
     "NOTICES_CONSUMER",
+    "AdhocSession",
+    "AdhocSessionBounds",
+    "AdhocSessionLimit",
+    "AdhocSessionRefusal",
+    "AdhocSessionStore",
     "App",
     "AppAlreadyExists",
     "AppChanges",
@@ -120,6 +131,7 @@ __all__ = [
     "SchemaTooNew",
     "SealedPayload",
     "SignedPrekeyRollback",
+    "SqlAdhocSessions",
     "SqlBlobStore",
     "SqlDeviceStore",
     "SqlMessageStore",

@@ -15,6 +15,7 @@ from cmaas.keystore._rows import (
     plan_from_row,
     priorities_text,
 )
+from cmaas.keystore.adhoc import SqlAdhocSessions
 from cmaas.keystore.blobs import SqlBlobStore
 from cmaas.keystore.credentials import MasterKeyring, hash_client_secret, new_salt
 from cmaas.keystore.devices import SqlDeviceStore
@@ -70,6 +71,7 @@ class SqlKeystore:
         self._devices = SqlDeviceStore(transactions, take)
         self._omemo = SqlOmemoStore(transactions)
         self._blobs = SqlBlobStore(transactions, write)
+        self._adhoc_sessions = SqlAdhocSessions(transactions)
         self._messages = SqlMessageStore(transactions, write, lambda: int(clock() * 1000))
         self._rates = SqlRateStore(transactions, lambda: int(clock() * 1000))
 
@@ -87,6 +89,11 @@ class SqlKeystore:
     def blobs(self) -> SqlBlobStore:
         """Who holds which encrypted file blob, until when."""
         return self._blobs
+
+    @property
+    def adhoc_sessions(self) -> SqlAdhocSessions:
+        """Open ad-hoc command sessions, on the same database."""
+        return self._adhoc_sessions
 
     @property
     def messages(self) -> SqlMessageStore:

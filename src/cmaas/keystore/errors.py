@@ -3,6 +3,7 @@
 from cmaas.errors import CmaasError
 
 __all__ = [
+    "AdhocSessionLimit",
     "AppAlreadyExists",
     "AppNotFound",
     "AuthenticationFailed",
@@ -145,3 +146,19 @@ class QuotaExhausted(KeystoreError):
 
 class TooManySigningKeys(KeystoreError):
     """The app has as many active signing keys as it may have."""
+
+
+class AdhocSessionLimit(KeystoreError):
+    """Opening an ad-hoc session would pass a bound on open sessions.
+
+    Attributes:
+        per_account: Whether the requester's account is at its bound (else the
+            command's access class is at its own).
+        open_sessions: How many sessions are open in the bound that was reached.
+    """
+
+    def __init__(self, *, per_account: bool, open_sessions: int) -> None:
+        scope = "the account" if per_account else "the access class"
+        super().__init__(f"{scope} has {open_sessions} open command sessions")
+        self.per_account = per_account
+        self.open_sessions = open_sessions

@@ -7,6 +7,9 @@ from typing import Protocol
 
 from cmaas.keystore.errors import MessageConflict, QuotaExhausted
 from cmaas.keystore.models import (
+    AdhocSession,
+    AdhocSessionBounds,
+    AdhocSessionRefusal,
     App,
     AppChanges,
     AppCounters,
@@ -35,7 +38,15 @@ from cmaas.lifecycle import (
 from cmaas.token_bucket import Took
 from cmaas.wire import OmemoBundle, OmemoInbound
 
-__all__ = ["BlobStore", "DeviceStore", "Keystore", "MessageStore", "OmemoStore", "RateStore"]
+__all__ = [
+    "AdhocSessionStore",
+    "BlobStore",
+    "DeviceStore",
+    "Keystore",
+    "MessageStore",
+    "OmemoStore",
+    "RateStore",
+]
 
 
 class DeviceStore(Protocol):
@@ -164,6 +175,38 @@ class RateStore(Protocol):
     async def purge_full(self, limit: int = 5000) -> int: ...
 
 
+class AdhocSessionStore(Protocol):
+    """Open ad-hoc command sessions, shared by every gateway instance.
+
+    :class:`~cmaas.keystore.adhoc.SqlAdhocSessions` documents each method.
+    """
+
+    async def open(
+        self,
+        session_id: str,
+        session: AdhocSession,
+        access: str,
+        now_ms: int,
+        bounds: AdhocSessionBounds,
+    ) -> None:
+        """Raises: AdhocSessionLimit."""
+        ...
+
+    async def claim(
+        self, session_id: str, owner: str, node: str, now_ms: int, bounds: AdhocSessionBounds
+    ) -> AdhocSession | AdhocSessionRefusal: ...
+
+    async def save(self, session_id: str, step: str, state: str, active_ms: int | None) -> bool: ...
+
+    async def end(self, session_id: str) -> None: ...
+
+    async def forget(self, jid: str) -> int: ...
+
+    async def purge(self, now_ms: int, bounds: AdhocSessionBounds) -> int: ...
+
+    async def count(self) -> int: ...
+
+
 class MessageStore(Protocol):
     """The durable outbox: messages, their status events, and consumers' cursors.
 
@@ -223,7 +266,11 @@ class MessageStore(Protocol):
         self, consumer: str, state: CursorState, *, leader: int | None = None
     ) -> bool: ...
 
-    async def lead(self, epoch: int) -> None: ...
+    async def take_lead(self, epoch: int) -> bool: ...
+
+    async def leads(self, epoch: int) -> bool: ...
+
+    async def resign(self, epoch: int) -> None: ...
 
     async def claim_nonce(self, nonce: RequestNonce) -> bool: ...
 
@@ -264,6 +311,11 @@ class Keystore(Protocol):
     @property
     def rates(self) -> RateStore:
         """Rate buckets, stored alongside the rest (used where instances share them)."""
+        ...
+
+    @property
+    def adhoc_sessions(self) -> AdhocSessionStore:
+        """Open ad-hoc command sessions, stored alongside the rest."""
         ...
 
     async def set_plan(self, plan: Plan) -> Plan:

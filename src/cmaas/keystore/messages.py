@@ -507,19 +507,51 @@ class SqlMessageStore:
 
         return await self._write(work)
 
-    async def lead(self, epoch: int) -> None:
-        """Record that the instance of ``epoch`` leads from now on (it holds the leader
-        lock): cursor writes of any earlier leader are refused."""
+    async def take_lead(self, epoch: int) -> bool:
+        """Lead, if no live instance leads: the leader recorded is this one, or none, or
+        one fenced since (the leadership lives and dies with its instance's heartbeat,
+        so a leader whose host vanished is replaced once it is taken for dead). Cursor
+        writes of any earlier leader are refused from then on.
 
-        async def work(db: Db) -> None:
+        Returns: whether the instance of ``epoch`` leads now.
+        """
+
+        async def work(db: Db) -> bool:
             now = await self._database_ms(db)
-            await db.run(
+            changed = await db.run(
                 "INSERT INTO gateway_leader (id, epoch, since) VALUES (1, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, since = excluded.since",
+                " ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, since = excluded.since"
+                " WHERE gateway_leader.epoch != excluded.epoch AND NOT EXISTS ("
+                "   SELECT 1 FROM gateway_instances"
+                "   WHERE epoch = gateway_leader.epoch AND fenced_at IS NULL)",
                 (epoch, now),
             )
+            return changed == 1 or await self._leads(db, epoch)
+
+        return await self._write(work, urgent=True)
+
+    async def leads(self, epoch: int) -> bool:
+        """Whether the instance of ``epoch`` still leads (nobody fenced it)."""
+        async with self._tx.lane() as db:
+            return await self._leads(db, epoch)
+
+    async def resign(self, epoch: int) -> None:
+        """Give the leadership up, if the instance of ``epoch`` holds it (a clean stop),
+        so that another instance takes it at its next heartbeat."""
+
+        async def work(db: Db) -> None:
+            await db.run("DELETE FROM gateway_leader WHERE epoch = ?", (epoch,))
 
         await self._write(work, urgent=True)
+
+    @staticmethod
+    async def _leads(db: Db, epoch: int) -> bool:
+        row = await db.one(
+            "SELECT 1 AS leads FROM gateway_leader JOIN gateway_instances USING (epoch)"
+            " WHERE epoch = ? AND fenced_at IS NULL",
+            (epoch,),
+        )
+        return row is not None
 
     # Request nonces
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from cmaas.keystore.errors import SchemaTooNew
 
-__all__ = ["MIGRATIONS", "Migration", "to_apply"]
+__all__ = ["ADHOC_SESSIONS_VERSION", "MIGRATIONS", "Migration", "to_apply"]
 
 
 class Migration(NamedTuple):
@@ -32,6 +32,9 @@ def to_apply(current: int, migrations: Sequence[Migration]) -> list[Migration]:
         )
     return [migration for migration in migrations if migration.version > current]
 
+
+ADHOC_SESSIONS_VERSION = 12
+"""The migration that adds ``adhoc_sessions``, the same number on both backends."""
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -406,6 +409,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             full_ms     INTEGER NOT NULL
         ) STRICT, WITHOUT ROWID;
         CREATE INDEX rate_buckets_by_full ON rate_buckets(full_ms);
+        """,
+    ),
+    Migration(
+        ADHOC_SESSIONS_VERSION,
+        "ad-hoc command sessions, so that any gateway instance can take a session's next step",
+        """
+        -- One row per open session (XEP-0050): the step its next form belongs to and
+        -- the little state the command keeps between steps. Keyed by the SHA-256 of the
+        -- session id: the id itself is never stored. Times in unix milliseconds;
+        -- updated_ms is the last submitted form, which the idle bound counts from.
+        CREATE TABLE adhoc_sessions (
+            session_key  TEXT PRIMARY KEY,
+            owner        TEXT NOT NULL,          -- the full JID that opened it
+            owner_bare   TEXT NOT NULL,
+            node         TEXT NOT NULL,
+            access       TEXT NOT NULL,          -- the command's access class
+            step         TEXT NOT NULL,
+            state        TEXT NOT NULL,          -- a JSON object
+            busy         INTEGER NOT NULL DEFAULT 0 CHECK (busy IN (0, 1)),
+            created_ms   INTEGER NOT NULL,
+            updated_ms   INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX adhoc_sessions_by_account ON adhoc_sessions(owner_bare);
+        CREATE INDEX adhoc_sessions_by_access ON adhoc_sessions(access);
+        CREATE INDEX adhoc_sessions_by_age ON adhoc_sessions(created_ms);
         """,
     ),
 )

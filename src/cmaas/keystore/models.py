@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from cmaas import wire
@@ -10,6 +11,9 @@ from cmaas.lifecycle import MessageStatus, Priority
 
 __all__ = [
     "NOTICES_CONSUMER",
+    "AdhocSession",
+    "AdhocSessionBounds",
+    "AdhocSessionRefusal",
     "App",
     "AppChanges",
     "AppCounters",
@@ -371,3 +375,49 @@ class Takeover:
     last_fenced_ms: int | None
     """When any instance last fenced another (``None``: never). A dead instance's link
     may have taken receipts for every instance's messages with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdhocSessionBounds:
+    """Bounds on open ad-hoc sessions, in force when one opens and at each step.
+
+    Attributes:
+        idle_ms: A session ends this long after its last submitted form.
+        lifetime_ms: A session ends this long after it opened, however busy it is.
+        per_account: Open sessions of one bare JID, across its resources.
+        per_class: Open sessions of the commands of the access class of the one that
+            opens, all requesters together.
+    """
+
+    idle_ms: int
+    lifetime_ms: int
+    per_account: int = 0
+    per_class: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AdhocSession:
+    """An open ad-hoc session, claimed for its next step.
+
+    Attributes:
+        step: The command's step whose form the session waits for.
+        state: What the command keeps between its steps, as JSON text.
+    """
+
+    owner: str
+    node: str
+    step: str
+    state: str
+
+
+class AdhocSessionRefusal(enum.Enum):
+    """Why a session cannot take a step."""
+
+    UNKNOWN = "unknown"
+    """No such session, or one of its steps is running."""
+    FOREIGN = "foreign"
+    """Another full JID opened it; nothing about it was changed."""
+    EXPIRED = "expired"
+    """Past its idle or lifetime bound; it is deleted."""
+    OTHER_NODE = "other-node"
+    """It belongs to another command."""

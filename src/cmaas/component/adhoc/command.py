@@ -23,7 +23,10 @@ __all__ = [
     "CommandContext",
     "Completed",
     "FormStep",
+    "JsonValue",
+    "NextForm",
     "Note",
+    "State",
     "Step",
 ]
 
@@ -39,12 +42,20 @@ class Access(enum.Enum):
     """JIDs bound to an app account (bots)."""
 
 
+JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+
+State = Mapping[str, JsonValue]
+"""What a command keeps between its steps: small, and stored as JSON with the session."""
+
+
 @dataclass(frozen=True, slots=True)
 class CommandContext:
-    """Who is running the command, as stamped by the server on the stanza."""
+    """Who runs this step of the command, as stamped by the server on the stanza, when,
+    and the state the command kept from its earlier steps."""
 
     requester: JID
     now: float
+    state: State = field(default_factory=dict)
 
     @property
     def requester_bare(self) -> str:
@@ -53,20 +64,35 @@ class CommandContext:
 
 @dataclass(frozen=True, slots=True)
 class FormStep:
-    """Show a form; ``on_submit`` receives what comes back and returns the next step.
+    """Show a form; ``then`` receives what comes back.
 
-    ``on_submit`` may raise :class:`~cmaas.errors.InputRejected`: the engine then shows
-    this form again, with the submitted values and a note per problem, the notes also
-    leading the form's instructions.
+    ``then`` is a method of the command: it may raise
+    :class:`~cmaas.errors.InputRejected`, and the engine then shows this form again,
+    with the submitted values and a note per problem, the notes also leading the form's
+    instructions.
+
+    A session survives between steps only as the name of the command's method that
+    showed the form (``start`` or a :class:`NextForm`'s ``show``) and its state: the
+    engine, on whichever gateway instance the submission reaches, shows the form again
+    from those to read the submission and calls that form's ``then``. So a form must
+    depend on nothing but the context.
     """
 
     form: FormSpec
-    on_submit: Callable[[Submission], Awaitable[Step]]
+    then: Callable[[CommandContext, Submission], Awaitable[Completed | NextForm]]
     values: Mapping[str, FieldValue] = field(default_factory=dict)
     notes: Sequence[Note] = ()
     final: bool = True
     """Whether submitting this form completes the command (``complete``) or leads
     to another form (``next``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NextForm:
+    """Go on to another form: the command's method ``show``, run with ``state``."""
+
+    show: Callable[[CommandContext], Awaitable[Step]]
+    state: State = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +102,7 @@ class Completed:
 
 
 Step = FormStep | Completed
+"""What a command shows: a form to fill in, or the end."""
 
 
 class Command(ABC):
@@ -85,4 +112,5 @@ class Command(ABC):
 
     @abstractmethod
     async def start(self, context: CommandContext) -> Step:
-        """The first step, for the ``execute`` that opens a session."""
+        """The first step, for the ``execute`` that opens a session (its state is
+        empty)."""

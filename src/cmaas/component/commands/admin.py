@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from cmaas.admin import (
     AdminService,
     DirectoryRequest,
+    InvalidInput,
     PlanRequest,
     RegisterAppRequest,
     RotateRequest,
@@ -28,6 +29,7 @@ from cmaas.component.adhoc.command import (
     CommandContext,
     Completed,
     FormStep,
+    NextForm,
     Step,
 )
 from cmaas.component.adhoc.forms import (
@@ -104,7 +106,7 @@ class _AdminCommand(Command):
     async def choose_app(
         self,
         form: FormSpec,
-        on_submit: Callable[[Submission], Awaitable[Step]],
+        then: Callable[[CommandContext, Submission], Awaitable[Completed | NextForm]],
         values: Mapping[str, FieldValue] | None = None,
         *,
         final: bool = True,
@@ -114,7 +116,7 @@ class _AdminCommand(Command):
         if not apps:
             return Completed(notes=[("info", _NO_APP)])
         choices = [(app.app_id, f"{app.display_name} ({app.app_id})") for app in apps]
-        return FormStep(form.with_options("app_id", choices), on_submit, values or {}, final=final)
+        return FormStep(form.with_options("app_id", choices), then, values or {}, final=final)
 
     async def with_plans(self, form: FormSpec) -> FormSpec:
         plans = await self.service.list_plans()
@@ -133,7 +135,7 @@ class AppRegister(_AdminCommand):
     async def start(self, context: CommandContext) -> Step:
         return FormStep(await self.with_plans(self.form), self.submit, {"plan": "default"})
 
-    async def submit(self, form: Submission) -> Step:
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
         issued = await self.service.register_app(
             RegisterAppRequest(
                 app_id=form.text("app_id").strip(),
@@ -176,28 +178,18 @@ class AppUpdate(_AdminCommand):
     async def start(self, context: CommandContext) -> Step:
         return await self.choose_app(self.pick, self.picked, final=False)
 
-    async def picked(self, form: Submission) -> Step:
+    async def picked(self, context: CommandContext, form: Submission) -> NextForm:
+        """Raises: InvalidInput: Unknown app."""
         details = await self.service.show_app(form.text("app_id"))
-        app = details.app
+        return NextForm(self.editing, {"app_id": details.app.app_id})
 
-        async def submit(edited: Submission) -> Step:
-            updated = await self.service.update_app(
-                UpdateAppRequest(
-                    app_id=app.app_id,
-                    display_name=edited.text("display_name"),
-                    plan=edited.text("plan"),
-                    networks=edited.texts("networks"),
-                    callback_url=edited.text("callback_url"),
-                    jids=edited.texts("jids"),
-                    suspended=edited.flag("suspended"),
-                )
-            )
-            return self.result(
-                f"App {updated.app_id} changed",
-                app_rows(updated, self.component_domain),
-                "Saved; in effect from the app's next request.",
-            )
-
+    async def editing(self, context: CommandContext) -> Step:
+        """The app's current values, to change."""
+        app_id = str(context.state["app_id"])
+        try:
+            app = (await self.service.show_app(app_id)).app
+        except InvalidInput as error:
+            return Completed(notes=[("error", str(error))])
         current: dict[str, FieldValue] = {
             "display_name": app.display_name,
             "plan": app.plan,
@@ -206,7 +198,25 @@ class AppUpdate(_AdminCommand):
             "jids": list(app.jids),
             "suspended": app.suspended,
         }
-        return FormStep(await self.with_plans(self.edit), submit, current)
+        return FormStep(await self.with_plans(self.edit), self.save, current)
+
+    async def save(self, context: CommandContext, edited: Submission) -> Completed:
+        updated = await self.service.update_app(
+            UpdateAppRequest(
+                app_id=str(context.state["app_id"]),
+                display_name=edited.text("display_name"),
+                plan=edited.text("plan"),
+                networks=edited.texts("networks"),
+                callback_url=edited.text("callback_url"),
+                jids=edited.texts("jids"),
+                suspended=edited.flag("suspended"),
+            )
+        )
+        return self.result(
+            f"App {updated.app_id} changed",
+            app_rows(updated, self.component_domain),
+            "Saved; in effect from the app's next request.",
+        )
 
 
 class AppRotate(_AdminCommand):
@@ -228,19 +238,17 @@ class AppRotate(_AdminCommand):
     )
 
     async def start(self, context: CommandContext) -> Step:
-        now = context.now
+        return await self.choose_app(self.form, self.submit, {"grace_seconds": "86400"})
 
-        async def submit(form: Submission) -> Step:
-            issued = await self.service.rotate_app(
-                RotateRequest(form.text("app_id"), form.text("grace_seconds")), int(now)
-            )
-            return self.result(
-                f"Credentials of {issued.app.app_id} rotated",
-                issued_rows(issued, self.component_domain),
-                SHOWN_ONCE,
-            )
-
-        return await self.choose_app(self.form, submit, {"grace_seconds": "86400"})
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
+        issued = await self.service.rotate_app(
+            RotateRequest(form.text("app_id"), form.text("grace_seconds")), int(context.now)
+        )
+        return self.result(
+            f"Credentials of {issued.app.app_id} rotated",
+            issued_rows(issued, self.component_domain),
+            SHOWN_ONCE,
+        )
 
 
 class AppList(_AdminCommand):
@@ -283,7 +291,7 @@ class AppShow(_AdminCommand):
     async def start(self, context: CommandContext) -> Step:
         return await self.choose_app(self.form, self.submit)
 
-    async def submit(self, form: Submission) -> Step:
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
         details = await self.service.show_app(form.text("app_id"))
         return self.result(
             f"App {details.app.app_id}",
@@ -330,7 +338,7 @@ class PlanSet(_AdminCommand):
     async def start(self, context: CommandContext) -> Step:
         return FormStep(self.form, self.submit, {"priorities": list(Priority)})
 
-    async def submit(self, form: Submission) -> Step:
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
         plan = await self.service.set_plan(
             PlanRequest(
                 name=form.text("name"),
@@ -369,7 +377,7 @@ class DirectorySet(_AdminCommand):
     async def start(self, context: CommandContext) -> Step:
         return FormStep(self.form, self.submit)
 
-    async def submit(self, form: Submission) -> Step:
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
         change = await self.service.set_directory(
             DirectoryRequest(address=form.text("address"), jid=form.text("jid"))
         )

@@ -79,16 +79,15 @@ class DevicePublish(_DeviceCommand):
     )
 
     async def start(self, context: CommandContext) -> Step:
+        return FormStep(self.form, self.submit)
+
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
         owner = context.requester_bare
-
-        async def submit(form: Submission) -> Step:
-            record = await self.directory.publish(owner, form.text("bundle"), form.text("label"))
-            return Completed(
-                notes=[("info", f"Device {record.device_id} published for {owner}")],
-                payload=render_result("Device published", _device_rows(record)),
-            )
-
-        return FormStep(self.form, submit)
+        record = await self.directory.publish(owner, form.text("bundle"), form.text("label"))
+        return Completed(
+            notes=[("info", f"Device {record.device_id} published for {owner}")],
+            payload=render_result("Device published", _device_rows(record)),
+        )
 
 
 class DeviceList(_DeviceCommand):
@@ -122,22 +121,21 @@ class DeviceRevoke(_DeviceCommand):
         records = [r for r in await self.directory.devices(owner) if r.revoked_at is None]
         if not records:
             return Completed(notes=[("info", "You have no active device.")])
-        form = self.form.with_options("device_id", _choices(records))
+        return FormStep(self.form.with_options("device_id", _choices(records)), self.submit)
 
-        async def submit(submitted: Submission) -> Step:
-            device_id = submitted.text("device_id")
-            if not (device_id.isascii() and device_id.isdigit()):
-                raise InputRejected({"device_id": "choose a device from the list"})
-            try:
-                record = await self.directory.revoke(owner, int(device_id))
-            except (DeviceNotFound, DeviceRevoked) as error:
-                raise InputRejected({"device_id": str(error)}) from error
-            return Completed(
-                notes=[("info", f"Device {record.device_id} revoked")],
-                payload=render_result("Device revoked", _device_rows(record)),
-            )
-
-        return FormStep(form, submit)
+    async def submit(self, context: CommandContext, submitted: Submission) -> Completed:
+        """Raises: InputRejected: Not an active device of the requester's."""
+        device_id = submitted.text("device_id")
+        if not (device_id.isascii() and device_id.isdigit()):
+            raise InputRejected({"device_id": "choose a device from the list"})
+        try:
+            record = await self.directory.revoke(context.requester_bare, int(device_id))
+        except (DeviceNotFound, DeviceRevoked) as error:
+            raise InputRejected({"device_id": str(error)}) from error
+        return Completed(
+            notes=[("info", f"Device {record.device_id} revoked")],
+            payload=render_result("Device revoked", _device_rows(record)),
+        )
 
 
 def _choices(records: Sequence[DeviceRecord]) -> list[tuple[str, str]]:

@@ -85,6 +85,19 @@ class _AppCommand(Command):
         return app
 
 
+class _FormCommand(_AppCommand):
+    """A command of one form, answered once the form is submitted."""
+
+    form: ClassVar[FormSpec]
+
+    async def start(self, context: CommandContext) -> Step:
+        return FormStep(self.form, self.submit)
+
+    @abstractmethod
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
+        """The answer; a refusal is an answer too."""
+
+
 def _form_value(value: object) -> FieldValue:
     if isinstance(value, bool | str):
         return value
@@ -117,7 +130,7 @@ def _refused(error: Refusal | WireError) -> Completed:
     )
 
 
-class KeysLookup(_AppCommand):
+class KeysLookup(_FormCommand):
     node = "urn:cmaas:cmd:keys-lookup"
     name = "Look up a recipient's device keys"
     form = FormSpec(
@@ -131,19 +144,16 @@ class KeysLookup(_AppCommand):
         ),
     )
 
-    async def start(self, context: CommandContext) -> Step:
-        async def submit(form: Submission) -> Step:
-            try:
-                app = await self.bound_app(context)
-                keys = await self.messaging.lookup(app, form.text("to").strip())
-            except Refusal as error:
-                return _refused(error)
-            return Completed(
-                notes=[("info", _keys_note(keys))],
-                payload=wire_result("Device keys", keys.to_json()),
-            )
-
-        return FormStep(self.form, submit)
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
+        try:
+            app = await self.bound_app(context)
+            keys = await self.messaging.lookup(app, form.text("to").strip())
+        except Refusal as error:
+            return _refused(error)
+        return Completed(
+            notes=[("info", _keys_note(keys))],
+            payload=wire_result("Device keys", keys.to_json()),
+        )
 
 
 def _keys_note(keys: KeyLookup) -> str:
@@ -162,14 +172,13 @@ _SIGNATURE_FIELDS = (
 )
 
 
-class _SignedCommand(_AppCommand):
+class _SignedCommand(_FormCommand):
     """A command that carries an HTTP request's JSON body, signed exactly as that request
     (:attr:`method` to :meth:`request_path`) would be; the server-stamped sender names
     the app."""
 
     method: ClassVar[str] = "POST"
     path: ClassVar[str]
-    form: ClassVar[FormSpec]
 
     def request_path(self, form: Submission) -> str:
         """The HTTP path the signature covers.
@@ -182,40 +191,35 @@ class _SignedCommand(_AppCommand):
     """Whether :meth:`perform` stores messages: it then claims the request's nonce in
     the transaction that stores them."""
 
-    async def start(self, context: CommandContext) -> Step:
-        async def submit(form: Submission) -> Step:
-            body = form.text("request").encode()
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
+        body = form.text("request").encode()
+        try:
+            app = await self.bound_app(context)
+            signed = SignedRequest(
+                method=self.method,
+                path=self.request_path(form),
+                body=body,
+                client_id=app.client_id,
+                client_secret="",
+                timestamp=form.text("timestamp").strip(),
+                nonce=form.text("nonce").strip(),
+                signature=form.text("signature").strip(),
+                peer=None,
+            )
+            nonce: RequestNonce | None = None
+            if self.stores_messages:
+                app, nonce = await self.authenticator.authenticate_bound_pending(app.app_id, signed)
+            else:
+                await self.authenticator.authenticate_bound(app.app_id, signed)
             try:
-                app = await self.bound_app(context)
-                signed = SignedRequest(
-                    method=self.method,
-                    path=self.request_path(form),
-                    body=body,
-                    client_id=app.client_id,
-                    client_secret="",
-                    timestamp=form.text("timestamp").strip(),
-                    nonce=form.text("nonce").strip(),
-                    signature=form.text("signature").strip(),
-                    peer=None,
-                )
-                nonce: RequestNonce | None = None
-                if self.stores_messages:
-                    app, nonce = await self.authenticator.authenticate_bound_pending(
-                        app.app_id, signed
-                    )
-                else:
-                    await self.authenticator.authenticate_bound(app.app_id, signed)
-                try:
-                    request = parse_json_body(body)
-                except WireError:
-                    if nonce is not None:  # nothing to store: the nonce is claimed alone
-                        await self.authenticator.claim(nonce)
-                    raise
-                return await self.perform(app, request, form, nonce)
-            except (Refusal, WireError) as error:
-                return _refused(error)
-
-        return FormStep(self.form, submit)
+                request = parse_json_body(body)
+            except WireError:
+                if nonce is not None:  # nothing to store: the nonce is claimed alone
+                    await self.authenticator.claim(nonce)
+                raise
+            return await self.perform(app, request, form, nonce)
+        except (Refusal, WireError) as error:
+            return _refused(error)
 
     @abstractmethod
     async def perform(
@@ -343,7 +347,7 @@ class OmemoKeyTransportSend(_SignedCommand):
         )
 
 
-class OmemoInboundRead(_AppCommand):
+class OmemoInboundRead(_FormCommand):
     node = "urn:cmaas:cmd:omemo-inbound"
     name = "Read what people's clients sent to my app over OMEMO"
     form = FormSpec(
@@ -353,22 +357,19 @@ class OmemoInboundRead(_AppCommand):
         (FieldSpec("after", "After", required=True, desc="The last seq read, or 0"),),
     )
 
-    async def start(self, context: CommandContext) -> Step:
-        async def submit(form: Submission) -> Step:
-            text = form.text("after").strip()
-            try:
-                app = await self.bound_app(context)
-                if not (text.isascii() and text.isdigit()) or len(text) > 18:
-                    raise InvalidRequest("after must be a whole number")
-                page = await self.messaging.omemo.inbound(app, int(text), 0)
-            except Refusal as error:
-                return _refused(error)
-            return Completed(
-                notes=[("info", f"{len(page.items)} item(s)")],
-                payload=wire_result("OMEMO inbound", page.to_json()),
-            )
-
-        return FormStep(self.form, submit)
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
+        text = form.text("after").strip()
+        try:
+            app = await self.bound_app(context)
+            if not (text.isascii() and text.isdigit()) or len(text) > 18:
+                raise InvalidRequest("after must be a whole number")
+            page = await self.messaging.omemo.inbound(app, int(text), 0)
+        except Refusal as error:
+            return _refused(error)
+        return Completed(
+            notes=[("info", f"{len(page.items)} item(s)")],
+            payload=wire_result("OMEMO inbound", page.to_json()),
+        )
 
 
 class _FormlessCommand(_AppCommand):
@@ -405,7 +406,7 @@ class AppDescribe(_FormlessCommand):
         return self.messaging.describe(app).to_json()
 
 
-class MessageStatusLookup(_AppCommand):
+class MessageStatusLookup(_FormCommand):
     node = "urn:cmaas:cmd:message-status"
     name = "Show a message's status"
     form = FormSpec(
@@ -414,19 +415,16 @@ class MessageStatusLookup(_AppCommand):
         (FieldSpec("message_id", "Message id", required=True),),
     )
 
-    async def start(self, context: CommandContext) -> Step:
-        async def submit(form: Submission) -> Step:
-            try:
-                app = await self.bound_app(context)
-                view = await self.messaging.status(app, form.text("message_id").strip())
-            except Refusal as error:
-                return _refused(error)
-            return Completed(
-                notes=[("info", f"{view.message_id}: {view.status.value}")],
-                payload=wire_result("Message status", view.to_json()),
-            )
-
-        return FormStep(self.form, submit)
+    async def submit(self, context: CommandContext, form: Submission) -> Completed:
+        try:
+            app = await self.bound_app(context)
+            view = await self.messaging.status(app, form.text("message_id").strip())
+        except Refusal as error:
+            return _refused(error)
+        return Completed(
+            notes=[("info", f"{view.message_id}: {view.status.value}")],
+            payload=wire_result("Message status", view.to_json()),
+        )
 
 
 def messaging_commands(

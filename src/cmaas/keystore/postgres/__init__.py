@@ -1,7 +1,6 @@
 """The keystore on PostgreSQL (``CMAAS_DATABASE=postgresql://...``), behind the same
 interfaces as the SQLite one and with the same semantics."""
 
-from cmaas.keystore.postgres._connection import PostgresLeaderLock
 from cmaas.keystore.postgres.keystore import PostgresKeystore
 
-__all__ = ["PostgresKeystore", "PostgresLeaderLock"]
+__all__ = ["PostgresKeystore"]

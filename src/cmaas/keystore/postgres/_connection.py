@@ -15,7 +15,7 @@ from cmaas.keystore._db import Db, Params, Row
 from cmaas.keystore.migrations import to_apply
 from cmaas.keystore.postgres.migrations import MIGRATIONS
 
-__all__ = ["Connections", "PostgresDb", "PostgresLeaderLock"]
+__all__ = ["Connections", "PostgresDb"]
 
 _Connection = psycopg.AsyncConnection[DictRow]
 
@@ -25,61 +25,6 @@ _Connection = psycopg.AsyncConnection[DictRow]
 # pools; event ids that grow in commit order) across processes, such as the admin CLI
 # beside a gateway. An arbitrary constant: "cmaas" in ASCII.
 _WRITE_LOCK = 0x636D616173
-
-
-# The key of the session-level advisory lock the leader instance holds: "leader".
-_LEADER_LOCK = 0x6C6561646572
-
-
-class PostgresLeaderLock:
-    """The leadership among the gateway instances on one PostgreSQL database: who runs
-    the periodic jobs and the event consumers.
-
-    A session-level advisory lock on a connection of its own, which the server drops
-    when that connection ends, however the leader's process ends; the others try again.
-    """
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._connection: _Connection | None = None
-
-    async def try_take(self) -> bool:
-        """Take the leadership if no instance holds it, without waiting.
-
-        Returns: whether this process holds it now.
-        Raises: psycopg.Error: The server cannot be reached or refuses the connection.
-        """
-        if self._connection is not None:
-            return True
-        connection = await _connect(self._url)
-        try:
-            cursor = await connection.execute(
-                "SELECT pg_try_advisory_lock(%s) AS held", (_LEADER_LOCK,)
-            )
-            row = await cursor.fetchone()
-        except BaseException:
-            await connection.close()
-            raise
-        if row is None or not row["held"]:
-            await connection.close()
-            return False
-        self._connection = connection
-        return True
-
-    async def still_held(self) -> bool:
-        """Whether the lock's connection is still up (a broken one lost the lock)."""
-        if self._connection is None:
-            return False
-        try:
-            await self._connection.execute("SELECT 1")
-        except psycopg.Error:
-            return False
-        return not self._connection.broken
-
-    async def release(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()  # ending the session drops the lock
-            self._connection = None
 
 
 class Connections:

@@ -17,7 +17,7 @@ What differs from SQLite, and why:
 
 from __future__ import annotations
 
-from cmaas.keystore.migrations import Migration
+from cmaas.keystore.migrations import ADHOC_SESSIONS_VERSION, Migration
 
 __all__ = ["MIGRATIONS"]
 
@@ -288,6 +288,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             full_ms     BIGINT NOT NULL
         );
         CREATE INDEX rate_buckets_by_full ON rate_buckets(full_ms);
+        """,
+    ),
+    Migration(
+        ADHOC_SESSIONS_VERSION,
+        "ad-hoc command sessions, so that any gateway instance can take a session's next step",
+        """
+        CREATE TABLE adhoc_sessions (
+            session_key  TEXT PRIMARY KEY,
+            owner        TEXT NOT NULL,
+            owner_bare   TEXT NOT NULL,
+            node         TEXT NOT NULL,
+            access       TEXT NOT NULL,
+            step         TEXT NOT NULL,
+            state        TEXT NOT NULL,
+            busy         SMALLINT NOT NULL DEFAULT 0 CHECK (busy IN (0, 1)),
+            created_ms   BIGINT NOT NULL,
+            updated_ms   BIGINT NOT NULL
+        );
+        CREATE INDEX adhoc_sessions_by_account ON adhoc_sessions(owner_bare);
+        CREATE INDEX adhoc_sessions_by_access ON adhoc_sessions(access);
+        CREATE INDEX adhoc_sessions_by_age ON adhoc_sessions(created_ms);
         """,
     ),
 )
