@@ -29,6 +29,7 @@ from cmaas.component.contacts import AppContacts
 from cmaas.component.gateway import GatewayComponent
 from cmaas.component.ping_replies import PingReplies
 from cmaas.delivery.auth import RequestAuthenticator
+from cmaas.delivery.backlog import SharedDepth
 from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
@@ -44,6 +45,7 @@ from cmaas.delivery.maintenance import Housekeeper
 from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.delivery.notices import NoticeConsumer
 from cmaas.delivery.omemo import OmemoLimits
+from cmaas.delivery.ratelimit import RateLimiter, SharedBuckets, TokenBuckets
 from cmaas.delivery.recipient_omemo import RecipientOmemoLookup
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.service import Messaging
@@ -248,16 +250,22 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             consumers={"webhook": webhooks, "xmpp_notice": notices},
         )
         resolver = RecipientResolver(keystore, settings.served_domains)
+        # Rates hold across the instances sharing a PostgreSQL database: their buckets
+        # are rows there. One gateway process has a SQLite file (GatewayLock): its
+        # memory holds every request the file sees, and costs no write per request.
+        buckets: RateLimiter = SharedBuckets(keystore.rates) if shared else TokenBuckets()
         submissions = SubmissionService(
             keystore,
             resolver,
             dispatcher.enqueue,
-            dispatcher.depth,
+            # Back-pressure counts every instance's queue: in the database, where shared.
+            SharedDepth(store) if shared else dispatcher.depth,
             component_domain=domain,
             limits=AdmissionLimits(
                 bulk_backlog=settings.outbox_bulk_limit,
                 normal_backlog=settings.outbox_normal_limit,
             ),
+            buckets=buckets,
             on_outcomes=metrics.on_outcomes,
             owner=dispatcher.owner_for_new,
         )
@@ -285,6 +293,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             keystore.blobs,
             BlobLimits(settings.blob_max_bytes, settings.blob_quota_bytes, settings.blob_max_count),
             plans=keystore.get_plan,
+            buckets=buckets,
         )
         # The ad-hoc commands, served by the component.
         adhoc = AdhocEngine(
@@ -312,6 +321,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         xmpp.serve(adhoc)
         housekeeper = Housekeeper(
             store,
+            rates=keystore.rates if shared else None,
             retention_s=settings.retention_days * 86400.0,
             blobs=blob_service,
             omemo=messaging.omemo,

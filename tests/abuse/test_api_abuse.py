@@ -20,15 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmaas.api import ClientAddresses, api_routes, error_middleware
-from cmaas.delivery.auth import RequestAuthenticator
-from cmaas.delivery.events import EventHub
-from cmaas.delivery.metrics import GatewayMetrics
-from cmaas.delivery.recipients import RecipientResolver
-from cmaas.delivery.service import Messaging
-from cmaas.delivery.submission import SubmissionService
+from cmaas.api import error_middleware
 from cmaas.identifiers import parse_network
-from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import (
     MasterKeyring,
     NewApp,
@@ -36,10 +29,8 @@ from cmaas.keystore import (
     SqliteKeystore,
     issue_credentials,
 )
-from cmaas.lifecycle import (
-    Priority,
-)
 from cmaas.wire.signing import request_signature
+from tests.api_harness import idle_metrics, routes_over
 
 from .tally import CASES
 
@@ -79,35 +70,9 @@ class Api:
             NewApp("abuse", "Abuse", "default", networks=(parse_network("127.0.0.0/8"),)), issued
         )
         self.credentials = issued
-        resolver = RecipientResolver(self.keystore, frozenset({"cmaas.test"}))
-        submissions = SubmissionService(
-            self.keystore,
-            resolver,
-            self.enqueued.extend,
-            lambda: dict.fromkeys(Priority, 0),
-            component_domain=DOMAIN,
-        )
-        hub = EventHub(self.keystore)
-        messaging = Messaging(
-            self.keystore,
-            KeyDirectory(self.keystore),
-            resolver,
-            submissions,
-            hub,
-            component_domain=DOMAIN,
-        )
-        metrics = GatewayMetrics(
-            depth=lambda: dict.fromkeys(Priority, 0),
-            inflight=lambda: 0,
-            resent=lambda: 0,
-            link=lambda: (1, 1),
-            pings=lambda: (0, 0),
-            consumers={},
-        )
+        metrics = idle_metrics()
         app = web.Application(client_max_size=64 * 1024, middlewares=[error_middleware(metrics)])
-        app.add_routes(
-            api_routes(messaging, RequestAuthenticator(self.keystore), ClientAddresses([]), metrics)
-        )
+        app.add_routes(routes_over(self.keystore, metrics, enqueue=self.enqueued.extend))
         self.client = TestClient(TestServer(app))
         await self.client.start_server()
 

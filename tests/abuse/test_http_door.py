@@ -23,22 +23,17 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
-from cmaas.api import ClientAddresses, api_routes, error_middleware
+from cmaas.api import ClientAddresses, error_middleware
 from cmaas.api.door import Door, DoorLimits
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
 from cmaas.delivery.errors import Unauthenticated
-from cmaas.delivery.events import EventHub
-from cmaas.delivery.metrics import GatewayMetrics
-from cmaas.delivery.recipients import RecipientResolver
-from cmaas.delivery.service import Messaging
-from cmaas.delivery.submission import SubmissionService
 from cmaas.envelope import b64url, generate_private_key, point_bytes
 from cmaas.identifiers import parse_network
-from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import IssuedCredentials, MasterKeyring, NewApp, NewMessage, SqliteKeystore
 from cmaas.keystore import issue_credentials as issue
 from cmaas.lifecycle import Priority
 from cmaas.wire.signing import request_headers, request_signature
+from tests.api_harness import idle_metrics, routes_over
 
 from .tally import CASES
 
@@ -107,37 +102,12 @@ async def front(tmp_path: Path) -> AsyncIterator[Front]:
         await keystore.create_app(
             NewApp(name, name, "default", networks=(parse_network("127.0.0.0/8"),)), apps[name]
         )
-    resolver = RecipientResolver(keystore, frozenset({"cmaas.test"}))
-    submissions = SubmissionService(
-        keystore,
-        resolver,
-        lambda entries: None,
-        lambda: dict.fromkeys(Priority, 0),
-        component_domain=DOMAIN,
-    )
-    hub = EventHub(keystore)
-    store = keystore.messages
-    store.listen(hub.on_events)
-    messaging = Messaging(
-        keystore, KeyDirectory(keystore), resolver, submissions, hub, component_domain=DOMAIN
-    )
-    metrics = GatewayMetrics(
-        depth=lambda: dict.fromkeys(Priority, 0),
-        inflight=lambda: 0,
-        resent=lambda: 0,
-        link=lambda: (1, 1),
-        pings=lambda: (0, 0),
-        consumers={},
-    )
+    metrics = idle_metrics()
     door = Door(LIMITS)
     app = web.Application(
         client_max_size=8 * 1024 * 1024, middlewares=[error_middleware(metrics), door.middleware]
     )
-    app.add_routes(
-        api_routes(
-            messaging, RequestAuthenticator(keystore), ClientAddresses([]), metrics, door=door
-        )
-    )
+    app.add_routes(routes_over(keystore, metrics, door=door))
     runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
     listener = await door.serve(runner, "127.0.0.1", 0)

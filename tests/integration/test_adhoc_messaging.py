@@ -1,5 +1,6 @@
 """A bot bound to an app sends through the gateway's ad-hoc commands on real Prosody and
-ejabberd: key lookup, a submission signed as the HTTP one, and the message's status."""
+ejabberd: key lookup, a submission signed as the HTTP one (and refused when replayed),
+and the message's status."""
 
 from __future__ import annotations
 
@@ -65,9 +66,14 @@ async def test_bot_looks_up_submits_and_follows_over_adhoc(
             assert forged.values["error"] == ["unauthenticated"]
             assert any("unauthenticated" in note for note in forged.error_notes)
 
-            sent = await bot.run(gw, SEND, signed(app.credentials.hmac_key))
+            fields = signed(app.credentials.hmac_key)
+            sent = await bot.run(gw, SEND, fields)
             assert sent.status == "completed", sent
             assert sent.values["status"] == ["accepted"]
+            # Its nonce was claimed with the message: the same form again is a replay.
+            replayed = await bot.run(gw, SEND, fields)
+            assert replayed.values["error"] == ["unauthenticated"], replayed
+            assert any("used before" in note for note in replayed.error_notes), replayed
             async with asyncio.timeout(15):
                 received = await dev.next_message()
             assert (received.message_id, received.content) == (

@@ -228,3 +228,14 @@ async def any_keystore(
     store = await database.open(MasterKeyring(master_key), clock)
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def other_keystore(
+    any_keystore: AnyKeystore, database: Database, master_key: bytes, clock: FakeClock
+) -> AsyncIterator[AnyKeystore]:
+    """A second keystore on :func:`any_keystore`'s database, as another gateway
+    instance (or process) opens it."""
+    store = await database.open(MasterKeyring(master_key), clock)
+    yield store
+    await store.close()

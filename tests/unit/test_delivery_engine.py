@@ -508,11 +508,15 @@ async def test_back_pressure_refuses_bulk_first_and_never_high(keystore: SqliteK
     await _app(keystore)
     app = await keystore.get_app("auth")
     depth = {Priority.HIGH: 0, Priority.NORMAL: 0, Priority.BULK: 0}
+
+    async def shared_depth() -> dict[Priority, int]:
+        return depth  # as instances sharing a database read theirs: a coroutine
+
     submissions = SubmissionService(
         keystore,
         RecipientResolver(keystore, frozenset({"cmaas.test"})),
         lambda entries: None,
-        lambda: depth,
+        shared_depth,
         component_domain="gateway.cmaas.test",
         limits=AdmissionLimits(bulk_backlog=100, normal_backlog=1000),
     )

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 
 from cmaas.delivery import events
+from cmaas.delivery.backlog import SharedDepth
 from cmaas.delivery.notices import NoticeConsumer
 from cmaas.delivery.tracker import Feedback, FeedbackKind, StatusTracker
 from cmaas.keystore import (
@@ -22,10 +24,13 @@ from cmaas.keystore import (
     CursorState,
     MasterKeyring,
     MessageConflict,
+    MessageNotFound,
     MessageRecord,
     NewApp,
     NewMessage,
+    NonceUsed,
     QuotaExhausted,
+    RequestNonce,
     SealedPayload,
     StatusEvent,
     issue_credentials,
@@ -306,10 +311,10 @@ async def test_fenced_instances_are_forgotten_once_they_own_nothing(
 
 async def test_nonces_are_refused_until_they_expire(keystore: AnyKeystore) -> None:
     store = keystore.messages
-    assert await store.claim_nonce("cid", "n-1234567", expires_at=100, now=50)
-    assert not await store.claim_nonce("cid", "n-1234567", expires_at=100, now=60)
-    assert await store.claim_nonce("other", "n-1234567", expires_at=100, now=60)
-    assert await store.claim_nonce("cid", "n-1234567", expires_at=200, now=100)
+    assert await store.claim_nonce(RequestNonce("cid", "n-1234567", expires_at=100, now=50))
+    assert not await store.claim_nonce(RequestNonce("cid", "n-1234567", expires_at=100, now=60))
+    assert await store.claim_nonce(RequestNonce("other", "n-1234567", expires_at=100, now=60))
+    assert await store.claim_nonce(RequestNonce("cid", "n-1234567", expires_at=200, now=100))
     assert await store.purge_nonces(now=150) == 1
 
 
@@ -643,21 +648,17 @@ async def test_messages_of_nobody_and_late_ones_of_a_fenced_instance_are_taken_o
 
 
 async def test_two_survivors_racing_for_a_dead_instance_one_wins(
-    keystore: AnyKeystore, database: Database, master_key: bytes, clock: FakeClock, app: str
+    keystore: AnyKeystore, database: Database, other_keystore: AnyKeystore, app: str
 ) -> None:
-    other = await database.open(MasterKeyring(master_key), clock)
-    try:
-        dead = await keystore.messages.register_instance("gw-a")
-        left = await keystore.messages.register_instance("gw-b")
-        right = await other.messages.register_instance("gw-c")
-        await submit_as(keystore, dead, *(f"m{n}" for n in range(20)))
-        silence(database, dead)
-        outcomes = await asyncio.gather(
-            keystore.messages.take_over(left, WINDOW_MS, dead_after_ms=DEAD_AFTER_MS),
-            other.messages.take_over(right, WINDOW_MS, dead_after_ms=DEAD_AFTER_MS),
-        )
-    finally:
-        await other.close()
+    dead = await keystore.messages.register_instance("gw-a")
+    left = await keystore.messages.register_instance("gw-b")
+    right = await other_keystore.messages.register_instance("gw-c")
+    await submit_as(keystore, dead, *(f"m{n}" for n in range(20)))
+    silence(database, dead)
+    outcomes = await asyncio.gather(
+        keystore.messages.take_over(left, WINDOW_MS, dead_after_ms=DEAD_AFTER_MS),
+        other_keystore.messages.take_over(right, WINDOW_MS, dead_after_ms=DEAD_AFTER_MS),
+    )
     winners = [outcome for outcome in outcomes if outcome.fenced]
     losers = [outcome for outcome in outcomes if not outcome.fenced]
     assert len(winners) == len(losers) == 1
@@ -701,3 +702,78 @@ async def test_a_deposed_leaders_cursor_writes_are_refused(keystore: AnyKeystore
     assert await store.cursors("webhook") == [CursorState(APP, 5, 0, "")]
     assert await store.save_cursor("webhook", CursorState(APP, 7, 0, ""), leader=second)
     assert await store.cursors("webhook") == [CursorState(APP, 7, 0, "")]
+
+
+async def test_back_pressure_reads_every_instances_queue_at_most_once_a_second(
+    keystore: AnyKeystore, database: Database, other_keystore: AnyKeystore, app: str
+) -> None:
+    here = await keystore.messages.register_instance("gw-a")
+    there = await other_keystore.messages.register_instance("gw-b")
+    monotonic = FakeClock(100.0)
+    depth = SharedDepth(keystore.messages, every_s=1.0, monotonic=monotonic)
+    assert sum((await depth()).values()) == 0
+    # Queued through the other instance, which this one's dispatcher never sees.
+    await other_keystore.messages.submit(
+        [message(f"b{n}", priority=Priority.BULK) for n in range(3)],
+        daily_quota=None,
+        owner=there,
+    )
+    await submit_as(keystore, here, "h1")
+    monotonic.now += 0.5
+    assert sum((await depth()).values()) == 0  # within the second: as read
+    monotonic.now += 0.5
+    assert await depth() == {Priority.HIGH: 1, Priority.NORMAL: 0, Priority.BULK: 3}
+    await other_keystore.messages.mark_dispatched([1, 2, 3, 4], 1_800_000_100_000)
+    monotonic.now += 1.0
+    assert sum((await depth()).values()) == 0  # dispatched: no longer queued
+
+
+def nonce(value: str = "n-1234567", now: int = 1_800_000_000) -> RequestNonce:
+    return RequestNonce("cid", value, now + 301, now)
+
+
+async def test_a_nonce_is_claimed_in_the_transaction_that_stores_the_messages(
+    keystore: AnyKeystore, app: str
+) -> None:
+    store = keystore.messages
+    assert not await store.nonce_seen(nonce())
+    (stored,) = await store.submit([message("m1")], daily_quota=None, nonce=nonce())
+    assert isinstance(stored, MessageRecord)
+    assert await store.nonce_seen(nonce())
+    with pytest.raises(NonceUsed):
+        await store.submit([message("m2")], daily_quota=None, nonce=nonce())
+    with pytest.raises(MessageNotFound):
+        await store.get(APP, "m2")  # the replay stored nothing
+    assert not await store.claim_nonce(nonce())
+    # A request that stores nothing claims its nonce all the same.
+    assert await store.submit([], daily_quota=None, nonce=nonce("n-7654321")) == []
+    assert await store.nonce_seen(nonce("n-7654321"))
+    assert not await store.nonce_seen(nonce(now=1_800_000_301))  # expired by then
+
+
+async def test_a_failed_submission_claims_no_nonce(keystore: AnyKeystore, app: str) -> None:
+    store = keystore.messages
+    orphan = dataclasses.replace(message("m1"), app_id="no-such-app")
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError), match=r"(?i)foreign key"):
+        await store.submit([orphan], daily_quota=None, nonce=nonce())
+    assert not await store.nonce_seen(nonce())
+    (stored,) = await store.submit([message("m1")], daily_quota=None, nonce=nonce())
+    assert isinstance(stored, MessageRecord)  # the retry, with the same nonce
+
+
+async def test_one_nonce_submitted_at_two_instances_at_once_is_stored_once(
+    keystore: AnyKeystore, database: Database, other_keystore: AnyKeystore, app: str
+) -> None:
+    outcomes = await asyncio.gather(
+        keystore.messages.submit([message("here")], daily_quota=None, nonce=nonce()),
+        other_keystore.messages.submit([message("there")], daily_quota=None, nonce=nonce()),
+        return_exceptions=True,
+    )
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == ["NonceUsed", "list"]
+    assert database.execute("SELECT count(*) FROM messages") == [(1,)]
+    # Unique by the table's primary key, whatever inserts it.
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError), match=r"(?i)unique|dupl"):
+        database.execute(
+            "INSERT INTO request_nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)",
+            ("cid", "n-1234567", 1),
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -25,7 +25,7 @@ from cmaas.delivery.omemo import parse_device_id
 from cmaas.delivery.service import MAX_WAIT_S, Messaging
 from cmaas.delivery.submission import submission_result
 from cmaas.identifiers import IpNetwork
-from cmaas.keystore import App, AuthenticatedApp, BlobMissing
+from cmaas.keystore import App, AuthenticatedApp, BlobMissing, RequestNonce
 from cmaas.wire import BlobReceipt, SigningKeyRequest, WireError, parse_json_body
 from cmaas.wire.http import refusal_response, router_refusal
 
@@ -33,6 +33,11 @@ __all__ = ["api_routes", "error_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Operation = Callable[[web.Request, App, bytes], Awaitable[web.StreamResponse]]
+Submitting = Callable[[web.Request, App, bytes, RequestNonce], Awaitable[web.StreamResponse]]
+"""An operation that stores messages, and claims the request's nonce as it does."""
+Verified = Callable[[web.Request, AuthenticatedApp, bytes], Awaitable[web.StreamResponse]]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,17 @@ def _integer(request: web.Request, name: str, default: int, high: int) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 20 or int(text) > high:
         raise InvalidRequest(f"{name} must be a whole number from 0 to {high}")
     return int(text)
+
+
+def _batch_items(body: bytes) -> list[object]:
+    """Raises: InvalidRequest, WireError: Not ``{"messages": [...]}``."""
+    value = parse_json_body(body)
+    if not isinstance(value, dict) or set(value) != {"messages"}:
+        raise InvalidRequest('the body must be {"messages": [...]}')
+    items = value["messages"]
+    if not isinstance(items, list):
+        raise InvalidRequest("messages must be a list")
+    return items
 
 
 def api_routes(
@@ -114,19 +130,55 @@ def api_routes(
             addresses.client(request),
         )
 
-    def signed(operation: Operation) -> Handler:
-        """An operation behind the whole check, in the order that costs least: the
-        credentials, address and standing from the headers; the app's share of
-        requests in flight; then the body (within its deadline); then its signature."""
+    def behind_door(verified: Verified) -> Handler:
+        """The checks in the order that costs least: the credentials, address and
+        standing from the headers; the app's share of requests in flight; then the
+        body (within its deadline), which ``verified`` checks the signature of."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
             authenticated = await precheck(request)
             with door.app_request(authenticated.app.app_id):
                 body = await door.read_body(request)
-                await authenticator.verify(authenticated, signed_request(request, body))
-                return await operation(request, authenticated.app, body)
+                return await verified(request, authenticated, body)
 
         return handler
+
+    def signed(operation: Operation) -> Handler:
+        """An operation behind the whole check, its nonce claimed before it runs."""
+
+        async def verified(
+            request: web.Request, authenticated: AuthenticatedApp, body: bytes
+        ) -> web.StreamResponse:
+            await authenticator.verify(authenticated, signed_request(request, body))
+            return await operation(request, authenticated.app, body)
+
+        return behind_door(verified)
+
+    def signed_submission(operation: Submitting) -> Handler:
+        """An operation that stores messages, behind the whole check: its nonce is
+        claimed in the transaction that stores them (a replay is refused; a request
+        that failed to be stored may be retried with the same nonce)."""
+
+        async def verified(
+            request: web.Request, authenticated: AuthenticatedApp, body: bytes
+        ) -> web.StreamResponse:
+            nonce = await authenticator.verify_pending(authenticated, signed_request(request, body))
+            return await operation(request, authenticated.app, body, nonce)
+
+        return behind_door(verified)
+
+    async def parsed(nonce: RequestNonce, parse: Callable[[], T]) -> T:
+        """What ``parse`` makes of a submission's body; a body it refuses stores
+        nothing, and claims the request's nonce on its own (a replay of it is refused
+        as a replay).
+
+        Raises: InvalidRequest, WireError; Unauthenticated: A replay.
+        """
+        try:
+            return parse()
+        except (Refusal, WireError):
+            await authenticator.claim(nonce)
+            raise
 
     async def whoami(request: web.Request, app: App, body: bytes) -> web.Response:
         return web.json_response(messaging.describe(app).to_json())
@@ -137,21 +189,20 @@ def api_routes(
             raise InvalidRequest("give the recipient as ?to=JID, email or +E.164 number")
         return web.json_response((await messaging.lookup(app, to)).to_json())
 
-    async def submit(request: web.Request, app: App, body: bytes) -> web.Response:
-        item = parse_json_body(body)
-        (outcome,) = await messaging.submit(app, [item])
+    async def submit(
+        request: web.Request, app: App, body: bytes, nonce: RequestNonce
+    ) -> web.Response:
+        item = await parsed(nonce, lambda: parse_json_body(body))
+        (outcome,) = await messaging.submit(app, [item], nonce=nonce)
         if isinstance(outcome, Refusal):
             raise outcome
         return web.json_response(submission_result(outcome).to_json(), status=202)
 
-    async def submit_batch(request: web.Request, app: App, body: bytes) -> web.Response:
-        value = parse_json_body(body)
-        if not isinstance(value, dict) or set(value) != {"messages"}:
-            raise InvalidRequest('the body must be {"messages": [...]}')
-        items = value["messages"]
-        if not isinstance(items, list):
-            raise InvalidRequest("messages must be a list")
-        outcomes = await messaging.submit(app, items)
+    async def submit_batch(
+        request: web.Request, app: App, body: bytes, nonce: RequestNonce
+    ) -> web.Response:
+        items = await parsed(nonce, lambda: _batch_items(body))
+        outcomes = await messaging.submit(app, items, nonce=nonce)
         return web.json_response(
             {
                 "results": [
@@ -270,8 +321,8 @@ def api_routes(
     return [
         web.get("/v1/app", signed(whoami)),
         web.get("/v1/keys", signed(keys)),
-        web.post("/v1/messages", signed(submit)),
-        web.post("/v1/messages:batch", signed(submit_batch)),
+        web.post("/v1/messages", signed_submission(submit)),
+        web.post("/v1/messages:batch", signed_submission(submit_batch)),
         web.get("/v1/messages/{message_id}", signed(status)),
         web.get("/v1/events", signed(events)),
         web.post("/v1/signing-keys", signed(add_signing_key)),

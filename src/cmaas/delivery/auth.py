@@ -1,5 +1,12 @@
 """Authenticating app requests: client id and secret, the request's HMAC, its freshness,
-a nonce never seen before, the peer's address and the app's standing."""
+a nonce never seen before, the peer's address and the app's standing.
+
+A request's nonce is claimed, durably, before the request does anything; or, for a
+request that submits messages, in the transaction that stores them
+(:meth:`RequestAuthenticator.verify_pending`): one durable write fewer for each OTP.
+A replay is refused all the same (the database keeps a nonce once); a request whose
+messages could not be stored claimed nothing, and its retry with the same nonce is
+accepted."""
 
 from __future__ import annotations
 
@@ -10,10 +17,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
-from cmaas.keystore import App, AppNotFound, AuthenticatedApp, AuthenticationFailed, Keystore
+from cmaas.keystore import (
+    App,
+    AppNotFound,
+    AuthenticatedApp,
+    AuthenticationFailed,
+    Keystore,
+    MessageStore,
+    RequestNonce,
+)
 from cmaas.wire.signing import request_signature_input, request_signature_matches
 
-__all__ = ["SIGNATURE_WINDOW_S", "RequestAuthenticator", "SignedRequest"]
+__all__ = [
+    "SIGNATURE_WINDOW_S",
+    "RequestAuthenticator",
+    "SignedRequest",
+    "claim_nonce",
+    "nonce_used",
+]
 
 SIGNATURE_WINDOW_S = 300
 _NONCE = re.compile(r"[A-Za-z0-9_.:~-]{8,128}")
@@ -92,6 +113,28 @@ class RequestAuthenticator:
         """
         await self._check_signed(authenticated.app, [authenticated.hmac_key], request)
 
+    async def verify_pending(
+        self, authenticated: AuthenticatedApp, request: SignedRequest
+    ) -> RequestNonce:
+        """:meth:`verify` but for the nonce's claim, for a request that stores
+        messages: the nonce is refused here if it was claimed already, and returned
+        unclaimed. The caller must claim it, in the transaction that stores the
+        messages (``SubmissionService.submit``), or with :meth:`claim` if the request
+        ends before storing any.
+
+        Raises: as :meth:`authenticate`.
+        """
+        nonce = await self._signed_nonce(authenticated.app, [authenticated.hmac_key], request)
+        await self._unseen(nonce)
+        return nonce
+
+    async def claim(self, nonce: RequestNonce) -> None:
+        """Claim a nonce that :meth:`verify_pending` returned.
+
+        Raises: Unauthenticated: It was claimed meanwhile (a replay, concurrent).
+        """
+        await claim_nonce(self._keystore.messages, nonce)
+
     async def _credentials(self, client_id: str, client_secret: str) -> AuthenticatedApp:
         # A header that is not printable ASCII cannot be a credential the gateway issued;
         # refused here, before it could reach the secret's encoding (it once caused a 500).
@@ -108,15 +151,48 @@ class RequestAuthenticator:
 
         Raises: as :meth:`authenticate`, less the address check.
         """
+        app, keys = await self._bound(app_id)
+        await self._check_signed(app, keys, request)
+        return app
+
+    async def authenticate_bound_pending(
+        self, app_id: str, request: SignedRequest
+    ) -> tuple[App, RequestNonce]:
+        """:meth:`authenticate_bound` but for the nonce's claim, as
+        :meth:`verify_pending`.
+
+        Raises: as :meth:`authenticate_bound`.
+        """
+        app, keys = await self._bound(app_id)
+        nonce = await self._signed_nonce(app, keys, request)
+        await self._unseen(nonce)
+        return app, nonce
+
+    async def _bound(self, app_id: str) -> tuple[App, list[bytes]]:
+        """The app and its live HMAC keys.
+
+        Raises: Unauthenticated: No such app, or no live credentials.
+        """
         try:
             app = await self._keystore.get_app(app_id)
             keys = await self._keystore.hmac_keys(app_id)
         except AppNotFound as error:
             raise Unauthenticated(str(error)) from error
-        await self._check_signed(app, keys, request)
-        return app
+        return app, keys
+
+    async def _unseen(self, nonce: RequestNonce) -> None:
+        # A read, not a claim: a replay is refused before it can cost the app tokens;
+        # the claim in the storing transaction still refuses a concurrent one.
+        if await self._keystore.messages.nonce_seen(nonce):
+            raise nonce_used()
 
     async def _check_signed(self, app: App, keys: list[bytes], request: SignedRequest) -> None:
+        await claim_nonce(self._keystore.messages, await self._signed_nonce(app, keys, request))
+
+    async def _signed_nonce(
+        self, app: App, keys: list[bytes], request: SignedRequest
+    ) -> RequestNonce:
+        """Everything but the nonce's claim; returns the nonce to claim."""
         timestamp, nonce = request.timestamp, request.nonce
         if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             raise Unauthenticated("X-CMAAS-Timestamp must be unix seconds")
@@ -136,9 +212,21 @@ class RequestAuthenticator:
             )
         _check_standing(app, request.peer)
         # A nonce is remembered past the window's far edge, so it can never come back.
-        expires_at = int(timestamp) + self._window + 1
-        if not await self._keystore.messages.claim_nonce(app.client_id, nonce, expires_at, now):
-            raise Unauthenticated("X-CMAAS-Nonce was used before")
+        return RequestNonce(app.client_id, nonce, int(timestamp) + self._window + 1, now)
+
+
+def nonce_used() -> Unauthenticated:
+    """The refusal of a request whose nonce was claimed before."""
+    return Unauthenticated("X-CMAAS-Nonce was used before")
+
+
+async def claim_nonce(store: MessageStore, nonce: RequestNonce) -> None:
+    """Claim ``nonce`` in a transaction of its own.
+
+    Raises: Unauthenticated: It was claimed before.
+    """
+    if not await store.claim_nonce(nonce):
+        raise nonce_used()
 
 
 def _check_standing(app: App, peer: IpAddress | None) -> None:

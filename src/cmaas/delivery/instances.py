@@ -9,6 +9,10 @@ next heartbeat and stops (its supervisor starts it again, as a new instance). On
 link to the IM server is down (its ejabberd node died; a Prosody standby) stays alive,
 serving its HTTP API, but gives up its messages at each heartbeat, and takes none, until
 the link is back.
+
+Admission needs no instance of its own: what it shares (request nonces, rate buckets,
+the queue's depth for back-pressure) lives in the database; see
+:mod:`cmaas.delivery.submission`.
 """
 
 from __future__ import annotations

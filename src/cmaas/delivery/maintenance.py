@@ -1,5 +1,8 @@
 """Housekeeping on a timer: expiring undelivered messages, forgetting old nonces and
-expired ad-hoc sessions, and purging finished messages past their retention."""
+expired ad-hoc sessions and rate buckets that have refilled, and purging finished
+messages past their retention.
+
+It runs on one instance only, the leader, where several share the database."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from cmaas.delivery.blobs import BlobService
 from cmaas.delivery.omemo import AppOmemo
-from cmaas.keystore import MessageStore
+from cmaas.keystore import MessageStore, RateStore
 from cmaas.xmpp.link import wait_first
 
 __all__ = ["Housekeeper"]
@@ -23,6 +26,8 @@ class Housekeeper:
     retention_s: Finished messages (and their events) are deleted this long after
         their last change; message ids can be reused by the app after that.
     purge_sessions: Deletes the ad-hoc sessions past their bounds; returns how many.
+    rates: The rate buckets in the database, where the instances share them: those
+        that have refilled are deleted (a missing bucket is a full one).
     """
 
     def __init__(
@@ -34,9 +39,11 @@ class Housekeeper:
         blobs: BlobService | None = None,
         omemo: AppOmemo | None = None,
         purge_sessions: Callable[[], Awaitable[int]] | None = None,
+        rates: RateStore | None = None,
     ) -> None:
         self._store = store
         self._purge_sessions = purge_sessions
+        self._rates = rates
         self._blobs = blobs
         self._omemo = omemo
         self._retention_ms = int(retention_s * 1000)
@@ -61,6 +68,9 @@ class Housekeeper:
                 await self._blobs.sweep()
             await self._store.purge_nonces(now_ms // 1000)
             await self._store.purge_instances(now_ms - self._retention_ms)
+            if self._rates is not None:
+                while await self._rates.purge_full() >= 5000:
+                    pass
             if self._omemo is not None:
                 await self._omemo.purge_inbound()
             if self._purge_sessions is not None:

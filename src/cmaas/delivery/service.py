@@ -26,6 +26,7 @@ from cmaas.keystore import (
     Keystore,
     MessageNotFound,
     MessageRecord,
+    RequestNonce,
     StatusEvent,
     TooManySigningKeys,
 )
@@ -122,9 +123,11 @@ class Messaging:
             raise NotFound(f"no device: {jid} has no active device and no OMEMO device ({why})")
         return KeyLookup(jid, tuple(bundles), omemo)
 
-    async def submit(self, app: App, items: Sequence[object]) -> list[Outcome]:
+    async def submit(
+        self, app: App, items: Sequence[object], *, nonce: RequestNonce | None = None
+    ) -> list[Outcome]:
         """See :meth:`SubmissionService.submit`."""
-        return await self.submissions.submit(app, items)
+        return await self.submissions.submit(app, items, nonce=nonce)
 
     async def status(self, app: App, message_id: str) -> MessageView:
         """A message's status and timestamped history, per device.

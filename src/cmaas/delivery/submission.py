@@ -5,7 +5,13 @@ refused first, never high); the rate plan; the envelope against the submission (
 id, app, recipient and priority, signed by a key the app registered); the legacy-OMEMO
 element's header (a message sealed by an OMEMO device the app published; its keys and
 payload stay opaque); the recipient; and the daily quota as the message is stored. The
-answer comes only once the message is committed.
+answer comes only once the message is committed, with the request's nonce when the
+caller hands it over (one transaction for both).
+
+Where several instances share a PostgreSQL database, what admission counts is theirs
+together: back-pressure reads the database's queue
+(:class:`~cmaas.delivery.backlog.SharedDepth`), the rate plan takes from buckets in it
+(:class:`~cmaas.delivery.ratelimit.SharedBuckets`), and quotas and nonces are rows.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from cmaas.delivery.auth import SIGNATURE_WINDOW_S
+from cmaas.delivery.auth import SIGNATURE_WINDOW_S, claim_nonce, nonce_used
 from cmaas.delivery.errors import (
     Backpressure,
     InvalidRequest,
@@ -46,9 +52,11 @@ from cmaas.keystore import (
     MessageConflict,
     MessageRecord,
     NewMessage,
+    NonceUsed,
     OutboxEntry,
     Plan,
     QuotaExhausted,
+    RequestNonce,
 )
 from cmaas.lifecycle import (
     MessageStatus,
@@ -57,7 +65,14 @@ from cmaas.lifecycle import (
 from cmaas.wire import Accepted, Refused, Submission, SubmissionResult, WireError
 from cmaas.wire.omemo_message import parse_encrypted
 
-__all__ = ["CLOCK_SKEW_MS", "AdmissionLimits", "Outcome", "SubmissionService", "submission_result"]
+__all__ = [
+    "CLOCK_SKEW_MS",
+    "AdmissionLimits",
+    "Depth",
+    "Outcome",
+    "SubmissionService",
+    "submission_result",
+]
 
 CLOCK_SKEW_MS = SIGNATURE_WINDOW_S * 1000
 """How far a sender's clock may run ahead of the gateway's, as for request timestamps."""
@@ -90,10 +105,17 @@ class AdmissionLimits:
     max_batch: int = 1000
 
 
+Depth = Callable[[], Mapping[Priority, int] | Awaitable[Mapping[Priority, int]]]
+"""How many messages are queued, per priority: the dispatcher's own count, or where
+instances share the database, a coroutine that reads theirs
+(:class:`~cmaas.delivery.backlog.SharedDepth`)."""
+
+
 class SubmissionService:
     """Checks and stores submissions, then hands them to the dispatcher.
 
     Args:
+        depth: The queued messages that back-pressure counts, read once a request.
         owner: The instance that owns a message stored now (``None``: nobody yet; the
             next takeover of a linked instance moves it).
     """
@@ -103,7 +125,7 @@ class SubmissionService:
         keystore: Keystore,
         resolver: RecipientResolver,
         enqueue: Callable[[Sequence[OutboxEntry]], None],
-        depth: Callable[[], Mapping[Priority, int]],
+        depth: Depth,
         *,
         component_domain: str,
         limits: AdmissionLimits | None = None,
@@ -123,17 +145,30 @@ class SubmissionService:
         self._buckets: RateLimiter = buckets or TokenBuckets()
         self._on_outcomes = on_outcomes
 
-    async def submit(self, app: App, items: Sequence[object]) -> list[Outcome]:
+    async def submit(
+        self, app: App, items: Sequence[object], *, nonce: RequestNonce | None = None
+    ) -> list[Outcome]:
         """Admit each message on its own; one refusal does not affect the others.
 
+        ``nonce``, the request's still unclaimed, is claimed in the transaction that
+        stores the messages, or alone if the request stores none.
+
         Returns: one outcome per item, in order.
-        Raises: InvalidRequest: More items than a batch may hold, or none.
+        Raises:
+            InvalidRequest: More items than a batch may hold, or none.
+            Unauthenticated: ``nonce`` was claimed before: nothing was stored.
         """
         if not 0 < len(items) <= self.limits.max_batch:
+            if nonce is not None:
+                await claim_nonce(self._keystore.messages, nonce)
             raise InvalidRequest(f"a batch holds 1 to {self.limits.max_batch} messages")
         plan = await self._keystore.get_plan(app.plan)
         outcomes: list[Outcome | _Item] = [_parse_item(item) for item in items]
-        outcomes = [self._admissible(plan, item) for item in outcomes]
+        queued = self._depth()
+        if not isinstance(queued, Mapping):
+            queued = await queued
+        depth = sum(queued.values())
+        outcomes = [self._admissible(plan, depth, item) for item in outcomes]
         await self._take_tokens(app, plan, outcomes)
         signing_keys = {
             digest: parse_public_key(key)
@@ -148,11 +183,14 @@ class SubmissionService:
                 # dispatcher run between slices, or an OTP waits behind the batch.
                 await asyncio.sleep(0)
         new = [entry for entry in checked if isinstance(entry, NewMessage)]
-        stored = iter(
-            await self._keystore.messages.submit(
-                new, daily_quota=plan.daily_quota, owner=self._owner()
+        try:
+            stored = iter(
+                await self._keystore.messages.submit(
+                    new, daily_quota=plan.daily_quota, owner=self._owner(), nonce=nonce
+                )
             )
-        )
+        except NonceUsed as error:
+            raise nonce_used() from error
         results = [
             _stored_outcome(next(stored)) if isinstance(e, NewMessage) else e for e in checked
         ]
@@ -172,7 +210,7 @@ class SubmissionService:
             self._on_outcomes(results)
         return results
 
-    def _admissible(self, plan: Plan, item: Outcome | _Item) -> Outcome | _Item:
+    def _admissible(self, plan: Plan, depth: int, item: Outcome | _Item) -> Outcome | _Item:
         if not isinstance(item, _Item):
             return item
         if item.priority not in plan.priorities:
@@ -180,7 +218,6 @@ class SubmissionService:
             return PriorityNotAllowed(
                 f"plan {plan.name!r} allows priorities {allowed}, not {item.priority.value}"
             )
-        depth = sum(self._depth().values())
         limit = {
             Priority.BULK: self.limits.bulk_backlog,
             Priority.NORMAL: self.limits.normal_backlog,

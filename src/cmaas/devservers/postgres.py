@@ -107,7 +107,7 @@ class PostgresServer:
                 "-c fsync=off",
                 "-c synchronous_commit=off",
                 "-c full_page_writes=off",
-                # Tests open a few keystores at once, each with two connections.
+                # Tests open a few keystores at once, each with up to four connections.
                 "-c max_connections=200",
             )
         )

@@ -24,6 +24,7 @@ from cmaas.keystore.errors import (
     MasterKeyMismatch,
     MessageConflict,
     MessageNotFound,
+    NonceUsed,
     PlanNotFound,
     PrekeyIdConflict,
     PrekeyPoolFull,
@@ -40,6 +41,7 @@ from cmaas.keystore.interface import (
     Keystore,
     MessageStore,
     OmemoStore,
+    RateStore,
 )
 from cmaas.keystore.messages import SqlMessageStore
 from cmaas.keystore.models import (
@@ -65,12 +67,14 @@ from cmaas.keystore.models import (
     OutboxEntry,
     Plan,
     PrekeyAllowance,
+    RequestNonce,
     SealedPayload,
     StatusEvent,
     StoredPrekey,
     Takeover,
 )
 from cmaas.keystore.omemo import SqlOmemoStore
+from cmaas.keystore.rates import SqlRateStore
 from cmaas.keystore.sqlite import GatewayLock, SqliteKeystore
 
 __all__ = [
@@ -115,6 +119,7 @@ __all__ = [
     "MessageStore",
     "NewApp",
     "NewMessage",
+    "NonceUsed",
     "OmemoStore",
     "OutboxEntry",
     "Plan",
@@ -123,6 +128,8 @@ __all__ = [
     "PrekeyIdConflict",
     "PrekeyPoolFull",
     "QuotaExhausted",
+    "RateStore",
+    "RequestNonce",
     "SchemaTooNew",
     "SealedPayload",
     "SignedPrekeyRollback",
@@ -131,6 +138,7 @@ __all__ = [
     "SqlDeviceStore",
     "SqlMessageStore",
     "SqlOmemoStore",
+    "SqlRateStore",
     "SqliteKeystore",
     "StatusEvent",
     "StoredPrekey",

@@ -28,6 +28,7 @@ __all__ = [
     "SqliteDb",
     "Transactions",
     "Work",
+    "database_ms",
     "run_now",
     "runner_of",
 ]
@@ -98,11 +99,32 @@ class Transactions(Protocol):
         """A write transaction; one writer at a time in the whole database."""
         ...
 
-    def lane(self) -> AbstractAsyncContextManager[Db]:
-        """A short write transaction that must not queue behind the others (an
-        instance's heartbeat): where several processes share the database, on a
-        connection of its own and under row locks only; else as :meth:`write`."""
+    def lane(self, name: str = "instances") -> AbstractAsyncContextManager[Db]:
+        """A short write transaction that must not queue behind the others: where
+        several processes share the database, on a connection of its own for each
+        ``name`` (an instance's heartbeat; the rate buckets' takes on every request),
+        under the locks of the rows it touches only, so that it waits neither for the
+        queue of writes nor for their lock; else as :meth:`write`. Its body must
+        touch only rows whose writers need no more than row locks (:attr:`lock_rows`).
+        """
         ...
+
+    @property
+    def lock_rows(self) -> str:
+        """What a ``SELECT`` ends with to lock the rows it reads until the transaction
+        ends (`` FOR UPDATE``); empty where a write transaction holds the whole
+        database's write lock (SQLite)."""
+        ...
+
+
+async def database_ms(db: Db, transactions: Transactions, clock_ms: Callable[[], int]) -> int:
+    """Now in unix milliseconds, in ``db``'s transaction: the database's time where
+    several instances share it, else ``clock_ms()``, this process's."""
+    if transactions.clock_sql is None:
+        return clock_ms()
+    row = await db.one(transactions.clock_sql)
+    assert row is not None  # a SELECT of one expression gives one row
+    return int(row["now_ms"])
 
 
 def runner_of(transactions: Transactions) -> Runner:

@@ -46,6 +46,7 @@ class SharedConnection:
         return self._lock
 
     clock_sql: str | None = None  # one process per file: its clock is the clock
+    lock_rows = ""  # every write transaction holds the file's write lock
 
     def now(self) -> int:
         """The clock's time in whole unix seconds."""
@@ -67,7 +68,7 @@ class SharedConnection:
                 raise
             await self.connection.execute("COMMIT")
 
-    def lane(self) -> AbstractAsyncContextManager[Db]:
+    def lane(self, name: str = "instances") -> AbstractAsyncContextManager[Db]:
         """As :meth:`write`: one process has the file, so nothing needs to overtake."""
         return self.write()
 

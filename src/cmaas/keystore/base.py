@@ -39,6 +39,7 @@ from cmaas.keystore.models import (
     Plan,
 )
 from cmaas.keystore.omemo import SqlOmemoStore
+from cmaas.keystore.rates import SqlRateStore
 
 __all__ = ["SqlKeystore"]
 
@@ -74,6 +75,7 @@ class SqlKeystore:
         self._blobs = SqlBlobStore(transactions, write, blob_content)
         self._adhoc_sessions = SqlAdhocSessions(transactions)
         self._messages = SqlMessageStore(transactions, write, lambda: int(clock() * 1000))
+        self._rates = SqlRateStore(transactions, lambda: int(clock() * 1000))
 
     @property
     def devices(self) -> SqlDeviceStore:
@@ -99,6 +101,11 @@ class SqlKeystore:
     def messages(self) -> SqlMessageStore:
         """The outbox, its status events and cursors, on the same database."""
         return self._messages
+
+    @property
+    def rates(self) -> SqlRateStore:
+        """Rate buckets, for the instances that share the database."""
+        return self._rates
 
     # Plans
 

@@ -18,6 +18,7 @@ __all__ = [
     "MasterKeyMismatch",
     "MessageConflict",
     "MessageNotFound",
+    "NonceUsed",
     "PlanNotFound",
     "PrekeyIdConflict",
     "PrekeyPoolFull",
@@ -138,6 +139,10 @@ class MessageConflict(KeystoreError):
 
 class MessageNotFound(KeystoreError):
     """The app has no message with this id."""
+
+
+class NonceUsed(KeystoreError):
+    """A request's nonce was claimed before, and that claim has not expired."""
 
 
 class QuotaExhausted(KeystoreError):

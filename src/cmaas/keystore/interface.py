@@ -28,6 +28,7 @@ from cmaas.keystore.models import (
     OutboxEntry,
     Plan,
     PrekeyAllowance,
+    RequestNonce,
     SealedPayload,
     StatusEvent,
     Takeover,
@@ -36,6 +37,7 @@ from cmaas.lifecycle import (
     Priority,
     StatusChange,
 )
+from cmaas.token_bucket import Took
 from cmaas.wire import OmemoBundle, OmemoInbound
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "Keystore",
     "MessageStore",
     "OmemoStore",
+    "RateStore",
 ]
 
 
@@ -174,6 +177,17 @@ class BlobStore(Protocol):
     ) -> list[str]: ...
 
 
+class RateStore(Protocol):
+    """Token buckets in the database, shared by the instances on it.
+
+    :class:`~cmaas.keystore.rates.SqlRateStore` documents each method.
+    """
+
+    async def take(self, key: str, rate: float, burst: int, wanted: int) -> Took: ...
+
+    async def purge_full(self, limit: int = 5000) -> int: ...
+
+
 class AdhocSessionStore(Protocol):
     """Open ad-hoc command sessions, shared by every gateway instance.
 
@@ -220,6 +234,7 @@ class MessageStore(Protocol):
         *,
         daily_quota: int | None,
         owner: int | None = None,
+        nonce: RequestNonce | None = None,
     ) -> list[MessageRecord | MessageConflict | QuotaExhausted]: ...
 
     async def register_instance(self, name: str) -> int: ...
@@ -272,7 +287,9 @@ class MessageStore(Protocol):
 
     async def resign(self, epoch: int) -> None: ...
 
-    async def claim_nonce(self, client_id: str, nonce: str, expires_at: int, now: int) -> bool: ...
+    async def claim_nonce(self, nonce: RequestNonce) -> bool: ...
+
+    async def nonce_seen(self, nonce: RequestNonce) -> bool: ...
 
     async def purge_nonces(self, now: int) -> int: ...
 
@@ -304,6 +321,11 @@ class Keystore(Protocol):
     @property
     def blobs(self) -> BlobStore:
         """File blobs' owners, sizes and expiry, stored alongside the rest."""
+        ...
+
+    @property
+    def rates(self) -> RateStore:
+        """Rate buckets, stored alongside the rest (used where instances share them)."""
         ...
 
     @property

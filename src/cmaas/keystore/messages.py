@@ -1,5 +1,6 @@
 """The durable outbox, on either backend: messages, their status events, consumers'
-cursors, request nonces and daily usage.
+cursors, request nonces (claimed alone, or with the messages of the request) and daily
+usage.
 
 Writes go through the backend's :class:`~cmaas.keystore._db.Runner`: on SQLite one
 :class:`~cmaas.keystore._sql.GroupCommit`, so that a burst of submissions and receipts
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from cmaas.keystore._db import Db, Row, Runner, Transactions, Work
+from cmaas.keystore._db import Db, Row, Runner, Transactions, Work, database_ms
 from cmaas.keystore._rows import (
     DAY_MS,
     duplicate_outcome,
@@ -21,12 +22,13 @@ from cmaas.keystore._rows import (
     sealed_to_set,
     sealed_to_text,
 )
-from cmaas.keystore.errors import MessageConflict, MessageNotFound, QuotaExhausted
+from cmaas.keystore.errors import MessageConflict, MessageNotFound, NonceUsed, QuotaExhausted
 from cmaas.keystore.models import (
     CursorState,
     MessageRecord,
     NewMessage,
     OutboxEntry,
+    RequestNonce,
     SealedPayload,
     StatusEvent,
     Takeover,
@@ -80,10 +82,12 @@ class SqlMessageStore:
         *,
         daily_quota: int | None,
         owner: int | None = None,
+        nonce: RequestNonce | None = None,
     ) -> list[MessageRecord | MessageConflict | QuotaExhausted]:
         """Store new messages (status ``accepted``) in one transaction, owned by the
         instance of epoch ``owner`` (``None``: by nobody, until an instance takes them
-        over).
+        over), and claim the request's ``nonce`` in it: a request's messages and its
+        nonce are committed together, or neither is (``messages`` may be empty).
 
         A message whose id the app used before comes back as the stored record with
         ``duplicate`` set when the request is the same, else as a
@@ -91,12 +95,15 @@ class SqlMessageStore:
         :class:`QuotaExhausted`. A message with ``failure`` set is failed at once.
 
         Returns: one outcome per message, in order; errors are returned, not raised.
+        Raises: NonceUsed: ``nonce`` was claimed before; nothing was stored.
         """
         now = self._clock_ms()
         day = now // DAY_MS
         outcomes: list[MessageRecord | MessageConflict | QuotaExhausted] = []
 
         async def work(db: Db) -> list[StatusEvent]:
+            if nonce is not None and not await _claim_nonce(db, nonce):
+                raise NonceUsed(f"nonce {nonce.nonce!r} was used before")
             events: list[StatusEvent] = []
             used: dict[str, int] = {}
             for message in messages:
@@ -283,13 +290,7 @@ class SqlMessageStore:
         return await self._write(work, urgent=True)
 
     async def _database_ms(self, db: Db) -> int:
-        """Now in unix milliseconds: the database's time where several instances share
-        it, else this process's."""
-        if self._tx.clock_sql is None:
-            return self._clock_ms()
-        row = await db.one(self._tx.clock_sql)
-        assert row is not None  # a SELECT of one expression gives one row
-        return int(row["now_ms"])
+        return await database_ms(db, self._tx, self._clock_ms)
 
     async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None:
         """The outbox entry of a message still pending, to write it again."""
@@ -574,27 +575,43 @@ class SqlMessageStore:
 
     # Request nonces
 
-    async def claim_nonce(self, client_id: str, nonce: str, expires_at: int, now: int) -> bool:
+    async def claim_nonce(self, nonce: RequestNonce) -> bool:
         """Record a request nonce; ``False`` if it was seen and has not expired."""
 
         async def work(db: Db) -> bool:
-            changed = await db.run(
-                "INSERT INTO request_nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (client_id, nonce) DO UPDATE SET expires_at = excluded.expires_at"
-                " WHERE request_nonces.expires_at <= ?",
-                (client_id, nonce, expires_at, now),
-            )
-            return changed == 1
+            return await _claim_nonce(db, nonce)
 
         # Every request waits for its nonce before anything else: one row, ahead of the
         # receipt updates.
         return await self._write(work, urgent=True)
+
+    async def nonce_seen(self, nonce: RequestNonce) -> bool:
+        """Whether the nonce is claimed and unexpired, as of now: a read, which a claim
+        in a later transaction must still confirm."""
+        async with self._tx.read() as db:
+            row = await db.one(
+                "SELECT 1 FROM request_nonces WHERE client_id = ? AND nonce = ? AND expires_at > ?",
+                (nonce.client_id, nonce.nonce, nonce.now),
+            )
+        return row is not None
 
     async def purge_nonces(self, now: int) -> int:
         async def work(db: Db) -> int:
             return await db.run("DELETE FROM request_nonces WHERE expires_at <= ?", (now,))
 
         return await self._write(work)
+
+
+async def _claim_nonce(db: Db, nonce: RequestNonce) -> bool:
+    # The key (client_id, nonce) is the table's primary key: two claims, from any two
+    # instances, cannot both insert; the second waits for the first's commit.
+    changed = await db.run(
+        "INSERT INTO request_nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (client_id, nonce) DO UPDATE SET expires_at = excluded.expires_at"
+        " WHERE request_nonces.expires_at <= ?",
+        (nonce.client_id, nonce.nonce, nonce.expires_at, nonce.now),
+    )
+    return changed == 1
 
 
 def _owned_by(owner: int | None) -> tuple[str, tuple[int, ...]]:

@@ -395,6 +395,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
+        11,
+        "rate buckets shared by the gateway instances: one row per app and operation",
+        """
+        -- A token bucket per app and operation, for the instances that share the
+        -- database: tokens left as of updated_ms (unix milliseconds, the database's clock
+        -- where it has one). By full_ms it has refilled to its burst: the row is then
+        -- the same as none (a new bucket is full), and is purged.
+        CREATE TABLE rate_buckets (
+            key         TEXT PRIMARY KEY,
+            tokens      REAL NOT NULL,
+            updated_ms  INTEGER NOT NULL,
+            full_ms     INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX rate_buckets_by_full ON rate_buckets(full_ms);
+        """,
+    ),
+    Migration(
         ADHOC_SESSIONS_VERSION,
         "ad-hoc command sessions, so that any gateway instance can take a session's next step",
         """

@@ -32,6 +32,7 @@ __all__ = [
     "OutboxEntry",
     "Plan",
     "PrekeyAllowance",
+    "RequestNonce",
     "SealedPayload",
     "StatusEvent",
     "StoredPrekey",
@@ -267,6 +268,22 @@ class NewMessage:
     """The device ids the envelope holds a key for: receipts and markers count only
     from these (and, with ``omemo``, from resources that name no CMaaS device)."""
     omemo: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestNonce:
+    """A signed request's nonce, to be claimed: refused while a claim of it by the same
+    client is unexpired.
+
+    Attributes:
+        expires_at: Unix seconds from which the nonce may be claimed again.
+        now: Unix seconds as the request was checked.
+    """
+
+    client_id: str
+    nonce: str
+    expires_at: int
+    now: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from cmaas.delivery.omemo import parse_device_id
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import submission_result
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
-from cmaas.keystore import App, Keystore
+from cmaas.keystore import App, Keystore, RequestNonce
 from cmaas.wire import KeyLookup, SigningKeyRequest, WireError
 from cmaas.wire.adhoc import ANSWER_FIELD
 from cmaas.wire.json import parse_json_body
@@ -187,31 +187,49 @@ class _SignedCommand(_FormCommand):
         """
         return self.path
 
+    stores_messages: ClassVar[bool] = False
+    """Whether :meth:`perform` stores messages: it then claims the request's nonce in
+    the transaction that stores them."""
+
     async def submit(self, context: CommandContext, form: Submission) -> Completed:
         body = form.text("request").encode()
         try:
             app = await self.bound_app(context)
-            await self.authenticator.authenticate_bound(
-                app.app_id,
-                SignedRequest(
-                    method=self.method,
-                    path=self.request_path(form),
-                    body=body,
-                    client_id=app.client_id,
-                    client_secret="",
-                    timestamp=form.text("timestamp").strip(),
-                    nonce=form.text("nonce").strip(),
-                    signature=form.text("signature").strip(),
-                    peer=None,
-                ),
+            signed = SignedRequest(
+                method=self.method,
+                path=self.request_path(form),
+                body=body,
+                client_id=app.client_id,
+                client_secret="",
+                timestamp=form.text("timestamp").strip(),
+                nonce=form.text("nonce").strip(),
+                signature=form.text("signature").strip(),
+                peer=None,
             )
-            return await self.perform(app, parse_json_body(body), form)
+            nonce: RequestNonce | None = None
+            if self.stores_messages:
+                app, nonce = await self.authenticator.authenticate_bound_pending(app.app_id, signed)
+            else:
+                await self.authenticator.authenticate_bound(app.app_id, signed)
+            try:
+                request = parse_json_body(body)
+            except WireError:
+                if nonce is not None:  # nothing to store: the nonce is claimed alone
+                    await self.authenticator.claim(nonce)
+                raise
+            return await self.perform(app, request, form, nonce)
         except (Refusal, WireError) as error:
             return _refused(error)
 
     @abstractmethod
-    async def perform(self, app: App, request: object, form: Submission) -> Completed:
-        """Raises: Refusal, WireError."""
+    async def perform(
+        self, app: App, request: object, form: Submission, nonce: RequestNonce | None
+    ) -> Completed:
+        """``nonce``: the request's, still to be claimed, where :attr:`stores_messages`
+        (else ``None``: claimed already).
+
+        Raises: Refusal, WireError.
+        """
 
 
 class MessageSend(_SignedCommand):
@@ -234,8 +252,12 @@ class MessageSend(_SignedCommand):
         ),
     )
 
-    async def perform(self, app: App, request: object, form: Submission) -> Completed:
-        (outcome,) = await self.messaging.submit(app, [request])
+    stores_messages = True
+
+    async def perform(
+        self, app: App, request: object, form: Submission, nonce: RequestNonce | None
+    ) -> Completed:
+        (outcome,) = await self.messaging.submit(app, [request], nonce=nonce)
         if isinstance(outcome, Refusal):
             return _refused(outcome)
         return Completed(
@@ -255,7 +277,9 @@ class SigningKeyRegister(_SignedCommand):
         (FieldSpec("request", "Request (JSON)", required=True), *_SIGNATURE_FIELDS),
     )
 
-    async def perform(self, app: App, request: object, form: Submission) -> Completed:
+    async def perform(
+        self, app: App, request: object, form: Submission, nonce: RequestNonce | None
+    ) -> Completed:
         key = SigningKeyRequest.from_json(request)
         digest, added = await self.messaging.register_signing_key(app, key)
         return Completed(
@@ -283,7 +307,9 @@ class OmemoDevicePublish(_SignedCommand):
     def request_path(self, form: Submission) -> str:
         return f"{self.path}{parse_device_id(form.text('device_id').strip())}"
 
-    async def perform(self, app: App, request: object, form: Submission) -> Completed:
+    async def perform(
+        self, app: App, request: object, form: Submission, nonce: RequestNonce | None
+    ) -> Completed:
         device_id = parse_device_id(form.text("device_id").strip())
         added = await self.messaging.omemo.publish(app, device_id, request)
         return Completed(
@@ -312,7 +338,9 @@ class OmemoKeyTransportSend(_SignedCommand):
         ),
     )
 
-    async def perform(self, app: App, request: object, form: Submission) -> Completed:
+    async def perform(
+        self, app: App, request: object, form: Submission, nonce: RequestNonce | None
+    ) -> Completed:
         await self.messaging.omemo.send_key_transport(app, request)
         return Completed(
             notes=[("info", "Sent")], payload=wire_result("OMEMO key transport", {"sent": True})

@@ -1,4 +1,4 @@
-"""The two connections, locks and clock that every store of one PostgreSQL keystore
+"""The connections, locks and clock that every store of one PostgreSQL keystore
 shares, and the :class:`~cmaas.keystore._db.Db` adapter the stores speak through."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -29,7 +29,7 @@ _WRITE_LOCK = 0x636D616173
 
 class Connections:
     """One connection for write transactions and one for reads, each with its lock,
-    and a third, opened when first used, for the heartbeat's lane.
+    and one per lane (the heartbeat's, the rate buckets'), opened when first used.
 
     A write transaction runs at READ COMMITTED under :data:`_WRITE_LOCK`; a read runs
     in a REPEATABLE READ, READ ONLY transaction, so that its statements see one
@@ -49,8 +49,7 @@ class Connections:
         self._clock = clock
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
-        self._lane: _Connection | None = None
-        self._lane_lock = asyncio.Lock()
+        self._lanes: dict[str, _Lane] = {}
 
     @classmethod
     async def open(cls, url: str, clock: Callable[[], float]) -> Connections:
@@ -75,6 +74,8 @@ class Connections:
         "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms"
     )
 
+    lock_rows = " FOR UPDATE"
+
     def now(self) -> int:
         """The clock's time in whole unix seconds."""
         return int(self._clock())
@@ -89,16 +90,15 @@ class Connections:
                 await take_write_lock(self._writer)
                 yield PostgresDb(self._writer)
 
-    @asynccontextmanager
-    async def lane(self) -> AsyncIterator[Db]:
-        """A write transaction on a connection of its own, without :data:`_WRITE_LOCK`:
-        it must touch only rows whose writers need no more than row locks (an instance's
-        heartbeat), and so never waits for the queue of writes or their lock."""
-        async with self._lane_lock:
-            if self._lane is None or self._lane.broken:
-                self._lane = await connect(self._url)
-            async with self._lane.transaction():
-                yield PostgresDb(self._lane)
+    def lane(self, name: str = "instances") -> AbstractAsyncContextManager[Db]:
+        """A write transaction on the connection of lane ``name``, without
+        :data:`_WRITE_LOCK`: it must touch only rows whose writers need no more than row
+        locks (an instance's heartbeat, a rate bucket), and so never waits for the queue
+        of writes or their lock, nor for another lane's."""
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = _Lane(self._url)
+        return lane.transaction()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Db]:
@@ -114,9 +114,30 @@ class Connections:
         async with self._write_lock, self._read_lock:
             await self._writer.close()
             await self._reader.close()
-        async with self._lane_lock:
-            if self._lane is not None:
-                await self._lane.close()
+        for lane in self._lanes.values():
+            await lane.close()
+
+
+class _Lane:
+    """A connection of its own for one kind of short write, opened when first used."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._connection: _Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Db]:
+        async with self._lock:
+            if self._connection is None or self._connection.broken:
+                self._connection = await connect(self._url)
+            async with self._connection.transaction():
+                yield PostgresDb(self._connection)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._connection is not None:
+                await self._connection.close()
 
 
 class PostgresDb:

@@ -19,10 +19,11 @@ class PostgresKeystore(SqlKeystore):
 
     Use :meth:`open`. The stores are the SQLite keystore's, with their semantics: one
     writer at a time (see :class:`~cmaas.keystore.postgres._connection.Connections`),
-    times from the given clock. Each write is a transaction of its own: there is no
-    group commit. Blobs' bytes are rows of the database
-    (:class:`~cmaas.keystore.postgres.blobs.PostgresBlobChunks`), which every instance
-    reads.
+    but for the rate buckets' takes, which lock only their row; times from the given
+    clock, or the database's where the instances must agree. Each write is a
+    transaction of its own: there is no group commit. Blobs' bytes are rows of the
+    database (:class:`~cmaas.keystore.postgres.blobs.PostgresBlobChunks`), which every
+    instance reads.
     """
 
     def __init__(

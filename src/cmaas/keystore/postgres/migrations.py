@@ -278,6 +278,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
+        11,
+        "rate buckets shared by the gateway instances: one row per app and operation",
+        """
+        CREATE TABLE rate_buckets (
+            key         TEXT PRIMARY KEY,
+            tokens      DOUBLE PRECISION NOT NULL,
+            updated_ms  BIGINT NOT NULL,
+            full_ms     BIGINT NOT NULL
+        );
+        CREATE INDEX rate_buckets_by_full ON rate_buckets(full_ms);
+        """,
+    ),
+    Migration(
         ADHOC_SESSIONS_VERSION,
         "ad-hoc command sessions, so that any gateway instance can take a session's next step",
         """
