@@ -118,11 +118,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def chosen_items(kind: str, items: str) -> list[tuple[str, str, Measurement]]:
+    """The measurements of ``kind`` that the letters ``items`` select, variants included."""
+    return [entry for entry in ITEMS[kind] if entry[0][0] in items]
+
+
 def failed_rows(kind: str, settings: Settings, items: str, reason: str) -> list[Row]:
     return [
         Row.failed(kind, item, description, settings.count, reason)
-        for item, description, _ in ITEMS[kind]
-        if item[0] in items
+        for item, description, _ in chosen_items(kind, items)
     ]
 
 
@@ -142,8 +146,7 @@ def bench_server(kind: str, settings: Settings, items: str, workdir: Path) -> li
             f"[{kind}] up in {time.monotonic() - began:.1f} s: c2s {server.c2s_port}, "
             f"component {server.component_port}, http {server.http_port}"
         )
-        chosen = [entry for entry in ITEMS[kind] if entry[0][0] in items]
-        return asyncio.run(run_all(server, settings, chosen))
+        return asyncio.run(run_all(server, settings, chosen_items(kind, items)))
     except DevServerError as exc:
         say(f"[{kind}] setup failed: {exc}")
         return failed_rows(kind, settings, items, f"setup failed: {exc}")
