@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import secrets
 import signal
 import sys
@@ -18,34 +19,54 @@ from pathlib import Path
 from types import FrameType
 
 from bench.footprint import footprint
-from bench.gateway import ingest, otp_latency
+from bench.gateway import Storage, ingest, otp_latency, stop_postgres
 from bench.local_items import key_lookup, omemo, sealing
 from bench.measure import HTTP_SENDER, RECIPIENT, Measurement, Settings, peer, raw_limit, run_all
 from bench.report import RESULTS_DIR, Row, say, table, write_json
 from cmaas.devservers import DevServerError, XmppServer, start_ejabberd, start_prosody
 
+# Two gateway instances share ejabberd's component domain, each with its ping reply host.
+INSTANCE_HOSTS = ("a.gateway.cmaas.test", "b.gateway.cmaas.test")
 STARTERS: dict[str, Callable[[Path], XmppServer]] = {
     "prosody": start_prosody,
-    "ejabberd": start_ejabberd,
+    "ejabberd": functools.partial(start_ejabberd, instance_hosts=INSTANCE_HOSTS),
 }
+INGEST: list[tuple[str, str, Measurement]] = [
+    ("c", "gateway on SQLite: signed HTTP batches -> raw client", ingest),
+    (
+        "c-pg1",
+        "gateway on PostgreSQL, 1 instance: signed HTTP batches -> raw client",
+        functools.partial(ingest, storage=Storage(postgres=True)),
+    ),
+]
 ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
+    # Prosody takes one component connection per domain: a second instance would only
+    # stand by, so there is no c-pg2 on it.
     "prosody": [
         ("a", "raw component -> raw client", raw_limit),
-        ("c", "gateway: signed HTTP batches -> raw client", ingest),
+        *INGEST,
         ("d", "OTP latency while bulk drains", otp_latency),
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
     "ejabberd": [
         ("a", "raw component -> raw client", raw_limit),
         ("b", "send_message HTTP -> raw client", peer),
-        ("c", "gateway: signed HTTP batches -> raw client", ingest),
+        *INGEST,
+        (
+            "c-pg2",
+            "gateway on PostgreSQL, 2 instances: signed HTTP batches -> raw client",
+            functools.partial(
+                ingest, storage=Storage(postgres=True, instances=2, instance_hosts=INSTANCE_HOSTS)
+            ),
+        ),
         ("d", "OTP latency while bulk drains", otp_latency),
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
 }
 ALL_ITEMS = "abcdefgh"
-# Items that need an IM server; the others (e, g, h) run once, after the servers.
-SERVER_ITEMS = {item for entries in ITEMS.values() for item, _, _ in entries}
+# Items that need an IM server; the others (e, g, h) run once, after the servers. The
+# letter selects an item with all its variants (c: c, c-pg1 and c-pg2).
+SERVER_ITEMS = {item[0] for entries in ITEMS.values() for item, _, _ in entries}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,11 +118,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def chosen_items(kind: str, items: str) -> list[tuple[str, str, Measurement]]:
+    """The measurements of ``kind`` that the letters ``items`` select, variants included."""
+    return [entry for entry in ITEMS[kind] if entry[0][0] in items]
+
+
 def failed_rows(kind: str, settings: Settings, items: str, reason: str) -> list[Row]:
     return [
         Row.failed(kind, item, description, settings.count, reason)
-        for item, description, _ in ITEMS[kind]
-        if item in items
+        for item, description, _ in chosen_items(kind, items)
     ]
 
 
@@ -121,8 +146,7 @@ def bench_server(kind: str, settings: Settings, items: str, workdir: Path) -> li
             f"[{kind}] up in {time.monotonic() - began:.1f} s: c2s {server.c2s_port}, "
             f"component {server.component_port}, http {server.http_port}"
         )
-        chosen = [entry for entry in ITEMS[kind] if entry[0] in items]
-        return asyncio.run(run_all(server, settings, chosen))
+        return asyncio.run(run_all(server, settings, chosen_items(kind, items)))
     except DevServerError as exc:
         say(f"[{kind}] setup failed: {exc}")
         return failed_rows(kind, settings, items, f"setup failed: {exc}")
@@ -161,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         if set(args.items) & SERVER_ITEMS:
-            for kind in args.server_list:
-                rows.extend(bench_server(kind, settings, args.items, workdir))
+            try:
+                for kind in args.server_list:
+                    rows.extend(bench_server(kind, settings, args.items, workdir))
+            finally:
+                # Started by the first PostgreSQL variant of c, shared by all of them.
+                stop_postgres()
         if "e" in args.items:
             rows.extend(sealing(2000 if not args.quick else 300, settings.deadline))
         # h right after e, so that the two suites are compared under the same load.

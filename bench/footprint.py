@@ -71,7 +71,7 @@ class _Feed:
 
     async def submit(self, count: int) -> None:
         messages = self.gateway.seal(count, Priority.NORMAL, f"f{self.submitted}-")
-        await submit_all(self.gateway.api, messages)
+        await submit_all(self.gateway.apis, messages)
         self.submitted += count
 
 
@@ -108,6 +108,7 @@ async def footprint(server: XmppServer, settings: Settings) -> Row:
         began = time.perf_counter()
         deadline = time.monotonic() + settings.footprint_deadline
         responder = await _responder(server, settings, settings.footprint_deadline + 120)
+        responder.device = str(gateway.bundle.device_id)
         done = [0]
         tick = asyncio.create_task(ticker(f"{server.kind} f processed", total, lambda: done[0]))
         try:

@@ -2,7 +2,11 @@
 signed HTTP submissions and the raw receipt responder.
 
 (c) ingest: pre-sealed envelopes submitted in batches of 500, four requests in flight,
-    timed from the first request until the gateway has recorded every receipt.
+    timed from the first request until the gateway has recorded every receipt; on
+    SQLite (c), on PostgreSQL (c-pg1) and, where the IM server lets several instances
+    share the component domain, two instances on one PostgreSQL database (c-pg2). Each
+    instance's CPU time over the timed part (and the PostgreSQL server's) is read from
+    /proc and reported per message delivered.
 (d) OTP latency: high-priority messages submitted one at a time every 20 ms while a
     backlog of bulk messages drains; latency is from the request until the gateway
     records the receipt (the event's timestamp).
@@ -15,11 +19,12 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +33,18 @@ from typing import Any
 import aiohttp
 
 from bench.measure import RECIPIENT, Settings, _responder, _until_stopped
-from bench.report import Row, ms, percentile, ticker
+from bench.report import Row, ms, percentile, say, ticker
+from cmaas.assembly import open_keystore
 from cmaas.clientservice import AppCredentials, GatewayApi
 from cmaas.clientservice.sealing import seal_submission
 from cmaas.clock import now_ms
-from cmaas.devservers import XmppServer, cmaas_executable, free_port
+from cmaas.devservers import (
+    PostgresServer,
+    XmppServer,
+    cmaas_executable,
+    free_port,
+    start_postgres,
+)
 from cmaas.envelope import (
     DeviceBundle,
     DeviceKeyring,
@@ -43,19 +55,26 @@ from cmaas.envelope import (
     point_bytes,
 )
 from cmaas.keydirectory import KeyDirectory
-from cmaas.keystore import MasterKeyring, SqliteKeystore
 from cmaas.lifecycle import (
     Priority,
 )
+from cmaas.settings import load_settings
 from cmaas.wire import KeyLookup, Submission
 
 __all__ = [
     "BenchGateway",
+    "GatewayInstance",
+    "Storage",
+    "cpu_seconds",
     "delivered_count",
+    "delivered_total",
     "gateway_process",
     "ingest",
     "otp_latency",
+    "shared_postgres",
+    "stop_postgres",
     "submit_all",
+    "tree_cpu_seconds",
     "wait_link",
     "workdir",
 ]
@@ -67,14 +86,42 @@ BACKLOG = 20_000
 OTP_EVERY_S = 0.02
 
 
-@dataclass
-class BenchGateway:
+@dataclass(frozen=True)
+class GatewayInstance:
+    """One ``cmaas gateway run`` process and the app's client of its HTTP API."""
+
     url: str
     api: GatewayApi
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class BenchGateway:
+    """The gateway instances (one, or several on one PostgreSQL database), the app's
+    signing key and the recipient's device."""
+
+    instances: list[GatewayInstance]
     app_jid: str
     key: PrivateKey
     bundle: DeviceBundle
-    process: subprocess.Popen[bytes]
+    # The PostgreSQL server's postmaster, when the instances share a database on it.
+    postgres_pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return self.instances[0].url
+
+    @property
+    def api(self) -> GatewayApi:
+        return self.instances[0].api
+
+    @property
+    def apis(self) -> list[GatewayApi]:
+        return [instance.api for instance in self.instances]
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.instances[0].process
 
     def seal(self, count: int, priority: Priority, prefix: str) -> list[Submission]:
         """Pre-seal ``count`` messages to the recipient's signed prekey (CPU, untimed)."""
@@ -98,24 +145,65 @@ class BenchGateway:
         return messages
 
 
+@dataclass(frozen=True)
+class Storage:
+    """Where the gateway instances keep their state: the SQLite file ``cmaas.sqlite3`` in
+    the item's directory, or a fresh database on the run's PostgreSQL server shared by
+    ``instances`` gateway processes (each with its ping reply host, if any given)."""
+
+    postgres: bool = False
+    instances: int = 1
+    instance_hosts: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if not self.postgres:
+            return "SQLite"
+        return f"PostgreSQL, {self.instances} instance{'s' if self.instances > 1 else ''}"
+
+
+_postgres_servers: list[PostgresServer] = []
+
+
+def shared_postgres() -> PostgresServer:
+    """The run's PostgreSQL server, started on first use; :func:`stop_postgres` ends it.
+
+    Raises: DevServerError: PostgreSQL is missing or did not start.
+    """
+    if not _postgres_servers:
+        say("[postgres] starting")
+        _postgres_servers.append(start_postgres())
+    return _postgres_servers[0]
+
+
+def stop_postgres() -> None:
+    """Stop and delete the run's PostgreSQL server, if one was started."""
+    while _postgres_servers:
+        _postgres_servers.pop().remove()
+
+
 def _start(
-    server: XmppServer, workdir: Path, extra_env: dict[str, str]
-) -> tuple[dict[str, Any], subprocess.Popen[bytes], str, DeviceKeyring]:
+    server: XmppServer, workdir: Path, extra_env: dict[str, str], storage: Storage
+) -> tuple[dict[str, Any], list[tuple[subprocess.Popen[bytes], str]], DeviceKeyring]:
     """Register the app, raise the plan, publish the recipient's device and start the
-    gateway process (blocking work, run in a thread)."""
+    gateway processes (blocking work, run in a thread)."""
     workdir.mkdir(parents=True, exist_ok=True)
     master_key = os.urandom(32)
-    database = workdir / "cmaas.sqlite3"
-    port = free_port()
+    if storage.postgres:
+        database = shared_postgres().fresh_database(f"bench_{secrets.token_hex(6)}")
+    else:
+        database = str(workdir / "cmaas.sqlite3")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CMAAS_")},
         "CMAAS_COMPONENT_JID": server.component_domain,
         "CMAAS_COMPONENT_SECRET": server.component_secret,
         "CMAAS_XMPP_HOST": server.host,
         "CMAAS_XMPP_PORT": str(server.component_port),
-        "CMAAS_DATABASE": str(database),
+        "CMAAS_DATABASE": database,
+        # Required with PostgreSQL; one directory for the instances of one database.
+        "CMAAS_BLOB_DIR": str(workdir / "blobs"),
         "CMAAS_MASTER_KEY": base64.b64encode(master_key).decode(),
-        "CMAAS_HTTP_PORT": str(port),
+        "CMAAS_HTTP_PORT": str(free_port()),
         "CMAAS_LOG_LEVEL": "WARNING",
         **extra_env,
     }
@@ -138,28 +226,41 @@ def _start(
     keyring = DeviceKeyring.generate(jid, now_ms=int(time.time() * 1000), one_time_prekeys=0)
 
     async def publish() -> None:
-        keystore = await SqliteKeystore.open(database, MasterKeyring(master_key))
+        keystore = await open_keystore(load_settings(env, env_file=None))
         try:
             await KeyDirectory(keystore).publish(jid, keyring.bundle().to_bytes().decode())
         finally:
             await keystore.close()
 
     asyncio.run(publish())
+    started: list[tuple[subprocess.Popen[bytes], str]] = []
+    try:
+        for index in range(storage.instances):
+            port = free_port() if index else int(env["CMAAS_HTTP_PORT"])
+            own = {**env, "CMAAS_HTTP_PORT": str(port)}
+            if storage.instance_hosts:
+                own["CMAAS_INSTANCE_HOST"] = storage.instance_hosts[index]
+            process = _launch(own, workdir, f"gateway-{index}" if index else "gateway")
+            started.append((process, f"http://127.0.0.1:{port}"))
+    except BaseException:
+        for process, _ in started:
+            _stop(process)
+        raise
+    return issued, started, keyring
+
+
+def _launch(env: dict[str, str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
     # CMAAS_BENCH_PROFILE=DIR: the gateway runs under cProfile and leaves DIR/<item>.prof.
     profile_dir = os.environ.get("CMAAS_BENCH_PROFILE")
-    profiler = (
-        [sys.executable, "-m", "cProfile", "-o", str(Path(profile_dir) / f"{workdir.name}.prof")]
-        if profile_dir
-        else []
-    )
-    with (workdir / "gateway.log").open("ab") as log:
-        process = subprocess.Popen(
+    profile = Path(profile_dir or ".") / f"{workdir.name}-{name}.prof"
+    profiler = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile_dir else []
+    with (workdir / f"{name}.log").open("ab") as log:
+        return subprocess.Popen(
             [*profiler, cmaas_executable(), "--env-file", os.devnull, "gateway", "run"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return issued, process, f"http://127.0.0.1:{port}", keyring
 
 
 def workdir(server: XmppServer, item: str) -> Path:
@@ -182,20 +283,67 @@ async def gateway_process(
     session: aiohttp.ClientSession,
     workdir: Path,
     extra_env: dict[str, str] | None = None,
+    storage: Storage | None = None,
 ) -> AsyncIterator[BenchGateway]:
-    """A gateway process with one app, its signing key, and the recipient's device."""
-    issued, process, url, keyring = await asyncio.to_thread(
-        _start, server, workdir, extra_env or {}
+    """Gateway processes (one unless ``storage`` says more) with one app, its signing
+    key, and the recipient's device."""
+    storage = storage or Storage()
+    issued, started, keyring = await asyncio.to_thread(
+        _start, server, workdir, extra_env or {}, storage
     )
     try:
-        await wait_link(session, url, process)
-        api = GatewayApi(url, AppCredentials.from_issued(issued), session)
+        credentials = AppCredentials.from_issued(issued)
+        instances = []
+        for process, url in started:
+            await wait_link(session, url, process)
+            instances.append(GatewayInstance(url, GatewayApi(url, credentials, session), process))
         key = generate_private_key()
-        await api.register_signing_key(b64url(point_bytes(key.public_key())))
+        await instances[0].api.register_signing_key(b64url(point_bytes(key.public_key())))
         app_jid = f"{APP}@{server.component_domain}"
-        yield BenchGateway(url, api, app_jid, key, keyring.bundle(), process)
+        postgres_pid = _postmaster_pid() if storage.postgres else None
+        yield BenchGateway(instances, app_jid, key, keyring.bundle(), postgres_pid)
     finally:
-        await asyncio.to_thread(_stop, process)
+        for process, _ in started:
+            await asyncio.to_thread(_stop, process)
+
+
+def _postmaster_pid() -> int:
+    data = shared_postgres().workdir / "data" / "postmaster.pid"
+    return int(data.read_text().split("\n", 1)[0])
+
+
+def _stat_fields(pid: int) -> list[str]:
+    # The fields after the command (which may hold spaces and parentheses), from the
+    # state on: ppid is the 4th of the whole line, utime the 14th.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """The process's user + system CPU time so far (with that of its children which
+    have exited and been waited for, if ``reaped_children``), from ``/proc/<pid>/stat``.
+
+    Raises: OSError: The process is gone.
+    """
+    fields = _stat_fields(pid)
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(parent: int) -> float:
+    """The CPU time of ``parent`` and its children, living or exited (a postmaster, its
+    backends and its autovacuum workers).
+
+    Raises: OSError: ``parent`` is gone.
+    """
+    total = cpu_seconds(parent, reaped_children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        # A process may end while this loop reads: its time moves to the parent's.
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(_stat_fields(int(stat.parent.name))[1]) == parent:
+                total += cpu_seconds(int(stat.parent.name))
+    return total
 
 
 async def wait_link(
@@ -233,13 +381,23 @@ async def delivered_count(session: aiohttp.ClientSession, url: str) -> int:
     return 0
 
 
-async def submit_all(api: GatewayApi, messages: list[Submission]) -> list[float]:
-    """Submit in batches, IN_FLIGHT at a time; returns each batch's answer time."""
+async def delivered_total(session: aiohttp.ClientSession, gateway: BenchGateway) -> int:
+    """The delivered events all the gateway's instances counted (each receipt is
+    recorded by the one instance it reached)."""
+    counts = await asyncio.gather(
+        *(delivered_count(session, instance.url) for instance in gateway.instances)
+    )
+    return sum(counts)
+
+
+async def submit_all(apis: Sequence[GatewayApi], messages: list[Submission]) -> list[float]:
+    """Submit in batches, IN_FLIGHT at a time, the requests spread over ``apis`` (one
+    per gateway instance) in turn; returns each batch's answer time."""
     batches = [messages[i : i + BATCH] for i in range(0, len(messages), BATCH)]
     answers: list[float] = []
     queue = iter(batches)
 
-    async def worker() -> None:
+    async def worker(api: GatewayApi) -> None:
         for batch in queue:
             began = time.perf_counter()
             results = await api.submit_batch(batch)
@@ -248,16 +406,16 @@ async def submit_all(api: GatewayApi, messages: list[Submission]) -> list[float]
             if refused:
                 raise ConnectionError(f"{len(refused)} refused, first: {refused[0]}")
 
-    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    await asyncio.gather(*(worker(apis[n % len(apis)]) for n in range(IN_FLIGHT)))
     return answers
 
 
 async def _until_delivered(
-    session: aiohttp.ClientSession, url: str, target: int, deadline: float
+    session: aiohttp.ClientSession, gateway: BenchGateway, target: int, deadline: float
 ) -> int:
     done = 0
     while time.monotonic() < deadline:
-        done = await delivered_count(session, url)
+        done = await delivered_total(session, gateway)
         if done >= target:
             return done
         await asyncio.sleep(0.05)
@@ -269,61 +427,120 @@ async def _with_gateway(
     settings: Settings,
     item: str,
     measure: Callable[[aiohttp.ClientSession, BenchGateway], Awaitable[Row]],
+    storage: Storage | None = None,
 ) -> Row:
-    """Run ``measure`` against a fresh gateway process and the raw receipt responder."""
+    """Run ``measure`` against fresh gateway processes and the raw receipt responder."""
     responder = await _responder(server, settings, settings.deadline + 120)
     try:
         async with (
             aiohttp.ClientSession() as session,
-            gateway_process(server, session, workdir(server, item)) as gateway,
+            gateway_process(server, session, workdir(server, item), storage=storage) as gateway,
         ):
+            responder.device = str(gateway.bundle.device_id)
             return await _until_stopped(measure(session, gateway), responder)
     finally:
         await responder.close()
 
 
-async def ingest(server: XmppServer, settings: Settings) -> Row:
-    """(c) pre-sealed HTTP batches → gateway → server → raw client, until every receipt."""
+class _CpuMeter:
+    """CPU seconds spent by each gateway instance, and by the PostgreSQL server if the
+    gateway uses one, since the meter was made."""
+
+    def __init__(self, gateway: BenchGateway) -> None:
+        self.gateway = gateway
+        self.before = self._read()
+
+    def _read(self) -> tuple[list[float], float | None]:
+        instances = [cpu_seconds(instance.process.pid) for instance in self.gateway.instances]
+        pid = self.gateway.postgres_pid
+        return instances, None if pid is None else tree_cpu_seconds(pid)
+
+    def spent(self) -> tuple[list[float], float | None]:
+        """Per instance, and the database server's (None with SQLite).
+
+        Raises: OSError: A gateway process or the postmaster is gone.
+        """
+        (instances, database), (was, database_was) = self._read(), self.before
+        return (
+            [now - then for now, then in zip(instances, was, strict=True)],
+            None if database is None or database_was is None else database - database_was,
+        )
+
+
+def _per_message(seconds: float, messages: int) -> float:
+    return round(seconds / max(messages, 1), 9)
+
+
+async def ingest(server: XmppServer, settings: Settings, storage: Storage | None = None) -> Row:
+    """(c) pre-sealed HTTP batches → gateway → server → raw client, until every receipt;
+    with several instances the batches are spread over their APIs."""
+    storage = storage or Storage()
+    item = f"c-pg{storage.instances}" if storage.postgres else "c"
 
     async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
         warm = gateway.seal(min(BATCH, settings.count), Priority.NORMAL, "w")
-        await submit_all(gateway.api, warm)
-        await _until_delivered(session, gateway.url, len(warm), time.monotonic() + 60)
+        await submit_all(gateway.apis, warm)
+        warmed = await _until_delivered(session, gateway, len(warm), time.monotonic() + 60)
+        if warmed != len(warm):
+            raise ConnectionError(f"warm-up: {warmed}/{len(warm)} delivered")
         messages = gateway.seal(settings.count, Priority.NORMAL, "c")
         progress = [0]
-        tick = asyncio.create_task(ticker(f"{server.kind} c", settings.count, lambda: progress[0]))
+        tick = asyncio.create_task(
+            ticker(f"{server.kind} {item}", settings.count, lambda: progress[0])
+        )
+        cpu = _CpuMeter(gateway)
         began = time.perf_counter()
         deadline = time.monotonic() + settings.deadline
         try:
-            answers = await submit_all(gateway.api, messages)
+            answers = await submit_all(gateway.apis, messages)
             submitted = time.perf_counter() - began
             while time.monotonic() < deadline:
-                progress[0] = await delivered_count(session, gateway.url) - len(warm)
+                progress[0] = await delivered_total(session, gateway) - len(warm)
                 if progress[0] >= settings.count:
                     break
                 await asyncio.sleep(0.05)
         finally:
             tick.cancel()
         seconds = time.perf_counter() - began
+        by_instance, database_cpu = cpu.spent()
         done = min(progress[0], settings.count)
+        # More delivered events than messages: an instance recorded one twice.
+        surplus = max(0, progress[0] - settings.count)
+        per_instance = [_per_message(spent, done) for spent in by_instance]
+        notes = []
+        if len(per_instance) > 1:
+            notes.append(f"CPU us/msg {' + '.join(f'{s * 1e6:.0f}' for s in per_instance)}")
+        if done < settings.count:
+            notes.append(f"deadline {settings.deadline:g} s")
+        if surplus:
+            notes.append(f"{surplus} delivered twice")
         return Row(
             server=server.kind,
-            item="c",
-            description=f"gateway: HTTP batches of {BATCH} -> raw client",
+            item=item,
+            description=f"gateway on {storage.label}: HTTP batches of {BATCH} -> raw client",
             count=settings.count,
             done=done,
             rate=round(done / seconds, 1),
             p50_ms=ms(percentile(answers, 0.50)),
             p99_ms=ms(percentile(answers, 0.99)),
             seconds=round(seconds, 3),
-            complete=done == settings.count,
+            complete=done == settings.count and not surplus,
             latency=f"answer to a batch of {BATCH} (durably stored)",
-            errors=0,
-            note="" if done == settings.count else f"deadline {settings.deadline:g} s",
-            extra={"all_accepted_s": round(submitted, 3)},
+            errors=surplus,
+            note=", ".join(notes),
+            extra={
+                "all_accepted_s": round(submitted, 3),
+                "database": "postgresql" if storage.postgres else "sqlite",
+                "instances": storage.instances,
+                "cpu_s_per_message_by_instance": per_instance,
+                "database_server_cpu_s_per_message": (
+                    None if database_cpu is None else _per_message(database_cpu, done)
+                ),
+            },
+            cpu_s_per_message=_per_message(sum(by_instance), done),
         )
 
-    return await _with_gateway(server, settings, "c", run)
+    return await _with_gateway(server, settings, item, run, storage)
 
 
 async def otp_latency(server: XmppServer, settings: Settings) -> Row:
@@ -334,7 +551,7 @@ async def otp_latency(server: XmppServer, settings: Settings) -> Row:
         otps = gateway.seal(200, Priority.HIGH, "otp")
         submitted_ms: dict[str, int] = {}
         latencies: list[float] = []
-        await submit_all(gateway.api, backlog)
+        await submit_all(gateway.apis, backlog)
         cursor = (await gateway.api.events()).next
         began = time.perf_counter()
         deadline = time.monotonic() + settings.deadline

@@ -13,6 +13,7 @@ import time
 from xml.etree.ElementTree import Element, ParseError
 
 from bench.xmlstream import StreamClosedError, XmlStream, attr
+from cmaas.xmpp.stanzas import DEVICE_NAMESPACE
 
 CLIENT_NS = "jabber:client"
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -117,6 +118,9 @@ class ReceiptResponder:
         self.all_arrived = asyncio.Event()
         self.error: BaseException | None = None
         self.stopped = asyncio.Event()
+        # The CMaaS device id announced in each receipt ("" for none: raw stanzas); the
+        # gateway counts a receipt only from a device the message was sealed to.
+        self.device = ""
         self._task: asyncio.Task[None] | None = None
 
     def reset(self, expected: int) -> None:
@@ -152,6 +156,9 @@ class ReceiptResponder:
     async def _answer(self, stanzas: list[Element], now: float) -> None:
         """Count the messages among ``stanzas`` and send one receipt for each request."""
         own = attr(self.jid)
+        device = ""
+        if self.device:
+            device = f"<device xmlns='{DEVICE_NAMESPACE}' id='{attr(self.device)}'/>"
         replies: list[str] = []
         for elem in stanzas:
             if elem.tag != _MESSAGE or elem.get("type") == "error":
@@ -161,7 +168,7 @@ class ReceiptResponder:
                 replies.append(
                     f"<message to='{attr(elem.get('from', ''))}' from='{own}'>"
                     f"<received xmlns='{RECEIPTS_NS}' id='{attr(elem.get('id', ''))}'/>"
-                    "</message>"
+                    f"{device}</message>"
                 )
             else:
                 body = elem.findtext(_BODY) or ""

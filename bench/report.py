@@ -35,6 +35,8 @@ class Row:
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     memory_mib: float | None = None
+    # The gateway's CPU time (all instances) over the timed part, per message delivered.
+    cpu_s_per_message: float | None = None
 
     @classmethod
     def failed(cls, server: str, item: str, description: str, count: int, note: str) -> Row:
@@ -156,10 +158,10 @@ def targets(rows: Sequence[Row]) -> list[Target]:
 def table(rows: Sequence[Row]) -> str:
     """The result table as fixed-width text."""
 
-    def cell(value: float | None) -> str:
-        return "-" if value is None else f"{value:,.1f}"
+    def cell(value: float | None, scale: float = 1.0) -> str:
+        return "-" if value is None else f"{value * scale:,.1f}"
 
-    header = ("server", "item", "N", "msg/s", "p50 ms", "p99 ms", "RSS MiB", "status")
+    header = ("server", "item", "N", "msg/s", "p50 ms", "p99 ms", "RSS MiB", "CPU us/msg", "status")
     lines = [
         (
             row.server,
@@ -169,6 +171,7 @@ def table(rows: Sequence[Row]) -> str:
             cell(row.p50_ms),
             cell(row.p99_ms),
             cell(row.memory_mib),
+            cell(row.cpu_s_per_message, 1e6),
             ("ok " + row.note).strip()
             if row.complete
             else f"INCOMPLETE {row.done:,}/{row.count:,} {row.note}".strip(),
@@ -176,7 +179,7 @@ def table(rows: Sequence[Row]) -> str:
         for row in rows
     ]
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    numeric = {2, 3, 4, 5, 6}
+    numeric = {2, 3, 4, 5, 6, 7}
 
     def fmt(r: tuple[str, ...]) -> str:
         return "  ".join(

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from cmaas.devservers import EjabberdCluster, PostgresServer, XmppServer
 
@@ -21,10 +20,7 @@ __all__ = ["cluster_gateways", "fresh_database", "scalar", "shared_gateways"]
 
 def fresh_database(server: PostgresServer, name: str) -> str:
     """An empty database ``name`` (dropped first if a former run left it); its URL."""
-    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return server.url(name)
+    return server.fresh_database(name)
 
 
 def cluster_gateways(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import secrets
 import signal
 import subprocess
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from cmaas.devservers._checks import check_username
+from cmaas.devservers._checks import check_domain, check_username
 from cmaas.devservers._errors import DevServerError
 from cmaas.devservers._files import find_config_dir, make_private_dir, render_template, write_config
 from cmaas.devservers._processes import find_instance_pids, output_of, run, signal_pids, which
@@ -150,5 +149,35 @@ class EjabberdServer(XmppServer):
             signal_pids(pids, signal.SIGTERM)
 
 
-# The one launcher, for ejabberd; EjabberdServer holds what differs from Prosody.
-start_ejabberd = functools.partial(start_server, EjabberdServer)
+def start_ejabberd(
+    workdir: Path,
+    *,
+    domain: str = "cmaas.test",
+    component_domain: str = "gateway.cmaas.test",
+    component_secret: str | None = None,
+    timeout: float | None = None,
+    instance_hosts: Sequence[str] = (),
+) -> EjabberdServer:
+    """Start one ejabberd node as :func:`~cmaas.devservers._server.start_server` starts a
+    server; EjabberdServer holds what differs from Prosody.
+
+    Args:
+        instance_hosts: One host per gateway instance for its pings, for several
+            instances sharing the component domain on this one node (the component
+            listener then routes each connection its own hosts: ``global_routes: false``).
+
+    Raises:
+        ValueError: If a domain, an instance host or the secret is unusable.
+        DevServerError: As :func:`~cmaas.devservers._server.start_server`.
+    """
+    for host in instance_hosts:
+        check_domain(host, "instance host")
+    return start_server(
+        EjabberdServer,
+        workdir,
+        domain=domain,
+        component_domain=component_domain,
+        component_secret=component_secret,
+        timeout=timeout,
+        options={"_instance_hosts": tuple(instance_hosts)} if instance_hosts else None,
+    )

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+from psycopg import sql
+
 from cmaas.devservers._errors import DevServerError
 from cmaas.devservers._files import make_private_dir, make_runtime_dir, with_log
 from cmaas.devservers._processes import output_of, require_root, run, which
@@ -85,6 +88,16 @@ class PostgresServer:
             f"postgresql://{_USER}@/{quote(database, safe='')}"
             f"?host={quote(str(self.socket_dir), safe='')}&port={_PORT}"
         )
+
+    def fresh_database(self, name: str) -> str:
+        """An empty database ``name`` (dropped first if a former run left it); its URL.
+
+        Raises: psycopg.Error: The server cannot be reached or refuses.
+        """
+        with psycopg.connect(self.url("postgres"), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
 
     def is_running(self) -> bool:
         if not self._data_dir.is_dir():
