@@ -50,6 +50,28 @@ class RecordedFeedback:
         self.items.append(feedback)
 
 
+class PausableTransport:
+    """slixmpp's test transport, with the flow control of a real one."""
+
+    def __init__(self, inner: TestTransport) -> None:
+        self.inner = inner
+        self.paused = False
+        self.paused_reads = 0
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.paused_reads += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
 class GatewayStanzaTest(SlixTest):
     """Feeds stanzas to the gateway as the server would, and reads what it writes."""
 
@@ -76,7 +98,7 @@ class GatewayStanzaTest(SlixTest):
         self.xmpp.serve(self.engine)
         self.mode = "component"
         self.xmpp._always_send_everything = True
-        self.transport = TestTransport(self.xmpp)
+        self.transport = PausableTransport(TestTransport(self.xmpp))
         self.xmpp.connection_made(self.transport)  # type: ignore[arg-type]
         self.xmpp.session_bind_event.set()
         self.xmpp.default_lang = None
@@ -126,7 +148,7 @@ class GatewayStanzaTest(SlixTest):
         self.run_coro(self.keystore.close())
         self._tmp.cleanup()
         super().tearDown()
-        self.transport.socket.socket.close()  # slixmpp's mock wraps a real, unused socket
+        self.transport.inner.socket.socket.close()  # slixmpp's mock wraps a real, unused socket
         for task in asyncio.all_tasks(self.loop):
             task.cancel()
         self.loop.run_until_complete(asyncio.sleep(0))

@@ -11,7 +11,7 @@ from slixmpp import JID
 
 from cmaas.admin import RegisterAppRequest
 from cmaas.admin.requests import UpdateAppRequest
-from cmaas.component.gateway import GatewayComponent
+from cmaas.component.gateway import READ_SLICE, GatewayComponent
 from cmaas.component.outbound import key_transport_xml, sealed_message_xml
 from cmaas.delivery.omemo import AppOmemo, OmemoLimits
 from cmaas.delivery.tracker import FeedbackKind
@@ -145,6 +145,31 @@ class TestFeedback(GatewayStanzaTest):
             f"<iq type='get' id='p1' from='{USER}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>",
             f"<iq type='result' id='p1' from='{DOMAIN}' to='{USER}'/>",
         )
+
+    def test_a_large_read_is_parsed_a_slice_per_turn_of_the_loop(self) -> None:
+        """A read of many receipts leaves room between slices for other work (an OTP's
+        HTTP request), and the stream's order is kept: nothing is read meanwhile."""
+        transport = self.transport
+        receipts = "".join(
+            f"<message type='chat' from='{USER}' to='bank@{DOMAIN}' id='r{n}'>"
+            f"<received xmlns='urn:xmpp:receipts' id='m-{n}'/></message>"
+            for n in range(400)
+        ).encode()
+        assert len(receipts) > 2 * READ_SLICE
+        turns: list[int] = []
+        # Scheduled before the read: it runs after the first slice, not after the last.
+        self.loop.call_soon(lambda: turns.append(parsed()))
+
+        def parsed() -> int:
+            return transport.paused_reads
+
+        parsed_before = len(self.events)
+        self.xmpp.data_received(receipts)
+        assert transport.paused and transport.paused_reads == 1
+        self._wait_for_feedback(parsed_before + 400)
+        assert not transport.paused
+        assert turns == [1]
+        assert [e.message_id for e in self.events[parsed_before:]] == [f"m-{n}" for n in range(400)]
 
     def _wait_for_feedback(self, count: int, within: float = 3.0) -> None:
         deadline = time.monotonic() + within

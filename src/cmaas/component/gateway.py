@@ -45,6 +45,10 @@ _BARRIER_TIMEOUT = 10.0
 _RECEIPTS = "urn:xmpp:receipts"
 _MARKERS = "urn:xmpp:chat-markers:0"
 _DOCTYPE = b"<!DOCTYPE"
+# Bytes of the stream parsed per turn of the event loop. A read may bring 256 KiB (about
+# 1,300 receipts while a backlog drains); parsed at once, they would hold the loop for
+# tens of milliseconds while an OTP's HTTP request waits to be read.
+READ_SLICE = 16 * 1024
 DEFAULT_MAX_DEPTH = 32
 
 
@@ -372,7 +376,22 @@ class GatewayComponent(ComponentXMPP):
             self._refusing = True
         if self._refusing:
             return  # nothing more is read from a stream being closed
-        super().data_received(data)
+        if len(chunk) <= READ_SLICE or self.transport is None:
+            super().data_received(chunk)
+            return
+        # The rest waits for later turns; the socket is not read meanwhile, so the
+        # stream stays in order.
+        self.transport.pause_reading()
+        self._parse_slices(chunk)
+
+    def _parse_slices(self, rest: bytes) -> None:
+        if self.transport is None or self.transport.is_closing() or self._refusing:
+            return
+        super().data_received(rest[:READ_SLICE])
+        if len(rest) > READ_SLICE:
+            self.loop.call_soon(self._parse_slices, rest[READ_SLICE:])
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _refuse_deep(self, stanza: RootStanza) -> RootStanza | None:
         if _depth_exceeds(stanza.xml, self._max_depth):
