@@ -441,6 +441,60 @@ async def test_an_instance_without_a_link_gives_its_messages_to_a_linked_one(
     assert not any(i.fenced.is_set() for i in instances)
 
 
+class UnansweredBarriers(FakeSender):
+    """A server that has not yet confirmed any round: every barrier waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = asyncio.Event()
+
+    async def barrier(self) -> None:
+        self.barriers += 1
+        await self.answered.wait()
+
+
+async def test_an_otp_skips_the_bound_on_rounds_at_the_server(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    """Bulk waits while rounds stand unconfirmed at the server; an OTP does not, and
+    after it fewer rounds may stand."""
+    sender = UnansweredBarriers()
+    now_ms = int(clock.now * 1000)
+    moment = FakeClock(100.0)
+    dispatcher = Dispatcher(
+        keystore.messages,
+        sender,
+        batch=2,
+        rounds_in_flight=2,
+        clock_ms=lambda: now_ms,
+        monotonic=moment,
+    )
+    specs = [(f"bulk-{n}", Priority.BULK, now_ms + 60_000) for n in range(12)]
+    entries = await _stored(keystore, *specs, ("otp", Priority.HIGH, now_ms + 60_000))
+    bulk, otp = entries[:-1], entries[-1]
+    dispatcher.enqueue(bulk)
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    dispatcher.link_up()
+    try:
+        # Rounds of 2 until 3 stand unconfirmed (2 may, and the one that found that out).
+        await _until(lambda: sender.barriers == 3)
+        await asyncio.sleep(0.05)
+        assert len(sender.sent) == 6
+        dispatcher.enqueue([otp])
+        await _until(lambda: "otp" in sender.sent)
+        assert sender.sent[6] == "otp"  # with one bulk message in its round, after it
+        await asyncio.sleep(0.05)
+        assert len(sender.sent) == 8  # and bulk waits again
+        sender.answered.set()
+        await _until(lambda: len(sender.sent) == 13)
+    finally:
+        stop.set()
+        sender.answered.set()
+        await running
+    assert sorted(sender.sent) == sorted(m for m, _, _ in [*specs, ("otp", 0, 0)])
+
+
 async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link_loss(
     keystore: SqliteKeystore, clock: FakeClock
 ) -> None:

@@ -36,6 +36,10 @@ __all__ = ["MAX_RETURNS", "Dispatcher", "StanzaSender"]
 MAX_RETURNS = 3
 """How often a message is written again because a copy came back."""
 _RETURNS_REMEMBERED = 10_000
+# For this long after a high-priority message arrives, one round stands at the server
+# instead of ``rounds_in_flight``: OTPs come in runs (a login wave), and each one then
+# finds at most a round of bulk ahead of it at the server.
+_URGENT_SPELL_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,8 @@ class Dispatcher:
         self._owner = owner
         self._fenced = asyncio.Event()
         self._released = False
+        # When a high-priority message last arrived (monotonic seconds).
+        self._urgent_at = float("-inf")
         self._window = resend_window_s
         self._batch = batch
         self._rounds_in_flight = rounds_in_flight
@@ -121,6 +127,7 @@ class Dispatcher:
             self._queues.push(entry)
         for entry in takeover.accepted:
             self._queues.push(entry)
+        self._note_urgent([*takeover.resend, *takeover.accepted])
         self.resent += len(takeover.resend)
         if takeover.accepted or takeover.resend:
             log.info(
@@ -174,8 +181,10 @@ class Dispatcher:
         """Queue newly accepted messages."""
         if self._fenced.is_set() or self._released:
             return  # whoever fenced this instance, or takes over released ones, sends them
+        entries = list(entries)
         for entry in entries:
             self._queues.push(entry)
+        self._note_urgent(entries)
         self._wake.set()
 
     def depth(self) -> dict[Priority, int]:
@@ -281,14 +290,37 @@ class Dispatcher:
             await self._wait_for_server(stop)
 
     async def _wait_for_server(self, stop: asyncio.Event) -> None:
-        """Hold the next round until the server has confirmed all but the last few."""
-        while len(self._barriers) > self._rounds_in_flight:
+        """Hold the next round until the server has confirmed all but the last few.
+
+        A high-priority message never waits here: it goes out in the next round, ahead
+        of everything still queued. While they arrive, fewer rounds stand, so that what
+        the server has yet to pass on ahead of the next one stays short.
+        """
+        while len(self._barriers) > self._rounds_standing():
+            if self._queues.depth()[Priority.HIGH]:
+                return
             oldest = self._barriers[0]
-            await asyncio.wait({oldest}, timeout=0.5)
+            self._wake.clear()
+            waking = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait(
+                    {oldest, waking}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waking.cancel()
             if stop.is_set() or not self._connected.is_set():
                 return  # a lost link drops the barriers; the next link starts afresh
             if oldest.done() and self._barriers and self._barriers[0] is oldest:
                 self._barriers.popleft()
+
+    def _rounds_standing(self) -> int:
+        if self._monotonic() - self._urgent_at < _URGENT_SPELL_S:
+            return 1
+        return self._rounds_in_flight
+
+    def _note_urgent(self, entries: Iterable[OutboxEntry]) -> None:
+        if any(entry.priority is Priority.HIGH for entry in entries):
+            self._urgent_at = self._monotonic()
 
     def _take(self) -> list[OutboxEntry]:
         batch: list[OutboxEntry] = []
