@@ -3,8 +3,9 @@ back; :func:`error_middleware` is the one place refusals become HTTP answers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -286,16 +287,23 @@ def api_routes(
             raise NotFound("this gateway stores no blobs")
         blob = await blobs.find(request.match_info["blob_id"])
         body = request.method != "HEAD"
-        chunks = aiter(blob.chunks)
+        # Closed however the answer ends (a client gone midway included): the bytes'
+        # file or connection is let go now, not when the generator is collected.
+        async with contextlib.aclosing(blob.chunks) as chunks:
+            return await _send_blob(request, blob.size, chunks, body)
+
+    async def _send_blob(
+        request: web.Request, size: int, chunks: AsyncGenerator[bytes, None], body: bool
+    ) -> web.StreamResponse:
         try:
             # Read before answering: bytes gone already (expired since) are still a 404.
-            first = await anext(chunks) if blob.size and body else b""
+            first = await anext(chunks) if size and body else b""
         except BlobMissing as error:
             raise NotFound("no such blob, or it expired") from error
         response = web.StreamResponse(
             headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
         )
-        response.content_length = blob.size
+        response.content_length = size
         await response.prepare(request)
         try:
             if body:

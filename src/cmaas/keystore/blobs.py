@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -49,7 +49,7 @@ class BlobContent(Protocol):
         """
         ...
 
-    def read(self, blob_id: str, size: int) -> AsyncIterator[bytes]:
+    def read(self, blob_id: str, size: int) -> AsyncGenerator[bytes, None]:
         """The blob's ``size`` bytes, a chunk at a time.
 
         Raises: BlobMissing: The bytes are gone (the blob expired meanwhile).
@@ -87,7 +87,7 @@ class BlobFiles:
             raise
         os.replace(staged, self._directory / blob_id)
 
-    async def read(self, blob_id: str, size: int) -> AsyncIterator[bytes]:
+    async def read(self, blob_id: str, size: int) -> AsyncGenerator[bytes, None]:
         try:
             source = await asyncio.to_thread((self._directory / blob_id).open, "rb")
         except FileNotFoundError as error:
@@ -163,7 +163,7 @@ class SqlBlobStore:
             )
         return None if row is None else int(row["size"])
 
-    def read(self, blob_id: str, size: int) -> AsyncIterator[bytes]:
+    def read(self, blob_id: str, size: int) -> AsyncGenerator[bytes, None]:
         """The bytes of a blob :meth:`size` found, a chunk at a time.
 
         Raises: BlobMissing: They are gone (the blob expired meanwhile).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -168,7 +168,7 @@ class BlobStore(Protocol):
 
     async def size(self, blob_id: str, now_ms: int) -> int | None: ...
 
-    def read(self, blob_id: str, size: int) -> AsyncIterator[bytes]:
+    def read(self, blob_id: str, size: int) -> AsyncGenerator[bytes, None]:
         """Raises: BlobMissing."""
         ...
 

@@ -45,7 +45,8 @@ class SqliteKeystore(SqlKeystore):
         blob_dir: Path | None = None,
     ) -> None:
         self._db = connection
-        self._shared = SharedConnection(connection, clock)
+        self._reader = _open_reader(path)
+        self._shared = SharedConnection(connection, clock, self._reader)
         self._thread = SqliteThread(path)
         self._commits = GroupCommit(self._thread)
         write = group_commit_runner(self._commits)
@@ -97,6 +98,17 @@ class SqliteKeystore(SqlKeystore):
         # A read or write in progress on the shared connection finishes first.
         async with self._shared.write_lock():
             await self._db.close()
+        self._reader.close()
+
+
+def _open_reader(path: Path) -> sqlite3.Connection:
+    """The connection that reads on the event loop's thread; it may write nothing."""
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    reader.row_factory = sqlite3.Row
+    # A reader waits only in rare cases (the WAL being recovered or reset): briefly.
+    reader.execute("PRAGMA busy_timeout = 1000")
+    reader.execute("PRAGMA query_only = ON")
+    return reader
 
 
 def default_blob_dir(database: Path) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -66,7 +66,7 @@ class PostgresBlobChunks:
         finally:
             remove_file(staged)
 
-    async def read(self, blob_id: str, size: int) -> AsyncIterator[bytes]:
+    async def read(self, blob_id: str, size: int) -> AsyncGenerator[bytes, None]:
         left, seq = size, 0
         while left > 0:
             async with self._tx.read() as db:
