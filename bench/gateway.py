@@ -200,8 +200,6 @@ def _start(
         "CMAAS_XMPP_HOST": server.host,
         "CMAAS_XMPP_PORT": str(server.component_port),
         "CMAAS_DATABASE": database,
-        # Required with PostgreSQL; one directory for the instances of one database.
-        "CMAAS_BLOB_DIR": str(workdir / "blobs"),
         "CMAAS_MASTER_KEY": base64.b64encode(master_key).decode(),
         "CMAAS_HTTP_PORT": str(free_port()),
         "CMAAS_LOG_LEVEL": "WARNING",
