@@ -382,10 +382,14 @@ class Dispatcher:
         if sent:
             # Recording runs beside the next round; a crash before it commits leaves the
             # message 'accepted', and a restart sends it again (devices show it once).
-            task = asyncio.create_task(self._store.mark_dispatched(sent, now_ms, owner=self._owner))
+            urgent = any(entry.priority is Priority.HIGH for entry in batch)
+            task = asyncio.create_task(
+                self._store.mark_dispatched(sent, now_ms, owner=self._owner, urgent=urgent)
+            )
             self._marking.add(task)
             task.add_done_callback(self._marked)
-            if len(self._marking) > 4:
+            # An OTP queued meanwhile goes out first; the records catch up after it.
+            if len(self._marking) > 4 and not self._queues.depth()[Priority.HIGH]:
                 await asyncio.wait(set(self._marking), return_when=asyncio.FIRST_COMPLETED)
         return bool(sent)
 

@@ -326,10 +326,11 @@ class SqlMessageStore:
         return found
 
     async def mark_dispatched(
-        self, seqs: Sequence[int], at_ms: int, *, owner: int | None = None
+        self, seqs: Sequence[int], at_ms: int, *, owner: int | None = None, urgent: bool = False
     ) -> list[StatusEvent]:
         """Record that these messages were written to the IM server; with ``owner``,
-        only those that instance still owns (a fenced one changes nothing)."""
+        only those that instance still owns (a fenced one changes nothing). ``urgent``
+        (an OTP among them): ahead of the queued receipt updates."""
         owned, by_owner = _owned_by(owner)
 
         async def work(db: Db) -> list[StatusEvent]:
@@ -355,7 +356,7 @@ class SqlMessageStore:
                     )
             return events
 
-        return await self._write_events(work)
+        return await self._write_events(work, urgent=urgent)
 
     async def record(self, changes: Sequence[StatusChange]) -> list[StatusEvent]:
         """Record what happened to messages, keeping only what moves them forward.
