@@ -495,6 +495,45 @@ async def test_an_otp_skips_the_bound_on_rounds_at_the_server(
     assert sorted(sender.sent) == sorted(m for m, _, _ in [*specs, ("otp", 0, 0)])
 
 
+async def test_rounds_are_short_for_a_while_after_an_otp(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    """Full rounds of 32 for bulk alone; for a second after an OTP, rounds of 8."""
+    sender = FakeSender()
+    now_ms = int(clock.now * 1000)
+    moment = FakeClock(100.0)
+    dispatcher = Dispatcher(
+        keystore.messages, sender, batch=32, clock_ms=lambda: now_ms, monotonic=moment
+    )
+    later = now_ms + 60_000
+    entries = await _stored(
+        keystore,
+        *((f"early-{n}", Priority.BULK, later) for n in range(40)),
+        ("otp", Priority.HIGH, later),
+        *((f"spell-{n}", Priority.BULK, later) for n in range(20)),
+        *((f"after-{n}", Priority.BULK, later) for n in range(40)),
+    )
+    early, otp, spell, after = entries[:40], entries[40], entries[41:61], entries[61:]
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    dispatcher.link_up()
+    try:
+        dispatcher.enqueue(early)
+        await _until(lambda: len(sender.sent) == 40)
+        assert sender.barriers == 2  # rounds of 32 and 8
+        dispatcher.enqueue([otp, *spell])
+        await _until(lambda: len(sender.sent) == 61)
+        assert sender.sent[40] == "otp"
+        assert sender.barriers == 2 + 3  # rounds of 8, 8 and 5
+        moment.now += 1.5  # the spell is over: full rounds again
+        dispatcher.enqueue(after)
+        await _until(lambda: len(sender.sent) == 101)
+        assert sender.barriers == 5 + 2  # rounds of 32 and 8
+    finally:
+        stop.set()
+        await running
+
+
 async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link_loss(
     keystore: SqliteKeystore, clock: FakeClock
 ) -> None:

@@ -40,6 +40,7 @@ _RETURNS_REMEMBERED = 10_000
 # instead of ``rounds_in_flight``: OTPs come in runs (a login wave), and each one then
 # finds at most a round of bulk ahead of it at the server.
 _URGENT_SPELL_S = 1.0
+_URGENT_ROUND = 8
 
 log = logging.getLogger(__name__)
 
@@ -314,9 +315,10 @@ class Dispatcher:
                 self._barriers.popleft()
 
     def _rounds_standing(self) -> int:
-        if self._monotonic() - self._urgent_at < _URGENT_SPELL_S:
-            return 1
-        return self._rounds_in_flight
+        return 1 if self._in_urgent_spell() else self._rounds_in_flight
+
+    def _in_urgent_spell(self) -> bool:
+        return self._monotonic() - self._urgent_at < _URGENT_SPELL_S
 
     def _note_urgent(self, entries: Iterable[OutboxEntry]) -> None:
         if any(entry.priority is Priority.HIGH for entry in entries):
@@ -324,7 +326,10 @@ class Dispatcher:
 
     def _take(self) -> list[OutboxEntry]:
         batch: list[OutboxEntry] = []
-        while len(batch) < self._batch:
+        # In an OTP spell, rounds are short too: what stands at the server ahead of the
+        # next OTP is a few messages, not a full round.
+        size = min(self._batch, _URGENT_ROUND) if self._in_urgent_spell() else self._batch
+        while len(batch) < size:
             entry = self._queues.pop()
             if entry is None:
                 break
