@@ -14,7 +14,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from cmaas.clock import now_ms
 from cmaas.delivery.queues import PriorityQueues
@@ -301,18 +301,27 @@ class Dispatcher:
             if self._queues.depth()[Priority.HIGH]:
                 return
             oldest = self._barriers[0]
-            self._wake.clear()
-            waking = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait(
-                    {oldest, waking}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                waking.cancel()
+            await self._until_first_done({oldest}, within_s=0.5)
             if stop.is_set() or not self._connected.is_set():
                 return  # a lost link drops the barriers; the next link starts afresh
             if oldest.done() and self._barriers and self._barriers[0] is oldest:
                 self._barriers.popleft()
+
+    async def _until_first_done(
+        self, tasks: set[asyncio.Task[Any]], within_s: float | None = None
+    ) -> None:
+        """Wait until one of ``tasks`` is done, ``within_s`` pass, or something is
+        queued; at once if a high-priority message waits already."""
+        if self._queues.depth()[Priority.HIGH]:
+            return
+        self._wake.clear()
+        waking = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait(
+                {*tasks, waking}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waking.cancel()
 
     def _rounds_standing(self) -> int:
         return 1 if self._in_urgent_spell() else self._rounds_in_flight
@@ -394,8 +403,8 @@ class Dispatcher:
             self._marking.add(task)
             task.add_done_callback(self._marked)
             # An OTP queued meanwhile goes out first; the records catch up after it.
-            if len(self._marking) > 4 and not self._queues.depth()[Priority.HIGH]:
-                await asyncio.wait(set(self._marking), return_when=asyncio.FIRST_COMPLETED)
+            while len(self._marking) > 4 and not self._queues.depth()[Priority.HIGH]:
+                await self._until_first_done(set(self._marking))
         return bool(sent)
 
     def _marked(self, task: asyncio.Task[list[StatusEvent]]) -> None:
