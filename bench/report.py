@@ -90,8 +90,9 @@ async def ticker(label: str, total: int, done: Callable[[], int], every: float =
 
 
 def ratios(rows: Sequence[Row]) -> dict[str, float]:
-    """b/a, c/a and c/b per server, and h/e (OMEMO sessions established against the
-    envelope) per device count, where both items ran to completion."""
+    """b/a, c/a and c/b per server, h/e (OMEMO sessions established against the
+    envelope) per device count, where both items ran to completion, and e's seal against
+    its raw primitives per device count."""
     found: dict[str, float] = {}
 
     def add(name: str, upper: Row | None, lower: Row | None) -> None:
@@ -105,6 +106,11 @@ def ratios(rows: Sequence[Row]) -> dict[str, float]:
         mine = [row for row in rows if row.server == server]
         envelope = {row.extra.get("devices"): row for row in mine if row.item == "e"}
         for row in mine:
+            if row.item == "e" and row.complete and "ratio_to_raw" in row.extra:
+                # Measured in interleaved rounds, not from two rows' rates.
+                found[f"{server} e seal/raw {row.extra['devices']} device(s)"] = row.extra[
+                    "ratio_to_raw"
+                ]
             if row.item == "h" and row.extra.get("session") == "established":
                 devices = row.extra["devices"]
                 add(f"{server} h/e {devices} device(s)", row, envelope.get(devices))

@@ -3,10 +3,11 @@ deadline, reported as percentiles in microseconds with the process's CPU time pe
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
-__all__ = ["cpu_seconds", "measure_async", "measure_sync", "show", "summary"]
+__all__ = ["cpu_seconds", "measure_async", "measure_rounds", "measure_sync", "show", "summary"]
 
 
 def summary(samples: list[float], cpu_seconds: float) -> dict[str, float]:
@@ -77,3 +78,53 @@ def _report(name: str, samples: list[float], cpu_before: float) -> dict[str, flo
     result = summary(samples, cpu_seconds() - cpu_before)
     show(name, result)
     return result
+
+
+def measure_rounds(
+    operations: Mapping[str, Callable[[], object]],
+    count: int,
+    rounds: int,
+    deadline: float,
+    warmup: int = 20,
+) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Each of ``operations`` run ``count`` times in all, in ``rounds`` (at most ``count``)
+    interleaved rounds: one round of each in turn, so that all see the same CPU speed and
+    load; after ``warmup`` uncounted runs each, so that first-run costs (lazy imports,
+    caches) stay out. Stops after the round that passes ``deadline`` seconds.
+
+    Returns the :func:`summary` of each operation, with ``cpu_us_per_run`` the median of
+    its rounds' CPU time per run and ``cpu_us_min`` / ``cpu_us_max`` the fastest and
+    slowest round; and the CPU time per run of every round, by operation.
+    """
+    for operation in operations.values():
+        for _ in range(warmup):
+            operation()
+    # The first count % rounds rounds run one more, so that the runs add up to count.
+    sizes = [count // rounds + (index < count % rounds) for index in range(rounds)]
+    samples: dict[str, list[float]] = {name: [] for name in operations}
+    cpu_rounds: dict[str, list[float]] = {name: [] for name in operations}
+    stop_at = time.monotonic() + deadline
+    for per_round in sizes:
+        for name, operation in operations.items():
+            walls = samples[name]
+            cpu_before = cpu_seconds()
+            for _ in range(per_round):
+                began = time.perf_counter()
+                operation()
+                walls.append((time.perf_counter() - began) * 1e6)
+            cpu_rounds[name].append((cpu_seconds() - cpu_before) / per_round * 1e6)
+        if time.monotonic() > stop_at:
+            break
+    results: dict[str, dict[str, float]] = {}
+    for name, cpu in cpu_rounds.items():
+        runs = sizes[: len(cpu)]
+        result = summary(samples[name], sum(c * n for c, n in zip(cpu, runs, strict=True)) / 1e6)
+        result.update(
+            cpu_us_per_run=statistics.median(cpu),
+            cpu_us_min=min(cpu),
+            cpu_us_max=max(cpu),
+            rounds=len(cpu),
+        )
+        show(name, result)
+        results[name] = result
+    return results, cpu_rounds

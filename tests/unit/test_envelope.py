@@ -540,6 +540,79 @@ def test_sender_bundle_keeps_one_prekey() -> None:
     assert fallback.recipient_prekey()[0] == bundle.signed_prekey
 
 
+# --- what sealing computes once and remembers ----------------------------------------
+
+
+def test_a_bundle_without_its_one_time_prekey_seals_to_its_signed_prekey() -> None:
+    keyring = make_keyring()
+    bundle = sender_bundle(keyring)
+    one_time, _ = bundle.recipient_prekey()
+    # The client service caches a lookup this way; the parsed prekey must not carry over.
+    reusable = dataclasses.replace(bundle, one_time_prekeys=())
+    assert one_time.key_id == bundle.one_time_prekeys[0].key_id
+    assert reusable.recipient_prekey()[0] == keyring.bundle().signed_prekey
+    app_key = generate_private_key()
+    envelope = seal_to([reusable], app_key)
+    assert envelope.keys[0].key_id == keyring.signed_prekey.key_id
+    assert open_as(keyring, envelope.to_bytes(), app_key).content == TEXT
+
+
+def test_each_app_key_signs_with_its_own_point() -> None:
+    keyring = make_keyring()
+    bundle = sender_bundle(keyring, with_one_time_prekey=False)
+    first, second = generate_private_key(), generate_private_key()
+    for app_key in (first, second, first):
+        envelope = seal_to([bundle], app_key)
+        assert envelope.app_key == app_public(app_key)
+        assert open_as(keyring, envelope.to_bytes(), app_key).content == TEXT
+
+
+def test_a_changed_header_is_serialised_again() -> None:
+    envelope = seal_to([sender_bundle(make_keyring())], generate_private_key())
+    before = envelope.header.canonical()
+    changed = dataclasses.replace(envelope.header, auto_delete_s=60)
+    assert changed.canonical() == canonical_json(changed.to_json()) != before
+    assert envelope.header.canonical() == before == canonical_json(envelope.header.to_json())
+
+
+@pytest.mark.parametrize(
+    "jids",
+    [
+        ("bank@gateway.example.org", "alice@example.org"),
+        ('bänk"\\q@gateway.example.org', "ålice\u2028@exämple.org"),
+    ],
+)
+def test_the_signed_part_is_its_canonical_json(jids: tuple[str, str]) -> None:
+    app_jid, user_jid = jids
+    keyrings = [make_keyring(user_jid) for _ in range(3)]
+    envelope = seal_to(
+        [sender_bundle(keyring) for keyring in keyrings],
+        generate_private_key(),
+        app_jid=app_jid,
+        recipient_jid=user_jid,
+        auto_delete_s=5,
+    )
+    assert envelope.signature_input() == canonical_json(envelope.signed_part())
+    assert envelope.to_bytes() == canonical_json(envelope.to_json())
+
+
+@pytest.mark.parametrize("device_id", [True, 0, 2**31, 2**53])
+def test_a_key_entry_without_a_portable_id_has_no_signed_part(device_id: int) -> None:
+    envelope = seal_to([sender_bundle(make_keyring())], generate_private_key())
+    entry = dataclasses.replace(envelope.keys[0], device_id=device_id)
+    with pytest.raises(MalformedEncoding):
+        dataclasses.replace(envelope, keys=(entry,)).signature_input()
+
+
+def test_content_over_the_plaintext_limit_is_refused_before_sealing() -> None:
+    with pytest.raises(OversizeInput):
+        seal_to(
+            [sender_bundle(make_keyring())],
+            generate_private_key(),
+            TextContent("x" * 16_000 + "\u0800" * 20_000),
+        )
+
+
 # --- regressions: bugs found by these tests and fixed ------------------------------
 
 

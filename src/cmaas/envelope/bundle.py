@@ -9,7 +9,7 @@ A sender receives the same format with at most one one-time prekey.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cmaas.envelope.encoding import Fields, b64url, canonical_json, parse_json
@@ -117,6 +117,10 @@ class DeviceBundle:
     suites: tuple[str, ...]
     signed_prekey: Prekey
     one_time_prekeys: tuple[Prekey, ...]
+    # recipient_prekey() once parsed: a cached lookup seals many messages to the SPK.
+    _recipient: tuple[Prekey, PublicKey] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def fingerprint(self) -> str:
@@ -125,8 +129,12 @@ class DeviceBundle:
 
     def recipient_prekey(self) -> tuple[Prekey, PublicKey]:
         """The prekey a sender seals to: the first one-time prekey, else the SPK."""
-        prekey = self.one_time_prekeys[0] if self.one_time_prekeys else self.signed_prekey
-        return prekey, parse_public_key(prekey.public_key)
+        recipient = self._recipient
+        if recipient is None:
+            prekey = self.one_time_prekeys[0] if self.one_time_prekeys else self.signed_prekey
+            recipient = (prekey, parse_public_key(prekey.public_key))
+            object.__setattr__(self, "_recipient", recipient)
+        return recipient
 
     def to_json(self) -> dict[str, object]:
         return {

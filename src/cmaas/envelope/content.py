@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cmaas.envelope.encoding import Fields, b64url, canonical_json, parse_json
-from cmaas.envelope.errors import MalformedEncoding
+from cmaas.envelope.errors import MalformedEncoding, OversizeInput
 from cmaas.envelope.padding import MAX_PLAINTEXT
 
 __all__ = [
@@ -72,6 +72,7 @@ def content_to_json(content: Content) -> bytes:
 
     Raises:
         MalformedEncoding: A field is out of bounds (so nothing unreadable is sent).
+        OversizeInput: The content is over :data:`MAX_PLAINTEXT` bytes.
     """
     value: dict[str, object]
     if isinstance(content, TextContent):
@@ -89,13 +90,21 @@ def content_to_json(content: Content) -> bytes:
             "sha256": content.sha256,
         }
     data = canonical_json(value)
-    content_from_json(data)
+    if len(data) > MAX_PLAINTEXT:
+        raise OversizeInput(f"content is {len(data)} bytes; the limit is {MAX_PLAINTEXT}")
+    # The value holds only strings and integers, which canonical_json has just checked
+    # and which read back from JSON unchanged: checking it is checking the bytes.
+    _content_from_value(value)
     return data
 
 
 def content_from_json(data: bytes) -> Content:
     """Raises: MalformedEncoding, OversizeInput: Not a valid content object."""
-    value = parse_json(data, max_bytes=MAX_PLAINTEXT, what="content")
+    return _content_from_value(parse_json(data, max_bytes=MAX_PLAINTEXT, what="content"))
+
+
+def _content_from_value(value: object) -> Content:
+    """Raises: MalformedEncoding: Not a valid content object (already parsed from JSON)."""
     kind = Fields(value, "content", frozenset({"kind"}), frozenset(_FIELDS_ANY)).choice(
         "kind", KINDS
     )

@@ -28,6 +28,8 @@ __all__ = [
 
 MAX_SAFE_INTEGER = 2**53 - 1
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
+# One encoder for every call: json.dumps builds a new one whenever options are given.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -39,8 +41,7 @@ def canonical_json(value: Any) -> bytes:
     """
     _check_portable(value)
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return text.encode("utf-8")
+        return _CANONICAL.encode(value).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError) as error:
         raise MalformedEncoding(f"not serialisable as canonical JSON: {error}") from error
 

@@ -7,7 +7,7 @@ app signs, so none of it can change in transit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cmaas.envelope.bundle import MAX_JID_LENGTH
 from cmaas.envelope.content import KINDS, Kind
@@ -42,6 +42,8 @@ class Header:
     kind: Kind
     priority: Priority
     auto_delete_s: int | None = None
+    # canonical() once computed: the payload's associated data and the signed part share it.
+    _canonical: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not MESSAGE_ID.fullmatch(self.message_id):
@@ -74,8 +76,15 @@ class Header:
         return value
 
     def canonical(self) -> bytes:
-        """The header's canonical bytes: the payload's associated data."""
-        return canonical_json(self.to_json())
+        """The header's canonical bytes: the payload's associated data.
+
+        Raises: MalformedEncoding: A JID holds a lone surrogate.
+        """
+        canonical = self._canonical
+        if canonical is None:
+            canonical = canonical_json(self.to_json())
+            object.__setattr__(self, "_canonical", canonical)
+        return canonical
 
     @classmethod
     def from_json(cls, value: object) -> Header:

@@ -33,6 +33,7 @@ __all__ = [
     "parse_signature",
     "point_bytes",
     "private_scalar",
+    "public_point",
     "sign",
     "verify",
 ]
@@ -44,6 +45,12 @@ CURVE_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 PublicKey = ec.EllipticCurvePublicKey
 PrivateKey = ec.EllipticCurvePrivateKey
+
+_SIGNING = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+_VERIFYING = ec.ECDSA(hashes.SHA256())
+# The last private key asked for its public point, and that point: a sender signs with
+# one key for its whole life, and deriving the point costs as much as a seal's framing.
+_last_public_point: tuple[PrivateKey, bytes] | None = None
 
 
 def generate_private_key() -> PrivateKey:
@@ -70,6 +77,17 @@ def point_bytes(key: PublicKey) -> bytes:
     return key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
+
+
+def public_point(key: PrivateKey) -> bytes:
+    """The 65-byte uncompressed point of ``key``'s public key (remembered for the last key)."""
+    global _last_public_point
+    last = _last_public_point
+    if last is not None and last[0] is key:
+        return last[1]
+    point = point_bytes(key.public_key())
+    _last_public_point = (key, point)
+    return point
 
 
 def fingerprint(key: PublicKey | bytes) -> str:
@@ -103,7 +121,7 @@ def sign(key: PrivateKey, message: bytes) -> bytes:
     The per-signature nonce is derived as RFC 6979 says, so a weak random source
     cannot leak the key, and test vectors can pin signatures byte for byte.
     """
-    return key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    return key.sign(message, _SIGNING)
 
 
 def parse_signature(data: bytes) -> tuple[int, int]:
@@ -138,6 +156,6 @@ def verify(key: PublicKey, signature: bytes, message: bytes, *, what: str) -> No
     except MalformedEncoding as error:
         raise BadSignature(f"{what}: {error}") from error
     try:
-        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        key.verify(signature, message, _VERIFYING)
     except InvalidSignature as error:
         raise BadSignature(f"{what} does not verify") from error

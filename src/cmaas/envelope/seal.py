@@ -13,7 +13,7 @@ from cmaas.envelope.header import (
     Header,
 )
 from cmaas.envelope.hpke_key import key_entry_info, seal_content_key
-from cmaas.envelope.keys import PrivateKey, point_bytes, sign
+from cmaas.envelope.keys import PrivateKey, public_point, sign
 from cmaas.envelope.padding import pad
 from cmaas.envelope.payload import CONTENT_KEY_SIZE, NONCE_SIZE, seal_payload
 from cmaas.envelope.sealed import MAX_KEY_ENTRIES, KeyEntry, SealedEnvelope
@@ -85,17 +85,17 @@ def seal(
         )
     unsigned = SealedEnvelope(
         header=header,
-        app_key=point_bytes(app_key.public_key()),
+        app_key=public_point(app_key),
         keys=tuple(entries),
         nonce=nonce,
         payload=payload,
         signature=b"",
     )
-    return sign_envelope(unsigned, app_key)
+    return unsigned.with_signature(sign(app_key, unsigned.signature_input()))
 
 
 def sign_envelope(envelope: SealedEnvelope, app_key: PrivateKey) -> SealedEnvelope:
     """``envelope`` carrying ``app_key``'s public key and its signature over
     :meth:`SealedEnvelope.signature_input`."""
-    unsigned = replace(envelope, app_key=point_bytes(app_key.public_key()), signature=b"")
+    unsigned = replace(envelope, app_key=public_point(app_key), signature=b"")
     return unsigned.with_signature(sign(app_key, unsigned.signature_input()))
