@@ -277,6 +277,7 @@ async def _with_gateway(
             aiohttp.ClientSession() as session,
             gateway_process(server, session, workdir(server, item)) as gateway,
         ):
+            responder.device = str(gateway.bundle.device_id)
             return await _until_stopped(measure(session, gateway), responder)
     finally:
         await responder.close()

@@ -13,6 +13,7 @@ import time
 from xml.etree.ElementTree import Element, ParseError
 
 from bench.xmlstream import StreamClosedError, XmlStream, attr
+from cmaas.xmpp.stanzas import DEVICE_NAMESPACE
 
 CLIENT_NS = "jabber:client"
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -105,11 +106,15 @@ class ReceiptResponder:
     ``arrivals`` maps the sequence number at the start of a body to its arrival time
     (``time.perf_counter()``) for messages without a receipt request: that is how the
     peer measurement, whose message ids the server chooses, gets per-message latency.
+
+    ``device``, when set, is the CMaaS device id announced on each receipt, as a device
+    does: the gateway records a receipt only from a device the message is sealed to.
     """
 
     def __init__(self, stream: XmlStream, jid: str) -> None:
         self.stream = stream
         self.jid = jid
+        self.device = ""
         self.received = 0
         self.answered = 0
         self.arrivals: dict[int, float] = {}
@@ -152,6 +157,9 @@ class ReceiptResponder:
     async def _answer(self, stanzas: list[Element], now: float) -> None:
         """Count the messages among ``stanzas`` and send one receipt for each request."""
         own = attr(self.jid)
+        device = (
+            f"<device xmlns='{DEVICE_NAMESPACE}' id='{attr(self.device)}'/>" if self.device else ""
+        )
         replies: list[str] = []
         for elem in stanzas:
             if elem.tag != _MESSAGE or elem.get("type") == "error":
@@ -161,7 +169,7 @@ class ReceiptResponder:
                 replies.append(
                     f"<message to='{attr(elem.get('from', ''))}' from='{own}'>"
                     f"<received xmlns='{RECEIPTS_NS}' id='{attr(elem.get('id', ''))}'/>"
-                    "</message>"
+                    f"{device}</message>"
                 )
             else:
                 body = elem.findtext(_BODY) or ""
