@@ -130,7 +130,7 @@ class SealedEnvelope:
         )
         if len({entry.device_id for entry in keys}) != len(keys):
             raise MalformedEncoding("envelope.keys lists a device twice")
-        return cls(
+        envelope = cls(
             header=Header.from_json(fields.raw("header")),
             app_key=app_key,
             keys=keys,
@@ -138,6 +138,13 @@ class SealedEnvelope:
             payload=fields.binary("payload", max_size=MAX_PAYLOAD_SIZE),
             signature=fields.binary("signature", max_size=MAX_SIGNATURE_SIZE),
         )
+        # Every field read above is the parsed text itself, or bytes whose base64url
+        # was checked canonical and a fingerprint checked equal to its key's: the
+        # parsed object without its signature serialises to the signed part's
+        # canonical bytes, in one C-speed pass instead of rebuilding it field by field.
+        signed = {key: item for key, item in value.items() if key != "signature"}
+        object.__setattr__(envelope, "_signed", canonical_json(signed, portable=True))
+        return envelope
 
 
 def _key_entry(value: object) -> KeyEntry:
