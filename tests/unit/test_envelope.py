@@ -118,6 +118,36 @@ def test_every_content_kind(content: Content, auto_delete_s: int | None) -> None
     assert opened.header.auto_delete_s == auto_delete_s
 
 
+@pytest.mark.parametrize("devices", [1, 3])
+@pytest.mark.parametrize("auto_delete_s", [None, 300])
+@pytest.mark.parametrize("layout", ["canonical", "spaced and reordered", "non-ASCII JID"])
+def test_parsed_signature_input_is_the_rebuilt_signed_part(
+    devices: int, auto_delete_s: int | None, layout: str
+) -> None:
+    """What a parsed envelope's signature is checked against is the signed part rebuilt
+    from its fields, however the text was laid out."""
+    keyrings = [make_keyring() for _ in range(devices)]
+    envelope = seal_to(
+        [sender_bundle(k) for k in keyrings],
+        generate_private_key(),
+        TEXT,
+        auto_delete_s=auto_delete_s,
+    )
+    tree = to_tree(envelope)
+    if layout == "non-ASCII JID":
+        tree["header"]["to"] = "jürgen@例え.jp"
+    text = (
+        json.dumps(dict(reversed(tree.items())), indent=2)
+        if layout == "spaced and reordered"
+        else canonical_json(tree).decode()
+    )
+    parsed = SealedEnvelope.from_bytes(text)
+    assert parsed.signature_input() == canonical_json(parsed.signed_part())
+    if layout != "non-ASCII JID":
+        assert parsed.signature_input() == envelope.signature_input()
+    assert parsed.to_bytes() == canonical_json(tree)
+
+
 def test_payload_length_hides_the_content_length() -> None:
     app_key = generate_private_key()
     keyring = make_keyring()

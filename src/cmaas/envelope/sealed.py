@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cmaas.envelope.bundle import MAX_DEVICE_ID
-from cmaas.envelope.encoding import Fields, b64url, parse_json
+from cmaas.envelope.encoding import Fields, b64url, canonical_json, parse_json
 from cmaas.envelope.errors import MalformedEncoding
 from cmaas.envelope.header import Header
 from cmaas.envelope.keys import MAX_SIGNATURE_SIZE, POINT_SIZE, fingerprint
@@ -170,7 +170,7 @@ class SealedEnvelope:
         )
         if len({entry.device_id for entry in keys}) != len(keys):
             raise MalformedEncoding("envelope.keys lists a device twice")
-        return cls(
+        envelope = cls(
             header=Header.from_json(fields.raw("header")),
             app_key=app_key,
             keys=keys,
@@ -178,6 +178,13 @@ class SealedEnvelope:
             payload=fields.binary("payload", max_size=MAX_PAYLOAD_SIZE),
             signature=fields.binary("signature", max_size=MAX_SIGNATURE_SIZE),
         )
+        # Every field read above is the parsed text itself, or bytes whose base64url
+        # was checked canonical and a fingerprint checked equal to its key's: the
+        # parsed object without its signature serialises to the signed part's
+        # canonical bytes, in one C-speed pass instead of rebuilding it field by field.
+        signed = {key: item for key, item in value.items() if key != "signature"}
+        object.__setattr__(envelope, "_signed", canonical_json(signed, portable=True))
+        return envelope
 
 
 def _key_entry(value: object) -> KeyEntry:
