@@ -89,7 +89,9 @@ class BlobFiles:
 
     async def read(self, blob_id: str, size: int) -> AsyncGenerator[bytes, None]:
         try:
-            source = await asyncio.to_thread((self._directory / blob_id).open, "rb")
+            # Opened here, not in a worker thread: a download cancelled during the open
+            # would leave the file the thread opened to the garbage collector.
+            source = (self._directory / blob_id).open("rb")
         except FileNotFoundError as error:
             raise BlobMissing(f"blob {blob_id[:8]}… has no file") from error
         try:
