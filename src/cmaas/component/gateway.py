@@ -382,14 +382,15 @@ class GatewayComponent(ComponentXMPP):
         # The rest waits for later turns; the socket is not read meanwhile, so the
         # stream stays in order.
         self.transport.pause_reading()
-        self._parse_slices(chunk)
+        self._parse_slices(chunk, 0)
 
-    def _parse_slices(self, rest: bytes) -> None:
+    def _parse_slices(self, chunk: bytes, start: int) -> None:
         if self.transport is None or self.transport.is_closing() or self._refusing:
             return
-        super().data_received(rest[:READ_SLICE])
-        if len(rest) > READ_SLICE:
-            self.loop.call_soon(self._parse_slices, rest[READ_SLICE:])
+        end = start + READ_SLICE
+        super().data_received(chunk[start:end])
+        if end < len(chunk):
+            self.loop.call_soon(self._parse_slices, chunk, end)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 

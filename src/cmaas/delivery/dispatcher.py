@@ -311,9 +311,7 @@ class Dispatcher:
         self, tasks: set[asyncio.Task[Any]], within_s: float | None = None
     ) -> None:
         """Wait until one of ``tasks`` is done, ``within_s`` pass, or something is
-        queued; at once if a high-priority message waits already."""
-        if self._queues.depth()[Priority.HIGH]:
-            return
+        queued (the callers look for a high-priority message before they wait)."""
         self._wake.clear()
         waking = asyncio.ensure_future(self._wake.wait())
         try:
