@@ -13,12 +13,13 @@ import contextlib
 import errno
 import os
 import secrets
+import sqlite3
 import stat
 from pathlib import Path
 
 from cmaas.errors import CmaasError
 
-__all__ = ["ensure_private_dir", "read_private", "write_private"]
+__all__ = ["connect_private_sqlite", "ensure_private_dir", "read_private", "write_private"]
 
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
@@ -35,6 +36,37 @@ def ensure_private_dir(directory: Path, *, error: type[CmaasError]) -> None:
         directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     except OSError as exc:
         raise error(f"cannot create directory {directory}: {exc.strerror or exc}") from exc
+
+
+def connect_private_sqlite(path: Path, *, error: type[CmaasError]) -> sqlite3.Connection:
+    """A connection to the SQLite file ``path``, created 0600 (its directory 0700) when
+    missing, in WAL mode with full fsync, autocommit outside explicit transactions, and a
+    wait of up to 5 s for another process's write.
+
+    Raises:
+        CmaasError: Of class ``error``: the directory or file cannot be created or opened,
+            is not a regular file, or is accessible to group or others.
+    """
+    ensure_private_dir(path.parent, error=error)
+    try:
+        # Created 0600 before SQLite opens it; its journal files take its mode.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), _FILE_MODE)
+    except OSError as exc:
+        raise error(f"cannot open {path}: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    _check_private(path, info, error)
+    try:
+        connection = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=5.0
+        )
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        raise error(f"cannot open {path}: {exc}") from exc
+    return connection
 
 
 def read_private(path: Path, *, max_bytes: int, error: type[CmaasError]) -> bytes | None:
@@ -56,20 +88,25 @@ def read_private(path: Path, *, max_bytes: int, error: type[CmaasError]) -> byte
         with os.fdopen(fd, "rb") as file:
             # fstat the open file rather than stat the name, which could be swapped
             # between the check and the read.
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise error(f"{path} is not a regular file")
-            if _POSIX and info.st_mode & 0o077:
-                raise error(
-                    f"{path} is accessible to other users (mode "
-                    f"{stat.S_IMODE(info.st_mode):o}); run: chmod 600 {path}"
-                )
+            _check_private(path, os.fstat(file.fileno()), error)
             data = file.read(max_bytes + 1)
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:
         raise error(f"{path} is longer than {max_bytes} bytes; it is not a file this device wrote")
     return data
+
+
+def _check_private(path: Path, info: os.stat_result, error: type[CmaasError]) -> None:
+    """Raises: CmaasError: Of class ``error``: not a regular file, or accessible to group
+    or others."""
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{path} is not a regular file")
+    if _POSIX and info.st_mode & 0o077:
+        raise error(
+            f"{path} is accessible to other users (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); run: chmod 600 {path}"
+        )
 
 
 def write_private(path: Path, data: bytes, *, error: type[CmaasError]) -> None:

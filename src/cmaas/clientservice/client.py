@@ -101,6 +101,8 @@ T = TypeVar("T")
 # Answers worth retrying with the same message id: the gateway is busy or unreachable.
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 _BATCH = 500
+PINS_FILE = "device-pins.sqlite3"
+LEGACY_PINS_FILE = "device-pins.json"  # kept by earlier versions; imported once
 _UNKNOWN_KEY = "unknown_signing_key"
 _UNKNOWN_OMEMO_DEVICE = "unknown_omemo_device"
 _RECOVERABLE = frozenset({_UNKNOWN_KEY, _UNKNOWN_OMEMO_DEVICE})
@@ -216,7 +218,9 @@ class GatewayClient:
         self.omemo: OmemoSender | None = None
         self._omemo_directory: GatewayDirectory | None = None
         self._cache: OrderedDict[str, _CachedKeys] = OrderedDict()
-        self._pins = DevicePins(config.state_dir / "device-pins.json")
+        self._pins = DevicePins(
+            config.state_dir / PINS_FILE, legacy=config.state_dir / LEGACY_PINS_FILE
+        )
         self.app_key, _ = load_or_create_app_key(config.state_dir / "app-signing-key.pem")
         self.app_jid = ""
         self.api: Transport | None = transport
@@ -311,6 +315,7 @@ class GatewayClient:
         return answers
 
     async def close(self) -> None:
+        self._pins.close()
         if self.omemo is not None:
             await self.omemo.close()
             self.omemo = None

@@ -4,6 +4,8 @@ keys, and the status-event cursor. Private (0600), written atomically, portable.
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cmaas.clientservice.errors import ClientStateError
 from cmaas.envelope import PrivateKey, fingerprint, generate_private_key
-from cmaas.private_files import read_private, write_private
+from cmaas.private_files import connect_private_sqlite, read_private, write_private
 
 __all__ = [
     "DevicePins",
@@ -45,7 +47,9 @@ class NewDevice:
     fingerprint: str
 
 
-_MAX_FILE = 4 * 1024 * 1024
+# Pin files of earlier versions were capped at this size.
+_MAX_LEGACY_PINS = 4 * 1024 * 1024
+_FINGERPRINT = re.compile("[0-9a-f]{64}")
 
 
 def load_or_create_app_key(path: Path) -> tuple[PrivateKey, bool]:
@@ -75,41 +79,137 @@ def load_or_create_app_key(path: Path) -> tuple[PrivateKey, bool]:
 
 
 class DevicePins:
-    """Recipients' device identity keys, pinned on first use per (JID, device id)."""
+    """Recipients' device identity keys, pinned on first use per (JID, device id).
 
-    def __init__(self, path: Path) -> None:
+    Kept in a private SQLite file, one row per device: pinning a new person writes their
+    rows, never the whole set (an app writes to millions of people), and processes that
+    share the state directory see each other's pins at once and never undo one by
+    rewriting the set from a stale view. A JSON file of an earlier version (``legacy``) is
+    imported at the first use, then removed. The file is opened at the first use and again
+    after :meth:`close`.
+    """
+
+    def __init__(self, path: Path, legacy: Path | None = None) -> None:
         self._path = path
-        data = read_private(path, max_bytes=_MAX_FILE, error=ClientStateError)
-        try:
-            loaded = json.loads(data) if data else {}
-        except ValueError as error:
-            raise ClientStateError(f"{path} is not the client's pin file") from error
-        if not isinstance(loaded, dict):
-            raise ClientStateError(f"{path} is not the client's pin file")
-        self._pins: dict[str, dict[str, str]] = loaded
+        self._legacy = legacy
+        self._db: sqlite3.Connection | None = None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def knows(self, jid: str) -> bool:
-        """Whether any device of ``jid`` is pinned."""
-        return bool(self._pins.get(jid))
+        """Whether any device of ``jid`` is pinned.
+
+        Raises: ClientStateError: The file cannot be opened or read.
+        """
+        return self._one("SELECT 1 FROM device_pins WHERE jid = ? LIMIT 1", (jid,)) is not None
 
     def pinned(self, jid: str, device_id: int) -> bool:
-        return str(device_id) in self._pins.get(jid, {})
+        """Raises: ClientStateError: The file cannot be opened or read."""
+        return self._fingerprint(jid, device_id) is not None
 
     def changed(self, jid: str, device_id: int, identity_key: bytes) -> bool:
-        """Whether the device presents another identity key than the one pinned."""
-        pinned = self._pins.get(jid, {}).get(str(device_id))
+        """Whether the device presents another identity key than the one pinned.
+
+        Raises: ClientStateError: The file cannot be opened or read.
+        """
+        pinned = self._fingerprint(jid, device_id)
         return pinned is not None and pinned != fingerprint(identity_key)
 
     def pin(self, jid: str, devices: dict[int, bytes]) -> None:
-        """Pin the devices not pinned yet (the others must have passed :meth:`changed`).
+        """Pin the devices not pinned yet (the others must have passed :meth:`changed`);
+        a device pinned meanwhile by another process keeps its first pin.
 
-        Raises: ClientStateError: The file cannot be written.
+        Raises: ClientStateError: The file cannot be opened or written.
         """
-        known = self._pins.setdefault(jid, {})
-        new = {str(d): fingerprint(k) for d, k in devices.items() if str(d) not in known}
-        if new:
-            known.update(new)
-            write_private(self._path, json.dumps(self._pins).encode(), error=ClientStateError)
+        self._insert([(jid, device_id, fingerprint(key)) for device_id, key in devices.items()])
+
+    def _fingerprint(self, jid: str, device_id: int) -> str | None:
+        row = self._one(
+            "SELECT fingerprint FROM device_pins WHERE jid = ? AND device_id = ?", (jid, device_id)
+        )
+        return None if row is None else str(row[0])
+
+    def _one(self, query: str, parameters: tuple[object, ...]) -> tuple[object, ...] | None:
+        try:
+            row: tuple[object, ...] | None = (
+                self._connection().execute(query, parameters).fetchone()
+            )
+        except sqlite3.Error as error:
+            raise ClientStateError(f"{self._path}: cannot read the pins: {error}") from error
+        return row
+
+    def _insert(self, rows: list[tuple[str, int, str]]) -> None:
+        if not rows:
+            return
+        db = self._connection()
+        try:
+            with db:  # BEGIN ... COMMIT, or ROLLBACK on an error
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT INTO device_pins (jid, device_id, fingerprint) VALUES (?, ?, ?)"
+                    " ON CONFLICT (jid, device_id) DO NOTHING",
+                    rows,
+                )
+        except sqlite3.Error as error:
+            raise ClientStateError(f"{self._path}: cannot write the pins: {error}") from error
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        db = connect_private_sqlite(self._path, error=ClientStateError)
+        try:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS device_pins (jid TEXT NOT NULL,"
+                " device_id INTEGER NOT NULL, fingerprint TEXT NOT NULL,"
+                " PRIMARY KEY (jid, device_id)) STRICT, WITHOUT ROWID"
+            )
+        except sqlite3.Error as error:
+            db.close()
+            raise ClientStateError(f"{self._path}: cannot open the pins: {error}") from error
+        self._db = db
+        if self._legacy is not None and self._legacy.exists():
+            self._import(self._legacy)
+        return db
+
+    def _import(self, legacy: Path) -> None:
+        """Pins of a JSON file ``{jid: {device_id: fingerprint}}``; removed once they are
+        in the database (an import interrupted before that is repeated, to the same rows)."""
+        data = read_private(legacy, max_bytes=_MAX_LEGACY_PINS, error=ClientStateError)
+        rows = _legacy_pins(data or b"{}", legacy)
+        self._insert(rows)
+        try:
+            legacy.unlink()
+        except OSError as error:
+            raise ClientStateError(f"{legacy}: imported, but cannot be removed: {error}") from error
+
+
+def _legacy_pins(data: bytes, path: Path) -> list[tuple[str, int, str]]:
+    """Raises: ClientStateError: ``data`` is not the pin file of an earlier version."""
+    try:
+        loaded = json.loads(data)
+    except ValueError as error:
+        raise ClientStateError(f"{path} is not the client's pin file") from error
+    rows = []
+    if isinstance(loaded, dict):
+        for jid, devices in loaded.items():
+            if not isinstance(devices, dict):
+                break
+            for device_id, pinned in devices.items():
+                if not (
+                    isinstance(device_id, str)
+                    and device_id.isascii()
+                    and device_id.isdigit()
+                    and isinstance(pinned, str)
+                    and _FINGERPRINT.fullmatch(pinned)
+                ):
+                    raise ClientStateError(f"{path} is not the client's pin file")
+                rows.append((jid, int(device_id), pinned))
+        else:
+            return rows
+    raise ClientStateError(f"{path} is not the client's pin file")
 
 
 class Registration:

@@ -8,7 +8,7 @@ state directory would clone a device (two ratchets from one state): give each in
 empty directory of its own.
 
 Trust is pinned on first use, as for envelope devices: the first identity key seen for a
-(recipient, device id) is pinned in ``omemo-pins.json``; a new device of a recipient that
+(recipient, device id) is pinned in ``omemo-pins.sqlite3``; a new device of a recipient that
 already has pinned devices is reported through ``on_new_device``, and a device whose bundle
 later presents another identity key is reported through ``on_key_change`` and never sealed
 to. python-omemo takes a device's identity key only from a downloaded bundle, so the pin
@@ -81,7 +81,8 @@ log = logging.getLogger(__name__)
 NAMESPACE = oldmemo.oldmemo.NAMESPACE
 STATE_FILE = "omemo-state.sqlite3"
 LEGACY_STATE_FILE = "omemo-state.json"
-PINS_FILE = "omemo-pins.json"
+PINS_FILE = "omemo-pins.sqlite3"
+LEGACY_PINS_FILE = "omemo-pins.json"  # kept by earlier versions; imported once
 LOCK_FILE = "omemo.lock"
 
 # python-omemo logs plaintexts and key material at DEBUG; this service never logs secrets.
@@ -293,6 +294,7 @@ class OmemoSender:
         self._manager: _Manager | None = None
         self._backend: oldmemo.Oldmemo | None = None
         self._storage: SqliteStorage | None = None
+        self._pins: DevicePins | None = None
         self._listed = False
         self._lock = asyncio.Lock()
         self._held: int | None = None
@@ -331,7 +333,8 @@ class OmemoSender:
             self._state_dir / STATE_FILE, legacy=self._state_dir / LEGACY_STATE_FILE
         )
         self._storage = storage
-        pins = DevicePins(self._state_dir / PINS_FILE)
+        pins = DevicePins(self._state_dir / PINS_FILE, legacy=self._state_dir / LEGACY_PINS_FILE)
+        self._pins = pins
 
         class Bound(_Manager):
             pass
@@ -351,9 +354,11 @@ class OmemoSender:
                 await manager.after_history_sync()
         except OMEMOException as error:
             storage.close()
+            pins.close()
             raise _wrap(error) from error
         except BaseException:
             storage.close()
+            pins.close()
             raise
         self._manager, self._backend = manager, backend
         try:
@@ -418,6 +423,9 @@ class OmemoSender:
         if self._storage is not None:
             self._storage.close()
             self._storage = None
+        if self._pins is not None:
+            self._pins.close()
+            self._pins = None
         self._release_device()
 
     async def own_device(self) -> tuple[int, bytes]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import cast
 from omemo import JSONType, Just, Maybe, Nothing, Storage
 
 from cmaas.clientservice.omemo.errors import OmemoStateError
-from cmaas.private_files import ensure_private_dir, read_private
+from cmaas.private_files import connect_private_sqlite, read_private
 
 __all__ = ["SqliteStorage"]
 
@@ -43,19 +42,15 @@ class SqliteStorage(Storage):
 
     def __init__(self, path: Path, legacy: Path | None = None) -> None:
         super().__init__(disable_cache=True)  # a seal reads what it wrote, from here
-        ensure_private_dir(path.parent, error=OmemoStateError)
         fresh = not path.exists()
+        self._db = connect_private_sqlite(path, error=OmemoStateError)
         try:
-            # Created 0600 before SQLite opens it; its journal files take its mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS omemo_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
                 " STRICT, WITHOUT ROWID"
             )
-        except (OSError, sqlite3.Error) as error:
+        except sqlite3.Error as error:
+            self._db.close()
             raise OmemoStateError(f"{path}: cannot open the OMEMO state: {error}") from error
         self._path = path
         self._pending: dict[str, object] | None = None
