@@ -156,14 +156,19 @@ async def test_inbound_elements_are_bounded_per_app_read_in_order_and_purged(
     seqs: list[int] = []
     for n in range(3):
         seq = await store.add_inbound(
-            "otp", "bob@x.test", f"<e{n}/>".encode(), 1000 + n, max_items=3
+            "otp", "bob@x.test", f"<e{n}/>".encode(), 1000 + n, max_items=3, max_per_sender=3
         )
         assert seq is not None
         seqs.append(seq)
     assert seqs == sorted(seqs)
-    assert await store.add_inbound("otp", "bob@x.test", b"<e3/>", 1003, max_items=3) is None
+    assert (
+        await store.add_inbound("otp", "bob@x.test", b"<e3/>", 1003, max_items=3, max_per_sender=3)
+        is None
+    )
     # The bound is the app's own: another app still takes elements.
-    other = await store.add_inbound("other", "eve@x.test", b"<o/>", 1000, max_items=3)
+    other = await store.add_inbound(
+        "other", "eve@x.test", b"<o/>", 1000, max_items=3, max_per_sender=3
+    )
     assert other is not None
 
     every = await store.inbound_after("otp", 0, 10)
@@ -179,7 +184,29 @@ async def test_inbound_elements_are_bounded_per_app_read_in_order_and_purged(
     assert [i.xml for i in await store.inbound_after("otp", 0, 10)] == ["<e2/>"]
     assert await store.inbound_after("other", 0, 10) == []
     # Room again once purged.
-    assert await store.add_inbound("otp", "bob@x.test", b"<e4/>", 1004, max_items=3) is not None
+    assert (
+        await store.add_inbound("otp", "bob@x.test", b"<e4/>", 1004, max_items=3, max_per_sender=3)
+        is not None
+    )
+
+
+async def test_one_sender_takes_at_most_its_share_of_the_apps_places(
+    keystore: AnyKeystore,
+) -> None:
+    await add_app(keystore, "otp")
+    store = keystore.omemo
+    bounds = {"max_items": 3, "max_per_sender": 2}
+    assert await store.add_inbound("otp", "mallory@x.test", b"<m0/>", 1000, **bounds)
+    assert await store.add_inbound("otp", "mallory@x.test", b"<m1/>", 1001, **bounds)
+    assert await store.add_inbound("otp", "mallory@x.test", b"<m2/>", 1002, **bounds) is None
+    # Others still get through, up to the app's own bound.
+    assert await store.add_inbound("otp", "bob@x.test", b"<b0/>", 1003, **bounds)
+    assert await store.add_inbound("otp", "carol@x.test", b"<c0/>", 1004, **bounds) is None
+    assert [i.sender for i in await store.inbound_after("otp", 0, 10)] == [
+        "mallory@x.test",
+        "mallory@x.test",
+        "bob@x.test",
+    ]
 
 
 def _bundle_xml(value: OmemoBundle) -> str:

@@ -59,7 +59,11 @@ class OmemoInboundHandler:
             self._bounce(message, "modify", "not-acceptable")
             return
         if not kept:
-            log.warning("app %s holds as many OMEMO elements as it may; bounced one", app_id)
+            log.warning(
+                "app %s holds as many OMEMO elements as it may (from %s or in all); bounced one",
+                app_id,
+                sender.bare,
+            )
             self._bounce(message, "wait", "resource-constraint")
 
     def _bounce(self, message: Message, kind: str, condition: str) -> None:

@@ -42,11 +42,14 @@ class OmemoLimits:
     """``max_devices``: OMEMO devices per app (``CMAAS_OMEMO_MAX_DEVICES``);
     ``max_prekeys``: prekeys per bundle (``CMAAS_OMEMO_MAX_PREKEYS``);
     ``max_inbound``: elements from people's clients kept per app until they are
-    ``inbound_retention_s`` old (beyond it, more are refused with ``resource-constraint``)."""
+    ``inbound_retention_s`` old (beyond it, more are refused with ``resource-constraint``);
+    ``max_inbound_per_sender``: of those, from any one sender (bare JID), so that one
+    sender cannot take every place."""
 
     max_devices: int = 16
     max_prekeys: int = 100
     max_inbound: int = 1000
+    max_inbound_per_sender: int = 100
     inbound_retention_s: int = 7 * 86_400
 
 
@@ -124,8 +127,8 @@ class AppOmemo:
         """Keep an ``<encrypted/>`` element that ``sender`` (a bare JID) sent to the app's
         JID, for the app's client service, and wake its readers.
 
-        Returns: False when the app already holds as many as it may (the caller bounces
-            it with ``resource-constraint``).
+        Returns: False when the app already holds as many as it may, in all or from
+            ``sender`` (the caller bounces it with ``resource-constraint``).
         Raises: WireError: Not a legacy-OMEMO element; sqlite3.IntegrityError: No such app.
         """
         parse_encrypted(xml)
@@ -135,6 +138,7 @@ class AppOmemo:
             xml.encode(),
             int(self._clock() * 1000),
             max_items=self.limits.max_inbound,
+            max_per_sender=self.limits.max_inbound_per_sender,
         )
         if seq is None:
             return False

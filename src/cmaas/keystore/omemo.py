@@ -121,18 +121,30 @@ class SqlOmemoStore:
             return await _read_bundles(db, app_id, None)
 
     async def add_inbound(
-        self, app_id: str, sender: str, xml: bytes, received_ms: int, *, max_items: int
+        self,
+        app_id: str,
+        sender: str,
+        xml: bytes,
+        received_ms: int,
+        *,
+        max_items: int,
+        max_per_sender: int,
     ) -> int | None:
         """Keep an ``<encrypted/>`` element a person's client sent to the app's JID.
 
-        Returns: its sequence number, or None when the app already holds ``max_items``.
+        Returns: its sequence number, or None when the app already holds ``max_items``,
+            or ``max_per_sender`` from ``sender``.
         Raises: sqlite3.IntegrityError, psycopg.errors.ForeignKeyViolation: No such app.
         """
         async with self._tx.write() as db:
             row = await db.one(
-                "SELECT count(*) AS n FROM omemo_inbound WHERE app_id = ?", (app_id,)
+                "SELECT count(*) AS n, count(CASE WHEN sender = ? THEN 1 END) AS mine"
+                " FROM omemo_inbound WHERE app_id = ?",
+                (sender, app_id),
             )
-            if row is not None and int(row["n"]) >= max_items:
+            if row is not None and (
+                int(row["n"]) >= max_items or int(row["mine"]) >= max_per_sender
+            ):
                 return None
             inserted = await db.one(
                 "INSERT INTO omemo_inbound (app_id, sender, xml, received_ms)"
