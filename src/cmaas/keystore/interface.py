@@ -134,7 +134,14 @@ class OmemoStore(Protocol):
     async def bundles(self, app_id: str) -> list[OmemoBundle]: ...
 
     async def add_inbound(
-        self, app_id: str, sender: str, xml: bytes, received_ms: int, *, max_items: int
+        self,
+        app_id: str,
+        sender: str,
+        xml: bytes,
+        received_ms: int,
+        *,
+        max_items: int,
+        max_per_sender: int,
     ) -> int | None: ...
 
     async def inbound_after(self, app_id: str, after: int, limit: int) -> list[OmemoInbound]: ...
