@@ -81,6 +81,11 @@ def add_parser(parts: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8481, help="listen port (8481)")
     serve.add_argument("--webhook", help="the app's local URL for statuses [CMAAS_CLIENT_WEBHOOK]")
+    serve.add_argument(
+        "--reply-webhook",
+        help="the app's local URL for what people write back from their OMEMO clients"
+        " [CMAAS_CLIENT_REPLY_WEBHOOK]",
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -178,11 +183,12 @@ async def _daemon(args: argparse.Namespace, settings: ClientSettings) -> int:
     from aiohttp import web
 
     from cmaas.clientservice import GatewayClient
-    from cmaas.clientservice.daemon import DaemonOptions, StatusRelay, daemon_app
+    from cmaas.clientservice.daemon import DaemonOptions, ReplyRelay, StatusRelay, daemon_app
     from cmaas.shutdown import stop_on_signals
 
     config = settings.config
     webhook = args.webhook or settings.webhook
+    reply_webhook = args.reply_webhook or settings.reply_webhook
     stop = stop_on_signals()
     async with aiohttp.ClientSession() as session, GatewayClient(config, session=session) as client:
         options = DaemonOptions(settings.file_urls, settings.file_timeout_s)
@@ -192,14 +198,20 @@ async def _daemon(args: argparse.Namespace, settings: ClientSettings) -> int:
             await web.TCPSite(runner, args.host, args.port).start()
             print(
                 f"client service for {client.app_jid} on http://{args.host}:{args.port}"
-                + (f", statuses to {webhook}" if webhook else ""),
+                + (f", statuses to {webhook}" if webhook else "")
+                + (f", replies to {reply_webhook}" if reply_webhook else ""),
                 flush=True,
             )
             relay = StatusRelay(webhook, config.credentials.hmac_key, session) if webhook else None
             following = asyncio.create_task(client.follow(relay, stop)) if relay else None
             # What people's OMEMO clients send back advances this device's sessions.
+            on_reply = (
+                ReplyRelay(reply_webhook, config.credentials.hmac_key, session)
+                if reply_webhook
+                else _log_reply
+            )
             receiving = (
-                asyncio.create_task(client.receive_omemo(stop, _log_reply))
+                asyncio.create_task(client.receive_omemo(stop, on_reply))
                 if client.omemo is not None
                 else None
             )
@@ -217,5 +229,6 @@ async def _daemon(args: argparse.Namespace, settings: ClientSettings) -> int:
 
 
 def _log_reply(reply: OmemoReply) -> None:
-    # The daemon does not forward replies; their content is never logged.
+    # Without a reply webhook the daemon does not forward replies; their content is never
+    # logged.
     log.info("an OMEMO reply from %s (device %d) was opened", reply.sender, reply.device_id)

@@ -184,11 +184,16 @@ class OmemoReply:
         sender: The person's bare JID.
         device_id: The OMEMO device it came from.
         text: What they wrote.
+        seq: The gateway's sequence number of the element: a reply handed on again after
+            a restart has the same.
+        received_ms: When the gateway received it (Unix milliseconds).
     """
 
     sender: str
     device_id: int
     text: str = field(repr=False)
+    seq: int
+    received_ms: int
 
 
 class GatewayClient:
@@ -685,7 +690,7 @@ class GatewayClient:
         if opened.plaintext is None:
             return None
         text = opened.plaintext.decode("utf-8", errors="replace")
-        return OmemoReply(opened.jid, opened.device_id, text)
+        return OmemoReply(opened.jid, opened.device_id, text, item.seq, item.received_ms)
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``call``, retrying while the gateway is unreachable or asks to wait."""

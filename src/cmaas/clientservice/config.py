@@ -34,6 +34,8 @@ class ClientSettings:
 
     Attributes:
         webhook: ``CMAAS_CLIENT_WEBHOOK``, where ``cmaas client serve`` relays statuses.
+        reply_webhook: ``CMAAS_CLIENT_REPLY_WEBHOOK``, where ``cmaas client serve`` relays
+            what people write back from their OMEMO clients.
         log_level: ``CMAAS_LOG_LEVEL``.
         file_urls: ``CMAAS_CLIENT_FILE_URLS``, the URL prefixes the daemon may fetch a
             Sandes ``file_url`` from.
@@ -45,6 +47,7 @@ class ClientSettings:
     log_level: str
     file_urls: tuple[str, ...] = ()
     file_timeout_s: float = 30.0
+    reply_webhook: str | None = None
 
 
 def client_config(env: Mapping[str, str], *, state_dir: Path | None = None) -> ClientConfig:
@@ -60,7 +63,8 @@ def client_config(env: Mapping[str, str], *, state_dir: Path | None = None) -> C
 
 
 def client_settings(env: Mapping[str, str], *, log_level: str = "WARNING") -> ClientSettings:
-    """:func:`client_config`, plus ``CMAAS_CLIENT_WEBHOOK`` and ``CMAAS_LOG_LEVEL``
+    """:func:`client_config`, plus ``CMAAS_CLIENT_WEBHOOK``, ``_REPLY_WEBHOOK`` and
+    ``CMAAS_LOG_LEVEL``
     (``log_level`` when unset).
 
     Raises: ClientConfigError: Every problem found, in one message.
@@ -72,6 +76,7 @@ def client_settings(env: Mapping[str, str], *, log_level: str = "WARNING") -> Cl
         log_level=reader.log_level(log_level),
         file_urls=_url_prefixes(reader, "CMAAS_CLIENT_FILE_URLS"),
         file_timeout_s=reader.seconds("CMAAS_CLIENT_FILE_TIMEOUT", 30.0),
+        reply_webhook=reader.get("CMAAS_CLIENT_REPLY_WEBHOOK"),
     )
     reader.raise_problems(ClientConfigError)
     return settings

@@ -36,7 +36,7 @@ import yarl
 from aiohttp import web
 
 from cmaas.clientservice.api import ApiError, AppCredentials
-from cmaas.clientservice.client import GatewayClient, Sent
+from cmaas.clientservice.client import GatewayClient, OmemoReply, Sent
 from cmaas.clientservice.errors import ClientServiceError, DeviceKeyChanged, NoDeviceToSeal
 from cmaas.envelope import EnvelopeError
 from cmaas.envelope.header import MAX_LIFETIME_MS
@@ -46,7 +46,7 @@ from cmaas.wire import Refused, StatusEvent
 from cmaas.wire.http import refusal_response, router_refusal
 from cmaas.wire.signing import body_mac, webhook_signature
 
-__all__ = ["DaemonOptions", "SeenMacs", "StatusRelay", "daemon_app"]
+__all__ = ["DaemonOptions", "ReplyRelay", "SeenMacs", "StatusRelay", "daemon_app"]
 
 log = logging.getLogger(__name__)
 
@@ -437,17 +437,17 @@ def _ttl(expire_on: object) -> int:
     return ttl
 
 
-class StatusRelay:
-    """Relays status events to the app's local webhook, in order, each until a 2xx;
-    signed like the gateway's webhooks, with the app's HMAC key."""
+class _SignedPoster:
+    """POSTs JSON bodies to one of the app's local URLs, each until a 2xx; signed like the
+    gateway's webhooks, with the app's HMAC key."""
 
     def __init__(self, url: str, hmac_key: bytes, session: aiohttp.ClientSession) -> None:
         self._url = url
         self._key = hmac_key
         self._session = session
 
-    async def __call__(self, event: StatusEvent) -> None:
-        body = json.dumps({"events": [event.to_json()]}, separators=(",", ":")).encode()
+    async def _post(self, document: dict[str, object]) -> None:
+        body = json.dumps(document, separators=(",", ":")).encode()
         delay = 0.5
         while True:
             headers = {
@@ -464,3 +464,30 @@ class StatusRelay:
             log.warning("local webhook %s: %s; retrying in %.1f s", self._url, reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+class StatusRelay(_SignedPoster):
+    """Relays status events to the app's local webhook, in order, each until a 2xx."""
+
+    async def __call__(self, event: StatusEvent) -> None:
+        await self._post({"events": [event.to_json()]})
+
+
+class ReplyRelay(_SignedPoster):
+    """Relays what people write back from their OMEMO clients to the app's local reply
+    webhook, in order, each until a 2xx."""
+
+    async def __call__(self, reply: OmemoReply) -> None:
+        await self._post(
+            {
+                "replies": [
+                    {
+                        "seq": reply.seq,
+                        "from": reply.sender,
+                        "device_id": reply.device_id,
+                        "text": reply.text,
+                        "received_ms": reply.received_ms,
+                    }
+                ]
+            }
+        )
