@@ -82,6 +82,11 @@ def command_client(jid: str, password: str, *, plaintext: bool) -> ClientXMPP:
         plaintext: No TLS and PLAIN over the bare stream: only for servers on loopback.
     """
     xmpp = ClientXMPP(jid, password)
+    # The account is the person's (or the bot's): whom it shares presence with is decided
+    # in their own client, not here. Accepting every request made any app that asked a
+    # contact, and a server that archives contacts' messages then archived every message.
+    xmpp.auto_authorize = None
+    xmpp.auto_subscribe = False
     if plaintext:
         xmpp.enable_starttls = False
         xmpp.enable_direct_tls = False
