@@ -163,7 +163,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         store = keystore.messages
         domain = settings.component_jid
         epoch = await store.register_instance(
-            settings.instance_host or f"{socket.gethostname()}:{os.getpid()}"
+            settings.instance_host or f"{socket.gethostname()}:{os.getpid()}",
+            dead_after_ms=int(settings.dead_after * 1000) if shared else None,
         )
         # On SQLite too: the one process takes it once its predecessors are fenced.
         leader = InstanceLeadership(store, epoch)

@@ -254,6 +254,21 @@ async def test_a_restart_takes_over_and_resends_only_the_last_window(
     assert not await store.heartbeat(before)
 
 
+async def test_an_instance_is_taken_for_dead_after_the_longer_of_both_settings(
+    keystore: AnyKeystore, clock: FakeClock
+) -> None:
+    store = keystore.messages
+    await store.register_instance("gw-patient", dead_after_ms=60_000)
+    hasty = await store.register_instance("gw-hasty", dead_after_ms=1)
+    taker = await store.register_instance("gw-taker", dead_after_ms=1)
+    # Both silent for 50 ms, on the database's clock (PostgreSQL) or this process's.
+    clock.now += 0.05
+    await asyncio.sleep(0.05)
+    taken = await store.take_over(taker, 15_000, dead_after_ms=1)
+    # The taker's own setting would fence both; the first declared a minute.
+    assert taken.fenced == [hasty]
+
+
 async def test_expiry_ends_pending_messages_only(keystore: AnyKeystore, app: str) -> None:
     store = keystore.messages
     outcomes = await submit(

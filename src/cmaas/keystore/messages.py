@@ -190,8 +190,10 @@ class SqlMessageStore:
 
     # Instances: each gateway process owns the messages it admitted
 
-    async def register_instance(self, name: str) -> int:
-        """Register a starting gateway process, alive as of now.
+    async def register_instance(self, name: str, *, dead_after_ms: int | None = None) -> int:
+        """Register a starting gateway process, alive as of now, that others may take for
+        dead after ``dead_after_ms`` of silence (``None``: it never heartbeats, as one
+        process on a SQLite file).
 
         Returns: its epoch, above every earlier instance's.
         """
@@ -199,9 +201,9 @@ class SqlMessageStore:
         async def work(db: Db) -> int:
             now = await self._database_ms(db)
             row = await db.one(
-                "INSERT INTO gateway_instances (name, started_at, heartbeat_at)"
-                " VALUES (?, ?, ?) RETURNING epoch",
-                (name, now, now),
+                "INSERT INTO gateway_instances (name, started_at, heartbeat_at, dead_after_ms)"
+                " VALUES (?, ?, ?, ?) RETURNING epoch",
+                (name, now, now, dead_after_ms),
             )
             assert row is not None  # INSERT ... RETURNING gives its row
             return int(row["epoch"])
@@ -244,10 +246,11 @@ class SqlMessageStore:
     async def take_over(
         self, epoch: int, resend_window_ms: int, *, dead_after_ms: int | None
     ) -> Takeover:
-        """Fence the instances silent for ``dead_after_ms`` (``None``: every other
-        instance still unfenced, as a restart on SQLite may, where one process holds
-        the file) and move to ``epoch``, in the same transaction, the pending messages
-        of every fenced instance and of nobody.
+        """Fence the instances silent for ``dead_after_ms``, or for their own declared
+        dead-after where that is longer (``None``: every other instance still unfenced,
+        as a restart on SQLite may, where one process holds the file), and move to
+        ``epoch``, in the same transaction, the pending messages of every fenced instance
+        and of nobody.
 
         Two instances racing for one dead instance: one fences it and gets its
         messages, the other neither. Messages a fenced instance admitted after it was
@@ -263,11 +266,14 @@ class SqlMessageStore:
                     (now, epoch),
                 )
             else:
+                # An instance set to heartbeat less often than this one expects is
+                # not fenced between two of its heartbeats.
                 fenced = await db.all(
                     "UPDATE gateway_instances SET fenced_at = ?"
-                    " WHERE fenced_at IS NULL AND epoch != ? AND heartbeat_at < ?"
+                    " WHERE fenced_at IS NULL AND epoch != ? AND heartbeat_at < ? -"
+                    " CASE WHEN dead_after_ms > ? THEN dead_after_ms ELSE ? END"
                     " RETURNING epoch",
-                    (now, epoch, now - dead_after_ms),
+                    (now, epoch, now, dead_after_ms, dead_after_ms),
                 )
             orphans = (
                 " WHERE status IN ('accepted', 'dispatched') AND (owner IS NULL OR owner IN"

@@ -453,4 +453,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) STRICT, WITHOUT ROWID;
         """,
     ),
+    Migration(
+        14,
+        "each gateway instance declares after how long a silence it is taken for dead",
+        """
+        -- CMAAS_DEAD_AFTER of the instance, in milliseconds (NULL: an instance of an
+        -- earlier version, which declared nothing). Another instance takes it for dead
+        -- only after the longer of this and its own setting.
+        ALTER TABLE gateway_instances ADD COLUMN dead_after_ms INTEGER;
+        """,
+    ),
 )
