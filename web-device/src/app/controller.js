@@ -24,6 +24,7 @@ const ARCHIVE_KEY = "archive";
 const ARCHIVE_SKEW_MS = 120_000;
 const ARCHIVE_WRITE_EVERY_MS = 5_000;
 const MAINTENANCE_EVERY_MS = 3600_000;
+const PUBLISH_RETRY_MS = 30_000;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const FILE_ATTEMPTS = 3;
@@ -79,7 +80,7 @@ export class DeviceController {
     const problem = bareJidProblem(jid);
     if (problem !== null) {
       this.ui.setState("error", `The account is not valid: ${problem}.`);
-      this.ui.showSignIn();
+      this.ui.showSignIn("", { focus: true });
       return;
     }
     this.ui.setFormEnabled(false);
@@ -92,9 +93,9 @@ export class DeviceController {
         this.keyring = null;
         this.ui.setState(
           "error",
-          `This browser holds the device of another account. Sign in as that account, or use another browser profile.`,
+          "This browser holds the device of another account. Sign in as that account, or use another browser profile.",
         );
-        this.ui.showSignIn();
+        this.ui.showSignIn("", { focus: true });
         return;
       }
       this.pins = await PinStore.load(this.store);
@@ -106,7 +107,7 @@ export class DeviceController {
       });
     } catch (error) {
       this.ui.setState("error", `The device's storage failed: ${error.message}`);
-      this.ui.showSignIn();
+      this.ui.showSignIn("", { focus: true });
       return;
     }
     this.ui.showDevice({
@@ -139,11 +140,11 @@ export class DeviceController {
       if (error instanceof AuthenticationFailed) {
         this.password = null;
         this.ui.setState("error", "The server refused the account or password.");
-        this.ui.showSignIn(keyring.jid);
+        this.ui.showSignIn(keyring.jid, { focus: true });
       } else if (first) {
         this.password = null;
         this.ui.setState("error", `Could not reach the server: ${error.message}`);
-        this.ui.showSignIn(keyring.jid);
+        this.ui.showSignIn(keyring.jid, { focus: true });
       } else {
         this._scheduleReconnect();
       }
@@ -151,14 +152,18 @@ export class DeviceController {
     }
     this.backoffMs = BACKOFF_FIRST_MS;
     this.ui.hideSignIn();
-    try {
-      await this._enqueue(() => this.publish());
-    } catch (error) {
-      if (this.stopped) return;
-      this.ui.setState("error", `Publishing the device failed: ${error.message}`);
-      return;
+    // Publishing at every session is idempotent (protocol 7), and tells a revoked device.
+    for (;;) {
+      try {
+        await this._enqueue(() => this.publish());
+        break;
+      } catch (error) {
+        if (this.stopped || this.session !== session) return;
+        this.ui.setState("error", `Publishing the device failed (${error.message}); trying again in 30 s.`);
+        await new Promise((resolve) => setTimeout(resolve, PUBLISH_RETRY_MS));
+        if (this.stopped || this.session !== session) return;
+      }
     }
-    if (this.stopped || this.session !== session) return;
     this.ui.setState("online");
     for (const messageId of this.pendingReads) this.read(messageId);
     this.pendingReads.clear();
@@ -469,6 +474,6 @@ export class DeviceController {
     this.password = null;
     this.ui.markRevoked();
     this.ui.setState("revoked", "Sign in again to set up a new device in this browser.");
-    this.ui.showSignIn();
+    this.ui.showSignIn("", { focus: true });
   }
 }

@@ -90,7 +90,7 @@ export class Ui {
     // Focus goes back where the dialog was opened from (or to the state line once the
     // button is gone after a revocation).
     this.dialog.addEventListener("close", () => {
-      if (!this.device.hidden && !this.revokeButton.disabled) this.revokeButton.focus();
+      if (!this.revokeButton.hidden) this.revokeButton.focus();
     });
 
     this.observer = new IntersectionObserver((entries) => this._onIntersect(entries), {
@@ -109,10 +109,13 @@ export class Ui {
     this.state.textContent = detail ? `${STATE_WORDS[state]} ${detail}` : STATE_WORDS[state];
   }
 
-  showSignIn(jid = "") {
+  /** Show the sign-in form; `focus` moves the keyboard there (after an error or a
+   * revocation, when the control that had it is gone). */
+  showSignIn(jid = "", { focus = false } = {}) {
     if (jid && !this.jid.value) this.jid.value = jid;
     this.form.hidden = false;
     this.setFormEnabled(true);
+    if (focus) (this.jid.value ? this.password : this.jid).focus();
   }
 
   hideSignIn() {
@@ -127,10 +130,12 @@ export class Ui {
   showDevice({ jid, deviceId, fingerprint }) {
     this.device.hidden = false;
     this.device.dataset.deviceId = String(deviceId);
+    this.device.dataset.published = "false";
+    document.getElementById("published").textContent = "Not yet";
+    this.revokeButton.hidden = false;
     document.getElementById("device-account").textContent = jid;
     document.getElementById("device-id").textContent = String(deviceId);
     document.getElementById("fingerprint").textContent = fingerprint;
-    this.revokeButton.disabled = false;
   }
 
   markPublished(prekeysLeft) {
@@ -141,9 +146,9 @@ export class Ui {
 
   markRevoked() {
     this.device.dataset.published = "false";
-    document.getElementById("published").textContent = "Revoked";
-    this.revokeButton.disabled = true;
-    for (const messageId of [...this.shown.keys()]) this._remove(messageId);
+    document.getElementById("published").textContent = "No: revoked";
+    this.revokeButton.hidden = true;
+    this.clearMessages();
   }
 
   /**
