@@ -323,7 +323,11 @@ export class DeviceController {
         if (this.refusalsTold.has(told)) break;
         if (this.refusalsTold.size >= 10_000) this.refusalsTold.clear();
         this.refusalsTold.add(told);
-        console.warn(`cmaas: refused message ${messageId} from ${sender}: ${outcome.error.name}: ${outcome.error.message}`);
+        // An archived message the device cannot open (sealed before it existed, expired)
+        // is passed over quietly, as the reference device does.
+        if (!fromArchive) {
+          console.warn(`cmaas: refused message ${messageId} from ${sender}: ${outcome.error.name}: ${outcome.error.message}`);
+        }
         if (outcome.error.name === "AppKeyChanged" && outcome.offeredFingerprint) {
           const pinned = this.pins.items().find(([appJid]) => appJid === sender);
           this.ui.showKeyChange({

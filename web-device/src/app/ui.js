@@ -68,6 +68,7 @@ export class Ui {
     this.alerts = document.getElementById("alerts");
     this.revokeButton = document.getElementById("revoke");
     this.dialog = document.getElementById("confirm-revoke");
+    this.announcer = document.getElementById("announcer");
     /** messageId -> {li, timers, expiresMs, deleteAtMs, url} */
     this.shown = new Map();
     this.readTimers = new Map();
@@ -169,7 +170,6 @@ export class Ui {
       "data-message-id": message.messageId,
       "data-kind": message.kind,
       "data-app": message.appJid,
-      tabindex: "0",
     });
     const meta = element("p", { class: "meta" });
     meta.append(element("span", { class: "app", title: message.appJid }, message.appName));
@@ -180,7 +180,10 @@ export class Ui {
     let url = null;
     if (message.kind === "otp") {
       li.append(element("p", { class: "body" }, message.content.purpose));
-      li.append(element("p", { class: "otp-code", "aria-label": `Code ${[...message.content.code].join(" ")}` }, message.content.code));
+      // Screen readers read the code character by character from the hidden twin; the
+      // shown code is exactly the code (a person copies it from there).
+      li.append(element("p", { class: "visually-hidden" }, `Code: ${[...message.content.code].join(" ")}`));
+      li.append(element("p", { class: "otp-code", "aria-hidden": "true" }, message.content.code));
       const countdown = element("time", {
         class: "countdown",
         datetime: new Date(message.expiresMs).toISOString(),
@@ -232,8 +235,14 @@ export class Ui {
     this.shown.set(message.messageId, entry);
     this.messages.prepend(li);
     this.noMessages.hidden = true;
+    this.announce(`${kindWords} from ${message.appName}.`);
     this.observer.observe(li);
     return true;
+  }
+
+  /** Tell screen readers something happened without moving focus. */
+  announce(text) {
+    this.announcer.textContent = text;
   }
 
   markReceived(messageId) {

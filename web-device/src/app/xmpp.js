@@ -27,6 +27,8 @@ const FORM_TYPE = "urn:cmaas:cmd:1";
 // strophe.js logs every stanza step at DEBUG; warnings and errors are enough in a console.
 Strophe.setLogLevel(Strophe.LogLevel.WARN);
 const IQ_TIMEOUT_MS = 15_000;
+// A message waits for its app's name: not long, the JID will do.
+const NAME_TIMEOUT_MS = 5_000;
 const ARCHIVE_PAGE = 50;
 
 /** The server refused the password: retrying will not help. */
@@ -359,7 +361,10 @@ export class XmppSession {
    */
   async displayName(jid) {
     try {
-      const reply = await this.iq($iq({ type: "get", to: jid }).c("query", { xmlns: NS.discoInfo }));
+      const reply = await this.iq(
+        $iq({ type: "get", to: jid }).c("query", { xmlns: NS.discoInfo }),
+        NAME_TIMEOUT_MS,
+      );
       const query = child(reply, NS.discoInfo, "query");
       const identity = query === null ? null : child(query, NS.discoInfo, "identity");
       const name = identity?.getAttribute("name");
@@ -394,7 +399,7 @@ export class XmppSession {
    * @returns {Promise<Element>} the result stanza
    * @throws {IqFailed}
    */
-  iq(builder) {
+  iq(builder, timeoutMs = IQ_TIMEOUT_MS) {
     return new Promise((resolve, reject) => {
       if (!this.connected) {
         reject(new IqFailed("not connected", "not-connected"));
@@ -412,7 +417,7 @@ export class XmppSession {
           const condition = error?.firstElementChild?.localName ?? "unknown";
           reject(new IqFailed(`the server answered ${condition}`, condition));
         },
-        IQ_TIMEOUT_MS,
+        timeoutMs,
       );
     });
   }
