@@ -105,9 +105,11 @@ async def _check_what_dev_run_printed(shown: dict[str, Any], tmp_path: Path) -> 
     # None only when the web device's fixed port is taken (the progress says so).
     if shown["web_device_url"] is not None:
         assert shown["web_device_url"] == f"http://127.0.0.1:5290/?jid={alice['jid']}"
-        async with aiohttp.ClientSession() as session:
-            async with session.get("http://127.0.0.1:5290/config.json") as answer:
-                page_config = await answer.json()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get("http://127.0.0.1:5290/config.json") as answer,
+        ):
+            page_config = await answer.json()
         assert page_config == {
             "websocket": shown["websocket_url"],
             "gateway": shown["component_domain"],
