@@ -26,7 +26,7 @@ from cmaas.assembly import Gateway
 from cmaas.clientservice import AppCredentials, ClientConfig, GatewayClient
 from cmaas.delivery.tracker import FeedbackKind
 from cmaas.devservers import XmppServer
-from cmaas.envelope import OtpContent, TextContent
+from cmaas.envelope import OtpContent, TextContent, fingerprint, point_bytes
 from cmaas.lifecycle import Priority
 from cmaas.wire import StatusEvent
 
@@ -280,3 +280,37 @@ async def test_two_tabs_do_not_fight(scene: Scene) -> None:
         "990011", timeout=SHOWN_WITHIN_MS
     )
     assert "failed" not in await scene.statuses.wait_for(after.message_id, "delivered")
+
+
+async def test_a_changed_app_key_is_asked_about_and_the_device_can_revoke_itself(
+    scene: Scene,
+) -> None:
+    page = await scene.open()
+    device_id = await sign_in(page, scene.jid, PASSWORD)
+    first = await scene.client.send(scene.jid, text="pins the app's key")
+    await expect(message(page, first.message_id)).to_be_visible(timeout=SHOWN_WITHIN_MS)
+
+    rotated = DirectSender(scene.gateway, APP)  # the same app JID, another signing key
+    offered = fingerprint(point_bytes(rotated.app_key.public_key()))
+    refused = await rotated.send(scene.jid, TextContent("signed with the new key"))
+    alert = page.locator("div.key-change[role=alert]")
+    await expect(alert).to_have_attribute("data-fingerprint", offered, timeout=SHOWN_WITHIN_MS)
+    await expect(alert).to_contain_text(rotated.app_jid)
+    await expect(message(page, refused)).to_have_count(0)
+    await alert.get_by_role("button", name="Trust new key").click()
+    await expect(alert).to_have_count(0)
+    accepted = await rotated.send(scene.jid, TextContent("trusted now"))
+    await expect(message(page, accepted).locator(".body")).to_have_text(
+        "trusted now", timeout=SHOWN_WITHIN_MS
+    )
+
+    await page.get_by_role("button", name="Revoke this device").click()
+    dialog = page.locator("dialog#confirm-revoke")
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_role("button", name="Revoke", exact=True).click()
+    await expect(page.locator("#state")).to_have_attribute(
+        "data-state", "revoked", timeout=SHOWN_WITHIN_MS
+    )
+    (record,) = await scene.gateway.directory.devices(scene.jid)
+    assert record.device_id == int(device_id)
+    assert record.revoked_at is not None
