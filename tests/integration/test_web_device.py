@@ -234,6 +234,23 @@ async def test_a_tampered_envelope_and_an_expired_otp_are_not_shown(scene: Scene
     await expect(page.locator(MESSAGES)).to_have_count(1)
 
 
+async def test_an_otp_leaves_at_its_expiry_and_a_message_at_its_auto_delete_time(
+    scene: Scene,
+) -> None:
+    page = await scene.open()
+    await sign_in(page, scene.jid, PASSWORD)
+    otp = await scene.client.send(scene.jid, otp="313131", ttl_s=6)
+    note = await scene.client.send(scene.jid, text="gone in a moment", auto_delete_s=1)
+    shown_otp, shown_note = message(page, otp.message_id), message(page, note.message_id)
+    await expect(shown_otp.locator("time.countdown")).to_have_text(
+        re.compile(r"^valid for 0:0[0-6]$"), timeout=SHOWN_WITHIN_MS
+    )
+    await expect(shown_note).to_have_attribute("data-received", "true")
+    await expect(shown_note).to_have_count(0, timeout=10_000)
+    await expect(shown_otp).to_have_count(0, timeout=15_000)
+    assert await page.locator(MESSAGES).count() == 0
+
+
 async def test_an_otp_sent_while_the_tab_was_closed_shows_on_reopening(scene: Scene) -> None:
     page = await scene.open()
     device_id = await sign_in(page, scene.jid, PASSWORD)
