@@ -1,4 +1,7 @@
-"""The web device in Debian's headless Chromium, on real Prosody and ejabberd.
+"""The web device in Debian's headless Chromium, on real Prosody and ejabberd: it
+publishes; an OTP, a text and a 1 MiB file are shown and reported delivered then read; a
+reload keeps its keys; tampered, expired and re-keyed messages are not shown; an OTP
+leaves at its expiry; a closed tab gets what came meanwhile; two tabs do not fight.
 
 ``cmaas device web`` serves the built page; a person signs in through its form; an app
 sends through the real client service (sealed at the source, over the HTTP API of an
