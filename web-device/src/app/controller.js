@@ -72,6 +72,7 @@ export class DeviceController {
     this.archiveWrittenMs = 0;
     this.archiveTimer = null;
     this.stopped = false;
+    this.unconfirmed = false;
   }
 
   // -- signing in -------------------------------------------------------------------
@@ -88,7 +89,11 @@ export class DeviceController {
     this.stopped = false;
     try {
       this.store ??= await openIndexedDbStore(DATABASE);
-      this.keyring = (await Keyring.load(this.store)) ?? (await Keyring.create(this.store, { jid }));
+      this.keyring = await Keyring.load(this.store);
+      // A device made now is kept only once the server accepted the account: a mistyped
+      // one must not hold this browser's device.
+      this.unconfirmed = this.keyring === null;
+      this.keyring ??= await Keyring.create(this.store, { jid });
       if (this.keyring.jid !== jid) {
         this.keyring = null;
         this.ui.setState(
@@ -110,11 +115,6 @@ export class DeviceController {
       this.ui.showSignIn("", { focus: true });
       return;
     }
-    this.ui.showDevice({
-      jid,
-      deviceId: this.keyring.deviceId,
-      fingerprint: this.keyring.displayFingerprint,
-    });
     this.password = password;
     await this._connect(true);
   }
@@ -137,6 +137,10 @@ export class DeviceController {
     } catch (error) {
       if (this.session !== session) return;
       this.session = null;
+      if (first && this.unconfirmed) {
+        await keyring.erase();
+        this.keyring = null;
+      }
       if (error instanceof AuthenticationFailed) {
         this.password = null;
         this.ui.setState("error", "The server refused the account or password.");
@@ -151,7 +155,13 @@ export class DeviceController {
       return;
     }
     this.backoffMs = BACKOFF_FIRST_MS;
+    this.unconfirmed = false;
     this.ui.hideSignIn();
+    this.ui.showDevice({
+      jid: keyring.jid,
+      deviceId: keyring.deviceId,
+      fingerprint: keyring.displayFingerprint,
+    });
     // Publishing at every session is idempotent (protocol 7), and tells a revoked device.
     for (;;) {
       try {
