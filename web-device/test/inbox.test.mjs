@@ -8,7 +8,7 @@ import { test } from "node:test";
 import {
   DeviceStateError, FileUnavailable, Inbox, Keyring, MemoryStore, PinStore, SeenMessages, b64url, encryptBlob,
 } from "../src/core/index.js";
-import { makeApp, recipientOf, seal } from "./sealer.mjs";
+import { makeApp, recipientOf, seal } from "../test-support/sealer.mjs";
 
 const JID = "alice@example.org";
 const GATEWAY = "gateway.example.org";
