@@ -9,6 +9,8 @@ beside a Python device in the same envelope.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import json
 import os
@@ -16,6 +18,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -235,3 +238,43 @@ def test_python_seals_and_the_web_device_opens(js_device: JsDevice) -> None:
     changed = js_device.receive(sealed(otp, "m-new-key", 5, other_key), message_id="m-new-key")
     assert changed["kind"] == "refused" and changed["error"] == "AppKeyChanged", changed
     assert changed["offered_fingerprint"] == fingerprint(point_bytes(other_key.public_key()))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test's output for failures."""
+
+
+def test_in_chromium_keys_survive_indexeddb_and_every_fresh_prekey_opens() -> None:
+    """web-device/test-support/browser-check.mjs in Debian's Chromium: a device kept in
+    IndexedDB reopens with non-extractable keys, and 40 fresh one-time prekeys (and the
+    signed prekey) each open an envelope sealed to them, as only the whole CryptoKeyPair
+    allows (protocol 10.4)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).is_file(), "chromium is missing: ./scripts/bootstrap installs it"
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(ROOT))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page()
+                page.goto(
+                    f"http://127.0.0.1:{server.server_port}/web-device/test-support/browser-check.html"
+                )
+                page.wait_for_function("document.title !== 'pending'", timeout=120_000)
+                result = page.title()
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert result == "ok opened 40/40 spk accepted left 0", result
