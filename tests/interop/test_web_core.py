@@ -277,4 +277,4 @@ def test_in_chromium_keys_survive_indexeddb_and_every_fresh_prekey_opens() -> No
         server.shutdown()
         server.server_close()
         thread.join()
-    assert result == "ok opened 40/40 spk accepted left 0", result
+    assert result == "ok opened 40/40 spk accepted left 0 keys keyring,pins,seen then -", result

@@ -1,7 +1,7 @@
 // Run in a real browser (see browser-check.html): keys in IndexedDB survive a reopen as
-// non-extractable CryptoKeyPairs, and 40 fresh prekeys each open an envelope sealed to
-// them (the whole-key-pair trap of protocol 10.4). Writes "ok ..." or "FAIL ..." into
-// the title and #out.
+// non-extractable CryptoKeyPairs, the store lists and deletes keys, and 40 fresh prekeys
+// each open an envelope sealed to them (the whole-key-pair trap of protocol 10.4).
+// Writes "ok ..." or "FAIL ..." into the title and #out.
 
 import {
   Inbox, Keyring, PinStore, SeenMessages, openIndexedDbStore,
@@ -39,8 +39,13 @@ try {
   const spkOnly = await seal({ app, messageId: "spk", recipients: [await recipientOf(keyring, { useOneTimePrekey: false })] });
   const spk = await inbox.receive(spkOnly, { sender: "bank@gateway.example.org", messageId: "spk", nowMs: Date.now() });
   const again = await Keyring.load(await openIndexedDbStore(name));
-  out(`${opened === 40 && spk.kind === "accepted" && again.oneTimeKeyIds.length === 0 ? "ok" : "FAIL"} opened ${opened}/40 ` +
-      `spk ${spk.kind} left ${again.oneTimeKeyIds.length} ${failures.join(",")}`);
+  const keys = (await store.keys("")).join(",");
+  await store.delete("seen");
+  const afterDelete = (await store.keys("s")).join(",");
+  const good = opened === 40 && spk.kind === "accepted" && again.oneTimeKeyIds.length === 0 &&
+    keys === "keyring,pins,seen" && afterDelete === "";
+  out(`${good ? "ok" : "FAIL"} opened ${opened}/40 spk ${spk.kind} left ${again.oneTimeKeyIds.length} ` +
+      `keys ${keys} then ${afterDelete || "-"} ${failures.join(",")}`.trim());
 } catch (error) {
   out(`FAIL ${error?.name}: ${error?.message}`);
 }
