@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cmaas.cli.main import main
-from cmaas.devservers import free_port
 from cmaas.device.web import StaticFiles, WebDeviceConfig, WebDeviceError, web_application
 from cmaas.device.web import web_device_config as read_config
+from cmaas.devservers import free_port
 
 SCRIPT = b"export const device = 1;\n"
 STYLE = b"body { color: #111; }\n"
@@ -155,7 +155,9 @@ def test_a_page_without_integrity_or_with_foreign_scripts_is_refused(built: Path
     index.write_bytes(b'<script src="./device.js"></script>')
     with pytest.raises(WebDeviceError, match="without an integrity hash"):
         StaticFiles.load(built)
-    index.write_bytes(f'<script src="https://cdn.example/x.js" integrity="{_sri(SCRIPT)}">'.encode())
+    index.write_bytes(
+        f'<script src="https://cdn.example/x.js" integrity="{_sri(SCRIPT)}">'.encode()
+    )
     with pytest.raises(WebDeviceError, match="not a built file"):
         StaticFiles.load(built)
     index.write_bytes(b"<script>alert(1)</script>")
@@ -185,7 +187,7 @@ def test_settings_are_checked_together() -> None:
             {
                 "CMAAS_WEB_WEBSOCKET": "https://example.org/ws",
                 "CMAAS_WEB_BLOB_ORIGINS": "https://api.example.org/v1/blobs",
-                "CMAAS_WEB_BIND": "0.0.0.0",
+                "CMAAS_WEB_BIND": "0.0.0.0",  # noqa: S104 (refused, which is the point)
                 "CMAAS_DEVICE_JID": "not a jid",
                 "CMAAS_WEB_PORT": "99999",
             }
@@ -213,9 +215,7 @@ def test_the_command_refuses_a_public_address_before_serving(
     for name in list(os.environ):
         if name.startswith("CMAAS_"):
             monkeypatch.delenv(name)
-    status = main(
-        ["--env-file", os.devnull, "device", "web", "--websocket", "ws://127.0.0.1:1/ws"]
-        + ["--gateway", "gw.test", "--bind", "192.0.2.1"]
-    )
+    web = ["device", "web", "--websocket", "ws://127.0.0.1:1/ws", "--gateway", "gw.test"]
+    status = main(["--env-file", os.devnull, *web, "--bind", "192.0.2.1"])
     assert status == 1
     assert "not a loopback address" in capsys.readouterr().err

@@ -120,9 +120,7 @@ def add_parser(parts: Any) -> None:
         " [CMAAS_WEB_BLOB_ORIGINS, comma-separated]",
     )
     web.add_argument("--jid", help="an account to prefill in the sign-in form [CMAAS_DEVICE_JID]")
-    web.add_argument(
-        "--bind", help="the loopback address to listen on [CMAAS_WEB_BIND, 127.0.0.1]"
-    )
+    web.add_argument("--bind", help="the loopback address to listen on [CMAAS_WEB_BIND, 127.0.0.1]")
     web.add_argument(
         "--port", type=int, help=f"the port, part of the origin [CMAAS_WEB_PORT, {DEFAULT_PORT}]"
     )

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from cmaas.config import VariableReader
 from cmaas.device.errors import DeviceError
-from cmaas.identifiers import parse_bare_jid, parse_domain
+from cmaas.identifiers import parse_bare_jid
 
 __all__ = [
     "DEFAULT_PORT",
