@@ -23,6 +23,7 @@ const ARCHIVE_KEY = "archive";
 // A clock difference between the browser and its server must not skip a message.
 const ARCHIVE_SKEW_MS = 120_000;
 const ARCHIVE_WRITE_EVERY_MS = 5_000;
+const ARCHIVE_FOLLOW_MS = 60_000;
 const MAINTENANCE_EVERY_MS = 3600_000;
 const PUBLISH_RETRY_MS = 30_000;
 const BACKOFF_FIRST_MS = 500;
@@ -72,6 +73,7 @@ export class DeviceController {
     this.archiveWrittenMs = 0;
     this.archiveTimer = null;
     this.stopped = false;
+    this.unconfirmed = false;
   }
 
   // -- signing in -------------------------------------------------------------------
@@ -88,7 +90,11 @@ export class DeviceController {
     this.stopped = false;
     try {
       this.store ??= await openIndexedDbStore(DATABASE);
-      this.keyring = (await Keyring.load(this.store)) ?? (await Keyring.create(this.store, { jid }));
+      this.keyring = await Keyring.load(this.store);
+      // A device made now is kept only once the server accepted the account: a mistyped
+      // one must not hold this browser's device.
+      this.unconfirmed = this.keyring === null;
+      this.keyring ??= await Keyring.create(this.store, { jid });
       if (this.keyring.jid !== jid) {
         this.keyring = null;
         this.ui.setState(
@@ -110,11 +116,6 @@ export class DeviceController {
       this.ui.showSignIn("", { focus: true });
       return;
     }
-    this.ui.showDevice({
-      jid,
-      deviceId: this.keyring.deviceId,
-      fingerprint: this.keyring.displayFingerprint,
-    });
     this.password = password;
     await this._connect(true);
   }
@@ -137,6 +138,10 @@ export class DeviceController {
     } catch (error) {
       if (this.session !== session) return;
       this.session = null;
+      if (first && this.unconfirmed) {
+        await keyring.erase();
+        this.keyring = null;
+      }
       if (error instanceof AuthenticationFailed) {
         this.password = null;
         this.ui.setState("error", "The server refused the account or password.");
@@ -151,7 +156,13 @@ export class DeviceController {
       return;
     }
     this.backoffMs = BACKOFF_FIRST_MS;
+    this.unconfirmed = false;
     this.ui.hideSignIn();
+    this.ui.showDevice({
+      jid: keyring.jid,
+      deviceId: keyring.deviceId,
+      fingerprint: keyring.displayFingerprint,
+    });
     // Publishing at every session is idempotent (protocol 7), and tells a revoked device.
     for (;;) {
       try {
@@ -257,9 +268,11 @@ export class DeviceController {
   async _catchUp(session) {
     this.catchingUp = true;
     const startedMs = Date.now();
+    let carbons = true;
     try {
       await session.enableCarbons();
     } catch (error) {
+      carbons = false;
       console.warn("cmaas: no carbon copies:", error.message);
     }
     const cursor = await this.store.get(ARCHIVE_KEY);
@@ -277,11 +290,13 @@ export class DeviceController {
     if (this.session === session) {
       await this._archiveCaughtUp(startedMs);
       clearInterval(this.archiveTimer);
-      // Everything the account receives reaches this session (directly or as a carbon),
-      // so the cursor follows the clock while it is up.
-      this.archiveTimer = setInterval(() => {
-        if (this.session === session && session.connected) this._archiveMovesOn();
-      }, 60_000);
+      // With carbons, everything the account receives reaches this session (directly or
+      // as a copy), so the cursor follows the clock while it is up.
+      if (carbons) {
+        this.archiveTimer = setInterval(() => {
+          if (this.session === session && session.connected) this._archiveMovesOn();
+        }, ARCHIVE_FOLLOW_MS);
+      }
     }
   }
 
@@ -299,6 +314,7 @@ export class DeviceController {
   }
 
   async _receive(stanza, via) {
+    if (this.inbox === null) return; // revoked meanwhile: nothing opens any more
     const envelope = stanza.getElementsByTagNameNS("urn:cmaas:envelope:1", "envelope")[0];
     const from = stanza.getAttribute("from") ?? "";
     const sender = from.split("/")[0];
@@ -417,7 +433,7 @@ export class DeviceController {
   /** The message was read (visible, in view for 2 s): the displayed marker goes. */
   read(messageId) {
     const appJid = this.shownFrom.get(messageId);
-    if (appJid === undefined) return;
+    if (appJid === undefined || this.keyring === null) return;
     if (!this.session?.connected) {
       this.pendingReads.add(messageId);
       return;
@@ -475,7 +491,11 @@ export class DeviceController {
     await this.keyring.erase();
     await this.store.delete(ARCHIVE_KEY);
     this.keyring = null;
+    this.inbox = null;
+    this.pins = null;
     this.password = null;
+    this.shownFrom.clear();
+    this.pendingReads.clear();
     this.ui.markRevoked();
     this.ui.setState("revoked", "Sign in again to set up a new device in this browser.");
     this.ui.showSignIn("", { focus: true });

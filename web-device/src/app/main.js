@@ -36,7 +36,7 @@ async function start() {
         controller.signIn(jid, password);
       } else {
         pending = { jid, password };
-        ui.setState("other-tab", "You are signed in here: this tab connects when the other one closes.");
+        ui.setState("other-tab", "This tab connects with your account as soon as the other one closes.");
       }
     },
     onRead: (messageId) => controller?.read(messageId),

@@ -130,10 +130,13 @@ export class Ui {
   /** The device panel: account, id and identity fingerprint. */
   showDevice({ jid, deviceId, fingerprint }) {
     this.device.hidden = false;
-    this.device.dataset.deviceId = String(deviceId);
-    this.device.dataset.published = "false";
-    document.getElementById("published").textContent = "Not yet";
-    this.revokeButton.hidden = false;
+    if (this.device.dataset.deviceId !== String(deviceId)) {
+      // Another device than the one shown (a new one after a revocation).
+      this.device.dataset.deviceId = String(deviceId);
+      this.device.dataset.published = "false";
+      document.getElementById("published").textContent = "Not yet";
+      this.revokeButton.hidden = false;
+    }
     document.getElementById("device-account").textContent = jid;
     document.getElementById("device-id").textContent = String(deviceId);
     document.getElementById("fingerprint").textContent = fingerprint;

@@ -133,6 +133,7 @@ export class XmppSession {
     this.bareJid = options.jid;
     this.fullJid = `${options.jid}/${options.resource}`;
     this.connection = null;
+    this._up = false;
     this._ended = false;
     this._closing = false;
   }
@@ -162,6 +163,7 @@ export class XmppSession {
           case Strophe.Status.CONNECTED:
             this._onConnected();
             settled = true;
+            this._up = true;
             resolve();
             break;
           case Strophe.Status.AUTHFAIL:
@@ -175,7 +177,8 @@ export class XmppSession {
           case Strophe.Status.DISCONNECTED:
             if (!settled) {
               fail(new ConnectionLost(`disconnected${condition ? `: ${condition}` : ""}`));
-            } else if (!this._ended) {
+            } else if (this._up && !this._ended) {
+              // Only a session that was up ends here; a failed login was told by connect().
               this._ended = true;
               this.options.onDisconnected(
                 this._closing ? null : new ConnectionLost(condition || "the connection closed"),

@@ -16,6 +16,7 @@ export {
   keyEntryInfo, openEnvelope, paddedLength, parseContent, parseEnvelope, signatureInput,
   signedByItsKey, unpad,
 } from "./envelope.js";
+export { MAX_BUNDLE_BYTES, MAX_PREKEYS_PER_BUNDLE, prekeySignatureInput, verifyBundle } from "./bundle.js";
 export { MemoryStore, openIndexedDbStore } from "./storage.js";
 export {
   KEYRING_KEY, Keyring, ONE_TIME_PREKEYS, RETIRED_SIGNED_PREKEY_MS, SIGNED_PREKEY_MAX_AGE_MS,

@@ -4,7 +4,8 @@
 // keyring (src/cmaas/envelope/keyring.py) and its key file (src/cmaas/device/keyfile.py):
 // every change is persisted before the method returns.
 
-import { b64url, canonicalBytes, canonicalJson } from "./bytes.js";
+import { b64url, canonicalJson } from "./bytes.js";
+import { prekeySignatureInput } from "./bundle.js";
 import { DeviceStateError } from "./errors.js";
 import { MAX_ID, MAX_LIFETIME_MS } from "./envelope.js";
 import {
@@ -266,8 +267,8 @@ export class Keyring {
     state.nextKeyId += 1;
     const keyPair = await generatePrekeyPair();
     const point = await pointOf(keyPair.publicKey);
-    const signature = await signDer(state.identity.privateKey, canonicalBytes({
-      v: 1, jid: state.jid, device_id: state.deviceId, type, key_id: keyId, public_key: b64url(point),
+    const signature = await signDer(state.identity.privateKey, prekeySignatureInput({
+      jid: state.jid, deviceId: state.deviceId, type, keyId, publicKey: point,
     }));
     return { keyId, keyPair, point, signature };
   }
