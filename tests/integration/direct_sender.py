@@ -11,6 +11,7 @@ about.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from cmaas.assembly import Gateway
 from cmaas.clock import now_ms
@@ -38,10 +39,13 @@ class DirectSender:
         *,
         lifetime_ms: int = 600_000,
         auto_delete_s: int | None = None,
+        tamper: Callable[[str], str] | None = None,
     ) -> str:
         """Seal ``content`` for every active device of ``recipient`` and send it.
 
-        A negative ``lifetime_ms`` makes an already expired message (for tests).
+        A negative ``lifetime_ms`` makes an already expired message (for tests);
+        ``tamper`` changes the sealed envelope's text before it is sent, as a party
+        on the way could.
 
         Returns: the message id.
         Raises: WrongRecipient: The recipient has no active device.
@@ -62,6 +66,8 @@ class DirectSender:
             auto_delete_s=auto_delete_s,
         )
         self.last_envelope = envelope.to_bytes().decode()
+        if tamper is not None:
+            self.last_envelope = tamper(self.last_envelope)
         self.resend(recipient, message_id)
         return message_id
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from cmaas.admin import AdminService, RegisterAppRequest
+from cmaas.admin import AdminService, IssuedApp, RegisterAppRequest
 from cmaas.assembly import Gateway, open_gateway
 from cmaas.delivery.tracker import Feedback, FeedbackKind
 from cmaas.devservers import XmppServer
@@ -43,16 +43,26 @@ async def live_gateway(
     server: XmppServer, workdir: Path, *, app_id: str = "bank"
 ) -> AsyncIterator[tuple[Gateway, FeedbackLog]]:
     """A connected in-process gateway with one registered app, ``app_id``."""
+    async with live_gateway_with_app(server, workdir, app_id=app_id) as (gateway, feedback, _):
+        yield gateway, feedback
+
+
+@contextlib.asynccontextmanager
+async def live_gateway_with_app(
+    server: XmppServer, workdir: Path, *, app_id: str = "bank", networks: Sequence[str] = ()
+) -> AsyncIterator[tuple[Gateway, FeedbackLog, IssuedApp]]:
+    """As :func:`live_gateway`, with the app's issued credentials; an app given
+    ``networks`` may call the HTTP API from them (through the client service)."""
     env = GatewayProcess(server, workdir, admins=f"admin@{server.domain}").env
     settings = load_settings(env, env_file=None)
     stop = asyncio.Event()
     async with open_gateway(settings) as gateway:
-        await AdminService(gateway.keystore).register_app(
+        issued = await AdminService(gateway.keystore).register_app(
             RegisterAppRequest(
                 app_id=app_id,
                 display_name="Example Bank",
                 plan="default",
-                networks=[],
+                networks=list(networks),
                 callback_url="",
                 jids=[],
             )
@@ -64,7 +74,7 @@ async def live_gateway(
         try:
             async with asyncio.timeout(20):
                 await connected.wait()
-            yield gateway, feedback
+            yield gateway, feedback, issued
         finally:
             stop.set()
             await link

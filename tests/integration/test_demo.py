@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from cmaas.clientservice import AppCredentials, ClientConfig, GatewayClient
@@ -84,6 +85,8 @@ async def _check_what_dev_run_printed(shown: dict[str, Any], tmp_path: Path) -> 
         "component_domain",
         "accounts",
         "api_url",
+        "websocket_url",
+        "web_device_url",
         "health_url",
         "env_file",
         "app",
@@ -98,6 +101,20 @@ async def _check_what_dev_run_printed(shown: dict[str, Any], tmp_path: Path) -> 
     assert admin["password"] and alice["password"]
     assert admin["password"] != alice["password"]
     host, port = shown["xmpp"]["host"], shown["xmpp"]["port"]
+    assert re.fullmatch(rf"ws://{host}:\d+/(xmpp-websocket|ws)", shown["websocket_url"])
+    # None only when the web device's fixed port is taken (the progress says so).
+    if shown["web_device_url"] is not None:
+        assert shown["web_device_url"] == f"http://127.0.0.1:5290/?jid={alice['jid']}"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get("http://127.0.0.1:5290/config.json") as answer,
+        ):
+            page_config = await answer.json()
+        assert page_config == {
+            "websocket": shown["websocket_url"],
+            "gateway": shown["component_domain"],
+            "jid": alice["jid"],
+        }
 
     # Alice's password does not open the admin account; the admin's own does, and the
     # admin sees the admin commands; alice logs in with hers.

@@ -1,16 +1,19 @@
 """``GET /v1/blobs/{id}`` on both backends: a blob streamed out whole with its length,
-and a blob whose bytes are gone answered 404, as an expired one is."""
+a blob whose bytes are gone answered 404, as an expired one is, and the one CORS header
+of the API, on this download only."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import cast
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from cmaas.api import routes as routes_module
 from cmaas.api.addresses import ClientAddresses
 from cmaas.api.routes import api_routes, error_middleware
 from cmaas.delivery.auth import RequestAuthenticator
@@ -84,3 +87,28 @@ async def test_a_blob_whose_bytes_are_gone_is_not_found(
     response = await client.get(f"/v1/blobs/{blob_id}")
     assert response.status == 404
     assert (await response.json())["error"] == "not_found"
+
+
+async def test_only_the_blob_download_may_be_read_by_another_origin(
+    blobs: BlobService, client: TestClient[web.Request, web.Application]
+) -> None:
+    blob_id = await _upload(blobs, b"ciphertext")
+    download = await client.get(f"/v1/blobs/{blob_id}", headers={"Origin": "http://127.0.0.1:5290"})
+    assert download.status == 200
+    assert download.headers["Access-Control-Allow-Origin"] == "*"
+    # The page's fetch is a simple GET: no preflight, and none is answered.
+    answers = [
+        await client.options(f"/v1/blobs/{blob_id}"),
+        await client.get("/v1/blobs/" + "A" * 43),
+        await client.delete(f"/v1/blobs/{blob_id}"),
+        await client.get("/metrics"),
+        await client.get("/v1/no-such-route"),
+    ]
+    assert [answer.status for answer in answers] == [405, 404, 405, 403, 404]
+    for answer in answers:
+        assert not any(name.lower().startswith("access-control-") for name in answer.headers)
+    # The header is written in exactly one place: no other route can carry it.
+    sources = Path(routes_module.__file__).parent.parent.rglob("*.py")
+    writers = [path for path in sources if "Access-Control-Allow" in path.read_text()]
+    assert writers == [Path(routes_module.__file__)]
+    assert Path(routes_module.__file__).read_text().count("Access-Control-Allow-Origin") == 1

@@ -301,7 +301,13 @@ def api_routes(
         except BlobMissing as error:
             raise NotFound("no such blob, or it expired") from error
         response = web.StreamResponse(
-            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Cache-Control": "no-store",
+                # The one route any origin may read (the web device's page): the blob is
+                # ciphertext behind a capability URL, and no credentials are involved.
+                "Access-Control-Allow-Origin": "*",
+            }
         )
         response.content_length = size
         await response.prepare(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import secrets
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from slixmpp.exceptions import IqError
 
 from cmaas.cli.logging_setup import configure_logging
+from cmaas.device.web import WebDeviceConfig
 from cmaas.lifecycle import MessageStatus, Priority
 from cmaas.settings import Settings, load_settings
 from cmaas.wire import StatusEvent
@@ -101,6 +103,8 @@ class _Reachable:
     app: _DemoApp
     message_id: str
     statuses: list[str]
+    websocket_url: str
+    web_device_url: str | None
 
     @property
     def http_url(self) -> str:
@@ -123,6 +127,8 @@ class _Reachable:
                 },
             },
             "api_url": f"{self.http_url}/v1/",
+            "websocket_url": self.websocket_url,
+            "web_device_url": self.web_device_url,
             "health_url": f"{self.http_url}/healthz",
             "env_file": str(self.env_file),
             "app": {
@@ -180,7 +186,7 @@ async def _dev(kind: str, duration: float | None, *, as_json: bool) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        async with open_gateway(settings) as running:
+        async with open_gateway(settings) as running, contextlib.AsyncExitStack() as stack:
             gateway = asyncio.create_task(running.link.run(stop))
             async with AdhocClient(
                 f"{admin.jid}/dev", admin.password, server.host, server.c2s_port
@@ -190,6 +196,13 @@ async def _dev(kind: str, duration: float | None, *, as_json: bool) -> int:
             app, message_id, statuses = await _first_message(
                 running, server, alice, device_dir, workdir / f"{_APP_ID}-client", progress
             )
+            web_config = WebDeviceConfig(
+                websocket=server.websocket_url,
+                gateway=_COMPONENT,
+                blob_origins=(running.http_url,),
+                jid=alice.jid,
+            )
+            web_device = await _serve_web_device(stack, web_config, progress)
             reachable = _Reachable(
                 kind,
                 server.host,
@@ -203,6 +216,8 @@ async def _dev(kind: str, duration: float | None, *, as_json: bool) -> int:
                 app,
                 message_id,
                 statuses,
+                server.websocket_url,
+                web_device,
             )
             if as_json:
                 print(json.dumps(reachable.to_json()), flush=True)
@@ -308,6 +323,26 @@ async def _first_message(
     return _DemoApp(credentials, client_dir), sent.message_id, statuses
 
 
+async def _serve_web_device(
+    stack: contextlib.AsyncExitStack, config: WebDeviceConfig, progress: TextIO
+) -> str | None:
+    """Serve the web device for the demo user, as ``cmaas device web`` does, until
+    ``stack`` closes.
+
+    Returns: its URL, or ``None`` when it cannot be served (the page is not built, or
+    its fixed port is taken); the progress line says why.
+    """
+    from cmaas.device.web import WEB_STATIC, StaticFiles, WebDeviceError, serving_web_device
+
+    try:
+        static = StaticFiles.load(WEB_STATIC)
+        await stack.enter_async_context(serving_web_device(config, static))
+    except (WebDeviceError, OSError) as error:
+        print(f"  the web device is not served: {error}", file=progress, flush=True)
+        return None
+    return config.url
+
+
 async def _wait_for_commands(admin: Any, gateway: asyncio.Task[None]) -> list[str]:
     for _attempt in range(50):
         if gateway.done():
@@ -329,11 +364,20 @@ def _banner(reachable: _Reachable) -> None:
     admin, alice = reachable.admin, reachable.alice
     env_file = reachable.env_file
     hmac_key = base64.b64encode(credentials.hmac_key).decode()
+    web_device = (
+        f"Alice's web device, in a browser on this machine (sign in with her password):\n"
+        f"  {reachable.web_device_url}\n"
+        if reachable.web_device_url
+        else f"Alice's web device, once built (scripts/build-web-device), from another shell:\n"
+        f"  {cmaas} device web --websocket {reachable.websocket_url} --gateway"
+        f" {settings.component_jid} --blob-origin {reachable.http_url} --jid {alice.jid}\n"
+    )
     print(
         f"""
 CMaaS gateway is running against a throwaway {reachable.kind} on loopback.
 
   XMPP server     {reachable.host}:{reachable.c2s_port}  (plain, no TLS: loopback only)
+  WebSocket       {reachable.websocket_url}
   Admin account   {admin.jid}  password {admin.password}
   User account    {alice.jid}  password {alice.password}  (with a reference device)
   Gateway         {settings.component_jid}  (XEP-0114 component)
@@ -362,6 +406,7 @@ Alice's reference device, from another shell:
     --dir {reachable.device_dir} --gateway {settings.component_jid} \\
     --host {reachable.host} --port {reachable.c2s_port} --plaintext
 
+{web_device}
 Ctrl-C stops everything and removes the throwaway files.
 """,
         flush=True,

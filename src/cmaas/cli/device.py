@@ -30,6 +30,7 @@ from cmaas.device.config import (
 )
 from cmaas.device.errors import DeviceError
 from cmaas.device.keyfile import KeyFile
+from cmaas.device.web import DEFAULT_PORT, web_device_config
 from cmaas.envelope import AppKeyChanged, DeviceKeyring, FileContent, OtpContent, TextContent
 
 if TYPE_CHECKING:
@@ -95,6 +96,35 @@ def add_parser(parts: Any) -> None:
     _common(revoke)
     revoke.add_argument("device_id", type=int)
     revoke.set_defaults(handler=_revoke)
+
+    web = actions.add_parser(
+        "web",
+        help="serve the web device (a page that is a device) on a fixed loopback origin",
+        description="Serves the web device's built files to this machine only, with a strict"
+        " Content-Security-Policy and integrity hashes checked at start, and prints the URL"
+        " to open. The page keeps its keys in the browser, per origin: always open the same"
+        " URL.",
+    )
+    web.add_argument(
+        "--websocket",
+        metavar="URL",
+        help="the XMPP server's WebSocket URL, e.g. wss://example.org/xmpp-websocket"
+        " [CMAAS_WEB_WEBSOCKET]",
+    )
+    web.add_argument("--gateway", help="the gateway's component domain [CMAAS_DEVICE_GATEWAY]")
+    web.add_argument(
+        "--blob-origin",
+        action="append",
+        metavar="URL",
+        help="a gateway API origin the page may download files from; repeatable"
+        " [CMAAS_WEB_BLOB_ORIGINS, comma-separated]",
+    )
+    web.add_argument("--jid", help="an account to prefill in the sign-in form [CMAAS_DEVICE_JID]")
+    web.add_argument("--bind", help="the loopback address to listen on [CMAAS_WEB_BIND, 127.0.0.1]")
+    web.add_argument(
+        "--port", type=int, help=f"the port, part of the origin [CMAAS_WEB_PORT, {DEFAULT_PORT}]"
+    )
+    web.set_defaults(handler=_web)
 
 
 def _common(parser: argparse.ArgumentParser, *, connects: bool = True) -> None:
@@ -334,6 +364,32 @@ def _devices(args: argparse.Namespace) -> int:
         return 0
 
     return _run(_settings(args), devices)
+
+
+def _web(args: argparse.Namespace) -> int:
+    from cmaas.device.web import WEB_FLAGS, WEB_STATIC, StaticFiles, serving_web_device
+
+    flags = {variable: getattr(args, flag, None) for flag, variable in WEB_FLAGS.items()}
+    flags["CMAAS_WEB_BLOB_ORIGINS"] = ",".join(args.blob_origin or [])
+    config = web_device_config(with_flags(read_variables(Path(args.env_file)), flags))
+    static = StaticFiles.load(WEB_STATIC)
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+        try:
+            async with serving_web_device(config, static):
+                # Printed once the port is bound, so a script can wait for the line.
+                print(f"web device: open {config.url}", flush=True)
+                await stop.wait()
+        except OSError as error:
+            raise DeviceError(f"cannot serve on {config.origin}: {error}") from error
+        return 0
+
+    return asyncio.run(serve())
 
 
 def _revoke(args: argparse.Namespace) -> int:

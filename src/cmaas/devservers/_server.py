@@ -82,6 +82,8 @@ class XmppServer(ABC):
     kind: ClassVar[Literal["prosody", "ejabberd"]]
     # The product name as spelled in messages; kind is always lower-case.
     _product: ClassVar[str]
+    # Where the HTTP port serves XMPP over WebSocket (RFC 7395).
+    _websocket_path: ClassVar[str]
     # Seconds a start may take unless the caller says otherwise.
     _start_timeout: ClassVar[float] = 30.0
     _stop_grace: ClassVar[float] = 10.0
@@ -125,6 +127,11 @@ class XmppServer(ABC):
     @abstractmethod
     def _request_stop(self, pids: Sequence[int]) -> None:
         """Ask the server to shut down cleanly; the caller waits and kills if needed."""
+
+    @property
+    def websocket_url(self) -> str:
+        """The RFC 7395 WebSocket endpoint, plain ``ws://`` as everything on loopback."""
+        return f"ws://{self.host}:{self.http_port}{self._websocket_path}"
 
     @property
     def _ports(self) -> tuple[int, int, int]:

@@ -53,6 +53,7 @@ class EjabberdServer(XmppServer):
 
     kind: ClassVar[Literal["ejabberd"]] = "ejabberd"
     _product: ClassVar[str] = "ejabberd"
+    _websocket_path: ClassVar[str] = "/ws"
     # An Erlang node boots in several seconds, more on a busy machine.
     _start_timeout: ClassVar[float] = 60.0
     # Logged (at critical) when the boot fails, e.g. a port in use or a config error;

@@ -32,6 +32,7 @@ class ProsodyServer(XmppServer):
 
     kind: ClassVar[Literal["prosody"]] = "prosody"
     _product: ClassVar[str] = "Prosody"
+    _websocket_path: ClassVar[str] = "/xmpp-websocket"
     _fatal_markers: ClassVar[tuple[str, ...]] = (
         "Failed to open server port",
         "Error binding encrypted port",
