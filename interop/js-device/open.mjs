@@ -10,12 +10,12 @@
 //          "stanza_id", "app_domain"}}]}
 // stdout: {"results": [{"content_json": "..."} | {"error": "<class>", "detail": "..."}]}
 
-import "./register.mjs";
-
-// Imported once the resolution hook is in place (static imports would be resolved first).
-const { EnvelopeError, hexToBytes, importPrekeyPair, openEnvelope } = await import(
-  "../../web-device/src/core/index.js"
-);
+import {
+  EnvelopeError,
+  hexToBytes,
+  importPrekeyPair,
+  openEnvelope,
+} from "../../web-device/src/core/index.js";
 
 async function open({ envelope_text: text, device, context }) {
   const keyPairs = new Map();

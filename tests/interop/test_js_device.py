@@ -39,8 +39,8 @@ FORM_ERRORS = {"MalformedEncoding", "OversizeInput", "InvalidPoint"}
 def run_opener(cases: list[dict[str, Any]]) -> list[dict[str, str]]:
     node = shutil.which("node")
     assert node, "node is missing: ./scripts/bootstrap installs it"
-    assert (OPENER.parent / "node_modules" / "@hpke" / "core").is_dir(), (
-        "@hpke/core is missing: ./scripts/bootstrap installs it (npm ci)"
+    assert (ROOT / "web-device" / "node_modules" / "@hpke" / "core").is_dir(), (
+        "@hpke/core is missing: ./scripts/bootstrap installs it (scripts/build-web-device)"
     )
     done = subprocess.run(
         [node, str(OPENER)],

@@ -49,9 +49,6 @@ from cmaas.wire import KeyLookup
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB_DEVICE = ROOT / "web-device"
-# Lets web-device/src/core resolve @hpke/core from interop/js-device/node_modules until
-# web-device/ has node_modules of its own (see interop/js-device/fallback-resolve.mjs).
-RESOLVER = ROOT / "interop" / "js-device" / "register.mjs"
 JID = "alice@example.org"
 GATEWAY = "gateway.example.org"
 APP_JID = f"bank@{GATEWAY}"
@@ -60,15 +57,15 @@ APP_JID = f"bank@{GATEWAY}"
 def node() -> str:
     path = shutil.which("node")
     assert path, "node is missing: ./scripts/bootstrap installs it"
-    assert (ROOT / "interop" / "js-device" / "node_modules" / "@hpke" / "core").is_dir(), (
-        "@hpke/core is missing: ./scripts/bootstrap installs it (npm ci)"
+    assert (WEB_DEVICE / "node_modules" / "@hpke" / "core").is_dir(), (
+        "@hpke/core is missing: ./scripts/bootstrap installs it (scripts/build-web-device)"
     )
     return path
 
 
 def test_the_node_tests_of_the_core_pass() -> None:
     done = subprocess.run(
-        [node(), "--import", str(RESOLVER), "--test", str(WEB_DEVICE / "test")],
+        [node(), "--test", str(WEB_DEVICE / "test")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -113,7 +110,7 @@ class JsDevice:
 
 @pytest.fixture
 def js_device() -> Iterator[JsDevice]:
-    command = [node(), "--import", str(RESOLVER), str(WEB_DEVICE / "test-support" / "device.mjs")]
+    command = [node(), str(WEB_DEVICE / "test-support" / "device.mjs")]
     with subprocess.Popen(
         [*command, JID, GATEWAY],
         stdin=subprocess.PIPE,
