@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -106,7 +106,8 @@ class WebDeviceConfig:
     @property
     def url(self) -> str:
         """The address to open, with the account prefilled when one is set."""
-        return f"{self.origin}/" + (f"?jid={self.jid}" if self.jid else "")
+        # "@" may stand as it is in a query; anything else a JID may hold is escaped.
+        return f"{self.origin}/" + (f"?jid={quote(self.jid, safe='@')}" if self.jid else "")
 
     def config_json(self) -> bytes:
         """The page's ``/config.json``."""
