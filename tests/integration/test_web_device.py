@@ -334,3 +334,35 @@ async def test_a_changed_app_key_is_asked_about_and_the_device_can_revoke_itself
     (record,) = await scene.gateway.directory.devices(scene.jid)
     assert record.device_id == int(device_id)
     assert record.revoked_at is not None
+
+
+async def _tab_to(page: Page, selector: str, presses: int = 15) -> None:
+    """Press Tab until ``selector`` has the focus, as someone without a mouse does."""
+    for _ in range(presses):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
+            return
+    pytest.fail(f"{selector} is not reached with the Tab key")
+
+
+async def test_the_page_is_used_from_the_keyboard(scene: Scene) -> None:
+    page = await scene.open()
+    await expect(page.locator("form#sign-in")).to_be_visible()
+    await _tab_to(page, "#jid")
+    await page.keyboard.type(scene.jid)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#state")).to_have_attribute(
+        "data-state", "online", timeout=SHOWN_WITHIN_MS
+    )
+    await _tab_to(page, "#revoke")
+    await page.keyboard.press("Enter")
+    dialog = page.locator("dialog#confirm-revoke")
+    await expect(dialog).to_be_visible()
+    # The focus moves into the dialog, on the choice that changes nothing.
+    await expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#revoke")).to_be_focused()
+    await expect(page.locator("#state")).to_have_attribute("data-state", "online")
