@@ -11,7 +11,7 @@ from slixmpp import JID
 
 from cmaas.admin import RegisterAppRequest
 from cmaas.admin.requests import UpdateAppRequest
-from cmaas.component.feedback import FEEDBACK_HIGH_WATER
+from cmaas.component.feedback import FEEDBACK_HIGH_WATER, FeedbackHandlers
 from cmaas.component.gateway import READ_SLICE, GatewayComponent
 from cmaas.component.outbound import key_transport_xml, sealed_message_xml
 from cmaas.delivery.omemo import AppOmemo, OmemoLimits
@@ -177,7 +177,7 @@ class TestFeedback(GatewayStanzaTest):
         rest waits unread at the server), and everything is recorded, in order, once
         the store catches up."""
         gate = _Gate()
-        self.xmpp.feedback.subscribe(gate)
+        self._handlers.subscribe(gate)
         transport = self.transport
         count = 3 * FEEDBACK_HIGH_WATER
         receipts = _receipts(count)
@@ -185,42 +185,47 @@ class TestFeedback(GatewayStanzaTest):
         self.xmpp.data_received(receipts)
         self._settle()
         assert transport.paused
-        assert self.xmpp.feedback.backlogged
-        held = self.xmpp.feedback.in_progress
+        assert self._handlers.backlogged
+        held = self._handlers.in_progress
         assert FEEDBACK_HIGH_WATER <= held <= FEEDBACK_HIGH_WATER + per_slice
         assert len(self.events) == held
         # Nothing more is parsed while the store holds them.
         self.run_coro(asyncio.sleep(0.05))
-        assert self.xmpp.feedback.in_progress == held
+        assert self._handlers.in_progress == held
         gate.open.set()
         self._wait_for_feedback(count)
         self._settle()
         assert not transport.paused
-        assert not self.xmpp.feedback.backlogged
-        assert self.xmpp.feedback.in_progress == 0
+        assert not self._handlers.backlogged
+        assert self._handlers.in_progress == 0
         assert [e.message_id for e in self.events] == [f"m-{n}" for n in range(count)]
         assert [f.message_id for f in gate.items] == [f"m-{n}" for n in range(count)]
 
     def test_a_new_stream_is_not_read_while_the_old_ones_feedback_is_recorded(self) -> None:
         gate = _Gate()
-        self.xmpp.feedback.subscribe(gate)
+        self._handlers.subscribe(gate)
         self.xmpp.data_received(_receipts(2 * FEEDBACK_HIGH_WATER))
         self._settle()
-        assert self.xmpp.feedback.backlogged
+        assert self._handlers.backlogged
         self.transport.paused = False
         self.xmpp.init_parser()  # a new stream, as after a reconnect
         assert self.transport.paused
         gate.open.set()
         self._wait_for_feedback(FEEDBACK_HIGH_WATER)
         self._settle()
-        assert not self.xmpp.feedback.backlogged
+        assert not self._handlers.backlogged
         assert not self.transport.paused
+
+    @property
+    def _handlers(self) -> FeedbackHandlers:
+        assert isinstance(self.xmpp, GatewayComponent)
+        return self.xmpp.feedback
 
     def _settle(self) -> None:
         """Run the loop until the feedback in progress stops changing."""
         before = -1
-        while self.xmpp.feedback.in_progress != before:
-            before = self.xmpp.feedback.in_progress
+        while self._handlers.in_progress != before:
+            before = self._handlers.in_progress
             self.run_coro(asyncio.sleep(0.02))
 
     def _wait_for_feedback(self, count: int, within: float = 3.0) -> None:
