@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -54,13 +55,15 @@ from cmaas.delivery.tracker import StatusTracker
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
-from cmaas.keystore.postgres import PostgresBellRelay, PostgresKeystore
 from cmaas.keystore.sqlite import default_blob_dir
 from cmaas.settings import PostgresDatabase, Settings
 from cmaas.shutdown import stop_on_signals
 from cmaas.xmpp.link import XmppLink, wait_first
 
 __all__ = ["Gateway", "blob_dir", "open_gateway", "open_keystore", "run_gateway"]
+
+if TYPE_CHECKING:
+    from cmaas.keystore.postgres import PostgresBellRelay
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,9 @@ async def open_keystore(settings: Settings) -> Keystore:
     """
     keyring = MasterKeyring(settings.master_key, settings.previous_master_key)
     if isinstance(settings.database, PostgresDatabase):
+        # Imported only here: PostgreSQL's driver costs a SQLite gateway 9 MiB.
+        from cmaas.keystore.postgres import PostgresKeystore
+
         return await PostgresKeystore.open(settings.database.url, keyring)
     return await SqliteKeystore.open(settings.database, keyring, blob_dir=blob_dir(settings))
 
@@ -221,6 +227,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         # database, also when another instance does (and read again at a floor).
         relay: PostgresBellRelay | None = None
         if isinstance(settings.database, PostgresDatabase):
+            from cmaas.keystore.postgres import PostgresBellRelay
+
             relay = PostgresBellRelay(settings.database.url, origin=str(epoch))
         poll_floor = SHARED_POLL_FLOOR_S if relay is not None else None
         hub = EventHub(keystore, Doorbells("events", relay, poll_floor))

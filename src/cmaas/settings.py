@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from cmaas.config import VariableReader, read_variables
 from cmaas.errors import CmaasError
 from cmaas.wire.omemo import MAX_OMEMO_PREKEYS
@@ -241,6 +238,10 @@ def _database(reader: VariableReader, name: str) -> Path | PostgresDatabase:
     """A SQLite file's path, or a PostgreSQL database's ``postgresql://`` URL."""
     value = reader.text(name, "cmaas.sqlite3")
     if value.startswith(_POSTGRES_SCHEMES):
+        # Imported only here: PostgreSQL's driver costs a SQLite gateway 9 MiB.
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
         try:
             conninfo_to_dict(value)
         except psycopg.Error as error:

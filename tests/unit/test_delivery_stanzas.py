@@ -11,10 +11,11 @@ from slixmpp import JID
 
 from cmaas.admin import RegisterAppRequest
 from cmaas.admin.requests import UpdateAppRequest
+from cmaas.component.feedback import FEEDBACK_HIGH_WATER, FeedbackHandlers
 from cmaas.component.gateway import READ_SLICE, GatewayComponent
 from cmaas.component.outbound import key_transport_xml, sealed_message_xml
 from cmaas.delivery.omemo import AppOmemo, OmemoLimits
-from cmaas.delivery.tracker import FeedbackKind
+from cmaas.delivery.tracker import Feedback, FeedbackKind
 from cmaas.envelope import DeviceKeyring
 from cmaas.keydirectory import DeviceLimits
 from cmaas.keystore import (
@@ -171,11 +172,87 @@ class TestFeedback(GatewayStanzaTest):
         assert turns == [1]
         assert [e.message_id for e in self.events[parsed_before:]] == [f"m-{n}" for n in range(400)]
 
+    def test_reading_stops_while_too_much_feedback_waits_to_be_recorded(self) -> None:
+        """A store slower than the server: what is not yet recorded stays bounded (the
+        rest waits unread at the server), and everything is recorded, in order, once
+        the store catches up."""
+        gate = _Gate()
+        self._handlers.subscribe(gate)
+        transport = self.transport
+        count = 3 * FEEDBACK_HIGH_WATER
+        receipts = _receipts(count)
+        per_slice = -(-count * READ_SLICE // len(receipts))
+        self.xmpp.data_received(receipts)
+        self._settle()
+        assert transport.paused
+        assert self._handlers.backlogged
+        held = self._handlers.in_progress
+        assert FEEDBACK_HIGH_WATER <= held <= FEEDBACK_HIGH_WATER + per_slice
+        assert len(self.events) == held
+        # Nothing more is parsed while the store holds them.
+        self.run_coro(asyncio.sleep(0.05))
+        assert self._handlers.in_progress == held
+        gate.open.set()
+        self._wait_for_feedback(count)
+        self._settle()
+        assert not transport.paused
+        assert not self._handlers.backlogged
+        assert self._handlers.in_progress == 0
+        assert [e.message_id for e in self.events] == [f"m-{n}" for n in range(count)]
+        assert [f.message_id for f in gate.items] == [f"m-{n}" for n in range(count)]
+
+    def test_a_new_stream_is_not_read_while_the_old_ones_feedback_is_recorded(self) -> None:
+        gate = _Gate()
+        self._handlers.subscribe(gate)
+        self.xmpp.data_received(_receipts(2 * FEEDBACK_HIGH_WATER))
+        self._settle()
+        assert self._handlers.backlogged
+        self.transport.paused = False
+        self.xmpp.init_parser()  # a new stream, as after a reconnect
+        assert self.transport.paused
+        gate.open.set()
+        self._wait_for_feedback(FEEDBACK_HIGH_WATER)
+        self._settle()
+        assert not self._handlers.backlogged
+        assert not self.transport.paused
+
+    @property
+    def _handlers(self) -> FeedbackHandlers:
+        assert isinstance(self.xmpp, GatewayComponent)
+        return self.xmpp.feedback
+
+    def _settle(self) -> None:
+        """Run the loop until the feedback in progress stops changing."""
+        before = -1
+        while self._handlers.in_progress != before:
+            before = self._handlers.in_progress
+            self.run_coro(asyncio.sleep(0.02))
+
     def _wait_for_feedback(self, count: int, within: float = 3.0) -> None:
         deadline = time.monotonic() + within
         while len(self.events) < count:
             assert time.monotonic() < deadline, f"{len(self.events)} of {count} events"
             self.run_coro(asyncio.sleep(0.01))
+
+
+class _Gate:
+    """A feedback sink that records nothing until opened, as a store falling behind."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.items: list[Feedback] = []
+
+    async def report(self, feedback: Feedback) -> None:
+        await self.open.wait()
+        self.items.append(feedback)
+
+
+def _receipts(count: int) -> bytes:
+    return "".join(
+        f"<message type='chat' from='{USER}' to='bank@{DOMAIN}' id='r{n}'>"
+        f"<received xmlns='urn:xmpp:receipts' id='m-{n}'/></message>"
+        for n in range(count)
+    ).encode()
 
 
 class TestDeviceCommands(GatewayStanzaTest):

@@ -9,6 +9,7 @@ the form and decide nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from slixmpp import Message
 from slixmpp.basexmpp import BaseXMPP
@@ -19,20 +20,55 @@ from cmaas.delivery.tracker import Feedback, FeedbackKind, FeedbackSink
 from cmaas.envelope.header import MESSAGE_ID
 from cmaas.xmpp.stanzas import DEVICE_NAMESPACE
 
-__all__ = ["FeedbackHandlers"]
+__all__ = ["FEEDBACK_HIGH_WATER", "FeedbackHandlers"]
 
 log = logging.getLogger(__name__)
 
 _RECEIPTS = "urn:xmpp:receipts"
 _MARKERS = "urn:xmpp:chat-markers:0"
 
+FEEDBACK_HIGH_WATER = 512
+"""Feedback stanzas handled at once above which the stream is not read. Each holds its
+parsed stanza until the store has recorded it; when the store falls behind the server
+(the drain after an outage, with submissions beside it), thousands piled up and the
+gateway's peak memory grew by tens of megabytes."""
+
 
 class FeedbackHandlers:
-    """Reads feedback off a component's stream and hands it to every subscribed sink."""
+    """Reads feedback off a component's stream and hands it to every subscribed sink.
 
-    def __init__(self, xmpp: BaseXMPP) -> None:
+    Args:
+        high_water: Feedback in progress at which ``on_backlog(True)`` is called: the
+            stream should stop being read. ``on_backlog(False)`` follows once half
+            of it is done.
+        on_backlog: Told when the feedback in progress crosses the marks.
+    """
+
+    def __init__(
+        self,
+        xmpp: BaseXMPP,
+        *,
+        high_water: int = FEEDBACK_HIGH_WATER,
+        on_backlog: Callable[[bool], None] | None = None,
+    ) -> None:
         self._xmpp = xmpp
         self._sinks: list[FeedbackSink] = []
+        self._high_water = high_water
+        self._low_water = high_water // 2
+        self._on_backlog = on_backlog
+        self._in_progress = 0
+        self._backlogged = False
+
+    @property
+    def in_progress(self) -> int:
+        """Feedback stanzas read and not yet handed on to every sink."""
+        return self._in_progress
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether the feedback in progress reached the high-water mark and has not
+        yet fallen to half of it."""
+        return self._backlogged
 
     def subscribe(self, sink: FeedbackSink) -> None:
         """Hand feedback to ``sink``, after the ones subscribed before it."""
@@ -69,6 +105,23 @@ class FeedbackHandlers:
 
     async def _hand_on(
         self, kind: FeedbackKind, message: Message, message_id: str, condition: str = ""
+    ) -> None:
+        self._in_progress += 1
+        if not self._backlogged and self._in_progress >= self._high_water:
+            self._backlogged = True
+            if self._on_backlog is not None:
+                self._on_backlog(True)
+        try:
+            await self._translate(kind, message, message_id, condition)
+        finally:
+            self._in_progress -= 1
+            if self._backlogged and self._in_progress <= self._low_water:
+                self._backlogged = False
+                if self._on_backlog is not None:
+                    self._on_backlog(False)
+
+    async def _translate(
+        self, kind: FeedbackKind, message: Message, message_id: str, condition: str
     ) -> None:
         app_jid = message["to"]
         if not app_jid.user or not MESSAGE_ID.fullmatch(message_id or ""):

@@ -92,6 +92,13 @@ class GatewayComponent(ComponentXMPP):
         self._max_depth = max_depth
         self._unread_tail = b""
         self._refusing = False
+        # Why the socket is not read: the rest of a large read waits to be parsed slice
+        # by slice, or too much feedback is still being recorded (the server holds the
+        # rest meanwhile). ``_reading_paused`` is what the transport was last told.
+        self._slicing = False
+        self._unparsed: tuple[bytes, int] | None = None
+        self._feedback_backlogged = False
+        self._reading_paused = False
         # First of the filters: stanza handlers copy and serialise recursively, so a
         # stanza nested thousands deep would end in RecursionError and go unanswered.
         self.add_filter("in", self._refuse_deep, order=0)  # type: ignore[arg-type]
@@ -103,7 +110,7 @@ class GatewayComponent(ComponentXMPP):
         PresenceResponder(self, contacts).attach()
         PepResponder(self, contacts).attach()
         self.pep = PepClient(self, self.app_sender)
-        self.feedback = FeedbackHandlers(self)
+        self.feedback = FeedbackHandlers(self, on_backlog=self._feedback_backlog)
         self.feedback.attach()
         self.omemo_inbound = OmemoInboundHandler(self, contacts)
         self.omemo_inbound.attach()
@@ -356,6 +363,12 @@ class GatewayComponent(ComponentXMPP):
         super().init_parser()
         self._unread_tail = b""
         self._refusing = False
+        # A new stream: its transport reads until told otherwise, and what was left
+        # unparsed of the old one is gone with it.
+        self._slicing = False
+        self._unparsed = None
+        self._reading_paused = False
+        self._update_reading()
 
     def data_received(self, data: bytes | str) -> None:
         """Refuse a DTD anywhere on the link, as RFC 6120 requires (``<restricted-xml/>``).
@@ -381,17 +394,44 @@ class GatewayComponent(ComponentXMPP):
             return
         # The rest waits for later turns; the socket is not read meanwhile, so the
         # stream stays in order.
-        self.transport.pause_reading()
+        self._slicing = True
+        self._update_reading()
         self._parse_slices(chunk, 0)
 
     def _parse_slices(self, chunk: bytes, start: int) -> None:
         if self.transport is None or self.transport.is_closing() or self._refusing:
             return
+        if self._feedback_backlogged:
+            self._unparsed = (chunk, start)  # parsed on once the feedback is recorded
+            return
         end = start + READ_SLICE
         super().data_received(chunk[start:end])
         if end < len(chunk):
             self.loop.call_soon(self._parse_slices, chunk, end)
-        elif self.transport is not None and not self.transport.is_closing():
+        else:
+            self._slicing = False
+            self._update_reading()
+
+    def _feedback_backlog(self, backlogged: bool) -> None:
+        """Stop reading the stream while too much feedback waits to be recorded: what
+        is not read stays with the IM server instead of in the gateway's memory."""
+        self._feedback_backlogged = backlogged
+        if not backlogged and self._unparsed is not None:
+            chunk, start = self._unparsed
+            self._unparsed = None
+            self.loop.call_soon(self._parse_slices, chunk, start)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        paused = self._slicing or self._feedback_backlogged
+        if paused == self._reading_paused or self.transport is None:
+            return
+        if self.transport.is_closing():
+            return
+        self._reading_paused = paused
+        if paused:
+            self.transport.pause_reading()
+        else:
             self.transport.resume_reading()
 
     def _refuse_deep(self, stanza: RootStanza) -> RootStanza | None:
