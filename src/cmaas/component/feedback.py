@@ -4,14 +4,23 @@ Receipts (XEP-0184), displayed markers (XEP-0333) and bounces addressed to app J
 become :class:`~cmaas.delivery.tracker.Feedback` handed to the delivery engine's
 :class:`~cmaas.delivery.tracker.FeedbackSink`. These handlers only translate: they check
 the form and decide nothing.
+
+A receipt or marker of the usual shape is read straight off the parsed element
+(:meth:`FeedbackHandlers.take`): while a backlog drains, one arrives per message sent,
+and slixmpp's stanza objects and handler matching cost more than the rest of its
+handling. Every other stanza, and any receipt or marker of another shape, goes the
+usual way, through the handlers below; both ways make the same checks and hand on the
+same feedback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from slixmpp import Message
+from slixmpp import JID, InvalidJID, Message
 from slixmpp.basexmpp import BaseXMPP
+from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -19,12 +28,29 @@ from cmaas.delivery.tracker import Feedback, FeedbackKind, FeedbackSink
 from cmaas.envelope.header import MESSAGE_ID
 from cmaas.xmpp.stanzas import DEVICE_NAMESPACE
 
-__all__ = ["FeedbackHandlers"]
+__all__ = ["LEAN_COMPANIONS", "FeedbackHandlers"]
 
 log = logging.getLogger(__name__)
 
 _RECEIPTS = "urn:xmpp:receipts"
 _MARKERS = "urn:xmpp:chat-markers:0"
+_RECEIVED = f"{{{_RECEIPTS}}}received"
+_DISPLAYED = f"{{{_MARKERS}}}displayed"
+_DEVICE = f"{{{DEVICE_NAMESPACE}}}device"
+_KINDS = {_RECEIVED: FeedbackKind.DELIVERED, _DISPLAYED: FeedbackKind.DISPLAYED}
+LEAN_COMPANIONS = (
+    _DEVICE,
+    "{urn:xmpp:hints}store",
+    "{urn:xmpp:hints}no-store",
+    "{urn:xmpp:hints}no-copy",
+    "{urn:xmpp:hints}no-permanent-store",
+    "{urn:xmpp:sid:0}origin-id",
+    "{urn:xmpp:sid:0}stanza-id",
+    "{urn:xmpp:delay}delay",
+)
+"""The elements a receipt or marker may carry and still be read off the stream
+directly: none of them is matched by another of the gateway's handlers (a unit test
+checks this against every handler registered)."""
 
 
 class FeedbackHandlers:
@@ -33,6 +59,9 @@ class FeedbackHandlers:
     def __init__(self, xmpp: BaseXMPP) -> None:
         self._xmpp = xmpp
         self._sinks: list[FeedbackSink] = []
+        self._message_tag = f"{{{xmpp.default_ns}}}message"
+        # The lean path's reports in flight: the loop keeps only weak references to tasks.
+        self._reports: set[asyncio.Task[None]] = set()
 
     def subscribe(self, sink: FeedbackSink) -> None:
         """Hand feedback to ``sink``, after the ones subscribed before it."""
@@ -41,18 +70,71 @@ class FeedbackHandlers:
     def attach(self) -> None:
         ns = self._xmpp.default_ns
         for name, path, handler in (
-            ("receipt", f"{{{ns}}}message/{{{_RECEIPTS}}}received", self._received),
-            ("marker", f"{{{ns}}}message/{{{_MARKERS}}}displayed", self._displayed),
+            ("receipt", f"{{{ns}}}message/{_RECEIVED}", self._received),
+            ("marker", f"{{{ns}}}message/{_DISPLAYED}", self._displayed),
         ):
             self._xmpp.register_handler(
                 CoroutineCallback(f"cmaas {name}", MatchXPath(path), handler)  # type: ignore[arg-type]
             )
         self._xmpp.add_event_handler("message_error", self._bounced)
 
+    def take(self, xml: ET.Element) -> bool:
+        """Hand on a receipt or displayed marker straight from its parsed element, if it
+        has the usual shape: one ``<received/>`` or ``<displayed/>``, nothing nested,
+        beside it only :data:`LEAN_COMPANIONS`, not of type ``error``, with ``to`` and
+        ``from`` valid JIDs. The checks and the feedback are the handlers' own, and the
+        report runs in a task of its own as theirs does, so the stream's order is kept.
+
+        Returns: ``False`` when ``xml`` is not such a message: it must go the usual way.
+        """
+        if xml.tag != self._message_tag or xml.get("type") == "error":
+            return False
+        report: ET.Element | None = None
+        device: ET.Element | None = None
+        for child in xml:
+            if len(child):
+                return False
+            tag = child.tag
+            if tag in _KINDS:
+                if report is not None:
+                    return False
+                report = child
+            elif tag == _DEVICE:
+                # The first one counts, as for ``find``.
+                device = device if device is not None else child
+            elif tag not in LEAN_COMPANIONS:
+                return False
+        if report is None:
+            return False
+        try:
+            app_jid = JID(xml.get("to", ""))
+        except InvalidJID:
+            return False
+        kind = _KINDS[report.tag]
+        message_id = report.get("id", "")
+        if not _reportable(kind, app_jid, message_id):
+            return True
+        try:
+            sender = JID(xml.get("from", ""))
+        except InvalidJID:
+            return False
+        feedback = _feedback(kind, app_jid, sender, message_id, "", device)
+        task = asyncio.ensure_future(self._report_taken(feedback, xml))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+        return True
+
+    async def _report_taken(self, feedback: Feedback, xml: ET.Element) -> None:
+        try:
+            await self._report(feedback)
+        except Exception as error:
+            # The handlers' way: slixmpp answers the stanza with an error and logs.
+            Message(self._xmpp, xml, recv=True).exception(error)  # type: ignore[no-untyped-call]
+
     async def _received(self, message: Message) -> None:
         if message["type"] == "error":
             return
-        element = message.xml.find(f"{{{_RECEIPTS}}}received")
+        element = message.xml.find(_RECEIVED)
         await self._hand_on(
             FeedbackKind.DELIVERED, message, element.get("id", "") if element is not None else ""
         )
@@ -71,32 +153,60 @@ class FeedbackHandlers:
         self, kind: FeedbackKind, message: Message, message_id: str, condition: str = ""
     ) -> None:
         app_jid = message["to"]
-        if not app_jid.user or not MESSAGE_ID.fullmatch(message_id or ""):
-            log.debug("ignored %s without an app JID or a valid message id", kind.value)
+        if not _reportable(kind, app_jid, message_id):
             return
-        feedback = Feedback(
-            kind,
-            str(app_jid.bare),
-            str(message["from"]),
-            message_id,
-            condition,
-            "" if kind is FeedbackKind.BOUNCED else _device(message),
+        await self._report(
+            _feedback(
+                kind,
+                app_jid,
+                message["from"],
+                message_id,
+                condition,
+                message.xml.find(_DEVICE),
+            )
         )
+
+    async def _report(self, feedback: Feedback) -> None:
         log.info(
             "%s: message %s from %s (%s)%s",
-            kind.value,
-            message_id,
+            feedback.kind.value,
+            feedback.message_id,
             feedback.app_jid,
             feedback.sender,
-            f": {condition}" if condition else "",
+            f": {feedback.condition}" if feedback.condition else "",
         )
         for sink in self._sinks:
             await sink.report(feedback)
 
 
-def _device(message: Message) -> str:
-    tag = message.xml.find(f"{{{DEVICE_NAMESPACE}}}device")
+def _reportable(kind: FeedbackKind, app_jid: JID, message_id: str) -> bool:
+    if not app_jid.user or not MESSAGE_ID.fullmatch(message_id or ""):
+        log.debug("ignored %s without an app JID or a valid message id", kind.value)
+        return False
+    return True
+
+
+def _feedback(
+    kind: FeedbackKind,
+    app_jid: JID,
+    sender: JID,
+    message_id: str,
+    condition: str,
+    device: ET.Element | None,
+) -> Feedback:
+    return Feedback(
+        kind,
+        str(app_jid.bare),
+        str(sender),
+        message_id,
+        condition,
+        "" if kind is FeedbackKind.BOUNCED else _device(device, sender),
+    )
+
+
+def _device(tag: ET.Element | None, sender: JID) -> str:
+    """The device id the reporter announced, if well formed; else its resource."""
     announced = tag.get("id", "") if tag is not None else ""
     if announced.isascii() and announced.isdigit() and len(announced) <= 10:
         return announced
-    return str(message["from"].resource)[:128]
+    return str(sender.resource)[:128]
