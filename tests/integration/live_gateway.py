@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from cmaas.admin import AdminService, RegisterAppRequest
@@ -32,6 +32,10 @@ class FeedbackLog:
 
     async def report(self, feedback: Feedback) -> None:
         self.queues[feedback.kind].put_nowait(feedback)
+
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
+        for feedback in feedbacks:
+            await self.report(feedback)
 
     async def next(self, kind: FeedbackKind, within: float = 15.0) -> Feedback:
         async with asyncio.timeout(within):

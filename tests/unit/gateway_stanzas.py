@@ -6,6 +6,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ class RecordedFeedback:
 
     async def report(self, feedback: Feedback) -> None:
         self.items.append(feedback)
+
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
+        self.items.extend(feedbacks)
 
 
 class PausableTransport:

@@ -5,7 +5,7 @@ leaves every other stanza to them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from slixmpp import Message
 from slixmpp.test import mocksocket
@@ -145,6 +145,22 @@ class FailingSink:
     async def report(self, feedback: Feedback) -> None:
         raise RuntimeError("the store is down")
 
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
+        raise RuntimeError("the store is down")
+
+
+class BatchSink:
+    """A sink that keeps each call's feedback apart."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Feedback]] = []
+
+    async def report(self, feedback: Feedback) -> None:
+        pass  # the usual path's, one at a time: not what this sink looks at
+
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
+        self.batches.append(list(feedbacks))
+
 
 class TestLeanFeedback(GatewayStanzaTest):
     def setUp(self) -> None:
@@ -220,13 +236,41 @@ class TestLeanFeedback(GatewayStanzaTest):
         assert self.outcome(stanza, lean=True) == usual
         assert self.taken == [False, True]
 
-    def test_receipts_keep_their_order_among_other_stanzas(self) -> None:
-        self.recv(message(RECEIPT + DEVICE))
-        self.recv(message("<body>x</body>" + MARKER))
-        self.recv(message("<received xmlns='urn:xmpp:receipts' id='m-3'/>"))
-        _, written = self.outcome(message(MARKER.replace("m-1", "m-4")), lean=True)
+    def test_one_read_is_handed_on_at_once_in_the_streams_order(self) -> None:
+        batches = BatchSink()
+        self.xmpp.feedback.subscribe(batches)
+        bounce = (
+            f"<message type='error' from='alice@cmaas.test' to='{APP}' id='m-2'>"
+            "<error type='cancel'><service-unavailable"
+            " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+        )
+        read = "".join(
+            (
+                message(RECEIPT + DEVICE),
+                message(MARKER + DEVICE),
+                bounce,  # the usual way, between them
+                message("<received xmlns='urn:xmpp:receipts' id='m-3'/>"),
+                message("<body>x</body>" + MARKER.replace("m-1", "m-4")),
+                message(MARKER.replace("m-1", "m-5")),
+            )
+        )
+        feedback, written = self.outcome(read, lean=True)
         assert written == []
-        assert self.taken == [True, False, True, True]
+        assert self.taken == [True, True, False, True, False, True]
+        assert [(f.kind, f.message_id) for f in feedback] == [
+            (FeedbackKind.DELIVERED, "m-1"),
+            (FeedbackKind.DISPLAYED, "m-1"),
+            (FeedbackKind.BOUNCED, "m-2"),
+            (FeedbackKind.DELIVERED, "m-3"),
+            (FeedbackKind.DISPLAYED, "m-4"),
+            (FeedbackKind.DISPLAYED, "m-5"),
+        ]
+        # What the lean path took before each stanza that went the usual way: one call.
+        assert [[f.message_id for f in batch] for batch in batches.batches] == [
+            ["m-1", "m-1"],
+            ["m-3"],
+            ["m-5"],
+        ]
 
     def test_other_stanzas_take_the_usual_way(self) -> None:
         for stanza in (

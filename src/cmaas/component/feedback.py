@@ -60,7 +60,10 @@ class FeedbackHandlers:
         self._xmpp = xmpp
         self._sinks: list[FeedbackSink] = []
         self._message_tag = f"{{{xmpp.default_ns}}}message"
-        # The lean path's reports in flight: the loop keeps only weak references to tasks.
+        # What the lean path took and has not handed on yet, with the stanzas to answer
+        # should a sink fail; and its reports in flight (the loop keeps only weak
+        # references to tasks).
+        self._taken: list[tuple[Feedback, ET.Element]] = []
         self._reports: set[asyncio.Task[None]] = set()
 
     def subscribe(self, sink: FeedbackSink) -> None:
@@ -82,8 +85,9 @@ class FeedbackHandlers:
         """Hand on a receipt or displayed marker straight from its parsed element, if it
         has the usual shape: one ``<received/>`` or ``<displayed/>``, nothing nested,
         beside it only :data:`LEAN_COMPANIONS`, not of type ``error``, with ``to`` and
-        ``from`` valid JIDs. The checks and the feedback are the handlers' own, and the
-        report runs in a task of its own as theirs does, so the stream's order is kept.
+        ``from`` valid JIDs. The checks and the feedback are the handlers' own; what is
+        taken is handed on in one task per read of the stream, after what came before it
+        (:meth:`flush`).
 
         Returns: ``False`` when ``xml`` is not such a message: it must go the usual way.
         """
@@ -118,18 +122,33 @@ class FeedbackHandlers:
             sender = JID(xml.get("from", ""))
         except InvalidJID:
             return False
-        feedback = _feedback(kind, app_jid, sender, message_id, "", device)
-        task = asyncio.ensure_future(self._report_taken(feedback, xml))
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
+        if not self._taken:
+            self._xmpp.loop.call_soon(self.flush)
+        self._taken.append((_feedback(kind, app_jid, sender, message_id, "", device), xml))
         return True
 
-    async def _report_taken(self, feedback: Feedback, xml: ET.Element) -> None:
+    def flush(self) -> None:
+        """Start handing on what :meth:`take` took, all in one task (one per read of the
+        stream, not one per receipt). Called before a stanza goes the usual way too, so
+        that the sinks hear feedback in the stream's order."""
+        if not self._taken:
+            return
+        taken, self._taken = self._taken, []
+        task = asyncio.ensure_future(self._report_taken(taken))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report_taken(self, taken: list[tuple[Feedback, ET.Element]]) -> None:
+        feedbacks = [feedback for feedback, _ in taken]
+        for feedback in feedbacks:
+            _log_feedback(feedback)
         try:
-            await self._report(feedback)
+            for sink in self._sinks:
+                await sink.report_all(feedbacks)
         except Exception as error:
-            # The handlers' way: slixmpp answers the stanza with an error and logs.
-            Message(self._xmpp, xml, recv=True).exception(error)  # type: ignore[no-untyped-call]
+            # The handlers' way: slixmpp answers each stanza with an error and logs.
+            for _, xml in taken:
+                Message(self._xmpp, xml, recv=True).exception(error)  # type: ignore[no-untyped-call]
 
     async def _received(self, message: Message) -> None:
         if message["type"] == "error":
@@ -167,16 +186,20 @@ class FeedbackHandlers:
         )
 
     async def _report(self, feedback: Feedback) -> None:
-        log.info(
-            "%s: message %s from %s (%s)%s",
-            feedback.kind.value,
-            feedback.message_id,
-            feedback.app_jid,
-            feedback.sender,
-            f": {feedback.condition}" if feedback.condition else "",
-        )
+        _log_feedback(feedback)
         for sink in self._sinks:
             await sink.report(feedback)
+
+
+def _log_feedback(feedback: Feedback) -> None:
+    log.info(
+        "%s: message %s from %s (%s)%s",
+        feedback.kind.value,
+        feedback.message_id,
+        feedback.app_jid,
+        feedback.sender,
+        f": {feedback.condition}" if feedback.condition else "",
+    )
 
 
 def _reportable(kind: FeedbackKind, app_jid: JID, message_id: str) -> bool:

@@ -408,6 +408,7 @@ class GatewayComponent(ComponentXMPP):
         xml = self.incoming_filter(xml)
         if self._max_depth >= _LEAN_DEPTH and self.feedback.take(xml):
             return
+        self.feedback.flush()  # the feedback that came before it, first
         super()._spawn_event(xml)
 
     def _refuse_deep(self, stanza: RootStanza) -> RootStanza | None:
