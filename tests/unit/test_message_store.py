@@ -37,7 +37,7 @@ from cmaas.keystore import (
 )
 from cmaas.keystore._db import Db, Params, Row
 from cmaas.keystore._sql import GroupCommit, SqliteThread
-from cmaas.keystore.messages import _add_events, _apply_changes
+from cmaas.keystore.messages import _add_events, _apply_changes, _ChangeBatch
 from cmaas.lifecycle import (
     MessageStatus,
     Priority,
@@ -902,3 +902,20 @@ async def test_events_alike_in_a_batch_are_inserted_one_by_one(
         recorded = await _add_events(db, twice)
     assert [recorded[n].detail for n in (0, 1)] == ["first", "second"]
     assert recorded[0].event_id < recorded[1].event_id
+
+
+def test_a_closed_batch_takes_no_more_changes() -> None:
+    """Its transaction has read what it holds (on another thread, for SQLite): a change
+    joining later goes to the next batch, never into one already being recorded."""
+    loop = asyncio.new_event_loop()
+    try:
+        batch = _ChangeBatch(loop.create_future())
+        first = change("a", MessageStatus.DELIVERED, "1")
+        assert batch.join([first]) == 0
+        assert batch.join([first, first]) == 1
+        taken = batch.close()
+        assert batch.join([change("b", MessageStatus.DELIVERED, "1")]) is None
+        assert taken == (first, first, first)
+        assert batch.close() == taken
+    finally:
+        loop.close()

@@ -66,10 +66,8 @@ class SqlMessageStore:
         self._write = write
         self._clock_ms = clock_ms
         self._listeners: list[EventListener] = []
-        # Status changes wait here for the next transaction; the lock because a batch
-        # is closed where the transaction runs (SQLite: on the writer's thread).
+        # Status changes wait here for the next transaction.
         self._batch: _ChangeBatch | None = None
-        self._batch_lock = threading.Lock()
         self._batches: set[asyncio.Task[None]] = set()
 
     def listen(self, listener: EventListener) -> None:
@@ -345,27 +343,23 @@ class SqlMessageStore:
         owned, by_owner = _owned_by(owner)
 
         async def work(db: Db) -> list[StatusEvent]:
-            events: list[StatusEvent] = []
-            for seq in seqs:
-                row = await db.one(
+            moved: dict[int, StatusChange] = {}
+            for chunk in _chunks(seqs):
+                rows = await db.all(
                     "UPDATE messages SET status = 'dispatched', dispatched_ms = ?,"  # noqa: S608
-                    " updated_ms = ? WHERE seq = ? AND status = 'accepted'"
+                    f" updated_ms = ? WHERE seq IN ({_marks(len(chunk))}) AND status = 'accepted'"
                     + owned
-                    + " RETURNING app_id, message_id",
-                    (at_ms, at_ms, seq, *by_owner),
+                    + " RETURNING seq, app_id, message_id",
+                    (at_ms, at_ms, *chunk, *by_owner),
                 )
-                if row is not None:
-                    events.append(
-                        await _add_event(
-                            db,
-                            seq,
-                            row["app_id"],
-                            row["message_id"],
-                            MessageStatus.DISPATCHED,
-                            at_ms,
-                        )
+                for row in rows:
+                    moved[row["seq"]] = StatusChange(
+                        row["app_id"], row["message_id"], MessageStatus.DISPATCHED, at_ms
                     )
-            return events
+            # The events in the order of ``seqs``, as one statement each would add them.
+            added = [(seq, seq, moved.pop(seq)) for seq in seqs if seq in moved]
+            recorded = await _add_events(db, added)
+            return [recorded[seq] for seq, _, _ in added]
 
         return await self._write_events(work, urgent=urgent)
 
@@ -390,14 +384,12 @@ class SqlMessageStore:
         """The batch that ``changes`` join, and where in it they start. A batch takes
         changes until its transaction begins, so the receipts that arrive while one
         commits are recorded together in the next, with a few statements in all."""
-        with self._batch_lock:
-            batch = self._batch
-            opened = batch is None or batch.closed or len(batch.changes) >= _CHANGES_PER_BATCH
-            if batch is None or opened:
-                batch = self._batch = _ChangeBatch(asyncio.get_running_loop().create_future())
-            start = len(batch.changes)
-            batch.changes.extend(changes)
-        if opened:
+        batch = self._batch
+        start = None if batch is None else batch.join(changes)
+        if batch is None or start is None:
+            batch = self._batch = _ChangeBatch(asyncio.get_running_loop().create_future())
+            start = batch.join(changes)
+            assert start == 0  # a new batch takes any number
             task = asyncio.create_task(self._record_batch(batch), name="cmaas status changes")
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
@@ -729,18 +721,32 @@ _ROWS_PER_STATEMENT = 200
 
 @dataclass(slots=True)
 class _ChangeBatch:
-    """Status changes recorded in one transaction, and each one's events."""
+    """Status changes recorded in one transaction, and each one's events.
+
+    Changes join on the event loop's thread and the batch is closed where its
+    transaction runs (SQLite: the writer's thread), hence the lock.
+    """
 
     outcome: asyncio.Future[list[list[StatusEvent]]]
     changes: list[StatusChange] = field(default_factory=list)
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def close(self) -> list[StatusChange]:
+    def join(self, changes: Sequence[StatusChange]) -> int | None:
+        """Add ``changes``; returns where they start, or ``None`` when the batch is
+        closed or full (an empty one takes any number)."""
+        with self.lock:
+            if self.closed or (self.changes and len(self.changes) >= _CHANGES_PER_BATCH):
+                return None
+            start = len(self.changes)
+            self.changes.extend(changes)
+            return start
+
+    def close(self) -> tuple[StatusChange, ...]:
         """Take no more changes; returns those taken."""
         with self.lock:
             self.closed = True
-            return self.changes
+            return tuple(self.changes)
 
 
 @dataclass(slots=True)
