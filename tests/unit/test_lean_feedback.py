@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from slixmpp import Message
 from slixmpp.test import mocksocket
@@ -14,6 +15,7 @@ from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from cmaas.component.feedback import LEAN_COMPANIONS
+from cmaas.component.gateway import GatewayComponent
 from cmaas.delivery.tracker import Feedback, FeedbackKind
 
 from .gateway_stanzas import DOMAIN, USER, GatewayStanzaTest
@@ -163,11 +165,16 @@ class BatchSink:
 
 
 class TestLeanFeedback(GatewayStanzaTest):
+    @property
+    def gateway(self) -> GatewayComponent:
+        assert isinstance(self.xmpp, GatewayComponent)
+        return self.xmpp
+
     def setUp(self) -> None:
         super().setUp()
         self.taken: list[bool] = []
         self.lean = True
-        take = self.xmpp.feedback.take
+        take = self.gateway.feedback.take
 
         def observed_take(xml: ET.Element) -> bool:
             took = take(xml) if self.lean else False
@@ -175,7 +182,7 @@ class TestLeanFeedback(GatewayStanzaTest):
                 self.taken.append(took)
             return took
 
-        self.xmpp.feedback.take = observed_take  # type: ignore[method-assign]
+        self.gateway.feedback.take = observed_take  # type: ignore[method-assign]
         self.barriers = 0
 
         async def barrier(_message: Message) -> None:
@@ -228,7 +235,7 @@ class TestLeanFeedback(GatewayStanzaTest):
         assert self.taken == [True, True]
 
     def test_a_failing_sink_is_answered_alike_on_both_paths(self) -> None:
-        self.xmpp.feedback.subscribe(FailingSink())
+        self.gateway.feedback.subscribe(FailingSink())
         stanza = message(RECEIPT + DEVICE)
         usual = self.outcome(stanza, lean=False)
         assert len(usual[0]) == 1
@@ -238,7 +245,7 @@ class TestLeanFeedback(GatewayStanzaTest):
 
     def test_one_read_is_handed_on_at_once_in_the_streams_order(self) -> None:
         batches = BatchSink()
-        self.xmpp.feedback.subscribe(batches)
+        self.gateway.feedback.subscribe(batches)
         bounce = (
             f"<message type='error' from='alice@cmaas.test' to='{APP}' id='m-2'>"
             "<error type='cancel'><service-unavailable"
@@ -287,9 +294,11 @@ class TestLeanFeedback(GatewayStanzaTest):
     def test_what_the_lean_path_takes_no_other_handler_would_match(self) -> None:
         """Every element a lean receipt or marker may carry, against every handler and
         filter the gateway has: were a handler added that matches one, this fails."""
-        handlers: list[object] = self.xmpp._XMLStream__handlers  # type: ignore[attr-defined]
-        filters: dict[str, list[Callable[..., object]]] = self.xmpp._XMLStream__filters  # type: ignore[attr-defined]
-        assert filters["in"] == [self.xmpp._refuse_deep]
+        # slixmpp keeps them in name-mangled attributes of XMLStream.
+        stream: Any = self.gateway
+        handlers: list[Any] = stream._XMLStream__handlers
+        filters: dict[str, list[Callable[..., object]]] = stream._XMLStream__filters
+        assert filters["in"] == [self.gateway._refuse_deep]
         companions = "".join(
             f"<{tag.split('}')[1]} xmlns='{tag[1:].split('}')[0]}'/>" for tag in LEAN_COMPANIONS
         )
@@ -299,7 +308,7 @@ class TestLeanFeedback(GatewayStanzaTest):
                     "<message ", f"<message xmlns='{self.xmpp.default_ns}' "
                 )
             )
-            assert self.xmpp.feedback.take(xml)
+            assert self.gateway.feedback.take(xml)
             stanza = self.xmpp._build_stanza(xml)
-            matched = [h.name for h in handlers if h.match(stanza)]  # type: ignore[attr-defined]
+            matched = [h.name for h in handlers if h.match(stanza)]
             assert matched == [handler]

@@ -148,7 +148,7 @@ class FeedbackHandlers:
         except Exception as error:
             # The handlers' way: slixmpp answers each stanza with an error and logs.
             for _, xml in taken:
-                Message(self._xmpp, xml, recv=True).exception(error)  # type: ignore[no-untyped-call]
+                Message(self._xmpp, xml, recv=True).exception(error)
 
     async def _received(self, message: Message) -> None:
         if message["type"] == "error":

@@ -405,7 +405,7 @@ class GatewayComponent(ComponentXMPP):
         of its handling. A stanza the lean path takes has no element below its
         children, so the depth limit, checked first on the usual path, holds for it.
         """
-        xml = self.incoming_filter(xml)
+        xml = self.incoming_filter(xml)  # type: ignore[no-untyped-call]
         if self._max_depth >= _LEAN_DEPTH and self.feedback.take(xml):
             return
         self.feedback.flush()  # the feedback that came before it, first

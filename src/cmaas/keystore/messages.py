@@ -833,11 +833,11 @@ async def _tracked_messages(
             if change.device and (key := (change.app_id, change.message_id)) in tracked
         }
     )
-    for chunk in _chunks(reporting):
+    for seqs in _chunks(reporting):
         rows = await db.all(
-            f"SELECT seq, device, status FROM status_events WHERE seq IN ({_marks(len(chunk))})"  # noqa: S608
+            f"SELECT seq, device, status FROM status_events WHERE seq IN ({_marks(len(seqs))})"  # noqa: S608
             " AND device <> ''",
-            chunk,
+            seqs,
         )
         for row in rows:
             by_seq[row["seq"]].reported.add((row["device"], row["status"]))
