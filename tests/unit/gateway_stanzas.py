@@ -118,6 +118,12 @@ class GatewayStanzaTest(SlixTest):
         self.xmpp.use_presence_ids = False
         self.xmpp.event("session_start")
 
+    @property
+    def gateway(self) -> GatewayComponent:
+        """The stream under test, as the gateway's own type."""
+        assert isinstance(self.xmpp, GatewayComponent)
+        return self.xmpp
+
     def new_engine(self, commands: list[Command] | None = None) -> AdhocEngine:
         """An engine on this test's keystore, with command objects of its own."""
         return AdhocEngine(

@@ -36,11 +36,6 @@ REVOKE = "urn:cmaas:cmd:device-revoke"
 
 
 class TestOutbound(GatewayStanzaTest):
-    @property
-    def gateway(self) -> GatewayComponent:
-        assert isinstance(self.xmpp, GatewayComponent)
-        return self.xmpp
-
     def test_sealed_message_is_the_spec_stanza(self) -> None:
         self.gateway.send_sealed("bank", "alice@cmaas.test", "m-1", '{"v":1}')
         self.expect(

@@ -15,7 +15,6 @@ from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from cmaas.component.feedback import LEAN_COMPANIONS
-from cmaas.component.gateway import GatewayComponent
 from cmaas.delivery.tracker import Feedback, FeedbackKind
 
 from .gateway_stanzas import DOMAIN, USER, GatewayStanzaTest
@@ -165,11 +164,6 @@ class BatchSink:
 
 
 class TestLeanFeedback(GatewayStanzaTest):
-    @property
-    def gateway(self) -> GatewayComponent:
-        assert isinstance(self.xmpp, GatewayComponent)
-        return self.xmpp
-
     def setUp(self) -> None:
         super().setUp()
         self.taken: list[bool] = []
