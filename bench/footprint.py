@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench.gateway import (
     BenchGateway,
+    bench_session,
     delivered_count,
     gateway_process,
     submit_all,
@@ -85,7 +84,7 @@ async def footprint(server: XmppServer, settings: Settings) -> Row:
     }
     figures: dict[str, Any] = {}
     async with (
-        aiohttp.ClientSession() as session,
+        bench_session() as session,
         gateway_process(server, session, workdir(server, "f"), extra_env) as gateway,
     ):
         pid = gateway.process.pid

@@ -33,6 +33,10 @@ class FeedbackLog:
     async def report(self, feedback: Feedback) -> None:
         self.queues[feedback.kind].put_nowait(feedback)
 
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
+        for feedback in feedbacks:
+            await self.report(feedback)
+
     async def next(self, kind: FeedbackKind, within: float = 15.0) -> Feedback:
         async with asyncio.timeout(within):
             return await self.queues[kind].get()

@@ -6,6 +6,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ class RecordedFeedback:
 
     async def report(self, feedback: Feedback) -> None:
         self.items.append(feedback)
+
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
+        self.items.extend(feedbacks)
 
 
 class PausableTransport:
@@ -113,6 +117,12 @@ class GatewayStanzaTest(SlixTest):
         self.xmpp.use_message_ids = False
         self.xmpp.use_presence_ids = False
         self.xmpp.event("session_start")
+
+    @property
+    def gateway(self) -> GatewayComponent:
+        """The stream under test, as the gateway's own type."""
+        assert isinstance(self.xmpp, GatewayComponent)
+        return self.xmpp
 
     def new_engine(self, commands: list[Command] | None = None) -> AdhocEngine:
         """An engine on this test's keystore, with command objects of its own."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 
 import pytest
 from slixmpp import JID
@@ -37,11 +38,6 @@ REVOKE = "urn:cmaas:cmd:device-revoke"
 
 
 class TestOutbound(GatewayStanzaTest):
-    @property
-    def gateway(self) -> GatewayComponent:
-        assert isinstance(self.xmpp, GatewayComponent)
-        return self.xmpp
-
     def test_sealed_message_is_the_spec_stanza(self) -> None:
         self.gateway.send_sealed("bank", "alice@cmaas.test", "m-1", '{"v":1}')
         self.expect(
@@ -243,8 +239,11 @@ class _Gate:
         self.items: list[Feedback] = []
 
     async def report(self, feedback: Feedback) -> None:
+        await self.report_all((feedback,))
+
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
         await self.open.wait()
-        self.items.append(feedback)
+        self.items.extend(feedbacks)
 
 
 def _receipts(count: int) -> bytes:

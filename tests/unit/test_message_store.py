@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,7 +35,9 @@ from cmaas.keystore import (
     StatusEvent,
     issue_credentials,
 )
+from cmaas.keystore._db import Db, Params, Row
 from cmaas.keystore._sql import GroupCommit, SqliteThread
+from cmaas.keystore.messages import _add_events, _apply_changes, _ChangeBatch
 from cmaas.lifecycle import (
     MessageStatus,
     Priority,
@@ -792,3 +794,143 @@ async def test_one_nonce_submitted_at_two_instances_at_once_is_stored_once(
             "INSERT INTO request_nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)",
             ("cid", "n-1234567", 1),
         )
+
+
+def scenario(prefix: str) -> list[list[StatusChange]]:
+    """Receipts, markers and bounces as they arrive for the messages ``prefix`` 0 to 39:
+    one call of ``record`` each, repeats, other devices and hostile reports included."""
+    calls: list[list[StatusChange]] = []
+    for n in range(40):
+        m = f"{prefix}{n}"
+        calls.append([change(m, MessageStatus.DELIVERED, "1", reporter=ALICE)])
+        if n % 2:
+            calls.append([change(m, MessageStatus.DELIVERED, "1", reporter=ALICE)])  # repeated
+            calls.append([change(m, MessageStatus.READ, "1", reporter=ALICE)])
+        if n % 3 == 0:
+            calls.append([change(m, MessageStatus.DELIVERED, "2", reporter=ALICE)])
+            calls.append([change(m, MessageStatus.DELIVERED, "9", reporter=ALICE)])  # not sealed to
+        if n % 5 == 0:
+            calls.append([change(m, MessageStatus.DELIVERED, "2", reporter="mallory@cmaas.test")])
+            calls.append([change(m, MessageStatus.FAILED, detail="bounced")])  # too late
+        if n % 7 == 0:
+            calls.append(
+                [change(f"{prefix}ghost{n}", MessageStatus.DELIVERED, "1", reporter=ALICE)]
+            )
+    # Reported before any receipt: fails the message, whose receipts then count for nothing.
+    calls.insert(0, [change(f"{prefix}39", MessageStatus.FAILED, detail="bounced: gone")])
+    calls.append(
+        [
+            change(f"{prefix}38", MessageStatus.READ, "2", reporter=ALICE),
+            change(f"{prefix}38", MessageStatus.READ, "2", reporter=ALICE),
+        ]
+    )
+    return calls
+
+
+async def test_changes_recorded_together_come_out_as_one_at_a_time(
+    keystore: AnyKeystore, app: str
+) -> None:
+    store = keystore.messages
+    outcomes = await submit(
+        keystore, *(message(f"{prefix}{n}") for prefix in "ab" for n in range(40))
+    )
+    await store.mark_dispatched(
+        [o.seq for o in outcomes if isinstance(o, MessageRecord)], 1_800_000_050_000
+    )
+    commits: list[int] = []
+    store.listen(lambda events: commits.append(len(events)))
+    one_at_a_time = [await store.record(calls) for calls in scenario("a")]
+    assert len(commits) == sum(1 for events in one_at_a_time if events)
+    commits.clear()
+    together = await asyncio.gather(*(store.record(calls) for calls in scenario("b")))
+    assert len(commits) <= 2, "the concurrent calls share one or two transactions"
+    assert sum(commits) == sum(len(events) for events in together)
+
+    def seen(events: list[StatusEvent], prefix: str) -> list[tuple[str, str, str, str]]:
+        return [
+            (e.message_id.removeprefix(prefix), e.status.value, e.device, e.detail) for e in events
+        ]
+
+    assert [seen(events, "a") for events in one_at_a_time] == [
+        seen(events, "b") for events in together
+    ]
+    # 40 receipts of device 1, 20 reads, 14 receipts of device 2, the failure and one
+    # read of device 2; message 39 failed first, so its 3 reports count for nothing.
+    assert sum(len(events) for events in together) == 40 + 20 + 14 + 1 + 1 - 3
+    for n in range(40):
+        (a, a_history), (b, b_history) = [await store.get(APP, f"{p}{n}") for p in "ab"]
+        assert (a.status, a.detail) == (b.status, b.detail)
+        assert seen(a_history, "a") == seen(b_history, "b")
+    ids = [e.event_id for events in together for e in events]
+    assert len(set(ids)) == len(ids)
+
+
+async def test_a_batch_of_changes_takes_a_few_statements(keystore: AnyKeystore, app: str) -> None:
+    store = keystore.messages
+    outcomes = await submit(keystore, *(message(f"m{n}") for n in range(300)))
+    await store.mark_dispatched(
+        [o.seq for o in outcomes if isinstance(o, MessageRecord)], 1_800_000_050_000
+    )
+    statements: list[str] = []
+
+    class CountingDb:
+        def __init__(self, db: Db) -> None:
+            self.db = db
+
+        async def one(self, sql: str, params: Params = ()) -> Row | None:
+            statements.append(sql)
+            return await self.db.one(sql, params)
+
+        async def all(self, sql: str, params: Params = ()) -> list[Row]:
+            statements.append(sql)
+            return await self.db.all(sql, params)
+
+        async def run(self, sql: str, params: Params = ()) -> int:
+            statements.append(sql)
+            return await self.db.run(sql, params)
+
+        async def many(self, sql: str, rows: Iterable[Params]) -> None:
+            statements.append(sql)
+            await self.db.many(sql, rows)
+
+    changes = [change(f"m{n}", MessageStatus.DELIVERED, "1", reporter=ALICE) for n in range(300)]
+    async with store._tx.write() as db:
+        recorded = await _apply_changes(CountingDb(db), changes)
+    assert [len(events) for events in recorded] == [1] * 300
+    # The messages, the devices' events and the inserts in chunks of 200; the moves in one.
+    assert len(statements) == 2 + 2 + 1 + 2
+    stored, history = await store.get(APP, "m299")
+    assert stored.status is MessageStatus.DELIVERED
+    assert [e.status.value for e in history][-1] == "delivered"
+
+
+async def test_events_alike_in_a_batch_are_inserted_one_by_one(
+    keystore: AnyKeystore, app: str
+) -> None:
+    (record,) = await submit(keystore, message("m"))
+    assert isinstance(record, MessageRecord)
+    twice = [
+        (0, record.seq, change("m", MessageStatus.DELIVERED, "1", detail="first")),
+        (1, record.seq, change("m", MessageStatus.DELIVERED, "1", detail="second")),
+    ]
+    async with keystore.messages._tx.write() as db:
+        recorded = await _add_events(db, twice)
+    assert [recorded[n].detail for n in (0, 1)] == ["first", "second"]
+    assert recorded[0].event_id < recorded[1].event_id
+
+
+def test_a_closed_batch_takes_no_more_changes() -> None:
+    """Its transaction has read what it holds (on another thread, for SQLite): a change
+    joining later goes to the next batch, never into one already being recorded."""
+    loop = asyncio.new_event_loop()
+    try:
+        batch = _ChangeBatch(loop.create_future())
+        first = change("a", MessageStatus.DELIVERED, "1")
+        assert batch.join([first]) == 0
+        assert batch.join([first, first]) == 1
+        taken = batch.close()
+        assert batch.join([change("b", MessageStatus.DELIVERED, "1")]) is None
+        assert taken == (first, first, first)
+        assert batch.close() == taken
+    finally:
+        loop.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,6 +90,10 @@ class FeedbackSink(Protocol):
 
     async def report(self, feedback: Feedback) -> None: ...
 
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
+        """As :meth:`report` for each, in order: what one read of the stream brought."""
+        ...
+
 
 class StatusTracker:
     """Records receipts (``delivered``), displayed markers (``read``) and bounces
@@ -112,12 +116,27 @@ class StatusTracker:
 
     async def report(self, feedback: Feedback) -> None:
         """Record the status ``feedback`` stands for, if it moves the message on."""
+        await self.report_all((feedback,))
+
+    async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
+        """Record the statuses ``feedbacks`` stand for, in one call of the store."""
+        changes = []
+        for feedback in feedbacks:
+            change = await self._change(feedback)
+            if change is not None:
+                changes.append(change)
+        if changes:
+            await self._store.record(changes)
+
+    async def _change(self, feedback: Feedback) -> StatusChange | None:
+        """The change ``feedback`` stands for; ``None`` for a copy returned by one client,
+        which is handled here."""
         detail = ""
         if feedback.kind is FeedbackKind.BOUNCED:
             condition = feedback.condition or "undefined-condition"
             if feedback.resource or feedback.condition == "recipient-unavailable":
                 await self._returned_copy(feedback, condition)
-                return
+                return None
             status = MessageStatus.FAILED
             explained = _EXPLAINED.get(condition, "the IM server returned the message")
             detail = f"bounced by {feedback.sender}: {condition} ({explained})"
@@ -125,7 +144,7 @@ class StatusTracker:
             status = MessageStatus.READ
         else:
             status = MessageStatus.DELIVERED
-        change = StatusChange(
+        return StatusChange(
             feedback.app_id,
             feedback.message_id,
             status,
@@ -134,7 +153,6 @@ class StatusTracker:
             detail,
             feedback.reporter,
         )
-        await self._store.record([change])
 
     async def _returned_copy(self, feedback: Feedback, condition: str) -> None:
         """One copy came back, not the message: try again where the person can get it."""

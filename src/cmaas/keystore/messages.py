@@ -9,7 +9,11 @@ shares its fsyncs. A write returns only once committed.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from cmaas.keystore._db import Db, Row, Runner, Transactions, Work, database_ms
 from cmaas.keystore._rows import (
@@ -34,6 +38,8 @@ from cmaas.keystore.models import (
     Takeover,
 )
 from cmaas.lifecycle import MessageStatus, Priority, StatusChange, transition
+
+T = TypeVar("T")
 
 __all__ = ["EventListener", "SqlMessageStore"]
 
@@ -60,6 +66,9 @@ class SqlMessageStore:
         self._write = write
         self._clock_ms = clock_ms
         self._listeners: list[EventListener] = []
+        # Status changes wait here for the next transaction.
+        self._batch: _ChangeBatch | None = None
+        self._batches: set[asyncio.Task[None]] = set()
 
     def listen(self, listener: EventListener) -> None:
         """Call ``listener`` with the events of each commit from now on."""
@@ -340,27 +349,23 @@ class SqlMessageStore:
         owned, by_owner = _owned_by(owner)
 
         async def work(db: Db) -> list[StatusEvent]:
-            events: list[StatusEvent] = []
-            for seq in seqs:
-                row = await db.one(
+            moved: dict[int, StatusChange] = {}
+            for chunk in _chunks(seqs):
+                rows = await db.all(
                     "UPDATE messages SET status = 'dispatched', dispatched_ms = ?,"  # noqa: S608
-                    " updated_ms = ? WHERE seq = ? AND status = 'accepted'"
+                    f" updated_ms = ? WHERE seq IN ({_marks(len(chunk))}) AND status = 'accepted'"
                     + owned
-                    + " RETURNING app_id, message_id",
-                    (at_ms, at_ms, seq, *by_owner),
+                    + " RETURNING seq, app_id, message_id",
+                    (at_ms, at_ms, *chunk, *by_owner),
                 )
-                if row is not None:
-                    events.append(
-                        await _add_event(
-                            db,
-                            seq,
-                            row["app_id"],
-                            row["message_id"],
-                            MessageStatus.DISPATCHED,
-                            at_ms,
-                        )
+                for row in rows:
+                    moved[row["seq"]] = StatusChange(
+                        row["app_id"], row["message_id"], MessageStatus.DISPATCHED, at_ms
                     )
-            return events
+            # The events in the order of ``seqs``, as one statement each would add them.
+            added = [(seq, seq, moved.pop(seq)) for seq in seqs if seq in moved]
+            recorded = await _add_events(db, added)
+            return [recorded[seq] for seq, _, _ in added]
 
         return await self._write_events(work, urgent=urgent)
 
@@ -375,10 +380,46 @@ class SqlMessageStore:
         Returns: the events recorded.
         """
 
-        async def work(db: Db) -> list[StatusEvent]:
-            return [event for change in changes for event in await _apply_change(db, change)]
+        if not changes:
+            return []
+        batch, start = self._join_batch(changes)
+        per_change = await asyncio.shield(batch.outcome)
+        return [event for events in per_change[start : start + len(changes)] for event in events]
 
-        return await self._write_events(work)
+    def _join_batch(self, changes: Sequence[StatusChange]) -> tuple[_ChangeBatch, int]:
+        """The batch that ``changes`` join, and where in it they start. A batch takes
+        changes until its transaction begins, so the receipts that arrive while one
+        commits are recorded together in the next, with a few statements in all."""
+        batch = self._batch
+        start = None if batch is None else batch.join(changes)
+        if batch is None or start is None:
+            batch = self._batch = _ChangeBatch(asyncio.get_running_loop().create_future())
+            start = batch.join(changes)
+            assert start == 0  # a new batch takes any number
+            task = asyncio.create_task(self._record_batch(batch), name="cmaas status changes")
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        return batch, start
+
+    async def _record_batch(self, batch: _ChangeBatch) -> None:
+        async def work(db: Db) -> list[list[StatusEvent]]:
+            return await _apply_changes(db, batch.close())
+
+        try:
+            per_change = await self._write(work)
+        except asyncio.CancelledError:
+            batch.outcome.cancel()
+            raise
+        except Exception as error:
+            batch.outcome.set_exception(error)
+            # Seen by the callers; retrieved here too, in case every caller is gone.
+            batch.outcome.exception()
+            return
+        events = [event for events in per_change for event in events]
+        if events:
+            for listener in self._listeners:
+                listener(events)
+        batch.outcome.set_result(per_change)
 
     async def expire_due(self, now_ms: int, limit: int = 1000) -> list[StatusEvent]:
         """Expire pending messages whose ``expires_ms`` has passed."""
@@ -666,53 +707,199 @@ async def _add_event(
     return StatusEvent(int(row["event_id"]), app_id, message_id, status, at_ms, device, detail)
 
 
+# What is sealed is kept only while a resend may need it: data minimisation.
+_SET_STATUS = (
+    "UPDATE messages SET status = ?, detail = ?, updated_ms = ?,"
+    " envelope = CASE WHEN ? THEN envelope END, omemo = CASE WHEN ? THEN omemo END"
+    " WHERE seq = ?"
+)
+
+
 async def _set_status(db: Db, seq: int, status: MessageStatus, detail: str, at_ms: int) -> None:
-    # What is sealed is kept only while a resend may need it: data minimisation.
     keep = status.pending
-    await db.run(
-        "UPDATE messages SET status = ?, detail = ?, updated_ms = ?,"
-        " envelope = CASE WHEN ? THEN envelope END, omemo = CASE WHEN ? THEN omemo END"
-        " WHERE seq = ?",
-        (status.value, detail, at_ms, keep, keep, seq),
-    )
+    await db.run(_SET_STATUS, (status.value, detail, at_ms, keep, keep, seq))
 
 
-async def _apply_change(db: Db, change: StatusChange) -> list[StatusEvent]:
-    row = await db.one(
-        "SELECT seq, status, recipient_jid, sealed_to FROM messages"
-        " WHERE app_id = ? AND message_id = ?",
-        (change.app_id, change.message_id),
-    )
-    if row is None:
-        return []
-    seq = row["seq"]
-    # The rule asks, synchronously, whether the reporting device reported a status
-    # before, and only for a device's change: that device's reports are read up front.
-    seen: set[str] = set()
-    if change.device:
-        reports = await db.all(
-            "SELECT status FROM status_events WHERE seq = ? AND device = ?", (seq, change.device)
+_CHANGES_PER_BATCH = 1000
+# Rows per statement: the parameters stay far below SQLite's and PostgreSQL's limits.
+_ROWS_PER_STATEMENT = 200
+
+
+@dataclass(slots=True)
+class _ChangeBatch:
+    """Status changes recorded in one transaction, and each one's events.
+
+    Changes join on the event loop's thread and the batch is closed where its
+    transaction runs (SQLite: the writer's thread), hence the lock.
+    """
+
+    outcome: asyncio.Future[list[list[StatusEvent]]]
+    changes: list[StatusChange] = field(default_factory=list)
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def join(self, changes: Sequence[StatusChange]) -> int | None:
+        """Add ``changes``; returns where they start, or ``None`` when the batch is
+        closed or full (an empty one takes any number)."""
+        with self.lock:
+            if self.closed or (self.changes and len(self.changes) >= _CHANGES_PER_BATCH):
+                return None
+            start = len(self.changes)
+            self.changes.extend(changes)
+            return start
+
+    def close(self) -> tuple[StatusChange, ...]:
+        """Take no more changes; returns those taken."""
+        with self.lock:
+            self.closed = True
+            return tuple(self.changes)
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """A message as the changes of one batch see it, their own effects included."""
+
+    seq: int
+    status: MessageStatus
+    recipient_jid: str | None
+    sealed_to: frozenset[str] | None
+    reported: set[tuple[str, str]] = field(default_factory=set)
+    """(device, status) of the events recorded for it."""
+
+
+async def _apply_changes(db: Db, changes: Sequence[StatusChange]) -> list[list[StatusEvent]]:
+    """Apply ``changes`` in order, as one at a time would, with a few statements for
+    all of them: the messages and their devices' events read in one query each, the
+    status changes run as one statement, the events inserted in one.
+
+    Returns: each change's events (none or one).
+    """
+    tracked = await _tracked_messages(db, changes)
+    moves: list[tuple[object, ...]] = []
+    added: list[tuple[int, int, StatusChange]] = []
+    for position, change in enumerate(changes):
+        message = tracked.get((change.app_id, change.message_id))
+        if message is None:
+            continue
+        step = transition(
+            message.status,
+            message.recipient_jid,
+            message.sealed_to,
+            change,
+            _reported_in(message.reported),
         )
-        seen = {report["status"] for report in reports}
-
-    def reported(device: str, status: MessageStatus) -> bool:
-        return device == change.device and status.value in seen
-
-    step = transition(
-        MessageStatus(row["status"]),
-        row["recipient_jid"],
-        sealed_to_set(row["sealed_to"]),
-        change,
-        reported,
-    )
-    if step is None:
-        return []
-    if step.moves:
-        await _set_status(db, seq, step.status, change.detail, change.at_ms)
+        if step is None:
+            continue
+        if step.moves:
+            message.status = step.status
+            keep = step.status.pending
+            moves.append((step.status.value, change.detail, change.at_ms, keep, keep, message.seq))
+        message.reported.add((change.device, change.status.value))
+        added.append((position, message.seq, change))
+    if moves:
+        await db.many(_SET_STATUS, moves)
+    recorded = await _add_events(db, added)
     return [
-        await _add_event(
-            db,
-            seq,
+        [recorded[position]] if position in recorded else [] for position in range(len(changes))
+    ]
+
+
+def _reported_in(seen: set[tuple[str, str]]) -> Callable[[str, MessageStatus], bool]:
+    return lambda device, status: (device, status.value) in seen
+
+
+async def _tracked_messages(
+    db: Db, changes: Sequence[StatusChange]
+) -> dict[tuple[str, str], _Tracked]:
+    wanted: dict[str, set[str]] = {}
+    for change in changes:
+        wanted.setdefault(change.app_id, set()).add(change.message_id)
+    tracked: dict[tuple[str, str], _Tracked] = {}
+    for app_id, message_ids in wanted.items():
+        for chunk in _chunks(sorted(message_ids)):
+            rows = await db.all(
+                "SELECT seq, message_id, status, recipient_jid, sealed_to FROM messages"  # noqa: S608
+                f" WHERE app_id = ? AND message_id IN ({_marks(len(chunk))})",
+                (app_id, *chunk),
+            )
+            for row in rows:
+                tracked[(app_id, row["message_id"])] = _Tracked(
+                    row["seq"],
+                    MessageStatus(row["status"]),
+                    row["recipient_jid"],
+                    sealed_to_set(row["sealed_to"]),
+                )
+    # The rule asks whether the reporting device reported a status before: the
+    # devices' events are read up front, for the messages a device reports on.
+    by_seq = {message.seq: message for message in tracked.values()}
+    reporting = sorted(
+        {
+            tracked[key].seq
+            for change in changes
+            if change.device and (key := (change.app_id, change.message_id)) in tracked
+        }
+    )
+    for seqs in _chunks(reporting):
+        rows = await db.all(
+            f"SELECT seq, device, status FROM status_events WHERE seq IN ({_marks(len(seqs))})"  # noqa: S608
+            " AND device <> ''",
+            seqs,
+        )
+        for row in rows:
+            by_seq[row["seq"]].reported.add((row["device"], row["status"]))
+    return tracked
+
+
+async def _add_events(
+    db: Db, added: Sequence[tuple[int, int, StatusChange]]
+) -> dict[int, StatusEvent]:
+    """Insert one event per (position, seq, change), several rows a statement.
+
+    Returns: each change's event, by its position.
+    """
+    recorded: dict[int, StatusEvent] = {}
+    for chunk in _chunks(added):
+        alike = len({(seq, change.status.value, change.device) for _, seq, change in chunk})
+        # Events alike in all but their detail (none that the rules let through) could
+        # not be told apart in the answer: one statement each.
+        for rows in [chunk] if alike == len(chunk) else [[row] for row in chunk]:
+            recorded.update(await _insert_events(db, rows))
+    return recorded
+
+
+async def _insert_events(
+    db: Db, added: Sequence[tuple[int, int, StatusChange]]
+) -> dict[int, StatusEvent]:
+    rows = await db.all(
+        "INSERT INTO status_events (seq, app_id, message_id, status, device, detail, at_ms)"  # noqa: S608
+        " VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(added))
+        + " RETURNING event_id, seq, status, device",
+        [
+            value
+            for _, seq, change in added
+            for value in (
+                seq,
+                change.app_id,
+                change.message_id,
+                change.status.value,
+                change.device,
+                change.detail,
+                change.at_ms,
+            )
+        ],
+    )
+    # Rows come back in no promised order: matched by what makes one unique in a batch
+    # (a device reports a status once; the message's own status only moves forward).
+    keys = {
+        (seq, change.status.value, change.device): (position, change)
+        for position, seq, change in added
+    }
+    recorded: dict[int, StatusEvent] = {}
+    for row in rows:
+        position, change = keys[(row["seq"], row["status"], row["device"])]
+        recorded[position] = StatusEvent(
+            int(row["event_id"]),
             change.app_id,
             change.message_id,
             change.status,
@@ -720,4 +907,14 @@ async def _apply_change(db: Db, change: StatusChange) -> list[StatusEvent]:
             change.device,
             change.detail,
         )
+    return recorded
+
+
+def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    return [
+        items[at : at + _ROWS_PER_STATEMENT] for at in range(0, len(items), _ROWS_PER_STATEMENT)
     ]
+
+
+def _marks(count: int) -> str:
+    return ", ".join(["?"] * count)
