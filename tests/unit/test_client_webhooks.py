@@ -11,7 +11,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from cmaas.api.door import DoorLimits
 from cmaas.clientservice import status_webhook
+from cmaas.clientservice.api import IDLE_CONNECTION_S, gateway_session
 from cmaas.clientservice.client import OmemoReply
 from cmaas.clientservice.daemon import ReplyRelay, StatusRelay
 from cmaas.wire import StatusEvent
@@ -101,3 +103,12 @@ async def test_the_daemon_relays_status_events_to_the_library_receiver() -> None
         async with asyncio.timeout(10):
             await StatusRelay(str(server.make_url("/hook")), KEY, session)(event)
     assert received == [event]
+
+
+async def test_the_clients_session_lets_go_of_idle_connections_before_the_gateway() -> None:
+    async with gateway_session() as session:
+        connector = session.connector
+        assert isinstance(connector, aiohttp.TCPConnector)
+        # What the session actually uses, not only the constant it was given.
+        assert connector._keepalive_timeout == IDLE_CONNECTION_S
+    assert DoorLimits().header_timeout_s > IDLE_CONNECTION_S

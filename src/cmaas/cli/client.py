@@ -179,10 +179,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _daemon(args: argparse.Namespace, settings: ClientSettings) -> int:
-    import aiohttp
     from aiohttp import web
 
     from cmaas.clientservice import GatewayClient
+    from cmaas.clientservice.api import gateway_session
     from cmaas.clientservice.daemon import DaemonOptions, ReplyRelay, StatusRelay, daemon_app
     from cmaas.shutdown import stop_on_signals
 
@@ -190,7 +190,7 @@ async def _daemon(args: argparse.Namespace, settings: ClientSettings) -> int:
     webhook = args.webhook or settings.webhook
     reply_webhook = args.reply_webhook or settings.reply_webhook
     stop = stop_on_signals()
-    async with aiohttp.ClientSession() as session, GatewayClient(config, session=session) as client:
+    async with gateway_session() as session, GatewayClient(config, session=session) as client:
         options = DaemonOptions(settings.file_urls, settings.file_timeout_s)
         runner = web.AppRunner(daemon_app(client, config.credentials, options), access_log=None)
         await runner.setup()

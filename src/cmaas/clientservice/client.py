@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
-from cmaas.clientservice.api import ApiError, AppCredentials, GatewayApi
+from cmaas.clientservice.api import ApiError, AppCredentials, GatewayApi, gateway_session
 from cmaas.clientservice.errors import (
     ClientServiceError,
     DeviceKeyChanged,
@@ -251,7 +251,7 @@ class GatewayClient:
         """
         if self.api is None:
             if self._session is None:
-                self._session = aiohttp.ClientSession()
+                self._session = gateway_session()
             self.api = GatewayApi(self.config.url, self.config.credentials, self._session)
             known = self._registration.app_jid(*self._registration_key())
             if known is not None:
