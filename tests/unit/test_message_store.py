@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -408,6 +409,51 @@ async def test_urgent_operations_commit_first_and_alone(tmp_path: Path) -> None:
     assert order[:2] == ["in progress", "otp"]
     assert ["otp"] in transactions, "an urgent operation commits without the queue"
     assert order[2:] == [f"receipt {n}" for n in range(5)]
+    await thread.close()
+
+
+async def test_an_urgent_operation_cuts_a_transaction_in_progress_short(
+    tmp_path: Path,
+) -> None:
+    thread = SqliteThread(tmp_path / "cut.sqlite3")
+    transactions: list[list[str]] = []
+    first_running = threading.Event()
+    otp_queued = threading.Event()
+
+    class Recording:
+        async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+            transactions.append([])
+            return await thread.write(work)
+
+    await thread.write(lambda db: db.execute("CREATE TABLE t (name TEXT)"))
+    commits = GroupCommit(Recording())  # type: ignore[arg-type]
+
+    def note(name: str) -> Callable[[sqlite3.Connection], str]:
+        def work(db: sqlite3.Connection) -> str:
+            db.execute("INSERT INTO t VALUES (?)", (name,))
+            transactions[-1].append(name)
+            if name == "receipt 0":
+                # The OTP arrives while the receipts' transaction runs.
+                first_running.set()
+                assert otp_queued.wait(10)
+            return name
+
+        return work
+
+    receipts = [asyncio.ensure_future(commits.run(note(f"receipt {n}"))) for n in range(10)]
+    assert await asyncio.to_thread(first_running.wait, 10)
+    otp = asyncio.ensure_future(commits.run(note("otp"), urgent=True))
+    await asyncio.sleep(0)  # the OTP is queued as urgent
+    otp_queued.set()
+    assert await asyncio.gather(*receipts, otp) == [*(f"receipt {n}" for n in range(10)), "otp"]
+    await commits.close()
+    assert transactions == [
+        ["receipt 0"],
+        ["otp"],
+        [f"receipt {n}" for n in range(1, 10)],
+    ], "the receipts' transaction commits what it did and the rest waits for the OTP"
+    stored = await thread.write(lambda db: [row[0] for row in db.execute("SELECT name FROM t")])
+    assert stored == ["receipt 0", "otp", *(f"receipt {n}" for n in range(1, 10))]
     await thread.close()
 
 
