@@ -341,20 +341,26 @@ async def test_concurrent_writers_share_transactions(keystore: AnyKeystore, app:
     assert (await keystore.messages.depth())[Priority.HIGH] == 200
 
 
+class _NotedTransactions:
+    """The group commit's database thread, noting each transaction it is given: the
+    operations' bodies add their names to the last one."""
+
+    def __init__(self, thread: SqliteThread) -> None:
+        self.thread = thread
+        self.started: list[list[str]] = []
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        self.started.append([])
+        return await self.thread.write(work)
+
+
 async def test_group_commit_batches_and_rolls_back_only_the_failing_operation(
     tmp_path: Path,
 ) -> None:
     thread = SqliteThread(tmp_path / "group.sqlite3")
-    transactions = 0
-
-    class Counting:
-        async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-            nonlocal transactions
-            transactions += 1
-            return await thread.write(work)
-
+    noted = _NotedTransactions(thread)
     await thread.write(lambda db: db.execute("CREATE TABLE t (n INTEGER)"))
-    commits = GroupCommit(Counting())  # type: ignore[arg-type]
+    commits = GroupCommit(noted)  # type: ignore[arg-type]
 
     def insert(n: int) -> Callable[[sqlite3.Connection], int]:
         def work(db: sqlite3.Connection) -> int:
@@ -375,21 +381,16 @@ async def test_group_commit_batches_and_rolls_back_only_the_failing_operation(
     ]
     stored = await thread.write(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0])
     assert stored == 99
-    assert transactions <= 2  # a hundred operations, one or two shared commits
+    assert len(noted.started) <= 2  # a hundred operations, one or two shared commits
     await thread.close()
 
 
 async def test_urgent_operations_commit_first_and_alone(tmp_path: Path) -> None:
     thread = SqliteThread(tmp_path / "urgent.sqlite3")
-    transactions: list[list[str]] = []
+    noted = _NotedTransactions(thread)
+    transactions = noted.started
     order: list[str] = []
-
-    class Recording:
-        async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-            transactions.append([])
-            return await thread.write(work)
-
-    commits = GroupCommit(Recording())  # type: ignore[arg-type]
+    commits = GroupCommit(noted)  # type: ignore[arg-type]
 
     def note(name: str) -> Callable[[sqlite3.Connection], str]:
         def work(_db: sqlite3.Connection) -> str:
@@ -416,17 +417,12 @@ async def test_an_urgent_operation_cuts_a_transaction_in_progress_short(
     tmp_path: Path,
 ) -> None:
     thread = SqliteThread(tmp_path / "cut.sqlite3")
-    transactions: list[list[str]] = []
+    noted = _NotedTransactions(thread)
+    transactions = noted.started
     first_running = threading.Event()
     otp_queued = threading.Event()
-
-    class Recording:
-        async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-            transactions.append([])
-            return await thread.write(work)
-
     await thread.write(lambda db: db.execute("CREATE TABLE t (name TEXT)"))
-    commits = GroupCommit(Recording())  # type: ignore[arg-type]
+    commits = GroupCommit(noted)  # type: ignore[arg-type]
 
     def note(name: str) -> Callable[[sqlite3.Connection], str]:
         def work(db: sqlite3.Connection) -> str:
