@@ -237,7 +237,9 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             dead_after_s=settings.dead_after if shared else None,
             resend_window_s=settings.resend_window,
         )
-        xmpp.feedback.subscribe(StatusTracker(store, dispatcher.resend))
+        xmpp.feedback.subscribe(
+            StatusTracker(store, dispatcher.resend, urgent=dispatcher.high_priority)
+        )
         # Long-polls wake when this process commits their answer; with a shared
         # database, also when another instance does (and read again at a floor).
         relay: PostgresBellRelay | None = None

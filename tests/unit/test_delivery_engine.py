@@ -572,11 +572,15 @@ async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link
     await _until(lambda: dispatcher.inflight == 2)
     record, _ = await keystore.messages.get("bank", "stale")
     assert record.status is MessageStatus.EXPIRED
+    # Its receipt is to be recorded ahead of other writes; bulk-1's is not.
+    assert dispatcher.high_priority("bank", "otp-1")
+    assert not dispatcher.high_priority("bank", "bulk-1")
 
     # The receipt for otp-1 arrives; then the link falls: only bulk-1 is written again.
     await keystore.messages.record(
         [StatusChange("bank", "otp-1", MessageStatus.DELIVERED, now_ms, "1", reporter="a@x")]
     )
+    assert not dispatcher.high_priority("bank", "otp-1")  # delivered: nothing to hurry
     dispatcher.link_down()
     moment.now += 5
     dispatcher.link_up()

@@ -546,6 +546,36 @@ async def test_only_a_device_the_message_is_sealed_to_makes_it_delivered(
     ]
 
 
+async def test_a_high_priority_messages_receipt_is_recorded_as_urgent(
+    keystore: AnyKeystore, app: str
+) -> None:
+    await submit(keystore, message("m"))
+    await submit(keystore, message("bulk", priority=Priority.BULK))
+    recorded: list[tuple[str, bool]] = []
+    store = keystore.messages
+
+    class Noting:
+        async def record(
+            self, changes: list[StatusChange], *, urgent: bool = False
+        ) -> list[StatusEvent]:
+            recorded.extend((change.message_id, urgent) for change in changes)
+            return await store.record(changes, urgent=urgent)
+
+    tracker = StatusTracker(
+        Noting(),  # type: ignore[arg-type]
+        Resends(),
+        urgent=lambda app_id, message_id: (app_id, message_id) == (APP, "m"),
+    )
+    await tracker.report(feedback(FeedbackKind.DELIVERED, f"{ALICE}/phone", "1"))
+    await tracker.report(
+        Feedback(FeedbackKind.DELIVERED, f"{APP}@gw.cmaas.test", f"{ALICE}/phone", "bulk", "", "1")
+    )
+    assert recorded == [("m", True), ("bulk", False)]
+    for message_id in ("m", "bulk"):
+        record, _ = await store.get(APP, message_id)
+        assert record.status is MessageStatus.DELIVERED
+
+
 async def test_a_copy_returned_by_one_client_does_not_fail_the_message(
     keystore: AnyKeystore, app: str
 ) -> None:

@@ -191,6 +191,11 @@ class Dispatcher:
     def depth(self) -> dict[Priority, int]:
         return self._queues.depth()
 
+    def high_priority(self, app_id: str, message_id: str) -> bool:
+        """Whether a message written lately and with no receipt yet is high-priority."""
+        written = self._inflight.get((app_id, message_id))
+        return written is not None and written[0].priority is Priority.HIGH
+
     @property
     def inflight(self) -> int:
         """Messages written within the resend window with no receipt yet."""

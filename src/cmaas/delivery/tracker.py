@@ -101,14 +101,20 @@ class StatusTracker:
         store: MessageStore,
         resend: Callable[[str, str], Awaitable[bool]],
         clock_ms: Callable[[], int] = now_ms,
+        *,
+        urgent: Callable[[str, str], bool] | None = None,
     ) -> None:
         """Args:
         resend: Writes a pending message again (app id, message id); ``False`` when it
             will not (the message is no longer pending, or was resent often enough).
+        urgent: Whether a message (app id, message id) is high-priority: what happens
+            to it is recorded ahead of the other writes, so that an OTP's ``delivered``
+            event reaches the app without waiting behind a drain's receipt updates.
         """
         self._store = store
         self._resend = resend
         self._clock_ms = clock_ms
+        self._urgent = urgent
 
     async def report(self, feedback: Feedback) -> None:
         """Record the status ``feedback`` stands for, if it moves the message on."""
@@ -134,7 +140,8 @@ class StatusTracker:
             detail,
             feedback.reporter,
         )
-        await self._store.record([change])
+        urgent = self._urgent is not None and self._urgent(feedback.app_id, feedback.message_id)
+        await self._store.record([change], urgent=urgent)
 
     async def _returned_copy(self, feedback: Feedback, condition: str) -> None:
         """One copy came back, not the message: try again where the person can get it."""

@@ -358,8 +358,11 @@ class SqlMessageStore:
 
         return await self._write_events(work, urgent=urgent)
 
-    async def record(self, changes: Sequence[StatusChange]) -> list[StatusEvent]:
-        """Record what happened to messages, keeping only what moves them forward.
+    async def record(
+        self, changes: Sequence[StatusChange], *, urgent: bool = False
+    ) -> list[StatusEvent]:
+        """Record what happened to messages, keeping only what moves them forward;
+        ``urgent`` ones ahead of the other writes (a high-priority message's receipt).
 
         A change for a device is recorded once per device and status; the message's
         own status is the highest reached. ``failed`` and ``expired`` end only a
@@ -372,7 +375,7 @@ class SqlMessageStore:
         async def work(db: Db) -> list[StatusEvent]:
             return [event for change in changes for event in await _apply_change(db, change)]
 
-        return await self._write_events(work)
+        return await self._write_events(work, urgent=urgent)
 
     async def expire_due(self, now_ms: int, limit: int = 1000) -> list[StatusEvent]:
         """Expire pending messages whose ``expires_ms`` has passed."""
