@@ -457,7 +457,7 @@ async def test_an_otp_skips_the_bound_on_rounds_at_the_server(
     keystore: SqliteKeystore, clock: FakeClock
 ) -> None:
     """Bulk waits while rounds stand unconfirmed at the server; an OTP does not, and
-    after it fewer rounds may stand."""
+    goes out alone: bulk in its round would stand at the server beyond the bound."""
     sender = UnansweredBarriers()
     now_ms = int(clock.now * 1000)
     moment = FakeClock(100.0)
@@ -483,9 +483,10 @@ async def test_an_otp_skips_the_bound_on_rounds_at_the_server(
         assert len(sender.sent) == 6
         dispatcher.enqueue([otp])
         await _until(lambda: "otp" in sender.sent)
-        assert sender.sent[6] == "otp"  # with one bulk message in its round, after it
+        assert sender.sent[6] == "otp"
         await asyncio.sleep(0.05)
-        assert len(sender.sent) == 8  # and bulk waits again
+        assert len(sender.sent) == 7  # alone in its round, and bulk waits again
+        assert sender.barriers == 4
         sender.answered.set()
         await _until(lambda: len(sender.sent) == 13)
     finally:
@@ -571,11 +572,15 @@ async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link
     await _until(lambda: dispatcher.inflight == 2)
     record, _ = await keystore.messages.get("bank", "stale")
     assert record.status is MessageStatus.EXPIRED
+    # Its receipt is to be recorded ahead of other writes; bulk-1's is not.
+    assert dispatcher.high_priority("bank", "otp-1")
+    assert not dispatcher.high_priority("bank", "bulk-1")
 
     # The receipt for otp-1 arrives; then the link falls: only bulk-1 is written again.
     await keystore.messages.record(
         [StatusChange("bank", "otp-1", MessageStatus.DELIVERED, now_ms, "1", reporter="a@x")]
     )
+    assert not dispatcher.high_priority("bank", "otp-1")  # delivered: nothing to hurry
     dispatcher.link_down()
     moment.now += 5
     dispatcher.link_up()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -357,20 +358,26 @@ async def test_concurrent_writers_share_transactions(keystore: AnyKeystore, app:
     assert (await keystore.messages.depth())[Priority.HIGH] == 200
 
 
+class _NotedTransactions:
+    """The group commit's database thread, noting each transaction it is given: the
+    operations' bodies add their names to the last one."""
+
+    def __init__(self, thread: SqliteThread) -> None:
+        self.thread = thread
+        self.started: list[list[str]] = []
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        self.started.append([])
+        return await self.thread.write(work)
+
+
 async def test_group_commit_batches_and_rolls_back_only_the_failing_operation(
     tmp_path: Path,
 ) -> None:
     thread = SqliteThread(tmp_path / "group.sqlite3")
-    transactions = 0
-
-    class Counting:
-        async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-            nonlocal transactions
-            transactions += 1
-            return await thread.write(work)
-
+    noted = _NotedTransactions(thread)
     await thread.write(lambda db: db.execute("CREATE TABLE t (n INTEGER)"))
-    commits = GroupCommit(Counting())  # type: ignore[arg-type]
+    commits = GroupCommit(noted)  # type: ignore[arg-type]
 
     def insert(n: int) -> Callable[[sqlite3.Connection], int]:
         def work(db: sqlite3.Connection) -> int:
@@ -391,21 +398,16 @@ async def test_group_commit_batches_and_rolls_back_only_the_failing_operation(
     ]
     stored = await thread.write(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0])
     assert stored == 99
-    assert transactions <= 2  # a hundred operations, one or two shared commits
+    assert len(noted.started) <= 2  # a hundred operations, one or two shared commits
     await thread.close()
 
 
 async def test_urgent_operations_commit_first_and_alone(tmp_path: Path) -> None:
     thread = SqliteThread(tmp_path / "urgent.sqlite3")
-    transactions: list[list[str]] = []
+    noted = _NotedTransactions(thread)
+    transactions = noted.started
     order: list[str] = []
-
-    class Recording:
-        async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-            transactions.append([])
-            return await thread.write(work)
-
-    commits = GroupCommit(Recording())  # type: ignore[arg-type]
+    commits = GroupCommit(noted)  # type: ignore[arg-type]
 
     def note(name: str) -> Callable[[sqlite3.Connection], str]:
         def work(_db: sqlite3.Connection) -> str:
@@ -425,6 +427,46 @@ async def test_urgent_operations_commit_first_and_alone(tmp_path: Path) -> None:
     assert order[:2] == ["in progress", "otp"]
     assert ["otp"] in transactions, "an urgent operation commits without the queue"
     assert order[2:] == [f"receipt {n}" for n in range(5)]
+    await thread.close()
+
+
+async def test_an_urgent_operation_cuts_a_transaction_in_progress_short(
+    tmp_path: Path,
+) -> None:
+    thread = SqliteThread(tmp_path / "cut.sqlite3")
+    noted = _NotedTransactions(thread)
+    transactions = noted.started
+    first_running = threading.Event()
+    otp_queued = threading.Event()
+    await thread.write(lambda db: db.execute("CREATE TABLE t (name TEXT)"))
+    commits = GroupCommit(noted)  # type: ignore[arg-type]
+
+    def note(name: str) -> Callable[[sqlite3.Connection], str]:
+        def work(db: sqlite3.Connection) -> str:
+            db.execute("INSERT INTO t VALUES (?)", (name,))
+            transactions[-1].append(name)
+            if name == "receipt 0":
+                # The OTP arrives while the receipts' transaction runs.
+                first_running.set()
+                assert otp_queued.wait(10)
+            return name
+
+        return work
+
+    receipts = [asyncio.ensure_future(commits.run(note(f"receipt {n}"))) for n in range(10)]
+    assert await asyncio.to_thread(first_running.wait, 10)
+    otp = asyncio.ensure_future(commits.run(note("otp"), urgent=True))
+    await asyncio.sleep(0)  # the OTP is queued as urgent
+    otp_queued.set()
+    assert await asyncio.gather(*receipts, otp) == [*(f"receipt {n}" for n in range(10)), "otp"]
+    await commits.close()
+    assert transactions == [
+        ["receipt 0"],
+        ["otp"],
+        [f"receipt {n}" for n in range(1, 10)],
+    ], "the receipts' transaction commits what it did and the rest waits for the OTP"
+    stored = await thread.write(lambda db: [row[0] for row in db.execute("SELECT name FROM t")])
+    assert stored == ["receipt 0", "otp", *(f"receipt {n}" for n in range(1, 10))]
     await thread.close()
 
 
@@ -519,6 +561,36 @@ async def test_only_a_device_the_message_is_sealed_to_makes_it_delivered(
         (MessageStatus.ACCEPTED, ""),
         (MessageStatus.DELIVERED, "2"),
     ]
+
+
+async def test_a_high_priority_messages_receipt_is_recorded_as_urgent(
+    keystore: AnyKeystore, app: str
+) -> None:
+    await submit(keystore, message("m"))
+    await submit(keystore, message("bulk", priority=Priority.BULK))
+    recorded: list[tuple[str, bool]] = []
+    store = keystore.messages
+
+    class Noting:
+        async def record(
+            self, changes: list[StatusChange], *, urgent: bool = False
+        ) -> list[StatusEvent]:
+            recorded.extend((change.message_id, urgent) for change in changes)
+            return await store.record(changes, urgent=urgent)
+
+    tracker = StatusTracker(
+        Noting(),  # type: ignore[arg-type]
+        Resends(),
+        urgent=lambda app_id, message_id: (app_id, message_id) == (APP, "m"),
+    )
+    await tracker.report(feedback(FeedbackKind.DELIVERED, f"{ALICE}/phone", "1"))
+    await tracker.report(
+        Feedback(FeedbackKind.DELIVERED, f"{APP}@gw.cmaas.test", f"{ALICE}/phone", "bulk", "", "1")
+    )
+    assert recorded == [("m", True), ("bulk", False)]
+    for message_id in ("m", "bulk"):
+        record, _ = await store.get(APP, message_id)
+        assert record.status is MessageStatus.DELIVERED
 
 
 async def test_a_copy_returned_by_one_client_does_not_fail_the_message(

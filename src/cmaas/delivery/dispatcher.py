@@ -191,6 +191,11 @@ class Dispatcher:
     def depth(self) -> dict[Priority, int]:
         return self._queues.depth()
 
+    def high_priority(self, app_id: str, message_id: str) -> bool:
+        """Whether a message written lately and with no receipt yet is high-priority."""
+        written = self._inflight.get((app_id, message_id))
+        return written is not None and written[0].priority is Priority.HIGH
+
     @property
     def inflight(self) -> int:
         """Messages written within the resend window with no receipt yet."""
@@ -280,7 +285,15 @@ class Dispatcher:
             await wait_first(stop, self._fenced, self._connected)
             return
         self._forget_old()
-        batch = self._take()
+        while self._barriers and self._barriers[0].done():
+            self._barriers.popleft()  # the server answers pings in order
+        # Past the bound, only high-priority messages go out (they skip it); bulk in
+        # their rounds would stand at the server ahead of the next OTP, beyond the bound.
+        over_bound = len(self._barriers) > self._rounds_standing()
+        if over_bound and not self._queues.depth()[Priority.HIGH]:
+            await self._wait_for_server(stop)
+            return
+        batch = self._take(only=Priority.HIGH if over_bound else None)
         if not batch:
             self._wake.clear()
             if not len(self._queues):
@@ -331,13 +344,13 @@ class Dispatcher:
         if any(entry.priority is Priority.HIGH for entry in entries):
             self._urgent_at = self._monotonic()
 
-    def _take(self) -> list[OutboxEntry]:
+    def _take(self, only: Priority | None = None) -> list[OutboxEntry]:
         batch: list[OutboxEntry] = []
         # In an OTP spell, rounds are short too: what stands at the server ahead of the
         # next OTP is a few messages, not a full round.
         size = min(self._batch, _URGENT_ROUND) if self._in_urgent_spell() else self._batch
         while len(batch) < size:
-            entry = self._queues.pop()
+            entry = self._queues.pop(only)
             if entry is None:
                 break
             batch.append(entry)

@@ -42,9 +42,10 @@ class PriorityQueues:
             queue.append(entry)
         self._depth[entry.priority] += 1
 
-    def pop(self) -> OutboxEntry | None:
-        """The next entry to dispatch, or ``None`` when all are empty."""
-        for priority in Priority:
+    def pop(self, only: Priority | None = None) -> OutboxEntry | None:
+        """The next entry to dispatch (of the class ``only``, if given), or ``None``
+        when there is none."""
+        for priority in Priority if only is None else (only,):
             apps = self._classes[priority]
             if not apps:
                 continue

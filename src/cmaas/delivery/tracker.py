@@ -105,28 +105,42 @@ class StatusTracker:
         store: MessageStore,
         resend: Callable[[str, str], Awaitable[bool]],
         clock_ms: Callable[[], int] = now_ms,
+        *,
+        urgent: Callable[[str, str], bool] | None = None,
     ) -> None:
         """Args:
         resend: Writes a pending message again (app id, message id); ``False`` when it
             will not (the message is no longer pending, or was resent often enough).
+        urgent: Whether a message (app id, message id) is high-priority: what happens
+            to it is recorded ahead of the other writes, so that an OTP's ``delivered``
+            event reaches the app without waiting behind a drain's receipt updates.
         """
         self._store = store
         self._resend = resend
         self._clock_ms = clock_ms
+        self._urgent = urgent
 
     async def report(self, feedback: Feedback) -> None:
         """Record the status ``feedback`` stands for, if it moves the message on."""
         await self.report_all((feedback,))
 
     async def report_all(self, feedbacks: Sequence[Feedback]) -> None:
-        """Record the statuses ``feedbacks`` stand for, in one call of the store."""
-        changes = []
+        """Record the statuses ``feedbacks`` stand for: the urgent ones in one call of the
+        store ahead of the other writes, the rest in one call after them."""
+        urgent: list[StatusChange] = []
+        ordinary: list[StatusChange] = []
         for feedback in feedbacks:
             change = await self._change(feedback)
-            if change is not None:
-                changes.append(change)
-        if changes:
-            await self._store.record(changes)
+            if change is None:
+                continue
+            if self._urgent is not None and self._urgent(change.app_id, change.message_id):
+                urgent.append(change)
+            else:
+                ordinary.append(change)
+        if urgent:
+            await self._store.record(urgent, urgent=True)
+        if ordinary:
+            await self._store.record(ordinary)
 
     async def _change(self, feedback: Feedback) -> StatusChange | None:
         """The change ``feedback`` stands for; ``None`` for a copy returned by one client,

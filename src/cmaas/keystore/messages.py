@@ -369,8 +369,11 @@ class SqlMessageStore:
 
         return await self._write_events(work, urgent=urgent)
 
-    async def record(self, changes: Sequence[StatusChange]) -> list[StatusEvent]:
-        """Record what happened to messages, keeping only what moves them forward.
+    async def record(
+        self, changes: Sequence[StatusChange], *, urgent: bool = False
+    ) -> list[StatusEvent]:
+        """Record what happened to messages, keeping only what moves them forward;
+        ``urgent`` ones ahead of the other writes (a high-priority message's receipt).
 
         A change for a device is recorded once per device and status; the message's
         own status is the highest reached. ``failed`` and ``expired`` end only a
@@ -382,6 +385,13 @@ class SqlMessageStore:
 
         if not changes:
             return []
+        if urgent:
+            # Alone, in the next transaction: not in a batch that waits for the one
+            # committing now.
+            async def work(db: Db) -> list[StatusEvent]:
+                return [event for events in await _apply_changes(db, changes) for event in events]
+
+            return await self._write_events(work, urgent=True)
         batch, start = self._join_batch(changes)
         per_change = await asyncio.shield(batch.outcome)
         return [event for events in per_change[start : start + len(changes)] for event in events]
