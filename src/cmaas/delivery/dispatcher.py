@@ -285,6 +285,11 @@ class Dispatcher:
             await wait_first(stop, self._fenced, self._connected)
             return
         self._forget_old()
+        # A turn for the reading side first: with the rounds confirmed counted out here
+        # and the database read on this thread, rounds could follow one another without
+        # ever yielding, and receipts waited unread (Prosody's drain fell from about
+        # 1,700 to 1,160 msg/s).
+        await asyncio.sleep(0)
         while self._barriers and self._barriers[0].done():
             self._barriers.popleft()  # the server answers pings in order
         # Past the bound, only high-priority messages go out (they skip it); bulk in
