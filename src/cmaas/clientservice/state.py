@@ -188,28 +188,28 @@ class DevicePins:
 
 def _legacy_pins(data: bytes, path: Path) -> list[tuple[str, int, str]]:
     """Raises: ClientStateError: ``data`` is not the pin file of an earlier version."""
+    refused = ClientStateError(f"{path} is not the client's pin file")
     try:
         loaded = json.loads(data)
     except ValueError as error:
-        raise ClientStateError(f"{path} is not the client's pin file") from error
+        raise refused from error
+    if not isinstance(loaded, dict):
+        raise refused
     rows = []
-    if isinstance(loaded, dict):
-        for jid, devices in loaded.items():
-            if not isinstance(devices, dict):
-                break
-            for device_id, pinned in devices.items():
-                if not (
-                    isinstance(device_id, str)
-                    and device_id.isascii()
-                    and device_id.isdigit()
-                    and isinstance(pinned, str)
-                    and _FINGERPRINT.fullmatch(pinned)
-                ):
-                    raise ClientStateError(f"{path} is not the client's pin file")
-                rows.append((jid, int(device_id), pinned))
-        else:
-            return rows
-    raise ClientStateError(f"{path} is not the client's pin file")
+    for jid, devices in loaded.items():
+        if not isinstance(devices, dict):
+            raise refused
+        for device_id, pinned in devices.items():
+            if not (
+                isinstance(device_id, str)
+                and device_id.isascii()
+                and device_id.isdigit()
+                and isinstance(pinned, str)
+                and _FINGERPRINT.fullmatch(pinned)
+            ):
+                raise refused
+            rows.append((jid, int(device_id), pinned))
+    return rows
 
 
 class Registration:
