@@ -452,15 +452,16 @@ async def _with_gateway(
 
 
 class _CpuMeter:
-    """CPU seconds spent by each gateway instance, and by the PostgreSQL server if the
-    gateway uses one, since the meter was made."""
+    """CPU seconds spent by each gateway instance (with its admission workers, which
+    are its children), and by the PostgreSQL server if the gateway uses one, since the
+    meter was made."""
 
     def __init__(self, gateway: BenchGateway) -> None:
         self.gateway = gateway
         self.before = self._read()
 
     def _read(self) -> tuple[list[float], float | None]:
-        instances = [cpu_seconds(instance.process.pid) for instance in self.gateway.instances]
+        instances = [tree_cpu_seconds(instance.process.pid) for instance in self.gateway.instances]
         pid = self.gateway.postgres_pid
         return instances, None if pid is None else tree_cpu_seconds(pid)
 

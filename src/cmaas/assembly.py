@@ -36,6 +36,7 @@ from cmaas.delivery.blobs import BlobLimits, BlobService
 from cmaas.delivery.destinations import PublicOnlyResolver
 from cmaas.delivery.dispatcher import Dispatcher
 from cmaas.delivery.doorbells import SHARED_POLL_FLOOR_S, Doorbells
+from cmaas.delivery.envelope_checks import EnvelopeChecks, EnvelopeWorkers
 from cmaas.delivery.events import EventHub
 from cmaas.delivery.instances import (
     Instance,
@@ -156,6 +157,22 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     log.info("gateway stopped")
 
 
+async def start_envelope_checks(workers: int) -> EnvelopeChecks:
+    """Envelope checks in ``workers`` worker processes, started; in this process for 0.
+
+    Raises: OSError: A worker could not be started.
+    """
+    if workers == 0:
+        return EnvelopeChecks()
+    pool = EnvelopeWorkers(workers)
+    try:
+        await pool.start()
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
 def freeze_startup_heap() -> None:
     """Leave what the process holds once started out of every later garbage collection.
 
@@ -274,6 +291,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             link.listen(listener)
         for consumer in (webhooks, notices):
             consumer.follow()
+        envelopes = await start_envelope_checks(settings.admission_workers)
+        stack.push_async_callback(envelopes.close)
         metrics = GatewayMetrics(
             depth=dispatcher.depth,
             inflight=lambda: dispatcher.inflight,
@@ -281,6 +300,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             link=lambda: (int(link.up), link.connects),
             pings=lambda: (xmpp.pings_answered, xmpp.pings_unanswered),
             consumers={"webhook": webhooks, "xmpp_notice": notices},
+            admission_workers=lambda: (envelopes.alive, envelopes.replaced),
         )
         resolver = RecipientResolver(keystore, settings.served_domains)
         # Rates hold across the instances sharing a PostgreSQL database: their buckets
@@ -301,6 +321,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             buckets=buckets,
             on_outcomes=metrics.on_outcomes,
             owner=dispatcher.owner_for_new,
+            envelopes=envelopes,
         )
         recipient_omemo = RecipientOmemoLookup(xmpp.pep, asker=xmpp)
         xmpp.on_subscribed(recipient_omemo.forget)

@@ -95,6 +95,7 @@ class Settings:
     dead_after: float = 10.0
     outbox_bulk_limit: int = 50_000
     outbox_normal_limit: int = 200_000
+    admission_workers: int = 1
     retention_days: int = 30
     webhook_timeout: float = 10.0
     webhook_max_backoff: float = 600.0
@@ -180,6 +181,7 @@ def load_settings(
         dead_after=reader.seconds("CMAAS_DEAD_AFTER", 10.0),
         outbox_bulk_limit=reader.integer("CMAAS_OUTBOX_BULK_LIMIT", 50_000, 1, 10**9),
         outbox_normal_limit=reader.integer("CMAAS_OUTBOX_NORMAL_LIMIT", 200_000, 1, 10**9),
+        admission_workers=reader.integer("CMAAS_ADMISSION_WORKERS", 1, 0, 64),
         retention_days=reader.integer("CMAAS_RETENTION_DAYS", 30, 1, 3650),
         webhook_timeout=reader.seconds("CMAAS_WEBHOOK_TIMEOUT", 10.0),
         webhook_max_backoff=reader.seconds("CMAAS_WEBHOOK_MAX_BACKOFF", 600.0),

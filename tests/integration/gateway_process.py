@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -99,6 +100,25 @@ class GatewayProcess:
             process.kill()
             process.wait()
             raise AssertionError(f"gateway ignored SIGTERM for {within} s:\n{self.log()}") from None
+
+    def children(self) -> list[int]:
+        """The gateway's child processes (its admission workers), by pid."""
+        if self._process is None:
+            return []
+        pids: list[int] = []
+        for task in Path(f"/proc/{self._process.pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pids += [int(pid) for pid in task.read_text().split()]
+        return pids
+
+    @staticmethod
+    def running(pid: int) -> bool:
+        """Whether process ``pid`` still runs (a zombie waiting to be reaped does not)."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat[stat.rindex(")") + 2] != "Z"
 
     def kill(self) -> None:
         """SIGKILL, as a crash or the OOM killer would: no clean-up runs."""

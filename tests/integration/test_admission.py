@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,15 @@ from cmaas.envelope import TextContent
 from cmaas.lifecycle import Priority
 from cmaas.wire import Accepted, submission_result
 
-from .apps import RegisteredApp, http_session, register_app
+from .apps import (
+    RegisteredApp,
+    accepted,
+    http_session,
+    metrics_text,
+    register_app,
+    roomy_plan,
+    seal_flood,
+)
 from .devices import new_device
 from .gateway_process import GatewayProcess
 
@@ -264,3 +274,37 @@ async def test_unknown_recipient_and_missing_signing_key(
         with pytest.raises(ApiError) as unsigned:
             await app.api.submit(sealed)
         assert (unsigned.value.status, unsigned.value.code) == (400, "unknown_signing_key")
+
+
+async def test_a_killed_admission_worker_costs_no_message(
+    gateway: GatewayProcess, xmpp_server: XmppServer, tmp_path: Path
+) -> None:
+    """SIGKILL to the envelope worker: batches submitted meanwhile are checked in the
+    gateway process, accepted and delivered, and a new worker takes its place."""
+    alice = f"alice@{xmpp_server.domain}"
+    async with http_session() as session, new_device(xmpp_server, tmp_path, "alice", "w") as dev:
+        await dev.publish()
+        await roomy_plan(gateway)
+        app = await register_app(gateway, session, "resilient")
+        sealed = await seal_flood(app, alice, 200, Priority.NORMAL)
+        (worker,) = gateway.children()
+        assert "cmaas_admission_workers 1.0" in await metrics_text(gateway)
+        os.kill(worker, signal.SIGKILL)
+        for start in range(0, len(sealed), 50):
+            results = await app.api.submit_batch(sealed[start : start + 50])
+            assert accepted(results), results
+        # A bad signature is still refused, whoever checks it.
+        stranger = RegisteredApp(gateway, "resilient", app.credentials, session)
+        lookup = await app.api.lookup(alice)
+        with pytest.raises(ApiError) as unsigned:
+            await app.api.submit(stranger.seal(lookup, TextContent("x"), message_id="s"))
+        assert unsigned.value.code == "unknown_signing_key"
+        async with asyncio.timeout(30):
+            while "cmaas_admission_workers_replaced_total 1.0" not in await metrics_text(gateway):
+                await asyncio.sleep(0.1)
+        assert "cmaas_admission_workers 1.0" in await metrics_text(gateway)
+        (replacement,) = gateway.children()
+        assert replacement != worker
+        assert f"envelope worker {worker} ended" in gateway.log()
+        for message in sealed:
+            await app.wait_status(message.message_id, lambda v: v.status == "delivered")

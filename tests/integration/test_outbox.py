@@ -193,7 +193,13 @@ async def test_gateway_killed_mid_flood_loses_nothing(
                     # The kill lands while this batch is being stored or answered.
                     submitting = asyncio.create_task(app.api.submit_batch(batch))
                     await asyncio.sleep(0.05)
+                    workers = gateway.children()
+                    assert workers, "the gateway runs an admission worker"
                     await asyncio.to_thread(gateway.kill)
+                    # No clean-up ran, yet its workers end with it: their input closed.
+                    async with asyncio.timeout(10):
+                        while any(gateway.running(pid) for pid in workers):
+                            await asyncio.sleep(0.05)
                     try:
                         results = await submitting
                     except aiohttp.ClientError:

@@ -63,6 +63,17 @@ class _Live(Collector):
         for outcome, count in zip(("answered", "unanswered"), metrics.pings(), strict=True):
             pings.add_metric([outcome], count)
         yield pings
+        alive, replaced = metrics.admission_workers()
+        yield GaugeMetricFamily(
+            "cmaas_admission_workers",
+            "Worker processes checking envelopes now (CMAAS_ADMISSION_WORKERS)",
+            value=alive,
+        )
+        yield CounterMetricFamily(
+            "cmaas_admission_workers_replaced",
+            "Admission workers started again after one ended",
+            value=replaced,
+        )
         for name, consumer in metrics.consumers.items():
             yield CounterMetricFamily(
                 f"cmaas_{name}_events_delivered",
@@ -93,6 +104,7 @@ class GatewayMetrics:
         link: Callable[[], tuple[int, int]],
         pings: Callable[[], tuple[int, int]],
         consumers: Mapping[str, CursorConsumer],
+        admission_workers: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ) -> None:
         self.depth = depth
         self.inflight = inflight
@@ -100,6 +112,7 @@ class GatewayMetrics:
         self.link = link
         self.pings = pings
         self.consumers = consumers
+        self.admission_workers = admission_workers
         self.registry = CollectorRegistry()
         self._submissions = Counter(
             "cmaas_submissions",

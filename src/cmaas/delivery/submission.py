@@ -22,7 +22,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from cmaas.delivery.auth import SIGNATURE_WINDOW_S, claim_nonce, nonce_used
+from cmaas.delivery.auth import claim_nonce, nonce_used
+from cmaas.delivery.envelope_checks import (
+    CLOCK_SKEW_MS,
+    CheckedEnvelope,
+    EnvelopeChecks,
+    EnvelopeClaim,
+)
 from cmaas.delivery.errors import (
     Backpressure,
     InvalidRequest,
@@ -32,18 +38,9 @@ from cmaas.delivery.errors import (
     RateLimited,
     Refusal,
     UnknownOmemoDevice,
-    UnknownSigningKey,
 )
 from cmaas.delivery.ratelimit import RateLimiter, TokenBuckets
 from cmaas.delivery.recipients import RecipientResolver
-from cmaas.envelope import (
-    EnvelopeError,
-    PublicKey,
-    SealedEnvelope,
-    fingerprint,
-    parse_public_key,
-    verify,
-)
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.identifiers import InvalidIdentifier
 from cmaas.keystore import (
@@ -73,9 +70,6 @@ __all__ = [
     "SubmissionService",
     "submission_result",
 ]
-
-CLOCK_SKEW_MS = SIGNATURE_WINDOW_S * 1000
-"""How far a sender's clock may run ahead of the gateway's, as for request timestamps."""
 
 Outcome = MessageRecord | Refusal
 """Per message: the stored record (new or, for a retry, as stored before), or why not."""
@@ -118,6 +112,9 @@ class SubmissionService:
         depth: The queued messages that back-pressure counts, read once a request.
         owner: The instance that owns a message stored now (``None``: nobody yet; the
             next takeover of a linked instance moves it).
+        envelopes: Where envelopes are parsed and their signatures verified (in this
+            process by default; :class:`~cmaas.delivery.envelope_checks.EnvelopeWorkers`
+            for worker processes).
     """
 
     def __init__(
@@ -132,9 +129,11 @@ class SubmissionService:
         buckets: RateLimiter | None = None,
         on_outcomes: Callable[[Sequence[Outcome]], None] | None = None,
         owner: Callable[[], int | None] = lambda: None,
+        envelopes: EnvelopeChecks | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
+        self._envelopes = envelopes or EnvelopeChecks()
         self._owner = owner
         self._keystore = keystore
         self._resolver = resolver
@@ -170,16 +169,13 @@ class SubmissionService:
         depth = sum(queued.values())
         outcomes = [self._admissible(plan, depth, item) for item in outcomes]
         await self._take_tokens(app, plan, outcomes)
-        signing_keys = {
-            digest: parse_public_key(key)
-            for digest, key in (await self._keystore.signing_keys(app.app_id)).items()
-        }
+        envelopes = await self._check_envelopes(app, outcomes)
         lookups = _Lookups()
         checked: list[Outcome | NewMessage] = []
         for index, item in enumerate(outcomes):
-            checked.append(await self._checked(app, signing_keys, lookups, item))
+            checked.append(await self._checked(app, envelopes.get(index), lookups, item))
             if index % 32 == 31:
-                # A batch costs ~0.2 ms a message in CPU: let receipts and the
+                # Lookups of many recipients read the database: let receipts and the
                 # dispatcher run between slices, or an OTP waits behind the batch.
                 await asyncio.sleep(0)
         new = [entry for entry in checked if isinstance(entry, NewMessage)]
@@ -256,25 +252,44 @@ class SubmissionService:
                 retry_after=retry_after,
             )
 
+    async def _check_envelopes(
+        self, app: App, outcomes: Sequence[Outcome | _Item]
+    ) -> dict[int, CheckedEnvelope | Refusal]:
+        """The envelope checks of every message still admissible, by index."""
+        claims = {
+            index: EnvelopeClaim(
+                item.submission.envelope,
+                item.submission.message_id,
+                item.priority,
+                item.submission.expires_at,
+            )
+            for index, item in enumerate(outcomes)
+            if isinstance(item, _Item) and item.submission.envelope is not None
+        }
+        if not claims:
+            return {}
+        results = await self._envelopes.check(
+            list(claims.values()),
+            app_jid=f"{app.app_id}@{self._domain}",
+            signing_keys=await self._keystore.signing_keys(app.app_id),
+            now_ms=int(self._clock() * 1000),
+        )
+        return dict(zip(claims, results, strict=True))
+
     async def _checked(
         self,
         app: App,
-        signing_keys: Mapping[str, PublicKey],
+        envelope: CheckedEnvelope | Refusal | None,
         lookups: _Lookups,
         item: Outcome | _Item,
     ) -> Outcome | NewMessage:
         if not isinstance(item, _Item):
             return item
+        if isinstance(envelope, Refusal):
+            return envelope
         now_ms = int(self._clock() * 1000)
         submission = item.submission
         try:
-            envelope = (
-                None
-                if submission.envelope is None
-                else _verified_envelope(
-                    submission.envelope, item, app, self._domain, signing_keys, now_ms
-                )
-            )
             omemo = (
                 None
                 if submission.omemo is None
@@ -283,7 +298,7 @@ class SubmissionService:
                 )
             )
             expires_ms = (
-                envelope.header.expires_ms
+                envelope.expires_ms
                 if envelope is not None
                 else _submitted_expiry(submission.expires_at, now_ms)
             )
@@ -296,9 +311,9 @@ class SubmissionService:
         failure: str | None = None
         if jid is None:
             failure = f"unknown recipient: {submission.to} is not in the directory"
-        elif envelope is not None and envelope.header.to != jid:
+        elif envelope is not None and envelope.to != jid:
             return InvalidRequest(
-                f"the envelope is sealed to {envelope.header.to}, but {submission.to} is {jid}"
+                f"the envelope is sealed to {envelope.to}, but {submission.to} is {jid}"
             )
         elif omemo is None and envelope is not None:
             active = await lookups.active_devices(self._keystore, jid)
@@ -313,9 +328,7 @@ class SubmissionService:
             envelope=None if submission.envelope is None else submission.envelope.encode(),
             expires_ms=expires_ms,
             failure=failure,
-            sealed_to=(
-                () if envelope is None else tuple(sorted({e.device_id for e in envelope.keys}))
-            ),
+            sealed_to=() if envelope is None else envelope.device_ids,
             omemo=None if omemo is None else omemo.encode(),
         )
 
@@ -383,10 +396,10 @@ def _submitted_expiry(expires_at: int | None, now_ms: int) -> int:
     return expires_ms
 
 
-def _device_failure(jid: str, active: set[int], envelope: SealedEnvelope) -> str | None:
+def _device_failure(jid: str, active: set[int], envelope: CheckedEnvelope) -> str | None:
     if not active:
         return f"no device: {jid} has no active device"
-    if not active & {entry.device_id for entry in envelope.keys}:
+    if not active.intersection(envelope.device_ids):
         return "no device: none of the devices the envelope is sealed to is active"
     return None
 
@@ -397,58 +410,6 @@ def _parse_item(value: object) -> Outcome | _Item:
     except WireError as error:
         return InvalidRequest(str(error))
     return _Item(submission, submission.request_sha256())
-
-
-def _verified_envelope(
-    text: str,
-    item: _Item,
-    app: App,
-    domain: str,
-    signing_keys: Mapping[str, PublicKey],
-    now_ms: int,
-) -> SealedEnvelope:
-    """Raises: InvalidRequest (including a lifetime that does not start now),
-    UnknownSigningKey."""
-    try:
-        envelope = SealedEnvelope.from_bytes(text)
-    except EnvelopeError as error:
-        raise InvalidRequest(f"envelope: {type(error).__name__}: {error}") from error
-    header = envelope.header
-    app_jid = f"{app.app_id}@{domain}"
-    for field, sealed, submitted in (
-        ("message_id", header.message_id, item.submission.message_id),
-        ("app", header.app, app_jid),
-        ("priority", header.priority.value, item.priority.value),
-    ):
-        if sealed != submitted:
-            raise InvalidRequest(f"the envelope's {field} is {sealed!r}, not {submitted!r}")
-    # The header caps a lifetime at 30 days from created_ms, which the sender chooses:
-    # it must be the gateway's now, within the clock skew a request signature allows.
-    if header.created_ms > now_ms + CLOCK_SKEW_MS:
-        raise InvalidRequest(
-            f"the envelope's created_ms is {header.created_ms}, ahead of the gateway's clock"
-            f" ({now_ms}) by more than {CLOCK_SKEW_MS // 1000} s"
-        )
-    if header.expires_ms > now_ms + MAX_LIFETIME_MS + CLOCK_SKEW_MS:
-        raise InvalidRequest(
-            f"the envelope's expires_ms is {header.expires_ms}, more than 30 days after"
-            f" the gateway's clock ({now_ms})"
-        )
-    expires_at = item.submission.expires_at
-    if expires_at is not None and expires_at != header.expires_ms // 1000:
-        raise InvalidRequest(
-            f"expires_at is {expires_at}, the envelope expires at {header.expires_ms // 1000}"
-        )
-    key = signing_keys.get(fingerprint(envelope.app_key))
-    if key is None:
-        raise UnknownSigningKey(
-            "the envelope is signed by a key this app has not registered (POST /v1/signing-keys)"
-        )
-    try:
-        verify(key, envelope.signature, envelope.signature_input(), what="app")
-    except EnvelopeError as error:
-        raise InvalidRequest("the envelope's signature does not verify") from error
-    return envelope
 
 
 def _stored_outcome(result: MessageRecord | MessageConflict | QuotaExhausted) -> Outcome:

@@ -1,0 +1,249 @@
+"""Envelope checks at admission: in this process and in real worker processes, the
+same answer for every claim, high priority never behind the workers, and a worker that
+dies costing nothing but time."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cmaas.delivery.auth import SIGNATURE_WINDOW_S
+from cmaas.delivery.envelope_checks import (
+    CLOCK_SKEW_MS,
+    CheckedEnvelope,
+    EnvelopeChecks,
+    EnvelopeClaim,
+    EnvelopeWorkers,
+    serve,
+)
+from cmaas.delivery.errors import InvalidRequest, UnknownSigningKey
+from cmaas.envelope import b64url, fingerprint, generate_private_key, seal
+from cmaas.lifecycle import Priority
+
+from .envelope_fixtures import (
+    APP_JID,
+    EXPIRES_MS,
+    NOW_MS,
+    TEXT,
+    USER_JID,
+    app_public,
+    make_keyring,
+    sender_bundle,
+    to_tree,
+)
+
+APP_KEY = generate_private_key()
+OTHER_KEY = generate_private_key()
+KEYS = {fingerprint(app_public(APP_KEY)): app_public(APP_KEY)}
+BUNDLE = sender_bundle(make_keyring(), with_one_time_prekey=False)
+
+
+def sealed(message_id: str, priority: Priority = Priority.BULK, *, key: object = APP_KEY) -> str:
+    return (
+        seal(
+            TEXT,
+            message_id=message_id,
+            app_jid=APP_JID,
+            recipient_jid=USER_JID,
+            bundles=[BUNDLE],
+            app_key=key,  # type: ignore[arg-type]
+            created_ms=NOW_MS,
+            expires_ms=EXPIRES_MS,
+            priority=priority,
+        )
+        .to_bytes()
+        .decode()
+    )
+
+
+def claim(
+    sealed_id: str, sealed_priority: Priority = Priority.BULK, /, **changes: object
+) -> EnvelopeClaim:
+    """A claim for an envelope sealed as ``sealed_id``, the claim's fields then changed."""
+    return dataclasses.replace(
+        EnvelopeClaim(sealed(sealed_id, sealed_priority), sealed_id, sealed_priority, None),
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def tampered_signature(message_id: str) -> str:
+    tree = to_tree(sealed(message_id).encode())
+    signature = bytearray(b"\0" * 8) + bytearray(range(56))
+    tree["signature"] = b64url(bytes(signature))
+    return json.dumps(tree, separators=(",", ":"), sort_keys=True)
+
+
+def every_kind_of_claim() -> list[EnvelopeClaim]:
+    """A good one and one of each refusal, in every priority."""
+    claims = []
+    for priority in Priority:
+        p = priority.value
+        claims += [
+            claim(f"good-{p}", priority),
+            claim(f"id-{p}", priority, message_id=f"other-{p}"),
+            claim(f"prio-{p}", priority, priority=Priority.HIGH if p != "high" else Priority.BULK),
+            claim(f"exp-{p}", priority, expires_at=EXPIRES_MS // 1000 + 1),
+            claim(f"exp-same-{p}", priority, expires_at=EXPIRES_MS // 1000),
+            EnvelopeClaim(sealed(f"key-{p}", priority, key=OTHER_KEY), f"key-{p}", priority, None),
+            EnvelopeClaim("{not json", f"junk-{p}", priority, None),
+            EnvelopeClaim(tampered_signature(f"sig-{p}"), f"sig-{p}", Priority.BULK, None),
+        ]
+    return claims
+
+
+def comparable(result: CheckedEnvelope | InvalidRequest) -> object:
+    if isinstance(result, CheckedEnvelope):
+        return result
+    return (type(result), result.code, result.detail)
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[EnvelopeWorkers]:
+    pool = EnvelopeWorkers(1)
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def worker_pids(pool: EnvelopeWorkers) -> list[int]:
+    return [worker.process.pid for worker in pool._workers]
+
+
+def test_the_skew_is_the_request_signatures_window() -> None:
+    assert CLOCK_SKEW_MS == SIGNATURE_WINDOW_S * 1000
+
+
+async def test_each_claim_gets_its_own_answer_in_this_process() -> None:
+    results = await EnvelopeChecks().check(
+        every_kind_of_claim(), app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS
+    )
+    by_id = dict(zip((c.message_id for c in every_kind_of_claim()), results, strict=True))
+    for p in ("bulk", "normal", "high"):
+        assert by_id[f"good-{p}"] == CheckedEnvelope(USER_JID, EXPIRES_MS, (BUNDLE.device_id,))
+        assert by_id[f"exp-same-{p}"] == by_id[f"good-{p}"]
+        assert "message_id is" in str(by_id[f"other-{p}"])
+        assert "priority is" in str(by_id[f"prio-{p}"])
+        assert "expires_at is" in str(by_id[f"exp-{p}"])
+        assert type(by_id[f"key-{p}"]) is UnknownSigningKey
+        assert "MalformedEncoding" in str(by_id[f"junk-{p}"])
+        assert str(by_id[f"sig-{p}"]) == "the envelope's signature does not verify"
+
+
+async def test_the_workers_answer_as_this_process_does(workers: EnvelopeWorkers) -> None:
+    claims = every_kind_of_claim() * 20
+    here = await EnvelopeChecks().check(claims, app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS)
+    away = await workers.check(claims, app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS)
+    assert [comparable(r) for r in away] == [comparable(r) for r in here]
+    assert workers.checked_here_for_lost == 0
+
+
+async def test_a_lifetime_that_does_not_start_now_is_refused_by_the_workers(
+    workers: EnvelopeWorkers,
+) -> None:
+    claims = [claim("late")]
+    (ahead,) = await workers.check(
+        claims, app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS - CLOCK_SKEW_MS - 1
+    )
+    assert isinstance(ahead, InvalidRequest)
+    assert "ahead of the gateway's clock" in ahead.detail
+    (wrong_app,) = await workers.check(
+        claims, app_jid="other@apps.cmaas.test", signing_keys=KEYS, now_ms=NOW_MS
+    )
+    assert "the envelope's app is" in str(wrong_app)
+
+
+async def test_high_priority_is_checked_here_while_the_workers_are_busy(
+    workers: EnvelopeWorkers,
+) -> None:
+    (pid,) = worker_pids(workers)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        bulk = asyncio.create_task(
+            workers.check([claim("bulk")], app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS)
+        )
+        (otp,) = await asyncio.wait_for(
+            workers.check(
+                [claim("otp", Priority.HIGH)], app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS
+            ),
+            10,
+        )
+        assert isinstance(otp, CheckedEnvelope)
+        # The stopped worker holds the bulk claim: it cannot have been answered.
+        assert not bulk.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    (answer,) = await asyncio.wait_for(bulk, 10)
+    assert isinstance(answer, CheckedEnvelope)
+
+
+async def test_a_killed_worker_costs_no_check_and_is_replaced(workers: EnvelopeWorkers) -> None:
+    (pid,) = worker_pids(workers)
+    os.kill(pid, signal.SIGSTOP)
+    claims = [claim(f"m{n}") for n in range(200)] + [claim("bad", message_id="other")]
+    pending = asyncio.create_task(
+        workers.check(claims, app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS)
+    )
+    while not workers._workers[0].pending:
+        await asyncio.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    results = await asyncio.wait_for(pending, 30)
+    assert all(isinstance(r, CheckedEnvelope) for r in results[:200])
+    assert "message_id is" in str(results[200])
+    assert workers.checked_here_for_lost > 0
+    for _ in range(300):
+        if workers.alive == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert workers.replaced == 1
+    assert worker_pids(workers) != [pid]
+    again = await workers.check(claims, app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS)
+    assert [comparable(r) for r in again] == [comparable(r) for r in results]
+
+
+async def test_without_a_live_worker_everything_is_checked_here() -> None:
+    pool = EnvelopeWorkers(1)
+    await pool.start()
+    await pool.close()
+    assert pool.alive == 0
+    (result,) = await pool.check([claim("m")], app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS)
+    assert isinstance(result, CheckedEnvelope)
+
+
+async def test_closing_stops_every_worker() -> None:
+    pool = EnvelopeWorkers(2)
+    await pool.start()
+    processes = [worker.process for worker in pool._workers]
+    assert len({p.pid for p in processes}) == 2
+    await pool.close()
+    assert [p.returncode for p in processes] == [0, 0]
+
+
+def test_a_worker_serves_until_its_input_ends() -> None:
+    request = {
+        "id": 7,
+        "app": APP_JID,
+        "keys": {digest: point.hex() for digest, point in KEYS.items()},
+        "now": NOW_MS,
+        "claims": [[sealed("a"), "a", "bulk", None], [sealed("b"), "c", "bulk", None]],
+    }
+    answers = io.BytesIO()
+    serve(io.BytesIO(json.dumps(request).encode() + b"\n"), answers)
+    (line,) = answers.getvalue().splitlines()
+    answer = json.loads(line)
+    assert answer["id"] == 7
+    assert answer["results"][0] == ["ok", USER_JID, EXPIRES_MS, [BUNDLE.device_id]]
+    assert answer["results"][1][0] == "invalid_request"
+
+
+def test_a_pool_needs_a_worker() -> None:
+    with pytest.raises(ValueError, match="at least one worker"):
+        EnvelopeWorkers(0)
