@@ -19,7 +19,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from cmaas.api.addresses import ClientAddresses
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
-from cmaas.delivery.dispatcher import Dispatcher
+from cmaas.delivery.dispatcher import Dispatcher, OutgoingSealed
 from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
 from cmaas.delivery.instances import Instance
 from cmaas.delivery.queues import PriorityQueues
@@ -229,15 +229,8 @@ class FakeSender:
         self.sent: list[str] = []
         self.barriers = 0
 
-    def send_sealed(
-        self,
-        app_id: str,
-        recipient: str,
-        message_id: str,
-        envelope: str | None,
-        omemo: str | None = None,
-    ) -> bool:
-        self.sent.append(message_id)
+    def send_sealed_many(self, messages: Sequence[OutgoingSealed]) -> bool:
+        self.sent += [message.message_id for message in messages]
         return True
 
     async def barrier(self) -> None:

@@ -4,7 +4,7 @@ messages out and their receipts, markers and bounces back."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from slixmpp import JID, Iq, Message, Presence
@@ -32,6 +32,7 @@ from cmaas.component.outbound import (
 from cmaas.component.pep import PepClient, PepResponder
 from cmaas.component.ping_replies import PingReplies
 from cmaas.component.presence import PresenceResponder
+from cmaas.delivery.dispatcher import OutgoingSealed
 from cmaas.keydirectory import DeviceLimits
 from cmaas.keystore import DeviceKeys, StatusEvent
 from cmaas.xmpp.stanzas import APP_RESOURCE, register_stanzas
@@ -170,10 +171,26 @@ class GatewayComponent(ComponentXMPP):
 
         Returns: ``False`` when the link is down and nothing was written.
         """
+        return self.send_sealed_many(
+            [OutgoingSealed(app_id, recipient, message_id, envelope_json, omemo_xml)]
+        )
+
+    def send_sealed_many(self, messages: Sequence[OutgoingSealed]) -> bool:
+        """Write several sealed messages, in order, in one write to the link.
+
+        Returns: ``False`` when the link is down and nothing was written.
+        """
         try:
             self.send_raw(
-                sealed_message_xml(
-                    self.app_sender(app_id), recipient, message_id, envelope_json, omemo_xml
+                "".join(
+                    sealed_message_xml(
+                        self.app_sender(m.app_id),
+                        m.recipient,
+                        m.message_id,
+                        m.envelope_json,
+                        m.omemo_xml,
+                    )
+                    for m in messages
                 )
             )
         except NotConnectedError:
