@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -283,6 +284,7 @@ class EnvelopeWorkers(EnvelopeChecks):
         self._ids = itertools.count()
         self._closing = False
         self._respawning: asyncio.Task[None] | None = None
+        self._ending: set[asyncio.Task[None]] = set()
         self.checked_here_for_lost = 0
 
     async def start(self) -> None:
@@ -318,6 +320,10 @@ class EnvelopeWorkers(EnvelopeChecks):
         if self._closing or worker not in self._workers:
             return
         self._workers.remove(worker)
+        # Its pipes are closed and its exit status read, or they outlive it.
+        ending = asyncio.create_task(_stop(worker), name="envelope-worker-end")
+        self._ending.add(ending)
+        ending.add_done_callback(self._ending.discard)
         log.error(
             "envelope worker %d ended (exit %s); its checks run in the gateway until it"
             " is replaced",
@@ -412,7 +418,7 @@ class EnvelopeWorkers(EnvelopeChecks):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._respawning
         workers, self._workers = self._workers, []
-        await asyncio.gather(*(_stop(worker) for worker in workers))
+        await asyncio.gather(*(_stop(worker) for worker in workers), *self._ending)
 
 
 async def _stop(worker: _Worker) -> None:
@@ -463,6 +469,8 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     ends. The app keys' parsed forms are kept between requests (at most 1,024)."""
     parsed: dict[str, PublicKey] = {}
     for line in requests:
+        if not line.endswith(b"\n"):
+            return  # the gateway died while writing it: nobody waits for the answer
         request = json.loads(line)
         keys: dict[str, PublicKey] = {}
         for digest, point in request["keys"].items():
@@ -493,4 +501,9 @@ if __name__ == "__main__":
     # The gateway's own signals stop the worker by closing its input; a terminal's
     # Ctrl-C reaches the whole process group and would only add a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:
+        # The gateway died (SIGKILL) while this answer was on its way: exit quietly,
+        # without the flush at exit meeting the closed pipe again.
+        os._exit(0)
