@@ -144,7 +144,8 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         InstanceFenced: Another instance took this one for dead (or it lost the
             database): it stopped, and must be started again as a new instance.
         KeystoreError: The database cannot be migrated or read.
-        OSError: The HTTP listener cannot bind.
+        OSError: The HTTP listener cannot bind, or an admission worker cannot start.
+        WorkerLost: An admission worker ended as it started.
     """
     stop = stop or stop_on_signals()
     async with open_gateway(settings) as gateway:
@@ -160,7 +161,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
 async def start_envelope_checks(workers: int) -> EnvelopeChecks:
     """Envelope checks in ``workers`` worker processes, started; in this process for 0.
 
-    Raises: OSError: A worker could not be started.
+    Raises:
+        OSError: A worker could not be started.
+        WorkerLost: A worker ended as it started.
     """
     if workers == 0:
         return EnvelopeChecks()

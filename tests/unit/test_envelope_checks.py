@@ -24,6 +24,7 @@ from cmaas.delivery.envelope_checks import (
     EnvelopeChecks,
     EnvelopeClaim,
     EnvelopeWorkers,
+    WorkerLost,
     serve,
 )
 from cmaas.delivery.errors import InvalidRequest, UnknownSigningKey
@@ -293,6 +294,17 @@ async def test_a_worker_whose_gateway_is_gone_exits_quietly(tmp_path: Path) -> N
     worker.stdin.close()
     assert await asyncio.wait_for(worker.wait(), 30) == 0
     assert log.read_text() == ""
+
+
+async def test_a_worker_that_cannot_start_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    pool = EnvelopeWorkers(1)
+    with pytest.raises(WorkerLost, match=r"ended as it started.*CMAAS_ADMISSION_WORKERS=0"):
+        await pool.start()
+    await pool.close()
+    assert pool.alive == 0
 
 
 def test_a_pool_needs_a_worker() -> None:

@@ -41,6 +41,7 @@ from cmaas.envelope import (
     verify,
 )
 from cmaas.envelope.header import MAX_LIFETIME_MS
+from cmaas.errors import CmaasError
 from cmaas.lifecycle import Priority
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "EnvelopeChecks",
     "EnvelopeClaim",
     "EnvelopeWorkers",
+    "WorkerLost",
     "check_envelope",
 ]
 
@@ -217,7 +219,7 @@ def _checked_here(
         return refusal
 
 
-class WorkerLost(Exception):
+class WorkerLost(CmaasError):
     """A worker process ended (or could not be written to) before it answered."""
 
 
@@ -290,11 +292,20 @@ class EnvelopeWorkers(EnvelopeChecks):
     async def start(self) -> None:
         """Start the workers and wait until each has answered once.
 
-        Raises: OSError: A worker could not be started.
+        Raises:
+            OSError: A worker could not be started.
+            WorkerLost: A worker ended before it answered.
         """
         for _ in range(self._count):
             self._workers.append(await self._spawn())
-        await asyncio.gather(*(self._ping(worker) for worker in self._workers))
+        try:
+            await asyncio.gather(*(self._ping(worker) for worker in self._workers))
+        except WorkerLost as error:
+            raise WorkerLost(
+                f"an envelope worker ended as it started ({error}):"
+                f" `{sys.executable} -P -m {__name__}` shows why;"
+                " CMAAS_ADMISSION_WORKERS=0 checks envelopes in the gateway process"
+            ) from error
 
     async def _spawn(self) -> _Worker:
         process = await asyncio.create_subprocess_exec(
