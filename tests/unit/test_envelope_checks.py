@@ -224,6 +224,20 @@ async def test_a_killed_worker_costs_no_check_and_is_replaced(workers: EnvelopeW
     assert [comparable(r) for r in again] == [comparable(r) for r in results]
 
 
+async def test_a_worker_outlasts_the_groups_sigterm(workers: EnvelopeWorkers) -> None:
+    """systemd and a terminal signal the whole group: the worker waits for the gateway
+    to close its input, so checks in the gateway's orderly stop still reach it."""
+    (pid,) = worker_pids(workers)
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    (result,) = await workers.check(
+        [claim("after-term")], app_jid=APP_JID, signing_keys=KEYS, now_ms=NOW_MS
+    )
+    assert isinstance(result, CheckedEnvelope)
+    assert workers.checked_here_for_lost == 0
+    assert worker_pids(workers) == [pid]
+
+
 async def test_without_a_live_worker_everything_is_checked_here() -> None:
     pool = EnvelopeWorkers(1)
     await pool.start()

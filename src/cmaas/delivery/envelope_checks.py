@@ -509,9 +509,11 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
 
 
 if __name__ == "__main__":
-    # The gateway's own signals stop the worker by closing its input; a terminal's
-    # Ctrl-C reaches the whole process group and would only add a traceback.
+    # The worker ends when the gateway closes its input, after the gateway's own
+    # orderly stop. A terminal's Ctrl-C and systemd's SIGTERM reach the whole group:
+    # acted on here, they would end the worker while the gateway still needs it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         serve(sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:
