@@ -36,7 +36,7 @@ from cmaas.keystore import (
     StatusEvent,
     issue_credentials,
 )
-from cmaas.keystore._db import Db, Params, Row
+from cmaas.keystore._db import Db, Params, Row, Work
 from cmaas.keystore._sql import GroupCommit, SqliteThread
 from cmaas.keystore.messages import _add_events, _apply_changes, _ChangeBatch
 from cmaas.lifecycle import (
@@ -937,6 +937,30 @@ async def test_changes_recorded_together_come_out_as_one_at_a_time(
     assert len(set(ids)) == len(ids)
 
 
+class CountingDb:
+    """A :class:`Db` that notes each statement it is given."""
+
+    def __init__(self, db: Db, statements: list[str]) -> None:
+        self.db = db
+        self.statements = statements
+
+    async def one(self, sql: str, params: Params = ()) -> Row | None:
+        self.statements.append(sql)
+        return await self.db.one(sql, params)
+
+    async def all(self, sql: str, params: Params = ()) -> list[Row]:
+        self.statements.append(sql)
+        return await self.db.all(sql, params)
+
+    async def run(self, sql: str, params: Params = ()) -> int:
+        self.statements.append(sql)
+        return await self.db.run(sql, params)
+
+    async def many(self, sql: str, rows: Iterable[Params]) -> None:
+        self.statements.append(sql)
+        await self.db.many(sql, rows)
+
+
 async def test_a_batch_of_changes_takes_a_few_statements(keystore: AnyKeystore, app: str) -> None:
     store = keystore.messages
     outcomes = await submit(keystore, *(message(f"m{n}") for n in range(300)))
@@ -944,30 +968,9 @@ async def test_a_batch_of_changes_takes_a_few_statements(keystore: AnyKeystore, 
         [o.seq for o in outcomes if isinstance(o, MessageRecord)], 1_800_000_050_000
     )
     statements: list[str] = []
-
-    class CountingDb:
-        def __init__(self, db: Db) -> None:
-            self.db = db
-
-        async def one(self, sql: str, params: Params = ()) -> Row | None:
-            statements.append(sql)
-            return await self.db.one(sql, params)
-
-        async def all(self, sql: str, params: Params = ()) -> list[Row]:
-            statements.append(sql)
-            return await self.db.all(sql, params)
-
-        async def run(self, sql: str, params: Params = ()) -> int:
-            statements.append(sql)
-            return await self.db.run(sql, params)
-
-        async def many(self, sql: str, rows: Iterable[Params]) -> None:
-            statements.append(sql)
-            await self.db.many(sql, rows)
-
     changes = [change(f"m{n}", MessageStatus.DELIVERED, "1", reporter=ALICE) for n in range(300)]
     async with store._tx.write() as db:
-        recorded = await _apply_changes(CountingDb(db), changes)
+        recorded = await _apply_changes(CountingDb(db, statements), changes)
     assert [len(events) for events in recorded] == [1] * 300
     # The messages, the devices' events and the inserts in chunks of 200; the moves in one.
     assert len(statements) == 2 + 2 + 1 + 2
@@ -1006,3 +1009,95 @@ def test_a_closed_batch_takes_no_more_changes() -> None:
         assert batch.close() == taken
     finally:
         loop.close()
+
+
+async def test_a_batch_submitted_together_comes_out_as_one_at_a_time(
+    keystore: AnyKeystore, app: str
+) -> None:
+    """Ids used before, ids repeated within the request (the same request, or another),
+    known failures and the quota running out midway: a request's outcomes, records and
+    events are those of its messages submitted one call at a time (by another app)."""
+    other = "shop"
+    await keystore.create_app(NewApp(other, "Shop", "default"), issue_credentials("cid2"))
+
+    def scenario(app_id: str) -> list[NewMessage]:
+        def m(name: str, **kw: object) -> NewMessage:
+            return dataclasses.replace(message(name, **kw), app_id=app_id)  # type: ignore[arg-type]
+
+        return [
+            m("new1"),
+            m("old"),  # the same request as before: a duplicate
+            m("old", body=b'{"x":1}'),  # another request under that id: a conflict
+            m("gone", failure="unknown recipient: x"),
+            m("new1"),  # again within the request: a duplicate of the one just stored
+            m("new1", body=b'{"y":2}'),  # and a conflict
+            m("new2"),
+            m("gone"),  # the failed one's request again: its record
+            m("new3"),  # over the quota
+            m("new4"),
+        ]
+
+    def seen(outcome: object) -> tuple[object, ...]:
+        if isinstance(outcome, MessageRecord):
+            return ("record", outcome.message_id, outcome.status, outcome.detail, outcome.duplicate)
+        return (type(outcome).__name__, str(outcome))
+
+    quota = 4  # "old", then new1, gone and new2
+    for app_id in (other, app):
+        await submit(keystore, scenario(app_id)[1])
+    one_at_a_time = [
+        outcome
+        for single in scenario(other)
+        for outcome in await submit(keystore, single, quota=quota)
+    ]
+    together = await submit(keystore, *scenario(app), quota=quota)
+    assert [seen(o) for o in together] == [seen(o) for o in one_at_a_time]
+    reused = "was used before with a different request"
+    assert [seen(o) for o in together] == [
+        ("record", "new1", MessageStatus.ACCEPTED, "", False),
+        ("record", "old", MessageStatus.ACCEPTED, "", True),
+        ("MessageConflict", f"message id 'old' {reused}"),
+        ("record", "gone", MessageStatus.FAILED, "unknown recipient: x", False),
+        ("record", "new1", MessageStatus.ACCEPTED, "", True),
+        ("MessageConflict", f"message id 'new1' {reused}"),
+        ("record", "new2", MessageStatus.ACCEPTED, "", False),
+        ("record", "gone", MessageStatus.FAILED, "unknown recipient: x", True),
+        ("QuotaExhausted", f"the plan's daily quota of {quota} is used up"),
+        ("QuotaExhausted", f"the plan's daily quota of {quota} is used up"),
+    ]
+    first, again = together[0], together[4]
+    assert isinstance(first, MessageRecord) and isinstance(again, MessageRecord)
+    assert again.seq == first.seq
+    for name in ("new1", "gone", "new2"):
+        (a, a_history), (b, b_history) = [
+            await keystore.messages.get(app_id, name) for app_id in (other, app)
+        ]
+        assert (a.status, a.detail, a.priority) == (b.status, b.detail, b.priority)
+        assert [(e.status, e.detail) for e in a_history] == [
+            (e.status, e.detail) for e in b_history
+        ]
+    _, failed = await keystore.messages.get(app, "gone")
+    assert [e.status for e in failed] == [MessageStatus.ACCEPTED, MessageStatus.FAILED]
+    for app_id in (other, app):
+        assert (await keystore.app_counters(app_id)).submitted_today == quota
+
+
+async def test_a_batch_of_submissions_takes_a_few_statements(
+    keystore: AnyKeystore, app: str
+) -> None:
+    store = keystore.messages
+    statements: list[str] = []
+    write = store._write
+
+    async def counted(work: Work[T], *, urgent: bool = False) -> T:
+        return await write(lambda db: work(CountingDb(db, statements)), urgent=urgent)
+
+    store._write = counted
+    outcomes = await submit(keystore, *(message(f"m{n}") for n in range(300)))
+    assert len({o.seq for o in outcomes if isinstance(o, MessageRecord)}) == 300
+    # Ids used before and today's count; the messages and their events in chunks of
+    # 200; the count written back.
+    assert len(statements) == 2 + 1 + 2 + 2 + 1
+    events = await store.events_after(APP, 0, 1000)
+    assert sorted(e.message_id for e in events) == sorted(f"m{n}" for n in range(300))
+    assert all(e.status is MessageStatus.ACCEPTED for e in events)

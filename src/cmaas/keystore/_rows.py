@@ -46,6 +46,7 @@ __all__ = [
     "check_publication",
     "check_signed_prekey",
     "check_signing_key_room",
+    "conflict",
     "device_record",
     "duplicate_outcome",
     "event_from_row",
@@ -209,6 +210,12 @@ def duplicate_outcome(stored: Row, message: NewMessage) -> MessageRecord | Messa
     request is the same, else a conflict. ``stored`` has the message's columns."""
     if stored["request_sha256"] == message.request_sha256:
         return message_record(stored, duplicate=True)
+    return conflict(message)
+
+
+def conflict(message: NewMessage) -> MessageConflict:
+    """The refusal of a message id used before (or earlier in the same request) with a
+    different request."""
     return MessageConflict(
         f"message id {message.message_id!r} was used before with a different request"
     )

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from cmaas.keystore._db import Db, Row, Runner, Transactions, Work, database_ms
 from cmaas.keystore._rows import (
     DAY_MS,
+    conflict,
     duplicate_outcome,
     event_from_row,
     message_record,
@@ -113,77 +114,44 @@ class SqlMessageStore:
         async def work(db: Db) -> list[StatusEvent]:
             if nonce is not None and not await _claim_nonce(db, nonce):
                 raise NonceUsed(f"nonce {nonce.nonce!r} was used before")
-            events: list[StatusEvent] = []
-            used: dict[str, int] = {}
+            stored = await _messages_by_id(
+                db, "*", ((message.app_id, message.message_id) for message in messages)
+            )
+            used = {
+                app_id: await _used_today(db, app_id, day)
+                for app_id in dict.fromkeys(message.app_id for message in messages)
+            }
+            # Each message's outcome is decided in order, as one at a time would: a
+            # repeated id is a duplicate of what was stored before or earlier in this
+            # request; the rest are inserted together, a few statements for all.
+            decided: list[MessageRecord | MessageConflict | QuotaExhausted | NewMessage] = []
+            first: dict[tuple[str, str], NewMessage] = {}
             for message in messages:
-                row = await db.one(
-                    "SELECT * FROM messages WHERE app_id = ? AND message_id = ?",
-                    (message.app_id, message.message_id),
-                )
-                if row is not None:
-                    outcomes.append(duplicate_outcome(row, message))
+                key = (message.app_id, message.message_id)
+                if key in stored:
+                    decided.append(duplicate_outcome(stored[key], message))
+                elif key in first:
+                    decided.append(message)
+                else:
+                    refusal = quota_outcome(used[message.app_id], daily_quota)
+                    if refusal is not None:
+                        decided.append(refusal)
+                        continue
+                    used[message.app_id] += 1
+                    first[key] = message
+                    decided.append(message)
+            records, events = await _insert_messages(db, list(first.values()), now, owner)
+            for outcome in decided:
+                if not isinstance(outcome, NewMessage):
+                    outcomes.append(outcome)
                     continue
-                if message.app_id not in used:
-                    found = await db.one(
-                        "SELECT count FROM daily_usage WHERE app_id = ? AND day = ?",
-                        (message.app_id, day),
-                    )
-                    used[message.app_id] = int(found["count"]) if found else 0
-                refusal = quota_outcome(used[message.app_id], daily_quota)
-                if refusal is not None:
-                    outcomes.append(refusal)
-                    continue
-                used[message.app_id] += 1
-                inserted = await db.one(
-                    "INSERT INTO messages (app_id, message_id, recipient, recipient_jid,"
-                    " priority, status, request_sha256, envelope, omemo, expires_ms, created_ms,"
-                    " updated_ms, sealed_to, owner)"
-                    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-                    (
-                        message.app_id,
-                        message.message_id,
-                        message.recipient,
-                        message.recipient_jid,
-                        message.priority.rank,
-                        message.request_sha256,
-                        message.envelope,
-                        message.omemo,
-                        message.expires_ms,
-                        now,
-                        now,
-                        sealed_to_text(message),
-                        owner,
-                    ),
-                )
-                assert inserted is not None  # INSERT ... RETURNING gives its row
-                seq = int(inserted["seq"])
-                status, detail = MessageStatus.ACCEPTED, ""
-                events.append(
-                    await _add_event(db, seq, message.app_id, message.message_id, status, now)
-                )
-                if message.failure is not None:
-                    status, detail = MessageStatus.FAILED, message.failure
-                    await _set_status(db, seq, status, detail, now)
-                    events.append(
-                        await _add_event(
-                            db, seq, message.app_id, message.message_id, status, now, "", detail
-                        )
-                    )
-                outcomes.append(
-                    MessageRecord(
-                        seq,
-                        message.app_id,
-                        message.message_id,
-                        message.recipient,
-                        message.recipient_jid,
-                        message.priority,
-                        status,
-                        detail,
-                        message.expires_ms,
-                        now,
-                        now,
-                    )
-                )
+                key = (outcome.app_id, outcome.message_id)
+                if first[key] is outcome:
+                    outcomes.append(records[key])
+                elif first[key].request_sha256 == outcome.request_sha256:
+                    outcomes.append(replace(records[key], duplicate=True))
+                else:
+                    outcomes.append(conflict(outcome))
             await db.many(
                 "INSERT INTO daily_usage (app_id, day, count) VALUES (?, ?, ?)"
                 " ON CONFLICT (app_id, day) DO UPDATE SET count = excluded.count",
@@ -717,6 +685,119 @@ async def _add_event(
     return StatusEvent(int(row["event_id"]), app_id, message_id, status, at_ms, device, detail)
 
 
+async def _messages_by_id(
+    db: Db, columns: str, ids: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], Row]:
+    """The stored messages among ``ids`` (app id, message id), with ``columns`` (which
+    must include ``message_id``), by id; a few statements for any number."""
+    wanted: dict[str, set[str]] = {}
+    for app_id, message_id in ids:
+        wanted.setdefault(app_id, set()).add(message_id)
+    found: dict[tuple[str, str], Row] = {}
+    for app_id, message_ids in wanted.items():
+        for chunk in _chunks(sorted(message_ids)):
+            rows = await db.all(
+                f"SELECT {columns} FROM messages"  # noqa: S608
+                f" WHERE app_id = ? AND message_id IN ({_marks(len(chunk))})",
+                (app_id, *chunk),
+            )
+            found.update(((app_id, row["message_id"]), row) for row in rows)
+    return found
+
+
+async def _used_today(db: Db, app_id: str, day: int) -> int:
+    found = await db.one(
+        "SELECT count FROM daily_usage WHERE app_id = ? AND day = ?", (app_id, day)
+    )
+    return int(found["count"]) if found else 0
+
+
+_INSERT_MESSAGES = (
+    "INSERT INTO messages (app_id, message_id, recipient, recipient_jid, priority, status,"
+    " request_sha256, envelope, omemo, expires_ms, created_ms, updated_ms, sealed_to, owner)"
+    " VALUES "
+)
+
+
+async def _insert_messages(
+    db: Db, messages: Sequence[NewMessage], now: int, owner: int | None
+) -> tuple[dict[tuple[str, str], MessageRecord], list[StatusEvent]]:
+    """Insert new messages (ids not used before, each once), ``accepted``, and fail at
+    once those with a ``failure``, several rows a statement.
+
+    Returns: each message's record by (app id, message id), and the events, in order.
+    """
+    seqs: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(messages):
+        rows = await db.all(
+            _INSERT_MESSAGES
+            + ", ".join(["(?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            + " RETURNING seq, app_id, message_id",
+            [
+                value
+                for message in chunk
+                for value in (
+                    message.app_id,
+                    message.message_id,
+                    message.recipient,
+                    message.recipient_jid,
+                    message.priority.rank,
+                    message.request_sha256,
+                    message.envelope,
+                    message.omemo,
+                    message.expires_ms,
+                    now,
+                    now,
+                    sealed_to_text(message),
+                    owner,
+                )
+            ],
+        )
+        # Rows come back in no promised order: matched by the id, unique among them.
+        seqs.update(((row["app_id"], row["message_id"]), int(row["seq"])) for row in rows)
+    # Every accepted event first, then the failures: the order one at a time gave
+    # each message, in a few statements.
+    changes = [
+        StatusChange(message.app_id, message.message_id, MessageStatus.ACCEPTED, now)
+        for message in messages
+    ] + [
+        StatusChange(
+            message.app_id, message.message_id, MessageStatus.FAILED, now, detail=message.failure
+        )
+        for message in messages
+        if message.failure is not None
+    ]
+    numbered = [
+        (position, seqs[(change.app_id, change.message_id)], change)
+        for position, change in enumerate(changes)
+    ]
+    failed = [
+        (change.status.value, change.detail, now, False, False, seq)
+        for _, seq, change in numbered
+        if change.status is MessageStatus.FAILED
+    ]
+    if failed:
+        await db.many(_SET_STATUS, failed)
+    recorded = await _add_events(db, numbered)
+    records = {
+        (message.app_id, message.message_id): MessageRecord(
+            seqs[(message.app_id, message.message_id)],
+            message.app_id,
+            message.message_id,
+            message.recipient,
+            message.recipient_jid,
+            message.priority,
+            MessageStatus.ACCEPTED if message.failure is None else MessageStatus.FAILED,
+            message.failure or "",
+            message.expires_ms,
+            now,
+            now,
+        )
+        for message in messages
+    }
+    return records, [recorded[position] for position in sorted(recorded)]
+
+
 # What is sealed is kept only while a resend may need it: data minimisation.
 _SET_STATUS = (
     "UPDATE messages SET status = ?, detail = ?, updated_ms = ?,"
@@ -821,24 +902,20 @@ def _reported_in(seen: set[tuple[str, str]]) -> Callable[[str, MessageStatus], b
 async def _tracked_messages(
     db: Db, changes: Sequence[StatusChange]
 ) -> dict[tuple[str, str], _Tracked]:
-    wanted: dict[str, set[str]] = {}
-    for change in changes:
-        wanted.setdefault(change.app_id, set()).add(change.message_id)
-    tracked: dict[tuple[str, str], _Tracked] = {}
-    for app_id, message_ids in wanted.items():
-        for chunk in _chunks(sorted(message_ids)):
-            rows = await db.all(
-                "SELECT seq, message_id, status, recipient_jid, sealed_to FROM messages"  # noqa: S608
-                f" WHERE app_id = ? AND message_id IN ({_marks(len(chunk))})",
-                (app_id, *chunk),
-            )
-            for row in rows:
-                tracked[(app_id, row["message_id"])] = _Tracked(
-                    row["seq"],
-                    MessageStatus(row["status"]),
-                    row["recipient_jid"],
-                    sealed_to_set(row["sealed_to"]),
-                )
+    stored = await _messages_by_id(
+        db,
+        "seq, message_id, status, recipient_jid, sealed_to",
+        ((change.app_id, change.message_id) for change in changes),
+    )
+    tracked = {
+        key: _Tracked(
+            row["seq"],
+            MessageStatus(row["status"]),
+            row["recipient_jid"],
+            sealed_to_set(row["sealed_to"]),
+        )
+        for key, row in stored.items()
+    }
     # The rule asks whether the reporting device reported a status before: the
     # devices' events are read up front, for the messages a device reports on.
     by_seq = {message.seq: message for message in tracked.values()}
