@@ -27,7 +27,11 @@ __all__ = [
 ]
 
 MAX_SAFE_INTEGER = 2**53 - 1
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_VALUES = {character: value for value, character in enumerate(_B64URL_ALPHABET)}
+_SPARE_BITS = {2: 0b1111, 3: 0b11}
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 # One encoder for every call: json.dumps builds a new one whenever options are given.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -102,6 +106,7 @@ def parse_json(data: bytes | str, *, max_bytes: int, what: str) -> Any:
             raw.decode("utf-8"),
             object_pairs_hook=_no_duplicates,
             parse_float=_no_float,
+            parse_int=_portable_int,
             parse_constant=_no_float,
         )
     # ValueError also covers integer literals beyond Python's digit limit.
@@ -111,7 +116,10 @@ def parse_json(data: bytes | str, *, max_bytes: int, what: str) -> Any:
         raise MalformedEncoding(f"{what} is not valid JSON: {error}") from error
     # What has no canonical form (lone surrogates, integers beyond 2**53) is refused
     # on the way in too, so nothing accepted here can fail to serialise later.
-    _check_portable(value)
+    # Integers are checked as they are parsed; a lone surrogate can only come from a
+    # \u escape, so text without one needs no walk.
+    if b"\\u" in raw:
+        _check_portable(value)
     return value
 
 
@@ -122,6 +130,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise MalformedEncoding(f"duplicate key {key!r}")
         result[key] = value
     return result
+
+
+def _portable_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise MalformedEncoding(f"integer {value} is beyond 2**53 - 1")
+    return value
 
 
 def _no_float(text: str) -> Any:
@@ -147,12 +162,16 @@ def from_b64url(text: object, *, what: str, size: int | None = None, max_size: i
         raise OversizeInput(f"{what} is longer than {max_size} bytes")
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise MalformedEncoding(f"{what} is not unpadded base64url")
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as error:
-        raise MalformedEncoding(f"{what} is not unpadded base64url") from error
-    if b64url(data) != text:
+    # Canonical: the bits of the last character beyond the data's are zero (2 or 4
+    # of them when the length is 3 or 2 modulo 4), so encoding the bytes gives it back.
+    if len(text) % 4 and _B64URL_VALUES[text[-1]] & _SPARE_BITS[len(text) % 4]:
         raise MalformedEncoding(f"{what} is not canonical base64url")
+    try:
+        data = binascii.a2b_base64(
+            text.encode("ascii").translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(text) % 4)
+        )
+    except binascii.Error as error:
+        raise MalformedEncoding(f"{what} is not unpadded base64url") from error
     if size is not None and len(data) != size:
         raise MalformedEncoding(f"{what} must be {size} bytes, not {len(data)}")
     return data
