@@ -25,6 +25,7 @@ from cmaas.delivery.envelope_checks import (
     EnvelopeClaim,
     EnvelopeWorkers,
     WorkerLost,
+    _request_line,
     serve,
 )
 from cmaas.delivery.errors import InvalidRequest, UnknownSigningKey
@@ -256,39 +257,36 @@ async def test_closing_stops_every_worker() -> None:
     assert [p.returncode for p in processes] == [0, 0]
 
 
+def request(request_id: int, claims: list[EnvelopeClaim]) -> bytes:
+    hex_keys = {digest: point.hex() for digest, point in KEYS.items()}
+    return _request_line(request_id, APP_JID, hex_keys, NOW_MS, claims)
+
+
 def test_a_worker_serves_until_its_input_ends() -> None:
-    request = {
-        "id": 7,
-        "app": APP_JID,
-        "keys": {digest: point.hex() for digest, point in KEYS.items()},
-        "now": NOW_MS,
-        "claims": [[sealed("a"), "a", "bulk", None], [sealed("b"), "c", "bulk", None]],
-    }
+    # Lengths are in bytes: a text with a two-byte character ahead of a good one.
+    not_ascii = claim("n", text='{"é":1}')
     answers = io.BytesIO()
-    serve(io.BytesIO(json.dumps(request).encode() + b"\n"), answers)
-    (line,) = answers.getvalue().splitlines()
-    answer = json.loads(line)
-    assert answer["id"] == 7
-    assert answer["results"][0] == ["ok", USER_JID, EXPIRES_MS, [BUNDLE.device_id]]
-    assert answer["results"][1][0] == "invalid_request"
+    serve(io.BytesIO(request(7, [claim("a"), not_ascii]) + request(8, [claim("b")])), answers)
+    first, second = map(json.loads, answers.getvalue().splitlines())
+    assert first["id"] == 7
+    assert first["results"][0] == ["ok", USER_JID, EXPIRES_MS, [BUNDLE.device_id]]
+    assert first["results"][1][0] == "invalid_request"
+    assert second == {"id": 8, "results": [first["results"][0]]}
 
 
-def test_a_request_cut_short_by_the_gateways_death_gets_no_answer() -> None:
+@pytest.mark.parametrize("cut", ["in the line", "in the envelopes"])
+def test_a_request_cut_short_by_the_gateways_death_gets_no_answer(cut: str) -> None:
+    whole = request(1, [claim("a"), claim("b")])
+    end = whole.index(b"\n") - 10 if cut == "in the line" else len(whole) - 10
     answers = io.BytesIO()
-    serve(io.BytesIO(b'{"id": 1, "app": "x", "keys": {}, "now": 0, "cla'), answers)
+    serve(io.BytesIO(whole[:end]), answers)
     assert answers.getvalue() == b""
 
 
 async def test_a_worker_whose_gateway_is_gone_exits_quietly(tmp_path: Path) -> None:
     """The gateway killed while the worker answers: no traceback in the shared log."""
     log = tmp_path / "worker.log"
-    request = {
-        "id": 1,
-        "app": APP_JID,
-        "keys": {digest: point.hex() for digest, point in KEYS.items()},
-        "now": NOW_MS,
-        "claims": [[sealed(f"m{n}"), f"m{n}", "bulk", None] for n in range(64)],
-    }
+    claims = [claim(f"m{n}") for n in range(64)]
     answers_read, answers_write = os.pipe()
     with log.open("wb") as stderr:
         worker = await asyncio.create_subprocess_exec(
@@ -304,7 +302,7 @@ async def test_a_worker_whose_gateway_is_gone_exits_quietly(tmp_path: Path) -> N
     # Nobody reads its answers any more, as when the gateway has died.
     os.close(answers_read)
     assert worker.stdin is not None
-    worker.stdin.write(json.dumps(request).encode() + b"\n")
+    worker.stdin.write(request(1, claims))
     worker.stdin.close()
     assert await asyncio.wait_for(worker.wait(), 30) == 0
     assert log.read_text() == ""

@@ -13,7 +13,8 @@ held is checked here instead, and a new worker takes its place.
 
 A worker is ``python -m cmaas.delivery.envelope_checks``: it imports the envelope code
 and nothing of the gateway, holds no secret (the app keys it sees are public), and
-speaks JSON lines on its standard input and output. It exits when its input closes, as
+speaks on its standard input and output: per request, a JSON line followed by the
+envelopes' bytes; per answer, a JSON line. It exits when its input closes, as
 it does when the gateway stops or dies.
 """
 
@@ -80,13 +81,13 @@ class EnvelopeClaim:
     """What a submission says of its envelope, which the envelope must agree with.
 
     Attributes:
-        text: The envelope's JSON text, as submitted.
+        text: The envelope's JSON text, as submitted (or its UTF-8 bytes).
         message_id: The submission's message id.
         priority: The submission's priority.
         expires_at: The submission's expiry in unix seconds, if it gave one.
     """
 
-    text: str
+    text: str | bytes
     message_id: str
     priority: Priority
     expires_at: int | None
@@ -451,14 +452,21 @@ def _request_line(
     now_ms: int,
     claims: Sequence[EnvelopeClaim],
 ) -> bytes:
+    """One request: a JSON line with each claim's facts and its envelope's length in
+    bytes, then the envelopes' UTF-8 bytes back to back (no JSON escaping of them on
+    either side)."""
+    texts = [c.text if isinstance(c.text, bytes) else c.text.encode() for c in claims]
     request = {
         "id": request_id,
         "app": app_jid,
         "keys": hex_keys,
         "now": now_ms,
-        "claims": [[c.text, c.message_id, c.priority.value, c.expires_at] for c in claims],
+        "claims": [
+            [c.message_id, c.priority.value, c.expires_at, len(text)]
+            for c, text in zip(claims, texts, strict=True)
+        ],
     }
-    return json.dumps(request, separators=(",", ":")).encode() + b"\n"
+    return b"".join((json.dumps(request, separators=(",", ":")).encode(), b"\n", *texts))
 
 
 def _result_to_json(result: CheckResult) -> list[object]:
@@ -476,13 +484,18 @@ def _result_from_json(item: list[Any]) -> CheckResult:
 
 
 def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
-    """A worker's loop: one request line in, one answer line out, until ``requests``
-    ends. The app keys' parsed forms are kept between requests (at most 1,024)."""
+    """A worker's loop: one request in (:func:`_request_line`), one answer line out,
+    until ``requests`` ends. The app keys' parsed forms are kept between requests (at
+    most 1,024)."""
     parsed: dict[str, PublicKey] = {}
-    for line in requests:
+    while line := requests.readline():
         if not line.endswith(b"\n"):
             return  # the gateway died while writing it: nobody waits for the answer
         request = json.loads(line)
+        claims = request["claims"]
+        texts = requests.read(sum(length for *_, length in claims))
+        if len(texts) < sum(length for *_, length in claims):
+            return  # cut short in the envelopes, likewise
         keys: dict[str, PublicKey] = {}
         for digest, point in request["keys"].items():
             if point not in parsed:
@@ -490,17 +503,15 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
                     parsed.clear()
                 parsed[point] = parse_public_key(bytes.fromhex(point))
             keys[digest] = parsed[point]
-        results = [
-            _result_to_json(
-                _checked_here(
-                    EnvelopeClaim(text, message_id, Priority(priority), expires_at),
-                    request["app"],
-                    keys,
-                    request["now"],
-                )
+        results = []
+        start = 0
+        for message_id, priority, expires_at, length in claims:
+            text = texts[start : start + length]
+            start += length
+            claim = EnvelopeClaim(text, message_id, Priority(priority), expires_at)
+            results.append(
+                _result_to_json(_checked_here(claim, request["app"], keys, request["now"]))
             )
-            for text, message_id, priority, expires_at in request["claims"]
-        ]
         answers.write(
             json.dumps({"id": request["id"], "results": results}, separators=(",", ":")).encode()
             + b"\n"

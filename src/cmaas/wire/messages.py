@@ -130,8 +130,12 @@ class Submission:
         }
         if self.omemo is not None:
             normalised["omemo"] = self.omemo
-        return hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).digest()
+        return hashlib.sha256(_REQUEST_DIGEST.encode(normalised).encode()).digest()
 
+
+# json.dumps(value, sort_keys=True), without building an encoder for every call: the
+# digests of messages already stored must stay the same.
+_REQUEST_DIGEST = json.JSONEncoder(sort_keys=True)
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
