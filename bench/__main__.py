@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import secrets
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.footprint import footprint
-from bench.gateway import Storage, ingest, otp_latency, stop_postgres
+from bench.gateway import Storage, envelope_chars, ingest, otp_latency, stop_postgres
 from bench.local_items import key_lookup, omemo, sealing
 from bench.measure import HTTP_SENDER, RECIPIENT, Measurement, Settings, peer, raw_limit, run_all
 from bench.report import RESULTS_DIR, Row, say, table, write_json
@@ -31,6 +32,20 @@ STARTERS: dict[str, Callable[[Path], XmppServer]] = {
     "prosody": start_prosody,
     "ejabberd": functools.partial(start_ejabberd, instance_hosts=INSTANCE_HOSTS),
 }
+
+
+async def raw_limit_envelope_sized(server: XmppServer, settings: Settings) -> Row:
+    """(a-env) item a with bodies as long as item c's envelopes."""
+    size = envelope_chars(server, settings.count)
+    return await raw_limit(server, dataclasses.replace(settings, body_size=size), item="a-env")
+
+
+async def peer_envelope_sized(server: XmppServer, settings: Settings) -> Row:
+    """(b-env) item b with bodies as long as item c's envelopes."""
+    size = envelope_chars(server, settings.count)
+    return await peer(server, dataclasses.replace(settings, body_size=size), item="b-env")
+
+
 INGEST: list[tuple[str, str, Measurement]] = [
     ("c", "gateway on SQLite: signed HTTP batches -> raw client", ingest),
     (
@@ -44,13 +59,28 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
     # stand by, so there is no c-pg2 on it.
     "prosody": [
         ("a", "raw component -> raw client", raw_limit),
+        (
+            "a-env",
+            "raw component -> raw client, bodies as long as c's envelopes",
+            raw_limit_envelope_sized,
+        ),
         *INGEST,
         ("d", "OTP latency while bulk drains", otp_latency),
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
     "ejabberd": [
         ("a", "raw component -> raw client", raw_limit),
+        (
+            "a-env",
+            "raw component -> raw client, bodies as long as c's envelopes",
+            raw_limit_envelope_sized,
+        ),
         ("b", "send_message HTTP -> raw client", peer),
+        (
+            "b-env",
+            "send_message HTTP -> raw client, bodies as long as c's envelopes",
+            peer_envelope_sized,
+        ),
         *INGEST,
         (
             "c-pg2",

@@ -69,6 +69,7 @@ __all__ = [
     "cpu_seconds",
     "delivered_count",
     "delivered_total",
+    "envelope_chars",
     "gateway_process",
     "ingest",
     "otp_latency",
@@ -127,23 +128,46 @@ class BenchGateway:
     def seal(self, count: int, priority: Priority, prefix: str) -> list[Submission]:
         """Pre-seal ``count`` messages to the recipient's signed prekey (CPU, untimed)."""
         now = now_ms()
-        keys = KeyLookup(self.bundle.jid, (self.bundle,))
-        messages = []
-        for n in range(count):
-            messages.append(
-                seal_submission(
-                    keys,
-                    self.bundle.jid,
-                    TextContent(f"{n:010d} benchmark message"),
-                    message_id=f"{prefix}{n}",
-                    app_jid=self.app_jid,
-                    app_key=self.key,
-                    priority=priority,
-                    created_ms=now,
-                    expires_ms=now + 3_600_000,
-                )
-            )
-        return messages
+        return [
+            _sealed(self.bundle, self.app_jid, self.key, n, priority, prefix, now)
+            for n in range(count)
+        ]
+
+
+def _sealed(
+    bundle: DeviceBundle,
+    app_jid: str,
+    key: PrivateKey,
+    n: int,
+    priority: Priority,
+    prefix: str,
+    now: int,
+) -> Submission:
+    return seal_submission(
+        KeyLookup(bundle.jid, (bundle,)),
+        bundle.jid,
+        TextContent(f"{n:010d} benchmark message"),
+        message_id=f"{prefix}{n}",
+        app_jid=app_jid,
+        app_key=key,
+        priority=priority,
+        created_ms=now,
+        expires_ms=now + 3_600_000,
+    )
+
+
+def envelope_chars(server: XmppServer, count: int) -> int:
+    """How long item c's envelopes are on ``server``: the one c seals last (the longest
+    id), sealed here the same way for a throwaway device and key."""
+    keyring = DeviceKeyring.generate(
+        f"{RECIPIENT}@{server.domain}", now_ms=now_ms(), one_time_prekeys=0
+    )
+    app_jid = f"{APP}@{server.component_domain}"
+    last = _sealed(
+        keyring.bundle(), app_jid, generate_private_key(), count - 1, Priority.NORMAL, "c", now_ms()
+    )
+    assert last.envelope is not None  # sealed to a CMaaS device
+    return len(last.envelope)
 
 
 @dataclass(frozen=True)

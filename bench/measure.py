@@ -66,7 +66,11 @@ async def _until_stopped(work: Awaitable[Row], responder: ReceiptResponder) -> R
                 await pending
 
 
-async def raw_limit(server: XmppServer, settings: Settings) -> Row:
+def _body_note(item: str, settings: Settings) -> str:
+    return f", {settings.body_size:,}-char bodies (c's envelope)" if item.endswith("-env") else ""
+
+
+async def raw_limit(server: XmppServer, settings: Settings, *, item: str = "a") -> Row:
     """(a) raw XEP-0114 injector → server → raw client, receipts back to the injector."""
     responder = await _responder(server, settings, settings.deadline + 60)
     component: RawComponent | None = None
@@ -107,8 +111,8 @@ async def raw_limit(server: XmppServer, settings: Settings) -> Row:
                 tick.cancel()
             return Row(
                 server=server.kind,
-                item="a",
-                description="raw component -> raw client",
+                item=item,
+                description="raw component -> raw client" + _body_note(item, settings),
                 count=settings.count,
                 done=result.acked,
                 rate=round(result.rate, 1),
@@ -138,7 +142,7 @@ async def raw_limit(server: XmppServer, settings: Settings) -> Row:
             await component.close()
 
 
-async def peer(server: XmppServer, settings: Settings) -> Row:
+async def peer(server: XmppServer, settings: Settings, *, item: str = "b") -> Row:
     """(b) ejabberd send_message over HTTP → server → raw client (no receipts)."""
     responder = await _responder(server, settings, settings.deadline + 60)
     url = f"http://{server.host}:{server.http_port}/api/send_message"
@@ -182,8 +186,9 @@ async def peer(server: XmppServer, settings: Settings) -> Row:
                 note = f"{result.failed} failed: {result.first_failure}"
             return Row(
                 server=server.kind,
-                item="b",
-                description=f"send_message HTTP x{settings.concurrency} -> raw client",
+                item=item,
+                description=f"send_message HTTP x{settings.concurrency} -> raw client"
+                + _body_note(item, settings),
                 count=settings.count,
                 done=result.arrived,
                 rate=round(result.rate, 1),

@@ -90,7 +90,8 @@ async def ticker(label: str, total: int, done: Callable[[], int], every: float =
 
 
 def ratios(rows: Sequence[Row]) -> dict[str, float]:
-    """b/a, c/a and c/b per server, h/e (OMEMO sessions established against the
+    """b/a, c/a and c/b per server (and c against a and b carrying bodies as long as
+    c's envelopes), h/e (OMEMO sessions established against the
     envelope) per device count, where both items ran to completion, and e's seal against
     its raw primitives per device count."""
     found: dict[str, float] = {}
@@ -101,7 +102,7 @@ def ratios(rows: Sequence[Row]) -> dict[str, float]:
 
     for server in sorted({row.server for row in rows}):
         by_item = {row.item: row for row in rows if row.server == server}
-        for top, bottom in (("b", "a"), ("c", "a"), ("c", "b")):
+        for top, bottom in (("b", "a"), ("c", "a"), ("c", "b"), ("c", "a-env"), ("c", "b-env")):
             add(f"{server} {top}/{bottom}", by_item.get(top), by_item.get(bottom))
         mine = [row for row in rows if row.server == server]
         envelope = {row.extra.get("devices"): row for row in mine if row.item == "e"}

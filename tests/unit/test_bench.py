@@ -7,10 +7,18 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
+from typing import cast
 
 from bench.__main__ import chosen_items, parse_args
-from bench.gateway import cpu_seconds, tree_cpu_seconds
-from bench.report import Row, table
+from bench.gateway import BenchGateway, cpu_seconds, envelope_chars, tree_cpu_seconds
+from bench.measure import RECIPIENT
+from bench.report import Row, ratios, table
+
+from cmaas.clock import now_ms
+from cmaas.devservers import XmppServer
+from cmaas.envelope import DeviceKeyring, generate_private_key
+from cmaas.lifecycle import Priority
 
 # The child burns this much CPU before it exits; the clocks tick every 10 ms.
 CHILD_CPU_S = 0.3
@@ -27,7 +35,44 @@ def test_the_letter_c_selects_every_storage_variant() -> None:
     assert [item for item, _, _ in chosen_items("ejabberd", items)] == ["c", "c-pg1", "c-pg2"]
     # Prosody takes one component connection per domain: no second active instance.
     assert [item for item, _, _ in chosen_items("prosody", items)] == ["c", "c-pg1"]
-    assert [item for item, _, _ in chosen_items("ejabberd", "ad")] == ["a", "d"]
+    assert [item for item, _, _ in chosen_items("ejabberd", "ad")] == ["a", "a-env", "d"]
+    assert [item for item, _, _ in chosen_items("ejabberd", "b")] == ["b", "b-env"]
+
+
+def test_the_peers_bodies_are_as_long_as_the_envelopes_c_sends() -> None:
+    server = cast(
+        XmppServer, SimpleNamespace(domain="localhost", component_domain="cmaas.localhost")
+    )
+    keyring = DeviceKeyring.generate(f"{RECIPIENT}@localhost", now_ms=now_ms(), one_time_prekeys=0)
+    gateway = BenchGateway([], "bench@cmaas.localhost", generate_private_key(), keyring.bundle())
+    sent = [len(s.envelope or "") for s in gateway.seal(20, Priority.NORMAL, "c")]
+    # A DER signature's length varies by a byte or two, and base64url rounds.
+    assert all(abs(envelope_chars(server, 20) - length) <= 4 for length in sent)
+    assert min(sent) > 900
+
+
+def test_c_is_compared_with_the_peers_at_both_body_sizes() -> None:
+    def row(item: str, rate: float) -> Row:
+        return Row(
+            server="ejabberd",
+            item=item,
+            description="",
+            count=10,
+            done=10,
+            rate=rate,
+            p50_ms=None,
+            p99_ms=None,
+            seconds=1.0,
+            complete=True,
+            latency="",
+        )
+
+    found = ratios(
+        [row("a", 8000), row("a-env", 6000), row("b", 3000), row("b-env", 2500), row("c", 3000)]
+    )
+    assert found["ejabberd c/b"] == 1.0
+    assert found["ejabberd c/b-env"] == 1.2
+    assert found["ejabberd c/a-env"] == 0.5
 
 
 def test_cpu_seconds_follow_the_process_clock() -> None:
