@@ -83,7 +83,10 @@ class Dispatcher:
             (each round ends with a ping, :meth:`StanzaSender.barrier`). Without this
             bound, socket buffers and the server's queue fill with thousands of bulk
             messages, and an urgent message queued late waits behind all of them; with
-            it, at most this many rounds stand before it.
+            it, at most this many rounds stand before it. The defaults let 96 stand,
+            as 3 rounds of 32 did, with a third fewer rounds (each costs a database
+            read, a write and a ping): 10 to 15 % less CPU per message on a flood.
+            One round of 96 cost as little, but left Prosody idle between rounds.
         owner: This instance's epoch: it dispatches only the messages it owns, and
             records only about those (``None``: every message, for tests).
     """
@@ -94,8 +97,8 @@ class Dispatcher:
         sender: StanzaSender,
         *,
         resend_window_s: float = 15.0,
-        batch: int = 32,
-        rounds_in_flight: int = 3,
+        batch: int = 48,
+        rounds_in_flight: int = 2,
         owner: int | None = None,
         clock_ms: Callable[[], int] = now_ms,
         monotonic: Callable[[], float] = time.monotonic,
