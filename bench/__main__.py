@@ -66,6 +66,11 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
         ),
         *INGEST,
         ("d", "OTP latency while bulk drains", otp_latency),
+        (
+            "d-flood",
+            "OTP latency while bulk is still submitted and drains",
+            functools.partial(otp_latency, flood=True),
+        ),
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
     "ejabberd": [
@@ -90,6 +95,11 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
             ),
         ),
         ("d", "OTP latency while bulk drains", otp_latency),
+        (
+            "d-flood",
+            "OTP latency while bulk is still submitted and drains",
+            functools.partial(otp_latency, flood=True),
+        ),
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
 }

@@ -8,8 +8,9 @@ signed HTTP submissions and the raw receipt responder.
     instance's CPU time over the timed part (and the PostgreSQL server's) is read from
     /proc and reported per message delivered.
 (d) OTP latency: high-priority messages submitted one at a time every 20 ms while a
-    backlog of bulk messages drains; latency is from the request until the gateway
-    records the receipt (the event's timestamp).
+    backlog of bulk messages drains and the rest of it is still being submitted;
+    latency is from the request until the gateway records the receipt (the event's
+    timestamp).
 """
 
 from __future__ import annotations
@@ -577,16 +578,22 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
     return await _with_gateway(server, settings, item, run, storage)
 
 
-async def otp_latency(server: XmppServer, settings: Settings) -> Row:
-    """(d) high-priority submit → delivered while a bulk backlog drains."""
+async def otp_latency(server: XmppServer, settings: Settings, *, flood: bool = False) -> Row:
+    """(d) high-priority submit → delivered while a bulk backlog drains; with ``flood``
+    (d-flood), while the most of it is still being submitted too."""
 
     async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
         backlog = gateway.seal(min(BACKLOG, settings.count), Priority.BULK, "b")
         otps = gateway.seal(200, Priority.HIGH, "otp")
         submitted_ms: dict[str, int] = {}
         latencies: list[float] = []
-        await submit_all(gateway.apis, backlog)
+        # d-flood: a quarter of the backlog is stored first and the rest submitted while
+        # the OTPs go in, so that every OTP meets a backlog still arriving and draining
+        # (stored whole first, it can drain before the OTPs are under way).
+        first = len(backlog) // 4 if flood else len(backlog)
+        await submit_all(gateway.apis, backlog[:first])
         cursor = (await gateway.api.events()).next
+        flooding = asyncio.create_task(submit_all(gateway.apis, backlog[first:]))
         began = time.perf_counter()
         deadline = time.monotonic() + settings.deadline
 
@@ -611,23 +618,28 @@ async def otp_latency(server: XmppServer, settings: Settings) -> Row:
                         last_bulk_ms = max(last_bulk_ms, event.at_ms)
 
         following = asyncio.create_task(follow())
-        # One every 20 ms whatever the answers take: a late answer must not thin the
-        # OTPs out while the backlog drains.
-        submitting = []
-        for message in otps:
-            submitted_ms[message.message_id] = now_ms()
-            submitting.append(asyncio.create_task(gateway.api.submit(message)))
-            await asyncio.sleep(OTP_EVERY_S)
-        await asyncio.gather(*submitting)
-        # Still queued when the last OTP went in: every OTP met a real backlog.
-        left = await gateway.api.request("GET", "/healthz")
+        try:
+            # One every 20 ms whatever the answers take: a late answer must not thin
+            # the OTPs out while the backlog drains.
+            submitting = []
+            for message in otps:
+                submitted_ms[message.message_id] = now_ms()
+                submitting.append(asyncio.create_task(gateway.api.submit(message)))
+                await asyncio.sleep(OTP_EVERY_S)
+            await asyncio.gather(*submitting)
+            # Still queued when the last OTP went in: every OTP met a real backlog.
+            left = await gateway.api.request("GET", "/healthz")
+            await flooding
+        finally:
+            flooding.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(following, max(1.0, deadline - time.monotonic()))
         seconds = time.perf_counter() - began
         return Row(
             server=server.kind,
-            item="d",
-            description=f"OTP submit -> delivered, {len(backlog):,} bulk draining",
+            item="d-flood" if flood else "d",
+            description=f"OTP submit -> delivered, {len(backlog):,} bulk draining"
+            + (f", {len(backlog) - first:,} of them submitted meanwhile" if flood else ""),
             count=len(otps),
             done=len(latencies),
             rate=round(len(latencies) / seconds, 1),
@@ -650,7 +662,7 @@ async def otp_latency(server: XmppServer, settings: Settings) -> Row:
             },
         )
 
-    return await _with_gateway(server, settings, "d", run)
+    return await _with_gateway(server, settings, "d-flood" if flood else "d", run)
 
 
 def _stage_percentiles(

@@ -35,7 +35,7 @@ def test_the_letter_c_selects_every_storage_variant() -> None:
     assert [item for item, _, _ in chosen_items("ejabberd", items)] == ["c", "c-pg1", "c-pg2"]
     # Prosody takes one component connection per domain: no second active instance.
     assert [item for item, _, _ in chosen_items("prosody", items)] == ["c", "c-pg1"]
-    assert [item for item, _, _ in chosen_items("ejabberd", "ad")] == ["a", "a-env", "d"]
+    assert [item for item, _, _ in chosen_items("ejabberd", "ad")] == ["a", "a-env", "d", "d-flood"]
     assert [item for item, _, _ in chosen_items("ejabberd", "b")] == ["b", "b-env"]
 
 
