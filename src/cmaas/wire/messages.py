@@ -137,6 +137,7 @@ class Submission:
 # digests of messages already stored must stay the same.
 _REQUEST_DIGEST = json.JSONEncoder(sort_keys=True)
 
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """The gateway stored the message (or had stored it: ``duplicate``)."""
