@@ -46,6 +46,22 @@ async def peer_envelope_sized(server: XmppServer, settings: Settings) -> Row:
     return await peer(server, dataclasses.replace(settings, body_size=size), item="b-env")
 
 
+RAW: list[tuple[str, str, Measurement]] = [
+    ("a", "raw component -> raw client", raw_limit),
+    (
+        "a-env",
+        "raw component -> raw client, bodies as long as c's envelopes",
+        raw_limit_envelope_sized,
+    ),
+]
+OTP: list[tuple[str, str, Measurement]] = [
+    ("d", "OTP latency while bulk drains", otp_latency),
+    (
+        "d-flood",
+        "OTP latency while bulk is still submitted and drains",
+        functools.partial(otp_latency, flood=True),
+    ),
+]
 INGEST: list[tuple[str, str, Measurement]] = [
     ("c", "gateway on SQLite: signed HTTP batches -> raw client", ingest),
     (
@@ -58,28 +74,13 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
     # Prosody takes one component connection per domain: a second instance would only
     # stand by, so there is no c-pg2 on it.
     "prosody": [
-        ("a", "raw component -> raw client", raw_limit),
-        (
-            "a-env",
-            "raw component -> raw client, bodies as long as c's envelopes",
-            raw_limit_envelope_sized,
-        ),
+        *RAW,
         *INGEST,
-        ("d", "OTP latency while bulk drains", otp_latency),
-        (
-            "d-flood",
-            "OTP latency while bulk is still submitted and drains",
-            functools.partial(otp_latency, flood=True),
-        ),
+        *OTP,
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
     "ejabberd": [
-        ("a", "raw component -> raw client", raw_limit),
-        (
-            "a-env",
-            "raw component -> raw client, bodies as long as c's envelopes",
-            raw_limit_envelope_sized,
-        ),
+        *RAW,
         ("b", "send_message HTTP -> raw client", peer),
         (
             "b-env",
@@ -94,12 +95,7 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
                 ingest, storage=Storage(postgres=True, instances=2, instance_hosts=INSTANCE_HOSTS)
             ),
         ),
-        ("d", "OTP latency while bulk drains", otp_latency),
-        (
-            "d-flood",
-            "OTP latency while bulk is still submitted and drains",
-            functools.partial(otp_latency, flood=True),
-        ),
+        *OTP,
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
 }

@@ -493,8 +493,9 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
             return  # the gateway died while writing it: nobody waits for the answer
         request = json.loads(line)
         claims = request["claims"]
-        texts = requests.read(sum(length for *_, length in claims))
-        if len(texts) < sum(length for *_, length in claims):
+        size = sum(length for *_, length in claims)
+        texts = requests.read(size)
+        if len(texts) < size:
             return  # cut short in the envelopes, likewise
         keys: dict[str, PublicKey] = {}
         for digest, point in request["keys"].items():
