@@ -60,6 +60,9 @@ from .omemo_pep import open_empty_device_list
 _COLUMNS = 300
 _ROWS = 120
 _POLL_SECONDS = 0.1
+_RETYPE_AFTER_SECONDS = 0.5
+# What Profanity 0.13 prints instead of sending an OMEMO message no device can read.
+_OMEMO_REFUSALS = ("Can't find a OMEMO device id", "cannot be decrypted for any recipient")
 
 
 def require_programs() -> None:
@@ -262,7 +265,30 @@ class Profanity:
         if "[OMEMO]" not in self.screen().splitlines()[0]:
             self.type("/omemo start")
             await asyncio.to_thread(self._wait_for_title, [jid, "[OMEMO]"], within)
-        await asyncio.to_thread(self.type, text)
+        await asyncio.to_thread(self._send_until_sent, text, within)
+
+    def _send_until_sent(self, text: str, within: float) -> None:
+        """Type ``text`` until Profanity shows it as sent. Profanity refuses an OMEMO
+        message, and says so, while it has yet to fetch the contact's device list or
+        bundle; a person would type it again.
+
+        Raises: AssertionError: Not sent within ``within`` seconds.
+        """
+        deadline = time.monotonic() + within
+        sent = f" me: {text}"
+        while True:
+            before = self.screen()
+            self.type(text)
+            while True:
+                screen = self.screen()
+                if screen.count(sent) > before.count(sent):
+                    return
+                if any(screen.count(r) > before.count(r) for r in _OMEMO_REFUSALS):
+                    break
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"{text!r} not sent after {within} s:\n{screen}")
+                time.sleep(_POLL_SECONDS)
+            time.sleep(_RETYPE_AFTER_SECONDS)
 
     def _wait_for_title(self, parts: list[str], within: float) -> None:
         """Raises: AssertionError: The title does not show every one of ``parts``."""
