@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.flood import Flood
 from bench.measure import RECIPIENT, Settings, _responder, _until_stopped
 from bench.report import Row, ms, percentile, say, ticker
 from cmaas.api.door import DoorLimits
@@ -107,6 +108,7 @@ class BenchGateway:
     app_jid: str
     key: PrivateKey
     bundle: DeviceBundle
+    credentials: AppCredentials
     # The PostgreSQL server's postmaster, when the instances share a database on it.
     postgres_pid: int | None = None
 
@@ -335,7 +337,7 @@ async def gateway_process(
         await instances[0].api.register_signing_key(b64url(point_bytes(key.public_key())))
         app_jid = f"{APP}@{server.component_domain}"
         postgres_pid = _postmaster_pid() if storage.postgres else None
-        yield BenchGateway(instances, app_jid, key, keyring.bundle(), postgres_pid)
+        yield BenchGateway(instances, app_jid, key, keyring.bundle(), credentials, postgres_pid)
     finally:
         for process, _ in started:
             await asyncio.to_thread(_stop, process)
@@ -593,7 +595,11 @@ async def otp_latency(server: XmppServer, settings: Settings, *, flood: bool = F
         first = len(backlog) // 4 if flood else len(backlog)
         await submit_all(gateway.apis, backlog[:first])
         cursor = (await gateway.api.events()).next
-        flooding = asyncio.create_task(submit_all(gateway.apis, backlog[first:]))
+        flooding = Flood()
+        if flood:
+            await flooding.start(
+                [i.url for i in gateway.instances], gateway.credentials, backlog[first:]
+            )
         began = time.perf_counter()
         deadline = time.monotonic() + settings.deadline
 
@@ -629,9 +635,10 @@ async def otp_latency(server: XmppServer, settings: Settings, *, flood: bool = F
             await asyncio.gather(*submitting)
             # Still queued when the last OTP went in: every OTP met a real backlog.
             left = await gateway.api.request("GET", "/healthz")
-            await flooding
+            if flood:
+                await flooding.done()
         finally:
-            flooding.cancel()
+            flooding.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(following, max(1.0, deadline - time.monotonic()))
         seconds = time.perf_counter() - began

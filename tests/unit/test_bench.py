@@ -15,6 +15,7 @@ from bench.gateway import BenchGateway, cpu_seconds, envelope_chars, tree_cpu_se
 from bench.measure import RECIPIENT
 from bench.report import Row, ratios, table
 
+from cmaas.clientservice import AppCredentials
 from cmaas.clock import now_ms
 from cmaas.devservers import XmppServer
 from cmaas.envelope import DeviceKeyring, generate_private_key
@@ -44,7 +45,13 @@ def test_the_peers_bodies_are_as_long_as_the_envelopes_c_sends() -> None:
         XmppServer, SimpleNamespace(domain="localhost", component_domain="cmaas.localhost")
     )
     keyring = DeviceKeyring.generate(f"{RECIPIENT}@localhost", now_ms=now_ms(), one_time_prekeys=0)
-    gateway = BenchGateway([], "bench@cmaas.localhost", generate_private_key(), keyring.bundle())
+    gateway = BenchGateway(
+        [],
+        "bench@cmaas.localhost",
+        generate_private_key(),
+        keyring.bundle(),
+        AppCredentials("bench", "secret", b"k" * 32),
+    )
     sent = [len(s.envelope or "") for s in gateway.seal(20, Priority.NORMAL, "c")]
     # A DER signature's length varies by a byte or two, and base64url rounds.
     assert all(abs(envelope_chars(server, 20) - length) <= 4 for length in sent)
