@@ -526,6 +526,7 @@ if __name__ == "__main__":
     # acted on here, they would end the worker while the gateway still needs it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.nice(10)
     try:
         serve(sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:

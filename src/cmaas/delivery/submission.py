@@ -5,8 +5,9 @@ refused first, never high); the rate plan; the envelope against the submission (
 id, app, recipient and priority, signed by a key the app registered); the legacy-OMEMO
 element's header (a message sealed by an OMEMO device the app published; its keys and
 payload stay opaque); the recipient; and the daily quota as the message is stored. The
-answer comes only once the message is committed, with the request's nonce when the
-caller hands it over (one transaction for both).
+answer comes only once the messages are committed, with the request's nonce when the
+caller hands it over (one transaction for both, or for the nonce and the first slice
+where the store takes a large request in slices).
 
 Where several instances share a PostgreSQL database, what admission counts is theirs
 together: back-pressure reads the database's queue
@@ -73,6 +74,11 @@ __all__ = [
 
 Outcome = MessageRecord | Refusal
 """Per message: the stored record (new or, for a retry, as stored before), or why not."""
+
+StoreOutcome = MessageRecord | MessageConflict | QuotaExhausted
+
+_SLICE = 32
+"""Messages parsed or looked up between two turns of the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +156,8 @@ class SubmissionService:
         """Admit each message on its own; one refusal does not affect the others.
 
         ``nonce``, the request's still unclaimed, is claimed in the transaction that
-        stores the messages, or alone if the request stores none.
+        stores the messages (the first slice of them, where the store takes a large
+        request in slices), or alone if the request stores none.
 
         Returns: one outcome per item, in order.
         Raises:
@@ -162,7 +169,11 @@ class SubmissionService:
                 await claim_nonce(self._keystore.messages, nonce)
             raise InvalidRequest(f"a batch holds 1 to {self.limits.max_batch} messages")
         plan = await self._keystore.get_plan(app.plan)
-        outcomes: list[Outcome | _Item] = [_parse_item(item) for item in items]
+        outcomes: list[Outcome | _Item] = []
+        for start in range(0, len(items), _SLICE):
+            if start:
+                await asyncio.sleep(0)  # 32 parses and digests take about half a millisecond
+            outcomes.extend(_parse_item(item) for item in items[start : start + _SLICE])
         queued = self._depth()
         if not isinstance(queued, Mapping):
             queued = await queued
@@ -174,37 +185,60 @@ class SubmissionService:
         checked: list[Outcome | NewMessage] = []
         for index, item in enumerate(outcomes):
             checked.append(await self._checked(app, envelopes.get(index), lookups, item))
-            if index % 32 == 31:
+            if index % _SLICE == _SLICE - 1:
                 # Lookups of many recipients read the database: let receipts and the
                 # dispatcher run between slices, or an OTP waits behind the batch.
                 await asyncio.sleep(0)
         new = [entry for entry in checked if isinstance(entry, NewMessage)]
-        try:
-            stored = iter(
-                await self._keystore.messages.submit(
-                    new, daily_quota=plan.daily_quota, owner=self._owner(), nonce=nonce
-                )
-            )
-        except NonceUsed as error:
-            raise nonce_used() from error
+        stored = iter(await self._store(new, plan, nonce))
         results = [
             _stored_outcome(next(stored)) if isinstance(e, NewMessage) else e for e in checked
         ]
-        self._enqueue(
-            [
-                OutboxEntry(
-                    r.seq, r.app_id, r.message_id, r.recipient_jid, r.priority, r.expires_ms
-                )
-                for r in results
-                if isinstance(r, MessageRecord)
-                and not r.duplicate
-                and r.status is MessageStatus.ACCEPTED
-                and r.recipient_jid is not None
-            ]
-        )
         if self._on_outcomes is not None:
             self._on_outcomes(results)
         return results
+
+    async def _store(
+        self, new: Sequence[NewMessage], plan: Plan, nonce: RequestNonce | None
+    ) -> list[StoreOutcome]:
+        """Store ``new`` in the slices the store asks for, and queue each slice's
+        messages for dispatch as soon as it is committed, so that a slice stored before
+        a later one fails is never left behind.
+
+        The first slice claims ``nonce``; the others are handed over only once it is
+        committed, together, so that a replayed request stores nothing.
+
+        Raises:
+            Unauthenticated: ``nonce`` was claimed before: nothing was stored.
+            Exception: What the store raised for a slice, once the others are done.
+        """
+        store = self._keystore.messages
+        owner = self._owner()
+        size = store.submit_slice or len(new) or 1
+        slices = [new[start : start + size] for start in range(0, len(new), size)] or [[]]
+
+        async def stored(
+            part: Sequence[NewMessage], nonce: RequestNonce | None
+        ) -> list[StoreOutcome]:
+            outcomes = await store.submit(
+                part, daily_quota=plan.daily_quota, owner=owner, nonce=nonce
+            )
+            self._enqueue(_dispatchable(outcomes))
+            return outcomes
+
+        try:
+            first = await stored(slices[0], nonce)
+        except NonceUsed as error:
+            raise nonce_used() from error
+        rest = await asyncio.gather(
+            *(stored(part, None) for part in slices[1:]), return_exceptions=True
+        )
+        outcomes = list(first)
+        for part in rest:
+            if isinstance(part, BaseException):
+                raise part
+            outcomes.extend(part)
+        return outcomes
 
     def _admissible(self, plan: Plan, depth: int, item: Outcome | _Item) -> Outcome | _Item:
         if not isinstance(item, _Item):
@@ -412,7 +446,19 @@ def _parse_item(value: object) -> Outcome | _Item:
     return _Item(submission, submission.request_sha256())
 
 
-def _stored_outcome(result: MessageRecord | MessageConflict | QuotaExhausted) -> Outcome:
+def _dispatchable(outcomes: Sequence[StoreOutcome]) -> list[OutboxEntry]:
+    """The newly stored messages that wait for dispatch (not failed at once)."""
+    return [
+        OutboxEntry(r.seq, r.app_id, r.message_id, r.recipient_jid, r.priority, r.expires_ms)
+        for r in outcomes
+        if isinstance(r, MessageRecord)
+        and not r.duplicate
+        and r.status is MessageStatus.ACCEPTED
+        and r.recipient_jid is not None
+    ]
+
+
+def _stored_outcome(result: StoreOutcome) -> Outcome:
     if isinstance(result, MessageConflict):
         return MessageIdConflict(str(result))
     if isinstance(result, QuotaExhausted):

@@ -56,6 +56,8 @@ class SqlKeystore:
         take: Runs key lookups, on every send's path (SQLite: one hop to a thread).
         blob_content: Where the bytes of blobs are kept.
         clock: Unix seconds, for the outbox's millisecond times.
+        submit_slice: Messages stored per outbox operation
+            (:attr:`~cmaas.keystore.messages.SqlMessageStore.submit_slice`).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class SqlKeystore:
         take: Runner,
         clock: Callable[[], float],
         blob_content: BlobContent,
+        submit_slice: int | None = None,
     ) -> None:
         self._tx = transactions
         self._keyring = keyring
@@ -74,7 +77,9 @@ class SqlKeystore:
         self._omemo = SqlOmemoStore(transactions)
         self._blobs = SqlBlobStore(transactions, write, blob_content)
         self._adhoc_sessions = SqlAdhocSessions(transactions)
-        self._messages = SqlMessageStore(transactions, write, lambda: int(clock() * 1000))
+        self._messages = SqlMessageStore(
+            transactions, write, lambda: int(clock() * 1000), submit_slice=submit_slice
+        )
         self._rates = SqlRateStore(transactions, lambda: int(clock() * 1000))
 
     @property

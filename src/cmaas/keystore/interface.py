@@ -235,6 +235,9 @@ class MessageStore(Protocol):
 
     def listen(self, listener: Callable[[Sequence[StatusEvent]], None]) -> None: ...
 
+    @property
+    def submit_slice(self) -> int | None: ...
+
     async def submit(
         self,
         messages: Sequence[NewMessage],

@@ -26,7 +26,19 @@ from cmaas.keystore.credentials import MasterKeyring
 from cmaas.keystore.errors import DatabaseInUse
 from cmaas.keystore.migrations import MIGRATIONS, to_apply
 
-__all__ = ["MAX_SIGNING_KEYS", "GatewayLock", "SqliteKeystore", "default_blob_dir"]
+__all__ = [
+    "MAX_SIGNING_KEYS",
+    "SUBMIT_SLICE",
+    "GatewayLock",
+    "SqliteKeystore",
+    "default_blob_dir",
+]
+
+
+SUBMIT_SLICE = 100
+"""Messages per outbox operation
+(:attr:`~cmaas.keystore.messages.SqlMessageStore.submit_slice`): about 3 ms of the
+database thread's CPU on a 2-core VM, where 500 took 15 to 22."""
 
 
 class SqliteKeystore(SqlKeystore):
@@ -57,6 +69,7 @@ class SqliteKeystore(SqlKeystore):
             take=thread_runner(self._thread),
             clock=clock,
             blob_content=BlobFiles(blob_dir or default_blob_dir(path), write),
+            submit_slice=SUBMIT_SLICE,
         )
 
     @classmethod
