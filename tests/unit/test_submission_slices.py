@@ -14,6 +14,7 @@ import pytest
 from cmaas.delivery.errors import MessageIdConflict, Unauthenticated
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import SubmissionService
+from cmaas.delivery.urgency import UrgentAdmissions
 from cmaas.keystore import (
     App,
     MessageRecord,
@@ -179,3 +180,56 @@ async def test_an_otp_commits_between_the_slices_of_a_bulk_request(
     # Stored in one operation, the bulk request held the OTP until its last message.
     later = [seq for seq in bulk_seqs if seq > stored.seq]
     assert len(later) >= SUBMIT_SLICE, (stored.seq, max(bulk_seqs))
+
+
+async def test_bulk_slices_wait_for_an_urgent_admission_for_a_bounded_time() -> None:
+    urgent = UrgentAdmissions(max_wait_s=0.2)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await urgent.make_way()  # nothing urgent: one turn of the loop
+    assert loop.time() - began < 0.1
+    with urgent.admitting():
+        waiting = asyncio.create_task(urgent.make_way())
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and urgent.waiting == 1
+    await asyncio.wait_for(waiting, 0.1)  # released as the admission ends
+    with urgent.admitting():
+        began = loop.time()
+        await urgent.make_way()  # an admission that lasts: the wait is bounded
+        assert loop.time() - began >= 0.2
+    assert urgent.waiting == 0
+
+
+async def test_a_bulk_request_steps_aside_while_an_otp_is_admitted(
+    service: SubmissionService,
+    app: App,
+    keystore: SqliteKeystore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    urgent = UrgentAdmissions(max_wait_s=10.0)
+    service._urgent = urgent
+    store = keystore.messages
+    submit = store.submit
+    otp_may_commit = asyncio.Event()
+    order: list[str] = []
+
+    async def recorded(messages: Sequence[NewMessage], **kwargs: object) -> object:
+        if messages and messages[0].priority is Priority.HIGH:
+            await otp_may_commit.wait()
+        order.append(messages[0].message_id if messages else "-")
+        return await submit(messages, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "submit", recorded)
+    otp = asyncio.create_task(service.submit(app, [item(clock, "otp", "high")]))
+    while not urgent._admitting:
+        await asyncio.sleep(0)
+    bulk = asyncio.create_task(service.submit(app, [item(clock, f"m{n}") for n in range(100)]))
+    # The bulk request parses its first slice, then waits: it stores nothing meanwhile.
+    while not urgent.waiting and not order:
+        await asyncio.sleep(0.001)
+    assert urgent.waiting == 1 and order == []
+    otp_may_commit.set()
+    await otp
+    await bulk
+    assert order == ["otp", "m0"]

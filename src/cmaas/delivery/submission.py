@@ -42,6 +42,7 @@ from cmaas.delivery.errors import (
 )
 from cmaas.delivery.ratelimit import RateLimiter, TokenBuckets
 from cmaas.delivery.recipients import RecipientResolver
+from cmaas.delivery.urgency import UrgentAdmissions
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.identifiers import InvalidIdentifier
 from cmaas.keystore import (
@@ -121,6 +122,8 @@ class SubmissionService:
         envelopes: Where envelopes are parsed and their signatures verified (in this
             process by default; :class:`~cmaas.delivery.envelope_checks.EnvelopeWorkers`
             for worker processes).
+        urgent: The high-priority admissions in progress, which bulk slices step
+            aside for (:class:`~cmaas.delivery.urgency.UrgentAdmissions`).
     """
 
     def __init__(
@@ -136,9 +139,11 @@ class SubmissionService:
         on_outcomes: Callable[[Sequence[Outcome]], None] | None = None,
         owner: Callable[[], int | None] = lambda: None,
         envelopes: EnvelopeChecks | None = None,
+        urgent: UrgentAdmissions | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
+        self._urgent = urgent or UrgentAdmissions()
         self._envelopes = envelopes or EnvelopeChecks()
         self._owner = owner
         self._keystore = keystore
@@ -172,8 +177,31 @@ class SubmissionService:
         outcomes: list[Outcome | _Item] = []
         for start in range(0, len(items), _SLICE):
             if start:
-                await asyncio.sleep(0)  # 32 parses and digests take about half a millisecond
+                await self._urgent.make_way()  # 32 parses and digests: about 0.5 ms
             outcomes.extend(_parse_item(item) for item in items[start : start + _SLICE])
+        if any(isinstance(item, _Item) and item.priority is Priority.HIGH for item in outcomes):
+            with self._urgent.admitting():
+                results = await self._admit(app, plan, outcomes, nonce, self._next_turn)
+        else:
+            results = await self._admit(app, plan, outcomes, nonce, self._urgent.make_way)
+        if self._on_outcomes is not None:
+            self._on_outcomes(results)
+        return results
+
+    @staticmethod
+    async def _next_turn() -> None:
+        await asyncio.sleep(0)
+
+    async def _admit(
+        self,
+        app: App,
+        plan: Plan,
+        outcomes: list[Outcome | _Item],
+        nonce: RequestNonce | None,
+        pause: Callable[[], Awaitable[None]],
+    ) -> list[Outcome]:
+        """The checks after the parse, then the store; ``pause`` between slices (an
+        urgent request's own slices wait for nothing)."""
         queued = self._depth()
         if not isinstance(queued, Mapping):
             queued = await queued
@@ -188,15 +216,12 @@ class SubmissionService:
             if index % _SLICE == _SLICE - 1:
                 # Lookups of many recipients read the database: let receipts and the
                 # dispatcher run between slices, or an OTP waits behind the batch.
-                await asyncio.sleep(0)
+                await pause()
         new = [entry for entry in checked if isinstance(entry, NewMessage)]
+        if len(new) > _SLICE:
+            await pause()
         stored = iter(await self._store(new, plan, nonce))
-        results = [
-            _stored_outcome(next(stored)) if isinstance(e, NewMessage) else e for e in checked
-        ]
-        if self._on_outcomes is not None:
-            self._on_outcomes(results)
-        return results
+        return [_stored_outcome(next(stored)) if isinstance(e, NewMessage) else e for e in checked]
 
     async def _store(
         self, new: Sequence[NewMessage], plan: Plan, nonce: RequestNonce | None
