@@ -13,7 +13,7 @@ from typing import cast
 from bench.__main__ import chosen_items, parse_args
 from bench.gateway import BenchGateway, cpu_seconds, envelope_chars, tree_cpu_seconds
 from bench.measure import RECIPIENT
-from bench.report import Row, ratios, table
+from bench.report import Row, ratios, table, targets
 
 from cmaas.clientservice import AppCredentials
 from cmaas.clock import now_ms
@@ -119,3 +119,25 @@ def test_the_table_shows_the_cpu_cost_per_message_in_microseconds() -> None:
     assert "CPU us/msg" in header
     assert "2,035.0" in line
     assert line.rstrip().endswith("ok CPU us/msg 1005 + 1030")
+
+
+def test_the_targets_are_issue_16s() -> None:
+    def row(server: str, item: str, rate: float, p99_ms: float | None = None) -> Row:
+        return Row(server, item, "", 10, 10, rate, None, p99_ms, 1.0, True, "")
+
+    rows = [
+        row("prosody", "a", 4000),
+        row("prosody", "c", 1500),
+        row("prosody", "d-flood", 40, p99_ms=60.0),
+        row("ejabberd", "a", 9000),
+        row("ejabberd", "b", 3000),
+        row("ejabberd", "c", 3000),
+        row("ejabberd", "d", 40, p99_ms=20.0),
+    ]
+    found = {(t.item, t.server, t.goal): t.met for t in targets(rows)}
+    assert found == {
+        ("c", "prosody", "c/a >= 0.35"): True,
+        ("c", "ejabberd", "c/b >= 1.0"): True,
+        ("d-flood", "prosody", "p99 ms <= 50"): False,
+        ("d", "ejabberd", "p99 ms <= 50"): True,
+    }
