@@ -32,10 +32,14 @@ DAY_S = 86_400
 
 
 class Queued:
+    """What the service hands to the dispatcher, and in how many calls."""
+
     def __init__(self) -> None:
         self.entries: list[OutboxEntry] = []
+        self.calls = 0
 
     def __call__(self, entries: Sequence[OutboxEntry]) -> None:
+        self.calls += 1
         self.entries.extend(entries)
 
 

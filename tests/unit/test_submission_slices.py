@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import pytest
 
 from cmaas.delivery.errors import MessageIdConflict, Unauthenticated
-from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import SubmissionService
 from cmaas.delivery.urgency import UrgentAdmissions
 from cmaas.keystore import (
@@ -29,18 +28,11 @@ from cmaas.lifecycle import MessageStatus, Priority
 from tests.omemo_elements import encrypted_xml
 
 from .conftest import OMEMO_APP_DEVICE, FakeClock
+from .test_omemo_submission import Queued, queued, service
+
+__all__ = ["queued", "service"]  # the fixtures, shared with the OMEMO submission tests
 
 BOB = "bob@cmaas.test"
-
-
-class Queued:
-    def __init__(self) -> None:
-        self.entries: list[OutboxEntry] = []
-        self.calls = 0
-
-    def __call__(self, entries: Sequence[OutboxEntry]) -> None:
-        self.calls += 1
-        self.entries.extend(entries)
 
 
 @pytest.fixture
@@ -48,23 +40,6 @@ async def app(omemo_app: App, keystore: SqliteKeystore) -> App:
     """The ``otp`` app on a plan whose burst admits a full batch."""
     await keystore.set_plan(Plan("default", 10_000, 10_000, None, frozenset(Priority)))
     return omemo_app
-
-
-@pytest.fixture
-def queued() -> Queued:
-    return Queued()
-
-
-@pytest.fixture
-def service(keystore: SqliteKeystore, clock: FakeClock, queued: Queued) -> SubmissionService:
-    return SubmissionService(
-        keystore,
-        RecipientResolver(keystore, frozenset({"cmaas.test"})),
-        queued,
-        lambda: dict.fromkeys(Priority, 0),
-        component_domain="gateway.cmaas.test",
-        clock=clock,
-    )
 
 
 def item(clock: FakeClock, message_id: str, priority: str = "bulk") -> dict[str, object]:
