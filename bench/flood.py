@@ -86,11 +86,7 @@ class Flood:
 async def _submit(request: dict[str, object]) -> None:
     from bench.gateway import submit_all  # the child needs none of it before here
 
-    credentials = AppCredentials(
-        str(request["client_id"]),
-        str(request["client_secret"]),
-        base64.b64decode(str(request["hmac_key"])),
-    )
+    credentials = AppCredentials.from_issued(request)
     messages = [Submission.from_json(m) for m in request["messages"]]  # type: ignore[attr-defined]
     urls: list[str] = request["urls"]  # type: ignore[assignment]
     async with aiohttp.ClientSession() as session:
