@@ -85,17 +85,19 @@ class Flood:
 
 async def _submit(request: dict[str, object]) -> None:
     from bench.gateway import submit_all  # the child needs none of it before here
+    from bench.timing import frozen_heap
 
     credentials = AppCredentials.from_issued(request)
     messages = [Submission.from_json(m) for m in request["messages"]]  # type: ignore[attr-defined]
     urls: list[str] = request["urls"]  # type: ignore[assignment]
     async with aiohttp.ClientSession() as session:
         apis = [GatewayApi(url, credentials, session) for url in urls]
-        submitting = asyncio.create_task(submit_all(apis, messages))
-        await asyncio.sleep(0)
-        sys.stdout.buffer.write(_STARTED)
-        sys.stdout.buffer.flush()
-        await submitting
+        with frozen_heap():
+            submitting = asyncio.create_task(submit_all(apis, messages))
+            await asyncio.sleep(0)
+            sys.stdout.buffer.write(_STARTED)
+            sys.stdout.buffer.flush()
+            await submitting
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import aiohttp
 from bench.flood import Flood
 from bench.measure import RECIPIENT, Settings, _responder, _until_stopped
 from bench.report import Row, ms, percentile, say, ticker
+from bench.timing import frozen_heap
 from cmaas.api.door import DoorLimits
 from cmaas.assembly import open_keystore
 from cmaas.clientservice import AppCredentials, GatewayApi
@@ -521,6 +522,15 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
         if warmed != len(warm):
             raise ConnectionError(f"warm-up: {warmed}/{len(warm)} delivered")
         messages = gateway.seal(settings.count, Priority.NORMAL, "c")
+        with frozen_heap():
+            return await timed(session, gateway, len(warm), messages)
+
+    async def timed(
+        session: aiohttp.ClientSession,
+        gateway: BenchGateway,
+        warm: int,
+        messages: list[Submission],
+    ) -> Row:
         progress = [0]
         tick = asyncio.create_task(
             ticker(f"{server.kind} {item}", settings.count, lambda: progress[0])
@@ -532,7 +542,7 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
             answers = await submit_all(gateway.apis, messages)
             submitted = time.perf_counter() - began
             while time.monotonic() < deadline:
-                progress[0] = await delivered_total(session, gateway) - len(warm)
+                progress[0] = await delivered_total(session, gateway) - warm
                 if progress[0] >= settings.count:
                     break
                 await asyncio.sleep(0.05)
@@ -587,6 +597,12 @@ async def otp_latency(server: XmppServer, settings: Settings, *, flood: bool = F
     async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
         backlog = gateway.seal(min(BACKLOG, settings.count), Priority.BULK, "b")
         otps = gateway.seal(200, Priority.HIGH, "otp")
+        with frozen_heap():
+            return await timed(gateway, backlog, otps)
+
+    async def timed(
+        gateway: BenchGateway, backlog: list[Submission], otps: list[Submission]
+    ) -> Row:
         submitted_ms: dict[str, int] = {}
         latencies: list[float] = []
         # d-flood: a quarter of the backlog is stored first and the rest submitted while

@@ -3,6 +3,7 @@ the CPU clocks read from /proc, and the table."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from bench.__main__ import chosen_items, parse_args
 from bench.gateway import BenchGateway, cpu_seconds, envelope_chars, tree_cpu_seconds
 from bench.measure import RECIPIENT
 from bench.report import Row, ratios, table, targets
+from bench.timing import frozen_heap
 
 from cmaas.clientservice import AppCredentials
 from cmaas.clock import now_ms
@@ -141,3 +143,13 @@ def test_the_targets_are_issue_16s() -> None:
         ("d-flood", "prosody", "p99 ms <= 50"): False,
         ("d", "ejabberd", "p99 ms <= 50"): True,
     }
+
+
+def test_a_frozen_heap_keeps_what_was_held_out_of_collections_until_the_block_ends() -> None:
+    held = [[index] for index in range(1000)]
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() >= len(held)
+        gc.collect()
+        assert gc.get_freeze_count() >= len(held)  # a full pass leaves them frozen
+    assert gc.get_freeze_count() == 0
