@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench.gateway import (
     BenchGateway,
     bench_session,
@@ -37,6 +39,23 @@ CHUNK = 5_000
 AHEAD = 30_000
 # Receipts stop coming: something was lost; say so instead of waiting out the deadline.
 STALL_S = 30.0
+
+
+_STANDING = (
+    "cmaas_outbox_",
+    "cmaas_feedback_",
+    "cmaas_component_link_",
+    "cmaas_barrier_pings_total",
+    "cmaas_status_events_total",
+)
+
+
+async def _where_it_stands(session: aiohttp.ClientSession, url: str) -> str:
+    """The gateway's gauges and counters that say where a stalled drain stopped: its
+    queue, the feedback it has yet to record, its link, the pings after its rounds."""
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return ", ".join(line for line in text.splitlines() if line.startswith(_STANDING))
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -136,7 +155,12 @@ async def footprint(server: XmppServer, settings: Settings) -> Row:
                 if count > done[0]:
                     done[0], progressed = count, time.monotonic()
                 elif time.monotonic() - progressed > STALL_S:
-                    raise ConnectionError(f"no receipt for {STALL_S:g} s at {count:,}")
+                    raise ConnectionError(
+                        f"no receipt for {STALL_S:g} s at {count:,}; the responder read"
+                        f" {responder.received:,} messages and answered"
+                        f" {responder.answered:,}; the gateway: "
+                        + await _where_it_stands(session, gateway.url)
+                    )
                 if feed.submitted < total and feed.submitted - done[0] < AHEAD:
                     await feed.submit(min(CHUNK, total - feed.submitted))
                 else:

@@ -304,6 +304,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             pings=lambda: (xmpp.pings_answered, xmpp.pings_unanswered),
             consumers={"webhook": webhooks, "xmpp_notice": notices},
             admission_workers=lambda: (envelopes.alive, envelopes.replaced),
+            feedback=lambda: (xmpp.feedback.in_progress, xmpp.feedback.backlogged),
         )
         resolver = RecipientResolver(keystore, settings.served_domains)
         # Rates hold across the instances sharing a PostgreSQL database: their buckets

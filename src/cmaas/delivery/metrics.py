@@ -63,6 +63,18 @@ class _Live(Collector):
         for outcome, count in zip(("answered", "unanswered"), metrics.pings(), strict=True):
             pings.add_metric([outcome], count)
         yield pings
+        in_progress, backlogged = metrics.feedback()
+        yield GaugeMetricFamily(
+            "cmaas_feedback_in_progress",
+            "Receipts, markers and bounces read from the IM server and not yet recorded",
+            value=in_progress,
+        )
+        yield GaugeMetricFamily(
+            "cmaas_feedback_backlogged",
+            "1 while the IM server's stream is not read because too much feedback waits"
+            " to be recorded",
+            value=int(backlogged),
+        )
         alive, replaced = metrics.admission_workers()
         yield GaugeMetricFamily(
             "cmaas_admission_workers",
@@ -105,6 +117,7 @@ class GatewayMetrics:
         pings: Callable[[], tuple[int, int]],
         consumers: Mapping[str, CursorConsumer],
         admission_workers: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        feedback: Callable[[], tuple[int, bool]] = lambda: (0, False),
     ) -> None:
         self.depth = depth
         self.inflight = inflight
@@ -113,6 +126,7 @@ class GatewayMetrics:
         self.pings = pings
         self.consumers = consumers
         self.admission_workers = admission_workers
+        self.feedback = feedback
         self.registry = CollectorRegistry()
         self._submissions = Counter(
             "cmaas_submissions",
