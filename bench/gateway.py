@@ -212,14 +212,18 @@ def stop_postgres() -> None:
 
 
 def _start(
-    server: XmppServer, workdir: Path, extra_env: dict[str, str], storage: Storage
+    server: XmppServer,
+    workdir: Path,
+    extra_env: dict[str, str],
+    storage: Storage,
+    database_name: str,
 ) -> tuple[dict[str, Any], list[tuple[subprocess.Popen[bytes], str]], DeviceKeyring]:
     """Register the app, raise the plan, publish the recipient's device and start the
     gateway processes (blocking work, run in a thread)."""
     workdir.mkdir(parents=True, exist_ok=True)
     master_key = os.urandom(32)
     if storage.postgres:
-        database = shared_postgres().fresh_database(f"bench_{secrets.token_hex(6)}")
+        database = shared_postgres().fresh_database(database_name)
     else:
         database = str(workdir / "cmaas.sqlite3")
     env = {
@@ -325,8 +329,9 @@ async def gateway_process(
     """Gateway processes (one unless ``storage`` says more) with one app, its signing
     key, and the recipient's device."""
     storage = storage or Storage()
+    database_name = f"bench_{secrets.token_hex(6)}"
     issued, started, keyring = await asyncio.to_thread(
-        _start, server, workdir, extra_env or {}, storage
+        _start, server, workdir, extra_env or {}, storage, database_name
     )
     try:
         credentials = AppCredentials.from_issued(issued)
@@ -342,6 +347,10 @@ async def gateway_process(
     finally:
         for process, _ in started:
             await asyncio.to_thread(_stop, process)
+        if storage.postgres:
+            # Left behind, its tables would keep autovacuum and the checkpointer busy
+            # through the next items, on the same two cores.
+            await asyncio.to_thread(shared_postgres().drop_database, database_name)
 
 
 def _postmaster_pid() -> int:

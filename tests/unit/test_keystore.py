@@ -365,3 +365,20 @@ async def test_a_broken_postgresql_connection_fails_one_call_and_is_opened_again
         assert await store.resolve_address("alice@example.org") == "alice@cmaas.test"
     finally:
         await store.close()
+
+
+def test_a_dropped_database_is_gone_and_dropping_it_again_is_no_error(
+    postgres_server: PostgresServer,
+) -> None:
+    url = postgres_server.fresh_database("cmaas_dropped")
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE kept (n integer)")
+
+    postgres_server.drop_database("cmaas_dropped")
+    postgres_server.drop_database("cmaas_dropped")
+
+    with psycopg.connect(postgres_server.url("postgres")) as admin:
+        found = admin.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s", ("cmaas_dropped",)
+        ).fetchone()
+    assert found == (0,)

@@ -99,6 +99,14 @@ class PostgresServer:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
+    def drop_database(self, name: str) -> None:
+        """Drop the database ``name`` if it exists (PostgreSQL checkpoints as it does).
+
+        Raises: psycopg.Error: The server cannot be reached or refuses.
+        """
+        with psycopg.connect(self.url("postgres"), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
     def is_running(self) -> bool:
         if not self._data_dir.is_dir():
             return False
