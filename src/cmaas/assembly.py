@@ -54,6 +54,7 @@ from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.service import Messaging
 from cmaas.delivery.submission import AdmissionLimits, SubmissionService
 from cmaas.delivery.tracker import StatusTracker
+from cmaas.delivery.urgency import UrgentTraffic
 from cmaas.delivery.webhooks import WebhookConsumer
 from cmaas.keydirectory import DeviceLimits, KeyDirectory
 from cmaas.keystore import GatewayLock, Keystore, MasterKeyring, SqliteKeystore
@@ -255,7 +256,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 revoked_kept=settings.revoked_devices_kept,
             ),
         )
-        dispatcher = Dispatcher(store, xmpp, resend_window_s=settings.resend_window, owner=epoch)
+        urgent = UrgentTraffic()
+        dispatcher = Dispatcher(
+            store, xmpp, resend_window_s=settings.resend_window, owner=epoch, urgent=urgent
+        )
         instance = Instance(
             store,
             dispatcher,
@@ -264,9 +268,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             dead_after_s=settings.dead_after if shared else None,
             resend_window_s=settings.resend_window,
         )
-        xmpp.feedback.subscribe(
-            StatusTracker(store, dispatcher.resend, urgent=dispatcher.high_priority)
-        )
+        xmpp.feedback.subscribe(StatusTracker(store, dispatcher.resend, urgent=dispatcher.reported))
         # Long-polls wake when this process commits their answer; with a shared
         # database, also when another instance does (and read again at a floor).
         relay: PostgresBellRelay | None = None
@@ -326,6 +328,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             on_outcomes=metrics.on_outcomes,
             owner=dispatcher.owner_for_new,
             envelopes=envelopes,
+            urgent=urgent,
         )
         recipient_omemo = RecipientOmemoLookup(xmpp.pep, asker=xmpp)
         xmpp.on_subscribed(recipient_omemo.forget)

@@ -26,6 +26,7 @@ from cmaas.delivery.queues import PriorityQueues
 from cmaas.delivery.ratelimit import BucketState, TokenBuckets, take_tokens
 from cmaas.delivery.recipients import RecipientResolver
 from cmaas.delivery.submission import AdmissionLimits, SubmissionService
+from cmaas.delivery.urgency import UrgentTraffic
 from cmaas.identifiers import parse_network
 from cmaas.keystore import (
     AppChanges,
@@ -528,6 +529,79 @@ async def test_rounds_are_short_for_a_while_after_an_otp(
         await running
 
 
+async def test_other_rounds_wait_for_an_otps_receipt_and_a_new_otp_goes_first(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    """While an OTP written to the server has no report, bulk rounds wait for it; an OTP
+    queued meanwhile goes out at once, and the report releases the bulk."""
+    sender = FakeSender()
+    now_ms = int(clock.now * 1000)
+    urgent = UrgentTraffic(max_wait_s=30.0, unanswered_s=30.0)
+    # Rounds of one: an OTP's own round would otherwise take bulk along after it.
+    dispatcher = Dispatcher(
+        keystore.messages, sender, batch=1, clock_ms=lambda: now_ms, urgent=urgent
+    )
+    later = now_ms + 60_000
+    entries = await _stored(
+        keystore,
+        ("otp-1", Priority.HIGH, later),
+        *((f"bulk-{n}", Priority.BULK, later) for n in range(3)),
+        ("otp-2", Priority.HIGH, later),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    dispatcher.link_up()
+    try:
+        dispatcher.enqueue(entries[:4])
+        await _until(lambda: urgent.waiting == 1)
+        assert sender.sent == ["otp-1"]  # the bulk waits for otp-1's report
+        dispatcher.enqueue([entries[4]])
+        await _until(lambda: "otp-2" in sender.sent)
+        await _until(lambda: urgent.waiting == 1)
+        assert sender.sent == ["otp-1", "otp-2"]
+        assert dispatcher.reported("bank", "otp-1")
+        assert urgent.waiting == 1  # otp-2 has no report yet
+        assert dispatcher.reported("bank", "otp-2")
+        await _until(lambda: len(sender.sent) == 5)
+        assert sender.sent[2:] == ["bulk-0", "bulk-1", "bulk-2"]
+    finally:
+        stop.set()
+        await running
+
+
+async def test_an_otp_no_device_answers_holds_other_rounds_a_bounded_time(
+    keystore: SqliteKeystore, clock: FakeClock
+) -> None:
+    """Each wait for a report ends after max_wait_s, and a round of others goes before
+    the next wait: an unanswered OTP slows bulk and never stops it."""
+    sender = FakeSender()
+    now_ms = int(clock.now * 1000)
+    urgent = UrgentTraffic(max_wait_s=0.05, unanswered_s=30.0)
+    dispatcher = Dispatcher(
+        keystore.messages, sender, batch=2, clock_ms=lambda: now_ms, urgent=urgent
+    )
+    later = now_ms + 60_000
+    entries = await _stored(
+        keystore,
+        ("otp", Priority.HIGH, later),
+        *((f"bulk-{n}", Priority.BULK, later) for n in range(6)),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    dispatcher.link_up()
+    try:
+        dispatcher.enqueue(entries)
+        await _until(lambda: len(sender.sent) == 7)
+        # Three rounds of bulk, each after one bounded wait.
+        assert loop.time() - began >= 3 * 0.05
+        assert not urgent.all_answered
+    finally:
+        stop.set()
+        await running
+
+
 async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link_loss(
     keystore: SqliteKeystore, clock: FakeClock
 ) -> None:
@@ -566,14 +640,14 @@ async def test_dispatcher_sends_by_priority_skips_expired_and_resends_after_link
     record, _ = await keystore.messages.get("bank", "stale")
     assert record.status is MessageStatus.EXPIRED
     # Its receipt is to be recorded ahead of other writes; bulk-1's is not.
-    assert dispatcher.high_priority("bank", "otp-1")
-    assert not dispatcher.high_priority("bank", "bulk-1")
+    assert dispatcher.reported("bank", "otp-1")
+    assert not dispatcher.reported("bank", "bulk-1")
 
     # The receipt for otp-1 arrives; then the link falls: only bulk-1 is written again.
     await keystore.messages.record(
         [StatusChange("bank", "otp-1", MessageStatus.DELIVERED, now_ms, "1", reporter="a@x")]
     )
-    assert not dispatcher.high_priority("bank", "otp-1")  # delivered: nothing to hurry
+    assert not dispatcher.reported("bank", "otp-1")  # delivered: nothing to hurry
     dispatcher.link_down()
     moment.now += 5
     dispatcher.link_up()

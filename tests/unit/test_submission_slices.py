@@ -13,7 +13,7 @@ import pytest
 
 from cmaas.delivery.errors import MessageIdConflict, Unauthenticated
 from cmaas.delivery.submission import SubmissionService
-from cmaas.delivery.urgency import UrgentAdmissions
+from cmaas.delivery.urgency import UrgentTraffic
 from cmaas.keystore import (
     App,
     MessageRecord,
@@ -158,21 +158,67 @@ async def test_an_otp_commits_between_the_slices_of_a_bulk_request(
 
 
 async def test_bulk_slices_wait_for_an_urgent_admission_for_a_bounded_time() -> None:
-    urgent = UrgentAdmissions(max_wait_s=0.2)
+    urgent = UrgentTraffic(max_wait_s=0.2)
     loop = asyncio.get_running_loop()
     began = loop.time()
     await urgent.make_way()  # nothing urgent: one turn of the loop
     assert loop.time() - began < 0.1
-    with urgent.admitting():
+    with urgent.admission():
         waiting = asyncio.create_task(urgent.make_way())
         await asyncio.sleep(0.05)
         assert not waiting.done() and urgent.waiting == 1
     await asyncio.wait_for(waiting, 0.1)  # released as the admission ends
-    with urgent.admitting():
+    with urgent.admission():
         began = loop.time()
         await urgent.make_way()  # an admission that lasts: the wait is bounded
         assert loop.time() - began >= 0.2
     assert urgent.waiting == 0
+
+
+async def test_admissions_keep_pausing_for_a_while_after_an_otp_is_stored() -> None:
+    urgent = UrgentTraffic(max_wait_s=10.0, linger_s=0.1, unanswered_s=10.0)
+    loop = asyncio.get_running_loop()
+    urgent.stored([("bank", "otp")])
+    began = loop.time()
+    await urgent.make_way()  # released when the linger ends, not at max_wait_s
+    assert 0.09 <= loop.time() - began < 5.0
+    began = loop.time()
+    await urgent.make_way()
+    assert loop.time() - began < 0.05  # quiet again: one turn of the loop
+    assert not urgent.all_answered  # dispatch still waits for the report
+
+
+async def test_dispatch_waits_for_every_report_or_until_a_message_no_longer_counts() -> None:
+    urgent = UrgentTraffic(max_wait_s=10.0, linger_s=0.01, unanswered_s=0.2)
+    loop = asyncio.get_running_loop()
+    urgent.stored([("bank", "otp-1"), ("bank", "otp-2")])
+    waiting = asyncio.create_task(urgent.until_answered())
+    await asyncio.sleep(0)
+    urgent.answered(("bank", "otp-1"))
+    await asyncio.sleep(0)
+    assert not waiting.done() and urgent.waiting == 1  # otp-2 still has none
+    urgent.answered(("bank", "otp-2"))
+    await asyncio.wait_for(waiting, 1.0)
+    assert urgent.all_answered
+
+    urgent.stored([("bank", "otp-3")])  # never answered: it counts for unanswered_s
+    began = loop.time()
+    await urgent.until_answered()
+    assert 0.15 <= loop.time() - began < 5.0
+    assert urgent.all_answered
+    urgent.answered(("bank", "otp-3"))  # a late report changes nothing
+    assert urgent.all_answered
+
+
+async def test_a_wait_for_reports_ends_when_told_to() -> None:
+    urgent = UrgentTraffic(max_wait_s=10.0, unanswered_s=10.0)
+    urgent.stored([("bank", "otp")])
+    another_otp = asyncio.Event()
+    waiting = asyncio.create_task(urgent.until_answered(or_until=another_otp))
+    await asyncio.sleep(0)
+    another_otp.set()
+    await asyncio.wait_for(waiting, 1.0)
+    assert not urgent.all_answered and urgent.waiting == 0
 
 
 async def test_a_bulk_request_steps_aside_while_an_otp_is_admitted(
@@ -182,7 +228,7 @@ async def test_a_bulk_request_steps_aside_while_an_otp_is_admitted(
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    urgent = UrgentAdmissions(max_wait_s=10.0)
+    urgent = UrgentTraffic(max_wait_s=10.0)
     service._urgent = urgent
     store = keystore.messages
     submit = store.submit
@@ -197,7 +243,7 @@ async def test_a_bulk_request_steps_aside_while_an_otp_is_admitted(
 
     monkeypatch.setattr(store, "submit", recorded)
     otp = asyncio.create_task(service.submit(app, [item(clock, "otp", "high")]))
-    while not urgent._admitting:
+    while not urgent.admitting:
         await asyncio.sleep(0)
     bulk = asyncio.create_task(service.submit(app, [item(clock, f"m{n}") for n in range(100)]))
     # The bulk request parses its first slice, then waits: it stores nothing meanwhile.

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 from cmaas.clock import now_ms
 from cmaas.delivery.queues import PriorityQueues
+from cmaas.delivery.urgency import UrgentTraffic
 from cmaas.keystore import (
     MessageStore,
     OutboxEntry,
@@ -89,6 +90,9 @@ class Dispatcher:
             One round of 96 cost as little, but left Prosody idle between rounds.
         owner: This instance's epoch: it dispatches only the messages it owns, and
             records only about those (``None``: every message, for tests).
+        urgent: The high-priority messages on their way: told of those queued and
+            answered; other rounds wait while any written lately is unanswered
+            (:class:`~cmaas.delivery.urgency.UrgentTraffic`).
     """
 
     def __init__(
@@ -100,10 +104,15 @@ class Dispatcher:
         batch: int = 48,
         rounds_in_flight: int = 2,
         owner: int | None = None,
+        urgent: UrgentTraffic | None = None,
         clock_ms: Callable[[], int] = now_ms,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._urgent_traffic = urgent or UrgentTraffic()
+        self._urgent_queued = asyncio.Event()
+        # A round of other messages goes between two waits for urgent traffic.
+        self._held_last_round = False
         self._sender = sender
         self._owner = owner
         self._fenced = asyncio.Event()
@@ -197,9 +206,16 @@ class Dispatcher:
     def depth(self) -> dict[Priority, int]:
         return self._queues.depth()
 
-    def high_priority(self, app_id: str, message_id: str) -> bool:
-        """Whether a message written lately and with no receipt yet is high-priority."""
-        written = self._inflight.get((app_id, message_id))
+    def reported(self, app_id: str, message_id: str) -> bool:
+        """A report on a message (a receipt, a marker, a bounce) arrived and is about to
+        be recorded: other rounds no longer wait for it.
+
+        Returns: whether the message, written lately and not yet finished, is
+        high-priority (its report is recorded ahead of the other writes).
+        """
+        key = (app_id, message_id)
+        self._urgent_traffic.answered(key)
+        written = self._inflight.get(key)
         return written is not None and written[0].priority is Priority.HIGH
 
     @property
@@ -304,6 +320,8 @@ class Dispatcher:
         if over_bound and not self._queues.depth()[Priority.HIGH]:
             await self._wait_for_server(stop)
             return
+        if await self._held_for_urgent():
+            return
         batch = self._take(only=Priority.HIGH if over_bound else None)
         if not batch:
             self._wake.clear()
@@ -345,6 +363,23 @@ class Dispatcher:
         finally:
             waking.cancel()
 
+    async def _held_for_urgent(self) -> bool:
+        """Wait while high-priority messages written lately have no report yet and none
+        is queued, a bounded time, then let one round of others go before waiting again;
+        whether it waited (the caller starts its round again)."""
+        if (
+            self._held_last_round
+            or self._urgent_traffic.all_answered
+            or self._queues.depth()[Priority.HIGH]
+            or not len(self._queues)
+        ):
+            self._held_last_round = False
+            return False
+        self._held_last_round = True
+        self._urgent_queued.clear()
+        await self._urgent_traffic.until_answered(or_until=self._urgent_queued)
+        return True
+
     def _rounds_standing(self) -> int:
         return 1 if self._in_urgent_spell() else self._rounds_in_flight
 
@@ -352,8 +387,11 @@ class Dispatcher:
         return self._monotonic() - self._urgent_at < _URGENT_SPELL_S
 
     def _note_urgent(self, entries: Iterable[OutboxEntry]) -> None:
-        if any(entry.priority is Priority.HIGH for entry in entries):
+        urgent = [(e.app_id, e.message_id) for e in entries if e.priority is Priority.HIGH]
+        if urgent:
             self._urgent_at = self._monotonic()
+            self._urgent_traffic.stored(urgent)
+            self._urgent_queued.set()
 
     def _take(self, only: Priority | None = None) -> list[OutboxEntry]:
         batch: list[OutboxEntry] = []

@@ -42,7 +42,7 @@ from cmaas.delivery.errors import (
 )
 from cmaas.delivery.ratelimit import RateLimiter, TokenBuckets
 from cmaas.delivery.recipients import RecipientResolver
-from cmaas.delivery.urgency import UrgentAdmissions
+from cmaas.delivery.urgency import UrgentTraffic
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.identifiers import InvalidIdentifier
 from cmaas.keystore import (
@@ -122,8 +122,8 @@ class SubmissionService:
         envelopes: Where envelopes are parsed and their signatures verified (in this
             process by default; :class:`~cmaas.delivery.envelope_checks.EnvelopeWorkers`
             for worker processes).
-        urgent: The high-priority admissions in progress, which bulk slices step
-            aside for (:class:`~cmaas.delivery.urgency.UrgentAdmissions`).
+        urgent: The high-priority messages on their way, which the slices of other
+            requests step aside for (:class:`~cmaas.delivery.urgency.UrgentTraffic`).
     """
 
     def __init__(
@@ -139,11 +139,11 @@ class SubmissionService:
         on_outcomes: Callable[[Sequence[Outcome]], None] | None = None,
         owner: Callable[[], int | None] = lambda: None,
         envelopes: EnvelopeChecks | None = None,
-        urgent: UrgentAdmissions | None = None,
+        urgent: UrgentTraffic | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
-        self._urgent = urgent or UrgentAdmissions()
+        self._urgent = urgent or UrgentTraffic()
         self._envelopes = envelopes or EnvelopeChecks()
         self._owner = owner
         self._keystore = keystore
@@ -180,7 +180,7 @@ class SubmissionService:
                 await self._urgent.make_way()  # 32 parses and digests: about 0.5 ms
             outcomes.extend(_parse_item(item) for item in items[start : start + _SLICE])
         if any(isinstance(item, _Item) and item.priority is Priority.HIGH for item in outcomes):
-            with self._urgent.admitting():
+            with self._urgent.admission():
                 results = await self._admit(app, plan, outcomes, nonce, self._next_turn)
         else:
             results = await self._admit(app, plan, outcomes, nonce, self._urgent.make_way)
