@@ -3,8 +3,10 @@ the CPU clocks read from /proc, and the table."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,8 +16,10 @@ from typing import cast
 from bench.__main__ import chosen_items, parse_args
 from bench.gateway import BenchGateway, cpu_seconds, envelope_chars, tree_cpu_seconds
 from bench.measure import RECIPIENT
+from bench.raw_client import ReceiptResponder
 from bench.report import Row, ratios, table, targets
 from bench.timing import frozen_heap
+from bench.xmlstream import XmlStream
 
 from cmaas.clientservice import AppCredentials
 from cmaas.clock import now_ms
@@ -153,3 +157,62 @@ def test_a_frozen_heap_keeps_what_was_held_out_of_collections_until_the_block_en
         gc.collect()
         assert gc.get_freeze_count() >= len(held)  # a full pass leaves them frozen
     assert gc.get_freeze_count() == 0
+
+
+SMALL_BUFFER = 4096
+
+
+def _small_buffers(sock: socket.socket) -> socket.socket:
+    """``sock`` with small buffers, set before it connects (or listens), so that the
+    window the connection agrees on is small too."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+async def test_the_responder_reads_on_while_the_server_reads_none_of_its_receipts() -> None:
+    """A server that writes everything before it reads a byte (as a server process
+    blocked on a busy socket does) still gets every message answered: the responder
+    never stops reading to wait for its receipts to be read."""
+    # Receipts well beyond what the transport holds before it asks writers to wait
+    # (64 KiB) and what the small socket buffers hold.
+    count = 4000
+    answered = asyncio.Event()
+    receipts: list[int] = []
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+        )
+        for n in range(count):
+            writer.write(
+                f"<message from='app@x' id='m{n}'><body>{n:010d}</body>"
+                "<request xmlns='urn:xmpp:receipts'/></message>".encode()
+            )
+            await writer.drain()  # blocks while the responder does not read
+        data = b""
+        while data.count(b"<received ") < count:
+            data += await reader.read(1 << 16)
+        receipts.append(data.count(b"<received "))
+        answered.set()
+        writer.close()
+        await writer.wait_closed()
+
+    listening = _small_buffers(socket.socket())
+    listening.bind(("127.0.0.1", 0))
+    listener = await asyncio.start_server(server, sock=listening)
+    client = _small_buffers(socket.socket())
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, listening.getsockname())
+    reader, writer = await asyncio.open_connection(sock=client)
+    responder = ReceiptResponder(XmlStream(reader, writer), "alice@x/bench")
+    responder.start(30.0)
+    try:
+        await asyncio.wait_for(answered.wait(), 20.0)
+    finally:
+        await responder.close()
+        listener.close()
+        await listener.wait_closed()
+    assert receipts == [count]
+    assert responder.received == responder.answered == count
