@@ -23,8 +23,9 @@ DOMAIN = "gateway.cmaas.test"
 """The component domain the harness's gateway serves; recipients are on ``cmaas.test``."""
 
 
-def idle_metrics() -> GatewayMetrics:
-    """Metrics of a gateway with nothing queued or in flight and its link up."""
+def idle_metrics(feedback: tuple[int, bool] = (0, False)) -> GatewayMetrics:
+    """Metrics of a gateway with nothing queued or in flight and its link up
+    (``feedback``: the feedback in progress, and whether the stream is left unread)."""
     return GatewayMetrics(
         depth=lambda: dict.fromkeys(Priority, 0),
         inflight=lambda: 0,
@@ -32,6 +33,7 @@ def idle_metrics() -> GatewayMetrics:
         link=lambda: (1, 1),
         pings=lambda: (0, 0),
         consumers={},
+        feedback=lambda: feedback,
     )
 
 

@@ -529,24 +529,40 @@ async def test_rounds_are_short_for_a_while_after_an_otp(
         await running
 
 
+async def _dispatching(
+    keystore: SqliteKeystore,
+    clock: FakeClock,
+    urgent: UrgentTraffic,
+    batch: int,
+    *messages: tuple[str, Priority],
+) -> tuple[FakeSender, Dispatcher, list[OutboxEntry]]:
+    """A dispatcher with its urgent traffic, and ``messages`` stored (not yet queued)."""
+    sender = FakeSender()
+    now_ms = int(clock.now * 1000)
+    dispatcher = Dispatcher(
+        keystore.messages, sender, batch=batch, clock_ms=lambda: now_ms, urgent=urgent
+    )
+    entries = await _stored(
+        keystore, *((mid, priority, now_ms + 60_000) for mid, priority in messages)
+    )
+    return sender, dispatcher, entries
+
+
 async def test_other_rounds_wait_for_an_otps_receipt_and_a_new_otp_goes_first(
     keystore: SqliteKeystore, clock: FakeClock
 ) -> None:
     """While an OTP written to the server has no report, bulk rounds wait for it; an OTP
     queued meanwhile goes out at once, and the report releases the bulk."""
-    sender = FakeSender()
-    now_ms = int(clock.now * 1000)
     urgent = UrgentTraffic(max_wait_s=30.0, unanswered_s=30.0)
     # Rounds of one: an OTP's own round would otherwise take bulk along after it.
-    dispatcher = Dispatcher(
-        keystore.messages, sender, batch=1, clock_ms=lambda: now_ms, urgent=urgent
-    )
-    later = now_ms + 60_000
-    entries = await _stored(
+    sender, dispatcher, entries = await _dispatching(
         keystore,
-        ("otp-1", Priority.HIGH, later),
-        *((f"bulk-{n}", Priority.BULK, later) for n in range(3)),
-        ("otp-2", Priority.HIGH, later),
+        clock,
+        urgent,
+        1,
+        ("otp-1", Priority.HIGH),
+        *((f"bulk-{n}", Priority.BULK) for n in range(3)),
+        ("otp-2", Priority.HIGH),
     )
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))
@@ -574,17 +590,14 @@ async def test_an_otp_no_device_answers_holds_other_rounds_a_bounded_time(
 ) -> None:
     """Each wait for a report ends after max_wait_s, and a round of others goes before
     the next wait: an unanswered OTP slows bulk and never stops it."""
-    sender = FakeSender()
-    now_ms = int(clock.now * 1000)
     urgent = UrgentTraffic(max_wait_s=0.05, unanswered_s=30.0)
-    dispatcher = Dispatcher(
-        keystore.messages, sender, batch=2, clock_ms=lambda: now_ms, urgent=urgent
-    )
-    later = now_ms + 60_000
-    entries = await _stored(
+    sender, dispatcher, entries = await _dispatching(
         keystore,
-        ("otp", Priority.HIGH, later),
-        *((f"bulk-{n}", Priority.BULK, later) for n in range(6)),
+        clock,
+        urgent,
+        2,
+        ("otp", Priority.HIGH),
+        *((f"bulk-{n}", Priority.BULK) for n in range(6)),
     )
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))

@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-from cmaas.delivery.metrics import GatewayMetrics
 from cmaas.keystore.models import StatusEvent
-from cmaas.lifecycle import MessageStatus, Priority
+from cmaas.lifecycle import MessageStatus
 
-
-def _metrics(feedback: tuple[int, bool]) -> GatewayMetrics:
-    return GatewayMetrics(
-        depth=lambda: dict.fromkeys(Priority, 0),
-        inflight=lambda: 0,
-        resent=lambda: 0,
-        link=lambda: (1, 1),
-        pings=lambda: (0, 0),
-        consumers={},
-        feedback=lambda: feedback,
-    )
+from ..api_harness import idle_metrics
 
 
 def test_the_feedback_gauges_show_a_stream_left_unread_for_a_backlog() -> None:
-    lines = _metrics((600, True)).render().decode().splitlines()
+    lines = idle_metrics((600, True)).render().decode().splitlines()
 
     assert "cmaas_feedback_in_progress 600.0" in lines
     assert "cmaas_feedback_backlogged 1.0" in lines
 
 
 def test_the_feedback_gauges_show_a_stream_being_read() -> None:
-    lines = _metrics((3, False)).render().decode().splitlines()
+    lines = idle_metrics((3, False)).render().decode().splitlines()
 
     assert "cmaas_feedback_in_progress 3.0" in lines
     assert "cmaas_feedback_backlogged 0.0" in lines
 
 
 def test_status_events_are_counted_per_status() -> None:
-    metrics = _metrics((0, False))
+    metrics = idle_metrics((0, False))
     events = [
         StatusEvent(n, "bank", f"m{n}", status, 1_000, "1", "")
         for n, status in enumerate(
