@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.cpu import CpuSplit, tree_cpu_seconds
 from bench.flood import Flood
 from bench.measure import RECIPIENT, Settings, _responder, _until_stopped
 from bench.report import Row, ms, percentile, say, ticker
@@ -69,7 +70,6 @@ __all__ = [
     "BenchGateway",
     "GatewayInstance",
     "Storage",
-    "cpu_seconds",
     "delivered_count",
     "delivered_total",
     "envelope_chars",
@@ -79,7 +79,6 @@ __all__ = [
     "shared_postgres",
     "stop_postgres",
     "submit_all",
-    "tree_cpu_seconds",
     "wait_link",
     "workdir",
 ]
@@ -358,40 +357,6 @@ def _postmaster_pid() -> int:
     return int(data.read_text().split("\n", 1)[0])
 
 
-def _stat_fields(pid: int) -> list[str]:
-    # The fields after the command (which may hold spaces and parentheses), from the
-    # state on: ppid is the 4th of the whole line, utime the 14th.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
-    """The process's user + system CPU time so far (with that of its children which
-    have exited and been waited for, if ``reaped_children``), from ``/proc/<pid>/stat``.
-
-    Raises: OSError: The process is gone.
-    """
-    fields = _stat_fields(pid)
-    ticks = int(fields[11]) + int(fields[12])
-    if reaped_children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(parent: int) -> float:
-    """The CPU time of ``parent`` and its children, living or exited (a postmaster, its
-    backends and its autovacuum workers).
-
-    Raises: OSError: ``parent`` is gone.
-    """
-    total = cpu_seconds(parent, reaped_children=True)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        # A process may end while this loop reads: its time moves to the parent's.
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(_stat_fields(int(stat.parent.name))[1]) == parent:
-                total += cpu_seconds(int(stat.parent.name))
-    return total
-
-
 async def wait_link(
     session: aiohttp.ClientSession,
     url: str,
@@ -545,6 +510,13 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
             ticker(f"{server.kind} {item}", settings.count, lambda: progress[0])
         )
         cpu = _CpuMeter(gateway)
+        split = CpuSplit(
+            server.pids,
+            {
+                "gateway": [instance.process.pid for instance in gateway.instances],
+                **({} if gateway.postgres_pid is None else {"database": [gateway.postgres_pid]}),
+            },
+        )
         began = time.perf_counter()
         deadline = time.monotonic() + settings.deadline
         try:
@@ -560,6 +532,7 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
         seconds = time.perf_counter() - began
         by_instance, database_cpu = cpu.spent()
         done = min(progress[0], settings.count)
+        cpu_split = split.per_message(done)
         # More delivered events than messages: an instance recorded one twice.
         surplus = max(0, progress[0] - settings.count)
         per_instance = [_per_message(spent, done) for spent in by_instance]
@@ -592,6 +565,7 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
                 "database_server_cpu_s_per_message": (
                     None if database_cpu is None else _per_message(database_cpu, done)
                 ),
+                "cpu_us_per_message": cpu_split,
             },
             cpu_s_per_message=_per_message(sum(by_instance), done),
         )

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bench.cpu import CpuSplit
 from bench.peer_http import send_messages
 from bench.raw_client import ReceiptResponder, login
 from bench.raw_component import RawComponent
@@ -99,6 +100,7 @@ async def raw_limit(server: XmppServer, settings: Settings, *, item: str = "a") 
                 ticker(f"{server.kind} a", settings.count, lambda: progress[0])
             )
             cpu = time.process_time()
+            split = CpuSplit(server.pids)
             try:
                 result = await component.inject(
                     prefix,
@@ -131,6 +133,7 @@ async def raw_limit(server: XmppServer, settings: Settings, *, item: str = "a") 
                     # The injector and the responder share this process: if it nears one
                     # core, the figure is the benchmark's limit, not the server's.
                     "bench_cpu_s": round(time.process_time() - cpu, 3),
+                    "cpu_us_per_message": split.per_message(result.acked),
                     "responder_answered": responder.answered,
                 },
             )
@@ -168,6 +171,7 @@ async def peer(server: XmppServer, settings: Settings, *, item: str = "b") -> Ro
                 ticker(f"{server.kind} b", settings.count, lambda: responder.received)
             )
             cpu = time.process_time()
+            split = CpuSplit(server.pids)
             try:
                 result = await send_messages(
                     url,
@@ -201,6 +205,7 @@ async def peer(server: XmppServer, settings: Settings, *, item: str = "b") -> Ro
                 note=note,
                 extra={
                     "bench_cpu_s": round(time.process_time() - cpu, 3),
+                    "cpu_us_per_message": split.per_message(result.arrived),
                     # send_message answers before delivery: how far deliveries trail.
                     "last_http_answer_s": round(result.last_response - result.first_request, 3),
                     "http_answer_p50_ms": ms(percentile(result.responses, 0.50)),

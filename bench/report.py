@@ -199,8 +199,29 @@ def table(rows: Sequence[Row]) -> str:
     for name, value in ratios(rows).items():
         out.append(f"ratio {name} = {value:.3f}")
     out.extend(target.line() for target in targets(rows))
+    out.extend(cpu_lines(rows))
     notes = sorted({f"{row.item}: latency = {row.latency}" for row in rows})
     return "\n".join([*out, *notes])
+
+
+def cpu_lines(rows: Sequence[Row]) -> list[str]:
+    """Per measured row, the machine's CPU time per message and how it divides among
+    the processes in the path (``extra["cpu_us_per_message"]``, from
+    :class:`bench.cpu.CpuSplit`)."""
+    lines = []
+    for row in rows:
+        split = row.extra.get("cpu_us_per_message")
+        if not row.complete or not split:
+            continue
+        parts = " + ".join(
+            f"{name.replace('_', ' ')} {value:,.0f}"
+            for name, value in split.items()
+            if name != "machine"
+        )
+        lines.append(
+            f"cpu {row.server} {row.item}: machine {split['machine']:,.0f} us/msg = {parts}"
+        )
+    return lines
 
 
 def write_json(rows: Sequence[Row], settings: dict[str, Any], path: Path) -> None:

@@ -14,10 +14,11 @@ from types import SimpleNamespace
 from typing import cast
 
 from bench.__main__ import chosen_items, parse_args
-from bench.gateway import BenchGateway, cpu_seconds, envelope_chars, tree_cpu_seconds
+from bench.cpu import CpuSplit, process_cpu_seconds, tree_cpu_seconds
+from bench.gateway import BenchGateway, envelope_chars
 from bench.measure import RECIPIENT
 from bench.raw_client import ReceiptResponder
-from bench.report import Row, ratios, table, targets
+from bench.report import Row, cpu_lines, ratios, table, targets
 from bench.timing import frozen_heap
 from bench.xmlstream import XmlStream
 
@@ -89,20 +90,66 @@ def test_c_is_compared_with_the_peers_at_both_body_sizes() -> None:
 
 
 def test_cpu_seconds_follow_the_process_clock() -> None:
-    before, clock = cpu_seconds(os.getpid()), time.process_time()
+    before, clock = process_cpu_seconds(os.getpid()), time.process_time()
     while time.process_time() - clock < 0.2:
         pass
-    spent = cpu_seconds(os.getpid()) - before
+    spent = process_cpu_seconds(os.getpid()) - before
     assert 0.15 <= spent < 1.0
 
 
 def test_tree_cpu_seconds_keep_a_child_that_has_exited() -> None:
     me = os.getpid()
-    own, tree = cpu_seconds(me), tree_cpu_seconds(me)
+    own, tree = process_cpu_seconds(me), tree_cpu_seconds(me)
     subprocess.run([sys.executable, "-c", BURN], check=True, timeout=30)
     assert tree_cpu_seconds(me) - tree >= CHILD_CPU_S - 0.05
     # The parent itself only waited.
-    assert cpu_seconds(me) - own < CHILD_CPU_S / 2
+    assert process_cpu_seconds(me) - own < CHILD_CPU_S / 2
+
+
+def test_the_cpu_split_divides_the_machines_time_among_the_processes_named() -> None:
+    # The child burns its share, says so, and stays alive to be read.
+    with subprocess.Popen(
+        [sys.executable, "-c", BURN + "print('burnt', flush=True)\ntime.sleep(60)\n"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            split = CpuSplit(lambda: [], {"gateway": [child.pid]})
+            clock = time.process_time()
+            while time.process_time() - clock < 0.2:
+                pass
+            assert child.stdout is not None and child.stdout.readline() == "burnt\n"
+            figures = split.per_message(1000)
+        finally:
+            child.kill()
+    # Microseconds per message of 1,000: 0.2 s is 200.
+    assert figures["im_server"] == 0
+    assert 150 <= figures["bench"] < 1000
+    assert figures["gateway"] >= CHILD_CPU_S * 1000 - 50
+    # The machine's clock counts in ticks of 10 ms; it saw both burn.
+    assert figures["machine"] >= figures["bench"] + figures["gateway"] - 30
+
+
+def test_the_cpu_lines_show_each_process_share_of_a_message() -> None:
+    split = {"machine": 430.0, "im_server": 280.0, "bench": 147.0, "other": 3.0}
+    row = Row(
+        "ejabberd",
+        "b",
+        "",
+        10,
+        10,
+        1.0,
+        None,
+        None,
+        1.0,
+        True,
+        "",
+        extra={"cpu_us_per_message": split},
+    )
+    assert cpu_lines([row]) == [
+        "cpu ejabberd b: machine 430 us/msg = im server 280 + bench 147 + other 3"
+    ]
+    assert cpu_lines([Row.failed("ejabberd", "c", "gateway", 10, "down")]) == []
 
 
 def test_the_table_shows_the_cpu_cost_per_message_in_microseconds() -> None:
