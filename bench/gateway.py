@@ -36,6 +36,7 @@ import aiohttp
 from bench.cpu import CpuSplit, tree_cpu_seconds
 from bench.flood import Flood
 from bench.measure import RECIPIENT, Settings, _responder, _until_stopped
+from bench.raw_client import ReceiptResponder
 from bench.report import Row, ms, percentile, say, ticker
 from bench.timing import frozen_heap
 from cmaas.api.door import DoorLimits
@@ -437,7 +438,7 @@ async def _with_gateway(
     server: XmppServer,
     settings: Settings,
     item: str,
-    measure: Callable[[aiohttp.ClientSession, BenchGateway], Awaitable[Row]],
+    measure: Callable[[aiohttp.ClientSession, BenchGateway, ReceiptResponder], Awaitable[Row]],
     storage: Storage | None = None,
 ) -> Row:
     """Run ``measure`` against fresh gateway processes and the raw receipt responder."""
@@ -448,7 +449,7 @@ async def _with_gateway(
             gateway_process(server, session, workdir(server, item), storage=storage) as gateway,
         ):
             responder.device = str(gateway.bundle.device_id)
-            return await _until_stopped(measure(session, gateway), responder)
+            return await _until_stopped(measure(session, gateway, responder), responder)
     finally:
         await responder.close()
 
@@ -489,7 +490,9 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
     storage = storage or Storage()
     item = f"c-pg{storage.instances}" if storage.postgres else "c"
 
-    async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
+    async def run(
+        session: aiohttp.ClientSession, gateway: BenchGateway, _: ReceiptResponder
+    ) -> Row:
         warm = gateway.seal(min(BATCH, settings.count), Priority.NORMAL, "w")
         await submit_all(gateway.apis, warm)
         warmed = await _until_delivered(session, gateway, len(warm), time.monotonic() + 60)
@@ -577,14 +580,20 @@ async def otp_latency(server: XmppServer, settings: Settings, *, flood: bool = F
     """(d) high-priority submit → delivered while a bulk backlog drains; with ``flood``
     (d-flood), while the most of it is still being submitted too."""
 
-    async def run(session: aiohttp.ClientSession, gateway: BenchGateway) -> Row:
+    async def run(
+        session: aiohttp.ClientSession, gateway: BenchGateway, responder: ReceiptResponder
+    ) -> Row:
         backlog = gateway.seal(min(BACKLOG, settings.count), Priority.BULK, "b")
         otps = gateway.seal(200, Priority.HIGH, "otp")
+        responder.watched = frozenset(message.message_id for message in otps)
         with frozen_heap():
-            return await timed(gateway, backlog, otps)
+            return await timed(gateway, backlog, otps, responder)
 
     async def timed(
-        gateway: BenchGateway, backlog: list[Submission], otps: list[Submission]
+        gateway: BenchGateway,
+        backlog: list[Submission],
+        otps: list[Submission],
+        responder: ReceiptResponder,
     ) -> Row:
         submitted_ms: dict[str, int] = {}
         latencies: list[float] = []
@@ -664,7 +673,7 @@ async def otp_latency(server: XmppServer, settings: Settings, *, flood: bool = F
                     if left["outbox"]["bulk"]
                     else sum(sent < last_bulk_ms for sent in submitted_ms.values())
                 ),
-                **_stage_percentiles(submitted_ms, stages),
+                **_stage_percentiles(submitted_ms, stages, responder.arrived_ms),
             },
         )
 
@@ -672,16 +681,28 @@ async def otp_latency(server: XmppServer, settings: Settings, *, flood: bool = F
 
 
 def _stage_percentiles(
-    submitted_ms: dict[str, int], stages: dict[str, dict[str, int]]
+    submitted_ms: dict[str, int], stages: dict[str, dict[str, int]], arrived_ms: dict[str, int]
 ) -> dict[str, float | None]:
     """p50/p99 ms of submit -> accepted (stored), accepted -> dispatched (queue and
-    dispatcher) and dispatched -> delivered (IM server, client, receipt recorded)."""
-    spans: dict[str, list[float]] = {"stored": [], "queued": [], "receipt": []}
+    dispatcher) and dispatched -> delivered (IM server, client, receipt recorded); and
+    that last one in two: dispatched -> arrival at the client (the gateway's write and
+    the server's routing) and arrival -> delivered (the receipt's way back)."""
+    spans: dict[str, list[float]] = {
+        "stored": [],
+        "queued": [],
+        "receipt": [],
+        "to_client": [],
+        "back": [],
+    }
     for message_id, at in stages.items():
         if {"accepted", "dispatched", "delivered"} <= at.keys():
             spans["stored"].append((at["accepted"] - submitted_ms[message_id]) / 1000)
             spans["queued"].append((at["dispatched"] - at["accepted"]) / 1000)
             spans["receipt"].append((at["delivered"] - at["dispatched"]) / 1000)
+            arrived = arrived_ms.get(message_id)
+            if arrived is not None:
+                spans["to_client"].append((arrived - at["dispatched"]) / 1000)
+                spans["back"].append((at["delivered"] - arrived) / 1000)
     return {
         f"{name}_{label}_ms": ms(percentile(values, fraction))
         for name, values in spans.items()

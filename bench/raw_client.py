@@ -109,6 +109,10 @@ class ReceiptResponder:
 
     ``device``, when set, is the CMaaS device id announced on each receipt, as a device
     does: the gateway records a receipt only from a device the message is sealed to.
+
+    ``watched`` holds the stanza ids whose arrival to note in ``arrived_ms`` (unix
+    milliseconds, the clock the gateway's events use): where an OTP's time between its
+    dispatch and its receipt goes, on the way to the client or on the way back.
     """
 
     def __init__(self, stream: XmlStream, jid: str) -> None:
@@ -124,6 +128,8 @@ class ReceiptResponder:
         # The CMaaS device id announced in each receipt ("" for none: raw stanzas); the
         # gateway counts a receipt only from a device the message was sealed to.
         self.device = ""
+        self.watched: frozenset[str] = frozenset()
+        self.arrived_ms: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def reset(self, expected: int) -> None:
@@ -167,6 +173,8 @@ class ReceiptResponder:
             if elem.tag != _MESSAGE or elem.get("type") == "error":
                 continue
             self.received += 1
+            if self.watched and (stanza_id := elem.get("id", "")) in self.watched:
+                self.arrived_ms[stanza_id] = time.time_ns() // 1_000_000
             if elem.find(_REQUEST) is not None:
                 replies.append(
                     f"<message to='{attr(elem.get('from', ''))}' from='{own}'>"

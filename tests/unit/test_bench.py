@@ -15,7 +15,7 @@ from typing import cast
 
 from bench.__main__ import chosen_items, parse_args
 from bench.cpu import CpuSplit, process_cpu_seconds, tree_cpu_seconds
-from bench.gateway import BenchGateway, envelope_chars
+from bench.gateway import BenchGateway, _stage_percentiles, envelope_chars
 from bench.measure import RECIPIENT
 from bench.raw_client import ReceiptResponder
 from bench.report import Row, cpu_lines, ratios, table, targets
@@ -254,6 +254,8 @@ async def test_the_responder_reads_on_while_the_server_reads_none_of_its_receipt
     await asyncio.get_running_loop().sock_connect(client, listening.getsockname())
     reader, writer = await asyncio.open_connection(sock=client)
     responder = ReceiptResponder(XmlStream(reader, writer), "alice@x/bench")
+    responder.watched = frozenset({"m7", "m3999", "elsewhere"})
+    began_ms = now_ms()
     responder.start(30.0)
     try:
         await asyncio.wait_for(answered.wait(), 20.0)
@@ -263,3 +265,20 @@ async def test_the_responder_reads_on_while_the_server_reads_none_of_its_receipt
         await listener.wait_closed()
     assert receipts == [count]
     assert responder.received == responder.answered == count
+    # The arrivals of the messages watched, and only those that came.
+    assert responder.arrived_ms.keys() == {"m7", "m3999"}
+    assert began_ms <= responder.arrived_ms["m7"] <= responder.arrived_ms["m3999"] <= now_ms()
+
+
+def test_the_otp_stages_split_the_receipts_way_at_the_client() -> None:
+    submitted = {"otp1": 1000, "otp2": 1000}
+    stages = {
+        "otp1": {"accepted": 1002, "dispatched": 1005, "delivered": 1030},
+        "otp2": {"accepted": 1003, "dispatched": 1010, "delivered": 1050},
+    }
+    found = _stage_percentiles(submitted, stages, {"otp1": 1025, "otp2": 1020})
+    assert found["receipt_p99_ms"] == 40.0
+    assert (found["to_client_p50_ms"], found["to_client_p99_ms"]) == (10.0, 20.0)
+    assert (found["back_p50_ms"], found["back_p99_ms"]) == (5.0, 30.0)
+    # No arrival seen (a bench without the watch): the split is left empty.
+    assert _stage_percentiles(submitted, stages, {})["back_p99_ms"] is None
