@@ -257,6 +257,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             ),
         )
         urgent = UrgentTraffic()
+        xmpp.acknowledge_at_once_while(lambda: not urgent.all_answered)
         dispatcher = Dispatcher(
             store, xmpp, resend_window_s=settings.resend_window, owner=epoch, urgent=urgent
         )

@@ -61,6 +61,13 @@ class PausableTransport:
         self.inner = inner
         self.paused = False
         self.paused_reads = 0
+        self.extra: dict[str, object] = {}
+        """What :meth:`get_extra_info` answers beside the test transport's own."""
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name in self.extra:
+            return self.extra[name]
+        return self.inner.get_extra_info(name, default=default)
 
     def pause_reading(self) -> None:
         self.paused = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 
 from slixmpp import JID, Iq
@@ -21,6 +22,7 @@ from cmaas.component.adhoc.command import (
 )
 from cmaas.component.adhoc.engine import MAX_SESSION_ID_LENGTH, SessionLimits
 from cmaas.component.adhoc.forms import FieldSpec, FormSpec, Submission
+from cmaas.component.gateway import GatewayComponent
 from cmaas.envelope import DeviceKeyring, fingerprint
 
 from .gateway_stanzas import ADMIN, DOMAIN, USER, GatewayStanzaTest, form_values
@@ -599,6 +601,47 @@ class TestLinkXml(GatewayStanzaTest):
             f"<message from='{USER}' to='{DOMAIN}'><body>&xxe;</body></message>"
         )
         assert b"<not-well-formed" in self.written()
+
+
+class TestAcknowledgements(GatewayStanzaTest):
+    """Reads are acknowledged at once only while told: an IM server with Nagle's
+    algorithm on then sends an OTP's receipt without waiting for a delayed ACK."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.link = socket.create_connection(listener.getsockname())
+        self.far_end, _ = listener.accept()
+        listener.close()
+        # The kernel's delayed acknowledgements, as on a link carrying a drain.
+        self.link.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        self.transport.extra["socket"] = self.link
+
+    def tearDown(self) -> None:
+        self.link.close()
+        self.far_end.close()
+        super().tearDown()
+
+    def acknowledges_at_once(self) -> bool:
+        return bool(self.link.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+
+    def receipt(self) -> str:
+        return f"<message from='{USER}' to='app@{DOMAIN}'><received xmlns='urn:xmpp:receipts' id='m1'/></message>"
+
+    def test_reads_keep_the_kernels_timing_unless_told(self) -> None:
+        self.xmpp.data_received(self.receipt())
+        assert not self.acknowledges_at_once()
+
+    def test_reads_are_acknowledged_at_once_while_urgent(self) -> None:
+        urgent = [True]
+        assert isinstance(self.xmpp, GatewayComponent)
+        self.xmpp.acknowledge_at_once_while(lambda: urgent[0])
+        self.xmpp.data_received(self.receipt())
+        assert self.acknowledges_at_once()
+        urgent[0] = False
+        self.link.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        self.xmpp.data_received(self.receipt())
+        assert not self.acknowledges_at_once()
 
 
 class TestOtherAdminCommands(GatewayStanzaTest):

@@ -3,7 +3,9 @@ messages out and their receipts, markers and bounces back."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +55,8 @@ READ_SLICE = 16 * 1024
 DEFAULT_MAX_DEPTH = 32
 # How deep a stanza the lean feedback path takes may nest: the message and its children.
 _LEAN_DEPTH = 2
+# Linux only; elsewhere acknowledgements keep the kernel's own timing.
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 class GatewayComponent(ComponentXMPP):
@@ -102,6 +106,7 @@ class GatewayComponent(ComponentXMPP):
         self._unparsed: tuple[bytes, int] | None = None
         self._feedback_backlogged = False
         self._reading_paused = False
+        self._acks_at_once: Callable[[], bool] = _never
         # First of the filters: stanza handlers copy and serialise recursively, so a
         # stanza nested thousands deep would end in RecursionError and go unanswered.
         self.add_filter("in", self._refuse_deep, order=0)  # type: ignore[arg-type]
@@ -389,12 +394,35 @@ class GatewayComponent(ComponentXMPP):
         self._reading_paused = False
         self._update_reading()
 
+    def acknowledge_at_once_while(self, urgent: Callable[[], bool]) -> None:
+        """While ``urgent()`` is true, acknowledge what the IM server writes as soon as
+        it is read, rather than when the kernel's delayed-ACK timer fires.
+
+        An IM server that leaves Nagle's algorithm on (Prosody's default) holds a small
+        write, such as an OTP's receipt, until what it wrote before is acknowledged; and
+        the kernel delays that acknowledgement while the gateway has nothing to send back
+        to carry it, which is the case exactly while other rounds wait for the OTP's
+        receipt. A third of the OTPs behind a backlog got their receipt 16 to 26 ms late
+        that way. Acknowledging at once all the time cost throughput instead (smaller
+        writes, smaller batches), hence only while ``urgent()``.
+        """
+        self._acks_at_once = urgent
+
+    def _acknowledge_now(self) -> None:
+        if _TCP_QUICKACK is None or self.transport is None or not self._acks_at_once():
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # the link closing meanwhile
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
     def data_received(self, data: bytes | str) -> None:
         """Refuse a DTD anywhere on the link, as RFC 6120 requires (``<restricted-xml/>``).
 
         The XML parser refuses one inside the stream as not well-formed, but before the
         stream's root it would accept it and expand the entities it declares.
         """
+        self._acknowledge_now()
         chunk = data.encode() if isinstance(data, str) else data
         # A declaration split between two reads is found with the end of the first.
         seen = self._unread_tail + chunk
@@ -490,6 +518,10 @@ class GatewayComponent(ComponentXMPP):
             log.error("stanza without 'from' stamped with the component domain: %s", stanza.name)
             stanza["from"] = self.domain
         return stanza
+
+
+def _never() -> bool:
+    return False
 
 
 def _depth_exceeds(root: ET.Element, limit: int) -> bool:
