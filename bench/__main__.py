@@ -21,7 +21,7 @@ from types import FrameType
 
 from bench.footprint import footprint
 from bench.gateway import Storage, envelope_chars, ingest, otp_latency, stop_postgres
-from bench.local_items import key_lookup, omemo, sealing
+from bench.local_items import gateway_pieces, key_lookup, omemo, sealing
 from bench.measure import HTTP_SENDER, RECIPIENT, Measurement, Settings, peer, raw_limit, run_all
 from bench.report import RESULTS_DIR, Row, say, table, write_json
 from cmaas.devservers import DevServerError, XmppServer, start_ejabberd, start_prosody
@@ -99,8 +99,8 @@ ITEMS: dict[str, list[tuple[str, str, Measurement]]] = {
         ("f", "gateway RSS: queued, then after a long run", footprint),
     ],
 }
-ALL_ITEMS = "abcdefgh"
-# Items that need an IM server; the others (e, g, h) run once, after the servers. The
+ALL_ITEMS = "abcdefghi"
+# Items that need an IM server; the others (e, g, h, i) run once, after the servers. The
 # letter selects an item with all its variants (c: c, c-pg1 and c-pg2).
 SERVER_ITEMS = {item[0] for entries in ITEMS.values() for item, _, _ in entries}
 
@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         # h right after e, so that the two suites are compared under the same load.
         if "h" in args.items:
             rows.extend(omemo(50 if not args.quick else 10, 10 if not args.quick else 3, 10.0))
+        if "i" in args.items:
+            rows.extend(gateway_pieces(200 if not args.quick else 20, 60.0))
         if "g" in args.items:
             rows.extend(key_lookup(args.devices, 5000 if not args.quick else 500, 60.0))
     except KeyboardInterrupt:

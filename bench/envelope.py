@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bench.report import RESULTS_DIR
+from bench.report import RESULTS_DIR, write_document
 from bench.timing import measure_rounds, measure_sync
 from cmaas.envelope import (
     DeviceBundle,
@@ -180,19 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("ratios to the raw primitives:", ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     print("envelope bytes by device count:", sizes)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "results": results,
-                "cpu_us_rounds": cpu_rounds,
-                "ratios": ratios,
-                "envelope_bytes": sizes,
-            },
-            indent=2,
-        )
+    write_document(
+        args.output,
+        {
+            "results": results,
+            "cpu_us_rounds": cpu_rounds,
+            "ratios": ratios,
+            "envelope_bytes": sizes,
+        },
     )
-    print(f"wrote {args.output}")
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import platform
 import random
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bench.report import RESULTS_DIR
+from bench.report import RESULTS_DIR, write_document
 from bench.timing import measure_async, measure_sync
 from cmaas.keydirectory import KeyDirectory
 from cmaas.keystore import MasterKeyring, SqliteKeystore
@@ -354,30 +353,26 @@ def main(argv: list[str] | None = None) -> int:
         )
     verdict = "met" if target_met else "MISSED"
     print(f"target p99 <= 1 ms for take (synchronous=FULL): {verdict} ({take_p99:,.0f} us)")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "setup": asdict(setup),
-                "settings": {
-                    "count": args.count,
-                    "deadline_s": args.deadline,
-                    "low_water": LOW_WATER,
-                    "seed": args.seed,
-                },
-                "results": results,
-                "ratios_to_raw": ratios,
-                "target_p99_us": 1000.0,
-                "target_met": target_met,
-                "sqlite": sqlite3.sqlite_version,
-                "python": platform.python_version(),
-                "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-                "date": time.strftime("%Y-%m-%d"),
+    write_document(
+        args.output,
+        {
+            "setup": asdict(setup),
+            "settings": {
+                "count": args.count,
+                "deadline_s": args.deadline,
+                "low_water": LOW_WATER,
+                "seed": args.seed,
             },
-            indent=2,
-        )
+            "results": results,
+            "ratios_to_raw": ratios,
+            "target_p99_us": 1000.0,
+            "target_met": target_met,
+            "sqlite": sqlite3.sqlite_version,
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+            "date": time.strftime("%Y-%m-%d"),
+        },
     )
-    print(f"wrote {args.output}")
     return 0
 
 

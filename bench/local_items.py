@@ -1,7 +1,7 @@
-"""Items e, g and h, which need no IM server: they run once, after the servers' items.
+"""Items e, g, h and i, which need no IM server: they run once, after the servers' items.
 
 Each runs its own module (``bench.envelope``, ``bench.keylookup``, ``bench.omemo_sealing``,
-also usable alone) and its JSON becomes rows of the common table.
+``bench.pieces``, also usable alone) and its JSON becomes rows of the common table.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from bench import envelope, keylookup, omemo_sealing
-from bench.report import RESULTS_DIR, Row, say
+from bench import envelope, keylookup, omemo_sealing, pieces
+from bench.report import PIECES_SUM, RESULTS_DIR, Row, say
 
-__all__ = ["LOCAL", "key_lookup", "omemo", "sealing"]
+__all__ = ["LOCAL", "gateway_pieces", "key_lookup", "omemo", "sealing"]
 
 LOCAL = "local"
 # Wall time: it includes the fsyncs of the state file, which the CPU time leaves out.
@@ -191,3 +191,50 @@ def key_lookup(devices: int, count: int, deadline: float) -> list[Row]:
             complete=stored == devices,
         )
     ]
+
+
+def gateway_pieces(count: int, deadline: float) -> list[Row]:
+    """(i) The CPU of each piece of c's gateway work on one message, alone
+    (:mod:`bench.pieces`): a row per piece and per part measured alone, and one that adds
+    the pieces up; the rate is messages per second of one core."""
+    document = _run_module(
+        "i",
+        "the gateway's pieces alone",
+        pieces.main,
+        "pieces.json",
+        count,
+        count=count,
+        rounds=min(10, count),
+        deadline=deadline,
+    )
+    if isinstance(document, Row):
+        return [document]
+    per_message: dict[str, float] = document["us_per_message"]
+    results = document["results"]
+    batch = int(document["batch"])
+
+    def row(description: str, us: float, runs: int, *, note: str = "", part: bool = False) -> Row:
+        return Row(
+            server=LOCAL,
+            item="i",
+            description=description,
+            count=count * batch,
+            done=runs * batch,
+            rate=round(1e6 / us, 1),
+            p50_ms=None,
+            p99_ms=None,
+            seconds=round(runs * batch * us / 1e6, 3),
+            complete=runs == count,
+            latency=f"CPU per message, runs of {batch}",
+            note=f"{us:.1f} us/msg{note}",
+            extra={"us_per_message": round(us, 1), "part": part},
+        )
+
+    rows = [row(name, per_message[name], int(results[name]["runs"])) for name in pieces.PIECES]
+    rows += [
+        row(name, per_message[name], int(results[name]["runs"]), note=" (part)", part=True)
+        for name in pieces.PARTS
+    ]
+    runs = min(int(results[name]["runs"]) for name in pieces.PIECES)
+    rows.append(row(PIECES_SUM, float(document["sum_us_per_message"]), runs))
+    return rows

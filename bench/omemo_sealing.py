@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from bench.report import RESULTS_DIR
+from bench.report import RESULTS_DIR, write_document
 from bench.timing import measure_async
 from cmaas.clientservice.omemo import (
     Encrypted,
@@ -150,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except SetupFailed as error:
         print(f"setup failed: {error}", file=sys.stderr)
         return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"results": results}, indent=2))
-    print(f"wrote {args.output}")
+    write_document(args.output, {"results": results})
     return 0
 
 

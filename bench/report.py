@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PIECES_SUM = "sum of the pieces"
+"""The description of item i's row that adds its pieces up."""
 
 
 @dataclass
@@ -163,6 +165,53 @@ def targets(rows: Sequence[Row]) -> list[Target]:
     return sorted(found, key=lambda t: (t.item, t.server))
 
 
+def gateway_budgets(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
+    """Per server where b and c both ran with their CPU split: how many µs of CPU c's
+    gateway may spend on a message for c to match b, what it spends, and (when item i
+    ran) what its pieces alone add up to.
+
+    On shared cores a saturated path runs at a rate inversely proportional to the CPU
+    the machine spends per message, so c matches b when c's machine spends what b's
+    does: the gateway may have what b's machine spends less what c's IM server, bench
+    and the rest (``other``) take.
+    """
+    pieces = next(
+        (row for row in rows if row.item == "i" and row.description == PIECES_SUM),
+        None,
+    )
+    found: dict[str, dict[str, float]] = {}
+    for server in sorted({row.server for row in rows}):
+        by_item = {row.item: row for row in rows if row.server == server and row.complete}
+        b, c = by_item.get("b"), by_item.get("c")
+        b_split = b.extra.get("cpu_us_per_message") if b else None
+        c_split = c.extra.get("cpu_us_per_message") if c else None
+        if not b_split or not c_split or "gateway" not in c_split:
+            continue
+        rest = sum(value for name, value in c_split.items() if name not in ("machine", "gateway"))
+        budget = {
+            "gateway_may_spend": round(b_split["machine"] - rest, 1),
+            "gateway_spends": c_split["gateway"],
+        }
+        if pieces is not None and pieces.complete:
+            budget["pieces_alone"] = pieces.extra["us_per_message"]
+        found[server] = budget
+    return found
+
+
+def budget_lines(rows: Sequence[Row]) -> list[str]:
+    """:func:`gateway_budgets` as text."""
+    lines = []
+    for server, budget in gateway_budgets(rows).items():
+        line = (
+            f"budget {server} c/b = 1.0: the gateway may spend"
+            f" {budget['gateway_may_spend']:,.0f} us/msg; it spends {budget['gateway_spends']:,.0f}"
+        )
+        if "pieces_alone" in budget:
+            line += f"; its pieces alone (item i) {budget['pieces_alone']:,.0f}"
+        lines.append(line)
+    return lines
+
+
 def table(rows: Sequence[Row]) -> str:
     """The result table as fixed-width text."""
 
@@ -200,6 +249,7 @@ def table(rows: Sequence[Row]) -> str:
         out.append(f"ratio {name} = {value:.3f}")
     out.extend(target.line() for target in targets(rows))
     out.extend(cpu_lines(rows))
+    out.extend(budget_lines(rows))
     notes = sorted({f"{row.item}: latency = {row.latency}" for row in rows})
     return "\n".join([*out, *notes])
 
@@ -238,8 +288,15 @@ def write_json(rows: Sequence[Row], settings: dict[str, Any], path: Path) -> Non
         "results": [asdict(row) for row in rows],
         "ratios": ratios(rows),
         "targets": [{**asdict(target), "met": target.met} for target in targets(rows)],
+        "gateway_budgets": gateway_budgets(rows),
     }
+    write_document(path, document)
+
+
+def write_document(path: Path, document: dict[str, Any]) -> None:
+    """Write a JSON document atomically (a reader never sees half of it), and say where."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".tmp")
     scratch.write_text(json.dumps(document, indent=2) + "\n")
     scratch.replace(path)
+    print(f"wrote {path}")

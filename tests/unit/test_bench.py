@@ -13,12 +13,23 @@ import time
 from types import SimpleNamespace
 from typing import cast
 
+from bench import pieces
 from bench.__main__ import chosen_items, parse_args
 from bench.cpu import CpuSplit, process_cpu_seconds, tree_cpu_seconds
 from bench.gateway import BenchGateway, _stage_percentiles, envelope_chars
+from bench.local_items import gateway_pieces
 from bench.measure import RECIPIENT
 from bench.raw_client import ReceiptResponder
-from bench.report import Row, cpu_lines, ratios, table, targets
+from bench.report import (
+    PIECES_SUM,
+    Row,
+    budget_lines,
+    cpu_lines,
+    gateway_budgets,
+    ratios,
+    table,
+    targets,
+)
 from bench.timing import frozen_heap
 from bench.xmlstream import XmlStream
 
@@ -130,26 +141,51 @@ def test_the_cpu_split_divides_the_machines_time_among_the_processes_named() -> 
     assert figures["machine"] >= figures["bench"] + figures["gateway"] - 30
 
 
+def _row_with(item: str, extra: dict[str, object], server: str = "ejabberd", what: str = "") -> Row:
+    return Row(server, item, what, 10, 10, 1.0, None, None, 1.0, True, "", extra=extra)
+
+
+def _split_row(item: str, split: dict[str, float]) -> Row:
+    return _row_with(item, {"cpu_us_per_message": split})
+
+
 def test_the_cpu_lines_show_each_process_share_of_a_message() -> None:
-    split = {"machine": 430.0, "im_server": 280.0, "bench": 147.0, "other": 3.0}
-    row = Row(
-        "ejabberd",
-        "b",
-        "",
-        10,
-        10,
-        1.0,
-        None,
-        None,
-        1.0,
-        True,
-        "",
-        extra={"cpu_us_per_message": split},
-    )
+    row = _split_row("b", {"machine": 430.0, "im_server": 280.0, "bench": 147.0, "other": 3.0})
     assert cpu_lines([row]) == [
         "cpu ejabberd b: machine 430 us/msg = im server 280 + bench 147 + other 3"
     ]
     assert cpu_lines([Row.failed("ejabberd", "c", "gateway", 10, "down")]) == []
+
+
+def test_the_gateways_budget_is_bs_machine_less_what_the_rest_of_c_spends() -> None:
+    b = _split_row("b", {"machine": 440.0, "im_server": 290.0, "bench": 150.0, "other": 0.0})
+    c = _split_row(
+        "c",
+        {"machine": 500.0, "im_server": 120.0, "bench": 45.0, "gateway": 330.0, "other": 5.0},
+    )
+    summed = _row_with("i", {"us_per_message": 250.0}, "local", PIECES_SUM)
+    assert gateway_budgets([b, c]) == {
+        "ejabberd": {"gateway_may_spend": 270.0, "gateway_spends": 330.0}
+    }
+    assert gateway_budgets([b, c, summed])["ejabberd"]["pieces_alone"] == 250.0
+    assert budget_lines([b, c, summed]) == [
+        "budget ejabberd c/b = 1.0: the gateway may spend 270 us/msg; it spends 330;"
+        " its pieces alone (item i) 250"
+    ]
+    # Without b's split there is nothing to match.
+    assert gateway_budgets([c, summed]) == {}
+
+
+def test_item_i_measures_every_piece_and_adds_up_the_pieces_only() -> None:
+    rows = gateway_pieces(2, 30.0)
+    by_name = {row.description: row for row in rows}
+    assert set(by_name) == {*pieces.PIECES, *pieces.PARTS, PIECES_SUM}
+    assert all(row.complete and row.extra["us_per_message"] > 0 for row in rows)
+    summed = sum(by_name[name].extra["us_per_message"] for name in pieces.PIECES)
+    assert abs(by_name[PIECES_SUM].extra["us_per_message"] - summed) < 0.5
+    # Each part is inside its piece: the signature inside the admission check.
+    check = by_name[pieces.PIECES[0]].extra["us_per_message"]
+    assert by_name[pieces.VERIFY].extra["us_per_message"] < check
 
 
 def test_the_table_shows_the_cpu_cost_per_message_in_microseconds() -> None:
