@@ -33,6 +33,7 @@ from cmaas.keystore import (
     QuotaExhausted,
     RequestNonce,
     SealedPayload,
+    SqliteKeystore,
     StatusEvent,
     issue_credentials,
 )
@@ -400,6 +401,29 @@ async def test_group_commit_batches_and_rolls_back_only_the_failing_operation(
     assert stored == 99
     assert len(noted.started) <= 2  # a hundred operations, one or two shared commits
     await thread.close()
+
+
+async def test_both_sqlite_writers_journal_in_memory_durably_and_overwrite_deletions(
+    tmp_path: Path,
+) -> None:
+    keystore = await SqliteKeystore.open(tmp_path / "writers.sqlite3", MasterKeyring(b"k" * 32))
+    names = ("temp_store", "synchronous", "secure_delete", "foreign_keys")
+
+    def read(db: sqlite3.Connection) -> list[int]:
+        return [db.execute(f"PRAGMA {name}").fetchone()[0] for name in names]
+
+    try:
+        on_thread = await keystore._thread.write(read)
+        on_shared = []
+        for name in names:
+            cursor = await keystore._db.execute(f"PRAGMA {name}")
+            row = await cursor.fetchone()
+            assert row is not None
+            on_shared.append(row[0])
+    finally:
+        await keystore.close()
+    # temp_store 2: statement journals in memory; synchronous 2: FULL.
+    assert on_thread == on_shared == [2, 2, 1, 1]
 
 
 async def test_urgent_operations_commit_first_and_alone(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import aiosqlite
 from cmaas.file_lock import lock_exclusively
 from cmaas.keystore._rows import MAX_SIGNING_KEYS
 from cmaas.keystore._sql import (
+    WRITER_PRAGMAS,
     GroupCommit,
     SharedConnection,
     SqliteThread,
@@ -93,12 +94,8 @@ class SqliteKeystore(SqlKeystore):
         try:
             connection.row_factory = sqlite3.Row
             await connection.execute("PRAGMA journal_mode = WAL")
-            await connection.execute("PRAGMA foreign_keys = ON")
-            # FULL: a 202 promises durability even across power loss, not only crashes.
-            await connection.execute("PRAGMA synchronous = FULL")
-            await connection.execute("PRAGMA busy_timeout = 10000")
-            # Deleted envelopes and secrets are overwritten, not left in free pages.
-            await connection.execute("PRAGMA secure_delete = ON")
+            for pragma in WRITER_PRAGMAS:
+                await connection.execute(pragma)
             await _migrate(connection)
         except BaseException:
             await connection.close()
