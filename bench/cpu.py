@@ -14,7 +14,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["CpuSplit", "machine_busy_seconds", "process_cpu_seconds", "tree_cpu_seconds"]
+__all__ = [
+    "CpuSplit",
+    "gateway_part_seconds",
+    "machine_busy_seconds",
+    "process_cpu_seconds",
+    "tree_cpu_seconds",
+]
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
@@ -61,6 +67,23 @@ def tree_cpu_seconds(parent: int) -> float:
             if int(_stat_fields(int(stat.parent.name))[1]) == parent:
                 total += process_cpu_seconds(int(stat.parent.name))
     return total
+
+
+def gateway_part_seconds(pid: int) -> dict[str, float]:
+    """A gateway process's CPU time so far, by part: its event loop (the main thread),
+    its other threads (the SQLite writer, executors) and its children (the admission
+    workers, living or exited).
+
+    Raises: OSError: The process is gone.
+    """
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    loop = (int(fields[11]) + int(fields[12])) * _TICK_S
+    process = process_cpu_seconds(pid)
+    return {
+        "event_loop": loop,
+        "other_threads": process - loop,
+        "admission_workers": tree_cpu_seconds(pid) - process,
+    }
 
 
 class CpuSplit:

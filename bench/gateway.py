@@ -33,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.cpu import CpuSplit, tree_cpu_seconds
+from bench.cpu import CpuSplit, gateway_part_seconds, tree_cpu_seconds
 from bench.flood import Flood
 from bench.measure import RECIPIENT, Settings, _responder, _until_stopped
 from bench.raw_client import ReceiptResponder
@@ -513,6 +513,8 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
             ticker(f"{server.kind} {item}", settings.count, lambda: progress[0])
         )
         cpu = _CpuMeter(gateway)
+        first = gateway.instances[0].process.pid
+        parts_before = gateway_part_seconds(first)
         split = CpuSplit(
             server.pids,
             {
@@ -536,6 +538,10 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
         by_instance, database_cpu = cpu.spent()
         done = min(progress[0], settings.count)
         cpu_split = split.per_message(done)
+        parts = {
+            name: round((seconds - parts_before[name]) / max(done, 1) * 1e6, 1)
+            for name, seconds in gateway_part_seconds(first).items()
+        }
         # More delivered events than messages: an instance recorded one twice.
         surplus = max(0, progress[0] - settings.count)
         per_instance = [_per_message(spent, done) for spent in by_instance]
@@ -569,6 +575,8 @@ async def ingest(server: XmppServer, settings: Settings, storage: Storage | None
                     None if database_cpu is None else _per_message(database_cpu, done)
                 ),
                 "cpu_us_per_message": cpu_split,
+                # The first instance's: with several, each has its own.
+                "gateway_cpu_us_per_message": parts,
             },
             cpu_s_per_message=_per_message(sum(by_instance), done),
         )

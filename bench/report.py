@@ -257,7 +257,8 @@ def table(rows: Sequence[Row]) -> str:
 def cpu_lines(rows: Sequence[Row]) -> list[str]:
     """Per measured row, the machine's CPU time per message and how it divides among
     the processes in the path (``extra["cpu_us_per_message"]``, from
-    :class:`bench.cpu.CpuSplit`)."""
+    :class:`bench.cpu.CpuSplit`); and for c, how the gateway's divides among its event
+    loop, its other threads and its admission workers."""
     lines = []
     for row in rows:
         split = row.extra.get("cpu_us_per_message")
@@ -271,6 +272,11 @@ def cpu_lines(rows: Sequence[Row]) -> list[str]:
         lines.append(
             f"cpu {row.server} {row.item}: machine {split['machine']:,.0f} us/msg = {parts}"
         )
+        gateway = row.extra.get("gateway_cpu_us_per_message")
+        if gateway:
+            inside = " + ".join(f"{name.replace('_', ' ')} {v:,.0f}" for name, v in gateway.items())
+            first = " (first instance)" if row.extra.get("instances", 1) > 1 else ""
+            lines.append(f"cpu {row.server} {row.item} gateway{first}: {inside}")
     return lines
 
 

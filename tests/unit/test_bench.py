@@ -9,13 +9,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 from typing import cast
 
 from bench import pieces
 from bench.__main__ import chosen_items, parse_args
-from bench.cpu import CpuSplit, process_cpu_seconds, tree_cpu_seconds
+from bench.cpu import CpuSplit, gateway_part_seconds, process_cpu_seconds, tree_cpu_seconds
 from bench.gateway import BenchGateway, _stage_percentiles, envelope_chars
 from bench.local_items import gateway_pieces
 from bench.measure import RECIPIENT
@@ -117,6 +118,27 @@ def test_tree_cpu_seconds_keep_a_child_that_has_exited() -> None:
     assert process_cpu_seconds(me) - own < CHILD_CPU_S / 2
 
 
+def test_a_gateways_cpu_divides_among_its_loop_its_threads_and_its_children() -> None:
+    me = os.getpid()
+    before = gateway_part_seconds(me)
+
+    def burn() -> None:
+        clock = time.thread_time()
+        while time.thread_time() - clock < CHILD_CPU_S:
+            pass
+
+    worker = threading.Thread(target=burn)
+    worker.start()
+    worker.join()
+    subprocess.run([sys.executable, "-c", BURN], check=True, timeout=30)
+    after = gateway_part_seconds(me)
+    spent = {name: after[name] - before[name] for name in after}
+    # The main thread only waited; the thread and the child each burnt their share.
+    assert spent["event_loop"] < CHILD_CPU_S / 2
+    assert spent["other_threads"] >= CHILD_CPU_S - 0.05
+    assert spent["admission_workers"] >= CHILD_CPU_S - 0.05
+
+
 def test_the_cpu_split_divides_the_machines_time_among_the_processes_named() -> None:
     # The child burns its share, says so, and stays alive to be read.
     with subprocess.Popen(
@@ -155,6 +177,21 @@ def test_the_cpu_lines_show_each_process_share_of_a_message() -> None:
         "cpu ejabberd b: machine 430 us/msg = im server 280 + bench 147 + other 3"
     ]
     assert cpu_lines([Row.failed("ejabberd", "c", "gateway", 10, "down")]) == []
+    c = _row_with(
+        "c",
+        {
+            "cpu_us_per_message": {"machine": 500.0, "gateway": 330.0},
+            "gateway_cpu_us_per_message": {
+                "event_loop": 110.0,
+                "other_threads": 90.0,
+                "admission_workers": 130.0,
+            },
+        },
+    )
+    assert cpu_lines([c]) == [
+        "cpu ejabberd c: machine 500 us/msg = gateway 330",
+        "cpu ejabberd c gateway: event loop 110 + other threads 90 + admission workers 130",
+    ]
 
 
 def test_the_gateways_budget_is_bs_machine_less_what_the_rest_of_c_spends() -> None:
