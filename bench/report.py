@@ -91,32 +91,59 @@ async def ticker(label: str, total: int, done: Callable[[], int], every: float =
         before, then = count, now
 
 
-def ratios(rows: Sequence[Row]) -> dict[str, float]:
-    """b/a, c/a and c/b per server (and c against a and b carrying bodies as long as
-    c's envelopes), h/e (OMEMO sessions established against the
-    envelope) per device count, where both items ran to completion, and e's seal against
-    its raw primitives per device count."""
-    found: dict[str, float] = {}
+def round_of(row: Row) -> int:
+    """Which round of its item ``row`` measured (1 unless ``--rounds`` repeated it)."""
+    return int(row.extra.get("round", 1))
+
+
+def label(row: Row) -> str:
+    """The row's item, with its round when it has several."""
+    return row.item if "round" not in row.extra else f"{row.item} round {round_of(row)}"
+
+
+def round_ratios(rows: Sequence[Row]) -> dict[str, list[float]]:
+    """Per round, b/a, c/a and c/b per server (and c against a and b carrying bodies as
+    long as c's envelopes), each from the two rows of the same round that ran to
+    completion; h/e per device count (one round)."""
+    found: dict[str, list[float]] = {}
 
     def add(name: str, upper: Row | None, lower: Row | None) -> None:
         if upper and lower and lower.rate > 0 and upper.complete and lower.complete:
-            found[name] = round(upper.rate / lower.rate, 3)
+            found.setdefault(name, []).append(round(upper.rate / lower.rate, 3))
 
     for server in sorted({row.server for row in rows}):
-        by_item = {row.item: row for row in rows if row.server == server}
-        for top, bottom in (("b", "a"), ("c", "a"), ("c", "b"), ("c", "a-env"), ("c", "b-env")):
-            add(f"{server} {top}/{bottom}", by_item.get(top), by_item.get(bottom))
         mine = [row for row in rows if row.server == server]
+        for number in sorted({round_of(row) for row in mine}):
+            by_item = {row.item: row for row in mine if round_of(row) == number}
+            for top, bottom in (
+                ("b", "a"),
+                ("c", "a"),
+                ("c", "b"),
+                ("c", "a-env"),
+                ("c", "b-env"),
+            ):
+                add(f"{server} {top}/{bottom}", by_item.get(top), by_item.get(bottom))
         envelope = {row.extra.get("devices"): row for row in mine if row.item == "e"}
         for row in mine:
-            if row.item == "e" and row.complete and "ratio_to_raw" in row.extra:
-                # Measured in interleaved rounds, not from two rows' rates.
-                found[f"{server} e seal/raw {row.extra['devices']} device(s)"] = row.extra[
-                    "ratio_to_raw"
-                ]
             if row.item == "h" and row.extra.get("session") == "established":
                 devices = row.extra["devices"]
                 add(f"{server} h/e {devices} device(s)", row, envelope.get(devices))
+    return found
+
+
+def ratios(rows: Sequence[Row]) -> dict[str, float]:
+    """The ratios of :func:`round_ratios`, each the median of its rounds (the lower
+    middle one of an even number), and e's seal against its raw primitives per device
+    count."""
+    found = {
+        name: sorted(values)[(len(values) - 1) // 2] for name, values in round_ratios(rows).items()
+    }
+    for row in rows:
+        if row.item == "e" and row.complete and "ratio_to_raw" in row.extra:
+            # Measured in interleaved rounds, not from two rows' rates.
+            found[f"{row.server} e seal/raw {row.extra['devices']} device(s)"] = row.extra[
+                "ratio_to_raw"
+            ]
     return found
 
 
@@ -167,8 +194,8 @@ def targets(rows: Sequence[Row]) -> list[Target]:
 
 def gateway_budgets(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     """Per server where b and c both ran with their CPU split: how many µs of CPU c's
-    gateway may spend on a message for c to match b, what it spends, and (when item i
-    ran) what its pieces alone add up to.
+    gateway may spend on a message for c to match b, what it spends (each the median
+    over the rounds), and (when item i ran) what its pieces alone add up to.
 
     On shared cores a saturated path runs at a rate inversely proportional to the CPU
     the machine spends per message, so c matches b when c's machine spends what b's
@@ -181,16 +208,25 @@ def gateway_budgets(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     )
     found: dict[str, dict[str, float]] = {}
     for server in sorted({row.server for row in rows}):
-        by_item = {row.item: row for row in rows if row.server == server and row.complete}
-        b, c = by_item.get("b"), by_item.get("c")
-        b_split = b.extra.get("cpu_us_per_message") if b else None
-        c_split = c.extra.get("cpu_us_per_message") if c else None
-        if not b_split or not c_split or "gateway" not in c_split:
+        mine = [row for row in rows if row.server == server and row.complete]
+        may_spend: list[float] = []
+        spends: list[float] = []
+        for number in sorted({round_of(row) for row in mine}):
+            by_item = {row.item: row for row in mine if round_of(row) == number}
+            b, c = by_item.get("b"), by_item.get("c")
+            b_split = b.extra.get("cpu_us_per_message") if b else None
+            c_split = c.extra.get("cpu_us_per_message") if c else None
+            if not b_split or not c_split or "gateway" not in c_split:
+                continue
+            rest = sum(v for name, v in c_split.items() if name not in ("machine", "gateway"))
+            may_spend.append(round(b_split["machine"] - rest, 1))
+            spends.append(c_split["gateway"])
+        if not may_spend:
             continue
-        rest = sum(value for name, value in c_split.items() if name not in ("machine", "gateway"))
         budget = {
-            "gateway_may_spend": round(b_split["machine"] - rest, 1),
-            "gateway_spends": c_split["gateway"],
+            "gateway_may_spend": sorted(may_spend)[(len(may_spend) - 1) // 2],
+            "gateway_spends": sorted(spends)[(len(spends) - 1) // 2],
+            "rounds": len(may_spend),
         }
         if pieces is not None and pieces.complete:
             budget["pieces_alone"] = pieces.extra["us_per_message"]
@@ -202,8 +238,10 @@ def budget_lines(rows: Sequence[Row]) -> list[str]:
     """:func:`gateway_budgets` as text."""
     lines = []
     for server, budget in gateway_budgets(rows).items():
+        rounds = int(budget["rounds"])
+        median = f" (median of {rounds} rounds)" if rounds > 1 else ""
         line = (
-            f"budget {server} c/b = 1.0: the gateway may spend"
+            f"budget {server} c/b = 1.0{median}: the gateway may spend"
             f" {budget['gateway_may_spend']:,.0f} us/msg; it spends {budget['gateway_spends']:,.0f}"
         )
         if "pieces_alone" in budget:
@@ -222,7 +260,8 @@ def table(rows: Sequence[Row]) -> str:
     lines = [
         (
             row.server,
-            f"{row.item} {row.description}",
+            f"{row.item} {row.description}"
+            + (f" (round {round_of(row)})" if "round" in row.extra else ""),
             f"{row.count:,}",
             f"{row.rate:,.0f}",
             cell(row.p50_ms),
@@ -245,8 +284,15 @@ def table(rows: Sequence[Row]) -> str:
         ).rstrip()
 
     out = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)]
+    each = round_ratios(rows)
     for name, value in ratios(rows).items():
-        out.append(f"ratio {name} = {value:.3f}")
+        rounds = each.get(name, [])
+        detail = (
+            f" (median of {len(rounds)} rounds: {', '.join(f'{r:.3f}' for r in rounds)})"
+            if len(rounds) > 1
+            else ""
+        )
+        out.append(f"ratio {name} = {value:.3f}{detail}")
     out.extend(target.line() for target in targets(rows))
     out.extend(cpu_lines(rows))
     out.extend(budget_lines(rows))
@@ -270,13 +316,13 @@ def cpu_lines(rows: Sequence[Row]) -> list[str]:
             if name != "machine"
         )
         lines.append(
-            f"cpu {row.server} {row.item}: machine {split['machine']:,.0f} us/msg = {parts}"
+            f"cpu {row.server} {label(row)}: machine {split['machine']:,.0f} us/msg = {parts}"
         )
         gateway = row.extra.get("gateway_cpu_us_per_message")
         if gateway:
             inside = " + ".join(f"{name.replace('_', ' ')} {v:,.0f}" for name, v in gateway.items())
             first = " (first instance)" if row.extra.get("instances", 1) > 1 else ""
-            lines.append(f"cpu {row.server} {row.item} gateway{first}: {inside}")
+            lines.append(f"cpu {row.server} {label(row)} gateway{first}: {inside}")
     return lines
 
 

@@ -14,8 +14,9 @@ import time
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
 from bench import pieces
-from bench.__main__ import chosen_items, parse_args
+from bench.__main__ import chosen_items, parse_args, repeated_items
 from bench.cpu import CpuSplit, gateway_part_seconds, process_cpu_seconds, tree_cpu_seconds
 from bench.gateway import BenchGateway, _stage_percentiles, envelope_chars
 from bench.local_items import gateway_pieces
@@ -28,6 +29,7 @@ from bench.report import (
     cpu_lines,
     gateway_budgets,
     ratios,
+    round_ratios,
     table,
     targets,
 )
@@ -99,6 +101,62 @@ def test_c_is_compared_with_the_peers_at_both_body_sizes() -> None:
     assert found["ejabberd c/b"] == 1.0
     assert found["ejabberd c/b-env"] == 1.2
     assert found["ejabberd c/a-env"] == 0.5
+
+
+def test_later_rounds_repeat_a_b_and_c_only_where_there_is_a_pair() -> None:
+    again = repeated_items("ejabberd", "abcdf", 3)
+    assert [[entry[0] for entry in rounds] for rounds in again] == [["a", "b", "c"]] * 2
+    assert [entry[0] for entry in repeated_items("prosody", "acd", 2)[0]] == ["a", "c"]
+    assert repeated_items("ejabberd", "cd", 3) == []
+    assert repeated_items("ejabberd", "abc", 1) == []
+    assert parse_args(["--rounds", "1"]).rounds == 1
+    with pytest.raises(SystemExit):
+        parse_args(["--rounds", "0"])
+
+
+def _rated(item: str, rate: float, number: int, cpu: dict[str, float] | None = None) -> Row:
+    extra: dict[str, object] = {"round": number}
+    if cpu is not None:
+        extra["cpu_us_per_message"] = cpu
+    return Row("ejabberd", item, "", 10, 10, rate, None, None, 1.0, True, "", extra=extra)
+
+
+def test_a_ratio_of_several_rounds_is_the_median_of_each_rounds_pair() -> None:
+    rows = [
+        _rated("b", 3000, 1),
+        _rated("c", 2400, 1),
+        _rated("b", 2000, 2),
+        _rated("c", 2200, 2),
+        _rated("b", 3000, 3),
+        _rated("c", 3000, 3),
+    ]
+    # Paired by round: 0.8, 1.1 and 1.0; pooled rates would give 7,600 / 8,000.
+    assert round_ratios(rows)["ejabberd c/b"] == [0.8, 1.1, 1.0]
+    assert ratios(rows)["ejabberd c/b"] == 1.0
+    assert "ratio ejabberd c/b = 1.000 (median of 3 rounds: 0.800, 1.100, 1.000)" in table(rows)
+    # A round whose c did not finish has no ratio.
+    rows[5] = Row.failed("ejabberd", "c", "", 10, "down")
+    rows[5].extra["round"] = 3
+    assert round_ratios(rows)["ejabberd c/b"] == [0.8, 1.1]
+    assert ratios(rows)["ejabberd c/b"] == 0.8
+
+
+def test_the_budget_takes_the_median_round() -> None:
+    def b(machine: float, number: int) -> Row:
+        return _rated("b", 1, number, {"machine": machine, "im_server": 0.0, "bench": 0.0})
+
+    def c(gateway: float, number: int) -> Row:
+        split = {"machine": gateway + 150, "im_server": 100.0, "bench": 50.0, "gateway": gateway}
+        return _rated("c", 1, number, split)
+
+    rows = [b(400, 1), c(300, 1), b(500, 2), c(320, 2), b(450, 3), c(280, 3)]
+    assert gateway_budgets(rows) == {
+        "ejabberd": {"gateway_may_spend": 300.0, "gateway_spends": 300.0, "rounds": 3}
+    }
+    assert "budget ejabberd c/b = 1.0 (median of 3 rounds): the gateway may spend 300" in table(
+        rows
+    )
+    assert table(rows).count("cpu ejabberd c round ") == 3
 
 
 def test_cpu_seconds_follow_the_process_clock() -> None:
@@ -202,7 +260,7 @@ def test_the_gateways_budget_is_bs_machine_less_what_the_rest_of_c_spends() -> N
     )
     summed = _row_with("i", {"us_per_message": 250.0}, "local", PIECES_SUM)
     assert gateway_budgets([b, c]) == {
-        "ejabberd": {"gateway_may_spend": 270.0, "gateway_spends": 330.0}
+        "ejabberd": {"gateway_may_spend": 270.0, "gateway_spends": 330.0, "rounds": 1}
     }
     assert gateway_budgets([b, c, summed])["ejabberd"]["pieces_alone"] == 250.0
     assert budget_lines([b, c, summed]) == [
