@@ -35,10 +35,11 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq) * _TICK_S
 
 
-def _stat_fields(pid: int) -> list[str]:
+def _stat_fields(pid: int, thread: int | None = None) -> list[str]:
     # The fields after the command (which may hold spaces and parentheses), from the
     # state on: ppid is the 4th of the whole line, utime the 14th.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    return Path(path).read_text().rsplit(")", 1)[1].split()
 
 
 def process_cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
@@ -76,7 +77,7 @@ def gateway_part_seconds(pid: int) -> dict[str, float]:
 
     Raises: OSError: The process is gone.
     """
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid, thread=pid)
     loop = (int(fields[11]) + int(fields[12])) * _TICK_S
     process = process_cpu_seconds(pid)
     return {

@@ -44,6 +44,7 @@ from cmaas.delivery.envelope_checks import EnvelopeClaim, check_envelope
 from cmaas.envelope import DeviceKeyring, SealedEnvelope, fingerprint, generate_private_key
 from cmaas.envelope.keys import parse_public_key, public_point
 from cmaas.keystore import MasterKeyring, NewApp, NewMessage, SqliteKeystore, issue_credentials
+from cmaas.keystore._sql import WRITER_PRAGMAS
 from cmaas.lifecycle import MessageStatus, Priority, StatusChange
 from cmaas.wire.json import parse_json_body
 from cmaas.wire.messages import Submission
@@ -143,11 +144,7 @@ class _LifecycleSql:
         self._envelopes = envelopes
         self._batches = 0
         self._db = sqlite3.connect(path, isolation_level=None)
-        for pragma in (
-            "PRAGMA foreign_keys = ON",
-            "PRAGMA synchronous = FULL",
-            "PRAGMA secure_delete = ON",
-        ):
+        for pragma in WRITER_PRAGMAS:
             self._db.execute(pragma)
 
     def run(self) -> None:

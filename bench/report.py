@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -135,9 +136,7 @@ def ratios(rows: Sequence[Row]) -> dict[str, float]:
     """The ratios of :func:`round_ratios`, each the median of its rounds (the lower
     middle one of an even number), and e's seal against its raw primitives per device
     count."""
-    found = {
-        name: sorted(values)[(len(values) - 1) // 2] for name, values in round_ratios(rows).items()
-    }
+    found = {name: statistics.median_low(values) for name, values in round_ratios(rows).items()}
     for row in rows:
         if row.item == "e" and row.complete and "ratio_to_raw" in row.extra:
             # Measured in interleaved rounds, not from two rows' rates.
@@ -224,8 +223,8 @@ def gateway_budgets(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
         if not may_spend:
             continue
         budget = {
-            "gateway_may_spend": sorted(may_spend)[(len(may_spend) - 1) // 2],
-            "gateway_spends": sorted(spends)[(len(spends) - 1) // 2],
+            "gateway_may_spend": statistics.median_low(may_spend),
+            "gateway_spends": statistics.median_low(spends),
             "rounds": len(may_spend),
         }
         if pieces is not None and pieces.complete:
