@@ -341,13 +341,16 @@ def write_json(rows: Sequence[Row], settings: dict[str, Any], path: Path) -> Non
         "targets": [{**asdict(target), "met": target.met} for target in targets(rows)],
         "gateway_budgets": gateway_budgets(rows),
     }
-    write_document(path, document)
+    # The caller says where, with the run's duration.
+    write_document(path, document, announce=False)
 
 
-def write_document(path: Path, document: dict[str, Any]) -> None:
-    """Write a JSON document atomically (a reader never sees half of it), and say where."""
+def write_document(path: Path, document: dict[str, Any], *, announce: bool = True) -> None:
+    """Write a JSON document atomically (a reader never sees half of it), and say where
+    unless told not to."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".tmp")
     scratch.write_text(json.dumps(document, indent=2) + "\n")
     scratch.replace(path)
-    print(f"wrote {path}")
+    if announce:
+        print(f"wrote {path}")
