@@ -39,7 +39,7 @@ from cmaas.envelope import (
     unpad,
 )
 from cmaas.envelope.content import Content
-from cmaas.envelope.encoding import parse_json
+from cmaas.envelope.encoding import check_b64url, parse_json
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.envelope.padding import MAX_PLAINTEXT
 
@@ -414,6 +414,7 @@ def test_b64url_round_trip(size: int) -> None:
     text = b64url(data)
     assert "=" not in text
     assert from_b64url(text, what="x", size=size) == data
+    assert check_b64url(text, what="x", size=size) == text
 
 
 @pytest.mark.parametrize(
@@ -430,11 +431,15 @@ def test_b64url_round_trip(size: int) -> None:
         " AAAA",
         "\uff21" * 4,
         "AA.A",
+        "AA\x00A",
+        "AA\u00e9A",
     ],
 )
 def test_b64url_refuses_non_canonical(text: str) -> None:
     with pytest.raises(MalformedEncoding):
         from_b64url(text, what="x")
+    with pytest.raises(MalformedEncoding):
+        check_b64url(text, what="x")
 
 
 def test_b64url_sizes_and_types() -> None:
@@ -449,6 +454,11 @@ def test_b64url_sizes_and_types() -> None:
     assert from_b64url(b64url(bytes(65)), what="x", max_size=65) == bytes(65)
     with pytest.raises(OversizeInput):
         from_b64url(b64url(bytes(66)), what="x", max_size=65)
+    for size in (31, 33):
+        with pytest.raises(MalformedEncoding, match=f"must be 32 bytes, not {size}"):
+            check_b64url(b64url(bytes(size)), what="x", size=32)
+    with pytest.raises(OversizeInput):
+        check_b64url(b64url(bytes(66)), what="x", max_size=65)
 
 
 # --- bundles -----------------------------------------------------------------------------

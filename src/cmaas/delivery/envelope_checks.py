@@ -35,9 +35,8 @@ from typing import IO, Any
 from cmaas.delivery.errors import InvalidRequest, UnknownSigningKey
 from cmaas.envelope import (
     EnvelopeError,
+    EnvelopeOutline,
     PublicKey,
-    SealedEnvelope,
-    fingerprint,
     parse_public_key,
     verify,
 )
@@ -129,7 +128,7 @@ def check_envelope(
         UnknownSigningKey: It is signed by a key the app has not registered.
     """
     try:
-        envelope = SealedEnvelope.from_bytes(claim.text)
+        envelope = EnvelopeOutline.from_bytes(claim.text)
     except EnvelopeError as error:
         raise InvalidRequest(f"envelope: {type(error).__name__}: {error}") from error
     header = envelope.header
@@ -156,18 +155,16 @@ def check_envelope(
         raise InvalidRequest(
             f"expires_at is {claim.expires_at}, the envelope expires at {header.expires_ms // 1000}"
         )
-    key = signing_keys.get(fingerprint(envelope.app_key))
+    key = signing_keys.get(envelope.app_key_fingerprint)
     if key is None:
         raise UnknownSigningKey(
             "the envelope is signed by a key this app has not registered (POST /v1/signing-keys)"
         )
     try:
-        verify(key, envelope.signature, envelope.signature_input(), what="app")
+        verify(key, envelope.signature, envelope.signed, what="app")
     except EnvelopeError as error:
         raise InvalidRequest("the envelope's signature does not verify") from error
-    return CheckedEnvelope(
-        header.to, header.expires_ms, tuple(sorted({entry.device_id for entry in envelope.keys}))
-    )
+    return CheckedEnvelope(header.to, header.expires_ms, tuple(sorted(envelope.device_ids)))
 
 
 class EnvelopeChecks:

@@ -64,7 +64,7 @@ from cmaas.envelope.keys import (
 from cmaas.envelope.opening import OpenedMessage, open_envelope
 from cmaas.envelope.padding import pad, padded_length, unpad
 from cmaas.envelope.seal import seal, sign_envelope
-from cmaas.envelope.sealed import KeyEntry, SealedEnvelope
+from cmaas.envelope.sealed import EnvelopeOutline, KeyEntry, SealedEnvelope
 
 NAMESPACE = "urn:cmaas:envelope:1"
 
@@ -79,6 +79,7 @@ __all__ = [
     "DeviceBundle",
     "DeviceKeyring",
     "EnvelopeError",
+    "EnvelopeOutline",
     "Expired",
     "FileContent",
     "ForeignApp",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,13 +21,14 @@ __all__ = [
     "Fields",
     "b64url",
     "canonical_json",
+    "check_b64url",
     "from_b64url",
     "parse_json",
 ]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_BYTES = _B64URL_ALPHABET.encode("ascii")
 _B64URL_VALUES = {character: value for value, character in enumerate(_B64URL_ALPHABET)}
 _SPARE_BITS = {2: 0b1111, 3: 0b11}
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
@@ -148,33 +148,47 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def from_b64url(text: object, *, what: str, size: int | None = None, max_size: int = 0) -> bytes:
-    """Decode canonical unpadded base64url, exactly ``size`` bytes long when given.
+def check_b64url(text: object, *, what: str, size: int | None = None, max_size: int = 0) -> str:
+    """Check that ``text`` is canonical unpadded base64url, of exactly ``size`` bytes
+    when given, without decoding it.
+
+    Returns: ``text``.
 
     Raises:
         MalformedEncoding: Not a string, padded, other characters, non-canonical
             trailing bits, or the wrong length.
-        OversizeInput: Longer than ``max_size`` (when non-zero) before decoding.
+        OversizeInput: Longer than ``max_size`` (when non-zero) bytes.
     """
     if not isinstance(text, str):
         raise MalformedEncoding(f"{what} must be a base64url string")
     if max_size and len(text) > (max_size * 4 + 2) // 3:
         raise OversizeInput(f"{what} is longer than {max_size} bytes")
-    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+    # Deleting the alphabet leaves nothing of base64url text: a third of a regular
+    # expression's time, over every payload the gateway admits.
+    if (
+        not text.isascii()
+        or text.encode("ascii").translate(None, _B64URL_BYTES)
+        or len(text) % 4 == 1
+    ):
         raise MalformedEncoding(f"{what} is not unpadded base64url")
     # Canonical: the bits of the last character beyond the data's are zero (2 or 4
     # of them when the length is 3 or 2 modulo 4), so encoding the bytes gives it back.
     if len(text) % 4 and _B64URL_VALUES[text[-1]] & _SPARE_BITS[len(text) % 4]:
         raise MalformedEncoding(f"{what} is not canonical base64url")
-    try:
-        data = binascii.a2b_base64(
-            text.encode("ascii").translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(text) % 4)
-        )
-    except binascii.Error as error:
-        raise MalformedEncoding(f"{what} is not unpadded base64url") from error
-    if size is not None and len(data) != size:
-        raise MalformedEncoding(f"{what} must be {size} bytes, not {len(data)}")
-    return data
+    if size is not None and len(text) * 3 // 4 != size:
+        raise MalformedEncoding(f"{what} must be {size} bytes, not {len(text) * 3 // 4}")
+    return text
+
+
+def from_b64url(text: object, *, what: str, size: int | None = None, max_size: int = 0) -> bytes:
+    """Decode canonical unpadded base64url, exactly ``size`` bytes long when given.
+
+    Raises: as :func:`check_b64url`.
+    """
+    checked = check_b64url(text, what=what, size=size, max_size=max_size)
+    return binascii.a2b_base64(
+        checked.encode("ascii").translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(checked) % 4)
+    )
 
 
 class Fields:
@@ -193,14 +207,21 @@ class Fields:
     ) -> None:
         if not isinstance(value, dict):
             raise MalformedEncoding(f"{what} must be a JSON object")
+        if value.keys() != required:
+            self._check_keys(value, what, required, optional)
+        self._value: dict[str, object] = value
+        self._what = what
+
+    @staticmethod
+    def _check_keys(
+        value: dict[str, object], what: str, required: frozenset[str], optional: frozenset[str]
+    ) -> None:
         missing = required - value.keys()
         if missing:
             raise MalformedEncoding(f"{what} lacks {', '.join(sorted(missing))}")
         unknown = value.keys() - required - optional
         if unknown:
             raise MalformedEncoding(f"{what} has unknown fields {', '.join(sorted(unknown))}")
-        self._value: dict[str, object] = value
-        self._what = what
 
     def has(self, key: str) -> bool:
         return key in self._value
@@ -232,6 +253,12 @@ class Fields:
             raise MalformedEncoding(f"{self._what}.{key} must be one of {', '.join(choices)}")
         assert isinstance(value, str)
         return value
+
+    def encoded(self, key: str, *, size: int | None = None, max_size: int = 0) -> str:
+        """The field's base64url text, checked as :meth:`binary` checks it, not decoded."""
+        return check_b64url(
+            self._value[key], what=f"{self._what}.{key}", size=size, max_size=max_size
+        )
 
     def binary(self, key: str, *, size: int | None = None, max_size: int = 0) -> bytes:
         return from_b64url(

@@ -28,6 +28,9 @@ MESSAGE_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
 _REQUIRED = frozenset(
     {"v", "message_id", "app", "to", "created_ms", "expires_ms", "kind", "priority"}
 )
+_OPTIONAL = frozenset({"auto_delete_s"})
+_PRIORITIES = {priority.value: priority for priority in Priority}
+_PRIORITY_CHOICES = tuple(_PRIORITIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +92,10 @@ class Header:
     @classmethod
     def from_json(cls, value: object) -> Header:
         """Raises: MalformedEncoding: A field is missing, unknown or out of bounds."""
-        fields = Fields(value, "header", _REQUIRED, frozenset({"auto_delete_s"}))
+        fields = Fields(value, "header", _REQUIRED, _OPTIONAL)
         fields.integer("v", low=1, high=1)
         kind: Kind = fields.choice("kind", KINDS)  # type: ignore[assignment]
-        priority = Priority(fields.choice("priority", tuple(Priority)))
+        priority = _PRIORITIES[fields.choice("priority", _PRIORITY_CHOICES)]
         return cls(
             message_id=fields.text("message_id", max_length=128),
             app=fields.text("app", max_length=MAX_JID_LENGTH),
