@@ -70,6 +70,12 @@ class Priority(enum.StrEnum):
         return sorted(priorities, key=lambda priority: priority.rank)
 
     @classmethod
+    def named(cls, value: object) -> Priority | None:
+        """The priority written as ``value``, or ``None``: a dictionary lookup, where
+        calling or iterating the class costs a microsecond per message admitted."""
+        return _PRIORITY_BY_VALUE.get(value) if isinstance(value, str) else None
+
+    @classmethod
     def choices(cls) -> str:
         """``high, normal or bulk``: how a refusal names the valid values."""
         names = [priority.value for priority in cls]
@@ -77,6 +83,7 @@ class Priority(enum.StrEnum):
 
 
 _PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.BULK: 2}
+_PRIORITY_BY_VALUE = {priority.value: priority for priority in Priority}
 
 
 class MessageStatus(enum.StrEnum):

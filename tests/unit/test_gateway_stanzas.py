@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import sqlite3
 
 from slixmpp import JID, Iq
 from slixmpp.test import mocksocket
+from slixmpp.xmlstream import ET
 
 from cmaas.admin import RegisterAppRequest, UpdateAppRequest
 from cmaas.admin.views import SHOWN_ONCE
@@ -569,6 +571,67 @@ class TestDeepStanzas(GatewayStanzaTest):
             f"<ping xmlns='urn:xmpp:ping'/>{nested(30)}</iq>",
             f"<iq type='result' id='p2' from='{DOMAIN}' to='{USER}'/>",
         )
+
+
+class TestBarrierPings(GatewayStanzaTest):
+    """The dispatcher's barrier: a ping from the domain to the IM server, ended by the
+    server's answer, read off the stream, and by nothing else."""
+
+    SERVER = "cmaas.test"
+
+    def start_barrier(self) -> tuple[asyncio.Task[None], ET.Element]:
+        barrier = self.loop.create_task(self.gateway.barrier())
+        ping = self.next_stanza()
+        assert (ping.get("type"), ping.get("from"), ping.get("to")) == ("get", DOMAIN, self.SERVER)
+        assert [child.tag for child in ping] == ["{urn:xmpp:ping}ping"]
+        return barrier, ping
+
+    def answered_after(self, barrier: asyncio.Task[None], stanzas: list[str]) -> bool:
+        """Whether ``barrier`` was over once the gateway had handled ``stanzas`` (proved
+        by its answer to a probe after them, not by waiting)."""
+        for stanza in stanzas:
+            self.recv(stanza)
+        self.expect_only_the_answer(
+            f"<iq type='get' id='probe' from='{USER}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>",
+            f"<iq type='result' id='probe' from='{DOMAIN}' to='{USER}'/>",
+        )
+        return barrier.done()
+
+    def test_the_server_s_result_ends_it(self) -> None:
+        barrier, ping = self.start_barrier()
+        result = f"<iq type='result' id='{ping.get('id')}' from='{self.SERVER}' to='{DOMAIN}'/>"
+        assert self.answered_after(barrier, [result])
+        self.run_coro(barrier)
+        assert (self.gateway.pings_answered, self.gateway.pings_unanswered) == (1, 0)
+
+    def test_the_server_s_error_ends_it_too(self) -> None:
+        barrier, ping = self.start_barrier()
+        error = (
+            f"<iq type='error' id='{ping.get('id')}' from='{self.SERVER}' to='{DOMAIN}'>"
+            "<ping xmlns='urn:xmpp:ping'/><error type='cancel'>"
+            "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+        )
+        assert self.answered_after(barrier, [error])
+        self.run_coro(barrier)
+        assert self.gateway.pings_answered == 1
+
+    def test_nothing_else_ends_it(self) -> None:
+        barrier, ping = self.start_barrier()
+        ping_id = ping.get("id")
+        # A request with the ping's id is a request: answered as one, ending nothing.
+        self.recv(f"<iq type='set' id='{ping_id}' from='{self.SERVER}' to='{DOMAIN}'/>")
+        refusal = self.next_stanza()
+        assert (refusal.get("type"), refusal.get("id")) == ("error", ping_id)
+        others = [
+            f"<iq type='result' id='{ping_id}' from='{USER}' to='{DOMAIN}'/>",
+            f"<iq type='result' id='{ping_id}' from='evil.example' to='{DOMAIN}'/>",
+            f"<iq type='result' id='{ping_id}x' from='{self.SERVER}' to='{DOMAIN}'/>",
+            f"<message type='chat' id='{ping_id}' from='{self.SERVER}' to='{DOMAIN}'/>",
+        ]
+        assert not self.answered_after(barrier, others)
+        result = f"<iq type='result' id='{ping_id}' from='{self.SERVER}' to='{DOMAIN}'/>"
+        assert self.answered_after(barrier, [result])
+        self.run_coro(barrier)
 
 
 class TestLinkXml(GatewayStanzaTest):

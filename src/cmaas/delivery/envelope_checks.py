@@ -506,7 +506,8 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
         for message_id, priority, expires_at, length in claims:
             text = texts[start : start + length]
             start += length
-            claim = EnvelopeClaim(text, message_id, Priority(priority), expires_at)
+            claimed = Priority.named(priority) or Priority(priority)  # the latter raises
+            claim = EnvelopeClaim(text, message_id, claimed, expires_at)
             results.append(
                 _result_to_json(_checked_here(claim, request["app"], keys, request["now"]))
             )

@@ -29,8 +29,7 @@ _REQUIRED = frozenset(
     {"v", "message_id", "app", "to", "created_ms", "expires_ms", "kind", "priority"}
 )
 _OPTIONAL = frozenset({"auto_delete_s"})
-_PRIORITIES = {priority.value: priority for priority in Priority}
-_PRIORITY_CHOICES = tuple(_PRIORITIES)
+_PRIORITY_CHOICES = tuple(priority.value for priority in Priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +94,8 @@ class Header:
         fields = Fields(value, "header", _REQUIRED, _OPTIONAL)
         fields.integer("v", low=1, high=1)
         kind: Kind = fields.choice("kind", KINDS)  # type: ignore[assignment]
-        priority = _PRIORITIES[fields.choice("priority", _PRIORITY_CHOICES)]
+        priority = Priority.named(fields.choice("priority", _PRIORITY_CHOICES))
+        assert priority is not None  # one of the choices
         return cls(
             message_id=fields.text("message_id", max_length=128),
             app=fields.text("app", max_length=MAX_JID_LENGTH),

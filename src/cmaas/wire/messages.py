@@ -94,7 +94,8 @@ class Submission:
             raise WireError("message_id must be 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
         if not isinstance(to, str) or not 0 < len(to) <= MAX_RECIPIENT_LENGTH:
             raise WireError("to must be a JID, an email address or an E.164 number")
-        if priority not in tuple(Priority):
+        chosen = Priority.named(priority)
+        if chosen is None:
             raise WireError(f"priority must be {Priority.choices()}")
         if expires_at is not None and (type(expires_at) is not int or expires_at <= 0):
             raise WireError("expires_at must be unix seconds")
@@ -116,7 +117,7 @@ class Submission:
             )
         if envelope is None and expires_at is None:
             raise WireError("expires_at is required for a message without an envelope")
-        return cls(message_id, to, envelope, Priority(priority), expires_at, omemo)
+        return cls(message_id, to, envelope, chosen, expires_at, omemo)
 
     def request_sha256(self) -> bytes:
         """A digest of the request as understood, so that a retry that spells out a
@@ -362,8 +363,8 @@ class MessageView:
     def from_json(cls, value: object) -> MessageView:
         """Raises: WireError."""
         reader = ObjectReader(value, "message")
-        priority = reader.text("priority")
-        if priority not in tuple(Priority):
+        priority = Priority.named(reader.text("priority"))
+        if priority is None:
             raise WireError(f"message.priority must be {Priority.choices()}")
         return cls(
             message_id=reader.text("message_id"),
@@ -371,7 +372,7 @@ class MessageView:
             detail=reader.optional_text("detail") or "",
             to=reader.text("to"),
             recipient_jid=reader.optional_text("recipient_jid") or None,
-            priority=Priority(priority),
+            priority=priority,
             accepted_ms=reader.integer("accepted_ms"),
             updated_ms=reader.integer("updated_ms"),
             expires_ms=reader.integer("expires_ms"),
