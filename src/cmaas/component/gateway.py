@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -97,6 +99,8 @@ class GatewayComponent(ComponentXMPP):
         self._server_jid = JID(server or (domain.split(".", 1)[1] if "." in domain else domain))
         self._ping_replies = ping_replies
         self._pings: dict[str, asyncio.Future[None]] = {}
+        # Unique on this stream, without slixmpp's uuid per id; its answerers are checked.
+        self._ping_ids = (f"b{secrets.token_hex(4)}-{n}" for n in itertools.count())
         # Who may answer a ping, as slixmpp's own matcher allows for an iq's result.
         self._ping_answerers = frozenset(
             {"", self._server_jid.full, self._server_jid.bare, self._server_jid.domain, domain}
@@ -260,7 +264,7 @@ class GatewayComponent(ComponentXMPP):
         """Written and read back here (:meth:`_ping_answered`), not by slixmpp's stanza
         objects, handlers and send queue: one goes with every round the dispatcher
         writes, and that way cost a tenth of the event loop's time in a drain."""
-        ping_id = self.new_id()
+        ping_id = next(self._ping_ids)
         answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pings[ping_id] = answer
         try:
