@@ -1,11 +1,12 @@
-"""The gateway's startup heap is left out of later garbage collections."""
+"""The gateway's startup heap is left out of later garbage collections, and its young
+generation is collected less often, but still collected."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from cmaas.assembly import freeze_startup_heap
+from cmaas.assembly import GC_YOUNG_THRESHOLD, collect_young_less_often, freeze_startup_heap
 
 
 class _Node:
@@ -31,3 +32,26 @@ def test_the_startup_heap_is_frozen_after_its_garbage_is_collected() -> None:
     finally:
         gc.unfreeze()
     assert any(o is alive for o in gc.get_objects())
+
+
+def test_the_young_generation_is_collected_less_often_but_still_collected() -> None:
+    before = gc.get_threshold()
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    try:
+        collect_young_less_often()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        gc.collect()
+        gc.callbacks.append(count)
+        held: list[list[object]] = [[] for _ in range(GC_YOUNG_THRESHOLD // 2)]
+        assert collections == [], "half the threshold's new objects start no collection"
+        held += [[] for _ in range(GC_YOUNG_THRESHOLD)]
+        assert collections, "past the threshold the young generation is collected"
+        del held
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*before)
