@@ -18,6 +18,9 @@ from cmaas.lifecycle import (
 
 __all__ = ["PriorityQueues"]
 
+# In dispatch order; iterating the enum itself costs a microsecond per message popped.
+_BY_RANK = tuple(sorted(Priority, key=lambda priority: priority.rank))
+
 
 class PriorityQueues:
     """Round-robin between apps within each priority class."""
@@ -45,7 +48,7 @@ class PriorityQueues:
     def pop(self, only: Priority | None = None) -> OutboxEntry | None:
         """The next entry to dispatch (of the class ``only``, if given), or ``None``
         when there is none."""
-        for priority in Priority if only is None else (only,):
+        for priority in _BY_RANK if only is None else (only,):
             apps = self._classes[priority]
             if not apps:
                 continue
