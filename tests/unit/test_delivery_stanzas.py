@@ -14,7 +14,7 @@ from cmaas.admin import RegisterAppRequest
 from cmaas.admin.requests import UpdateAppRequest
 from cmaas.component.feedback import FEEDBACK_HIGH_WATER, FeedbackHandlers
 from cmaas.component.gateway import READ_SLICE, GatewayComponent
-from cmaas.component.outbound import key_transport_xml, sealed_message_xml
+from cmaas.component.outbound import key_transport_xml, sealed_message_xml, xml_attribute
 from cmaas.delivery.omemo import AppOmemo, OmemoLimits
 from cmaas.delivery.tracker import Feedback, FeedbackKind
 from cmaas.envelope import DeviceKeyring
@@ -375,6 +375,24 @@ def test_a_message_with_an_omemo_element_names_omemo_in_eme(with_envelope: bool)
     if with_envelope:
         assert message.findtext("{urn:cmaas:envelope:1}envelope") == '{"a":"<&>"}'
     assert "CMaaS device" in (message.findtext("body") or "")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "bank@gw/cmaas",
+        "",
+        "a'b",
+        'a"b',
+        "<&>",
+        "&amp;",
+        "line\nend\r\n",
+        "tab\there",
+        "\u00e9\u4e2d",
+    ],
+)
+def test_an_attribute_reads_back_as_written(value: str) -> None:
+    assert _parsed(f"<a v={xml_attribute(value)}/>").get("v") == value
 
 
 def test_a_message_needs_something_sealed() -> None:

@@ -604,6 +604,20 @@ class TestBarrierPings(GatewayStanzaTest):
         self.run_coro(barrier)
         assert (self.gateway.pings_answered, self.gateway.pings_unanswered) == (1, 0)
 
+    def test_each_ping_has_an_id_of_its_own(self) -> None:
+        first, first_ping = self.start_barrier()
+        second, second_ping = self.start_barrier()
+        first_id, second_id = first_ping.get("id", ""), second_ping.get("id", "")
+        assert first_id != second_id
+        assert first_id.rsplit("-", 1)[0] == second_id.rsplit("-", 1)[0]
+        results = [
+            f"<iq type='result' id='{ping_id}' from='{self.SERVER}' to='{DOMAIN}'/>"
+            for ping_id in (second_id, first_id)
+        ]
+        assert self.answered_after(first, results) and second.done()
+        self.run_coro(asyncio.gather(first, second))
+        assert self.gateway.pings_answered == 2
+
     def test_the_server_s_error_ends_it_too(self) -> None:
         barrier, ping = self.start_barrier()
         error = (

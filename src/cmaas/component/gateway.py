@@ -11,7 +11,6 @@ import secrets
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 from slixmpp import JID, Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
@@ -34,6 +33,7 @@ from cmaas.component.outbound import (
     prekeys_low_message,
     sealed_message_xml,
     status_message,
+    xml_attribute,
 )
 from cmaas.component.pep import PepClient, PepResponder
 from cmaas.component.ping_replies import PingReplies
@@ -100,7 +100,8 @@ class GatewayComponent(ComponentXMPP):
         self._ping_replies = ping_replies
         self._pings: dict[str, asyncio.Future[None]] = {}
         # Unique on this stream, without slixmpp's uuid per id; its answerers are checked.
-        self._ping_ids = (f"b{secrets.token_hex(4)}-{n}" for n in itertools.count())
+        prefix = f"b{secrets.token_hex(4)}-"
+        self._ping_ids = (f"{prefix}{n}" for n in itertools.count())
         # Who may answer a ping, as slixmpp's own matcher allows for an iq's result.
         self._ping_answerers = frozenset(
             {"", self._server_jid.full, self._server_jid.bare, self._server_jid.domain, domain}
@@ -270,9 +271,9 @@ class GatewayComponent(ComponentXMPP):
         try:
             self.send_raw(
                 _PING.format(
-                    id=quoteattr(ping_id),
-                    sender=quoteattr(self.domain),
-                    to=quoteattr(self._server_jid.full),
+                    id=xml_attribute(ping_id),
+                    sender=xml_attribute(self.domain),
+                    to=xml_attribute(self._server_jid.full),
                 )
             )
             await asyncio.wait_for(answer, _BARRIER_TIMEOUT)
