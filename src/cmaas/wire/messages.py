@@ -102,7 +102,7 @@ class Submission:
         if envelope is None and omemo is None:
             raise WireError("a message needs an envelope, an omemo element, or both")
         if envelope is not None and (
-            not isinstance(envelope, str) or not 0 < len(envelope.encode()) <= MAX_ENVELOPE_BYTES
+            not isinstance(envelope, str) or not 0 < _utf8_length(envelope) <= MAX_ENVELOPE_BYTES
         ):
             raise WireError(
                 "envelope must be the sealed envelope's JSON text,"
@@ -132,6 +132,17 @@ class Submission:
         if self.omemo is not None:
             normalised["omemo"] = self.omemo
         return hashlib.sha256(_REQUEST_DIGEST.encode(normalised).encode()).digest()
+
+
+def _utf8_length(text: str) -> int:
+    """The length of ``text`` in UTF-8 bytes; -1 when it has none (a lone surrogate,
+    which a JSON body can spell as an escape)."""
+    if text.isascii():  # known without a scan: its own length in UTF-8
+        return len(text)
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return -1
 
 
 # json.dumps(value, sort_keys=True), without building an encoder for every call: the
