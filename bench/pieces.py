@@ -41,7 +41,7 @@ from bench.report import PIECES_SUM, RESULTS_DIR, write_document
 from bench.timing import measure_rounds
 from cmaas.component.outbound import sealed_message_xml
 from cmaas.delivery.envelope_checks import EnvelopeClaim, check_envelope
-from cmaas.envelope import DeviceKeyring, SealedEnvelope, fingerprint, generate_private_key
+from cmaas.envelope import DeviceKeyring, EnvelopeOutline, fingerprint, generate_private_key
 from cmaas.envelope.keys import parse_public_key, public_point
 from cmaas.keystore import MasterKeyring, NewApp, NewMessage, SqliteKeystore, issue_credentials
 from cmaas.keystore._sql import WRITER_PRAGMAS
@@ -64,7 +64,7 @@ PIECES = (
 )
 """The pieces whose sum is compared with c's gateway."""
 VERIFY = "ecdsa p-256 verify alone (cryptography)"
-PARSE = "strict envelope parse alone"
+PARSE = "strict envelope parse alone (the outline admission reads)"
 SQL = "lifecycle's SQL alone (sqlite3, one thread)"
 PARTS = (VERIFY, PARSE, SQL)
 """Parts of two pieces, measured alone: the signature check in `cryptography` (the floor
@@ -237,8 +237,8 @@ def pieces(directory: Path) -> tuple[dict[str, Callable[[], object]], Callable[[
         EnvelopeClaim(text, s.message_id, s.priority, None)
         for s, text in zip(submissions, texts, strict=True)
     ]
-    sealed = [SealedEnvelope.from_bytes(text) for text in texts]
-    signed = [(e.signature, e.signature_input()) for e in sealed]
+    outlines = [EnvelopeOutline.from_bytes(text) for text in texts]
+    signed = [(outline.signature, outline.signed) for outline in outlines]
     public = app_key.public_key()
     body = json.dumps({"messages": [s.to_json() for s in submissions]}).encode()
     receipts = _receipts(submissions)
@@ -253,7 +253,7 @@ def pieces(directory: Path) -> tuple[dict[str, Callable[[], object]], Callable[[
 
     def parse() -> None:
         for text in texts:
-            SealedEnvelope.from_bytes(text)
+            EnvelopeOutline.from_bytes(text)
 
     def check() -> None:
         for claim in claims:

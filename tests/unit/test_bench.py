@@ -74,8 +74,9 @@ def test_the_peers_bodies_are_as_long_as_the_envelopes_c_sends() -> None:
         AppCredentials("bench", "secret", b"k" * 32),
     )
     sent = [len(s.envelope or "") for s in gateway.seal(20, Priority.NORMAL, "c")]
-    # A DER signature's length varies by a byte or two, and base64url rounds.
-    assert all(abs(envelope_chars(server, 20) - length) <= 4 for length in sent)
+    # A DER signature's length varies: 70 to 72 bytes mostly, down to 68 when r or s
+    # is short (one in 128 signatures); base64url rounds, and the ids differ by a digit.
+    assert all(abs(envelope_chars(server, 20) - length) <= 10 for length in sent)
     assert min(sent) > 900
 
 
