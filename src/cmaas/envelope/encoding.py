@@ -127,8 +127,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
         seen: set[str] = set()
-        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        raise MalformedEncoding(f"duplicate key {repeated!r}")
+        for key, _ in pairs:
+            if key in seen:
+                raise MalformedEncoding(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 

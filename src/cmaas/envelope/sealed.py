@@ -7,7 +7,7 @@ recipient's devices can open the content key in their key entry.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cmaas.envelope.bundle import MAX_DEVICE_ID
@@ -225,7 +225,7 @@ def _read(data: bytes | str) -> tuple[dict[str, Any], EnvelopeOutline]:
     # was checked canonical and a fingerprint checked equal to its key's: the parsed
     # object without its signature serialises to the signed part's canonical bytes.
     signed = {key: item for key, item in value.items() if key != "signature"}
-    return value, _with_signed(outline, canonical_json(signed, portable=True))
+    return value, replace(outline, signed=canonical_json(signed, portable=True))
 
 
 def _utf8(data: bytes | str) -> bytes:
@@ -281,17 +281,6 @@ def _outline(value: object, signed: bytes) -> EnvelopeOutline:
     fields.encoded("payload", max_size=MAX_PAYLOAD_SIZE)
     signature = fields.binary("signature", max_size=MAX_SIGNATURE_SIZE)
     return EnvelopeOutline(header, app_key, app_key_fingerprint, device_ids, signature, signed)
-
-
-def _with_signed(outline: EnvelopeOutline, signed: bytes) -> EnvelopeOutline:
-    return EnvelopeOutline(
-        outline.header,
-        outline.app_key,
-        outline.app_key_fingerprint,
-        outline.device_ids,
-        outline.signature,
-        signed,
-    )
 
 
 def _checked_entry(value: object) -> int:
