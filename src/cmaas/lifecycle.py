@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+
+from cmaas.values import value_class
 
 __all__ = [
     "OMEMO_RESOURCES",
@@ -121,7 +122,7 @@ _STATUS_RANK = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class StatusChange:
     """Something that happened to a message, to be recorded if it moves it forward.
 
@@ -141,7 +142,7 @@ class StatusChange:
     reporter: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Transition:
     """What an accepted change does: an event is recorded for it, and the message's own
     status becomes :attr:`status` (when :attr:`moves`) or stays as it was."""

@@ -29,7 +29,6 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
 from cmaas.delivery.errors import InvalidRequest, UnknownSigningKey
@@ -43,6 +42,7 @@ from cmaas.envelope import (
 from cmaas.envelope.header import MAX_LIFETIME_MS
 from cmaas.errors import CmaasError
 from cmaas.lifecycle import Priority
+from cmaas.values import value_class
 
 __all__ = [
     "CLOCK_SKEW_MS",
@@ -75,7 +75,7 @@ already in its pipe, so that it never waits for the gateway's loop."""
 _RESPAWN_DELAY_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class EnvelopeClaim:
     """What a submission says of its envelope, which the envelope must agree with.
 
@@ -92,7 +92,7 @@ class EnvelopeClaim:
     expires_at: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class CheckedEnvelope:
     """What admission needs of an envelope that checked out.
 

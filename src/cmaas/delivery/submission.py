@@ -61,6 +61,7 @@ from cmaas.lifecycle import (
     MessageStatus,
     Priority,
 )
+from cmaas.values import value_class
 from cmaas.wire import Accepted, Refused, Submission, SubmissionResult, WireError
 from cmaas.wire.omemo_message import parse_encrypted
 
@@ -82,7 +83,7 @@ _SLICE = 32
 """Messages parsed or looked up between two turns of the event loop."""
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class _Item:
     submission: Submission
     request_sha256: bytes

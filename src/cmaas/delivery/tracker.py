@@ -19,12 +19,12 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from cmaas.clock import now_ms
 from cmaas.keystore import MessageStore
 from cmaas.lifecycle import MessageStatus, StatusChange
+from cmaas.values import value_class
 
 __all__ = ["Feedback", "FeedbackKind", "FeedbackSink", "StatusTracker"]
 
@@ -51,7 +51,7 @@ class FeedbackKind(enum.Enum):
     BOUNCED = "bounced"
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Feedback:
     """One report about a sealed message, as the component read it off the wire.
 

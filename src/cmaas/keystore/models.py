@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from cmaas import wire
 from cmaas.identifiers import IpNetwork
 from cmaas.lifecycle import MessageStatus, Priority
+from cmaas.values import value_class
 
 __all__ = [
     "NOTICES_CONSUMER",
@@ -240,7 +241,7 @@ class KeyTake:
     running_low: tuple[DeviceKeys, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class NewMessage:
     """A sealed message admitted for storage.
 
@@ -286,7 +287,7 @@ class RequestNonce:
     now: int
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class SealedPayload:
     """What the dispatcher writes for one pending message: its envelope's JSON text, its
     legacy-OMEMO ``<encrypted/>`` element's XML text, or both."""
@@ -295,7 +296,7 @@ class SealedPayload:
     omemo: bytes | None = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class MessageRecord:
     """A stored message as it stands now (never its envelope)."""
 
@@ -314,7 +315,7 @@ class MessageRecord:
     """Set on the answer to a retried submission: it was stored before."""
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class OutboxEntry:
     """What the dispatcher keeps in memory per pending message: no envelope."""
 
@@ -326,7 +327,7 @@ class OutboxEntry:
     expires_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class StatusEvent:
     """One recorded status event of an app's message."""
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 from cmaas.envelope.header import MESSAGE_ID
 from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
 from cmaas.lifecycle import MessageStatus, Priority
+from cmaas.values import value_class
 from cmaas.wire.errors import WireError
 from cmaas.wire.fields import ObjectReader
 from cmaas.wire.omemo_message import MAX_OMEMO_MESSAGE_CHARS
@@ -44,7 +45,7 @@ def _status(reader: ObjectReader, key: str) -> MessageStatus:
         raise WireError(f"{key} {text[:32]!r} is not a message status") from None
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Submission:
     """One sealed message for the gateway (``POST /v1/messages``), in one suite or both.
 
@@ -150,7 +151,7 @@ def _utf8_length(text: str) -> int:
 _REQUEST_DIGEST = json.JSONEncoder(sort_keys=True)
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Accepted:
     """The gateway stored the message (or had stored it: ``duplicate``)."""
 
@@ -188,7 +189,7 @@ class Accepted:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Refused:
     """The gateway (or the client service, for a recipient it could not seal to)
     refused one message.
@@ -245,7 +246,7 @@ def submission_result(value: object) -> SubmissionResult:
     return Refused.from_json(value)
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class StatusEvent:
     """One status event of a message, as apps receive it (long-poll, webhooks, notices).
 
