@@ -40,7 +40,7 @@ from bench.gateway import _sealed
 from bench.report import PIECES_SUM, RESULTS_DIR, write_document
 from bench.timing import measure_rounds
 from cmaas.component.outbound import sealed_message_xml
-from cmaas.delivery.envelope_checks import EnvelopeClaim, check_envelope
+from cmaas.delivery.envelope_worker import EnvelopeClaim, check_envelope
 from cmaas.envelope import DeviceKeyring, EnvelopeOutline, fingerprint, generate_private_key
 from cmaas.envelope.keys import parse_public_key, public_point
 from cmaas.keystore import MasterKeyring, NewApp, NewMessage, SqliteKeystore, issue_credentials

@@ -19,7 +19,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from cmaas.api.addresses import ClientAddresses
 from cmaas.delivery.auth import RequestAuthenticator, SignedRequest
-from cmaas.delivery.dispatcher import Dispatcher, OutgoingSealed
+from cmaas.delivery.dispatcher import Dispatcher, OutgoingSealed, WrittenLately
 from cmaas.delivery.errors import AppSuspended, ForbiddenAddress, Unauthenticated
 from cmaas.delivery.instances import Instance
 from cmaas.delivery.queues import PriorityQueues
@@ -36,6 +36,7 @@ from cmaas.keystore import (
     OutboxEntry,
     Plan,
     SqliteKeystore,
+    StatusEvent,
     issue_credentials,
 )
 from cmaas.lifecycle import (
@@ -72,9 +73,43 @@ def test_queues_serve_priorities_in_order_and_apps_in_turn() -> None:
     assert queues.depth() == {Priority.HIGH: 1, Priority.NORMAL: 6, Priority.BULK: 1}
     order = []
     while (popped := queues.pop()) is not None:
-        order.append(popped.seq)
+        order.append(popped)
     assert order == [7, 8, 5, 2, 6, 3, 4, 1]
     assert len(queues) == 0
+
+
+def finished(seq: int, message_id: str) -> StatusEvent:
+    return StatusEvent(seq, seq, "bank", message_id, MessageStatus.DELIVERED, 1, "1", "")
+
+
+def test_messages_written_lately_are_kept_by_sequence_number_until_the_window_passes() -> None:
+    written = WrittenLately()
+    written.add([entry(1, "bank", Priority.BULK), entry(2, "bank", Priority.HIGH)], 10.0)
+    written.add([entry(3, "bank", Priority.BULK), entry(1, "bank", Priority.BULK)], 12.0)
+    written.add([entry(4, "bank", Priority.NORMAL)], 14.0)
+    assert len(written) == 4
+    assert written.is_urgent(("bank", "m2")) and not written.is_urgent(("bank", "m1"))
+
+    written.finished(finished(2, "m2"))  # a final report: nothing to resend or hurry
+    assert len(written) == 3 and not written.is_urgent(("bank", "m2"))
+    # The first round is forgotten, but not message 1, written again in the second.
+    written.forget_before(11.0)
+    assert len(written) == 3
+    written.forget_before(13.0)
+    assert len(written) == 1
+    written.add([entry(5, "bank", Priority.HIGH)], 15.0)
+    assert written.take_since(14.5) == [5]
+    assert len(written) == 0 and not written.is_urgent(("bank", "m5"))
+
+
+def test_a_resend_takes_each_message_once_in_the_order_last_written() -> None:
+    written = WrittenLately()
+    written.add([entry(1, "bank", Priority.BULK), entry(2, "bank", Priority.BULK)], 10.0)
+    written.add([entry(3, "bank", Priority.BULK), entry(1, "bank", Priority.BULK)], 11.0)
+    written.add([entry(4, "bank", Priority.BULK)], 12.0)
+    written.finished(finished(4, "m4"))
+    assert written.take_since(10.0) == [2, 3, 1]
+    assert written.take_since(0.0) == []
 
 
 def plan(rate: float, burst: int) -> Plan:

@@ -64,7 +64,9 @@ class TestOutbound(GatewayStanzaTest):
           </message>""")
 
     def test_status_notice_for_a_bound_jid(self) -> None:
-        event = StatusEvent(7, "bank", "m-1", MessageStatus.DELIVERED, 1_800_000_000_000, "42", "")
+        event = StatusEvent(
+            7, 1, "bank", "m-1", MessageStatus.DELIVERED, 1_800_000_000_000, "42", ""
+        )
         self.gateway.send_status("bank", "bot@cmaas.test", event)
         self.expect(f"""
           <message type='normal' from='bank@{DOMAIN}/cmaas' to='bot@cmaas.test'>

@@ -18,14 +18,12 @@ from pathlib import Path
 import pytest
 
 from cmaas.delivery.auth import SIGNATURE_WINDOW_S
-from cmaas.delivery.envelope_checks import (
+from cmaas.delivery.envelope_checks import EnvelopeChecks, EnvelopeWorkers, WorkerLost
+from cmaas.delivery.envelope_worker import (
     CLOCK_SKEW_MS,
     CheckedEnvelope,
-    EnvelopeChecks,
     EnvelopeClaim,
-    EnvelopeWorkers,
-    WorkerLost,
-    _request_line,
+    request_line,
     serve,
 )
 from cmaas.delivery.errors import InvalidRequest, UnknownSigningKey
@@ -259,7 +257,7 @@ async def test_closing_stops_every_worker() -> None:
 
 def request(request_id: int, claims: list[EnvelopeClaim]) -> bytes:
     hex_keys = {digest: point.hex() for digest, point in KEYS.items()}
-    return _request_line(request_id, APP_JID, hex_keys, NOW_MS, claims)
+    return request_line(request_id, APP_JID, hex_keys, NOW_MS, claims)
 
 
 def test_a_worker_serves_until_its_input_ends() -> None:
@@ -293,7 +291,7 @@ async def test_a_worker_whose_gateway_is_gone_exits_quietly(tmp_path: Path) -> N
             sys.executable,
             "-P",
             "-m",
-            "cmaas.delivery.envelope_checks",
+            "cmaas.delivery.envelope_worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=answers_write,
             stderr=stderr,

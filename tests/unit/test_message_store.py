@@ -30,6 +30,7 @@ from cmaas.keystore import (
     NewApp,
     NewMessage,
     NonceUsed,
+    OutboxEntry,
     QuotaExhausted,
     RequestNonce,
     SealedPayload,
@@ -209,6 +210,23 @@ async def test_envelopes_are_dropped_once_no_resend_needs_them(
     assert kept == [("c",)]
 
 
+async def test_pending_entries_come_in_the_order_asked_without_finished_or_foreign_ones(
+    keystore: AnyKeystore, app: str
+) -> None:
+    store = keystore.messages
+    outcomes = await submit(keystore, message("a"), message("b"), message("c"), message("d"))
+    a, b, c, d = (r.seq for r in outcomes if isinstance(r, MessageRecord))
+    await store.mark_dispatched([a, b, c], 1_800_000_050_000)
+    await store.record([change("b", MessageStatus.DELIVERED, "1", reporter=ALICE)])
+    entries = await store.pending_entries([d, c, b, a, 10**9])
+    assert entries == [
+        OutboxEntry(seq, APP, message_id, ALICE, Priority.HIGH, 1_800_000_600_000)
+        for seq, message_id in ((d, "d"), (c, "c"), (a, "a"))
+    ]
+    # Owned by nobody (no instances here): an owner's view holds none of them.
+    assert await store.pending_entries([a, c, d], owner=7) == []
+
+
 async def test_an_omemo_element_is_kept_beside_the_envelope_until_the_message_finishes(
     keystore: AnyKeystore, app: str, database: Database
 ) -> None:
@@ -217,10 +235,14 @@ async def test_an_omemo_element_is_kept_beside_the_envelope_until_the_message_fi
     alone = dataclasses.replace(message("alone"), envelope=None, sealed_to=(), omemo=b"<e/>")
     outcomes = await submit(keystore, both, alone, message("plain"))
     seqs = [r.seq for r in outcomes if isinstance(r, MessageRecord)]
+    entries = [
+        OutboxEntry(seq, APP, message_id, ALICE, Priority.HIGH, 1_800_000_600_000)
+        for seq, message_id in zip(seqs, ("both", "alone", "plain"), strict=True)
+    ]
     assert await store.sealed(seqs) == {
-        seqs[0]: SealedPayload(b"{}", b"<encrypted-both/>"),
-        seqs[1]: SealedPayload(None, b"<e/>"),
-        seqs[2]: SealedPayload(b"{}", None),
+        seqs[0]: SealedPayload(entries[0], b"{}", b"<encrypted-both/>"),
+        seqs[1]: SealedPayload(entries[1], None, b"<e/>"),
+        seqs[2]: SealedPayload(entries[2], b"{}", None),
     }
     await store.mark_dispatched(seqs, 1_800_000_050_000)
     # An OMEMO client's resource reports on what carries an OMEMO element, not on the rest.
@@ -231,7 +253,7 @@ async def test_an_omemo_element_is_kept_beside_the_envelope_until_the_message_fi
         ]
     )
     assert [e.message_id for e in recorded] == ["both", "alone"]
-    assert await store.sealed(seqs) == {seqs[2]: SealedPayload(b"{}", None)}
+    assert await store.sealed(seqs) == {seqs[2]: SealedPayload(entries[2], b"{}", None)}
     kept = database.execute(
         "SELECT message_id FROM messages WHERE envelope IS NOT NULL OR omemo IS NOT NULL"
     )

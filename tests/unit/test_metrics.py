@@ -25,7 +25,7 @@ def test_the_feedback_gauges_show_a_stream_being_read() -> None:
 def test_status_events_are_counted_per_status() -> None:
     metrics = idle_metrics((0, False))
     events = [
-        StatusEvent(n, "bank", f"m{n}", status, 1_000, "1", "")
+        StatusEvent(n, n, "bank", f"m{n}", status, 1_000, "1", "")
         for n, status in enumerate(
             [MessageStatus.DELIVERED] * 3 + [MessageStatus.DISPATCHED, MessageStatus.READ]
         )

@@ -95,7 +95,7 @@ async def test_an_omemo_only_message_is_stored_with_its_expiry_and_queued(
     assert record.expires_ms == (int(clock.now) + 600) * 1000
     assert [e.seq for e in queued.entries] == [record.seq]
     assert await keystore.messages.sealed([record.seq]) == {
-        record.seq: SealedPayload(None, str(item["omemo"]).encode())
+        record.seq: SealedPayload(queued.entries[0], None, str(item["omemo"]).encode())
     }
     # A retry with the same element is the same message; another element is a conflict.
     again = await submit_one(service, app, item)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 from cmaas.clock import now_ms
 from cmaas.delivery.queues import PriorityQueues
-from cmaas.delivery.urgency import UrgentTraffic
+from cmaas.delivery.urgency import MessageKey, UrgentTraffic
 from cmaas.keystore import (
     MessageStore,
     OutboxEntry,
@@ -48,6 +48,76 @@ log = logging.getLogger(__name__)
 _FINISHED = frozenset(
     {MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED, MessageStatus.EXPIRED}
 )
+
+
+class WrittenLately:
+    """The messages written within the resend window that have no final report yet:
+    what a lost link may have dropped.
+
+    A flood's receipts may lag its writes by the whole window: 100,000 messages on a
+    2-core VM, when the device's server falls behind. So each is kept by its sequence
+    number alone, about 100 bytes, against 600 for its outbox entry and key; what a
+    resend needs besides is read back from the store. Only high-priority messages are
+    also kept by key, for their reports to be recorded first.
+    """
+
+    def __init__(self) -> None:
+        self._rounds: deque[tuple[float, list[int]]] = deque()
+        # Each message's latest write: a message written again is in two rounds.
+        self._unreported: dict[int, float] = {}
+        self._urgent: OrderedDict[MessageKey, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._unreported)
+
+    def add(self, entries: Sequence[OutboxEntry], written_at: float) -> None:
+        """Remember a round written at ``written_at`` (monotonic seconds)."""
+        seqs = [entry.seq for entry in entries]
+        self._rounds.append((written_at, seqs))
+        self._unreported.update(dict.fromkeys(seqs, written_at))
+        for entry in entries:
+            if entry.priority is Priority.HIGH:
+                key = (entry.app_id, entry.message_id)
+                self._urgent.pop(key, None)
+                self._urgent[key] = written_at
+
+    def is_urgent(self, key: MessageKey) -> bool:
+        """Whether a high-priority message written lately and not finished has ``key``."""
+        return key in self._urgent
+
+    def finished(self, event: StatusEvent) -> None:
+        """The message ``event`` is about needs no resend any more."""
+        self._unreported.pop(event.seq, None)
+        self._urgent.pop((event.app_id, event.message_id), None)
+
+    def forget_before(self, horizon: float) -> None:
+        """Forget what was written before ``horizon``: the server has had it."""
+        while self._rounds and self._rounds[0][0] < horizon:
+            _, seqs = self._rounds.popleft()
+            for seq in seqs:
+                if self._unreported.get(seq, horizon) < horizon:
+                    del self._unreported[seq]
+        while self._urgent and next(iter(self._urgent.values())) < horizon:
+            self._urgent.popitem(last=False)
+
+    def take_since(self, since: float) -> list[int]:
+        """The messages with no final report written since ``since``, in the order they
+        were last written; everything is forgotten."""
+        unreported = self._unreported
+        seqs = [
+            seq
+            for written_at, round_seqs in self._rounds
+            if written_at >= since
+            for seq in round_seqs
+            if unreported.get(seq) == written_at
+        ]
+        self.clear()
+        return seqs
+
+    def clear(self) -> None:
+        self._rounds.clear()
+        self._unreported.clear()
+        self._urgent.clear()
 
 
 class OutgoingSealed(NamedTuple):
@@ -129,7 +199,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
         self._lost_at: float | None = None
-        self._inflight: OrderedDict[tuple[str, str], tuple[OutboxEntry, float]] = OrderedDict()
+        self._written = WrittenLately()
+        self._resending: set[asyncio.Task[None]] = set()
         self._marking: set[asyncio.Task[list[StatusEvent]]] = set()
         # Copies returned per message, so that a client that returns every copy cannot
         # make the gateway write the message forever.
@@ -158,7 +229,7 @@ class Dispatcher:
         """This instance was taken for dead and its messages moved: write nothing more."""
         self._fenced.set()
         self._queues = PriorityQueues()
-        self._inflight.clear()
+        self._written.clear()
         self._connected.clear()
         self._drop_barriers()
         self._wake.set()
@@ -182,7 +253,7 @@ class Dispatcher:
         Messages accepted until :meth:`rejoin` are left to whoever takes them over."""
         self._released = True
         self._queues = PriorityQueues()
-        self._inflight.clear()
+        self._written.clear()
 
     def rejoin(self) -> None:
         """The link is back: accept messages of this instance's own again."""
@@ -215,13 +286,12 @@ class Dispatcher:
         """
         key = (app_id, message_id)
         self._urgent_traffic.answered(key)
-        written = self._inflight.get(key)
-        return written is not None and written[0].priority is Priority.HIGH
+        return self._written.is_urgent(key)
 
     @property
     def inflight(self) -> int:
         """Messages written within the resend window with no receipt yet."""
-        return len(self._inflight)
+        return len(self._written)
 
     def link_up(self) -> None:
         """The component (re)connected: resend what the lost link may have dropped."""
@@ -240,14 +310,29 @@ class Dispatcher:
             self._wake.set()
 
     def _resend_unconfirmed(self, since: float, why: str) -> None:
-        """Queue again, first, what was written since ``since`` and has no receipt."""
-        resend = [entry for entry, sent_at in self._inflight.values() if sent_at >= since]
-        for entry in reversed(resend):
+        """Queue again, first, what was written since ``since`` and has no receipt: the
+        next round waits until it is queued."""
+        seqs = self._written.take_since(since)
+        if seqs:
+            task = asyncio.create_task(self._requeue(seqs, why), name="outbox-resend")
+            self._resending.add(task)
+            task.add_done_callback(self._requeued)
+
+    async def _requeue(self, seqs: list[int], why: str) -> None:
+        entries = await self._store.pending_entries(seqs, owner=self._owner)
+        if self._fenced.is_set() or self._released:
+            return
+        for entry in reversed(entries):
             self._queues.push(entry, front=True)
-        self._inflight.clear()
-        self.resent += len(resend)
-        if resend:
-            log.info("outbox: resending %d messages written before %s", len(resend), why)
+        self.resent += len(entries)
+        if entries:
+            log.info("outbox: resending %d messages written before %s", len(entries), why)
+        self._wake.set()
+
+    def _requeued(self, task: asyncio.Task[None]) -> None:
+        self._resending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("outbox: reading messages to resend failed", exc_info=task.exception())
 
     async def resend(self, app_id: str, message_id: str) -> bool:
         """Write a pending message again, ahead of its class (a copy of it came back).
@@ -284,7 +369,7 @@ class Dispatcher:
         """Forget messages that need no resend any more (store listener)."""
         for event in events:
             if event.status in _FINISHED:
-                self._inflight.pop((event.app_id, event.message_id), None)
+                self._written.finished(event)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set."""
@@ -299,8 +384,8 @@ class Dispatcher:
                     await asyncio.sleep(0.1)
         finally:
             self._drop_barriers()
-            if self._marking:
-                await asyncio.gather(*self._marking, return_exceptions=True)
+            if self._marking or self._resending:
+                await asyncio.gather(*self._marking, *self._resending, return_exceptions=True)
 
     async def _round(self, stop: asyncio.Event) -> None:
         if not self._connected.is_set():
@@ -322,6 +407,9 @@ class Dispatcher:
             return
         if await self._held_for_urgent():
             return
+        if self._resending:
+            # What a lost link may have dropped goes ahead of what is queued.
+            await asyncio.wait(set(self._resending))
         batch = self._take(only=Priority.HIGH if over_bound else None)
         if not batch:
             self._wake.clear()
@@ -393,37 +481,34 @@ class Dispatcher:
             self._urgent_traffic.stored(urgent)
             self._urgent_queued.set()
 
-    def _take(self, only: Priority | None = None) -> list[OutboxEntry]:
-        batch: list[OutboxEntry] = []
+    def _take(self, only: Priority | None = None) -> list[int]:
+        """The sequence numbers of the next round's messages."""
+        batch: list[int] = []
         # In an OTP spell, rounds are short too: what stands at the server ahead of the
         # next OTP is a few messages, not a full round.
         size = min(self._batch, _URGENT_ROUND) if self._in_urgent_spell() else self._batch
         while len(batch) < size:
-            entry = self._queues.pop(only)
-            if entry is None:
+            seq = self._queues.pop(only)
+            if seq is None:
                 break
-            batch.append(entry)
+            batch.append(seq)
         return batch
 
     def _forget_old(self) -> None:
         """While the link is up, what was written a window ago has reached the server."""
-        horizon = self._monotonic() - self._window
-        while self._inflight:
-            key, (_, sent_at) = next(iter(self._inflight.items()))
-            if sent_at >= horizon:
-                break
-            del self._inflight[key]
+        self._written.forget_before(self._monotonic() - self._window)
 
-    async def _dispatch(self, batch: list[OutboxEntry]) -> bool:
+    async def _dispatch(self, batch: list[int]) -> bool:
         """Write a round; returns whether anything was written."""
-        payloads = await self._store.sealed([entry.seq for entry in batch], owner=self._owner)
+        payloads = await self._store.sealed(batch, owner=self._owner)
         now_ms = self._clock_ms()
         expired: list[StatusChange] = []
         writable: list[tuple[OutboxEntry, OutgoingSealed]] = []
-        for entry in batch:
-            payload = payloads.get(entry.seq)
+        for seq in batch:
+            payload = payloads.get(seq)
             if payload is None:
                 continue  # finished meanwhile (delivered, failed or expired), or taken over
+            entry = payload.entry
             if entry.expires_ms <= now_ms:
                 expired.append(
                     StatusChange(
@@ -457,16 +542,15 @@ class Dispatcher:
             for entry, _ in reversed(writable):
                 self._queues.push(entry, front=True)
             writable = []
-        written_at = self._monotonic()
-        for entry, _ in writable:
-            self._inflight[(entry.app_id, entry.message_id)] = (entry, written_at)
         sent = [entry.seq for entry, _ in writable]
+        if writable:
+            self._written.add([entry for entry, _ in writable], self._monotonic())
         if expired:
             await self._store.record(expired)
         if sent:
             # Recording runs beside the next round; a crash before it commits leaves the
             # message 'accepted', and a restart sends it again (devices show it once).
-            urgent = any(entry.priority is Priority.HIGH for entry in batch)
+            urgent = any(entry.priority is Priority.HIGH for entry, _ in writable)
             task = asyncio.create_task(
                 self._store.mark_dispatched(sent, now_ms, owner=self._owner, urgent=urgent)
             )

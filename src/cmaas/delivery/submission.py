@@ -24,12 +24,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cmaas.delivery.auth import claim_nonce, nonce_used
-from cmaas.delivery.envelope_checks import (
-    CLOCK_SKEW_MS,
-    CheckedEnvelope,
-    EnvelopeChecks,
-    EnvelopeClaim,
-)
+from cmaas.delivery.envelope_checks import EnvelopeChecks
+from cmaas.delivery.envelope_worker import CLOCK_SKEW_MS, CheckedEnvelope, EnvelopeClaim
 from cmaas.delivery.errors import (
     Backpressure,
     InvalidRequest,

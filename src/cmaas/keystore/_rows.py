@@ -196,6 +196,7 @@ def outbox_entry(row: Row) -> OutboxEntry:
 def event_from_row(row: Row) -> StatusEvent:
     return StatusEvent(
         event_id=row["event_id"],
+        seq=row["seq"],
         app_id=row["app_id"],
         message_id=row["message_id"],
         status=MessageStatus(row["status"]),

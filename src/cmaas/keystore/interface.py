@@ -265,6 +265,10 @@ class MessageStore(Protocol):
 
     async def pending_entry(self, app_id: str, message_id: str) -> OutboxEntry | None: ...
 
+    async def pending_entries(
+        self, seqs: Sequence[int], *, owner: int | None = None
+    ) -> list[OutboxEntry]: ...
+
     async def mark_dispatched(
         self, seqs: Sequence[int], at_ms: int, *, owner: int | None = None, urgent: bool = False
     ) -> list[StatusEvent]: ...

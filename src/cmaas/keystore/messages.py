@@ -51,9 +51,14 @@ _SELECT_MESSAGE = (
     "SELECT seq, app_id, message_id, recipient, recipient_jid, priority, status, detail,"
     " expires_ms, created_ms, updated_ms FROM messages"
 )
-_SELECT_ENTRY = "SELECT seq, app_id, message_id, recipient_jid, priority, expires_ms FROM messages"
+_ENTRY_COLUMNS = "seq, app_id, message_id, recipient_jid, priority, expires_ms"
+_SELECT_ENTRY = f"SELECT {_ENTRY_COLUMNS} FROM messages"  # noqa: S608
+# A message is pending while it may still be written: not finished, something sealed.
+_PENDING = (
+    " AND status IN ('accepted', 'dispatched') AND (envelope IS NOT NULL OR omemo IS NOT NULL)"
+)
 _SELECT_EVENT = (
-    "SELECT event_id, app_id, message_id, status, at_ms, device, detail FROM status_events"
+    "SELECT event_id, seq, app_id, message_id, status, at_ms, device, detail FROM status_events"
 )
 
 
@@ -303,34 +308,49 @@ class SqlMessageStore:
         """The outbox entry of a message still pending, to write it again."""
         async with self._tx.read() as db:
             row = await db.one(
-                _SELECT_ENTRY + " WHERE app_id = ? AND message_id = ?"
-                " AND status IN ('accepted', 'dispatched')"
-                " AND (envelope IS NOT NULL OR omemo IS NOT NULL)",
+                _SELECT_ENTRY + " WHERE app_id = ? AND message_id = ?" + _PENDING,
                 (app_id, message_id),
             )
         return None if row is None else outbox_entry(row)
+
+    async def pending_entries(
+        self, seqs: Sequence[int], *, owner: int | None = None
+    ) -> list[OutboxEntry]:
+        """The outbox entries of those messages that are still pending (and, with
+        ``owner``, still owned by that instance), in the order of ``seqs``."""
+        rows = await self._pending_rows(_ENTRY_COLUMNS, seqs, owner)
+        by_seq = {row["seq"]: outbox_entry(row) for row in rows}
+        return [by_seq[seq] for seq in seqs if seq in by_seq]
 
     async def sealed(
         self, seqs: Sequence[int], *, owner: int | None = None
     ) -> dict[int, SealedPayload]:
         """What is sealed of those messages that are still pending (and, with ``owner``,
-        still owned by that instance: one fenced sends nothing more)."""
-        found: dict[int, SealedPayload] = {}
+        still owned by that instance: one fenced sends nothing more), with their outbox
+        entries."""
+        rows = await self._pending_rows(_ENTRY_COLUMNS + ", envelope, omemo", seqs, owner)
+        return {
+            row["seq"]: SealedPayload(outbox_entry(row), row["envelope"], row["omemo"])
+            for row in rows
+        }
+
+    async def _pending_rows(
+        self, columns: str, seqs: Sequence[int], owner: int | None
+    ) -> list[Row]:
         owned, by_owner = _owned_by(owner)
+        rows: list[Row] = []
         async with self._tx.read() as db:
             for start in range(0, len(seqs), 500):
                 chunk = list(seqs[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                rows = await db.all(
-                    f"SELECT seq, envelope, omemo FROM messages WHERE seq IN ({marks})"  # noqa: S608
-                    " AND status IN ('accepted', 'dispatched')"
-                    " AND (envelope IS NOT NULL OR omemo IS NOT NULL)" + owned,
-                    [*chunk, *by_owner],
+                rows.extend(
+                    await db.all(
+                        f"SELECT {columns} FROM messages WHERE seq IN ({_marks(len(chunk))})"  # noqa: S608
+                        + _PENDING
+                        + owned,
+                        [*chunk, *by_owner],
+                    )
                 )
-                found.update(
-                    (row["seq"], SealedPayload(row["envelope"], row["omemo"])) for row in rows
-                )
-        return found
+        return rows
 
     async def mark_dispatched(
         self, seqs: Sequence[int], at_ms: int, *, owner: int | None = None, urgent: bool = False
@@ -706,7 +726,7 @@ async def _add_event(
         (seq, app_id, message_id, status.value, device, detail, at_ms),
     )
     assert row is not None  # INSERT ... RETURNING gives its row
-    return StatusEvent(int(row["event_id"]), app_id, message_id, status, at_ms, device, detail)
+    return StatusEvent(int(row["event_id"]), seq, app_id, message_id, status, at_ms, device, detail)
 
 
 async def _messages_by_id(
@@ -1011,6 +1031,7 @@ async def _insert_events(
         position, change = keys[(row["seq"], row["status"], row["device"])]
         recorded[position] = StatusEvent(
             int(row["event_id"]),
+            row["seq"],
             change.app_id,
             change.message_id,
             change.status,

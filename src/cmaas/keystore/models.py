@@ -288,10 +288,25 @@ class RequestNonce:
 
 
 @value_class
+class OutboxEntry:
+    """What the dispatcher needs of a pending message besides what it writes: kept in
+    memory while the message is written and awaits its receipt, never its envelope."""
+
+    seq: int
+    app_id: str
+    message_id: str
+    recipient_jid: str
+    priority: Priority
+    expires_ms: int
+
+
+@value_class
 class SealedPayload:
     """What the dispatcher writes for one pending message: its envelope's JSON text, its
-    legacy-OMEMO ``<encrypted/>`` element's XML text, or both."""
+    legacy-OMEMO ``<encrypted/>`` element's XML text, or both; with the message's outbox
+    entry, which its queue keeps only the sequence number of."""
 
+    entry: OutboxEntry
     envelope: bytes | None = field(repr=False)
     omemo: bytes | None = field(repr=False)
 
@@ -316,22 +331,12 @@ class MessageRecord:
 
 
 @value_class
-class OutboxEntry:
-    """What the dispatcher keeps in memory per pending message: no envelope."""
-
-    seq: int
-    app_id: str
-    message_id: str
-    recipient_jid: str
-    priority: Priority
-    expires_ms: int
-
-
-@value_class
 class StatusEvent:
-    """One recorded status event of an app's message."""
+    """One recorded status event of an app's message (``seq``: the message's sequence
+    number in this gateway's store)."""
 
     event_id: int
+    seq: int
     app_id: str
     message_id: str
     status: MessageStatus
