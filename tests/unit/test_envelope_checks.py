@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -320,3 +321,16 @@ async def test_a_worker_that_cannot_start_stops_the_start(
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         EnvelopeWorkers(0)
+
+
+def test_a_worker_imports_neither_asyncio_nor_hashlib() -> None:
+    """Each would load the system's OpenSSL library beside the one ``cryptography``
+    carries: some 4 MB of every worker's resident memory (bench item f)."""
+    script = (
+        "import sys, cmaas.delivery.envelope_worker;"
+        " print(sorted({'asyncio', 'ssl', 'hashlib', 'logging'} & set(sys.modules)))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-P", "-c", script], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.strip() == "[]"

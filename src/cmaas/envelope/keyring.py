@@ -7,7 +7,7 @@ what gives forward secrecy: a later theft of the device finds no key for it.
 
 from __future__ import annotations
 
-import secrets
+import random
 from dataclasses import dataclass, field
 
 from cmaas.envelope.bundle import MAX_DEVICE_ID, SUITE_P256, DeviceBundle, sign_prekey
@@ -26,6 +26,11 @@ from cmaas.envelope.opening import OpenedMessage, open_envelope
 from cmaas.envelope.sealed import SealedEnvelope
 
 __all__ = ["DeviceKeyring", "OneTimePrekeySecret", "SignedPrekeySecret"]
+
+
+# The operating system's CSPRNG (``secrets`` uses the same, but imports ``hashlib``: see
+# ``cmaas.envelope.keys``).
+_SYSTEM_RANDOM = random.SystemRandom()
 
 
 @dataclass(slots=True)
@@ -60,7 +65,7 @@ class DeviceKeyring:
         """A new device: random 31-bit id, fresh identity key, SPK and OPK pool."""
         keyring = cls(
             jid=jid,
-            device_id=secrets.randbelow(MAX_DEVICE_ID) + 1,
+            device_id=_SYSTEM_RANDOM.randrange(MAX_DEVICE_ID) + 1,
             identity=generate_private_key(),
             signed_prekey=SignedPrekeySecret(1, generate_private_key(), now_ms),
             next_key_id=2,

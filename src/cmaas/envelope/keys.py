@@ -8,8 +8,6 @@ scalars and stay on the machine that made them.
 
 from __future__ import annotations
 
-import hashlib
-
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -48,6 +46,10 @@ PrivateKey = ec.EllipticCurvePrivateKey
 
 _SIGNING = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 _VERIFYING = ec.ECDSA(hashes.SHA256())
+# SHA-256 from ``cryptography`` rather than ``hashlib``, which loads the system's own
+# OpenSSL beside the one ``cryptography`` carries: about 4 MB of every admission worker
+# (``cmaas.delivery.envelope_worker``), which needs nothing else of ``hashlib``.
+_SHA256 = hashes.SHA256()
 # The last private key asked for its public point, and that point: a sender signs with
 # one key for its whole life, and deriving the point costs as much as a seal's framing.
 _last_public_point: tuple[PrivateKey, bytes] | None = None
@@ -93,7 +95,9 @@ def public_point(key: PrivateKey) -> bytes:
 def fingerprint(key: PublicKey | bytes) -> str:
     """Lowercase hex SHA-256 of the uncompressed point: what users compare and pin."""
     data = key if isinstance(key, bytes) else point_bytes(key)
-    return hashlib.sha256(data).hexdigest()
+    digest = hashes.Hash(_SHA256)
+    digest.update(data)
+    return digest.finalize().hex()
 
 
 def private_scalar(key: PrivateKey) -> bytes:

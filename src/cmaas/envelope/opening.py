@@ -7,7 +7,6 @@ payload, content. Nothing is returned unless all pass.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,6 +87,10 @@ def open_envelope(
         TamperedKeyEntry: The entry does not open with that prekey.
         TamperedPayload: The payload does not decrypt.
     """
+    # Imported here, by the devices that open envelopes: ``hmac`` imports ``hashlib``,
+    # which the gateway's admission workers, importing this package, do without.
+    import hmac
+
     envelope = data if isinstance(data, SealedEnvelope) else SealedEnvelope.from_bytes(data)
     header = envelope.header
     app_public = parse_public_key(envelope.app_key)
