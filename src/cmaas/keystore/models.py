@@ -289,8 +289,9 @@ class RequestNonce:
 
 @value_class
 class OutboxEntry:
-    """What the dispatcher needs of a pending message besides what it writes: kept in
-    memory while the message is written and awaits its receipt, never its envelope."""
+    """What the dispatcher needs of a pending message besides what it writes. Read back
+    with the envelope at the message's turn; the queues and the resend window keep only
+    its sequence number."""
 
     seq: int
     app_id: str
