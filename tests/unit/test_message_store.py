@@ -448,6 +448,50 @@ async def test_both_sqlite_writers_journal_in_memory_durably_and_overwrite_delet
     assert on_thread == on_shared == [2, 2, 1, 1]
 
 
+async def test_a_write_cancelled_while_it_waits_for_the_lock_leaves_it_free(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cancelled.sqlite3"
+    keystore = await SqliteKeystore.open(path, MasterKeyring(b"k" * 32))
+    store = keystore.messages
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        epoch = await store.register_instance("gw-a")
+        assert await store.take_lead(epoch)
+        # The worker thread's commit holds the lock while the heartbeat's BEGIN waits
+        # for it, and shutdown cancels the heartbeat.
+        other.execute("BEGIN IMMEDIATE")
+        beating = asyncio.ensure_future(store.heartbeat(epoch))
+        await asyncio.sleep(0)  # its BEGIN is on aiosqlite's thread
+        beating.cancel()
+        other.execute("COMMIT")
+        with pytest.raises(asyncio.CancelledError):
+            await beating
+        assert await store.heartbeat(epoch)
+        await store.resign(epoch)  # on the worker thread, as the gateway stops
+        assert not await store.leads(epoch)
+    finally:
+        other.close()
+        await keystore.close()
+
+
+async def test_a_write_that_cannot_take_the_lock_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "busy.sqlite3"
+    keystore = await SqliteKeystore.open(path, MasterKeyring(b"k" * 32))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        epoch = await keystore.messages.register_instance("gw-a")
+        await keystore._db.execute("PRAGMA busy_timeout = 0")
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await keystore.messages.heartbeat(epoch)
+        other.execute("COMMIT")
+        assert await keystore.messages.heartbeat(epoch)
+    finally:
+        other.close()
+        await keystore.close()
+
+
 async def test_urgent_operations_commit_first_and_alone(tmp_path: Path) -> None:
     thread = SqliteThread(tmp_path / "urgent.sqlite3")
     noted = _NotedTransactions(thread)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -85,13 +86,20 @@ class SharedConnection:
         ``busy_timeout`` instead of failing halfway through with SQLITE_BUSY.
         """
         async with self._lock:
-            await self.connection.execute("BEGIN IMMEDIATE")
             try:
+                # Inside the try: a task cancelled while its BEGIN waits for the lock
+                # still has it run on aiosqlite's thread, and the transaction would hold
+                # the file's write lock until the connection closed (a heartbeat
+                # cancelled at shutdown failed the resignation after it).
+                await self.connection.execute("BEGIN IMMEDIATE")
                 yield AioSqliteDb(self.connection)
+                # Inside it too: a COMMIT that fails (busy) leaves the transaction open.
+                await self.connection.execute("COMMIT")
             except BaseException:
-                await self.connection.execute("ROLLBACK")
+                # Queued behind the BEGIN; a BEGIN that failed left nothing to roll back.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await self.connection.execute("ROLLBACK")
                 raise
-            await self.connection.execute("COMMIT")
 
     def lane(self, name: str = "instances") -> AbstractAsyncContextManager[Db]:
         """As :meth:`write`: one process has the file, so nothing needs to overtake."""
@@ -109,11 +117,12 @@ class SharedConnection:
         """
         if self._reader is None:
             async with self._lock:
-                await self.connection.execute("BEGIN")
                 try:
+                    await self.connection.execute("BEGIN")  # inside: as for write()
                     yield AioSqliteDb(self.connection)
                 finally:
-                    await self.connection.execute("COMMIT")
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        await self.connection.execute("COMMIT")
             return
         async with self._read_lock:
             self._reader.execute("BEGIN")
