@@ -20,9 +20,9 @@ from cmaas.envelope import (
     generate_private_key,
     sealed,
 )
-from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES
+from cmaas.envelope.sealed import MAX_ENVELOPE_BYTES, MAX_PAYLOAD_SIZE
 
-from .envelope_fixtures import dump, make_keyring, seal_to, sender_bundle, to_tree
+from .envelope_fixtures import FILE, dump, make_keyring, seal_to, sender_bundle, to_tree
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,45 @@ def test_a_canonical_envelope_needs_no_strict_parse(
     assert EnvelopeOutline.from_bytes(envelope.to_bytes()).signed == envelope.signature_input()
     with pytest.raises(AssertionError, match="the strict parse ran"):
         EnvelopeOutline.from_bytes(SPELLINGS["spaced"](envelope.to_bytes()))
+
+
+def test_a_canonical_envelope_is_read_by_its_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    def whole_json(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the whole envelope was read as JSON")
+
+    bundles = [sender_bundle(make_keyring("åsa@cmaas.test")) for _ in range(3)]
+    shaped = [
+        seal_to(bundles, generate_private_key(), recipient_jid="åsa@cmaas.test"),
+        seal_to(
+            bundles[:1],
+            generate_private_key(),
+            FILE,
+            auto_delete_s=60,
+            recipient_jid="åsa@cmaas.test",
+        ),
+    ]
+    expected = [read_both(envelope.to_bytes()) for envelope in shaped]
+    monkeypatch.setattr(sealed, "_canonical", whole_json)
+    for envelope, read in zip(shaped, expected, strict=True):
+        assert EnvelopeOutline.from_bytes(envelope.to_bytes()) == read[1]  # type: ignore[index]
+    # Another spelling of the same envelope is read as JSON.
+    with pytest.raises(AssertionError, match="read as JSON"):
+        EnvelopeOutline.from_bytes(SPELLINGS["escaped"](shaped[0].to_bytes()))
+
+
+def test_every_edit_of_one_byte_reads_alike(envelope: SealedEnvelope) -> None:
+    """Each byte replaced by characters that matter to the shape (quote, digit,
+    base64url letters, escape, brace) or dropped: both readings agree, whichever
+    path the outline took."""
+    wire = envelope.to_bytes()
+    accepted = 0
+    for position in range(len(wire)):
+        for replacement in (b'"', b"0", b"9", b"A", b"B", b"_", b"+", b"\\", b"}", b""):
+            edited = wire[:position] + replacement + wire[position + 1 :]
+            if edited != wire and not isinstance(read_both(edited), EnvelopeError):
+                accepted += 1
+    # Edits inside the sealed parts still parse: the shape's accepting path ran.
+    assert accepted > len(wire)
 
 
 SPELLINGS: dict[str, Callable[[bytes], bytes]] = {
@@ -164,6 +203,10 @@ def test_both_refuse_edited_trees_alike(envelope: SealedEnvelope) -> None:
         lambda t: t["keys"].append(copy.deepcopy(t["keys"][0])),
         lambda t: t["keys"][0].update(sealed=t["keys"][0]["sealed"][:-4]),
         lambda t: t["keys"][1].update(key_id=0),
+        lambda t: t["keys"][0].update(device_id=2**31),
+        lambda t: t["keys"][1].update(key_id=2**31),
+        lambda t: t.update(payload="A" * ((MAX_PAYLOAD_SIZE + 3) * 4 // 3)),
+        lambda t: t.update(signature="A" * 100),
         lambda t: t["header"].update(priority="urgent"),
         lambda t: t["header"].pop("to"),
         lambda t: t.update(nonce=t["nonce"] + "A"),

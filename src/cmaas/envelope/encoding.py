@@ -17,11 +17,13 @@ from typing import Any
 from cmaas.envelope.errors import MalformedEncoding, OversizeInput
 
 __all__ = [
+    "CANONICAL_LAST_CHARACTERS",
     "MAX_SAFE_INTEGER",
     "Fields",
     "b64url",
     "canonical_json",
     "check_b64url",
+    "decode_checked_b64url",
     "from_b64url",
     "parse_json",
 ]
@@ -32,6 +34,12 @@ _B64URL_BYTES = _B64URL_ALPHABET.encode("ascii")
 _B64URL_VALUES = {character: value for value, character in enumerate(_B64URL_ALPHABET)}
 _SPARE_BITS = {2: 0b1111, 3: 0b11}
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+CANONICAL_LAST_CHARACTERS = {
+    remainder: "".join(c for c in _B64URL_ALPHABET if not _B64URL_VALUES[c] & spare)
+    for remainder, spare in _SPARE_BITS.items()
+}
+"""The characters canonical base64url may end with, by its length modulo 4 (2 or 3):
+those whose bits beyond the data's are zero."""
 # One encoder for every call: json.dumps builds a new one whenever options are given.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -187,10 +195,14 @@ def from_b64url(text: object, *, what: str, size: int | None = None, max_size: i
 
     Raises: as :func:`check_b64url`.
     """
-    checked = check_b64url(text, what=what, size=size, max_size=max_size)
-    return binascii.a2b_base64(
-        checked.encode("ascii").translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(checked) % 4)
+    return decode_checked_b64url(
+        check_b64url(text, what=what, size=size, max_size=max_size).encode("ascii")
     )
+
+
+def decode_checked_b64url(text: bytes) -> bytes:
+    """Decode base64url already checked canonical (:func:`check_b64url`)."""
+    return binascii.a2b_base64(text.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(text) % 4))
 
 
 class Fields:

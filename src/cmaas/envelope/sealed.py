@@ -7,11 +7,19 @@ recipient's devices can open the content key in their key entry.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cmaas.envelope.bundle import MAX_DEVICE_ID
-from cmaas.envelope.encoding import Fields, b64url, canonical_json, parse_json
+from cmaas.envelope.encoding import (
+    CANONICAL_LAST_CHARACTERS,
+    Fields,
+    b64url,
+    canonical_json,
+    decode_checked_b64url,
+    parse_json,
+)
 from cmaas.envelope.errors import EnvelopeError, MalformedEncoding, OversizeInput
 from cmaas.envelope.header import Header
 from cmaas.envelope.keys import MAX_SIGNATURE_SIZE, POINT_SIZE, fingerprint
@@ -179,7 +187,7 @@ class SealedEnvelope:
 class EnvelopeOutline:
     """An envelope checked as strictly as :meth:`SealedEnvelope.from_bytes` checks it,
     with its sealed parts (key entries, nonce, payload) left encoded: what a relay
-    needs, at some two thirds of the cost.
+    needs, at a fraction of the cost.
 
     Attributes:
         header: The header.
@@ -200,7 +208,91 @@ class EnvelopeOutline:
     @classmethod
     def from_bytes(cls, data: bytes | str) -> EnvelopeOutline:
         """Raises: as :meth:`SealedEnvelope.from_bytes`, for the same inputs."""
-        return _read(data)[1]
+        raw = _utf8(data)
+        return _shaped(raw) or _read(raw)[1]
+
+
+_LAST = {remainder: text.encode("ascii") for remainder, text in CANONICAL_LAST_CHARACTERS.items()}
+
+
+def _b64url_pattern(size: int) -> bytes:
+    """Canonical unpadded base64url of exactly ``size`` bytes: its length, and the
+    last character's spare bits zero."""
+    length = (size * 4 + 2) // 3
+    if size % 3 == 0:
+        return b"[A-Za-z0-9_-]{%d}" % length
+    return b"[A-Za-z0-9_-]{%d}[%s]" % (length - 1, _LAST[length % 4])
+
+
+_KEY_ENTRY = (
+    rb'\{"device_id":[1-9][0-9]{0,9},"key_id":[1-9][0-9]{0,9},"sealed":"'
+    + _b64url_pattern(SEALED_KEY_SIZE)
+    + rb'"\}'
+)
+# The form every conforming sealer writes, each field in its canonical spelling. Only
+# the header is JSON still to read: its strings hold no escape and its values no
+# array or object, so that it ends at the first brace.
+_SHAPE = re.compile(
+    rb'\{"app_key":\{"fingerprint":"([0-9a-f]{64})","public_key":"('
+    + _b64url_pattern(POINT_SIZE)
+    + rb')"\},"header":(\{[^{}\[\]\\]*\}),"keys":\[('
+    + _KEY_ENTRY
+    + rb"(?:,"
+    + _KEY_ENTRY
+    + rb"){0,%d})\]," % (MAX_KEY_ENTRIES - 1)
+    + rb'"nonce":"'
+    + _b64url_pattern(NONCE_SIZE)
+    + rb'","payload":"([A-Za-z0-9_-]*)","signature":"([A-Za-z0-9_-]*)"'
+    + _SIGNED_TAIL.replace(b"}", rb"\}")
+)
+_ENTRY_IDS = re.compile(rb'"device_id":([0-9]+),"key_id":([0-9]+)')
+
+
+def _shaped(raw: bytes) -> EnvelopeOutline | None:
+    """The outline of an envelope in the shape every conforming sealer writes, read
+    with one regular expression and the header's JSON: about half the time of
+    :func:`_read`. ``None`` for any other input, which :func:`_read` then decides, so
+    that it meets the same errors. What this accepts is canonical JSON that :func:`_read`
+    accepts with the same outline."""
+    shape = _SHAPE.fullmatch(raw)
+    if shape is None:
+        return None
+    fingerprint_text, public_key, header_text, _, payload, signature = shape.groups()
+    if not (
+        _canonical_b64url(payload, MAX_PAYLOAD_SIZE)
+        and _canonical_b64url(signature, MAX_SIGNATURE_SIZE)
+    ):
+        return None
+    app_key = decode_checked_b64url(public_key)
+    app_key_fingerprint = fingerprint_text.decode("ascii")
+    if fingerprint(app_key) != app_key_fingerprint:
+        return None
+    ids = _ENTRY_IDS.findall(shape.group(4))
+    device_ids = tuple(int(device_id) for device_id, _ in ids)
+    if len(set(device_ids)) != len(device_ids) or any(
+        int(number) > MAX_DEVICE_ID for pair in ids for number in pair
+    ):
+        return None
+    try:
+        header_value = json.loads(header_text.decode("utf-8"))
+        if canonical_json(header_value, portable=True) != header_text:
+            return None
+        header = Header.from_json(header_value)
+    except (ValueError, EnvelopeError):  # UnicodeDecodeError is a ValueError
+        return None
+    signed = raw[: shape.start(6) - len(b',"signature":"')] + _SIGNED_TAIL
+    return EnvelopeOutline(
+        header, app_key, app_key_fingerprint, device_ids, decode_checked_b64url(signature), signed
+    )
+
+
+def _canonical_b64url(text: bytes, max_size: int) -> bool:
+    """Whether base64url ``text`` (its alphabet already checked) is canonical and
+    decodes to at most ``max_size`` bytes."""
+    spare = len(text) % 4
+    return (
+        spare != 1 and (not spare or text[-1:] in _LAST[spare]) and len(text) * 3 // 4 <= max_size
+    )
 
 
 def _read(data: bytes | str) -> tuple[dict[str, Any], EnvelopeOutline]:
