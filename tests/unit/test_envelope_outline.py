@@ -102,13 +102,17 @@ def test_a_canonical_envelope_is_read_by_its_shape(monkeypatch: pytest.MonkeyPat
 
 def test_every_edit_of_one_byte_reads_alike(envelope: SealedEnvelope) -> None:
     """Each byte replaced by characters that matter to the shape (quote, digit,
-    base64url letters, escape, brace) or dropped: both readings agree, whichever
-    path the outline took."""
+    base64url letters, escape, brace) or dropped, and a zero put before it: both
+    readings agree, whichever path the outline took."""
     wire = envelope.to_bytes()
     accepted = 0
     for position in range(len(wire)):
-        for replacement in (b'"', b"0", b"9", b"A", b"B", b"_", b"+", b"\\", b"}", b""):
-            edited = wire[:position] + replacement + wire[position + 1 :]
+        edits = [
+            wire[:position] + replacement + wire[position + 1 :]
+            for replacement in (b'"', b"0", b"9", b"A", b"B", b"_", b"+", b"\\", b"}", b"")
+        ]
+        edits.append(wire[:position] + b"0" + wire[position:])
+        for edited in edits:
             if edited != wire and not isinstance(read_both(edited), EnvelopeError):
                 accepted += 1
     # Edits inside the sealed parts still parse: the shape's accepting path ran.

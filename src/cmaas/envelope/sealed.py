@@ -229,13 +229,32 @@ _KEY_ENTRY = (
     + _b64url_pattern(SEALED_KEY_SIZE)
     + rb'"\}'
 )
-# The form every conforming sealer writes, each field in its canonical spelling. Only
-# the header is JSON still to read: its strings hold no escape and its values no
-# array or object, so that it ends at the first brace.
+_TEXT = rb'"([^"\\\x00-\x1f]+)"'
+_INTEGER = rb"(0|[1-9][0-9]{0,15})"
+# The form every conforming sealer writes, each field in its canonical spelling: the
+# header's fields in code-point order, its strings without anything JSON escapes (so
+# that their bytes are their UTF-8 text) and its integers without sign or leading zero.
 _SHAPE = re.compile(
     rb'\{"app_key":\{"fingerprint":"([0-9a-f]{64})","public_key":"('
     + _b64url_pattern(POINT_SIZE)
-    + rb')"\},"header":(\{[^{}\[\]\\]*\}),"keys":\[('
+    + rb')"\},"header":\{"app":'
+    + _TEXT
+    + rb',(?:"auto_delete_s":'
+    + _INTEGER
+    + rb",)?"
+    + rb'"created_ms":'
+    + _INTEGER
+    + rb',"expires_ms":'
+    + _INTEGER
+    + rb',"kind":'
+    + _TEXT
+    + rb',"message_id":'
+    + _TEXT
+    + rb',"priority":'
+    + _TEXT
+    + rb',"to":'
+    + _TEXT
+    + rb',"v":(0|[1-9][0-9]{0,15})\},"keys":\[('
     + _KEY_ENTRY
     + rb"(?:,"
     + _KEY_ENTRY
@@ -250,14 +269,30 @@ _ENTRY_IDS = re.compile(rb'"device_id":([0-9]+),"key_id":([0-9]+)')
 
 def _shaped(raw: bytes) -> EnvelopeOutline | None:
     """The outline of an envelope in the shape every conforming sealer writes, read
-    with one regular expression and the header's JSON: about half the time of
-    :func:`_read`. ``None`` for any other input, which :func:`_read` then decides, so
-    that it meets the same errors. What this accepts is canonical JSON that :func:`_read`
-    accepts with the same outline."""
+    with one regular expression: about half the time of :func:`_read`.
+    ``None`` for any other input, which :func:`_read` then decides, so that it meets
+    the same errors. What this accepts is canonical JSON that :func:`_read` accepts,
+    with the same outline: the header's values go through the same
+    :meth:`Header.from_json`."""
     shape = _SHAPE.fullmatch(raw)
     if shape is None:
         return None
-    fingerprint_text, public_key, header_text, _, payload, signature = shape.groups()
+    (
+        fingerprint_text,
+        public_key,
+        app,
+        auto_delete_s,
+        created_ms,
+        expires_ms,
+        kind,
+        message_id,
+        priority,
+        to,
+        version,
+        entries,
+        payload,
+        signature,
+    ) = shape.groups()
     if not (
         _canonical_b64url(payload, MAX_PAYLOAD_SIZE)
         and _canonical_b64url(signature, MAX_SIGNATURE_SIZE)
@@ -267,22 +302,36 @@ def _shaped(raw: bytes) -> EnvelopeOutline | None:
     app_key_fingerprint = fingerprint_text.decode("ascii")
     if fingerprint(app_key) != app_key_fingerprint:
         return None
-    ids = _ENTRY_IDS.findall(shape.group(4))
+    ids = _ENTRY_IDS.findall(entries)
     device_ids = tuple(int(device_id) for device_id, _ in ids)
     if len(set(device_ids)) != len(device_ids) or any(
         int(number) > MAX_DEVICE_ID for pair in ids for number in pair
     ):
         return None
     try:
-        header_value = json.loads(header_text.decode("utf-8"))
-        if canonical_json(header_value, portable=True) != header_text:
-            return None
+        header_value: dict[str, object] = {
+            "app": app.decode("utf-8"),
+            "created_ms": int(created_ms),
+            "expires_ms": int(expires_ms),
+            "kind": kind.decode("utf-8"),
+            "message_id": message_id.decode("utf-8"),
+            "priority": priority.decode("utf-8"),
+            "to": to.decode("utf-8"),
+            "v": int(version),
+        }
+        if auto_delete_s is not None:
+            header_value["auto_delete_s"] = int(auto_delete_s)
         header = Header.from_json(header_value)
-    except (ValueError, EnvelopeError):  # UnicodeDecodeError is a ValueError
+    except (UnicodeDecodeError, EnvelopeError):
         return None
-    signed = raw[: shape.start(6) - len(b',"signature":"')] + _SIGNED_TAIL
+    signed = raw[: shape.start(14) - len(b',"signature":"')] + _SIGNED_TAIL
     return EnvelopeOutline(
-        header, app_key, app_key_fingerprint, device_ids, decode_checked_b64url(signature), signed
+        header,
+        app_key,
+        app_key_fingerprint,
+        device_ids,
+        decode_checked_b64url(signature),
+        signed,
     )
 
 
