@@ -254,7 +254,9 @@ _SHAPE = re.compile(
     + _TEXT
     + rb',"to":'
     + _TEXT
-    + rb',"v":(0|[1-9][0-9]{0,15})\},"keys":\[('
+    + rb',"v":'
+    + _INTEGER
+    + rb'\},"keys":\[('
     + _KEY_ENTRY
     + rb"(?:,"
     + _KEY_ENTRY
